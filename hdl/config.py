@@ -1,0 +1,122 @@
+"""Build-time configuration of the NIC (one object, hashed into the build cache key)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+__all__ = ["NicConfig", "VALID_DATA_WIDTHS", "MIN_PHYSICAL_FRAME", "MAX_FRAME"]
+
+VALID_DATA_WIDTHS = (64, 128, 256, 512)
+
+#: Ethernet minimum frame without FCS (64 bytes on the wire, FCS stripped by the MAC).
+MIN_PHYSICAL_FRAME = 60
+#: Largest frame the NIC carries (jumbo, without FCS). Longer frames are dropped whole.
+MAX_FRAME = 9216
+
+
+@dataclass(frozen=True)
+class NicConfig:
+    """Parameters of one NIC build.
+
+    Parameters
+    ----------
+    data_width:
+        Datapath width W in bits (64, 128, 256 or 512).
+    ports:
+        Port names in port-number order. Port 0 is the uplink.
+    physical_ports:
+        Ports attached to a real PHY; only these flag frames below 60 bytes as runts.
+    clock_mhz:
+        Core clock, used to turn cycles into Gb/s and ns.
+    header_window:
+        Bytes at the start of each frame the parser can see (multiple of 8, 128..256).
+    buffer_bytes:
+        Store-and-forward packet buffer size in bytes (must hold more than one maximum frame).
+    max_frame:
+        Largest accepted frame in bytes; longer frames are dropped whole as ``oversize``.
+    """
+
+    data_width: int = 64
+    ports: tuple[str, ...] = ("phy0", "vm1")
+    physical_ports: tuple[str, ...] = ("phy0",)
+    clock_mhz: float = 156.25
+    header_window: int = 128
+    buffer_bytes: int = 32768
+    max_frame: int = MAX_FRAME
+    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        if self.data_width not in VALID_DATA_WIDTHS:
+            raise ValueError(f"data_width must be one of {VALID_DATA_WIDTHS}, not {self.data_width!r}")
+        if len(self.ports) != 2:
+            raise ValueError(f"this NIC build has exactly two ports (bump in the wire), not {self.ports!r}")
+        if len(set(self.ports)) != len(self.ports):
+            raise ValueError(f"port names must be unique, not {self.ports!r}")
+        for name in self.physical_ports:
+            if name not in self.ports:
+                raise ValueError(f"physical port {name!r} is not one of the ports {self.ports!r}")
+        if self.header_window % 8 or not 128 <= self.header_window <= 256:
+            raise ValueError(f"header_window must be a multiple of 8 in 128..256, not {self.header_window!r}")
+        if not 64 <= self.max_frame <= 16000:
+            raise ValueError(f"max_frame must be in 64..16000, not {self.max_frame!r}")
+        if self.buffer_bytes < 2 * self.max_frame:
+            raise ValueError(
+                f"buffer_bytes must hold at least two maximum frames ({2 * self.max_frame}), "
+                f"not {self.buffer_bytes!r}")
+        if self.clock_mhz <= 0:
+            raise ValueError(f"clock_mhz must be positive, not {self.clock_mhz!r}")
+
+    @property
+    def bytes_per_beat(self) -> int:
+        return self.data_width // 8
+
+    @property
+    def port_bits(self) -> int:
+        return max(1, (len(self.ports) - 1).bit_length())
+
+    @property
+    def buffer_depth(self) -> int:
+        """Packet buffer depth in beats (a power of two)."""
+        depth = self.buffer_bytes // self.bytes_per_beat
+        return 1 << (depth - 1).bit_length()
+
+    def port_index(self, name: str) -> int:
+        try:
+            return self.ports.index(name)
+        except ValueError:
+            raise ValueError(f"unknown port {name!r}; this NIC has ports {', '.join(self.ports)}") from None
+
+    def is_physical(self, port: int | str) -> bool:
+        name = self.ports[port] if isinstance(port, int) else port
+        return name in self.physical_ports
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        d["ports"] = list(self.ports)
+        d["physical_ports"] = list(self.physical_ports)
+        return d
+
+    def key(self) -> str:
+        """Short stable hash of the parameters (part of the build cache key)."""
+        blob = json.dumps(self.as_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "config") -> NicConfig:
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"{source}: unknown NIC option(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(known))}")
+        kwargs = dict(d)
+        for key in ("ports", "physical_ports"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from None

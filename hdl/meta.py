@@ -1,0 +1,136 @@
+"""Per-packet metadata, malformed reasons, verdicts and drop reasons.
+
+These layouts travel between gateware blocks and out of the debug/record ports, and the
+simulation decodes them with the same classes (``PacketMeta.from_bits(int(port.value))``).
+The golden model produces the same fields from its own parser; docs/parser.md is the spec
+both follow.
+"""
+
+import enum
+
+from amaranth.lib import data
+from amaranth.lib import enum as hdl_enum
+
+__all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "Verdict", "L3Type", "PacketMeta", "make_verdict_record", "make_parsed_layout",
+           "FRAME_LEN_BITS", "OFFSET_BITS"]
+
+#: Frame length field width: frames up to 16383 bytes; longer ones saturate (and are oversize).
+FRAME_LEN_BITS = 14
+#: Header offsets are byte positions inside the parser's header window (<= 256 bytes) or just past it.
+OFFSET_BITS = 10
+
+
+class MalformedReason(enum.IntEnum):
+    """Bit positions of ``PacketMeta.malformed``; each is counted by the parser block.
+
+    Any malformed bit makes the frame drop with ``DropReason.MALFORMED`` (or ``OVERSIZE``).
+    """
+    RUNT = 0            #: shorter than 60 bytes on a physical port
+    TRUNC_L2 = 1        #: shorter than its Ethernet header plus VLAN tags
+    TRUNC_L3 = 2        #: ARP, IPv4 (incl. options) or IPv6 header runs past the frame end
+    BAD_IP_VERSION = 3  #: IPv4 ethertype with version != 4, or IPv6 ethertype with version != 6
+    BAD_IPV4_IHL = 4    #: IPv4 IHL below 5
+    IP_LEN_MISMATCH = 5  #: IP length claims more bytes than the frame holds, or total_length < IHL*4
+    TRUNC_L4 = 6        #: TCP/UDP/ICMP header runs past the end of the IP payload
+    BAD_TCP_OFFSET = 7  #: TCP data offset below 5 or past the end of the IP payload
+    OVERSIZE = 8        #: longer than max_frame (dropped whole)
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class DropReason(hdl_enum.IntEnum, shape=4):
+    """Why the NIC dropped a frame; counted per ingress port."""
+    NONE = 0
+    MALFORMED = 1   #: any malformed bit other than oversize
+    OVERSIZE = 2    #: longer than max_frame
+    RX_ERROR = 3    #: MAC flagged the frame bad (tuser bit 0 on the last beat)
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+#: Drop reasons that have a per-port counter (all but NONE).
+COUNTED_DROP_REASONS = tuple(r for r in DropReason if r != DropReason.NONE)
+
+
+class Verdict(hdl_enum.IntEnum, shape=2):
+    FORWARD = 0
+    DROP = 1
+    PUNT = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class L3Type(hdl_enum.IntEnum, shape=2):
+    NONE = 0
+    IPV4 = 1
+    IPV6 = 2
+    ARP = 3
+
+
+class PacketMeta(data.Struct):
+    """What the parser extracts from one frame (see docs/parser.md for every rule).
+
+    Addresses are plain integers (IPv4 in the low 32 bits of ``ip_src``/``ip_dst``). For ARP,
+    ``ip_src``/``ip_dst`` are the sender/target protocol addresses and ``ip_proto`` is the low
+    byte of the ARP opcode (as Open vSwitch matches ARP). Fields of a layer that is absent
+    (``has_*`` low) are zero.
+    """
+    frame_len: FRAME_LEN_BITS   # bytes, saturating at 2**14-1
+    eth_dst: 48
+    eth_src: 48
+    vlan_count: 2               # 0, 1 or 2 tags parsed (outer first)
+    vlan0_tpid_qinq: 1          # outer tag TPID was 0x88a8
+    vlan0_pcp: 3
+    vlan0_vid: 12
+    vlan1_tpid_qinq: 1
+    vlan1_pcp: 3
+    vlan1_vid: 12
+    ethertype: 16               # ethertype after the tags (0 if the frame is too short)
+    l3_type: L3Type
+    has_l3: 1                   # L3 header complete inside frame and window
+    ip_src: 128
+    ip_dst: 128
+    ip_proto: 8                 # IPv4 protocol / IPv6 upper-layer next header / ARP opcode low byte
+    ip_ttl: 8                   # IPv4 TTL / IPv6 hop limit
+    ip_fragment: 1              # IPv4 MF or offset != 0; IPv6 fragment header present
+    ip_frag_offset: 13          # in 8-byte units
+    has_l4: 1                   # L4 header parsed (first fragment, known protocol, complete)
+    sport: 16
+    dport: 16
+    tcp_flags: 9
+    icmp_type: 8
+    icmp_code: 8
+    l3_offset: OFFSET_BITS
+    l4_offset: OFFSET_BITS      # valid when has_l4 or the IP header was parsed (see spec)
+    has_l4_offset: 1
+    payload_offset: OFFSET_BITS
+    has_payload_offset: 1
+    beyond_window: 1            # headers continued past the parser window or IPv6 ext limit: L4 not parsed
+    malformed: len(MalformedReason)
+
+
+def make_parsed_layout(port_bits: int) -> data.StructLayout:
+    """Layout of the parser's per-frame output: metadata plus what travelled in ``tuser``."""
+    return data.StructLayout({
+        "meta": PacketMeta,
+        "in_port": port_bits,
+        "rx_error": 1,   # tuser bit 0 on the frame's last beat
+    })
+
+
+def make_verdict_record(port_bits: int, n_ports: int) -> data.StructLayout:
+    """Layout of the record the forwarding stage emits per frame (sim monitor, flight recorder)."""
+    return data.StructLayout({
+        "meta": PacketMeta,
+        "in_port": port_bits,
+        "rx_error": 1,
+        "verdict": Verdict,
+        "reason": DropReason,
+        "egress": n_ports,   # bit i set: the frame leaves through port i
+    })
