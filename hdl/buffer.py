@@ -1,0 +1,118 @@
+"""Store-and-forward packet buffer: holds each frame until its verdict, then sends or discards it whole."""
+
+from amaranth import Cat, Module, Signal
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import NicConfig
+from .forward import make_descriptor_layout
+from .stream import AXIStreamSignature
+
+__all__ = ["PacketBuffer"]
+
+#: Frames admitted but not yet released; bounds the descriptor FIFO so it can never overflow.
+DESCRIPTOR_DEPTH = 64
+
+
+class PacketBuffer(wiring.Component):
+    """Frame buffer between the parser and the egress ports.
+
+    Every accepted beat is written to one beat FIFO. Descriptors (drop or egress port) arrive in
+    frame order after each frame's last beat; the reader then streams the frame to its port or
+    discards it at one beat per cycle, starting the next frame in the cycle the previous one ends.
+
+    Frames longer than ``max_frame`` are still accepted at line rate, but only their first
+    ``ceil(max_frame / bytes_per_beat)`` beats and their last beat are stored: the parser flags them
+    oversize, so their descriptor always says drop and nothing truncated ever leaves.
+
+    Known limit of this slice: one reader for all ports, so a stalled egress port stalls the others
+    (per-port output queues come with the switch fabric).
+
+    Members
+    -------
+    s_axis: In(AXIStreamSignature(W, 1 + port_bits))
+    desc: In(stream.Signature(descriptor, always_ready=True))
+    m_axis_<i>: Out(AXIStreamSignature(W, 1)) per port (``self.outputs[i]``)
+    """
+
+    def __init__(self, config: NicConfig):
+        self.config = config
+        w = config.data_width
+        members = {
+            "s_axis": In(AXIStreamSignature(w, 1 + config.port_bits)),
+            "desc": In(stream.Signature(make_descriptor_layout(config.port_bits), always_ready=True)),
+        }
+        members.update({f"m_axis_{i}": Out(AXIStreamSignature(w, 1)) for i in range(len(config.ports))})
+        super().__init__(members)
+        self.outputs = [getattr(self, f"m_axis_{i}") for i in range(len(config.ports))]
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        w, bpb = cfg.data_width, cfg.bytes_per_beat
+        max_beats = -(-cfg.max_frame // bpb)
+
+        m.submodules.beats = beats = fifo.SyncFIFOBuffered(width=w + bpb + 1, depth=cfg.buffer_depth)
+        m.submodules.descs = descs = fifo.SyncFIFOBuffered(
+            width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
+
+        # --- writer ---------------------------------------------------------------------------
+        s = self.s_axis
+        in_frame = Signal()
+        beat_index = Signal(range(max_beats + 1))      # saturates at max_beats
+        outstanding = Signal(range(DESCRIPTOR_DEPTH + 1))
+        frame_done = Signal()                           # reader released a frame this cycle
+
+        truncating = beat_index == max_beats
+        store = ~truncating | s.tlast
+        admit = in_frame | (outstanding != DESCRIPTOR_DEPTH)
+        m.d.comb += [
+            s.tready.eq(admit & (beats.w_rdy | ~store)),
+            beats.w_data.eq(Cat(s.tdata, s.tkeep, s.tlast)),
+            beats.w_en.eq(s.tvalid & s.tready & store),
+        ]
+        sop_accepted = s.tvalid & s.tready & ~in_frame
+        with m.If(s.tvalid & s.tready):
+            m.d.sync += in_frame.eq(~s.tlast)
+            with m.If(s.tlast):
+                m.d.sync += beat_index.eq(0)
+            with m.Elif(~truncating):
+                m.d.sync += beat_index.eq(beat_index + 1)
+        m.d.sync += outstanding.eq(outstanding + sop_accepted - frame_done)
+
+        m.d.comb += [descs.w_data.eq(self.desc.payload), descs.w_en.eq(self.desc.valid)]
+
+        # --- reader ---------------------------------------------------------------------------
+        active = Signal()
+        cur_drop = Signal()
+        cur_port = Signal(cfg.port_bits)
+        desc_view = self.desc.payload.shape()(descs.r_data)
+
+        r_tdata = beats.r_data[:w]
+        r_tkeep = beats.r_data[w:w + bpb]
+        r_tlast = beats.r_data[w + bpb]
+
+        port_ready = Signal()
+        with m.Switch(cur_port):
+            for i, out in enumerate(self.outputs):
+                with m.Case(i):
+                    m.d.comb += port_ready.eq(out.tready)
+        take = Signal()
+        m.d.comb += [
+            take.eq(active & beats.r_rdy & (cur_drop | port_ready)),
+            beats.r_en.eq(take),
+            frame_done.eq(take & r_tlast),
+        ]
+        for i, out in enumerate(self.outputs):
+            m.d.comb += [
+                out.tdata.eq(r_tdata), out.tkeep.eq(r_tkeep), out.tlast.eq(r_tlast), out.tuser.eq(0),
+                out.tvalid.eq(active & beats.r_rdy & ~cur_drop & (cur_port == i)),
+            ]
+
+        load = descs.r_rdy & (~active | frame_done)
+        m.d.comb += descs.r_en.eq(load)
+        with m.If(load):
+            m.d.sync += [active.eq(1), cur_drop.eq(desc_view.drop), cur_port.eq(desc_view.port)]
+        with m.Elif(frame_done):
+            m.d.sync += active.eq(0)
+        return m

@@ -1,0 +1,133 @@
+"""NicTop: the first NIC top, a two-port bump in the wire with the parser in the path.
+
+::
+
+    s_axis_<p0> -> slice -+                                        +-> slice -> m_axis_<p0>
+                          +-> arbiter -> slice -> parser -> buffer -+
+    s_axis_<p1> -> slice -+                 meta |        ^ desc    +-> slice -> m_axis_<p1>
+                                                 v        |
+                                            forwarder ----+--> record (monitor / recorder)
+                                                 |
+    s_axil -------------------------- CSR slave <+-- counter events (record, egress beats)
+"""
+
+from amaranth import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from .arbiter import PacketArbiter
+from .buffer import PacketBuffer
+from .config import NicConfig
+from .csr import CsrSlave
+from .export import to_verilog
+from .forward import Forwarder
+from .meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
+from .parser import Parser
+from .regs import build_register_map
+from .skid import RegisterSlice
+from .stream import AXILiteSignature, AXIStreamSignature
+
+__all__ = ["NicTop", "elaborate_verilog", "TOP_NAME"]
+
+TOP_NAME = "secnic_top"
+
+
+class NicTop(wiring.Component):
+    """The NIC: packet ports, CSR bus and the per-frame record port.
+
+    Parameters
+    ----------
+    config:
+        Build parameters; ``config.ports`` names the ports (exactly two in this slice).
+
+    Members
+    -------
+    s_axis_<port>: In(AXIStreamSignature(W, 1))
+        Ingress of each port (frames from the wire or the VM).
+    m_axis_<port>: Out(AXIStreamSignature(W, 1))
+        Egress of each port.
+    s_axil: In(AXILiteSignature)
+        Management plane (register map: :func:`hdl.regs.build_register_map`).
+    record: Out(stream.Signature(verdict record, always_ready=True))
+        One pulse per frame with its metadata and verdict; left unconnected in board builds.
+    """
+
+    def __init__(self, config: NicConfig | None = None):
+        self.config = config = config or NicConfig()
+        self.regmap = build_register_map(config)
+        w = config.data_width
+        members = {}
+        for name in config.ports:
+            members[f"s_axis_{name}"] = In(AXIStreamSignature(w, 1))
+            members[f"m_axis_{name}"] = Out(AXIStreamSignature(w, 1))
+        members["s_axil"] = In(AXILiteSignature(self.regmap.address_width))
+        members["record"] = Out(stream.Signature(make_verdict_record(config.port_bits, len(config.ports)),
+                                                 always_ready=True))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        w = cfg.data_width
+        user_w = 1 + cfg.port_bits
+
+        m.submodules.arbiter = arbiter = PacketArbiter(w, len(cfg.ports))
+        m.submodules.pipe_slice = pipe_slice = RegisterSlice(w, user_w)
+        m.submodules.parser = parser = Parser(cfg)
+        m.submodules.forwarder = forwarder = Forwarder(cfg)
+        m.submodules.buffer = buffer = PacketBuffer(cfg)
+        m.submodules.csr = csr = CsrSlave(self.regmap)
+
+        for i, name in enumerate(cfg.ports):
+            ingress = RegisterSlice(w, 1)
+            egress = RegisterSlice(w, 1)
+            m.submodules[f"ingress_{name}"] = ingress
+            m.submodules[f"egress_{name}"] = egress
+            connect(m, wiring.flipped(getattr(self, f"s_axis_{name}")), ingress.s_axis)
+            connect(m, ingress.m_axis, arbiter.inputs[i])
+            connect(m, buffer.outputs[i], egress.s_axis)
+            connect(m, egress.m_axis, wiring.flipped(getattr(self, f"m_axis_{name}")))
+
+        connect(m, arbiter.m_axis, pipe_slice.s_axis)
+        connect(m, pipe_slice.m_axis, parser.s_axis)
+        connect(m, parser.m_axis, buffer.s_axis)
+        connect(m, parser.meta, forwarder.parsed)
+        connect(m, forwarder.desc, buffer.desc)
+        connect(m, forwarder.record, wiring.flipped(self.record))
+        connect(m, wiring.flipped(self.s_axil), csr.s_axil)
+
+        self._count(m, csr, forwarder.record)
+        return m
+
+    def _count(self, m, csr, record):
+        """Drive the counter increments: RX and drops from the record, TX at the egress ports."""
+        cfg = self.config
+        rec = record.payload
+        for i, name in enumerate(cfg.ports):
+            mine = record.valid & (rec.in_port == i)
+            m.d.comb += [
+                csr.count(("port", i, "rx_packets")).eq(mine),
+                csr.count(("port", i, "rx_bytes")).eq(mine.replicate(len(rec.meta.frame_len)) & rec.meta.frame_len),
+            ]
+            for reason in COUNTED_DROP_REASONS:
+                m.d.comb += csr.count(("port", i, f"drop_{reason.label}")).eq(
+                    mine & (rec.verdict == Verdict.DROP) & (rec.reason == reason))
+
+            out = getattr(self, f"m_axis_{name}")
+            beat = out.tvalid & out.tready
+            nbytes = Signal(range(cfg.bytes_per_beat + 1), name=f"tx_bytes_{name}")
+            m.d.comb += nbytes.eq(sum(out.tkeep[j] for j in range(cfg.bytes_per_beat)))
+            m.d.comb += [
+                csr.count(("port", i, "tx_packets")).eq(beat & out.tlast),
+                csr.count(("port", i, "tx_bytes")).eq(beat.replicate(len(nbytes)) & nbytes),
+            ]
+
+        m.d.comb += csr.count(("parser", "packets")).eq(record.valid)
+        for reason in MalformedReason:
+            m.d.comb += csr.count(("parser", "malformed", reason.label)).eq(
+                record.valid & rec.meta.malformed[reason])
+
+
+def elaborate_verilog(config: NicConfig | None = None) -> str:
+    """SystemVerilog text of the NIC top (module ``secnic_top``) for the simulators."""
+    return to_verilog(NicTop(config or NicConfig()), TOP_NAME)
