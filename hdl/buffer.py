@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import NicConfig
 from .forward import make_descriptor_layout
+from .ram import BeatFifo
 from .stream import AXIStreamSignature
 
 __all__ = ["PacketBuffer"]
@@ -52,8 +53,9 @@ class PacketBuffer(wiring.Component):
         w, bpb = cfg.data_width, cfg.bytes_per_beat
         max_beats = -(-cfg.max_frame // bpb)
 
-        m.submodules.beats = beats = fifo.SyncFIFOBuffered(width=w + bpb + 1, depth=cfg.buffer_depth)
-        m.submodules.descs = descs = fifo.SyncFIFOBuffered(
+        m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth)
+        # Small and read combinationally: distributed RAM, not block RAM.
+        m.submodules.descs = descs = fifo.SyncFIFO(
             width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
 
         # --- writer ---------------------------------------------------------------------------
@@ -78,7 +80,10 @@ class PacketBuffer(wiring.Component):
                 m.d.sync += beat_index.eq(0)
             with m.Elif(~truncating):
                 m.d.sync += beat_index.eq(beat_index + 1)
-        m.d.sync += outstanding.eq(outstanding + sop_accepted - frame_done)
+        # Released frames are subtracted a cycle late (a short path; admission only gets stricter).
+        frame_done_q = Signal()
+        m.d.sync += frame_done_q.eq(frame_done)
+        m.d.sync += outstanding.eq(outstanding + sop_accepted - frame_done_q)
 
         m.d.comb += [descs.w_data.eq(self.desc.payload), descs.w_en.eq(self.desc.valid)]
 
