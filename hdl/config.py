@@ -37,6 +37,16 @@ class NicConfig:
         Store-and-forward packet buffer size in bytes (must hold more than one maximum frame).
     max_frame:
         Largest accepted frame in bytes; longer frames are dropped whole as ``oversize``.
+    uart_bridge:
+        Put the UART-to-CSR bridge in the top as the CSR bus master (board builds); the top then
+        has ``uart_rx``/``uart_tx`` pins instead of the ``s_axil`` port.
+    uart_baud:
+        Bridge baud rate.
+    line_tester:
+        Add the built-in line-rate tester (frame generators on ingress, signature checkers on egress).
+    counter_width:
+        Bits kept per event counter (64, or 32 for small FPGAs); the register map is the same and
+        the high word of a 32-bit counter reads 0.
     """
 
     data_width: int = 64
@@ -46,6 +56,10 @@ class NicConfig:
     header_window: int = 128
     buffer_bytes: int = 32768
     max_frame: int = MAX_FRAME
+    uart_bridge: bool = False
+    uart_baud: int = 115200
+    line_tester: bool = False
+    counter_width: int = 64
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -66,6 +80,12 @@ class NicConfig:
             raise ValueError(
                 f"buffer_bytes must hold at least two maximum frames ({2 * self.max_frame}), "
                 f"not {self.buffer_bytes!r}")
+        if len(self.ports) > 4 and self.line_tester:
+            raise ValueError("the line tester supports at most four ports")
+        if not 300 <= self.uart_baud <= self.clock_mhz * 1e6 / 8:
+            raise ValueError(f"uart_baud must be in 300..clock/8, not {self.uart_baud!r}")
+        if self.counter_width not in (32, 64):
+            raise ValueError(f"counter_width must be 32 or 64, not {self.counter_width!r}")
         if self.clock_mhz <= 0:
             raise ValueError(f"clock_mhz must be positive, not {self.clock_mhz!r}")
 

@@ -92,7 +92,8 @@ class CsrSlave(wiring.Component):
                 raise ValueError(f"block {b.type.name}#{b.instance} at {b.base:#x} is not stride aligned")
 
         self._count = {k: Signal(16, name=f"count_{_sanitize(k)}") for k in self._events}
-        self._counter = {k: Signal(64, name=f"cnt_{_sanitize(k)}", init=counter_init.get(k, 0) % 2**64)
+        cw = regmap.counter_width
+        self._counter = {k: Signal(cw, name=f"cnt_{_sanitize(k)}", init=counter_init.get(k, 0) % 2**cw)
                          for k in self._events}
         self._rw = {}
         for b in regmap.blocks:
@@ -101,6 +102,9 @@ class CsrSlave(wiring.Component):
                     self._rw[(b.type.name, b.instance, reg.name)] = Signal(
                         32, name=f"rw_{b.type.name.lower()}{b.instance}_{reg.name.lower()}",
                         init=b.value(reg.name) & 0xFFFFFFFF)
+        self._status = {(b.type.name, b.instance, reg.name): Signal(
+                            32, name=f"status_{b.type.name.lower()}{b.instance}_{reg.name.lower()}")
+                        for b in regmap.blocks for reg in b.type.registers if reg.access is Access.STATUS}
         super().__init__({"s_axil": In(AXILiteSignature(regmap.address_width))})
 
     # -- owner-facing API ------------------------------------------------------------------
@@ -122,6 +126,14 @@ class CsrSlave(wiring.Component):
         except KeyError:
             raise KeyError(f"no RW register {block_name}#{instance}.{reg_name}; "
                            f"RW registers: {', '.join(f'{b}#{i}.{r}' for b, i, r in self._rw)}") from None
+
+    def status(self, block_name: str, instance: int, reg_name: str) -> Signal:
+        """The input behind a STATUS register: the owner drives the live value to be read."""
+        try:
+            return self._status[(block_name, instance, reg_name)]
+        except KeyError:
+            raise KeyError(f"no STATUS register {block_name}#{instance}.{reg_name}; "
+                           f"STATUS registers: {', '.join(f'{b}#{i}.{r}' for b, i, r in self._status)}") from None
 
     # -- gateware --------------------------------------------------------------------------
 
@@ -182,6 +194,9 @@ class CsrSlave(wiring.Component):
                                 m.d.sync += [word.eq(rmap.const_value(b, name) & 0xFFFFFFFF), kind.eq(_PLAIN)]
                             elif access is Access.RW:
                                 m.d.sync += [word.eq(self._rw[(b.type.name, b.instance, name)]),
+                                             kind.eq(_PLAIN)]
+                            elif access is Access.STATUS:
+                                m.d.sync += [word.eq(self._status[(b.type.name, b.instance, name)]),
                                              kind.eq(_PLAIN)]
                             elif access is Access.COUNTER64:
                                 if name not in counters:

@@ -34,7 +34,7 @@ from .meta import COUNTED_DROP_REASONS, MalformedReason
 
 __all__ = ["Access", "Register", "BlockType", "Block", "RegisterMap", "build_register_map",
            "BLOCK_STRIDE", "HEADER_WORDS", "MAGIC", "HW_VERSION", "BLOCK_TYPES",
-           "IDENTITY", "PORT", "PARSER"]
+           "IDENTITY", "PORT", "PARSER", "BRIDGE", "LINETEST"]
 
 BLOCK_STRIDE = 0x100
 HEADER_WORDS = ("ID", "NEXT", "INSTANCE", "SIZE")
@@ -47,6 +47,7 @@ class Access(enum.Enum):
     CONST = "const"          #: read-only, fixed at build time
     RW = "rw"                #: read/write storage
     COUNTER64 = "counter64"  #: read-only 64-bit event counter (two words, LO then HI)
+    STATUS = "status"        #: read-only live value driven by the gateware
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ IDENTITY = BlockType(0x0001, 1, "IDENTITY", "Who this NIC is and how it was buil
     Register("MAX_FRAME", 0x28, Access.CONST, "Largest frame carried, in bytes (longer: dropped as oversize)."),
     Register("BUFFER_BYTES", 0x2C, Access.CONST, "Store-and-forward packet buffer size in bytes."),
     Register("SCRATCH", 0x30, Access.RW, "Free read/write word for bus checks."),
+    Register("COUNTER_WIDTH", 0x34, Access.CONST, "Bits kept per event counter (64, or 32 on small FPGAs)."),
 ))
 
 _PORT_COUNTERS = [
@@ -146,7 +148,24 @@ PARSER = BlockType(0x0020, 1, "PARSER", "Header parser: frames parsed and malfor
               + [(f"MALFORMED_{r.name}", f"Frames flagged malformed: {r.label} (a frame may count "
                   "under several reasons).") for r in MalformedReason])))
 
-BLOCK_TYPES = {t.type_id: t for t in (IDENTITY, PORT, PARSER)}
+BRIDGE = BlockType(0x0030, 1, "BRIDGE", "UART-to-CSR bridge (board builds): request frames by outcome.", (
+    _counters(0x10, [
+        ("FRAMES_OK", "Requests executed and answered."),
+        ("BAD_CHECKSUM", "Requests rejected for a bad CRC (never executed)."),
+        ("BAD_COMMAND", "Requests rejected for an unknown command (never executed)."),
+        ("TRUNCATED", "Requests abandoned mid-frame (inter-byte timeout or UART framing error)."),
+    ])))
+
+LINETEST = BlockType(0x0040, 1, "LINETEST", "Built-in line-rate tester (board builds): a frame generator on "
+                     "every ingress port and a signature checker on every egress port.", (
+    Register("CONTROL", 0x10, Access.RW, "Bit 0: generators on (they take over the ingress ports)."),
+    Register("FRAME_LEN", 0x14, Access.RW, "Generated frame length in bytes (60..max_frame).", reset=64),
+    Register("GAP", 0x18, Access.RW, "Idle cycles between generated frames.", reset=0),
+    Register("SEED", 0x1C, Access.RW, "Payload LFSR seed (nonzero).", reset=0xACE1),
+) + tuple(Register(f"SIGNATURE_{i}", 0x20 + 4 * i, Access.STATUS,
+                   f"Egress port {i}: XOR-rotate signature of every byte sent since reset.") for i in range(4)))
+
+BLOCK_TYPES = {t.type_id: t for t in (IDENTITY, PORT, PARSER, BRIDGE, LINETEST)}
 
 
 def _name_words(name: str) -> tuple[int, int]:
@@ -157,8 +176,9 @@ def _name_words(name: str) -> tuple[int, int]:
 class RegisterMap:
     """All blocks of one NIC build, in chain order."""
 
-    def __init__(self, blocks: list[Block]):
+    def __init__(self, blocks: list[Block], counter_width: int = 64):
         self.blocks = blocks
+        self.counter_width = counter_width
 
     def __repr__(self):
         return f"RegisterMap({len(self.blocks)} blocks, {self.address_width} address bits)"
@@ -237,7 +257,8 @@ class RegisterMap:
 
 
 def build_register_map(config: NicConfig) -> RegisterMap:
-    """Place the blocks for ``config``: IDENTITY, one PORT per port, PARSER."""
+    """Place the blocks for ``config``: IDENTITY, one PORT per port, PARSER, then BRIDGE and
+    LINETEST when the build has them."""
     major, minor, patch = HW_VERSION
     placed: list[tuple[BlockType, int, dict, dict]] = [
         (IDENTITY, 0, {
@@ -245,6 +266,7 @@ def build_register_map(config: NicConfig) -> RegisterMap:
             "DATA_WIDTH": config.data_width, "NUM_PORTS": len(config.ports),
             "CLOCK_KHZ": round(config.clock_mhz * 1000), "HEADER_WINDOW": config.header_window,
             "MAX_FRAME": config.max_frame, "BUFFER_BYTES": config.buffer_bytes,
+            "COUNTER_WIDTH": config.counter_width,
         }, {}),
     ]
     counter_keys = [name.lower() for name, _ in _PORT_COUNTERS]
@@ -255,6 +277,11 @@ def build_register_map(config: NicConfig) -> RegisterMap:
     placed.append((PARSER, 0, {}, {"PACKETS": ("parser", "packets"),
                                    **{f"MALFORMED_{r.name}": ("parser", "malformed", r.label)
                                       for r in MalformedReason}}))
+    if config.uart_bridge:
+        placed.append((BRIDGE, 0, {}, {name: ("bridge", name.lower()) for name in
+                                       ("FRAMES_OK", "BAD_CHECKSUM", "BAD_COMMAND", "TRUNCATED")}))
+    if config.line_tester:
+        placed.append((LINETEST, 0, {}, {}))
     blocks = []
     for i, (btype, instance, values, counters) in enumerate(placed):
         base = i * BLOCK_STRIDE
@@ -264,4 +291,4 @@ def build_register_map(config: NicConfig) -> RegisterMap:
                 values.setdefault(reg.name, reg.reset)
         assert btype.size <= BLOCK_STRIDE, btype.name
         blocks.append(Block(btype, base, instance, nxt, tuple(values.items()), tuple(counters.items())))
-    return RegisterMap(blocks)
+    return RegisterMap(blocks, config.counter_width)

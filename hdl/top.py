@@ -11,16 +11,18 @@
     s_axil -------------------------- CSR slave <+-- counter events (record, egress beats)
 """
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
 from .arbiter import PacketArbiter
+from .bridge import UartBridge
 from .buffer import PacketBuffer
 from .config import NicConfig
 from .csr import CsrSlave
 from .export import to_verilog
 from .forward import Forwarder
+from .linetest import FrameGenerator, SignatureChecker
 from .meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
 from .parser import Parser
 from .regs import build_register_map
@@ -60,7 +62,11 @@ class NicTop(wiring.Component):
         for name in config.ports:
             members[f"s_axis_{name}"] = In(AXIStreamSignature(w, 1))
             members[f"m_axis_{name}"] = Out(AXIStreamSignature(w, 1))
-        members["s_axil"] = In(AXILiteSignature(self.regmap.address_width))
+        if config.uart_bridge:
+            members["uart_rx"] = In(1, init=1)
+            members["uart_tx"] = Out(1, init=1)
+        else:
+            members["s_axil"] = In(AXILiteSignature(self.regmap.address_width))
         members["record"] = Out(stream.Signature(make_verdict_record(config.port_bits, len(config.ports)),
                                                  always_ready=True))
         super().__init__(members)
@@ -83,10 +89,19 @@ class NicTop(wiring.Component):
             egress = RegisterSlice(w, 1)
             m.submodules[f"ingress_{name}"] = ingress
             m.submodules[f"egress_{name}"] = egress
-            connect(m, wiring.flipped(getattr(self, f"s_axis_{name}")), ingress.s_axis)
+            port_in = wiring.flipped(getattr(self, f"s_axis_{name}"))
+            if cfg.line_tester:
+                port_in = self._line_tester_ingress(m, csr, i, name, port_in)
+            connect(m, port_in, ingress.s_axis)
             connect(m, ingress.m_axis, arbiter.inputs[i])
             connect(m, buffer.outputs[i], egress.s_axis)
             connect(m, egress.m_axis, wiring.flipped(getattr(self, f"m_axis_{name}")))
+            if cfg.line_tester:
+                out = getattr(self, f"m_axis_{name}")
+                m.submodules[f"checker_{name}"] = checker = SignatureChecker(w)
+                m.d.comb += [checker.tdata.eq(out.tdata), checker.tkeep.eq(out.tkeep),
+                             checker.beat.eq(out.tvalid & out.tready),
+                             csr.status("LINETEST", 0, f"SIGNATURE_{i}").eq(checker.value)]
 
         connect(m, arbiter.m_axis, pipe_slice.s_axis)
         connect(m, pipe_slice.m_axis, parser.s_axis)
@@ -94,10 +109,51 @@ class NicTop(wiring.Component):
         connect(m, parser.meta, forwarder.parsed)
         connect(m, forwarder.desc, buffer.desc)
         connect(m, forwarder.record, wiring.flipped(self.record))
-        connect(m, wiring.flipped(self.s_axil), csr.s_axil)
+        if cfg.uart_bridge:
+            m.submodules.bridge = bridge = UartBridge(
+                clk_hz=round(cfg.clock_mhz * 1e6), baud=cfg.uart_baud, addr_width=self.regmap.address_width)
+            connect(m, bridge.m_axil, csr.s_axil)
+            m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
+            for event in ("ok", "bad_checksum", "bad_command", "truncated"):
+                key = ("bridge", "frames_ok" if event == "ok" else event)
+                m.d.comb += csr.count(key).eq(getattr(bridge, event))
+        else:
+            connect(m, wiring.flipped(self.s_axil), csr.s_axil)
 
         self._count(m, csr, forwarder.record)
         return m
+
+    def _line_tester_ingress(self, m, csr, index, name, port_in):
+        """Put a frame generator in front of ingress port ``index``; it takes over while enabled.
+
+        The switch between the external port and the generator happens only between frames.
+        """
+        cfg = self.config
+        gen = FrameGenerator(cfg.data_width, index)
+        m.submodules[f"generator_{name}"] = gen
+        frame_len = csr.rw("LINETEST", 0, "FRAME_LEN")
+        m.d.comb += [
+            gen.frame_len.eq(Mux(frame_len < 60, 60, Mux(frame_len > cfg.max_frame, cfg.max_frame, frame_len))),
+            gen.gap.eq(csr.rw("LINETEST", 0, "GAP")),
+            gen.seed.eq(csr.rw("LINETEST", 0, "SEED")),
+        ]
+        use_gen = Signal(name=f"use_generator_{name}")
+        ext_in_frame = Signal(name=f"ext_in_frame_{name}")
+        mux = AXIStreamSignature(cfg.data_width, 1).create(path=(f"ingress_mux_{name}",))
+        with m.If(port_in.tvalid & port_in.tready):
+            m.d.sync += ext_in_frame.eq(~port_in.tlast)
+        with m.If(~ext_in_frame & ~gen.busy):
+            m.d.sync += use_gen.eq(csr.rw("LINETEST", 0, "CONTROL")[0])
+        m.d.comb += gen.enable.eq(use_gen)
+        with m.If(use_gen):
+            m.d.comb += [mux.tdata.eq(gen.m_axis.tdata), mux.tkeep.eq(gen.m_axis.tkeep),
+                         mux.tlast.eq(gen.m_axis.tlast), mux.tuser.eq(gen.m_axis.tuser),
+                         mux.tvalid.eq(gen.m_axis.tvalid), gen.m_axis.tready.eq(mux.tready)]
+        with m.Else():
+            m.d.comb += [mux.tdata.eq(port_in.tdata), mux.tkeep.eq(port_in.tkeep),
+                         mux.tlast.eq(port_in.tlast), mux.tuser.eq(port_in.tuser),
+                         mux.tvalid.eq(port_in.tvalid), port_in.tready.eq(mux.tready)]
+        return mux
 
     def _count(self, m, csr, record):
         """Drive the counter increments: RX and drops from the record, TX at the egress ports."""

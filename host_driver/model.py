@@ -57,8 +57,8 @@ META_WIDTHS: dict[str, int] = {name: Shape.cast(f.shape).width for name, f in da
 META_FIELDS: tuple[str, ...] = tuple(META_WIDTHS)
 
 FRAME_LEN_MAX = (1 << META_WIDTHS["frame_len"]) - 1
+#: Counter width of the default build; a build's own width is ``config.counter_width``.
 COUNTER_BITS = 64
-_COUNTER_MASK = (1 << COUNTER_BITS) - 1
 
 #: Reading a counter's HI word without a preceding LO read of the same counter returns the
 #: live high word (True) or whatever the shared latch holds (False).
@@ -301,7 +301,7 @@ class NicModel:
         """Add ``amount`` to one counter (64-bit wrapping); the key must exist in the register map."""
         if key not in self.counters:
             raise KeyError(f"counter {key!r} is not in the register map")
-        self.counters[key] = (self.counters[key] + amount) & _COUNTER_MASK
+        self.counters[key] = (self.counters[key] + amount) & ((1 << self.config.counter_width) - 1)
 
     def port_index(self, port: int | str) -> int:
         """Port number of a port given by number or name."""
@@ -372,10 +372,15 @@ class ModelBus(Bus):
                 elif access is Access.RW:
                     self._words[addr] = (access, name, 0)
                     self._rw[addr] = block.value(name)
+                elif access is Access.STATUS:
+                    # Live gateware values (e.g. line-tester signatures) the model has no block for.
+                    self._words[addr] = (access, (b.type.name, b.instance, name), 0)
                 else:
                     self._words[addr] = (access, rmap.const_value(block, name), 0)
         self._latch = 0
         self._latch_owner = None
+        #: Values of STATUS registers, keyed (block type name, instance, register name); 0 if absent.
+        self.status: dict[tuple, int] = {}
 
     async def read32(self, addr: int) -> int:
         entry = self._words.get(addr)
@@ -386,6 +391,8 @@ class ModelBus(Bus):
             return what
         if access is Access.RW:
             return self._rw[addr]
+        if access is Access.STATUS:
+            return self.status.get(what, 0)
         value = self.model.counters[what]
         if word == 0:
             self._latch = value >> 32 & 0xFFFFFFFF

@@ -81,11 +81,12 @@ def test_chain_loop_and_runaway_chain_raise():
 
 
 def test_identity():
-    config = NicConfig(data_width=128, header_window=192, max_frame=2000, buffer_bytes=8192, clock_mhz=200.0)
+    config = NicConfig(data_width=128, header_window=192, max_frame=2000, buffer_bytes=8192, clock_mhz=200.0,
+                       counter_width=32)
     nic = run(_nic(NicModel(config)))
     ident = run(nic.identity())
     assert ident == {"hw_version": "0.1.0", "data_width": 128, "num_ports": 2, "clock_khz": 200000,
-                     "header_window": 192, "max_frame": 2000, "buffer_bytes": 8192}
+                     "header_window": 192, "max_frame": 2000, "buffer_bytes": 8192, "counter_width": 32}
 
 
 def test_wrong_magic_is_a_clear_error():
