@@ -13,26 +13,37 @@ from amaranth.lib.wiring import In, Out
 from .layouts import Ethernet, encode
 from .stream import AXIStreamSignature
 
-__all__ = ["FrameGenerator", "SignatureChecker", "LINETEST_ETHERTYPE", "generator_header"]
+__all__ = ["FrameGenerator", "SignatureChecker", "TEMPLATE_BYTES", "default_template"]
 
-#: IEEE 802 local experimental ethertype: the parser forwards it as an unknown L3.
-LINETEST_ETHERTYPE = 0x88B5
+#: Bytes at the start of each generated frame that come from the TEMPLATE registers.
+TEMPLATE_BYTES = 64
 
 
-def generator_header(port: int) -> bytes:
-    """Ethernet header of the frames the generator on ``port`` sends (locally administered MACs)."""
-    return encode(Ethernet, {"dst": 0x02534E494300 | (port ^ 1), "src": 0x02534E494300 | port,
-                             "ethertype": LINETEST_ETHERTYPE})
+def default_template() -> bytes:
+    """The TEMPLATE registers' reset value: Ethernet/IPv4/UDP headers of a well-formed frame.
+
+    IPv4 total length 46 (a 60-byte frame); longer generated frames carry it as Ethernet padding,
+    which the parser accepts, so every generated frame is forwarded.
+    """
+    from .layouts import IPv4, Udp
+    eth = encode(Ethernet, {"dst": 0x02534E494301, "src": 0x02534E494300, "ethertype": 0x0800})
+    ip = encode(IPv4, {"version": 4, "ihl": 5, "total_length": 46, "ttl": 64, "protocol": 17,
+                       "src": 0xC0A80001, "dst": 0xC0A80002})
+    udp = encode(Udp, {"sport": 1024, "dport": 9, "length": 26})
+    raw = eth + ip + udp
+    return raw + bytes(range(TEMPLATE_BYTES - len(raw)))
 
 
 class FrameGenerator(wiring.Component):
     """Sends frames of ``frame_len`` bytes with ``gap`` idle cycles between them while ``enable``.
 
-    Payload beats are a 32-bit Galois LFSR (x^32 + x^22 + x^2 + x + 1) repeated across the beat.
+    The first 64 bytes come from ``template`` (the LINETEST TEMPLATE registers, so the parser
+    sees whatever headers the user programs); the rest is a 32-bit Galois LFSR
+    (x^32 + x^22 + x^2 + x + 1), a different rotation in every 32-bit lane.
 
     Members
     -------
-    enable, frame_len, gap, seed: In
+    enable, frame_len, gap, seed, template: In
     m_axis: Out(AXIStreamSignature(W, 1))
     busy: Out(1)  -- inside a frame
     """
@@ -41,53 +52,63 @@ class FrameGenerator(wiring.Component):
         self.data_width, self.port = data_width, port
         super().__init__({
             "enable": In(1), "frame_len": In(14), "gap": In(16), "seed": In(32),
+            "template": In(8 * TEMPLATE_BYTES),
             "m_axis": Out(AXIStreamSignature(data_width, 1)), "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         w, bpb = self.data_width, self.data_width // 8
-        header = generator_header(self.port)
         out = self.m_axis
 
         lfsr = Signal(32, init=0xACE1)
-        offset = Signal(14)           # byte offset of the current beat in the frame
+        beat = Signal(range(-(-16383 // bpb) + 1))    # beat index inside the frame
+        beats_left = Signal.like(beat)
+        last_keep = Signal(bpb)
         gap_left = Signal(16)
         in_frame = Signal()
 
-        # Beat content: header bytes where the beat overlaps bytes 0..13, LFSR elsewhere.
-        payload = Cat(*([lfsr] * (w // 32)))
-        header_beats = -(-len(header) // bpb)
+        lanes = [Cat(lfsr[i % 32:], lfsr[:i % 32]) for i in range(0, w // 32 * 7, 7)]
+        payload = Cat(*lanes)
         data = Signal(w)
         m.d.comb += data.eq(payload)
-        for beat in range(header_beats):
-            with m.If(offset == beat * bpb):
-                chunk = header[beat * bpb:(beat + 1) * bpb]
-                const = Const(int.from_bytes(chunk, "little"), 8 * len(chunk))
-                m.d.comb += data.eq(Cat(const, payload[8 * len(chunk):]))
+        template_beats = -(-TEMPLATE_BYTES // bpb)
+        for b in range(template_beats):
+            lo = b * bpb
+            n = min(bpb, TEMPLATE_BYTES - lo)
+            with m.If(beat == b):
+                m.d.comb += data.eq(Cat(self.template[8 * lo:8 * (lo + n)], payload[8 * n:]))
 
-        remaining = self.frame_len - offset
-        last = remaining <= bpb
+        last = beats_left == 1
         m.d.comb += [
-            out.tdata.eq(data),
-            out.tlast.eq(last),
-            out.tkeep.eq(Mux(last, (Const(1, bpb + 1) << remaining[:len(Const(bpb))]) - 1, (1 << bpb) - 1)),
-            out.tuser.eq(0),
-            out.tvalid.eq(in_frame),
-            self.busy.eq(in_frame),
+            out.tdata.eq(data), out.tlast.eq(last), out.tuser.eq(0),
+            out.tkeep.eq(Mux(last, last_keep, (1 << bpb) - 1)),
+            out.tvalid.eq(in_frame), self.busy.eq(in_frame),
         ]
+
+        # Length bookkeeping is registered so the output path is a counter compare, not arithmetic.
+        frame_len = Signal(14)
+        m.d.sync += frame_len.eq(self.frame_len)
+        n_beats = (frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)
+        tail = frame_len[:bpb.bit_length() - 1]          # bytes in the last beat, 0 meaning full
+        keep = Signal(bpb)
+        m.d.comb += keep.eq(Mux(tail == 0, (1 << bpb) - 1, (Const(1, bpb + 1) << tail) - 1))
+
         with m.If(~in_frame):
             with m.If(gap_left != 0):
                 m.d.sync += gap_left.eq(gap_left - 1)
             with m.Elif(self.enable):
-                m.d.sync += [in_frame.eq(1), offset.eq(0)]
+                m.d.sync += [in_frame.eq(1), beat.eq(0), beats_left.eq(n_beats), last_keep.eq(keep)]
             with m.Else():
                 m.d.sync += lfsr.eq(Mux(self.seed == 0, 0xACE1, self.seed))
         with m.Elif(out.tready):
-            m.d.sync += [offset.eq(offset + bpb),
+            m.d.sync += [beat.eq(beat + 1), beats_left.eq(beats_left - 1),
                          lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x80200003, lfsr >> 1))]
             with m.If(last):
-                m.d.sync += [in_frame.eq(0), gap_left.eq(self.gap)]
+                with m.If((self.gap == 0) & self.enable):   # next frame in the very next cycle
+                    m.d.sync += [beat.eq(0), beats_left.eq(n_beats), last_keep.eq(keep)]
+                with m.Else():
+                    m.d.sync += [in_frame.eq(0), gap_left.eq(self.gap - 1)]   # the start cycle is idle too
         return m
 
 

@@ -156,6 +156,11 @@ BRIDGE = BlockType(0x0030, 1, "BRIDGE", "UART-to-CSR bridge (board builds): requ
         ("TRUNCATED", "Requests abandoned mid-frame (inter-byte timeout or UART framing error)."),
     ])))
 
+def _template_word(i: int) -> int:
+    from .linetest import default_template
+    return int.from_bytes(default_template()[4 * i:4 * i + 4], "little")
+
+
 LINETEST = BlockType(0x0040, 1, "LINETEST", "Built-in line-rate tester (board builds): a frame generator on "
                      "every ingress port and a signature checker on every egress port.", (
     Register("CONTROL", 0x10, Access.RW, "Bit 0: generators on (they take over the ingress ports)."),
@@ -163,7 +168,10 @@ LINETEST = BlockType(0x0040, 1, "LINETEST", "Built-in line-rate tester (board bu
     Register("GAP", 0x18, Access.RW, "Idle cycles between generated frames.", reset=0),
     Register("SEED", 0x1C, Access.RW, "Payload LFSR seed (nonzero).", reset=0xACE1),
 ) + tuple(Register(f"SIGNATURE_{i}", 0x20 + 4 * i, Access.STATUS,
-                   f"Egress port {i}: XOR-rotate signature of every byte sent since reset.") for i in range(4)))
+                   f"Egress port {i}: XOR-rotate signature of every byte sent since reset.") for i in range(4))
+  + tuple(Register(f"TEMPLATE_{i}", 0x40 + 4 * i, Access.RW,
+                   f"Generated frame bytes {4 * i}..{4 * i + 3} (first in bits 7:0); reset: an "
+                   "Ethernet/IPv4/UDP header.", reset=_template_word(i)) for i in range(16)))
 
 BLOCK_TYPES = {t.type_id: t for t in (IDENTITY, PORT, PARSER, BRIDGE, LINETEST)}
 

@@ -11,7 +11,7 @@
     s_axil -------------------------- CSR slave <+-- counter events (record, egress beats)
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -136,6 +136,7 @@ class NicTop(wiring.Component):
             gen.frame_len.eq(Mux(frame_len < 60, 60, Mux(frame_len > cfg.max_frame, cfg.max_frame, frame_len))),
             gen.gap.eq(csr.rw("LINETEST", 0, "GAP")),
             gen.seed.eq(csr.rw("LINETEST", 0, "SEED")),
+            gen.template.eq(Cat(*(csr.rw("LINETEST", 0, f"TEMPLATE_{i}") for i in range(16)))),
         ]
         use_gen = Signal(name=f"use_generator_{name}")
         ext_in_frame = Signal(name=f"ext_in_frame_{name}")
