@@ -242,19 +242,17 @@ class RegisterMap:
                  "other constants and one PORT block per port.", "",
                  "AXI4-Lite, 32-bit data. " + __doc__.split("Layout rules\n------------\n", 1)[1].strip(), "",
                  "## Block types", ""]
-        seen = set()
-        for b in self.blocks:
-            t = b.type
-            if t.type_id in seen:
-                continue
-            seen.add(t.type_id)
+        # Every block type, including those only board builds have (BRIDGE, LINETEST).
+        for t in BLOCK_TYPES.values():
             lines += [f"### {t.name} (type 0x{t.type_id:04x}, version {t.version})", "", t.doc, "",
                       "| offset | name | access | description |", "|---|---|---|---|"]
             for r in t.registers:
                 span = f"0x{r.offset:02x}" + (f"-0x{r.offset + 7:02x}" if r.words == 2 else "")
                 lines.append(f"| {span} | {r.name} | {r.access.value} | {r.doc} |")
             lines.append("")
-        lines += ["## Blocks in the default build", "", "| base | block | instance | notes |", "|---|---|---|---|"]
+        lines += ["## Blocks in the default build", "",
+                  "Board builds add BRIDGE and LINETEST after PARSER (see `hdl/board.py`).", "",
+                  "| base | block | instance | notes |", "|---|---|---|---|"]
         for b in self.blocks:
             note = ""
             if b.type is PORT:
