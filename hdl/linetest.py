@@ -71,13 +71,16 @@ class FrameGenerator(wiring.Component):
         lanes = [Cat(lfsr[i % 32:], lfsr[:i % 32]) for i in range(0, w // 32 * 7, 7)]
         payload = Cat(*lanes)
         data = Signal(w)
-        m.d.comb += data.eq(payload)
         template_beats = -(-TEMPLATE_BYTES // bpb)
-        for b in range(template_beats):
-            lo = b * bpb
-            n = min(bpb, TEMPLATE_BYTES - lo)
-            with m.If(beat == b):
-                m.d.comb += data.eq(Cat(self.template[8 * lo:8 * (lo + n)], payload[8 * n:]))
+        # A parallel mux on the beat index (a chain of Ifs would be a priority chain of LUTs).
+        with m.Switch(beat):
+            for b in range(template_beats):
+                lo = b * bpb
+                n = min(bpb, TEMPLATE_BYTES - lo)
+                with m.Case(b):
+                    m.d.comb += data.eq(Cat(self.template[8 * lo:8 * (lo + n)], payload[8 * n:]))
+            with m.Default():
+                m.d.comb += data.eq(payload)
 
         last = beats_left == 1
         m.d.comb += [
