@@ -1,0 +1,297 @@
+"""UART-to-CSR bridge: a host reaches the AXI4-Lite register space over a serial line.
+
+The wire protocol is specified in docs/uart-bridge.md. Its constants and the CRC are plain
+Python here so that the host side (:mod:`host_driver.serialbus`) and the tests use the very same
+definitions as the gateware.
+
+Request  (host -> NIC): ``A5 CMD SEQ A0 A1 A2 A3 [D0 D1 D2 D3] CRC``
+Response (NIC -> host): ``5A STATUS SEQ D0 D1 D2 D3 CRC``
+
+Multi-byte fields are little-endian. CRC is CRC-8 (poly 0x07, init 0, no reflection, no final
+XOR; "CRC-8/SMBUS") over every byte after the sync byte up to the CRC.
+"""
+
+
+import enum
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from .stream import AXILiteSignature
+from .uart import UartRx, UartTx, uart_divisor
+
+__all__ = ["UartBridge", "Cmd", "Status", "crc8", "SYNC_REQUEST", "SYNC_RESPONSE", "CRC8_POLY",
+           "REQUEST_LEN", "RESPONSE_LEN", "TIMEOUT_BITS", "RX_FIFO_DEPTH"]
+
+SYNC_REQUEST = 0xA5
+SYNC_RESPONSE = 0x5A
+CRC8_POLY = 0x07
+#: A frame with no byte for this many bit times is dropped as truncated.
+TIMEOUT_BITS = 32
+#: Bytes the bridge buffers while it executes a request or waits for its previous response to go out.
+RX_FIFO_DEPTH = 16
+RESPONSE_LEN = 8
+
+
+class Cmd(enum.IntEnum):
+    """Request command byte."""
+    READ32 = 0x01
+    WRITE32 = 0x02
+
+
+class Status(enum.IntEnum):
+    """Response status byte."""
+    OK = 0
+    BUS_ERROR = 1      #: SLVERR/DECERR from the bus, or an address the bridge refuses (not issued)
+    BAD_CHECKSUM = 2   #: request CRC mismatch; not executed
+    BAD_COMMAND = 3    #: unknown command byte (CRC was good); not executed
+
+
+#: Request length in bytes, sync and CRC included. Unknown commands use the READ32 layout.
+REQUEST_LEN = {Cmd.READ32: 8, Cmd.WRITE32: 12}
+
+
+def crc8(data: bytes | bytearray | list[int], crc: int = 0) -> int:
+    """CRC-8/SMBUS of ``data`` (poly 0x07, MSB first, init ``crc``); ``crc8(b"123456789") == 0xF4``."""
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ CRC8_POLY) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _crc8_next(crc, byte):
+    """Gateware CRC-8 update by one byte: a XOR network derived from :func:`crc8` (the CRC is linear
+    in ``crc ^ byte`` when init is 0), so it cannot disagree with the host's CRC."""
+    x = crc ^ byte
+    columns = [crc8([1 << j]) for j in range(8)]
+    bits = []
+    for i in range(8):
+        terms = [x[j] for j in range(8) if columns[j] >> i & 1]
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = acc ^ t
+        bits.append(acc)
+    return Cat(*bits)
+
+
+class UartBridge(wiring.Component):
+    """Executes CSR read/write requests received on a UART as AXI4-Lite transactions.
+
+    Parameters
+    ----------
+    clk_hz:
+        Core clock frequency in Hz.
+    baud:
+        Line rate; ``clk_hz / baud`` (rounded) must be at least 4 and within 2% (see
+        :func:`hdl.uart.uart_divisor`).
+    addr_width:
+        Width of the AXI4-Lite address. Requests for addresses at or above ``2**addr_width``, or
+        not word aligned, are answered with :attr:`Status.BUS_ERROR` without a bus access.
+
+    Members
+    -------
+    rx: In(1)
+        UART receive line (idle high), asynchronous.
+    tx: Out(1)
+        UART transmit line (idle high), straight from a flop.
+    m_axil: Out(AXILiteSignature(addr_width))
+        Bus master. One transaction at a time; ``*valid`` are flops that hold until the handshake,
+        ``wstrb`` is all ones, ``*prot`` zero. SLVERR and DECERR become :attr:`Status.BUS_ERROR`.
+    ok, bad_checksum, bad_command, truncated: Out(1)
+        One-cycle event pulses: a well-formed request accepted (whatever its bus response), a CRC
+        mismatch, an unknown command, a request dropped unfinished (inter-byte timeout of
+        :data:`TIMEOUT_BITS` bit times or a framing error inside it) or a UART framing error
+        between requests.
+
+    Notes
+    -----
+    Received bytes go through a :data:`RX_FIFO_DEPTH`-byte FIFO, so nothing is lost while a bus
+    access runs or while the previous response is still being sent; a host that runs further
+    ahead than that loses bytes (they show up as a bad checksum or a truncated frame).
+    A bus slave that never answers stalls the bridge (AXI has no abort).
+    """
+
+    def __init__(self, *, clk_hz: int, baud: int, addr_width: int):
+        if not 2 < addr_width <= 32:
+            raise ValueError(f"addr_width must be in 3..32, not {addr_width!r}")
+        self.clk_hz = clk_hz
+        self.baud = baud
+        self.addr_width = addr_width
+        self.divisor = uart_divisor(clk_hz, baud)
+        super().__init__({
+            "rx": In(1, init=1), "tx": Out(1, init=1),
+            "m_axil": Out(AXILiteSignature(addr_width)),
+            "ok": Out(1), "bad_checksum": Out(1), "bad_command": Out(1), "truncated": Out(1),
+        })
+
+    def __repr__(self):
+        return (f"UartBridge(clk_hz={self.clk_hz}, baud={self.baud}, addr_width={self.addr_width}, "
+                f"divisor={self.divisor})")
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.m_axil
+        m.submodules.uart_rx = urx = UartRx(self.divisor)
+        m.submodules.uart_tx = utx = UartTx(self.divisor)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+
+        # ---- receive FIFO: bit 8 marks a framing error, kept in order with the bytes around it
+        m.submodules.rx_fifo = rxf = fifo.SyncFIFO(width=9, depth=RX_FIFO_DEPTH)
+        m.d.comb += [rxf.w_data.eq(Cat(urx.o.payload, urx.ferr)), rxf.w_en.eq(urx.o.valid | urx.ferr)]
+        byte = rxf.r_data[:8]
+        ferr = rxf.r_data[8]
+        take = Signal()                                   # the parser consumes r_data this cycle
+        m.d.comb += take.eq(rxf.r_en & rxf.r_rdy)
+
+        # ---- request fields
+        cmd = Signal(8)
+        seq = Signal(8)
+        addr = Signal(32)
+        wdata = Signal(32)
+        crc = Signal(8)
+        count = Signal(2)                                 # byte index inside ADDR / DATA
+        idle = Signal(range(TIMEOUT_BITS * self.divisor + 1))
+
+        # ---- response registers and sender
+        r_status = Signal(8)
+        r_seq = Signal(8)
+        r_data = Signal(32)
+        sending = Signal()
+        send_idx = Signal(range(RESPONSE_LEN))
+        tx_crc = Signal(8)
+        send_byte = Signal(8)
+        with m.Switch(send_idx):
+            with m.Case(0):
+                m.d.comb += send_byte.eq(SYNC_RESPONSE)
+            with m.Case(1):
+                m.d.comb += send_byte.eq(r_status)
+            with m.Case(2):
+                m.d.comb += send_byte.eq(r_seq)
+            for k in range(4):
+                with m.Case(3 + k):
+                    m.d.comb += send_byte.eq(r_data[8 * k:8 * k + 8])
+            with m.Case(7):
+                m.d.comb += send_byte.eq(tx_crc)
+        m.d.comb += [utx.i.payload.eq(send_byte), utx.i.valid.eq(sending)]
+        with m.If(utx.i.valid & utx.i.ready):
+            m.d.sync += send_idx.eq(send_idx + 1)
+            with m.If((send_idx != 0) & (send_idx != RESPONSE_LEN - 1)):
+                m.d.sync += tx_crc.eq(_crc8_next(tx_crc, send_byte))
+            with m.If(send_idx == RESPONSE_LEN - 1):
+                m.d.sync += sending.eq(0)
+
+        m.d.sync += [self.ok.eq(0), self.bad_checksum.eq(0), self.bad_command.eq(0), self.truncated.eq(0)]
+        m.d.comb += [bus.wstrb.eq(0xF), bus.arprot.eq(0), bus.awprot.eq(0),
+                     bus.araddr.eq(addr), bus.awaddr.eq(addr), bus.wdata.eq(wdata)]
+        out_of_range = Signal()
+        if self.addr_width < 32:
+            m.d.comb += out_of_range.eq((addr[self.addr_width:] != 0) | (addr[:2] != 0))
+        else:
+            m.d.comb += out_of_range.eq(addr[:2] != 0)
+
+        def respond(status, data=0):
+            m.d.sync += [r_status.eq(status), r_seq.eq(seq), r_data.eq(data)]
+            m.next = "RESPOND"
+
+        in_frame = Signal()
+
+        def receiving():
+            """Common to every state after SYNC: take bytes; drop the frame on a framing error or
+            after TIMEOUT_BITS silent bit times. Never fires together with the state's own
+            ``m.next``, which needs a good byte."""
+            m.d.comb += [rxf.r_en.eq(1), in_frame.eq(1)]
+            with m.If((take & ferr) | (~rxf.r_rdy & (idle == TIMEOUT_BITS * self.divisor))):
+                m.d.sync += self.truncated.eq(1)
+                m.next = "HUNT"
+
+        with m.FSM(name="bridge"):
+            with m.State("HUNT"):
+                m.d.comb += rxf.r_en.eq(1)
+                with m.If(take):
+                    with m.If(ferr):
+                        m.d.sync += self.truncated.eq(1)
+                    with m.Elif(byte == SYNC_REQUEST):
+                        m.d.sync += crc.eq(0)
+                        m.next = "CMD"
+            with m.State("CMD"):
+                receiving()
+                with m.If(take & ~ferr):
+                    m.d.sync += [cmd.eq(byte), crc.eq(_crc8_next(crc, byte))]
+                    m.next = "SEQ"
+            with m.State("SEQ"):
+                receiving()
+                with m.If(take & ~ferr):
+                    m.d.sync += [seq.eq(byte), crc.eq(_crc8_next(crc, byte)), count.eq(0)]
+                    m.next = "ADDR"
+            with m.State("ADDR"):
+                receiving()
+                with m.If(take & ~ferr):
+                    m.d.sync += [addr.eq(Cat(addr[8:], byte)), crc.eq(_crc8_next(crc, byte)),
+                                 count.eq(count + 1)]
+                    with m.If(count == 3):
+                        with m.If(cmd == Cmd.WRITE32):
+                            m.next = "DATA"
+                        with m.Else():
+                            m.next = "CRC"
+            with m.State("DATA"):
+                receiving()
+                with m.If(take & ~ferr):
+                    m.d.sync += [wdata.eq(Cat(wdata[8:], byte)), crc.eq(_crc8_next(crc, byte)),
+                                 count.eq(count + 1)]
+                    with m.If(count == 3):
+                        m.next = "CRC"
+            with m.State("CRC"):
+                receiving()
+                with m.If(take & ~ferr):
+                    with m.If(byte != crc):
+                        m.d.sync += self.bad_checksum.eq(1)
+                        respond(Status.BAD_CHECKSUM)
+                    with m.Elif((cmd != Cmd.READ32) & (cmd != Cmd.WRITE32)):
+                        m.d.sync += self.bad_command.eq(1)
+                        respond(Status.BAD_COMMAND)
+                    with m.Elif(out_of_range):
+                        m.d.sync += self.ok.eq(1)
+                        respond(Status.BUS_ERROR)
+                    with m.Elif(cmd == Cmd.READ32):
+                        m.d.sync += [self.ok.eq(1), bus.arvalid.eq(1)]
+                        m.next = "READ_AR"
+                    with m.Else():
+                        m.d.sync += [self.ok.eq(1), bus.awvalid.eq(1), bus.wvalid.eq(1)]
+                        m.next = "WRITE_AW"
+            with m.State("READ_AR"):
+                with m.If(bus.arready):
+                    m.d.sync += bus.arvalid.eq(0)
+                    m.next = "READ_R"
+            with m.State("READ_R"):
+                m.d.comb += bus.rready.eq(1)
+                with m.If(bus.rvalid):
+                    # SLVERR (2) and DECERR (3) have bit 1 set; EXOKAY does not exist in AXI4-Lite.
+                    with m.If(bus.rresp[1]):
+                        respond(Status.BUS_ERROR)
+                    with m.Else():
+                        respond(Status.OK, bus.rdata)
+            with m.State("WRITE_AW"):
+                with m.If(bus.awready):
+                    m.d.sync += bus.awvalid.eq(0)
+                with m.If(bus.wready):
+                    m.d.sync += bus.wvalid.eq(0)
+                with m.If((~bus.awvalid | bus.awready) & (~bus.wvalid | bus.wready)):
+                    m.next = "WRITE_B"
+            with m.State("WRITE_B"):
+                m.d.comb += bus.bready.eq(1)
+                with m.If(bus.bvalid):
+                    respond(Mux(bus.bresp[1], Status.BUS_ERROR, Status.OK))
+            with m.State("RESPOND"):
+                with m.If(~sending):
+                    m.d.sync += [sending.eq(1), send_idx.eq(0), tx_crc.eq(0)]
+                    m.next = "HUNT"
+
+        # ---- inside a frame the line must not stay silent: count cycles with nothing to take
+        with m.If(~in_frame | rxf.r_rdy):
+            m.d.sync += idle.eq(0)
+        with m.Else():
+            m.d.sync += idle.eq(idle + 1)
+        return m
+
