@@ -114,7 +114,8 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        clk_res = platform.request(platform.default_clk, dir="i")
+        # iCE40's PLL must sit on the clock pin itself (SB_PLL40_PAD), so take the raw pad there.
+        clk_res = platform.request(platform.default_clk, dir="i" if self.board.family == "ecp5" else "-")
         fin_mhz = platform.default_clk_frequency / 1e6
         m.domains.sync = ClockDomain("sync")
         locked = Signal()
@@ -140,10 +141,10 @@ class BoardTop(Elaboratable):
         else:
             p = ice40_pll_params(fin_mhz, self.config.clock_mhz)
             m.submodules.pll = Instance(
-                "SB_PLL40_CORE",
+                "SB_PLL40_PAD",
                 p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
                 p_FILTER_RANGE=p["FILTER_RANGE"],
-                i_REFERENCECLK=clk_res.i, o_PLLOUTGLOBAL=core_clk,
+                io_PACKAGEPIN=clk_res.io, o_PLLOUTGLOBAL=core_clk,
                 i_RESETB=Const(1), i_BYPASS=Const(0), o_LOCK=locked,
             )
         self.core_mhz = p["fout_mhz"]

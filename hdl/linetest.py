@@ -89,9 +89,15 @@ class FrameGenerator(wiring.Component):
             out.tvalid.eq(in_frame), self.busy.eq(in_frame),
         ]
 
-        # Length bookkeeping is registered so the output path is a counter compare, not arithmetic.
+        # Register inputs from the CSR block (far away on the die) and the length arithmetic, so
+        # the paths into the output are short compares.
         frame_len = Signal(14)
-        m.d.sync += frame_len.eq(self.frame_len)
+        seed = Signal(32)
+        gap = Signal(16)
+        gap_zero = Signal()
+        enable = Signal()
+        m.d.sync += [frame_len.eq(self.frame_len), seed.eq(Mux(self.seed == 0, 0xACE1, self.seed)),
+                     gap.eq(self.gap - 1), gap_zero.eq(self.gap == 0), enable.eq(self.enable)]
         n_beats = (frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)
         tail = frame_len[:bpb.bit_length() - 1]          # bytes in the last beat, 0 meaning full
         keep = Signal(bpb)
@@ -100,18 +106,18 @@ class FrameGenerator(wiring.Component):
         with m.If(~in_frame):
             with m.If(gap_left != 0):
                 m.d.sync += gap_left.eq(gap_left - 1)
-            with m.Elif(self.enable):
+            with m.Elif(enable):
                 m.d.sync += [in_frame.eq(1), beat.eq(0), beats_left.eq(n_beats), last_keep.eq(keep)]
             with m.Else():
-                m.d.sync += lfsr.eq(Mux(self.seed == 0, 0xACE1, self.seed))
+                m.d.sync += lfsr.eq(seed)
         with m.Elif(out.tready):
             m.d.sync += [beat.eq(beat + 1), beats_left.eq(beats_left - 1),
                          lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x80200003, lfsr >> 1))]
             with m.If(last):
-                with m.If((self.gap == 0) & self.enable):   # next frame in the very next cycle
+                with m.If(gap_zero & enable):   # next frame in the very next cycle
                     m.d.sync += [beat.eq(0), beats_left.eq(n_beats), last_keep.eq(keep)]
                 with m.Else():
-                    m.d.sync += [in_frame.eq(0), gap_left.eq(self.gap - 1)]   # the start cycle is idle too
+                    m.d.sync += [in_frame.eq(0), gap_left.eq(gap)]   # the start cycle is idle too
         return m
 
 
