@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-# Icarus Verilog comes from the distribution (the second simulator the suite runs).
+# Icarus Verilog comes from the distribution (the second simulator the suite runs); so do the
+# lz4 headers Verilator's FST waveform writer compiles against (without them: VCD, with a warning).
 iverilog:
 	@command -v iverilog >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -32,6 +33,9 @@ iverilog:
 	  else \
 	    echo "error: iverilog not found; install it (e.g. sudo apt-get install iverilog) and rerun" >&2; exit 1; \
 	  fi; }
+	@[ -e /usr/include/lz4.h ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -q liblz4-dev >/dev/null 2>&1; } || \
+	  echo "note: liblz4-dev missing; Verilator waveforms will be VCD instead of FST" >&2
 
 setup: $(STAMP) iverilog
 

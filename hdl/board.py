@@ -30,7 +30,7 @@ class Board:
     def config(self, overrides: dict | None = None) -> NicConfig:
         params = {"clock_mhz": self.core_mhz, "uart_bridge": True, "line_tester": True, **self.nic,
                   **(overrides or {})}
-        return NicConfig(**params)
+        return NicConfig.from_dict(params, source=f"board {self.name}")
 
     def make_platform(self):
         import importlib
@@ -75,8 +75,8 @@ def ecp5_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
     if best is None:
         raise ValueError(f"no ECP5 PLL setting makes {fout_mhz} MHz from {fin_mhz} MHz")
     _, clki, clkfb, clkop, fout = best
-    return {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop, "CLKOP_CPHASE": clkop // 2 - 1 if clkop > 1 else 0,
-            "fout_mhz": fout}
+    return {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop,
+            "CLKOP_CPHASE": clkop // 2 - 1 if clkop > 1 else 0, "fout_mhz": fout}
 
 
 def ice40_pll_params(fin_mhz: float, fout_mhz: float) -> dict:

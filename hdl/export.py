@@ -26,26 +26,27 @@ def component_ports(component: wiring.Component) -> dict:
     return ports
 
 
-def to_rtlil(component, name: str) -> str:
-    """RTLIL text of ``component`` with top module ``name`` (for Yosys synthesis)."""
-    return rtlil.convert(component, name=name, ports=component_ports(component))
+def to_rtlil(component, name: str, *, platform=None, emit_src: bool = True) -> str:
+    """RTLIL text of ``component`` with top module ``name`` (for Yosys synthesis or simulation)."""
+    return rtlil.convert(component, name=name, ports=component_ports(component), platform=platform,
+                         emit_src=emit_src)
 
 
-def to_verilog(component, name: str, *, system_verilog: bool = True) -> str:
-    """Convert ``component`` (a ``wiring.Component``) to Verilog with top module ``name``.
+def to_verilog(component, name: str) -> str:
+    """SystemVerilog text of ``component`` (a ``wiring.Component``) with top module ``name``.
 
-    SystemVerilog output (``always_comb``) is the default because Icarus 11 leaves some
-    ``always @*`` outputs at X when Amaranth relies on initial values (see TOOLCHAIN.md).
+    Not Amaranth's ``verilog.convert`` recipe (``proc -nomux``, ``-norename``): Icarus 11 hangs at
+    time 0 on it for designs of the NIC's size. It makes an ``always_comb`` that uses a constant
+    part-select sensitive to the whole vector, including bits the block itself writes, so the
+    block's intermediate blocking writes retrigger it forever; and ``-norename`` keeps
+    ``$procmux$...`` function names that Icarus reads as system calls. A full ``proc`` turns the
+    processes into continuous assignments instead. SystemVerilog (``always_comb``) because Icarus
+    leaves some ``always @*`` outputs at X when Amaranth relies on initial values.
     """
-    # Amaranth's own backend runs the same Yosys script but has no switch for -sv.
+    # Amaranth's own backend has no switch for this script; its Yosys finder is the one to use.
     from amaranth._toolchain.yosys import find_yosys
 
-    text = to_rtlil(component, name)
+    text = to_rtlil(component, name, emit_src=False)
     yosys = find_yosys(lambda ver: ver >= (0, 40))
-    script = [
-        f"read_rtlil <<rtlil\n{text}\nrtlil",
-        "proc -nomux -norom",
-        "memory_collect",
-        "write_verilog -norename" + (" -sv" if system_verilog else ""),
-    ]
+    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", "proc", "opt_clean", "memory_collect", "write_verilog -sv"]
     return yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)

@@ -11,8 +11,8 @@ import enum
 from amaranth.lib import data
 from amaranth.lib import enum as hdl_enum
 
-__all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "Verdict", "L3Type", "PacketMeta", "make_verdict_record", "make_parsed_layout",
-           "FRAME_LEN_BITS", "OFFSET_BITS"]
+__all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "Verdict", "L3Type", "PacketMeta",
+           "make_verdict_record", "make_parsed_layout", "FRAME_LEN_BITS", "OFFSET_BITS"]
 
 #: Frame length field width: frames up to 16383 bytes; longer ones saturate (and are oversize).
 FRAME_LEN_BITS = 14

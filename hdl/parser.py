@@ -83,22 +83,26 @@ class Parser(wiring.Component):
     cycle after the last beat, a fully pipelined chain of stages extracts the headers from a copy
     of the window, so a new frame (even a one-beat frame every cycle) can enter every cycle.
     The pipeline is free running (no enables): each stage registers raw field values and
-    decision flags separately, every variable-offset read takes two stages (4:1, then the
-    rest), and only the last stage gates each ``meta`` field with its registered enable:
+    decision flags separately, every variable-offset read takes two or three stages (4:1,
+    then the rest), and only the last stage gates each ``meta`` field with its registered enable:
 
     ====  =============================================================================
-    S0    frame length, ingress port, ``rx_error``, physical port, VLAN TPID flags
-    S1    copy from the live window: L3 header bytes at l3_offset, Ethernet/VLAN fields,
-          ethertype flags; length compares
+    (cap) as bytes are captured: TPID / ethertype / IPv6 next-header compares at the three
+          candidate positions, kept as flags beside the window
+    S0    frame length, ingress port, ``rx_error``, physical port
+    S1    copy from the live window: L3 header bytes at l3_offset, Ethernet/VLAN fields;
+          ethertype flags selected from the capture flags; length compares
     S2    L2 outcome; IPv4 / IPv6 / ARP checks as independent flags; extension header 1
           sizes and offsets (its bytes came with the L3 header)
     S3    L3 outcome; read extension header 2 at its offset (1/2)
-    S4    extension header 1 outcome; read extension header 2 (2/2)
-    S5    extension header 2 sizes and offsets
-    S6    extension header 2 outcome, end of the IPv6 chain; read the L4 bytes (1/2)
-    S7    read the L4 bytes (2/2); L4 protocol, length and window compares
-    S8    L4 outcome (TCP data offset checked for all 16 values)
-    S9    TCP data offset selected; every field gated; drives ``meta``
+    S4    extension header 1 outcome; read extension header 2 (2/2); L4 offset base
+    S5    extension header 2 sizes; final L4 offset (one for each L4 word), length, protocol
+    S6    extension header 2 outcome, end of the IPv6 chain; read the L4 bytes (1/3);
+          L4 protocol, length and window compares
+    S7    read the L4 bytes (2/3)
+    S8    read the L4 bytes (3/3); L4 outcome, TCP data offset check and payload offset
+          (from the last read mux's inputs)
+    S9    every field gated; drives ``meta``
     ====  =============================================================================
 
     ``meta.valid`` rises exactly :attr:`latency` cycles after the cycle in which the frame's last
@@ -182,6 +186,41 @@ class Parser(wiring.Component):
         win = Signal(8 * window)
         # Bytes past tkeep on the last beat are undefined: never let them into the window.
         data_kept = s.tdata & Cat(*(s.tkeep[i].replicate(8) for i in range(n_bytes)))
+        # Ethertype / TPID compares at the three candidate positions, made as the bytes are
+        # captured (a 16-bit field at an even offset never straddles a beat), so that S1 only
+        # selects registered flags. Like the window, they hold the frame's values in S0 only.
+        flag_defs = {
+            "tpid": lambda v: (v == ETH_VLAN) | (v == ETH_QINQ),
+            "qinq": lambda v: v == ETH_QINQ,
+            "v4": lambda v: v == ETH_IPV4,
+            "v6": lambda v: v == ETH_IPV6,
+            "arp": lambda v: v == ETH_ARP,
+        }
+        flags = {}
+        for p in (12, 16, 20):
+            k, b = p // n_bytes, p % n_bytes
+            v = Cat(_bytes(data_kept, b + 1, 1), _bytes(data_kept, b, 1))
+            for fname, fn in flag_defs.items():
+                f = Signal(name=f"cap_{fname}{p}")
+                flags[fname, p] = f
+                with m.If(xfer & slot[k]):
+                    m.d.sync += f.eq(fn(v))
+                if k:
+                    with m.Elif(xfer & slot[0]):
+                        m.d.sync += f.eq(0)
+        # The same for the IPv6 next header byte at the three candidate L3 offsets (+6).
+        for p in (20, 24, 28):
+            k, b = p // n_bytes, p % n_bytes
+            v = _bytes(data_kept, b, 1)
+            for fname, fn in {"nhfrag": lambda v: v == IPV6_EXT_FRAGMENT,
+                              "nhext": lambda v: Cat(*(v == e for e in IPV6_EXT_HEADERS)).any()}.items():
+                f = Signal(name=f"cap_{fname}{p}")
+                flags[fname, p] = f
+                with m.If(xfer & slot[k]):
+                    m.d.sync += f.eq(fn(v))
+                if k:
+                    with m.Elif(xfer & slot[0]):
+                        m.d.sync += f.eq(0)
         with m.If(xfer):
             with m.If(s.tlast):
                 m.d.sync += [beat.eq(0), slot.eq(1)]
@@ -203,14 +242,6 @@ class Parser(wiring.Component):
         phys_mask = Const(phys_mask, 1 << port_bits)
         in_port = s.tuser[1:1 + port_bits]
 
-        def byte_now(i):
-            """Window byte ``i`` including the beat being transferred (valid once it has passed)."""
-            return Mux(slot[i // n_bytes], _bytes(data_kept, i % n_bytes, 1), _bytes(win, i, 1))
-
-        def is_tpid(i):
-            value = Cat(byte_now(i + 1), byte_now(i))
-            return (value == ETH_VLAN) | (value == ETH_QINQ)
-
         # ---- S0: frame length, port, tag flags (the window itself is the live register) -----
         last = xfer & s.tlast
         valid0 = reg(last, "s0_valid")
@@ -219,8 +250,8 @@ class Parser(wiring.Component):
         port0 = reg(in_port, "s0_in_port")
         rxerr0 = reg(s.tuser[0], "s0_rx_error")
         phys0 = reg(phys_mask.bit_select(in_port, 1), "s0_phys")
-        tag0_0 = reg(is_tpid(12), "s0_tag0")
-        tag1_0 = reg(is_tpid(16), "s0_tag1")
+        tag0_0 = flags["tpid", 12]
+        tag1_0 = flags["tpid", 16]
 
         # The last stage registers ``meta``; everything that comes straight from an early stage
         # is delayed to the stage before it and gated there by a registered enable.
@@ -252,20 +283,22 @@ class Parser(wiring.Component):
         avail40_1 = reg(len0 - sel3(54, 58, 62), "s1_avail40", _LEN_BITS)
         et_pos = (12, 16, 20)
 
-        def et_is(value):
-            return sel3(*(be16(win, p) == value for p in et_pos))
+        def et_is(fname):
+            return sel3(*(flags[fname, p] for p in et_pos))
 
-        is_v4_1 = reg(et_is(ETH_IPV4), "s1_is_v4")
-        is_v6_1 = reg(et_is(ETH_IPV6), "s1_is_v6")
-        is_arp_1 = reg(et_is(ETH_ARP), "s1_is_arp")
+        is_v4_1 = reg(et_is("v4"), "s1_is_v4")
+        is_v6_1 = reg(et_is("v6"), "s1_is_v6")
+        is_arp_1 = reg(et_is("arp"), "s1_is_arp")
+        f6_1 = reg(sel3(*(flags["nhfrag", p + 8] for p in et_pos)), "s1_f6")
+        x6_1 = reg(sel3(*(flags["nhext", p + 8] for p in et_pos)), "s1_x6")
         ethertype1 = reg(sel3(*(be16(win, p) for p in et_pos)), "s1_ethertype")
         eth = view(Ethernet, _bytes(win, 0, 14))
         vtag0 = view(VlanTag, _bytes(win, 14, 4))
         vtag1 = view(VlanTag, _bytes(win, 18, 4))
         eth_dst1 = reg(eth.dst, "s1_eth_dst")
         eth_src1 = reg(eth.src, "s1_eth_src")
-        vlan0_1 = reg(Cat(be16(win, 12) == ETH_QINQ, vtag0.pcp, vtag0.vid), "s1_vlan0")
-        vlan1_1 = reg(Cat(be16(win, 16) == ETH_QINQ, vtag1.pcp, vtag1.vid), "s1_vlan1")
+        vlan0_1 = reg(Cat(flags["qinq", 12], vtag0.pcp, vtag0.vid), "s1_vlan0")
+        vlan1_1 = reg(Cat(flags["qinq", 16], vtag1.pcp, vtag1.vid), "s1_vlan1")
         lt14_1 = reg(len0 < 14, "s1_lt14")
         lt18_1 = reg(len0 < 18, "s1_lt18")
         lt22_1 = reg(len0 < 22, "s1_lt22")
@@ -335,15 +368,15 @@ class Parser(wiring.Component):
             extra = Cat(Const(0, 3), ext.hdr_ext_len)     # 8 * hdr_ext_len
             return {
                 "over": reg(~is_frag & (ext.hdr_ext_len >= rem[3:]), f"{name}_over"),
-                "off": reg(Mux(is_frag, offp8, offp8 + extra), f"{name}_off", _OFF_BITS),
-                "rem": reg(Mux(is_frag, rem_base, rem_base - extra), f"{name}_rem", 16),
+                "off": reg(offp8 + (extra & (~is_frag).replicate(11)), f"{name}_off", _OFF_BITS),
+                "rem": reg(rem_base - (extra & (~is_frag).replicate(11)), f"{name}_rem", 16),
                 "nh": reg(ext.next_header, f"{name}_nh"),
                 "fo": reg(frag.frag_offset, f"{name}_fo"),
             }
 
         # First extension header: its bytes came with the L3 header.
-        f6 = ip6.next_header == IPV6_EXT_FRAGMENT
-        x6_2 = reg(is_ext(ip6.next_header), "s2_x6")
+        f6 = f6_1
+        x6_2 = reg(x6_1, "s2_x6")
         f6_2 = reg(f6, "s2_f6")
         e1_lt8_2 = reg(ip6.payload_length < 8, "s2_e1_lt8")
         e1_bw_2 = reg(off6 > window - 8, "s2_e1_bw")
@@ -444,11 +477,22 @@ class Parser(wiring.Component):
         l4_v4_5 = delay(l4_v4_3, 2, "l4_v4")
         v4_5 = delay(g_v4_2, 3, "v4")
         v6_5 = delay(g_v6_2, 3, "v6")
-        # L4 read offset: the two-extension-header case is the only late one.
-        late5 = reg(delay(g_v6_2, 2, "v6b") & delay(x6_3, 1, "x6b") & x1_4, "s5_late")
-        off_pre5 = delay(off_pre3, 2, "off_pre")
-        rem_pre5 = delay(rem_pre3, 2, "rem_pre")
-        proto_pre5 = delay(proto_pre3, 2, "proto_pre")
+        # L4 read offset: the two-extension-header case is the only late one. It is chosen here,
+        # straight into registers: the word offset for L4 bytes 0..3 and, separately, for bytes
+        # 12..15 (a different value, so the two reads never share a select net).
+        late3 = delay(g_v6_2, 1, "v6b") & x6_3 & x1_3
+        base4 = reg(Mux(late3, off1p8_3, off_pre3), "s4_l4base")
+        base12_4 = reg(Mux(late3, off1p8_3 + 12, off_pre3 + 12), "s4_l4base12", _OFF_BITS)
+        rbase4 = reg(Mux(late3, rem1m8_3, rem_pre3), "s4_rbase")
+        add4 = reg(late3 & ~f1_3, "s4_l4add")
+        late4 = reg(late3, "s4_late")
+        proto_pre4 = reg(proto_pre3, "s4_proto_pre")
+        e2hdr = view(IPv6ExtHeader, e2word4[:16])
+        e2extra = Cat(Const(0, 3), e2hdr.hdr_ext_len) & add4.replicate(11)
+        l4off5 = reg(base4 + e2extra, "s5_l4off", _OFF_BITS)
+        l4off12_5 = reg(base12_4 + e2extra, "s5_l4off12", _OFF_BITS)
+        rem5 = reg(rbase4 - e2extra, "s5_rem", 16)
+        proto5 = reg(Mux(late4, e2hdr.next_header, proto_pre4), "s5_proto", 8)
         win5 = reg(win4, "s5_win")
 
         # ---- S6: extension header 2 outcome, end of the chain; L4 read (1/2) ----------------
@@ -461,10 +505,9 @@ class Parser(wiring.Component):
         bw_e2_6 = reg((e2_go & ~e2_lt8_5 & e2_bw_5) | (walk2 & x2_5), "s6_bw_e2")
         has_l4off6 = reg(l4_v4_5 | end0_5 | end1 | end2, "s6_has_l4off")
         v6_end6 = reg(end0_5 | end1 | end2, "s6_v6_end")
-        l4off = Mux(late5, e2["off"], off_pre5)
-        l4off6 = reg(l4off, "s6_l4off", _OFF_BITS)
-        rem6 = reg(Mux(late5, e2["rem"], rem_pre5), "s6_rem", 16)
-        proto6 = reg(Mux(late5, e2["nh"], proto_pre5), "s6_proto")
+        l4off6 = reg(l4off5, "s6_l4off")
+        rem6 = reg(rem5, "s6_rem")
+        proto6 = reg(proto5, "s6_proto")
         frag_e1_5 = reg(frag_e1_4, "s5_frag_e1")
         fo1_5 = delay(fo1_3, 2, "fo1")
         has_l3_v4_5 = delay(has_l3_v4_3, 2, "has_l3_v4")
@@ -477,22 +520,38 @@ class Parser(wiring.Component):
         fo4z_5 = delay(fo4_2 == 0, 3, "fo4z")
         fo_zero6 = reg(Mux(frag_e2, e2["fo"] == 0, Mux(frag_e1_5, fo1z_5, ~has_l3_v4_5 | fo4z_5)),
                        "s6_fo_zero")
-        l4_w0_l1 = read_l1(win5, l4off, 14 + 20, 0, "s6_w0_l1")
-        l4_w3_l1 = read_l1(win5, l4off, 14 + 20, 3, "s6_w3_l1")
+        # L4 read, three stages (S6 4:1, S7 4:1, S8 the rest), each word with its own selects.
+        l4_w0_l1 = read_l1(win5, l4off5, 14 + 20, 0, "s6_w0_l1")
+        l4_w3_l1 = read_l1(win5, l4off12_5, 14 + 20 + 12, 0, "s6_w3_l1")
+        w0_sel6 = reg(l4off5[4:2 + idx_bits], "s6_w0_sel")
+        w3_sel6 = reg(l4off12_5[4:2 + idx_bits], "s6_w3_sel")
         v4_6, v6_6 = reg(v4_5, "s6_v4"), reg(v6_5, "s6_v6")
+        tcp6 = reg(proto5 == IPPROTO_TCP, "s6_tcp")
+        udp6 = reg(proto5 == IPPROTO_UDP, "s6_udp")
+        icmp4_6 = reg(proto5 == IPPROTO_ICMP, "s6_icmp4")
+        icmp6_6 = reg(proto5 == IPPROTO_ICMPV6, "s6_icmp6")
+        lt8_6 = reg(rem5 < 8, "s6_lt8")
+        lt20_6 = reg(rem5 < 20, "s6_lt20")
+        lt64_6 = reg(rem5 < 64, "s6_lt64")
+        past8_6 = reg(l4off5 > window - 8, "s6_past8")
+        past20_6 = reg(l4off5 > window - 20, "s6_past20")
 
-        # ---- S7: L4 read (2/2); the L4 checks that do not need the L4 bytes, as flags --------
-        w0_7 = reg(read_l2(l4_w0_l1, l4off6), "s7_w0")
-        w3_7 = reg(read_l2(l4_w3_l1, l4off6), "s7_w3")
-        tcp6 = reg(proto6 == IPPROTO_TCP, "s7_tcp")
-        udp6 = reg(proto6 == IPPROTO_UDP, "s7_udp")
-        icmp4_6 = reg(proto6 == IPPROTO_ICMP, "s7_icmp4")
-        icmp6_6 = reg(proto6 == IPPROTO_ICMPV6, "s7_icmp6")
-        lt8_6 = reg(rem6 < 8, "s7_lt8")
-        lt20_6 = reg(rem6 < 20, "s7_lt20")
-        lt64_6 = reg(rem6 < 64, "s7_lt64")
-        past8_6 = reg(l4off6 > window - 8, "s7_past8")
-        past20_6 = reg(l4off6 > window - 20, "s7_past20")
+        # ---- S7: L4 read (2/3); the L4 checks that do not need the L4 bytes, as flags --------
+        def read_mid(l1, sel):
+            groups = len(l1) // 32
+            out = []
+            for g in range(0, groups, 4):
+                out.append(l1[32 * g:32 * (g + 4)].word_select(sel[:2], 32))
+            return Cat(*out)
+
+        w0_l2 = reg(read_mid(l4_w0_l1, w0_sel6), "s7_w0_l2")
+        w3_l2 = reg(read_mid(l4_w3_l1, w3_sel6), "s7_w3_l2")
+        w0_sel7 = reg(w0_sel6[2:], "s7_w0_sel")
+        w3_sel7 = reg(w3_sel6[2:], "s7_w3_sel")
+        tcp6, udp6 = reg(tcp6, "s7_tcp"), reg(udp6, "s7_udp")
+        icmp4_6, icmp6_6 = reg(icmp4_6, "s7_icmp4"), reg(icmp6_6, "s7_icmp6")
+        lt8_6, lt20_6, lt64_6 = reg(lt8_6, "s7_lt8"), reg(lt20_6, "s7_lt20"), reg(lt64_6, "s7_lt64")
+        past8_6, past20_6 = reg(past8_6, "s7_past8"), reg(past20_6, "s7_past20")
         fo_zero6 = reg(fo_zero6, "s7_fo_zero")
         v4_6, v6_6 = reg(v4_6, "s7_v4"), reg(v6_6, "s7_v6")
         proto_en_7 = reg(delay(proto_en3, 3, "proto_en") | v6_end6, "s7_proto_en")
@@ -500,7 +559,12 @@ class Parser(wiring.Component):
         has_l4off6 = reg(has_l4off6, "s7_has_l4off")
         ip_frag6, fo6 = reg(ip_frag6, "s7_ip_fragment"), reg(fo6, "s7_fo")
         bw_e2_6, trunc_e2_6 = reg(bw_e2_6, "s7_bw_e2"), reg(trunc_e2_6, "s7_trunc_e2")
-        w0_7, w3_7 = reg(w0_7, "s8_w0"), reg(w3_7, "s8_w3")
+        # ---- S8: L4 read (3/3) ----
+        if len(w0_sel7):
+            w0_7 = reg(w0_l2.word_select(w0_sel7, 32), "s8_w0", 32)
+            w3_7 = reg(w3_l2.word_select(w3_sel7, 32), "s8_w3", 32)
+        else:
+            w0_7, w3_7 = reg(w0_l2, "s8_w0"), reg(w3_l2, "s8_w3")
 
         # ---- S8: L4 outcome except the TCP data offset ---------------------------------------
         is_tcp = tcp6
@@ -516,15 +580,21 @@ class Parser(wiring.Component):
         ports_en7 = reg(has_l4 & (is_tcp | is_udp), "s8_ports_en")
         tcp_en7 = reg(has_l4 & is_tcp, "s8_tcp_en")
         icmp_en7 = reg(has_l4 & is_icmp, "s8_icmp_en")
-        is_tcp7 = reg(is_tcp, "s8_is_tcp")
-        off7 = reg(l4off6, "s8_off")
-        offp8_7 = reg(l4off6 + 8, "s8_offp8", _OFF_BITS)
-        # TCP data offset check, for each of the 16 possible offsets (the offset itself arrives
-        # with the L4 words): 4 * d > rem is d > rem // 4 when rem < 64, never otherwise.
-        rem_small = lt64_6
-        bad_do_mask = Cat(*((d < 5) | (rem_small & (d > rem6[2:6])) for d in range(16)))
-        tcp_bad_mask7 = reg(Cat(*(has_l4 & is_tcp & bad_do_mask[d] for d in range(16))), "s8_tcp_bad")
-        pay_mask7 = reg(Cat(*(has_l4 & ~(is_tcp & bad_do_mask[d]) for d in range(16))), "s8_pay_en")
+        # TCP data offset check: the offset nibble is taken straight from the last L4 read mux.
+        # 4 * d > rem is d > rem // 4 when rem < 64, never otherwise.
+        w3_now = w3_l2.word_select(w3_sel7, 32) if len(w3_sel7) else w3_l2
+        d_off = view(Tcp, Cat(Const(0, 96), w3_now, Const(0, 32))).data_offset
+        bad_do = (d_off < 5) | (lt64_6 & (d_off > rem6[2:6]))
+        tcp_bad7 = reg(has_l4 & is_tcp & bad_do, "s8_tcp_bad")
+        pay_en7 = reg(has_l4 & ~(is_tcp & bad_do), "s8_pay_en")
+        # TCP payload offset: one adder per candidate word of the last read mux, then select.
+        pay_cands = []
+        for j in range(len(w3_l2) // 32):
+            d_j = view(Tcp, Cat(Const(0, 96), w3_l2[32 * j:32 * (j + 1)], Const(0, 32))).data_offset
+            pay_cands.append(Signal(_OFF_BITS, name=f"s8_tcp_pay{j}"))
+            m.d.comb += pay_cands[-1].eq(l4off6 + Cat(Const(0, 2), d_j))
+        tcp_pay = Cat(*pay_cands).word_select(w3_sel7, _OFF_BITS) if len(w3_sel7) else pay_cands[0]
+        pay_off7 = reg(Mux(is_tcp, tcp_pay, l4off6 + 8), "s8_pay_off", _OFF_BITS)
         l4off_7 = reg(Mux(has_l4off6, l4off6, 0), "s8_l4_offset", _OFF_BITS)
         has_l4off7 = reg(has_l4off6, "s8_has_l4_offset")
         ip_proto7 = reg(Mux(proto_en_7, proto6, 0), "s8_ip_proto", 8)
@@ -537,8 +607,7 @@ class Parser(wiring.Component):
         # ---- S9 (meta): TCP data offset; every field gated by its registered enable ----------
         tcp = view(Tcp, Cat(w0_7, Const(0, 64), w3_7, Const(0, 32)))
         icmp = view(Icmp, w0_7)
-        tcp_hdr_bytes = Cat(Const(0, 2), tcp.data_offset)
-        pay_en = pay_mask7.bit_select(tcp.data_offset, 1)
+        pay_en = pay_en7
         out = Signal(PacketMeta)
         mal = [None] * len(MalformedReason)
 
@@ -558,7 +627,7 @@ class Parser(wiring.Component):
         mal[MalformedReason.BAD_IPV4_IHL] = at7(bad_ihl3, 3, "bad_ihl")
         mal[MalformedReason.IP_LEN_MISMATCH] = at7(mismatch3, 3, "mismatch")
         mal[MalformedReason.TRUNC_L4] = trunc_l4_7
-        mal[MalformedReason.BAD_TCP_OFFSET] = tcp_bad_mask7.bit_select(tcp.data_offset, 1)
+        mal[MalformedReason.BAD_TCP_OFFSET] = tcp_bad7
         v0_en7, v1_en7 = at7(v0_en2, 2, "v0_en"), at7(v1_en2, 2, "v1_en")
         vlan0 = at7(vlan0_1, 1, "vlan0")
         vlan1 = at7(vlan1_1, 1, "vlan1")
@@ -594,7 +663,7 @@ class Parser(wiring.Component):
             out.icmp_code.eq(gate(icmp.code, icmp_en7)),
             out.l4_offset.eq(l4off_7),
             out.has_l4_offset.eq(has_l4off7),
-            out.payload_offset.eq(gate(Mux(is_tcp7, off7 + tcp_hdr_bytes, offp8_7), pay_en)),
+            out.payload_offset.eq(gate(pay_off7, pay_en)),
             out.has_payload_offset.eq(pay_en),
             out.beyond_window.eq(bw7 | bw_l4_7),
             out.malformed.eq(Cat(*mal)),

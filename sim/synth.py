@@ -23,12 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amaranth import Module
-from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from hdl.config import NicConfig
-from hdl.export import component_ports
+from hdl.export import to_rtlil
 from hdl.ram import ECP5_TARGET
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ def synthesize_block(block: str, data_width: int, *, work_dir: Path | None = Non
     start = time.monotonic()
     cfg = NicConfig(data_width=data_width)
     component = BLOCKS[block](cfg)
-    text = rtlil.convert(component, name=block, ports=component_ports(component), platform=ECP5_TARGET)
+    text = to_rtlil(component, block, platform=ECP5_TARGET)
     tmp = Path(work_dir or tempfile.mkdtemp(prefix=f"synth-{block}-{data_width}-"))
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / f"{block}.il").write_text(text)

@@ -38,7 +38,7 @@ def test_generator_frames_and_signature(width, frame_len, gap):
         await ctx.tick().repeat(2)
         ctx.set(gen.enable, 1)
         cur = b""
-        for cycle in range(20 * (frame_len // bpb + gap + 2)):
+        for _ in range(20 * (frame_len // bpb + gap + 2)):
             _, _, valid, data, keep, last = await ctx.tick().sample(
                 gen.m_axis.tvalid, gen.m_axis.tdata, gen.m_axis.tkeep, gen.m_axis.tlast)
             beats_seen.append(valid)

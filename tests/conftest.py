@@ -1,0 +1,97 @@
+"""Shared fixtures and helpers for the test suite.
+
+Third-party captures live outside the repository in ``../shared/data`` (see its SOURCES.md):
+``pcaps/*.pcap`` and ``suricata-verify/**/*.pcap``. Tests that need them skip with a reason when
+the directory is absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def shared_pcap_files() -> list[Path]:
+    """Every .pcap under the shared data directory (sorted), or [] if it is absent."""
+    if not SHARED_DATA.is_dir():
+        return []
+    files = sorted(SHARED_DATA.glob("pcaps/*.pcap")) + sorted(SHARED_DATA.glob("suricata-verify/**/*.pcap"))
+    return files
+
+
+@functools.cache
+def shared_ethernet_frames() -> tuple[tuple[Path, int, bytes], ...]:
+    """(file, 1-based index, frame) for every non-empty frame of every Ethernet capture in the shared
+    data (captures with another link type are left out: the NIC only takes Ethernet)."""
+    from sim.pcapio import PcapError, read_pcap
+    out = []
+    for path in shared_pcap_files():
+        try:
+            frames = read_pcap(path)
+        except PcapError:
+            continue
+        out += [(path, f.index, f.data) for f in frames if f.data]
+    return tuple(out)
+
+
+def non_ethernet_pcap() -> Path | None:
+    """A shared capture whose link type is not Ethernet (for the bad-input tests), if any."""
+    from sim.pcapio import PcapError, read_pcap
+    for path in shared_pcap_files():
+        try:
+            read_pcap(path)
+        except PcapError as exc:
+            if "not Ethernet" in str(exc):
+                return path
+    return None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared data directory; skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def shared_frames():
+    """Every Ethernet frame of the shared captures; skips when there are none."""
+    frames = shared_ethernet_frames()
+    if not frames:
+        pytest.skip(f"no Ethernet captures under {SHARED_DATA}")
+    return frames
+
+
+def simulator_available(sim: str) -> str | None:
+    """None if ``sim`` can run here, else the reason it cannot."""
+    from sim.runner import SimulatorUnavailable, check_simulator
+    try:
+        check_simulator(sim)
+    except SimulatorUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def require_simulator(sim: str) -> None:
+    """Skip the calling test when ``sim`` is not installed."""
+    reason = simulator_available(sim)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def tmp_out(tmp_path):
+    """A scratch directory removed after the test (even on success, to keep /tmp small)."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
