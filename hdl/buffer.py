@@ -68,8 +68,12 @@ class PacketBuffer(wiring.Component):
         truncating = beat_index == max_beats
         store = ~truncating | s.tlast
         admit = in_frame | (outstanding != DESCRIPTOR_DEPTH)
+        # tready depends on registers only: it fans out to the parser's window capture, so a
+        # combinational path through tlast here was the ULX3S critical path (100 MHz).
+        # A truncating frame therefore waits for space it does not use; that cannot deadlock,
+        # since the buffer holds more than max_beats + 1 beats once older frames have drained.
         m.d.comb += [
-            s.tready.eq(admit & (beats.w_rdy | ~store)),
+            s.tready.eq(admit & beats.w_rdy),
             beats.w_data.eq(Cat(s.tdata, s.tkeep, s.tlast)),
             beats.w_en.eq(s.tvalid & s.tready & store),
         ]

@@ -18,13 +18,22 @@ from .stream import AXILiteSignature
 __all__ = ["CsrSlave", "READ_LATENCY", "COUNT_LATENCY"]
 
 #: Cycles from the AR handshake cycle to the first cycle ``rvalid`` is high.
-READ_LATENCY = 2
+READ_LATENCY = 3
 #: An amount driven on ``count(key)`` in cycle N is visible to reads whose AR handshake is in
 #: cycle N + COUNT_LATENCY or later (one register stage on the input, one for the add).
 COUNT_LATENCY = 2
 
 # Word kinds carried from read stage 1 to stage 2.
 _UNMAPPED, _PLAIN, _LO, _HI = range(4)
+
+
+#: Counters per first-step group of the two-step counter read mux.
+_GROUP = 4
+
+
+def _chunks(items, n):
+    items = list(items)
+    return [items[i:i + n] for i in range(0, len(items), n)]
 
 
 def _sanitize(key) -> str:
@@ -56,10 +65,11 @@ class CsrSlave(wiring.Component):
     -----
     Bus behaviour (what the golden model mirrors):
 
-    * **Reads** take :data:`READ_LATENCY` = 2 cycles: the word is sampled in the AR handshake
-      cycle (stage 1: per-block muxes, registered), stage 2 selects the block and registers
-      ``rdata``/``rresp``; ``rvalid`` then holds until ``rready``. ``arready`` is low from the AR
-      handshake until the cycle after the R handshake (back-to-back: one read per 3 cycles).
+    * **Reads** take :data:`READ_LATENCY` = 3 cycles: the word is sampled in the AR handshake
+      cycle (stage 1: per-block muxes, counters in groups of four, registered), stage 1b picks
+      the counter group, stage 2 selects the block and registers ``rdata``/``rresp``; ``rvalid``
+      then holds until ``rready``. ``arready`` is low from the AR handshake until the cycle after
+      the R handshake (back-to-back: one read per 4 cycles).
       Unmapped: ``rresp`` = SLVERR, ``rdata`` = 0.
     * **Writes**: AW and W are buffered independently (either order or together). The write takes
       effect in the first cycle both are held and no B response is pending; ``bvalid`` rises the
@@ -169,8 +179,16 @@ class CsrSlave(wiring.Component):
         offset = bus.araddr[2:off_bits]
         blk_index = bus.araddr[off_bits:]
 
+        # The shared HI latch (stage 2 loads it on a LO read). Whether this read is the HI word
+        # the latch belongs to is decided here in stage 1, off the critical rdata path.
+        hi_latch = Signal(32)
+        latch_valid = Signal()
+        latch_hi_addr = Signal(word_bits)                 # word address of the HI word it belongs to
+        s1_latch_match = Signal()
+
         with m.If(ar_hs):
-            m.d.sync += [rd_busy.eq(1), s1_valid.eq(1), s1_word_addr.eq(bus.araddr[2:]), s1_hit.eq(0)]
+            m.d.sync += [rd_busy.eq(1), s1_valid.eq(1), s1_word_addr.eq(bus.araddr[2:]), s1_hit.eq(0),
+                         s1_latch_match.eq(latch_valid & (latch_hi_addr == bus.araddr[2:]))]
             with m.Switch(blk_index):
                 for i, b in enumerate(rmap.blocks):
                     with m.Case(b.base // BLOCK_STRIDE):
@@ -180,12 +198,16 @@ class CsrSlave(wiring.Component):
         # one counter by its 8-byte granule (counters are 8-byte aligned), so no mux is wider than
         # the block's counter count; the LO/HI choice is left to stage 2.
         granule = bus.araddr[3:off_bits]
+        group_vals, group_sel = [], []
         for i, b in enumerate(rmap.blocks):
             word = Signal(32, name=f"s1_word_{i}")
             kind = Signal(2, name=f"s1_kind_{i}")
             counters = dict(b.counters)
             cval = Signal(64, name=f"s1_cnt_{i}") if counters else None
             s1.append((word, cval, kind))
+            n_groups = -(-len(counters) // _GROUP)
+            group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}") for g in range(n_groups)])
+            group_sel.append(Signal(range(max(2, n_groups)), name=f"s1_group_{i}"))
             with m.If(ar_hs):
                 with m.Switch(offset):
                     for woff, name, access, w in self._block_words(b):
@@ -208,33 +230,53 @@ class CsrSlave(wiring.Component):
                     with m.Default():
                         m.d.sync += kind.eq(_UNMAPPED)
                 if counters:
-                    with m.Switch(granule):
-                        for name, key in b.counters:
-                            off = b.type.register(name).offset
-                            if off % 8:
-                                raise ValueError(
-                                    f"counter {b.type.name}.{name} at {off:#x} is not 8-byte aligned")
-                            with m.Case(off // 8):
-                                m.d.sync += cval.eq(self._counter[key])
+                    # Counters are picked in two steps, four per group here and the group in
+                    # stage 1b: a 10:1 mux of 64-bit counters spread over the die missed 156 MHz.
+                    for g, chunk in enumerate(_chunks(b.counters, _GROUP)):
+                        with m.Switch(granule):
+                            for name, key in chunk:
+                                off = b.type.register(name).offset
+                                if off % 8:
+                                    raise ValueError(
+                                        f"counter {b.type.name}.{name} at {off:#x} is not 8-byte aligned")
+                                with m.Case(off // 8):
+                                    m.d.sync += [group_vals[i][g].eq(self._counter[key]), group_sel[i].eq(g)]
+
+        # stage 1b: finish the counter pick; everything else is delayed alongside it
+        s1b_valid, s1b_block, s1b_hit = Signal(), Signal.like(s1_block), Signal()
+        s1b_word_addr, s1b_latch_match = Signal.like(s1_word_addr), Signal()
+        m.d.sync += [s1b_valid.eq(s1_valid), s1b_block.eq(s1_block), s1b_hit.eq(s1_hit),
+                     s1b_word_addr.eq(s1_word_addr), s1b_latch_match.eq(s1_latch_match)]
+        with m.If(s1_valid):
+            m.d.sync += s1_valid.eq(0)
+        s1b = []
+        for i, (word, cval, kind) in enumerate(s1):
+            word_b, kind_b = Signal(32, name=f"s1b_word_{i}"), Signal(2, name=f"s1b_kind_{i}")
+            m.d.sync += [word_b.eq(word), kind_b.eq(kind)]
+            cval_b = None
+            if cval is not None:
+                cval_b = Signal(64, name=f"s1b_cnt_{i}")
+                with m.Switch(group_sel[i]):
+                    for g, val in enumerate(group_vals[i]):
+                        with m.Case(g):
+                            m.d.sync += cval_b.eq(val)
+            s1b.append((word_b, cval_b, kind_b))
 
         # stage 2: block select + the shared HI latch
-        hi_latch = Signal(32)
-        latch_valid = Signal()
-        latch_hi_addr = Signal(word_bits)                 # word address of the HI word it belongs to
         sel_word = Signal(32)
         sel_cnt = Signal(64)
         sel_kind = Signal(2)
-        with m.Switch(s1_block):
-            for i, (word, cval, kind) in enumerate(s1):
+        with m.Switch(s1b_block):
+            for i, (word, cval, kind) in enumerate(s1b):
                 with m.Case(i):
                     m.d.comb += [sel_word.eq(word), sel_kind.eq(kind)]
                     if cval is not None:
                         m.d.comb += sel_cnt.eq(cval)
-        with m.If(~s1_hit):
+        with m.If(~s1b_hit):
             m.d.comb += sel_kind.eq(_UNMAPPED)
 
-        with m.If(s1_valid):
-            m.d.sync += [s1_valid.eq(0), bus.rvalid.eq(1), bus.rresp.eq(OKAY)]
+        with m.If(s1b_valid):
+            m.d.sync += [bus.rvalid.eq(1), bus.rresp.eq(OKAY)]
             with m.Switch(sel_kind):
                 with m.Case(_UNMAPPED):
                     m.d.sync += [bus.rresp.eq(SLVERR), bus.rdata.eq(0)]
@@ -242,9 +284,9 @@ class CsrSlave(wiring.Component):
                     m.d.sync += bus.rdata.eq(sel_word)
                 with m.Case(_LO):
                     m.d.sync += [bus.rdata.eq(sel_cnt[:32]), hi_latch.eq(sel_cnt[32:]), latch_valid.eq(1),
-                                 latch_hi_addr.eq(s1_word_addr + 1)]
+                                 latch_hi_addr.eq(s1b_word_addr + 1)]
                 with m.Case(_HI):
-                    with m.If(latch_valid & (latch_hi_addr == s1_word_addr)):
+                    with m.If(s1b_latch_match):
                         m.d.sync += bus.rdata.eq(hi_latch)
                     with m.Else():
                         m.d.sync += bus.rdata.eq(sel_cnt[32:])
