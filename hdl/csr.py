@@ -15,10 +15,12 @@ from amaranth.lib.wiring import In
 from .regs import BLOCK_STRIDE, OKAY, SLVERR, Access, RegisterMap
 from .stream import AXILiteSignature
 
-__all__ = ["CsrSlave", "READ_LATENCY", "COUNT_LATENCY"]
+__all__ = ["CsrSlave", "READ_LATENCY", "READ_SAMPLE_DELAY", "COUNT_LATENCY"]
 
 #: Cycles from the AR handshake cycle to the first cycle ``rvalid`` is high.
-READ_LATENCY = 3
+READ_LATENCY = 4
+#: Cycles from the AR handshake to the cycle whose register values a read returns.
+READ_SAMPLE_DELAY = 1
 #: An amount driven on ``count(key)`` in cycle N is visible to reads whose AR handshake is in
 #: cycle N + COUNT_LATENCY or later (one register stage on the input, one for the add).
 COUNT_LATENCY = 2
@@ -65,11 +67,11 @@ class CsrSlave(wiring.Component):
     -----
     Bus behaviour (what the golden model mirrors):
 
-    * **Reads** take :data:`READ_LATENCY` = 3 cycles: the word is sampled in the AR handshake
-      cycle (stage 1: per-block muxes, counters in groups of four, registered), stage 1b picks
-      the counter group, stage 2 selects the block and registers ``rdata``/``rresp``; ``rvalid``
-      then holds until ``rready``. ``arready`` is low from the AR handshake until the cycle after
-      the R handshake (back-to-back: one read per 4 cycles).
+    * **Reads** take :data:`READ_LATENCY` = 4 cycles: stage 0 registers the address, stage 1
+      samples the word (per-block muxes, counters in groups of four, registered) one cycle
+      after the AR handshake, stage 1b picks the counter group, stage 2 selects the block and
+      registers ``rdata``/``rresp``; ``rvalid`` then holds until ``rready``. ``arready`` is low
+      from the AR handshake until the cycle after the R handshake (one read per 5 cycles).
       Unmapped: ``rresp`` = SLVERR, ``rdata`` = 0.
     * **Writes**: AW and W are buffered independently (either order or together). The write takes
       effect in the first cycle both are held and no B response is pending; ``bvalid`` rises the
@@ -77,8 +79,8 @@ class CsrSlave(wiring.Component):
       (CONST, counter, unmapped) answers SLVERR and changes nothing.
     * **Counters**: ``count(key)`` is registered once, then added (64-bit, wrapping), so an amount
       driven in cycle N is in the counter from cycle N+2 (:data:`COUNT_LATENCY`). A read samples the
-      counter register in its AR handshake cycle, i.e. the value *before* the add committed at
-      that clock edge; increments are never lost to reads (reads do not modify counters).
+      counter register one cycle after its AR handshake (:data:`READ_SAMPLE_DELAY`), i.e. the value
+      *before* the add committed at that clock edge; increments are never lost to reads (reads do not modify counters).
     * **Timing**: no mux is wider than one block's words/counters; the default build (24
       counters) routes at about 162 MHz on an ECP5-25F out of context (5.1k LUT, 2.3k FF).
     * **LO/HI coherence**: reading a counter's LO word returns bits 31:0 and latches bits 63:32
@@ -176,8 +178,16 @@ class CsrSlave(wiring.Component):
         s1 = []                                           # per block: (word, counter, kind)
         m.d.comb += bus.arready.eq(~rd_busy)
         ar_hs = bus.arvalid & ~rd_busy
-        offset = bus.araddr[2:off_bits]
-        blk_index = bus.araddr[off_bits:]
+        # Stage 0 registers the address: the master (e.g. the UART bridge) may sit across the
+        # die, and decoding its address wires directly was the ULX3S critical path.
+        s0_valid = Signal()
+        s0_addr = Signal.like(bus.araddr)
+        with m.If(ar_hs):
+            m.d.sync += [rd_busy.eq(1), s0_valid.eq(1), s0_addr.eq(bus.araddr)]
+        with m.If(s0_valid):
+            m.d.sync += s0_valid.eq(0)
+        offset = s0_addr[2:off_bits]
+        blk_index = s0_addr[off_bits:]
 
         # The shared HI latch (stage 2 loads it on a LO read). Whether this read is the HI word
         # the latch belongs to is decided here in stage 1, off the critical rdata path.
@@ -186,9 +196,9 @@ class CsrSlave(wiring.Component):
         latch_hi_addr = Signal(word_bits)                 # word address of the HI word it belongs to
         s1_latch_match = Signal()
 
-        with m.If(ar_hs):
-            m.d.sync += [rd_busy.eq(1), s1_valid.eq(1), s1_word_addr.eq(bus.araddr[2:]), s1_hit.eq(0),
-                         s1_latch_match.eq(latch_valid & (latch_hi_addr == bus.araddr[2:]))]
+        with m.If(s0_valid):
+            m.d.sync += [s1_valid.eq(1), s1_word_addr.eq(s0_addr[2:]), s1_hit.eq(0),
+                         s1_latch_match.eq(latch_valid & (latch_hi_addr == s0_addr[2:]))]
             with m.Switch(blk_index):
                 for i, b in enumerate(rmap.blocks):
                     with m.Case(b.base // BLOCK_STRIDE):
@@ -197,7 +207,7 @@ class CsrSlave(wiring.Component):
         # Stage 1, per block: a small mux for CONST/RW words, and a separate 64-bit mux that picks
         # one counter by its 8-byte granule (counters are 8-byte aligned), so no mux is wider than
         # the block's counter count; the LO/HI choice is left to stage 2.
-        granule = bus.araddr[3:off_bits]
+        granule = s0_addr[3:off_bits]
         group_vals, group_sel = [], []
         for i, b in enumerate(rmap.blocks):
             word = Signal(32, name=f"s1_word_{i}")
@@ -208,7 +218,7 @@ class CsrSlave(wiring.Component):
             n_groups = -(-len(counters) // _GROUP)
             group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}") for g in range(n_groups)])
             group_sel.append(Signal(range(max(2, n_groups)), name=f"s1_group_{i}"))
-            with m.If(ar_hs):
+            with m.If(s0_valid):
                 with m.Switch(offset):
                     for woff, name, access, w in self._block_words(b):
                         with m.Case(woff):

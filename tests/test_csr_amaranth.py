@@ -8,7 +8,7 @@ from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from hdl.config import NicConfig
-from hdl.csr import COUNT_LATENCY, READ_LATENCY, CsrSlave
+from hdl.csr import COUNT_LATENCY, READ_LATENCY, READ_SAMPLE_DELAY, CsrSlave
 from hdl.regs import BLOCK_STRIDE, HEADER_WORDS, HW_VERSION, MAGIC, OKAY, SLVERR, Access, build_register_map
 
 CONFIGS = {
@@ -318,7 +318,8 @@ def test_counters_count_and_coherent(regmap):
 
     def expected(key, hs):
         """Counter value sampled by a read whose AR handshake was in cycle ``hs``."""
-        total = init[key] + sum(d.get(key, 0) for d in driven[:max(0, hs - COUNT_LATENCY + 1)])
+        sampled = hs + READ_SAMPLE_DELAY
+        total = init[key] + sum(d.get(key, 0) for d in driven[:max(0, sampled - COUNT_LATENCY + 1)])
         return total % 2 ** 64
 
     async def traffic(ctx):
@@ -348,7 +349,7 @@ def test_counters_count_and_coherent(regmap):
     async def host(ctx):
         m = Master(ctx, bus)
         # deterministic carry between LO and HI: LO sampled just below 2**32, HI after the carry
-        await m.idle(carry_at - m.cycle)
+        await m.idle(carry_at - m.cycle - READ_SAMPLE_DELAY)
         lo, _, hs_lo = await m.read32(lo_addr[events[1]])
         hi, _, hs_hi = await m.read32(lo_addr[events[1]] + 4)
         snap = expected(events[1], hs_lo)
