@@ -32,6 +32,10 @@ class PacketBuffer(wiring.Component):
     Members
     -------
     s_axis: In(AXIStreamSignature(W, 1 + port_bits))
+        Always ready; the producer must honour ``space``.
+    space: Out(1)
+        High in cycle t: one beat may arrive on ``s_axis`` in cycle t + 1 (and in t if it was
+        high in t - 1). The producer is one register stage upstream.
     desc: In(stream.Signature(descriptor, always_ready=True))
     m_axis_<i>: Out(AXIStreamSignature(W, 1)) per port (``self.outputs[i]``)
     """
@@ -42,6 +46,7 @@ class PacketBuffer(wiring.Component):
         members = {
             "s_axis": In(AXIStreamSignature(w, 1 + config.port_bits)),
             "desc": In(stream.Signature(make_descriptor_layout(config.port_bits), always_ready=True)),
+            "space": Out(1),
         }
         members.update({f"m_axis_{i}": Out(AXIStreamSignature(w, 1)) for i in range(len(config.ports))})
         super().__init__(members)
@@ -59,6 +64,10 @@ class PacketBuffer(wiring.Component):
             width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
 
         # --- writer ---------------------------------------------------------------------------
+        # The input always accepts (tready is 1): the transfer strobe fans out to the parser's
+        # whole header window, so it must be a plain register, not valid AND a ready computed
+        # here. Flow control is `space` one cycle ahead instead, with enough slack for the
+        # beat in flight: space high in cycle t allows a beat to arrive in cycle t + 1.
         s = self.s_axis
         in_frame = Signal()
         beat_index = Signal(range(max_beats + 1))      # saturates at max_beats
@@ -67,18 +76,18 @@ class PacketBuffer(wiring.Component):
 
         truncating = beat_index == max_beats
         store = ~truncating | s.tlast
-        admit = in_frame | (outstanding != DESCRIPTOR_DEPTH)
-        # tready depends on registers only: it fans out to the parser's window capture, so a
-        # combinational path through tlast here was the ULX3S critical path (100 MHz).
-        # A truncating frame therefore waits for space it does not use; that cannot deadlock,
-        # since the buffer holds more than max_beats + 1 beats once older frames have drained.
+        space = Signal()
+        # BeatFifo.w_rdy keeps two slots in reserve; descriptors keep three (frames admitted a
+        # cycle before they reach the buffer, and the one-cycle-late release).
+        m.d.sync += space.eq(outstanding < DESCRIPTOR_DEPTH - 3)
         m.d.comb += [
-            s.tready.eq(admit & beats.w_rdy),
+            s.tready.eq(1),
+            self.space.eq(space & beats.w_rdy),
             beats.w_data.eq(Cat(s.tdata, s.tkeep, s.tlast)),
-            beats.w_en.eq(s.tvalid & s.tready & store),
+            beats.w_en.eq(s.tvalid & store),
         ]
-        sop_accepted = s.tvalid & s.tready & ~in_frame
-        with m.If(s.tvalid & s.tready):
+        sop_accepted = s.tvalid & ~in_frame
+        with m.If(s.tvalid):
             m.d.sync += in_frame.eq(~s.tlast)
             with m.If(s.tlast):
                 m.d.sync += beat_index.eq(0)

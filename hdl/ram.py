@@ -121,7 +121,9 @@ class BeatFifo(wiring.Component):
     """First-word-fall-through FIFO on a :class:`PipelinedRam`, one write and one read per cycle.
 
     Reads are issued ahead into a four-entry output queue so that the two-cycle RAM latency
-    never stalls a steady stream. Same port names as ``amaranth.lib.fifo.SyncFIFOBuffered``.
+    never stalls a steady stream. Same port names as ``amaranth.lib.fifo.SyncFIFOBuffered``, but
+    ``w_rdy`` is a registered look-ahead: high in cycle t, a write may come in t or t + 1. A write
+    against that rule overflows the FIFO.
 
     Members
     -------
@@ -154,7 +156,9 @@ class BeatFifo(wiring.Component):
         in_flight = Signal(2)              # reads issued whose data has not reached the queue
         arrive = Signal(2)                 # shift register: read issued 1 and 2 cycles ago
 
-        do_write = self.w_en & w_rdy
+        # `w_rdy` is a registered look-ahead with two slots of slack (see below), so a writer
+        # that saw it high one cycle earlier may still write now: writes are never refused.
+        do_write = self.w_en
         m.d.comb += self.w_rdy.eq(w_rdy)
         m.d.sync += [ram.w_addr.eq(w_ptr), ram.w_data.eq(self.w_data), ram.w_en.eq(do_write)]
         with m.If(do_write):

@@ -2,8 +2,8 @@
 
 ::
 
-    s_axis_<p0> -> slice -+                                        +-> slice -> m_axis_<p0>
-                          +-> arbiter -> slice -> parser -> buffer -+
+    s_axis_<p0> -> slice -+                                      +-> slice -> m_axis_<p0>
+                          +-> arbiter -> reg -> parser -> buffer -+
     s_axis_<p1> -> slice -+                 meta |        ^ desc    +-> slice -> m_axis_<p1>
                                                  v        |
                                             forwarder ----+--> record (monitor / recorder)
@@ -75,10 +75,8 @@ class NicTop(wiring.Component):
         m = Module()
         cfg = self.config
         w = cfg.data_width
-        user_w = 1 + cfg.port_bits
 
         m.submodules.arbiter = arbiter = PacketArbiter(w, len(cfg.ports))
-        m.submodules.pipe_slice = pipe_slice = RegisterSlice(w, user_w)
         m.submodules.parser = parser = Parser(cfg)
         m.submodules.forwarder = forwarder = Forwarder(cfg)
         m.submodules.buffer = buffer = PacketBuffer(cfg)
@@ -103,8 +101,16 @@ class NicTop(wiring.Component):
                              checker.beat.eq(out.tvalid & out.tready),
                              csr.status("LINETEST", 0, f"SIGNATURE_{i}").eq(checker.value)]
 
-        connect(m, arbiter.m_axis, pipe_slice.s_axis)
-        connect(m, pipe_slice.m_axis, parser.s_axis)
+        # One register between the arbiter and the parser; the buffer's `space` flag (one cycle
+        # ahead, with slack) is the flow control, so the beat strobe the parser's window capture
+        # fans out to is a register output.
+        pipe = parser.s_axis
+        take = arbiter.m_axis.tvalid & buffer.space
+        m.d.comb += arbiter.m_axis.tready.eq(buffer.space)
+        m.d.sync += pipe.tvalid.eq(take)
+        with m.If(take):
+            m.d.sync += [pipe.tdata.eq(arbiter.m_axis.tdata), pipe.tkeep.eq(arbiter.m_axis.tkeep),
+                         pipe.tlast.eq(arbiter.m_axis.tlast), pipe.tuser.eq(arbiter.m_axis.tuser)]
         connect(m, parser.m_axis, buffer.s_axis)
         connect(m, parser.meta, forwarder.parsed)
         connect(m, forwarder.desc, buffer.desc)

@@ -184,36 +184,36 @@ def test_buffer_forwards_or_discards_whole_frames(width, stall):
     got = {}
 
     async def source(ctx):
-        # Each descriptor follows its frame's last beat by a few cycles, like the parser's.
+        # The buffer always accepts; the producer sends only after `space` was high, like the
+        # register stage in front of it. Each descriptor follows its frame's last beat by a few
+        # cycles, like the parser's.
         pending = []
-        for frame, (drop, port) in zip(frames, plan):
-            for data, keep, last in frame_beats(frame, bpb):
-                ctx.set(dut.s_axis.tdata, data)
-                ctx.set(dut.s_axis.tkeep, keep)
-                ctx.set(dut.s_axis.tlast, last)
-                ctx.set(dut.s_axis.tvalid, 1)
-                while True:
-                    ctx.set(dut.desc.valid, 0)
-                    if pending and pending[0][0] <= 0:
-                        _, d, p = pending.pop(0)
-                        ctx.set(dut.desc.payload.drop, d)
-                        ctx.set(dut.desc.payload.port, p)
-                        ctx.set(dut.desc.valid, 1)
-                    _, _, ready = await ctx.tick().sample(dut.s_axis.tready)
-                    pending = [(t - 1, d, p) for t, d, p in pending]
-                    if ready:
-                        break
-            pending.append((5, drop, port))
-        ctx.set(dut.s_axis.tvalid, 0)
-        while pending:
+
+        async def cycle(valid):
+            nonlocal pending
+            ctx.set(dut.s_axis.tvalid, valid)
             ctx.set(dut.desc.valid, 0)
-            if pending[0][0] <= 0:
+            if pending and pending[0][0] <= 0:
                 _, d, p = pending.pop(0)
                 ctx.set(dut.desc.payload.drop, d)
                 ctx.set(dut.desc.payload.port, p)
                 ctx.set(dut.desc.valid, 1)
-            await ctx.tick()
+            _, _, space = await ctx.tick().sample(dut.space)
             pending = [(t - 1, d, p) for t, d, p in pending]
+            return space
+
+        space = False
+        for frame, (drop, port) in zip(frames, plan):
+            for data, keep, last in frame_beats(frame, bpb):
+                while not space:
+                    space = await cycle(0)
+                ctx.set(dut.s_axis.tdata, data)
+                ctx.set(dut.s_axis.tkeep, keep)
+                ctx.set(dut.s_axis.tlast, last)
+                space = await cycle(1)
+            pending.append((5, drop, port))
+        while pending:
+            await cycle(0)
         ctx.set(dut.desc.valid, 0)
 
     def make_sink(i):
@@ -276,14 +276,17 @@ def test_beat_fifo_matches_a_queue(depth, push_p, pop_p):
 
     async def tb(ctx):
         nxt = 0
+        w_rdy_before = 0
         for _ in range(3000):
-            push = rng.random() < push_p
+            # w_rdy is a look-ahead: high in the previous cycle is enough to write now.
+            push = rng.random() < push_p and (w_rdy_before or ctx.get(dut.w_rdy))
             pop = rng.random() < pop_p
             ctx.set(dut.w_data, nxt)
             ctx.set(dut.w_en, push)
             ctx.set(dut.r_en, pop)
             _, _, w_rdy, r_rdy, r_data = await ctx.tick().sample(dut.w_rdy, dut.r_rdy, dut.r_data)
-            if push and w_rdy:
+            w_rdy_before = w_rdy
+            if push:
                 sent.append(nxt)
                 nxt = (nxt + 1) & 0xFFFF
             if pop and r_rdy:
