@@ -218,39 +218,42 @@ class CsrSlave(wiring.Component):
             n_groups = -(-len(counters) // _GROUP)
             group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}") for g in range(n_groups)])
             group_sel.append(Signal(range(max(2, n_groups)), name=f"s1_group_{i}"))
-            with m.If(s0_valid):
-                with m.Switch(offset):
-                    for woff, name, access, w in self._block_words(b):
-                        with m.Case(woff):
-                            if access is Access.CONST:
-                                m.d.sync += [word.eq(rmap.const_value(b, name) & 0xFFFFFFFF), kind.eq(_PLAIN)]
-                            elif access is Access.RW:
-                                m.d.sync += [word.eq(self._rw[(b.type.name, b.instance, name)]),
-                                             kind.eq(_PLAIN)]
-                            elif access is Access.STATUS:
-                                m.d.sync += [word.eq(self._status[(b.type.name, b.instance, name)]),
-                                             kind.eq(_PLAIN)]
-                            elif access is Access.COUNTER64:
-                                if name not in counters:
-                                    raise ValueError(
-                                        f"counter {b.type.name}#{b.instance}.{name} has no event key")
-                                m.d.sync += kind.eq(_HI if w else _LO)
-                            else:  # pragma: no cover - new Access kinds must be handled here
-                                raise NotImplementedError(access)
-                    with m.Default():
-                        m.d.sync += kind.eq(_UNMAPPED)
-                if counters:
-                    # Counters are picked in two steps, four per group here and the group in
-                    # stage 1b: a 10:1 mux of 64-bit counters spread over the die missed 156 MHz.
-                    for g, chunk in enumerate(_chunks(b.counters, _GROUP)):
-                        with m.Switch(granule):
-                            for name, key in chunk:
-                                off = b.type.register(name).offset
-                                if off % 8:
-                                    raise ValueError(
-                                        f"counter {b.type.name}.{name} at {off:#x} is not 8-byte aligned")
-                                with m.Case(off // 8):
-                                    m.d.sync += [group_vals[i][g].eq(self._counter[key]), group_sel[i].eq(g)]
+            # Free-running (no enable): s0_addr holds still while the read is in flight, and
+            # enables decoded from the address were a wide, slow fan-out.
+            with m.Switch(offset):
+                for woff, name, access, w in self._block_words(b):
+                    with m.Case(woff):
+                        if access is Access.CONST:
+                            m.d.sync += [word.eq(rmap.const_value(b, name) & 0xFFFFFFFF), kind.eq(_PLAIN)]
+                        elif access is Access.RW:
+                            m.d.sync += [word.eq(self._rw[(b.type.name, b.instance, name)]),
+                                         kind.eq(_PLAIN)]
+                        elif access is Access.STATUS:
+                            m.d.sync += [word.eq(self._status[(b.type.name, b.instance, name)]),
+                                         kind.eq(_PLAIN)]
+                        elif access is Access.COUNTER64:
+                            if name not in counters:
+                                raise ValueError(
+                                    f"counter {b.type.name}#{b.instance}.{name} has no event key")
+                            m.d.sync += kind.eq(_HI if w else _LO)
+                        else:  # pragma: no cover - new Access kinds must be handled here
+                            raise NotImplementedError(access)
+                with m.Default():
+                    m.d.sync += [kind.eq(_UNMAPPED), word.eq(0)]
+            if counters:
+                # Counters are picked in two steps, four per group here and the group in
+                # stage 1b: a 10:1 mux of 64-bit counters spread over the die missed 156 MHz.
+                for g, chunk in enumerate(_chunks(b.counters, _GROUP)):
+                    with m.Switch(granule):
+                        for name, key in chunk:
+                            off = b.type.register(name).offset
+                            if off % 8:
+                                raise ValueError(
+                                    f"counter {b.type.name}.{name} at {off:#x} is not 8-byte aligned")
+                            with m.Case(off // 8):
+                                m.d.sync += [group_vals[i][g].eq(self._counter[key]), group_sel[i].eq(g)]
+                        with m.Default():
+                            m.d.sync += group_vals[i][g].eq(0)
 
         # stage 1b: finish the counter pick; everything else is delayed alongside it
         s1b_valid, s1b_block, s1b_hit = Signal(), Signal.like(s1_block), Signal()

@@ -70,6 +70,9 @@ class FrameGenerator(wiring.Component):
 
         lanes = [Cat(lfsr[i % 32:], lfsr[:i % 32]) for i in range(0, w // 32 * 7, 7)]
         payload = Cat(*lanes)
+        # A local copy of the template: the CSR registers it comes from sit far away.
+        template = Signal.like(self.template)
+        m.d.sync += template.eq(self.template)
         data = Signal(w)
         template_beats = -(-TEMPLATE_BYTES // bpb)
         # A parallel mux on the beat index (a chain of Ifs would be a priority chain of LUTs).
@@ -78,7 +81,7 @@ class FrameGenerator(wiring.Component):
                 lo = b * bpb
                 n = min(bpb, TEMPLATE_BYTES - lo)
                 with m.Case(b):
-                    m.d.comb += data.eq(Cat(self.template[8 * lo:8 * (lo + n)], payload[8 * n:]))
+                    m.d.comb += data.eq(Cat(template[8 * lo:8 * (lo + n)], payload[8 * n:]))
             with m.Default():
                 m.d.comb += data.eq(payload)
 

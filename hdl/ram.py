@@ -180,7 +180,10 @@ class BeatFifo(wiring.Component):
         # A slot is free once its word has been read out of the RAM. `w_rdy` looks at the
         # registered occupancy only (a short path), so it keeps two slots in reserve: the
         # occupancy can grow by one while `w_rdy` catches up.
-        m.d.sync += [occupancy.eq(occupancy + do_write - issue), w_rdy.eq(occupancy < self.depth - 2)]
+        # Reads are subtracted a cycle late (registered `issue`): a short path, and only stricter.
+        issue_q = Signal()
+        m.d.sync += issue_q.eq(issue)
+        m.d.sync += [occupancy.eq(occupancy + do_write - issue_q), w_rdy.eq(occupancy < self.depth - 2)]
 
         m.d.comb += [queue.w_data.eq(ram.r_data), queue.w_en.eq(arrive[1])]
         m.d.comb += [self.r_data.eq(queue.r_data), self.r_rdy.eq(queue.r_rdy), queue.r_en.eq(self.r_en)]

@@ -144,18 +144,24 @@ class NicTop(wiring.Component):
             gen.seed.eq(csr.rw("LINETEST", 0, "SEED")),
             gen.template.eq(Cat(*(csr.rw("LINETEST", 0, f"TEMPLATE_{i}") for i in range(16)))),
         ]
+        # A register slice after the generator: its template mux must not share a cycle with
+        # the ingress mux and slice (that path crossed the die on the ULX3S at 103 MHz).
+        gen_out = RegisterSlice(cfg.data_width, 1)
+        m.submodules[f"generator_slice_{name}"] = gen_out
+        connect(m, gen.m_axis, gen_out.s_axis)
+        gen_busy = gen.busy | gen_out.m_axis.tvalid
         use_gen = Signal(name=f"use_generator_{name}")
         ext_in_frame = Signal(name=f"ext_in_frame_{name}")
         mux = AXIStreamSignature(cfg.data_width, 1).create(path=(f"ingress_mux_{name}",))
         with m.If(port_in.tvalid & port_in.tready):
             m.d.sync += ext_in_frame.eq(~port_in.tlast)
-        with m.If(~ext_in_frame & ~gen.busy):
+        with m.If(~ext_in_frame & ~gen_busy):
             m.d.sync += use_gen.eq(csr.rw("LINETEST", 0, "CONTROL")[0])
         m.d.comb += gen.enable.eq(use_gen)
         with m.If(use_gen):
-            m.d.comb += [mux.tdata.eq(gen.m_axis.tdata), mux.tkeep.eq(gen.m_axis.tkeep),
-                         mux.tlast.eq(gen.m_axis.tlast), mux.tuser.eq(gen.m_axis.tuser),
-                         mux.tvalid.eq(gen.m_axis.tvalid), gen.m_axis.tready.eq(mux.tready)]
+            g = gen_out.m_axis
+            m.d.comb += [mux.tdata.eq(g.tdata), mux.tkeep.eq(g.tkeep), mux.tlast.eq(g.tlast),
+                         mux.tuser.eq(g.tuser), mux.tvalid.eq(g.tvalid), g.tready.eq(mux.tready)]
         with m.Else():
             m.d.comb += [mux.tdata.eq(port_in.tdata), mux.tkeep.eq(port_in.tkeep),
                          mux.tlast.eq(port_in.tlast), mux.tuser.eq(port_in.tuser),
