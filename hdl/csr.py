@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
@@ -18,9 +18,9 @@ from .stream import AXILiteSignature
 __all__ = ["CsrSlave", "READ_LATENCY", "READ_SAMPLE_DELAY", "COUNT_LATENCY"]
 
 #: Cycles from the AR handshake cycle to the first cycle ``rvalid`` is high.
-READ_LATENCY = 4
+READ_LATENCY = 5
 #: Cycles from the AR handshake to the cycle whose register values a read returns.
-READ_SAMPLE_DELAY = 1
+READ_SAMPLE_DELAY = 2
 #: An amount driven on ``count(key)`` in cycle N is visible to reads whose AR handshake is in
 #: cycle N + COUNT_LATENCY or later (one register stage on the input, one for the add).
 COUNT_LATENCY = 2
@@ -36,6 +36,17 @@ _GROUP = 4
 def _chunks(items, n):
     items = list(items)
     return [items[i:i + n] for i in range(0, len(items), n)]
+
+
+def _one_hot_or(sels, values, width):
+    """``values[k]`` where ``sels[k]`` is the one set select (0 if none): an AND-OR tree."""
+    terms = [Mux(sel, val, 0) for sel, val in zip(sels, values)]
+    if not terms:
+        return Const(0, width)
+    out = terms[0]
+    for t in terms[1:]:
+        out = out | t
+    return out
 
 
 def _sanitize(key) -> str:
@@ -73,9 +84,11 @@ class CsrSlave(wiring.Component):
       registers ``rdata``/``rresp``; ``rvalid`` then holds until ``rready``. ``arready`` is low
       from the AR handshake until the cycle after the R handshake (one read per 5 cycles).
       Unmapped: ``rresp`` = SLVERR, ``rdata`` = 0.
-    * **Writes**: AW and W are buffered independently (either order or together). The write takes
-      effect in the first cycle both are held and no B response is pending; ``bvalid`` rises the
-      next cycle and holds until ``bready``. RW registers honour ``wstrb``; any other address
+    * **Writes**: AW and W are buffered independently (either order or together). The address is
+      decoded in the cycle after AW (one registered hit per RW register); the write commits in
+      the first cycle after that in which W is held and no B response is pending, registers its
+      byte enables, and the data lands one cycle later, when ``bvalid`` rises; ``bvalid`` holds
+      until ``bready``. RW registers honour ``wstrb``; any other address
       (CONST, counter, unmapped) answers SLVERR and changes nothing.
     * **Counters**: ``count(key)`` is registered once, then added (64-bit, wrapping), so an amount
       driven in cycle N is in the counter from cycle N+2 (:data:`COUNT_LATENCY`). A read samples the
@@ -169,17 +182,14 @@ class CsrSlave(wiring.Component):
             m.d.sync += inc_r.eq(self._count[key])
             m.d.sync += self._counter[key].eq(self._counter[key] + inc_r)
 
-        # ---- read channel: stage 1 muxes inside each block in parallel, stage 2 picks a block
+        # ---- read channel: stage 0 registers the address, stage D decodes it into registered
+        # one-hot selects per block and counter group, stage 1 muxes inside each block in
+        # parallel (AND-OR on those selects), stage 1b finishes the counter pick, stage 2 picks
+        # the block. No select is decoded in the cycle it is used: on the ULX3S, address decode
+        # fanning out to muxes spread over the die was the critical path.
         rd_busy = Signal()
-        s1_valid = Signal()
-        s1_block = Signal(range(max(1, len(rmap.blocks))))
-        s1_hit = Signal()                                 # address falls in some block slot
-        s1_word_addr = Signal(word_bits)
-        s1 = []                                           # per block: (word, counter, kind)
         m.d.comb += bus.arready.eq(~rd_busy)
         ar_hs = bus.arvalid & ~rd_busy
-        # Stage 0 registers the address: the master (e.g. the UART bridge) may sit across the
-        # die, and decoding its address wires directly was the ULX3S critical path.
         s0_valid = Signal()
         s0_addr = Signal.like(bus.araddr)
         with m.If(ar_hs):
@@ -190,78 +200,98 @@ class CsrSlave(wiring.Component):
         blk_index = s0_addr[off_bits:]
 
         # The shared HI latch (stage 2 loads it on a LO read). Whether this read is the HI word
-        # the latch belongs to is decided here in stage 1, off the critical rdata path.
+        # the latch belongs to is decided in stage D, off the critical rdata path.
         hi_latch = Signal(32)
         latch_valid = Signal()
         latch_hi_addr = Signal(word_bits)                 # word address of the HI word it belongs to
-        s1_latch_match = Signal()
 
+        d_valid, d_block, d_hit = Signal(), Signal(range(max(1, len(rmap.blocks)))), Signal()
+        d_word_addr, d_latch_match = Signal(word_bits), Signal()
+        m.d.sync += d_valid.eq(s0_valid)
         with m.If(s0_valid):
-            m.d.sync += [s1_valid.eq(1), s1_word_addr.eq(s0_addr[2:]), s1_hit.eq(0),
-                         s1_latch_match.eq(latch_valid & (latch_hi_addr == s0_addr[2:]))]
+            m.d.sync += [d_word_addr.eq(s0_addr[2:]), d_hit.eq(0),
+                         d_latch_match.eq(latch_valid & (latch_hi_addr == s0_addr[2:]))]
             with m.Switch(blk_index):
                 for i, b in enumerate(rmap.blocks):
                     with m.Case(b.base // BLOCK_STRIDE):
-                        m.d.sync += [s1_block.eq(i), s1_hit.eq(1)]
+                        m.d.sync += [d_block.eq(i), d_hit.eq(1)]
 
-        # Stage 1, per block: a small mux for CONST/RW words, and a separate 64-bit mux that picks
-        # one counter by its 8-byte granule (counters are 8-byte aligned), so no mux is wider than
-        # the block's counter count; the LO/HI choice is left to stage 2.
+        s1_valid, s1_block, s1_hit = Signal(), Signal.like(d_block), Signal()
+        s1_word_addr, s1_latch_match = Signal(word_bits), Signal()
+        m.d.sync += [s1_valid.eq(d_valid), s1_block.eq(d_block), s1_hit.eq(d_hit),
+                     s1_word_addr.eq(d_word_addr), s1_latch_match.eq(d_latch_match)]
+
+        # Stage D and 1, per block: a one-hot mux for CONST/RW/STATUS words, and a separate
+        # 64-bit mux per group of four counters picked by their 8-byte granule (counters are
+        # 8-byte aligned), so no mux is wider than four counters; the group and the LO/HI
+        # choice are left to stages 1b and 2. Both stages run free: s0_addr holds still while
+        # the read is in flight.
+        s1 = []                                           # per block: (word, counter, kind)
         granule = s0_addr[3:off_bits]
         group_vals, group_sel = [], []
         for i, b in enumerate(rmap.blocks):
-            word = Signal(32, name=f"s1_word_{i}")
-            kind = Signal(2, name=f"s1_kind_{i}")
-            counters = dict(b.counters)
-            cval = Signal(64, name=f"s1_cnt_{i}") if counters else None
-            s1.append((word, cval, kind))
-            n_groups = -(-len(counters) // _GROUP)
-            group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}") for g in range(n_groups)])
-            group_sel.append(Signal(range(max(2, n_groups)), name=f"s1_group_{i}"))
-            # Free-running (no enable): s0_addr holds still while the read is in flight, and
-            # enables decoded from the address were a wide, slow fan-out.
+            tag = f"{b.type.name.lower()}{b.instance}"
+            kind_d = Signal(2, name=f"d_kind_{tag}")
+            word_srcs, word_sels = [], []
             with m.Switch(offset):
                 for woff, name, access, w in self._block_words(b):
                     with m.Case(woff):
-                        if access is Access.CONST:
-                            m.d.sync += [word.eq(rmap.const_value(b, name) & 0xFFFFFFFF), kind.eq(_PLAIN)]
-                        elif access is Access.RW:
-                            m.d.sync += [word.eq(self._rw[(b.type.name, b.instance, name)]),
-                                         kind.eq(_PLAIN)]
-                        elif access is Access.STATUS:
-                            m.d.sync += [word.eq(self._status[(b.type.name, b.instance, name)]),
-                                         kind.eq(_PLAIN)]
-                        elif access is Access.COUNTER64:
-                            if name not in counters:
-                                raise ValueError(
-                                    f"counter {b.type.name}#{b.instance}.{name} has no event key")
-                            m.d.sync += kind.eq(_HI if w else _LO)
-                        else:  # pragma: no cover - new Access kinds must be handled here
-                            raise NotImplementedError(access)
+                        m.d.sync += kind_d.eq(_HI if w else _LO) if access is Access.COUNTER64 \
+                            else kind_d.eq(_PLAIN)
+                    if access is Access.COUNTER64:
+                        if name not in dict(b.counters):
+                            raise ValueError(f"counter {b.type.name}#{b.instance}.{name} has no event key")
+                        continue
+                    if access is Access.CONST:
+                        src = Const(rmap.const_value(b, name) & 0xFFFFFFFF, 32)
+                        if src.value == 0:
+                            continue
+                    elif access is Access.RW:
+                        src = self._rw[(b.type.name, b.instance, name)]
+                    elif access is Access.STATUS:
+                        src = self._status[(b.type.name, b.instance, name)]
+                    else:  # pragma: no cover - new Access kinds must be handled here
+                        raise NotImplementedError(access)
+                    sel = Signal(name=f"d_sel_{tag}_{name.lower()}")
+                    m.d.sync += sel.eq(offset == woff)
+                    word_srcs.append(src)
+                    word_sels.append(sel)
                 with m.Default():
-                    m.d.sync += [kind.eq(_UNMAPPED), word.eq(0)]
-            if counters:
-                # Counters are picked in two steps, four per group here and the group in
-                # stage 1b: a 10:1 mux of 64-bit counters spread over the die missed 156 MHz.
-                for g, chunk in enumerate(_chunks(b.counters, _GROUP)):
-                    with m.Switch(granule):
-                        for name, key in chunk:
-                            off = b.type.register(name).offset
-                            if off % 8:
-                                raise ValueError(
-                                    f"counter {b.type.name}.{name} at {off:#x} is not 8-byte aligned")
-                            with m.Case(off // 8):
-                                m.d.sync += [group_vals[i][g].eq(self._counter[key]), group_sel[i].eq(g)]
-                        with m.Default():
-                            m.d.sync += group_vals[i][g].eq(0)
+                    m.d.sync += kind_d.eq(_UNMAPPED)
+
+            word = Signal(32, name=f"s1_word_{i}")
+            kind = Signal(2, name=f"s1_kind_{i}")
+            m.d.sync += [kind.eq(kind_d),
+                         word.eq(_one_hot_or(word_sels, word_srcs, 32))]
+            counters = b.counters
+            cval = Signal(64, name=f"s1_cnt_{i}") if counters else None
+            s1.append((word, cval, kind))
+            chunks = _chunks(counters, _GROUP)
+            group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}") for g in range(len(chunks))])
+            group_sel.append(Signal(range(max(2, len(chunks))), name=f"s1_group_{i}"))
+            group_d = Signal.like(group_sel[i], name=f"d_group_{tag}")
+            for g, chunk in enumerate(chunks):
+                sels = []
+                for name, _key in chunk:
+                    off = b.type.register(name).offset
+                    if off % 8:
+                        raise ValueError(f"counter {b.type.name}.{name} at {off:#x} is not 8-byte aligned")
+                    sel = Signal(name=f"d_sel_{tag}_{name.lower()}")
+                    m.d.sync += sel.eq(granule == off // 8)
+                    sels.append(sel)
+                m.d.sync += group_vals[i][g].eq(_one_hot_or(sels, [self._counter[k] for _, k in chunk], 64))
+            with m.Switch(granule):
+                for g, chunk in enumerate(chunks):
+                    for name, _ in chunk:
+                        with m.Case(b.type.register(name).offset // 8):
+                            m.d.sync += group_d.eq(g)
+            m.d.sync += group_sel[i].eq(group_d)
 
         # stage 1b: finish the counter pick; everything else is delayed alongside it
         s1b_valid, s1b_block, s1b_hit = Signal(), Signal.like(s1_block), Signal()
         s1b_word_addr, s1b_latch_match = Signal.like(s1_word_addr), Signal()
         m.d.sync += [s1b_valid.eq(s1_valid), s1b_block.eq(s1_block), s1b_hit.eq(s1_hit),
                      s1b_word_addr.eq(s1_word_addr), s1b_latch_match.eq(s1_latch_match)]
-        with m.If(s1_valid):
-            m.d.sync += s1_valid.eq(0)
         s1b = []
         for i, (word, cval, kind) in enumerate(s1):
             word_b, kind_b = Signal(32, name=f"s1b_word_{i}"), Signal(2, name=f"s1b_kind_{i}")
@@ -306,28 +336,48 @@ class CsrSlave(wiring.Component):
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += [bus.rvalid.eq(0), rd_busy.eq(0)]
 
-        # ---- write channel: AW and W each buffered once, write when both present and B is free
+        # ---- write channel: AW and W each buffered once, then a three-step commit.
+        # The address is decoded by free-running compares into one registered hit bit per RW
+        # register, the byte enables are registered from those hits, and the storage takes
+        # the data the cycle after: every storage enable comes straight from a flip-flop. The
+        # combinational decode into each register's enable (aw_word -> compare -> wstrb -> CE)
+        # crossed the die and was the ULX3S critical path.
         aw_full = Signal()
         aw_word = Signal(word_bits)
+        aw_settled = Signal()                             # the hits below reflect aw_word
         w_full = Signal()
         w_data = Signal(32)
         w_strb = Signal(4)
+        commit = Signal()                                 # registering the byte enables
         m.d.comb += [bus.awready.eq(~aw_full), bus.wready.eq(~w_full)]
+        m.d.sync += aw_settled.eq(aw_full)
         with m.If(bus.awvalid & ~aw_full):
             m.d.sync += [aw_full.eq(1), aw_word.eq(bus.awaddr[2:])]
         with m.If(bus.wvalid & ~w_full):
             m.d.sync += [w_full.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
 
+        hits = []
+        for (bname, inst, rname), storage in self._rw.items():
+            tag = f"{bname.lower()}{inst}_{rname.lower()}"
+            hit = Signal(name=f"wr_hit_{tag}")
+            m.d.sync += hit.eq(aw_word == rmap.block(bname, inst).addr(rname) >> 2)
+            enable = Signal(4, name=f"wr_en_{tag}")
+            m.d.sync += enable.eq(Mux(commit & hit, w_strb, 0))
+            for byte in range(4):
+                with m.If(enable[byte]):
+                    m.d.sync += storage[8 * byte:8 * byte + 8].eq(w_data[8 * byte:8 * byte + 8])
+            hits.append(hit)
+        any_hit = Cat(*hits).any() if hits else 0
+
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += bus.bvalid.eq(0)
-        with m.If(aw_full & w_full & ~bus.bvalid):
-            m.d.sync += [aw_full.eq(0), w_full.eq(0), bus.bvalid.eq(1), bus.bresp.eq(SLVERR)]
-            with m.Switch(aw_word):
-                for (bname, inst, rname), storage in self._rw.items():
-                    b = rmap.block(bname, inst)
-                    with m.Case(b.addr(rname) >> 2):
-                        m.d.sync += bus.bresp.eq(OKAY)
-                        for byte in range(4):
-                            with m.If(w_strb[byte]):
-                                m.d.sync += storage[8 * byte:8 * byte + 8].eq(w_data[8 * byte:8 * byte + 8])
+        m.d.sync += commit.eq(0)
+        with m.If(aw_settled & w_full & ~bus.bvalid & ~commit):
+            m.d.sync += commit.eq(1)
+        with m.If(commit):
+            # The enables are registered at this edge and the data lands at the next one. W may
+            # be refilled at that edge at the earliest, so w_data is still this write's there;
+            # a read whose AR comes with or after B samples the storage after it has landed.
+            m.d.sync += [aw_full.eq(0), w_full.eq(0), aw_settled.eq(0), bus.bvalid.eq(1),
+                         bus.bresp.eq(Mux(any_hit, OKAY, SLVERR))]
         return m
