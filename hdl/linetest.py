@@ -62,30 +62,24 @@ class FrameGenerator(wiring.Component):
         out = self.m_axis
 
         lfsr = Signal(32, init=0xACE1)
-        beat = Signal(range(-(-16383 // bpb) + 1))    # beat index inside the frame
-        beats_left = Signal.like(beat)
+        beats_left = Signal(range(-(-16383 // bpb) + 1))
         last_keep = Signal(bpb)
         gap_left = Signal(16)
         in_frame = Signal()
 
         lanes = [Cat(lfsr[i % 32:], lfsr[:i % 32]) for i in range(0, w // 32 * 7, 7)]
         payload = Cat(*lanes)
-        # A local copy of the template: the CSR registers it comes from sit far away.
-        template = Signal.like(self.template)
-        m.d.sync += template.eq(self.template)
+        # The template leaves through a shift register loaded at each frame start, so the output
+        # is one 2:1 mux away from flip-flops: a mux on the beat index over a template held in
+        # the CSR block (far away on the die) was a ULX3S critical path.
+        if TEMPLATE_BYTES % bpb:
+            raise ValueError(f"the {TEMPLATE_BYTES}-byte template must be whole beats of {bpb} bytes")
+        template_beats = TEMPLATE_BYTES // bpb
+        shifter = Signal(8 * TEMPLATE_BYTES)
+        in_template = Signal(template_beats)             # bit 0: the current beat is a template beat
         data = Signal(w)
-        template_beats = -(-TEMPLATE_BYTES // bpb)
-        # A parallel mux on the beat index (a chain of Ifs would be a priority chain of LUTs).
-        with m.Switch(beat):
-            for b in range(template_beats):
-                lo = b * bpb
-                n = min(bpb, TEMPLATE_BYTES - lo)
-                with m.Case(b):
-                    m.d.comb += data.eq(Cat(template[8 * lo:8 * (lo + n)], payload[8 * n:]))
-            with m.Default():
-                m.d.comb += data.eq(payload)
-
-        last = beats_left == 1
+        m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
+        last = Signal()                                  # the current beat is the frame's last
         m.d.comb += [
             out.tdata.eq(data), out.tlast.eq(last), out.tuser.eq(0),
             out.tkeep.eq(Mux(last, last_keep, (1 << bpb) - 1)),
@@ -93,34 +87,47 @@ class FrameGenerator(wiring.Component):
         ]
 
         # Register inputs from the CSR block (far away on the die) and the length arithmetic, so
-        # the paths into the output are short compares.
+        # every decision below is made from flip-flops and one or two LUTs.
         frame_len = Signal(14)
         seed = Signal(32)
         gap = Signal(16)
-        gap_zero = Signal()
+        gap_zero, gap_one = Signal(), Signal()
         enable = Signal()
         m.d.sync += [frame_len.eq(self.frame_len), seed.eq(Mux(self.seed == 0, 0xACE1, self.seed)),
-                     gap.eq(self.gap - 1), gap_zero.eq(self.gap == 0), enable.eq(self.enable)]
-        n_beats = (frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)
+                     gap.eq(self.gap - 1), gap_zero.eq(self.gap == 0), gap_one.eq(self.gap == 1),
+                     enable.eq(self.enable)]
+        n_beats = Signal.like(beats_left)
+        single = Signal()                                # the frame is one beat
         tail = frame_len[:bpb.bit_length() - 1]          # bytes in the last beat, 0 meaning full
         keep = Signal(bpb)
-        m.d.comb += keep.eq(Mux(tail == 0, (1 << bpb) - 1, (Const(1, bpb + 1) << tail) - 1))
+        m.d.sync += [n_beats.eq((frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)),
+                     single.eq(frame_len <= bpb),
+                     keep.eq(Mux(tail == 0, (1 << bpb) - 1, (Const(1, bpb + 1) << tail) - 1))]
 
+        # The template shifter reloads whenever no frame is out and at each last beat (the next
+        # frame may start in the very next cycle), and shifts on every other beat.
+        with m.If(~in_frame | (out.tready & last)):
+            m.d.sync += [shifter.eq(self.template), in_template.eq((1 << template_beats) - 1)]
+        with m.Elif(out.tready):
+            m.d.sync += [shifter.eq(shifter >> w), in_template.eq(in_template >> 1)]
+
+        gap_wait = Signal()                              # gap_left != 0
         with m.If(~in_frame):
-            with m.If(gap_left != 0):
-                m.d.sync += gap_left.eq(gap_left - 1)
+            with m.If(gap_wait):
+                m.d.sync += [gap_left.eq(gap_left - 1), gap_wait.eq(gap_left != 1)]
             with m.Elif(enable):
-                m.d.sync += [in_frame.eq(1), beat.eq(0), beats_left.eq(n_beats), last_keep.eq(keep)]
+                m.d.sync += [in_frame.eq(1), beats_left.eq(n_beats), last.eq(single), last_keep.eq(keep)]
             with m.Else():
                 m.d.sync += lfsr.eq(seed)
         with m.Elif(out.tready):
-            m.d.sync += [beat.eq(beat + 1), beats_left.eq(beats_left - 1),
+            m.d.sync += [beats_left.eq(beats_left - 1), last.eq(beats_left == 2),
                          lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x80200003, lfsr >> 1))]
             with m.If(last):
                 with m.If(gap_zero & enable):   # next frame in the very next cycle
-                    m.d.sync += [beat.eq(0), beats_left.eq(n_beats), last_keep.eq(keep)]
+                    m.d.sync += [beats_left.eq(n_beats), last.eq(single), last_keep.eq(keep)]
                 with m.Else():
-                    m.d.sync += [in_frame.eq(0), gap_left.eq(gap)]   # the start cycle is idle too
+                    # The start cycle is idle too, so gap - 1 cycles wait here.
+                    m.d.sync += [in_frame.eq(0), gap_left.eq(gap), gap_wait.eq(~gap_zero & ~gap_one)]
         return m
 
 

@@ -63,9 +63,11 @@ def test_generator_frames_and_signature(width, frame_len, gap):
         assert meta["malformed"] == 0 and meta["has_l4"] == 1 and meta["dport"] == 9
     if frame_len > TEMPLATE_BYTES + bpb:
         assert frames[0][TEMPLATE_BYTES:] != frames[1][TEMPLATE_BYTES:], "payload comes from the LFSR"
-    if gap == 0:
-        first = beats_seen.index(1)
-        assert all(beats_seen[first:first + 4 * (-(-frame_len // bpb))]), "back to back at one beat per cycle"
+    # GAP idle cycles between frames (none: back to back at one beat per cycle)
+    n_beats = -(-frame_len // bpb)
+    first = beats_seen.index(1)
+    expected = ([1] * n_beats + [0] * gap) * 3 + [1] * n_beats
+    assert beats_seen[first:first + len(expected)] == expected
 
 
 @pytest.mark.parametrize("width", [64, 512])
