@@ -140,10 +140,20 @@ class UartBridge(wiring.Component):
         # ---- receive FIFO: bit 8 marks a framing error, kept in order with the bytes around it
         m.submodules.rx_fifo = rxf = fifo.SyncFIFO(width=9, depth=RX_FIFO_DEPTH)
         m.d.comb += [rxf.w_data.eq(Cat(urx.o.payload, urx.ferr)), rxf.w_en.eq(urx.o.valid | urx.ferr)]
-        byte = rxf.r_data[:8]
-        ferr = rxf.r_data[8]
-        take = Signal()                                   # the parser consumes r_data this cycle
-        m.d.comb += take.eq(rxf.r_en & rxf.r_rdy)
+        # One holding register between the FIFO and the request parser: the FIFO's read port is
+        # distributed RAM, and decoding its output in the FSM's own cycle was a ULX3S critical
+        # path. It refills only while empty (a byte per two cycles, far above any baud rate).
+        hold_valid = Signal()
+        byte = Signal(8)
+        ferr = Signal()
+        wants = Signal()                                  # the FSM's state consumes a byte
+        take = Signal()                                   # the FSM consumes the held byte this cycle
+        m.d.comb += [rxf.r_en.eq(~hold_valid), take.eq(wants & hold_valid)]
+        with m.If(~hold_valid & rxf.r_rdy):
+            m.d.sync += [hold_valid.eq(1), byte.eq(rxf.r_data[:8]), ferr.eq(rxf.r_data[8])]
+        with m.Elif(take):
+            m.d.sync += hold_valid.eq(0)
+        rx_pending = hold_valid | rxf.r_rdy               # a byte has arrived and not been taken
 
         # ---- request fields
         cmd = Signal(8)
@@ -196,19 +206,20 @@ class UartBridge(wiring.Component):
             m.next = "RESPOND"
 
         in_frame = Signal()
+        timed_out = Signal()                              # TIMEOUT_BITS silent bit times in a frame
 
         def receiving():
             """Common to every state after SYNC: take bytes; drop the frame on a framing error or
             after TIMEOUT_BITS silent bit times. Never fires together with the state's own
             ``m.next``, which needs a good byte."""
-            m.d.comb += [rxf.r_en.eq(1), in_frame.eq(1)]
-            with m.If((take & ferr) | (~rxf.r_rdy & (idle == TIMEOUT_BITS * self.divisor))):
+            m.d.comb += [wants.eq(1), in_frame.eq(1)]
+            with m.If((take & ferr) | timed_out):
                 m.d.sync += self.truncated.eq(1)
                 m.next = "HUNT"
 
         with m.FSM(name="bridge"):
             with m.State("HUNT"):
-                m.d.comb += rxf.r_en.eq(1)
+                m.d.comb += wants.eq(1)
                 with m.If(take):
                     with m.If(ferr):
                         m.d.sync += self.truncated.eq(1)
@@ -289,9 +300,9 @@ class UartBridge(wiring.Component):
                     m.next = "HUNT"
 
         # ---- inside a frame the line must not stay silent: count cycles with nothing to take
-        with m.If(~in_frame | rxf.r_rdy):
-            m.d.sync += idle.eq(0)
+        with m.If(~in_frame | rx_pending):
+            m.d.sync += [idle.eq(0), timed_out.eq(0)]
         with m.Else():
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += [idle.eq(idle + 1), timed_out.eq(idle == TIMEOUT_BITS * self.divisor - 1)]
         return m
 
