@@ -195,11 +195,14 @@ class UartBridge(wiring.Component):
         m.d.sync += [self.ok.eq(0), self.bad_checksum.eq(0), self.bad_command.eq(0), self.truncated.eq(0)]
         m.d.comb += [bus.wstrb.eq(0xF), bus.arprot.eq(0), bus.awprot.eq(0),
                      bus.araddr.eq(addr), bus.awaddr.eq(addr), bus.wdata.eq(wdata)]
-        out_of_range = Signal()
+        # Request checks as registers, free running: ADDR and CMD are complete bytes before the
+        # CRC state uses them (decoding them there was a ULX3S critical path).
+        out_of_range, is_read, is_write = Signal(), Signal(), Signal()
         if self.addr_width < 32:
-            m.d.comb += out_of_range.eq((addr[self.addr_width:] != 0) | (addr[:2] != 0))
+            m.d.sync += out_of_range.eq((addr[self.addr_width:] != 0) | (addr[:2] != 0))
         else:
-            m.d.comb += out_of_range.eq(addr[:2] != 0)
+            m.d.sync += out_of_range.eq(addr[:2] != 0)
+        m.d.sync += [is_read.eq(cmd == Cmd.READ32), is_write.eq(cmd == Cmd.WRITE32)]
 
         def respond(status, data=0):
             m.d.sync += [r_status.eq(status), r_seq.eq(seq), r_data.eq(data)]
@@ -242,7 +245,7 @@ class UartBridge(wiring.Component):
                     m.d.sync += [addr.eq(Cat(addr[8:], byte)), crc.eq(_crc8_next(crc, byte)),
                                  count.eq(count + 1)]
                     with m.If(count == 3):
-                        with m.If(cmd == Cmd.WRITE32):
+                        with m.If(is_write):
                             m.next = "DATA"
                         with m.Else():
                             m.next = "CRC"
@@ -259,13 +262,13 @@ class UartBridge(wiring.Component):
                     with m.If(byte != crc):
                         m.d.sync += self.bad_checksum.eq(1)
                         respond(Status.BAD_CHECKSUM)
-                    with m.Elif((cmd != Cmd.READ32) & (cmd != Cmd.WRITE32)):
+                    with m.Elif(~is_read & ~is_write):
                         m.d.sync += self.bad_command.eq(1)
                         respond(Status.BAD_COMMAND)
                     with m.Elif(out_of_range):
                         m.d.sync += self.ok.eq(1)
                         respond(Status.BUS_ERROR)
-                    with m.Elif(cmd == Cmd.READ32):
+                    with m.Elif(is_read):
                         m.d.sync += [self.ok.eq(1), bus.arvalid.eq(1)]
                         m.next = "READ_AR"
                     with m.Else():
