@@ -137,9 +137,13 @@ class NicTop(wiring.Component):
         cfg = self.config
         gen = FrameGenerator(cfg.data_width, index)
         m.submodules[f"generator_{name}"] = gen
+        # FRAME_LEN clamped to 60..max_frame in two registered steps (32-bit compares, then a mux).
         frame_len = csr.rw("LINETEST", 0, "FRAME_LEN")
+        len_short, len_long = Signal(name=f"len_short_{name}"), Signal(name=f"len_long_{name}")
+        len_raw = Signal(14, name=f"len_raw_{name}")
+        m.d.sync += [len_short.eq(frame_len < 60), len_long.eq(frame_len > cfg.max_frame), len_raw.eq(frame_len)]
         m.d.comb += [
-            gen.frame_len.eq(Mux(frame_len < 60, 60, Mux(frame_len > cfg.max_frame, cfg.max_frame, frame_len))),
+            gen.frame_len.eq(Mux(len_short, 60, Mux(len_long, cfg.max_frame, len_raw))),
             gen.gap.eq(csr.rw("LINETEST", 0, "GAP")),
             gen.seed.eq(csr.rw("LINETEST", 0, "SEED")),
             gen.template.eq(Cat(*(csr.rw("LINETEST", 0, f"TEMPLATE_{i}") for i in range(16)))),
