@@ -78,11 +78,12 @@ class CsrSlave(wiring.Component):
     -----
     Bus behaviour (what the golden model mirrors):
 
-    * **Reads** take :data:`READ_LATENCY` = 4 cycles: stage 0 registers the address, stage 1
-      samples the word (per-block muxes, counters in groups of four, registered) one cycle
-      after the AR handshake, stage 1b picks the counter group, stage 2 selects the block and
-      registers ``rdata``/``rresp``; ``rvalid`` then holds until ``rready``. ``arready`` is low
-      from the AR handshake until the cycle after the R handshake (one read per 5 cycles).
+    * **Reads** take :data:`READ_LATENCY` = 5 cycles: stage 0 registers the address, stage D
+      decodes it into one-hot selects, stage 1 samples the word (per-block AND-OR muxes,
+      counters in groups of four, registered) two cycles after the AR handshake, stage 1b picks
+      the counter group and the LO/HI half, stage 2 ORs the blocks and registers
+      ``rdata``/``rresp``; ``rvalid`` then holds until ``rready``. ``arready`` is low from the AR
+      handshake until the cycle after the R handshake (one read per 6 cycles).
       Unmapped: ``rresp`` = SLVERR, ``rdata`` = 0.
     * **Writes**: AW and W are buffered independently (either order or together). The address is
       decoded in the cycle after AW (one registered hit per RW register); the write commits in
@@ -94,8 +95,10 @@ class CsrSlave(wiring.Component):
       driven in cycle N is in the counter from cycle N+2 (:data:`COUNT_LATENCY`). A read samples the
       counter register one cycle after its AR handshake (:data:`READ_SAMPLE_DELAY`), i.e. the value
       *before* the add committed at that clock edge; increments are never lost to reads (reads do not modify counters).
-    * **Timing**: no mux is wider than one block's words/counters; the default build (24
-      counters) routes at about 162 MHz on an ECP5-25F out of context (5.1k LUT, 2.3k FF).
+    * **Timing**: every select and write enable is a register (decoded a stage ahead), no mux
+      is wider than one block's words or four counters, and no read or write path decodes an
+      address in the cycle it uses it: the CSR reaches across the die to the registers its
+      blocks own, so its paths are mostly routing (see docs/performance.md).
     * **LO/HI coherence**: reading a counter's LO word returns bits 31:0 and latches bits 63:32
       of the same sample into the single shared latch, remembering which counter it belongs to.
       Reading a HI word returns the latch if the most recent LO read (of any counter) was this
@@ -287,52 +290,49 @@ class CsrSlave(wiring.Component):
                             m.d.sync += group_d.eq(g)
             m.d.sync += group_sel[i].eq(group_d)
 
-        # stage 1b: finish the counter pick; everything else is delayed alongside it
-        s1b_valid, s1b_block, s1b_hit = Signal(), Signal.like(s1_block), Signal()
-        s1b_word_addr, s1b_latch_match = Signal.like(s1_word_addr), Signal()
-        m.d.sync += [s1b_valid.eq(s1_valid), s1b_block.eq(s1_block), s1b_hit.eq(s1_hit),
-                     s1b_word_addr.eq(s1_word_addr), s1b_latch_match.eq(s1_latch_match)]
-        s1b = []
+        # stage 1b: finish the counter pick and resolve each block's LO/HI/plain word, so that
+        # stage 2 is an AND-OR over one-hot block selects (a mux on the block index and the
+        # word kind into rdata was a ULX3S critical path).
+        s1b_valid, s1b_word_addr, s1b_latch_match = Signal(), Signal.like(s1_word_addr), Signal()
+        s1b_kind = Signal(2)                              # the addressed block's kind, or UNMAPPED
+        m.d.sync += [s1b_valid.eq(s1_valid), s1b_word_addr.eq(s1_word_addr),
+                     s1b_latch_match.eq(s1_latch_match), s1b_kind.eq(_UNMAPPED)]
+        with m.If(s1_hit):
+            with m.Switch(s1_block):
+                for i, (_, _, kind) in enumerate(s1):
+                    with m.Case(i):
+                        m.d.sync += s1b_kind.eq(kind)
+        block_sels, block_words, block_his = [], [], []
         for i, (word, cval, kind) in enumerate(s1):
-            word_b, kind_b = Signal(32, name=f"s1b_word_{i}"), Signal(2, name=f"s1b_kind_{i}")
-            m.d.sync += [word_b.eq(word), kind_b.eq(kind)]
-            cval_b = None
-            if cval is not None:
-                cval_b = Signal(64, name=f"s1b_cnt_{i}")
-                with m.Switch(group_sel[i]):
-                    for g, val in enumerate(group_vals[i]):
-                        with m.Case(g):
-                            m.d.sync += cval_b.eq(val)
-            s1b.append((word_b, cval_b, kind_b))
+            sel = Signal(name=f"s1b_sel_{i}")
+            out = Signal(32, name=f"s1b_out_{i}")          # what this block returns
+            m.d.sync += [sel.eq(s1_hit & (s1_block == i)), out.eq(word)]
+            block_sels.append(sel)
+            block_words.append(out)
+            if cval is None:
+                continue
+            pick = Signal(64, name=f"s1_pick_{i}")
+            with m.Switch(group_sel[i]):
+                for g, val in enumerate(group_vals[i]):
+                    with m.Case(g):
+                        m.d.comb += pick.eq(val)
+            hi = Signal(32, name=f"s1b_hi_{i}")            # the high word, for the HI latch
+            m.d.sync += hi.eq(pick[32:])
+            block_his.append((sel, hi))
+            with m.Switch(kind):
+                with m.Case(_LO):
+                    m.d.sync += out.eq(pick[:32])
+                with m.Case(_HI):
+                    m.d.sync += out.eq(pick[32:])
 
         # stage 2: block select + the shared HI latch
-        sel_word = Signal(32)
-        sel_cnt = Signal(64)
-        sel_kind = Signal(2)
-        with m.Switch(s1b_block):
-            for i, (word, cval, kind) in enumerate(s1b):
-                with m.Case(i):
-                    m.d.comb += [sel_word.eq(word), sel_kind.eq(kind)]
-                    if cval is not None:
-                        m.d.comb += sel_cnt.eq(cval)
-        with m.If(~s1b_hit):
-            m.d.comb += sel_kind.eq(_UNMAPPED)
-
+        sel_out = _one_hot_or(block_sels, block_words, 32)
+        sel_hi = _one_hot_or([s for s, _ in block_his], [h for _, h in block_his], 32)
         with m.If(s1b_valid):
-            m.d.sync += [bus.rvalid.eq(1), bus.rresp.eq(OKAY)]
-            with m.Switch(sel_kind):
-                with m.Case(_UNMAPPED):
-                    m.d.sync += [bus.rresp.eq(SLVERR), bus.rdata.eq(0)]
-                with m.Case(_PLAIN):
-                    m.d.sync += bus.rdata.eq(sel_word)
-                with m.Case(_LO):
-                    m.d.sync += [bus.rdata.eq(sel_cnt[:32]), hi_latch.eq(sel_cnt[32:]), latch_valid.eq(1),
-                                 latch_hi_addr.eq(s1b_word_addr + 1)]
-                with m.Case(_HI):
-                    with m.If(s1b_latch_match):
-                        m.d.sync += bus.rdata.eq(hi_latch)
-                    with m.Else():
-                        m.d.sync += bus.rdata.eq(sel_cnt[32:])
+            m.d.sync += [bus.rvalid.eq(1), bus.rresp.eq(Mux(s1b_kind == _UNMAPPED, SLVERR, OKAY)),
+                         bus.rdata.eq(Mux((s1b_kind == _HI) & s1b_latch_match, hi_latch, sel_out))]
+            with m.If(s1b_kind == _LO):
+                m.d.sync += [hi_latch.eq(sel_hi), latch_valid.eq(1), latch_hi_addr.eq(s1b_word_addr + 1)]
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += [bus.rvalid.eq(0), rd_busy.eq(0)]
 
