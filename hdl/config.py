@@ -7,9 +7,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["NicConfig", "VALID_DATA_WIDTHS", "MIN_PHYSICAL_FRAME", "MAX_FRAME"]
+__all__ = ["NicConfig", "VALID_DATA_WIDTHS", "PARSER_ARCHITECTURES", "MIN_PHYSICAL_FRAME", "MAX_FRAME"]
 
 VALID_DATA_WIDTHS = (64, 128, 256, 512)
+#: Parser architectures (docs/parser.md, "Two architectures").
+PARSER_ARCHITECTURES = ("pipelined", "sequential")
 
 #: Ethernet minimum frame without FCS (64 bytes on the wire, FCS stripped by the MAC).
 MIN_PHYSICAL_FRAME = 60
@@ -47,6 +49,12 @@ class NicConfig:
     counter_width:
         Bits kept per event counter (64, or 32 for small FPGAs); the register map is the same and
         the high word of a 32-bit counter reads 0.
+    parser:
+        Parser architecture: ``"pipelined"`` (:class:`hdl.parser.Parser`, one frame per cycle,
+        fixed latency, thousands of flip-flops) or ``"sequential"``
+        (:class:`hdl.parser_seq.SequentialParser`, header window in block RAM walked by a small
+        FSM in 2..16 cycles per frame, backpressure through ``space`` when frames come faster;
+        for small FPGAs). Both produce the same metadata.
     """
 
     data_width: int = 64
@@ -60,6 +68,7 @@ class NicConfig:
     uart_baud: int = 115200
     line_tester: bool = False
     counter_width: int = 64
+    parser: str = "pipelined"
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -86,6 +95,9 @@ class NicConfig:
             raise ValueError(f"uart_baud must be in 300..clock/8, not {self.uart_baud!r}")
         if self.counter_width not in (32, 64):
             raise ValueError(f"counter_width must be 32 or 64, not {self.counter_width!r}")
+        if self.parser not in PARSER_ARCHITECTURES:
+            raise ValueError(f"parser must be one of {', '.join(map(repr, PARSER_ARCHITECTURES))}, "
+                             f"not {self.parser!r}")
         if self.clock_mhz <= 0:
             raise ValueError(f"clock_mhz must be positive, not {self.clock_mhz!r}")
 

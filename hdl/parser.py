@@ -39,7 +39,7 @@ from .layouts import (
     view,
 )
 from .meta import FRAME_LEN_BITS, MalformedReason, PacketMeta, make_parsed_layout
-from .stream import AXIStreamSignature
+from .stream import AXIStreamSignature, keep_count
 
 __all__ = ["Parser"]
 
@@ -54,19 +54,6 @@ _OFF_BITS = 12
 #: Bytes of the L3 header captured at the (3-way) L3 offset: IPv6 fixed header plus the first
 #: 4 bytes of the first extension header, which therefore needs no variable-offset mux.
 _L3_BYTES = 44
-
-
-def _keep_count(tkeep, n_bytes):
-    """Number of bytes in a packed beat: the top set bit of a contiguous ``tkeep``, plus one.
-
-    An OR tree on the one-hot top bit instead of a popcount adder tree.
-    """
-    top = tkeep & ~(tkeep >> 1)
-    bits = []
-    for j in range(n_bytes.bit_length()):
-        terms = [top[i] for i in range(n_bytes) if ((i + 1) >> j) & 1]
-        bits.append(Cat(*terms).any() if terms else Const(0, 1))
-    return Cat(*bits)
 
 
 def _bytes(vec, start, count):
@@ -122,6 +109,9 @@ class Parser(wiring.Component):
     meta : ``Out(stream.Signature(make_parsed_layout(port_bits), always_ready=True))``
         One record per frame, in frame order; ``valid`` is a one-cycle pulse and there is no
         backpressure.
+    space : ``Out(1)``
+        Always 1: this parser takes a frame every cycle. (Same contract as
+        :attr:`hdl.parser_seq.SequentialParser.space`, so the top treats both alike.)
 
     Attributes
     ----------
@@ -140,6 +130,7 @@ class Parser(wiring.Component):
             "s_axis": In(AXIStreamSignature(config.data_width, user_width=user_width)),
             "m_axis": Out(AXIStreamSignature(config.data_width, user_width=user_width)),
             "meta": Out(stream.Signature(make_parsed_layout(config.port_bits), always_ready=True)),
+            "space": Out(1),
         })
 
     @property
@@ -163,6 +154,7 @@ class Parser(wiring.Component):
             o.tvalid.eq(s.tvalid), s.tready.eq(o.tready),
         ]
         xfer = s.tvalid & s.tready
+        m.d.comb += self.space.eq(1)       # one frame per cycle: never holds the producer back
 
         def reg(value, name, width=None):
             """One pipeline register (free running: no enable, no reset logic)."""
@@ -245,7 +237,7 @@ class Parser(wiring.Component):
         # ---- S0: frame length, port, tag flags (the window itself is the live register) -----
         last = xfer & s.tlast
         valid0 = reg(last, "s0_valid")
-        len0 = reg((beat << (n_bytes.bit_length() - 1)) + _keep_count(s.tkeep, n_bytes), "s0_len",
+        len0 = reg((beat << (n_bytes.bit_length() - 1)) + keep_count(s.tkeep, n_bytes), "s0_len",
                    _LEN_BITS)
         port0 = reg(in_port, "s0_in_port")
         rxerr0 = reg(s.tuser[0], "s0_rx_error")

@@ -14,7 +14,7 @@ Protocol rules (AMBA AXI4-Stream, ARM IHI 0051A), checked by the testbenches:
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AXIStreamSignature", "AXILiteSignature"]
+__all__ = ["AXIStreamSignature", "AXILiteSignature", "keep_count"]
 
 
 class AXIStreamSignature(wiring.Signature):
@@ -72,3 +72,17 @@ class AXILiteSignature(wiring.Signature):
 
     def __repr__(self):
         return f"AXILiteSignature(addr_width={self.addr_width})"
+
+
+def keep_count(tkeep, n_bytes: int):
+    """Number of bytes in a packed beat: the index of the top set bit of a contiguous ``tkeep``, plus one.
+
+    An OR tree on the one-hot top bit instead of a popcount adder tree.
+    """
+    from amaranth.hdl import Cat, Const
+    top = tkeep & ~(tkeep >> 1)
+    bits = []
+    for j in range(n_bytes.bit_length()):
+        terms = [top[i] for i in range(n_bytes) if ((i + 1) >> j) & 1]
+        bits.append(Cat(*terms).any() if terms else Const(0, 1))
+    return Cat(*bits)

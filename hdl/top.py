@@ -24,7 +24,7 @@ from .export import to_verilog
 from .forward import Forwarder
 from .linetest import FrameGenerator, SignatureChecker
 from .meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
-from .parser import Parser
+from .parser_seq import make_parser
 from .regs import build_register_map
 from .skid import RegisterSlice
 from .stream import AXILiteSignature, AXIStreamSignature
@@ -77,7 +77,7 @@ class NicTop(wiring.Component):
         w = cfg.data_width
 
         m.submodules.arbiter = arbiter = PacketArbiter(w, len(cfg.ports))
-        m.submodules.parser = parser = Parser(cfg)
+        m.submodules.parser = parser = make_parser(cfg)     # NicConfig.parser picks the architecture
         m.submodules.forwarder = forwarder = Forwarder(cfg)
         m.submodules.buffer = buffer = PacketBuffer(cfg)
         m.submodules.csr = csr = CsrSlave(self.regmap)
@@ -103,10 +103,12 @@ class NicTop(wiring.Component):
 
         # One register between the arbiter and the parser; the buffer's `space` flag (one cycle
         # ahead, with slack) is the flow control, so the beat strobe the parser's window capture
-        # fans out to is a register output.
+        # fans out to is a register output. The sequential parser has a `space` of its own (same
+        # contract); the pipelined one never holds frames back.
         pipe = parser.s_axis
-        take = arbiter.m_axis.tvalid & buffer.space
-        m.d.comb += arbiter.m_axis.tready.eq(buffer.space)
+        space = buffer.space & parser.space
+        take = arbiter.m_axis.tvalid & space
+        m.d.comb += arbiter.m_axis.tready.eq(space)
         m.d.sync += pipe.tvalid.eq(take)
         with m.If(take):
             m.d.sync += [pipe.tdata.eq(arbiter.m_axis.tdata), pipe.tkeep.eq(arbiter.m_axis.tkeep),

@@ -8,7 +8,9 @@ metadata/verdict, counters through the driver) runs inside cocotb; parser fields
 checked against scapy (sim/scapy_oracle.py) from the recorded metadata.
 
 Budget (2 cores): the default set runs the full matrix on Verilator at W=64, all frames without
-flow control plus a subset with both on elsewhere; the rest is ``slow``.
+flow control plus a subset with both on elsewhere, and the sequential parser
+(``NicConfig.parser="sequential"``) on the edge set at W=64 (plain, idle+backpressure) and W=512
+(idle+backpressure); the rest is ``slow``.
 """
 
 from __future__ import annotations
@@ -58,12 +60,13 @@ def _frames(dataset: str, subset: bool) -> list:
     return frames
 
 
-def _scoreboard(sim: str, width: int, dataset: str, combo: str, tmp_path, subset: bool = False) -> dict:
+def _scoreboard(sim: str, width: int, dataset: str, combo: str, tmp_path, subset: bool = False,
+                parser: str = "pipelined") -> dict:
     """Run one scoreboard case; return the dumped results (records, egress, counters)."""
     from sim.nic_tests import read_results, write_stimulus
     from sim.runner import run_cocotb
     require_simulator(sim)
-    config = NicConfig(data_width=width)
+    config = NicConfig(data_width=width, parser=parser)
     frames = _frames(dataset, subset)
     idle, bp = COMBOS[combo]
     stim = write_stimulus(tmp_path / "stim.pkl", config, [(p, f, e, None) for p, f, e in frames],
@@ -141,6 +144,37 @@ def test_icarus_w64_flow_subset(combo, tmp_path):
 @pytest.mark.parametrize("combo", ["plain", "idle_bp"])
 def test_icarus_w512_subset(combo, tmp_path):
     _scoreboard("icarus", 512, "edge", combo, tmp_path, subset=True)
+
+
+# -- Sequential parser (NicConfig.parser="sequential", the iCEBreaker's) on Verilator ----------------
+# W=64 is the board's width; at W=512 every edge frame is one or a few beats, so the parser, not the
+# stream, sets the pace and its `space` backpressure runs the whole time.
+
+@pytest.mark.parametrize("combo", ["plain", "idle_bp"])
+def test_verilator_w64_sequential(combo, tmp_path):
+    res = _scoreboard("verilator", 64, "edge", combo, tmp_path, parser="sequential")
+    if combo == "plain":
+        _check_oracle(NicConfig(data_width=64, parser="sequential"), res)
+
+
+def test_verilator_w512_sequential(tmp_path):
+    _scoreboard("verilator", 512, "edge", "idle_bp", tmp_path, parser="sequential")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combo", list(COMBOS))
+@pytest.mark.parametrize("dataset", ["edge", "pcaps"])
+def test_verilator_sequential_slow(dataset, combo, tmp_path):
+    if dataset == "edge" and combo in ("plain", "idle_bp"):
+        pytest.skip("in the default set (test_verilator_w64_sequential)")
+    _scoreboard("verilator", 64, dataset, combo, tmp_path, parser="sequential")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["edge", "pcaps"])
+def test_verilator_w512_sequential_slow(dataset, tmp_path):
+    res = _scoreboard("verilator", 512, dataset, "plain", tmp_path, parser="sequential")
+    _check_oracle(NicConfig(data_width=512, parser="sequential"), res)
 
 
 # -- the rest of the matrix: slow ------------------------------------------------------------------
