@@ -58,7 +58,10 @@ class PacketBuffer(wiring.Component):
         w, bpb = cfg.data_width, cfg.bytes_per_beat
         max_beats = -(-cfg.max_frame // bpb)
 
-        m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth)
+        # One register stage on the input before anything is decided: the parser sits across
+        # the die, and its output register feeding the write accounting directly was a ULX3S
+        # critical path. The FIFO's look-ahead therefore needs one more slot of slack.
+        m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=3)
         # Small and read combinationally: distributed RAM, not block RAM.
         m.submodules.descs = descs = fifo.SyncFIFO(
             width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
@@ -67,32 +70,35 @@ class PacketBuffer(wiring.Component):
         # The input always accepts (tready is 1): the transfer strobe fans out to the parser's
         # whole header window, so it must be a plain register, not valid AND a ready computed
         # here. Flow control is `space` one cycle ahead instead, with enough slack for the
-        # beat in flight: space high in cycle t allows a beat to arrive in cycle t + 1.
+        # beats in flight: space high in cycle t allows a beat to arrive in cycle t + 1.
         s = self.s_axis
+        in_valid, in_last = Signal(), Signal()
+        in_data = Signal(w + bpb + 1)
+        m.d.sync += [in_valid.eq(s.tvalid), in_last.eq(s.tlast), in_data.eq(Cat(s.tdata, s.tkeep, s.tlast))]
         in_frame = Signal()
         beat_index = Signal(range(max_beats + 1))      # saturates at max_beats
+        truncating = Signal()                           # beat_index == max_beats
         outstanding = Signal(range(DESCRIPTOR_DEPTH + 1))
         frame_done = Signal()                           # reader released a frame this cycle
 
-        truncating = beat_index == max_beats
-        store = ~truncating | s.tlast
+        store = ~truncating | in_last
         space = Signal()
-        # BeatFifo.w_rdy keeps two slots in reserve; descriptors keep three (frames admitted a
-        # cycle before they reach the buffer, and the one-cycle-late release).
-        m.d.sync += space.eq(outstanding < DESCRIPTOR_DEPTH - 3)
+        # BeatFifo.w_rdy keeps three slots in reserve; descriptors keep four (frames admitted two
+        # cycles before they are counted here, and the one-cycle-late release).
+        m.d.sync += space.eq(outstanding < DESCRIPTOR_DEPTH - 4)
         m.d.comb += [
             s.tready.eq(1),
             self.space.eq(space & beats.w_rdy),
-            beats.w_data.eq(Cat(s.tdata, s.tkeep, s.tlast)),
-            beats.w_en.eq(s.tvalid & store),
+            beats.w_data.eq(in_data),
+            beats.w_en.eq(in_valid & store),
         ]
-        sop_accepted = s.tvalid & ~in_frame
-        with m.If(s.tvalid):
-            m.d.sync += in_frame.eq(~s.tlast)
-            with m.If(s.tlast):
-                m.d.sync += beat_index.eq(0)
+        sop_accepted = in_valid & ~in_frame
+        with m.If(in_valid):
+            m.d.sync += in_frame.eq(~in_last)
+            with m.If(in_last):
+                m.d.sync += [beat_index.eq(0), truncating.eq(0)]
             with m.Elif(~truncating):
-                m.d.sync += beat_index.eq(beat_index + 1)
+                m.d.sync += [beat_index.eq(beat_index + 1), truncating.eq(beat_index == max_beats - 1)]
         # Released frames are subtracted a cycle late (a short path; admission only gets stricter).
         frame_done_q = Signal()
         m.d.sync += frame_done_q.eq(frame_done)

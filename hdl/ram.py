@@ -122,8 +122,9 @@ class BeatFifo(wiring.Component):
 
     Reads are issued ahead into a four-entry output queue so that the two-cycle RAM latency
     never stalls a steady stream. Same port names as ``amaranth.lib.fifo.SyncFIFOBuffered``, but
-    ``w_rdy`` is a registered look-ahead: high in cycle t, a write may come in t or t + 1. A write
-    against that rule overflows the FIFO.
+    ``w_rdy`` is a registered look-ahead: high in cycle t, a write may come in t .. t + slack - 1
+    (``slack`` = 2 by default; a writer with more register stages between its decision and the
+    write asks for more). A write against that rule overflows the FIFO.
 
     Members
     -------
@@ -133,8 +134,10 @@ class BeatFifo(wiring.Component):
 
     QUEUE = 4
 
-    def __init__(self, width: int, depth: int):
-        self.width, self.depth = width, depth
+    def __init__(self, width: int, depth: int, *, slack: int = 2):
+        if slack < 2:
+            raise ValueError(f"BeatFifo slack must be at least 2, not {slack!r}")
+        self.width, self.depth, self.slack = width, depth, slack
         super().__init__({
             "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
             "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
@@ -178,12 +181,12 @@ class BeatFifo(wiring.Component):
         m.d.sync += in_flight.eq(in_flight + issue - arrive[1])
 
         # A slot is free once its word has been read out of the RAM. `w_rdy` looks at the
-        # registered occupancy only (a short path), so it keeps two slots in reserve: the
-        # occupancy can grow by one while `w_rdy` catches up.
+        # registered occupancy only (a short path), so it keeps `slack` slots in reserve: the
+        # occupancy can grow while `w_rdy` and the writer's own pipeline catch up.
         # Reads are subtracted a cycle late (registered `issue`): a short path, and only stricter.
         issue_q = Signal()
         m.d.sync += issue_q.eq(issue)
-        m.d.sync += [occupancy.eq(occupancy + do_write - issue_q), w_rdy.eq(occupancy < self.depth - 2)]
+        m.d.sync += [occupancy.eq(occupancy + do_write - issue_q), w_rdy.eq(occupancy < self.depth - self.slack)]
 
         m.d.comb += [queue.w_data.eq(ram.r_data), queue.w_en.eq(arrive[1])]
         m.d.comb += [self.r_data.eq(queue.r_data), self.r_rdy.eq(queue.r_rdy), queue.r_en.eq(self.r_en)]
