@@ -167,7 +167,8 @@ class UartBridge(wiring.Component):
         # ---- response registers and sender
         r_status = Signal(8)
         r_seq = Signal(8)
-        r_data = Signal(32)
+        r_data = Signal(32)                               # loaded by a read's R beat only
+        r_has_data = Signal()                             # the response carries r_data (else 0)
         sending = Signal()
         send_idx = Signal(range(RESPONSE_LEN))
         tx_crc = Signal(8)
@@ -181,7 +182,7 @@ class UartBridge(wiring.Component):
                 m.d.comb += send_byte.eq(r_seq)
             for k in range(4):
                 with m.Case(3 + k):
-                    m.d.comb += send_byte.eq(r_data[8 * k:8 * k + 8])
+                    m.d.comb += send_byte.eq(Mux(r_has_data, r_data[8 * k:8 * k + 8], 0))
             with m.Case(7):
                 m.d.comb += send_byte.eq(tx_crc)
         m.d.comb += [utx.i.payload.eq(send_byte), utx.i.valid.eq(sending)]
@@ -204,8 +205,11 @@ class UartBridge(wiring.Component):
             m.d.sync += out_of_range.eq(addr[:2] != 0)
         m.d.sync += [is_read.eq(cmd == Cmd.READ32), is_write.eq(cmd == Cmd.WRITE32)]
 
-        def respond(status, data=0):
-            m.d.sync += [r_status.eq(status), r_seq.eq(seq), r_data.eq(data)]
+        # r_data loads on its own short enable (READ_R and rvalid), and every other response
+        # masks it: an enable decoded from the whole request FSM crossed to the 32 r_data
+        # flip-flops next to the CSR's rdata and was a ULX3S critical path.
+        def respond(status, with_data=False):
+            m.d.sync += [r_status.eq(status), r_seq.eq(seq), r_has_data.eq(with_data)]
             m.next = "RESPOND"
 
         in_frame = Signal()
@@ -281,11 +285,13 @@ class UartBridge(wiring.Component):
             with m.State("READ_R"):
                 m.d.comb += bus.rready.eq(1)
                 with m.If(bus.rvalid):
+                    m.d.sync += r_data.eq(bus.rdata)
+                with m.If(bus.rvalid):
                     # SLVERR (2) and DECERR (3) have bit 1 set; EXOKAY does not exist in AXI4-Lite.
                     with m.If(bus.rresp[1]):
                         respond(Status.BUS_ERROR)
                     with m.Else():
-                        respond(Status.OK, bus.rdata)
+                        respond(Status.OK, with_data=True)
             with m.State("WRITE_AW"):
                 with m.If(bus.awready):
                     m.d.sync += bus.awvalid.eq(0)
@@ -300,6 +306,12 @@ class UartBridge(wiring.Component):
             with m.State("RESPOND"):
                 with m.If(~sending):
                     m.d.sync += [sending.eq(1), send_idx.eq(0), tx_crc.eq(0)]
+                    m.next = "SENDING"
+            with m.State("SENDING"):
+                # The response registers must hold until the last byte is out: a host that
+                # pipelines requests would otherwise have the next request's outcome overwrite
+                # them mid-response. Its bytes wait in the RX FIFO meanwhile.
+                with m.If(~sending):
                     m.next = "HUNT"
 
         # ---- inside a frame the line must not stay silent: count cycles with nothing to take

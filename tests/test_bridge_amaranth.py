@@ -464,10 +464,13 @@ def test_framing_error_drops_frame():
 def test_back_to_back_requests():
     """Requests sent without waiting for responses are buffered and answered in order."""
     async def bench(ctx, b, mon):
-        frames = b"".join(encode_request(Cmd.READ32, s, 0x10) for s in range(3))
-        await uart_send(ctx, b.rx, frames)
-        got = await wait_response(ctx, mon, 3)
-        assert got == [(Status.OK, s, MAGIC) for s in range(3)]
+        # Different answers back to back: a response must not pick up the next request's data.
+        scratch = IDENT.addr("SCRATCH")
+        requests = [encode_request(Cmd.WRITE32, 0, scratch, 0x11223344)]
+        requests += [encode_request(Cmd.READ32, s, (IDENT.addr("MAGIC"), scratch)[s % 2]) for s in range(1, 6)]
+        await uart_send(ctx, b.rx, b"".join(requests))
+        got = await wait_response(ctx, mon, 6)
+        assert got == [(Status.OK, 0, 0)] + [(Status.OK, s, (MAGIC, 0x11223344)[s % 2]) for s in range(1, 6)]
     csr_sim(bench)
 
 
