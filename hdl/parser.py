@@ -67,13 +67,14 @@ class Parser(wiring.Component):
     The stream is not touched: ``m_axis`` is ``s_axis`` (``tready`` included) with no added
     latency, and the parser only watches transfers. While a frame passes, its first
     ``header_window`` bytes are captured into a window register and its length is counted. The
-    cycle after the last beat, a fully pipelined chain of stages extracts the headers from a copy
+    cycle after the last beat is captured, a fully pipelined chain of stages extracts the headers from a copy
     of the window, so a new frame (even a one-beat frame every cycle) can enter every cycle.
     The pipeline is free running (no enables): each stage registers raw field values and
     decision flags separately, every variable-offset read takes two or three stages (4:1,
     then the rest), and only the last stage gates each ``meta`` field with its registered enable:
 
     ====  =============================================================================
+    (in)  the transfer is registered (a local copy of the snooped beat)
     (cap) as bytes are captured: TPID / ethertype / IPv6 next-header compares at the three
           candidate positions, kept as flags beside the window
     S0    frame length, ingress port, ``rx_error``, physical port
@@ -119,7 +120,7 @@ class Parser(wiring.Component):
         Cycles from the last beat's transfer to ``meta.valid``.
     """
 
-    latency = 10
+    latency = 11
 
     def __init__(self, config: NicConfig):
         if not isinstance(config, NicConfig):
@@ -153,8 +154,14 @@ class Parser(wiring.Component):
             o.tdata.eq(s.tdata), o.tkeep.eq(s.tkeep), o.tlast.eq(s.tlast), o.tuser.eq(s.tuser),
             o.tvalid.eq(s.tvalid), s.tready.eq(o.tready),
         ]
-        xfer = s.tvalid & s.tready
         m.d.comb += self.space.eq(1)       # one frame per cycle: never holds the producer back
+
+        # Everything below works on a registered copy of the transfers: the stream's source
+        # register is shared with the packet buffer and sat across the die from the window
+        # capture's compares (a ULX3S critical path). This copy is the capture's local source.
+        xfer = Signal(name="snoop_valid")
+        snoop = {f: Signal.like(getattr(s, f), name=f"snoop_{f}") for f in ("tdata", "tkeep", "tlast", "tuser")}
+        m.d.sync += [xfer.eq(s.tvalid & s.tready), *(v.eq(getattr(s, f)) for f, v in snoop.items())]
 
         def reg(value, name, width=None):
             """One pipeline register (free running: no enable, no reset logic)."""
@@ -177,7 +184,7 @@ class Parser(wiring.Component):
         slot = Signal(n_slots + 1, init=1)
         win = Signal(8 * window)
         # Bytes past tkeep on the last beat are undefined: never let them into the window.
-        data_kept = s.tdata & Cat(*(s.tkeep[i].replicate(8) for i in range(n_bytes)))
+        data_kept = snoop["tdata"] & Cat(*(snoop["tkeep"][i].replicate(8) for i in range(n_bytes)))
         # Ethertype / TPID compares at the three candidate positions, made as the bytes are
         # captured (a 16-bit field at an even offset never straddles a beat), so that S1 only
         # selects registered flags. Like the window, they hold the frame's values in S0 only.
@@ -214,7 +221,7 @@ class Parser(wiring.Component):
                     with m.Elif(xfer & slot[0]):
                         m.d.sync += f.eq(0)
         with m.If(xfer):
-            with m.If(s.tlast):
+            with m.If(snoop["tlast"]):
                 m.d.sync += [beat.eq(0), slot.eq(1)]
             with m.Else():
                 with m.If(beat != beat_max):
@@ -232,15 +239,15 @@ class Parser(wiring.Component):
 
         phys_mask = sum(1 << p for p in range(len(cfg.ports)) if cfg.is_physical(p))
         phys_mask = Const(phys_mask, 1 << port_bits)
-        in_port = s.tuser[1:1 + port_bits]
+        in_port = snoop["tuser"][1:1 + port_bits]
 
         # ---- S0: frame length, port, tag flags (the window itself is the live register) -----
-        last = xfer & s.tlast
+        last = xfer & snoop["tlast"]
         valid0 = reg(last, "s0_valid")
-        len0 = reg((beat << (n_bytes.bit_length() - 1)) + keep_count(s.tkeep, n_bytes), "s0_len",
+        len0 = reg((beat << (n_bytes.bit_length() - 1)) + keep_count(snoop["tkeep"], n_bytes), "s0_len",
                    _LEN_BITS)
         port0 = reg(in_port, "s0_in_port")
-        rxerr0 = reg(s.tuser[0], "s0_rx_error")
+        rxerr0 = reg(snoop["tuser"][0], "s0_rx_error")
         phys0 = reg(phys_mask.bit_select(in_port, 1), "s0_phys")
         tag0_0 = flags["tpid", 12]
         tag1_0 = flags["tpid", 16]
