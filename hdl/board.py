@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .config import NicConfig
@@ -151,7 +151,16 @@ class BoardTop(Elaboratable):
             )
         self.core_mhz = p["fout_mhz"]
         # nextpnr derives the PLL output's constraint from the board oscillator's.
-        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        # Reset: synchronized from PLL lock in its own domain (same clock), then two plain
+        # registers, so the flip-flop that drives the NIC's reset net is free to sit in the
+        # middle of its loads: the synchronizer stays by the PLL, and its output crossing the
+        # die was a ULX3S critical path.
+        m.domains.por = ClockDomain("por")
+        m.d.comb += ClockSignal("por").eq(core_clk)
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="por")
+        reset_pipe = Signal(2, init=0b11)
+        m.d.por += reset_pipe.eq(Cat(ResetSignal("por"), reset_pipe[0]))
+        m.d.comb += ResetSignal("sync").eq(reset_pipe[1])
 
         m.submodules.nic = nic = NicTop(self.config)
         uart = platform.request("uart", 0)

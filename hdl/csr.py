@@ -181,10 +181,13 @@ class CsrSlave(wiring.Component):
 
         # ---- counters: register the increment (cuts the owner's logic from the 64-bit adder)
         for key in self._events:
-            inc_r = Signal(16, name=f"inc_{_sanitize(key)}")
+            inc_r = Signal(16, name=f"inc_{_sanitize(key)}", reset_less=True)
             m.d.sync += inc_r.eq(self._count[key])
             m.d.sync += self._counter[key].eq(self._counter[key] + inc_r)
 
+        # Data and select registers of both channels are reset-less (only valid/state bits,
+        # counters and RW storage are reset), so the reset net reaches few flip-flops: from
+        # the reset synchronizer it crossed the die on the ULX3S.
         # ---- read channel: stage 0 registers the address, stage D decodes it into registered
         # one-hot selects per block and counter group, stage 1 muxes inside each block in
         # parallel (AND-OR on those selects), stage 1b finishes the counter pick, stage 2 picks
@@ -209,7 +212,7 @@ class CsrSlave(wiring.Component):
         latch_hi_addr = Signal(word_bits)                 # word address of the HI word it belongs to
 
         d_valid, d_block, d_hit = Signal(), Signal(range(max(1, len(rmap.blocks)))), Signal()
-        d_word_addr, d_latch_match = Signal(word_bits), Signal()
+        d_word_addr, d_latch_match = Signal(word_bits, reset_less=True), Signal()
         m.d.sync += d_valid.eq(s0_valid)
         with m.If(s0_valid):
             m.d.sync += [d_word_addr.eq(s0_addr[2:]), d_hit.eq(0),
@@ -234,7 +237,7 @@ class CsrSlave(wiring.Component):
         group_vals, group_sel = [], []
         for i, b in enumerate(rmap.blocks):
             tag = f"{b.type.name.lower()}{b.instance}"
-            kind_d = Signal(2, name=f"d_kind_{tag}")
+            kind_d = Signal(2, name=f"d_kind_{tag}", reset_less=True)
             word_srcs, word_sels = [], []
             with m.Switch(offset):
                 for woff, name, access, w in self._block_words(b):
@@ -255,23 +258,23 @@ class CsrSlave(wiring.Component):
                         src = self._status[(b.type.name, b.instance, name)]
                     else:  # pragma: no cover - new Access kinds must be handled here
                         raise NotImplementedError(access)
-                    sel = Signal(name=f"d_sel_{tag}_{name.lower()}")
+                    sel = Signal(name=f"d_sel_{tag}_{name.lower()}", reset_less=True)
                     m.d.sync += sel.eq(offset == woff)
                     word_srcs.append(src)
                     word_sels.append(sel)
                 with m.Default():
                     m.d.sync += kind_d.eq(_UNMAPPED)
 
-            word = Signal(32, name=f"s1_word_{i}")
-            kind = Signal(2, name=f"s1_kind_{i}")
+            word = Signal(32, name=f"s1_word_{i}", reset_less=True)
+            kind = Signal(2, name=f"s1_kind_{i}", reset_less=True)
             m.d.sync += [kind.eq(kind_d),
                          word.eq(_one_hot_or(word_sels, word_srcs, 32))]
             counters = b.counters
             cval = Signal(64, name=f"s1_cnt_{i}") if counters else None
             s1.append((word, cval, kind))
             chunks = _chunks(counters, _GROUP)
-            group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}") for g in range(len(chunks))])
-            group_sel.append(Signal(range(max(2, len(chunks))), name=f"s1_group_{i}"))
+            group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}", reset_less=True) for g in range(len(chunks))])
+            group_sel.append(Signal(range(max(2, len(chunks))), name=f"s1_group_{i}", reset_less=True))
             group_d = Signal.like(group_sel[i], name=f"d_group_{tag}")
             for g, chunk in enumerate(chunks):
                 sels = []
@@ -279,7 +282,7 @@ class CsrSlave(wiring.Component):
                     off = b.type.register(name).offset
                     if off % 8:
                         raise ValueError(f"counter {b.type.name}.{name} at {off:#x} is not 8-byte aligned")
-                    sel = Signal(name=f"d_sel_{tag}_{name.lower()}")
+                    sel = Signal(name=f"d_sel_{tag}_{name.lower()}", reset_less=True)
                     m.d.sync += sel.eq(granule == off // 8)
                     sels.append(sel)
                 m.d.sync += group_vals[i][g].eq(_one_hot_or(sels, [self._counter[k] for _, k in chunk], 64))
@@ -304,8 +307,8 @@ class CsrSlave(wiring.Component):
                         m.d.sync += s1b_kind.eq(kind)
         block_sels, block_words, block_his = [], [], []
         for i, (word, cval, kind) in enumerate(s1):
-            sel = Signal(name=f"s1b_sel_{i}")
-            out = Signal(32, name=f"s1b_out_{i}")          # what this block returns
+            sel = Signal(name=f"s1b_sel_{i}", reset_less=True)
+            out = Signal(32, name=f"s1b_out_{i}", reset_less=True)          # what this block returns
             m.d.sync += [sel.eq(s1_hit & (s1_block == i)), out.eq(word)]
             block_sels.append(sel)
             block_words.append(out)
@@ -316,7 +319,7 @@ class CsrSlave(wiring.Component):
                 for g, val in enumerate(group_vals[i]):
                     with m.Case(g):
                         m.d.comb += pick.eq(val)
-            hi = Signal(32, name=f"s1b_hi_{i}")            # the high word, for the HI latch
+            hi = Signal(32, name=f"s1b_hi_{i}", reset_less=True)            # the high word, for the HI latch
             m.d.sync += hi.eq(pick[32:])
             block_his.append((sel, hi))
             with m.Switch(kind):
@@ -346,8 +349,8 @@ class CsrSlave(wiring.Component):
         aw_word = Signal(word_bits)
         aw_settled = Signal()                             # the hits below reflect aw_word
         w_full = Signal()
-        w_data = Signal(32)
-        w_strb = Signal(4)
+        w_data = Signal(32, reset_less=True)
+        w_strb = Signal(4, reset_less=True)
         commit = Signal()                                 # registering the byte enables
         m.d.comb += [bus.awready.eq(~aw_full), bus.wready.eq(~w_full)]
         m.d.sync += aw_settled.eq(aw_full)
@@ -359,7 +362,7 @@ class CsrSlave(wiring.Component):
         hits = []
         for (bname, inst, rname), storage in self._rw.items():
             tag = f"{bname.lower()}{inst}_{rname.lower()}"
-            hit = Signal(name=f"wr_hit_{tag}")
+            hit = Signal(name=f"wr_hit_{tag}", reset_less=True)
             m.d.sync += hit.eq(aw_word == rmap.block(bname, inst).addr(rname) >> 2)
             enable = Signal(4, name=f"wr_en_{tag}")
             m.d.sync += enable.eq(Mux(commit & hit, w_strb, 0))

@@ -160,19 +160,21 @@ class Parser(wiring.Component):
         # register is shared with the packet buffer and sat across the die from the window
         # capture's compares (a ULX3S critical path). This copy is the capture's local source.
         xfer = Signal(name="snoop_valid")
-        snoop = {f: Signal.like(getattr(s, f), name=f"snoop_{f}") for f in ("tdata", "tkeep", "tlast", "tuser")}
+        snoop = {f: Signal.like(getattr(s, f), name=f"snoop_{f}", reset_less=True)
+                 for f in ("tdata", "tkeep", "tlast", "tuser")}
         m.d.sync += [xfer.eq(s.tvalid & s.tready), *(v.eq(getattr(s, f)) for f, v in snoop.items())]
 
-        def reg(value, name, width=None):
-            """One pipeline register (free running: no enable, no reset logic)."""
+        def reg(value, name, width=None, *, reset_less=True):
+            """One pipeline register (free running: no enable; no reset but for the valid chain,
+            so the reset net reaches few flip-flops: it crossed the die on the ULX3S)."""
             value = Value.cast(value)
-            sig = Signal(width if width is not None else len(value), name=name)
+            sig = Signal(width if width is not None else len(value), name=name, reset_less=reset_less)
             m.d.sync += sig.eq(value)
             return sig
 
-        def delay(value, n, name):
+        def delay(value, n, name, *, reset_less=True):
             for k in range(n):
-                value = reg(value, f"{name}_d{k}")
+                value = reg(value, f"{name}_d{k}", reset_less=reset_less)
             return value
 
         # ---- Capture: window and length, as beats pass -------------------------------------
@@ -182,7 +184,7 @@ class Parser(wiring.Component):
         # One-hot beat position inside the window (bit n_slots: past it), so that each window
         # slot's write enable is one register bit rather than a decoder on the beat counter.
         slot = Signal(n_slots + 1, init=1)
-        win = Signal(8 * window)
+        win = Signal(8 * window, reset_less=True)   # cleared by each frame's first beat
         # Bytes past tkeep on the last beat are undefined: never let them into the window.
         data_kept = snoop["tdata"] & Cat(*(snoop["tkeep"][i].replicate(8) for i in range(n_bytes)))
         # Ethertype / TPID compares at the three candidate positions, made as the bytes are
@@ -200,7 +202,7 @@ class Parser(wiring.Component):
             k, b = p // n_bytes, p % n_bytes
             v = Cat(_bytes(data_kept, b + 1, 1), _bytes(data_kept, b, 1))
             for fname, fn in flag_defs.items():
-                f = Signal(name=f"cap_{fname}{p}")
+                f = Signal(name=f"cap_{fname}{p}", reset_less=True)
                 flags[fname, p] = f
                 with m.If(xfer & slot[k]):
                     m.d.sync += f.eq(fn(v))
@@ -213,7 +215,7 @@ class Parser(wiring.Component):
             v = _bytes(data_kept, b, 1)
             for fname, fn in {"nhfrag": lambda v: v == IPV6_EXT_FRAGMENT,
                               "nhext": lambda v: Cat(*(v == e for e in IPV6_EXT_HEADERS)).any()}.items():
-                f = Signal(name=f"cap_{fname}{p}")
+                f = Signal(name=f"cap_{fname}{p}", reset_less=True)
                 flags[fname, p] = f
                 with m.If(xfer & slot[k]):
                     m.d.sync += f.eq(fn(v))
@@ -243,7 +245,7 @@ class Parser(wiring.Component):
 
         # ---- S0: frame length, port, tag flags (the window itself is the live register) -----
         last = xfer & snoop["tlast"]
-        valid0 = reg(last, "s0_valid")
+        valid0 = reg(last, "s0_valid", reset_less=False)
         len0 = reg((beat << (n_bytes.bit_length() - 1)) + keep_count(snoop["tkeep"], n_bytes), "s0_len",
                    _LEN_BITS)
         port0 = reg(in_port, "s0_in_port")
@@ -256,11 +258,11 @@ class Parser(wiring.Component):
         # is delayed to the stage before it and gated there by a registered enable.
         LAST = 9
 
-        def to_last(value, stage, name):
+        def to_last(value, stage, name, *, reset_less=True):
             """A value registered at ``stage``, delayed to stage LAST - 1."""
-            return delay(value, LAST - 1 - stage, name)
+            return delay(value, LAST - 1 - stage, name, reset_less=reset_less)
 
-        valid_f = to_last(valid0, 0, "valid")
+        valid_f = to_last(valid0, 0, "valid", reset_less=False)
         port_f = to_last(port0, 0, "in_port")
         rxerr_f = to_last(rxerr0, 0, "rx_error")
 
@@ -437,7 +439,7 @@ class Parser(wiring.Component):
         fo1_3 = reg(e1["fo"], "s3_fo1")
         # Where L4 starts unless the chain has two extension headers, and the IP bytes left there.
         off_pre3 = reg(Mux(v4, off4_2, Mux(x6_2, e1["off"], off6_2)), "s3_off_pre", _OFF_BITS)
-        rem1 = Signal(16)
+        rem1 = Signal(16, reset_less=True)
         m.d.comb += rem1.eq(e1["rem"] - 8)
         rem_pre3 = reg(Mux(v4, rem4_2, Mux(x6_2, rem1, rem6_2)), "s3_rem_pre", 16)
         proto_pre3 = reg(Mux(v6, Mux(x6_2, e1["nh"], nh6_2), proto_l3_2), "s3_proto_pre")
@@ -590,7 +592,7 @@ class Parser(wiring.Component):
         pay_cands = []
         for j in range(len(w3_l2) // 32):
             d_j = view(Tcp, Cat(Const(0, 96), w3_l2[32 * j:32 * (j + 1)], Const(0, 32))).data_offset
-            pay_cands.append(Signal(_OFF_BITS, name=f"s8_tcp_pay{j}"))
+            pay_cands.append(Signal(_OFF_BITS, name=f"s8_tcp_pay{j}", reset_less=True))
             m.d.comb += pay_cands[-1].eq(l4off6 + Cat(Const(0, 2), d_j))
         tcp_pay = Cat(*pay_cands).word_select(w3_sel7, _OFF_BITS) if len(w3_sel7) else pay_cands[0]
         pay_off7 = reg(Mux(is_tcp, tcp_pay, l4off6 + 8), "s8_pay_off", _OFF_BITS)
@@ -607,7 +609,7 @@ class Parser(wiring.Component):
         tcp = view(Tcp, Cat(w0_7, Const(0, 64), w3_7, Const(0, 32)))
         icmp = view(Icmp, w0_7)
         pay_en = pay_en7
-        out = Signal(PacketMeta)
+        out = Signal(PacketMeta, reset_less=True)
         mal = [None] * len(MalformedReason)
 
         def gate(value, en):
@@ -667,7 +669,7 @@ class Parser(wiring.Component):
             out.beyond_window.eq(bw7 | bw_l4_7),
             out.malformed.eq(Cat(*mal)),
         ]
-        valid8 = reg(valid_f, "s8_valid")
+        valid8 = reg(valid_f, "s8_valid", reset_less=False)
         port8 = reg(port_f, "s8_in_port")
         rxerr8 = reg(rxerr_f, "s8_rx_error")
         m.d.comb += [
