@@ -198,30 +198,26 @@ class Parser(wiring.Component):
             "arp": lambda v: v == ETH_ARP,
         }
         flags = {}
-        for p in (12, 16, 20):
-            k, b = p // n_bytes, p % n_bytes
-            v = Cat(_bytes(data_kept, b + 1, 1), _bytes(data_kept, b, 1))
-            for fname, fn in flag_defs.items():
-                f = Signal(name=f"cap_{fname}{p}", reset_less=True)
-                flags[fname, p] = f
-                with m.If(xfer & slot[k]):
-                    m.d.sync += f.eq(fn(v))
-                if k:
-                    with m.Elif(xfer & slot[0]):
-                        m.d.sync += f.eq(0)
+
+        def capture_flags(positions, defs, field_at):
+            """Register ``defs[name](field_at(byte_in_beat))`` as the beat holding each position passes."""
+            for p in positions:
+                k, b = p // n_bytes, p % n_bytes
+                v = field_at(b)
+                for fname, fn in defs.items():
+                    f = Signal(name=f"cap_{fname}{p}", reset_less=True)
+                    flags[fname, p] = f
+                    with m.If(xfer & slot[k]):
+                        m.d.sync += f.eq(fn(v))
+                    if k:
+                        with m.Elif(xfer & slot[0]):
+                            m.d.sync += f.eq(0)
+
+        capture_flags((12, 16, 20), flag_defs, lambda b: Cat(_bytes(data_kept, b + 1, 1), _bytes(data_kept, b, 1)))
         # The same for the IPv6 next header byte at the three candidate L3 offsets (+6).
-        for p in (20, 24, 28):
-            k, b = p // n_bytes, p % n_bytes
-            v = _bytes(data_kept, b, 1)
-            for fname, fn in {"nhfrag": lambda v: v == IPV6_EXT_FRAGMENT,
-                              "nhext": lambda v: Cat(*(v == e for e in IPV6_EXT_HEADERS)).any()}.items():
-                f = Signal(name=f"cap_{fname}{p}", reset_less=True)
-                flags[fname, p] = f
-                with m.If(xfer & slot[k]):
-                    m.d.sync += f.eq(fn(v))
-                if k:
-                    with m.Elif(xfer & slot[0]):
-                        m.d.sync += f.eq(0)
+        capture_flags((20, 24, 28), {"nhfrag": lambda v: v == IPV6_EXT_FRAGMENT,
+                                     "nhext": lambda v: Cat(*(v == e for e in IPV6_EXT_HEADERS)).any()},
+                      lambda b: _bytes(data_kept, b, 1))
         with m.If(xfer):
             with m.If(snoop["tlast"]):
                 m.d.sync += [beat.eq(0), slot.eq(1)]
