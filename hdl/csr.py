@@ -255,7 +255,10 @@ class CsrSlave(wiring.Component):
                     elif access is Access.RW:
                         src = self._rw[(b.type.name, b.instance, name)]
                     elif access is Access.STATUS:
-                        src = self._status[(b.type.name, b.instance, name)]
+                        # Registered where it arrives: the owner (e.g. a signature checker at an
+                        # egress port) may sit across the die.
+                        src = Signal(32, name=f"status_q_{tag}_{name.lower()}", reset_less=True)
+                        m.d.sync += src.eq(self._status[(b.type.name, b.instance, name)])
                     else:  # pragma: no cover - new Access kinds must be handled here
                         raise NotImplementedError(access)
                     sel = Signal(name=f"d_sel_{tag}_{name.lower()}", reset_less=True)

@@ -86,16 +86,22 @@ class FrameGenerator(wiring.Component):
             out.tvalid.eq(in_frame), self.busy.eq(in_frame),
         ]
 
-        # Register inputs from the CSR block (far away on the die) and the length arithmetic, so
-        # every decision below is made from flip-flops and one or two LUTs.
+        # The settings come from the CSR block, far away on the die: they are registered twice
+        # as they are (the placer can put one copy near the source and one here), then the
+        # length arithmetic is registered too, so every decision below is made from flip-flops
+        # and one or two LUTs.
+        in_len, in_seed, in_gap, in_enable = (Signal.like(x, name=f"cfg_{x.name}") for x in
+                                              (self.frame_len, self.seed, self.gap, self.enable))
+        m.d.sync += [in_len.eq(self.frame_len), in_seed.eq(self.seed), in_gap.eq(self.gap),
+                     in_enable.eq(self.enable)]
         frame_len = Signal(14)
         seed = Signal(32)
         gap = Signal(16)
         gap_zero, gap_one = Signal(), Signal()
         enable = Signal()
-        m.d.sync += [frame_len.eq(self.frame_len), seed.eq(Mux(self.seed == 0, 0xACE1, self.seed)),
-                     gap.eq(self.gap - 1), gap_zero.eq(self.gap == 0), gap_one.eq(self.gap == 1),
-                     enable.eq(self.enable)]
+        m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(in_seed == 0, 0xACE1, in_seed)),
+                     gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
+                     enable.eq(in_enable)]
         n_beats = Signal.like(beats_left)
         single = Signal()                                # the frame is one beat
         tail = frame_len[:bpb.bit_length() - 1]          # bytes in the last beat, 0 meaning full
