@@ -120,7 +120,7 @@ class PipelinedRam(wiring.Component):
 class BeatFifo(wiring.Component):
     """First-word-fall-through FIFO on a :class:`PipelinedRam`, one write and one read per cycle.
 
-    Reads are issued ahead into a four-entry output queue so that the two-cycle RAM latency
+    Reads are issued ahead into a small output queue so that the two-cycle RAM latency
     never stalls a steady stream. Same port names as ``amaranth.lib.fifo.SyncFIFOBuffered``, but
     ``w_rdy`` is a registered look-ahead: high in cycle t, a write may come in t .. t + slack - 1
     (``slack`` = 2 by default; a writer with more register stages between its decision and the
@@ -132,7 +132,7 @@ class BeatFifo(wiring.Component):
     r_data, r_rdy: Out; r_en: In
     """
 
-    QUEUE = 4
+    QUEUE = 5
 
     def __init__(self, width: int, depth: int, *, slack: int = 2):
         if slack < 2:
@@ -147,7 +147,10 @@ class BeatFifo(wiring.Component):
         m = Module()
         abits = (self.depth - 1).bit_length()
         m.submodules.ram = ram = PipelinedRam(self.width, self.depth)
-        m.submodules.queue = queue = fifo.SyncFIFO(width=self.width, depth=self.QUEUE)
+        # The output queue is buffered (r_data and r_rdy are flip-flops): the reader's frame-end
+        # decision behind a distributed-RAM read was a ULX3S critical path. One more entry
+        # covers its extra cycle of latency.
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.width, depth=self.QUEUE)
 
         # Every control path into the RAM starts at a register: on ECP5 the block RAMs of a
         # wide buffer are spread over the die and routing to them costs most of a 6.4 ns cycle.

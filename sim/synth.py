@@ -78,6 +78,11 @@ def _parser(cfg):
     return Parser(cfg)
 
 
+def _parser_sequential(cfg):
+    from hdl.parser_seq import SequentialParser
+    return SequentialParser(cfg)
+
+
 def _forwarder(cfg):
     from hdl.forward import Forwarder
     return Forwarder(cfg)
@@ -98,6 +103,7 @@ BLOCKS = {
     "register_slice": _slice,
     "arbiter": _arbiter,
     "parser": _parser,
+    "parser_sequential": _parser_sequential,
     "forwarder": _forwarder,
     "packet_buffer": _buffer,
     "csr": _CsrHarness,
