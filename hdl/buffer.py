@@ -60,8 +60,9 @@ class PacketBuffer(wiring.Component):
 
         # One register stage on the input before anything is decided: the parser sits across
         # the die, and its output register feeding the write accounting directly was a ULX3S
-        # critical path. The FIFO's look-ahead therefore needs one more slot of slack.
-        m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=3)
+        # critical path. With `space` registered once more on its way out (below), the FIFO's
+        # look-ahead needs two more slots of slack than a writer right at its input.
+        m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=4)
         # Small and read combinationally: distributed RAM, not block RAM.
         m.submodules.descs = descs = fifo.SyncFIFO(
             width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
@@ -83,12 +84,15 @@ class PacketBuffer(wiring.Component):
 
         store = ~truncating | in_last
         space = Signal()
-        # BeatFifo.w_rdy keeps three slots in reserve; descriptors keep four (frames admitted two
-        # cycles before they are counted here, and the one-cycle-late release).
-        m.d.sync += space.eq(outstanding < DESCRIPTOR_DEPTH - 4)
+        # BeatFifo.w_rdy keeps four slots in reserve; descriptors keep five (frames admitted
+        # three cycles before they are counted here, and the one-cycle-late release). `space`
+        # leaves through one more register: its path through the arbiter to the ingress slices
+        # crossed the die (a ULX3S critical path), and this register can sit by the arbiter.
+        space_out = Signal()
+        m.d.sync += [space.eq(outstanding < DESCRIPTOR_DEPTH - 5), space_out.eq(space & beats.w_rdy)]
         m.d.comb += [
             s.tready.eq(1),
-            self.space.eq(space & beats.w_rdy),
+            self.space.eq(space_out),
             beats.w_data.eq(in_data),
             beats.w_en.eq(in_valid & store),
         ]
