@@ -199,25 +199,35 @@ class Parser(wiring.Component):
         }
         flags = {}
 
-        def capture_flags(positions, defs, field_at):
-            """Register ``defs[name](field_at(byte_in_beat))`` as the beat holding each position passes."""
+        def capture_flags(positions, defs, n_field):
+            """Register ``defs[name](field)`` for the ``n_field``-byte big-endian field at each
+            position as the beat holding it passes.
+
+            The compares are made on the incoming beat, in the same cycle as the snoop copy is
+            registered, so the capture cycle only masks them with ``tkeep`` (bytes past it read
+            as 0, as in the window): compare, mask and enable in one cycle missed 156 MHz.
+            """
+            pre = {}
             for p in positions:
                 k, b = p // n_bytes, p % n_bytes
-                v = field_at(b)
+                kept = Cat(*(snoop["tkeep"][b + j] for j in range(n_field))).all()
                 for fname, fn in defs.items():
+                    if (fname, b) not in pre:
+                        raw = Cat(*(_bytes(s.tdata, b + j, 1) for j in reversed(range(n_field))))
+                        pre[fname, b] = Signal(name=f"pre_{fname}_lane{b}", reset_less=True)
+                        m.d.sync += pre[fname, b].eq(fn(raw))
                     f = Signal(name=f"cap_{fname}{p}", reset_less=True)
                     flags[fname, p] = f
                     with m.If(xfer & slot[k]):
-                        m.d.sync += f.eq(fn(v))
+                        m.d.sync += f.eq(Mux(kept, pre[fname, b], fn(Const(0, 8 * n_field))))
                     if k:
                         with m.Elif(xfer & slot[0]):
                             m.d.sync += f.eq(0)
 
-        capture_flags((12, 16, 20), flag_defs, lambda b: Cat(_bytes(data_kept, b + 1, 1), _bytes(data_kept, b, 1)))
+        capture_flags((12, 16, 20), flag_defs, 2)
         # The same for the IPv6 next header byte at the three candidate L3 offsets (+6).
         capture_flags((20, 24, 28), {"nhfrag": lambda v: v == IPV6_EXT_FRAGMENT,
-                                     "nhext": lambda v: Cat(*(v == e for e in IPV6_EXT_HEADERS)).any()},
-                      lambda b: _bytes(data_kept, b, 1))
+                                     "nhext": lambda v: Cat(*(v == e for e in IPV6_EXT_HEADERS)).any()}, 1)
         with m.If(xfer):
             with m.If(snoop["tlast"]):
                 m.d.sync += [beat.eq(0), slot.eq(1)]
