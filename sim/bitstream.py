@@ -3,7 +3,9 @@
 ``secnic bitstream --board NAME --out DIR`` (``make bitstream BOARD=NAME``) writes into DIR the
 bitstream, the tool logs and ``report.json``: LUT/FF/BRAM/DSP used and available, Fmax per clock,
 the target clock and pass/fail. Timing that is not met is an error (exit 1), after the report is
-written, so the numbers are there to look at.
+written, so the numbers are there to look at. A design too big for the device is an error too:
+``report.json`` then says ``"fits": false`` with what it needs of each resource, and no bitstream
+is left in DIR.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -21,7 +24,7 @@ from hdl.board import BOARDS, BoardTop
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_bitstream", "BitstreamError", "TimingError", "tool_environment"]
+__all__ = ["build_bitstream", "BitstreamError", "TimingError", "DoesNotFitError", "tool_environment"]
 
 # Cells that count as each resource, per family (nextpnr utilisation names).
 _RESOURCES = {
@@ -38,6 +41,28 @@ class BitstreamError(RuntimeError):
 
 class TimingError(BitstreamError):
     """The build finished but the core clock missed its target."""
+
+
+class DoesNotFitError(BitstreamError):
+    """Place and route stopped: the design needs more of a resource than the device has."""
+
+
+_UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def _log_utilisation(log_text: str) -> dict:
+    """``{cell type: {"used", "available"}}`` from the last "Device utilisation" table of a nextpnr log."""
+    block = log_text.rsplit("Device utilisation:", 1)
+    if len(block) < 2:
+        return {}
+    table = block[1].split("\n\n", 1)[0]
+    return {m[1]: {"used": int(m[2]), "available": int(m[3])} for m in _UTIL_LINE.finditer(table)}
+
+
+def _resources(family: str, util: dict) -> dict:
+    return {res: {"used": sum(util.get(c, {}).get("used", 0) for c in cells),
+                  "available": sum(util.get(c, {}).get("available", 0) for c in cells)}
+            for res, cells in _RESOURCES[family].items()}
 
 
 def tool_environment() -> dict:
@@ -73,7 +98,9 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     """Build ``board_name`` into ``out_dir`` and return the report (also written as report.json).
 
     Raises :class:`KeyError` for an unknown board, :class:`TimingError` when the core clock
-    misses its target (report still written) and :class:`BitstreamError` when a tool fails.
+    misses its target (report still written), :class:`DoesNotFitError` when the design needs more
+    than the device has (report with ``"fits": false`` written) and :class:`BitstreamError` when a
+    tool fails otherwise.
     """
     board = BOARDS[board_name]
     config = board.config(overrides)
@@ -94,8 +121,30 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
         try:
             plan.execute_local(tmp)
         except Exception as exc:
+            # An old bitstream next to a report of this failed build would be taken for its output.
+            for stale in (out_dir / f"{name}.bit", out_dir / f"{name}.bin"):
+                stale.unlink(missing_ok=True)
             logs = sorted(Path(tmp).glob("*.rpt")) + sorted(Path(tmp).glob("*.tim"))
             tail = "".join(p.read_text()[-2000:] for p in logs[-1:])
+            pnr_log = next(iter(sorted(Path(tmp).glob("*.tim"))), None)
+            util = _log_utilisation(pnr_log.read_text()) if pnr_log else {}
+            over = {c: u for c, u in util.items() if u["available"] and u["used"] > u["available"]}
+            if over:
+                what = ", ".join(f"{c} {u['used']} used of {u['available']} ({100 * u['used'] // u['available']}%)"
+                                 for c, u in over.items())
+                report = {
+                    "board": board.name, "family": board.family, "device": platform.device,
+                    "package": platform.package, "bitstream": None, "fits": False, "nic": config.as_dict(),
+                    "target_mhz": round(config.clock_mhz, 3), "core_fmax_mhz": None, "timing_met": False,
+                    "clocks": {}, "resources": _resources(board.family, util),
+                    "build_s": round(time.monotonic() - start, 1), "seed": seed,
+                    "error": f"does not fit: {what}",
+                }
+                (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+                if pnr_log:
+                    shutil.copy2(pnr_log, out_dir / pnr_log.name)
+                raise DoesNotFitError(f"{board.name}: the design does not fit the {platform.device}: {what} "
+                                      f"(see {out_dir / 'report.json'})") from exc
             raise BitstreamError(f"{board.name}: build failed: {exc}\n{tail}") from exc
         finally:
             for k, v in saved.items():
@@ -113,11 +162,7 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
         design_json = tmp / f"{name}.json"
         ice40_ff = _count_ice40_ff(design_json) if board.family == "ice40" else None
 
-    util = nextpnr.get("utilization", {})
-    resources = {}
-    for res, cells in _RESOURCES[board.family].items():
-        resources[res] = {"used": sum(util.get(c, {}).get("used", 0) for c in cells),
-                          "available": sum(util.get(c, {}).get("available", 0) for c in cells)}
+    resources = _resources(board.family, nextpnr.get("utilization", {}))
     if board.family == "ice40":
         resources["ff"] = {"used": ice40_ff, "available": resources["lut"]["available"]}
     clocks = {clk: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
@@ -127,7 +172,7 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     achieved = min((v["achieved_mhz"] for v in core), default=None)
     report = {
         "board": board.name, "family": board.family, "device": platform.device, "package": platform.package,
-        "bitstream": bit.name, "nic": config.as_dict(), "target_mhz": round(target, 3),
+        "bitstream": bit.name, "fits": True, "nic": config.as_dict(), "target_mhz": round(target, 3),
         "core_fmax_mhz": achieved, "timing_met": achieved is not None and achieved >= target,
         "clocks": clocks, "resources": resources, "build_s": round(time.monotonic() - start, 1),
         "seed": seed,

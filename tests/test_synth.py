@@ -63,3 +63,23 @@ def test_bad_board_override_exits_2_before_any_tool_runs(tmp_path, capsys):
     assert secnic(["bitstream", "--board", "ulx3s-85f", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "data_width must be one of (64, 128, 256, 512), not 63" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+ICE40_OVERFULL_LOG = """Info: Device utilisation:
+Info: \t         ICESTORM_LC:    9373/   5280   177%
+Info: \t        ICESTORM_RAM:      18/     30    60%
+Info: \t               SB_IO:       3/     39     7%
+
+Info: Placed 6 cells based on constraints.
+ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'
+"""
+
+
+def test_utilisation_is_read_from_a_failed_nextpnr_log():
+    from sim.bitstream import _log_utilisation, _resources
+    util = _log_utilisation(ICE40_OVERFULL_LOG)
+    assert util["ICESTORM_LC"] == {"used": 9373, "available": 5280}
+    assert util["ICESTORM_RAM"] == {"used": 18, "available": 30}
+    res = _resources("ice40", util)
+    assert res["lut"] == {"used": 9373, "available": 5280} and res["bram"]["used"] == 18
+    assert _log_utilisation("no table here") == {}
