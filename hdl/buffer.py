@@ -58,11 +58,12 @@ class PacketBuffer(wiring.Component):
         w, bpb = cfg.data_width, cfg.bytes_per_beat
         max_beats = -(-cfg.max_frame // bpb)
 
-        # One register stage on the input before anything is decided: the parser sits across
-        # the die, and its output register feeding the write accounting directly was a ULX3S
-        # critical path. With `space` registered once more on its way out (below), the FIFO's
-        # look-ahead needs two more slots of slack than a writer right at its input.
-        m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=4)
+        # Two register stages on the input before anything is decided: the parser sits across
+        # the die from the block RAMs, and its output register feeding the write accounting was
+        # a ULX3S critical path (with one stage, that stage sat by the parser). With `space`
+        # registered once more on its way out (below), the FIFO's look-ahead needs three more
+        # slots of slack than a writer right at its input.
+        m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=5)
         # Small and read combinationally: distributed RAM, not block RAM.
         m.submodules.descs = descs = fifo.SyncFIFO(
             width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
@@ -73,9 +74,13 @@ class PacketBuffer(wiring.Component):
         # here. Flow control is `space` one cycle ahead instead, with enough slack for the
         # beats in flight: space high in cycle t allows a beat to arrive in cycle t + 1.
         s = self.s_axis
+        near_valid, near_last = Signal(), Signal()
+        near_data = Signal(w + bpb + 1, reset_less=True)
+        m.d.sync += [near_valid.eq(s.tvalid), near_last.eq(s.tlast),
+                     near_data.eq(Cat(s.tdata, s.tkeep, s.tlast))]
         in_valid, in_last = Signal(), Signal()
-        in_data = Signal(w + bpb + 1)
-        m.d.sync += [in_valid.eq(s.tvalid), in_last.eq(s.tlast), in_data.eq(Cat(s.tdata, s.tkeep, s.tlast))]
+        in_data = Signal(w + bpb + 1, reset_less=True)
+        m.d.sync += [in_valid.eq(near_valid), in_last.eq(near_last), in_data.eq(near_data)]
         in_frame = Signal()
         beat_index = Signal(range(max_beats + 1))      # saturates at max_beats
         truncating = Signal()                           # beat_index == max_beats
@@ -84,12 +89,12 @@ class PacketBuffer(wiring.Component):
 
         store = ~truncating | in_last
         space = Signal()
-        # BeatFifo.w_rdy keeps four slots in reserve; descriptors keep five (frames admitted
-        # three cycles before they are counted here, and the one-cycle-late release). `space`
+        # BeatFifo.w_rdy keeps five slots in reserve; descriptors keep six (frames admitted
+        # four cycles before they are counted here, and the one-cycle-late release). `space`
         # leaves through one more register: its path through the arbiter to the ingress slices
         # crossed the die (a ULX3S critical path), and this register can sit by the arbiter.
         space_out = Signal()
-        m.d.sync += [space.eq(outstanding < DESCRIPTOR_DEPTH - 5), space_out.eq(space & beats.w_rdy)]
+        m.d.sync += [space.eq(outstanding < DESCRIPTOR_DEPTH - 6), space_out.eq(space & beats.w_rdy)]
         m.d.comb += [
             s.tready.eq(1),
             self.space.eq(space_out),
