@@ -268,10 +268,16 @@ class CsrSlave(wiring.Component):
                 with m.Default():
                     m.d.sync += kind_d.eq(_UNMAPPED)
 
-            word = Signal(32, name=f"s1_word_{i}", reset_less=True)
+            # Words are picked in groups of four here and the groups ORed in stage 1b: one
+            # AND-OR over a block's 20-odd words (LINETEST) was a ULX3S critical path.
+            word_groups = []
+            for g, (sels, srcs) in enumerate(zip(_chunks(word_sels, _GROUP), _chunks(word_srcs, _GROUP))):
+                group = Signal(32, name=f"s1_word_{i}_g{g}", reset_less=True)
+                m.d.sync += group.eq(_one_hot_or(sels, srcs, 32))
+                word_groups.append(group)
+            word = _one_hot_or([Const(1, 1)] * len(word_groups), word_groups, 32)
             kind = Signal(2, name=f"s1_kind_{i}", reset_less=True)
-            m.d.sync += [kind.eq(kind_d),
-                         word.eq(_one_hot_or(word_sels, word_srcs, 32))]
+            m.d.sync += kind.eq(kind_d)
             counters = b.counters
             cval = Signal(64, name=f"s1_cnt_{i}") if counters else None
             s1.append((word, cval, kind))
