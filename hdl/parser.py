@@ -184,7 +184,9 @@ class Parser(wiring.Component):
         # One-hot beat position inside the window (bit n_slots: past it), so that each window
         # slot's write enable is one register bit rather than a decoder on the beat counter.
         slot = Signal(n_slots + 1, init=1)
-        win = Signal(8 * window, reset_less=True)   # cleared by each frame's first beat
+        # The window keeps its reset: without one, Yosys maps the first-beat clear onto the
+        # flip-flops' LSR pins, and that enable fanned out over the whole window missed 156 MHz.
+        win = Signal(8 * window)
         # Bytes past tkeep on the last beat are undefined: never let them into the window.
         data_kept = snoop["tdata"] & Cat(*(snoop["tkeep"][i].replicate(8) for i in range(n_bytes)))
         # Ethertype / TPID compares at the three candidate positions, made as the bytes are

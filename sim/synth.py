@@ -184,6 +184,24 @@ def update_performance_doc(results: list[SynthResult], command: str) -> None:
     PERF_DOC.write_text(text)
 
 
+def _merge_previous(report: Path, results: list[SynthResult]) -> list[SynthResult]:
+    """``results`` plus the rows of an earlier report for blocks/widths not run this time.
+
+    So ``--blocks parser`` after a full run refreshes the parser's rows and keeps the rest.
+    """
+    rows = {}
+    try:
+        for d in json.loads(report.read_text()):
+            r = SynthResult(**d)
+            rows[r.block, r.data_width] = r
+    except (OSError, ValueError, TypeError):
+        pass
+    rows.update({(r.block, r.data_width): r for r in results})
+    order = {b: i for i, b in enumerate(BLOCKS)}
+    return sorted((r for r in rows.values() if r.block in order),
+                  key=lambda r: (order[r.block], r.data_width))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.synth", description=__doc__.splitlines()[0])
     ap.add_argument("--blocks", nargs="*", default=list(BLOCKS), help="blocks to synthesize")
@@ -213,6 +231,7 @@ def main(argv=None) -> int:
             log.info("%-15s W=%-3d %6d LUT %6d FF %3d BRAM  %6s MHz  %s (%.0f s)", b, w, r.lut, r.ff, r.bram,
                      r.fmax_mhz, "met" if r.passed else "MISSED", r.seconds)
     args.out.mkdir(parents=True, exist_ok=True)
+    results = _merge_previous(args.out / "report.json", results)
     (args.out / "report.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     print(markdown_table(results))
     if not args.no_doc and not failures:

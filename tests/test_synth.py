@@ -83,3 +83,21 @@ def test_utilisation_is_read_from_a_failed_nextpnr_log():
     res = _resources("ice40", util)
     assert res["lut"] == {"used": 9373, "available": 5280} and res["bram"]["used"] == 18
     assert _log_utilisation("no table here") == {}
+
+
+def test_partial_run_keeps_the_other_rows(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from sim.synth import SynthResult, _merge_previous
+
+    def row(block, w, fmax):
+        return SynthResult(block, w, 1, 2, 0, 0, 0, fmax, 156.25, fmax >= 156.25, 1.0)
+
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps([asdict(row("csr", 64, 150.0)), asdict(row("parser", 64, 140.0)),
+                                  asdict(row("parser", 512, 141.0))]))
+    merged = _merge_previous(report, [row("parser", 64, 160.0)])
+    assert [(r.block, r.data_width, r.fmax_mhz) for r in merged] == [
+        ("parser", 64, 160.0), ("parser", 512, 141.0), ("csr", 64, 150.0)]
+    assert _merge_previous(tmp_path / "missing.json", [row("arbiter", 64, 300.0)])[0].block == "arbiter"
