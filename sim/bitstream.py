@@ -132,11 +132,15 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
             if over:
                 what = ", ".join(f"{c} {u['used']} used of {u['available']} ({100 * u['used'] // u['available']}%)"
                                  for c, u in over.items())
+                resources = _resources(board.family, util)
+                if board.family == "ice40":
+                    resources["ff"] = {"used": _count_ice40_ff(Path(tmp) / f"{name}.json"),
+                                       "available": resources["lut"]["available"]}
                 report = {
                     "board": board.name, "family": board.family, "device": platform.device,
                     "package": platform.package, "bitstream": None, "fits": False, "nic": config.as_dict(),
                     "target_mhz": round(config.clock_mhz, 3), "core_fmax_mhz": None, "timing_met": False,
-                    "clocks": {}, "resources": _resources(board.family, util),
+                    "clocks": {}, "resources": resources,
                     "build_s": round(time.monotonic() - start, 1), "seed": seed,
                     "error": f"does not fit: {what}",
                 }
