@@ -59,10 +59,14 @@ def _log_utilisation(log_text: str) -> dict:
     return {m[1]: {"used": int(m[2]), "available": int(m[3])} for m in _UTIL_LINE.finditer(table)}
 
 
-def _resources(family: str, util: dict) -> dict:
-    return {res: {"used": sum(util.get(c, {}).get("used", 0) for c in cells),
-                  "available": sum(util.get(c, {}).get("available", 0) for c in cells)}
-            for res, cells in _RESOURCES[family].items()}
+def _resources(family: str, util: dict, design_json: Path) -> dict:
+    """Used/available per resource from nextpnr's utilisation; iCE40 flip-flops from the netlist."""
+    res = {res: {"used": sum(util.get(c, {}).get("used", 0) for c in cells),
+                 "available": sum(util.get(c, {}).get("available", 0) for c in cells)}
+           for res, cells in _RESOURCES[family].items()}
+    if family == "ice40":
+        res["ff"] = {"used": _count_ice40_ff(design_json), "available": res["lut"]["available"]}
+    return res
 
 
 def tool_environment() -> dict:
@@ -111,6 +115,9 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     env = tool_environment()
     start = time.monotonic()
     name = "secnic_" + board.name.replace("-", "_")
+    # Fields every report.json has, whether the build fitted or not.
+    common = {"board": board.name, "family": board.family, "device": platform.device,
+              "package": platform.package, "nic": config.as_dict(), "seed": seed}
     opts = ["--report", "report-nextpnr.json", "--timing-allow-fail", "--seed", str(seed)]
     # Build in a scratch directory and copy results, so a failed build leaves no stale bitstream.
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=out_dir.parent) as tmp:
@@ -132,17 +139,11 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
             if over:
                 what = ", ".join(f"{c} {u['used']} used of {u['available']} ({100 * u['used'] // u['available']}%)"
                                  for c, u in over.items())
-                resources = _resources(board.family, util)
-                if board.family == "ice40":
-                    resources["ff"] = {"used": _count_ice40_ff(Path(tmp) / f"{name}.json"),
-                                       "available": resources["lut"]["available"]}
                 report = {
-                    "board": board.name, "family": board.family, "device": platform.device,
-                    "package": platform.package, "bitstream": None, "fits": False, "nic": config.as_dict(),
-                    "target_mhz": round(config.clock_mhz, 3), "core_fmax_mhz": None, "timing_met": False,
-                    "clocks": {}, "resources": resources,
-                    "build_s": round(time.monotonic() - start, 1), "seed": seed,
-                    "error": f"does not fit: {what}",
+                    **common, "bitstream": None, "fits": False, "target_mhz": round(config.clock_mhz, 3),
+                    "core_fmax_mhz": None, "timing_met": False, "clocks": {},
+                    "resources": _resources(board.family, util, Path(tmp) / f"{name}.json"),
+                    "build_s": round(time.monotonic() - start, 1), "error": f"does not fit: {what}",
                 }
                 (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
                 if pnr_log:
@@ -163,23 +164,17 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
             raise BitstreamError(f"{board.name}: the tools finished but wrote no bitstream")
         for f in [bit, *tmp.glob("*.tim"), *tmp.glob("*.rpt"), tmp / "report-nextpnr.json"]:
             shutil.copy2(f, out_dir / f.name)
-        design_json = tmp / f"{name}.json"
-        ice40_ff = _count_ice40_ff(design_json) if board.family == "ice40" else None
+        resources = _resources(board.family, nextpnr.get("utilization", {}), tmp / f"{name}.json")
 
-    resources = _resources(board.family, nextpnr.get("utilization", {}))
-    if board.family == "ice40":
-        resources["ff"] = {"used": ice40_ff, "available": resources["lut"]["available"]}
     clocks = {clk: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
               for clk, v in nextpnr.get("fmax", {}).items()}
     target = top.core_mhz
     core = [v for v in clocks.values() if abs(v["constraint_mhz"] - target) < 0.01]
     achieved = min((v["achieved_mhz"] for v in core), default=None)
     report = {
-        "board": board.name, "family": board.family, "device": platform.device, "package": platform.package,
-        "bitstream": bit.name, "fits": True, "nic": config.as_dict(), "target_mhz": round(target, 3),
+        **common, "bitstream": bit.name, "fits": True, "target_mhz": round(target, 3),
         "core_fmax_mhz": achieved, "timing_met": achieved is not None and achieved >= target,
         "clocks": clocks, "resources": resources, "build_s": round(time.monotonic() - start, 1),
-        "seed": seed,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("%s: %s LUT %s FF %s BRAM, core %s MHz (target %.2f)", board.name, resources["lut"]["used"],

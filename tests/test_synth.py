@@ -1,5 +1,7 @@
 """The FPGA flows: one real out-of-context ECP5 synthesis, PLL settings, board table, CLI errors."""
 
+from pathlib import Path
+
 import pytest
 
 from hdl.board import BOARDS, ecp5_pll_params, ice40_pll_params
@@ -80,7 +82,7 @@ def test_utilisation_is_read_from_a_failed_nextpnr_log():
     util = _log_utilisation(ICE40_OVERFULL_LOG)
     assert util["ICESTORM_LC"] == {"used": 9373, "available": 5280}
     assert util["ICESTORM_RAM"] == {"used": 18, "available": 30}
-    res = _resources("ice40", util)
+    res = _resources("ice40", util, Path("/nonexistent.json"))
     assert res["lut"] == {"used": 9373, "available": 5280} and res["bram"]["used"] == 18
     assert _log_utilisation("no table here") == {}
 
