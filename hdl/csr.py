@@ -38,15 +38,19 @@ def _chunks(items, n):
     return [items[i:i + n] for i in range(0, len(items), n)]
 
 
+def _or_all(values, width):
+    """The OR of ``values`` (0 if there are none)."""
+    if not values:
+        return Const(0, width)
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
+
+
 def _one_hot_or(sels, values, width):
     """``values[k]`` where ``sels[k]`` is the one set select (0 if none): an AND-OR tree."""
-    terms = [Mux(sel, val, 0) for sel, val in zip(sels, values)]
-    if not terms:
-        return Const(0, width)
-    out = terms[0]
-    for t in terms[1:]:
-        out = out | t
-    return out
+    return _or_all([Mux(sel, val, 0) for sel, val in zip(sels, values)], width)
 
 
 def _sanitize(key) -> str:
@@ -232,7 +236,7 @@ class CsrSlave(wiring.Component):
         # 8-byte aligned), so no mux is wider than four counters; the group and the LO/HI
         # choice are left to stages 1b and 2. Both stages run free: s0_addr holds still while
         # the read is in flight.
-        s1 = []                                           # per block: (word, counter, kind)
+        s1 = []                                           # per block: (word, has counters, kind)
         granule = s0_addr[3:off_bits]
         group_vals, group_sel = [], []
         for i, b in enumerate(rmap.blocks):
@@ -275,12 +279,11 @@ class CsrSlave(wiring.Component):
                 group = Signal(32, name=f"s1_word_{i}_g{g}", reset_less=True)
                 m.d.sync += group.eq(_one_hot_or(sels, srcs, 32))
                 word_groups.append(group)
-            word = _one_hot_or([Const(1, 1)] * len(word_groups), word_groups, 32)
+            word = _or_all(word_groups, 32)
             kind = Signal(2, name=f"s1_kind_{i}", reset_less=True)
             m.d.sync += kind.eq(kind_d)
             counters = b.counters
-            cval = Signal(64, name=f"s1_cnt_{i}") if counters else None
-            s1.append((word, cval, kind))
+            s1.append((word, bool(counters), kind))
             chunks = _chunks(counters, _GROUP)
             group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}", reset_less=True) for g in range(len(chunks))])
             group_sel.append(Signal(range(max(2, len(chunks))), name=f"s1_group_{i}", reset_less=True))
@@ -315,13 +318,13 @@ class CsrSlave(wiring.Component):
                     with m.Case(i):
                         m.d.sync += s1b_kind.eq(kind)
         block_sels, block_words, block_his = [], [], []
-        for i, (word, cval, kind) in enumerate(s1):
+        for i, (word, has_counters, kind) in enumerate(s1):
             sel = Signal(name=f"s1b_sel_{i}", reset_less=True)
             out = Signal(32, name=f"s1b_out_{i}", reset_less=True)          # what this block returns
             m.d.sync += [sel.eq(s1_hit & (s1_block == i)), out.eq(word)]
             block_sels.append(sel)
             block_words.append(out)
-            if cval is None:
+            if not has_counters:
                 continue
             pick = Signal(64, name=f"s1_pick_{i}")
             with m.Switch(group_sel[i]):
