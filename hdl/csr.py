@@ -18,9 +18,9 @@ from .stream import AXILiteSignature
 __all__ = ["CsrSlave", "READ_LATENCY", "READ_SAMPLE_DELAY", "COUNT_LATENCY"]
 
 #: Cycles from the AR handshake cycle to the first cycle ``rvalid`` is high.
-READ_LATENCY = 5
+READ_LATENCY = 6
 #: Cycles from the AR handshake to the cycle whose register values a read returns.
-READ_SAMPLE_DELAY = 2
+READ_SAMPLE_DELAY = 3
 #: An amount driven on ``count(key)`` in cycle N is visible to reads whose AR handshake is in
 #: cycle N + COUNT_LATENCY or later (one register stage on the input, one for the add).
 COUNT_LATENCY = 2
@@ -82,12 +82,13 @@ class CsrSlave(wiring.Component):
     -----
     Bus behaviour (what the golden model mirrors):
 
-    * **Reads** take :data:`READ_LATENCY` = 5 cycles: stage 0 registers the address, stage D
+    * **Reads** take :data:`READ_LATENCY` = 6 cycles: stage 0 registers the address, stage A
+      copies it (once per block, so each block decodes a copy placed next to it), stage D
       decodes it into one-hot selects, stage 1 samples the word (per-block AND-OR muxes,
-      counters in groups of four, registered) two cycles after the AR handshake, stage 1b picks
-      the counter group and the LO/HI half, stage 2 ORs the blocks and registers
+      counters in groups of four, registered) three cycles after the AR handshake, stage 1b
+      picks the counter group and the LO/HI half, stage 2 ORs the blocks and registers
       ``rdata``/``rresp``; ``rvalid`` then holds until ``rready``. ``arready`` is low from the AR
-      handshake until the cycle after the R handshake (one read per 6 cycles).
+      handshake until the cycle after the R handshake (one read per 7 cycles).
       Unmapped: ``rresp`` = SLVERR, ``rdata`` = 0.
     * **Writes**: AW and W are buffered independently (either order or together). The address is
       decoded in the cycle after AW (one registered hit per RW register); the write commits in
@@ -97,8 +98,10 @@ class CsrSlave(wiring.Component):
       (CONST, counter, unmapped) answers SLVERR and changes nothing.
     * **Counters**: ``count(key)`` is registered once, then added (64-bit, wrapping), so an amount
       driven in cycle N is in the counter from cycle N+2 (:data:`COUNT_LATENCY`). A read samples the
-      counter register one cycle after its AR handshake (:data:`READ_SAMPLE_DELAY`), i.e. the value
-      *before* the add committed at that clock edge; increments are never lost to reads (reads do not modify counters).
+      counter register :data:`READ_SAMPLE_DELAY` = 3 cycles after its AR handshake, i.e. the value
+      *before* the add committed at that clock edge; increments are never lost to reads (reads
+      do not modify counters). STATUS inputs are registered on arrival, so a read returns the
+      owner's value of the cycle before that sample.
     * **Timing**: every select and write enable is a register (decoded a stage ahead), no mux
       is wider than one block's words or four counters, and no read or write path decodes an
       address in the cycle it uses it: the CSR reaches across the die to the registers its
@@ -206,8 +209,13 @@ class CsrSlave(wiring.Component):
             m.d.sync += [rd_busy.eq(1), s0_valid.eq(1), s0_addr.eq(bus.araddr)]
         with m.If(s0_valid):
             m.d.sync += s0_valid.eq(0)
-        offset = s0_addr[2:off_bits]
-        blk_index = s0_addr[off_bits:]
+        # Stage A copies the address, once for the central control and once per block, so each
+        # block's select decode below reads a copy the placer can put next to it: the decode
+        # straight from s0_addr (placed by the bus master) was the ULX3S critical path.
+        a_valid = Signal()
+        a_addr = Signal.like(s0_addr, name="a_addr", reset_less=True)
+        m.d.sync += [a_valid.eq(s0_valid), a_addr.eq(s0_addr)]
+        blk_index = a_addr[off_bits:]
 
         # The shared HI latch (stage 2 loads it on a LO read). Whether this read is the HI word
         # the latch belongs to is decided in stage D, off the critical rdata path.
@@ -217,10 +225,10 @@ class CsrSlave(wiring.Component):
 
         d_valid, d_block, d_hit = Signal(), Signal(range(max(1, len(rmap.blocks)))), Signal()
         d_word_addr, d_latch_match = Signal(word_bits, reset_less=True), Signal()
-        m.d.sync += d_valid.eq(s0_valid)
-        with m.If(s0_valid):
-            m.d.sync += [d_word_addr.eq(s0_addr[2:]), d_hit.eq(0),
-                         d_latch_match.eq(latch_valid & (latch_hi_addr == s0_addr[2:]))]
+        m.d.sync += d_valid.eq(a_valid)
+        with m.If(a_valid):
+            m.d.sync += [d_word_addr.eq(a_addr[2:]), d_hit.eq(0),
+                         d_latch_match.eq(latch_valid & (latch_hi_addr == a_addr[2:]))]
             with m.Switch(blk_index):
                 for i, b in enumerate(rmap.blocks):
                     with m.Case(b.base // BLOCK_STRIDE):
@@ -237,10 +245,13 @@ class CsrSlave(wiring.Component):
         # choice are left to stages 1b and 2. Both stages run free: s0_addr holds still while
         # the read is in flight.
         s1 = []                                           # per block: (word, has counters, kind)
-        granule = s0_addr[3:off_bits]
         group_vals, group_sel = [], []
         for i, b in enumerate(rmap.blocks):
             tag = f"{b.type.name.lower()}{b.instance}"
+            local_addr = Signal(off_bits, name=f"a_addr_{tag}", reset_less=True)
+            m.d.sync += local_addr.eq(s0_addr[:off_bits])
+            offset = local_addr[2:]
+            granule = local_addr[3:]
             kind_d = Signal(2, name=f"d_kind_{tag}", reset_less=True)
             word_srcs, word_sels = [], []
             with m.Switch(offset):
