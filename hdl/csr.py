@@ -12,6 +12,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
+from .export import keep_copy
 from .regs import BLOCK_STRIDE, OKAY, SLVERR, Access, RegisterMap
 from .stream import AXILiteSignature
 
@@ -213,7 +214,7 @@ class CsrSlave(wiring.Component):
         # block's select decode below reads a copy the placer can put next to it: the decode
         # straight from s0_addr (placed by the bus master) was the ULX3S critical path.
         a_valid = Signal()
-        a_addr = Signal.like(s0_addr, name="a_addr", reset_less=True)
+        a_addr = keep_copy(s0_addr, name="a_addr")
         m.d.sync += [a_valid.eq(s0_valid), a_addr.eq(s0_addr)]
         blk_index = a_addr[off_bits:]
 
@@ -248,7 +249,7 @@ class CsrSlave(wiring.Component):
         group_vals, group_sel = [], []
         for i, b in enumerate(rmap.blocks):
             tag = f"{b.type.name.lower()}{b.instance}"
-            local_addr = Signal(off_bits, name=f"a_addr_{tag}", reset_less=True)
+            local_addr = keep_copy(s0_addr[:off_bits], name=f"a_addr_{tag}")
             m.d.sync += local_addr.eq(s0_addr[:off_bits])
             offset = local_addr[2:]
             granule = local_addr[3:]
