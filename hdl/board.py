@@ -46,7 +46,8 @@ BOARDS = {b.name: b for b in [
           "125 MHz, the RGMII clock."),
     Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 24.0,
           {"max_frame": 1518, "buffer_bytes": 4096, "header_window": 128, "counter_width": 32,
-           "uart_baud": 115200, "parser": "sequential"},
+           "uart_baud": 115200, "parser": "sequential",
+           "compact": True},
           "1BitSquared iCEBreaker with iCE40UP5K: a reduced NIC (standard frames, 4 KiB buffer, 32-bit "
           "counters, sequential parser with its window in block RAM) at 24 MHz."),
 ]}

@@ -55,6 +55,11 @@ class NicConfig:
         (:class:`hdl.parser_seq.SequentialParser`, header window in block RAM walked by a small
         FSM in 2..16 cycles per frame, backpressure through ``space`` when frames come faster;
         for small FPGAs). Both produce the same metadata.
+    compact:
+        Trade clock speed for area, for small FPGAs (iCE40): no register slices between blocks,
+        counters kept in block RAM, the line tester's template read through a mux rather than
+        shifted out of a per-generator copy, shallow FIFO output queues. The behaviour seen at
+        the ports and on the register bus is the same; only latencies differ.
     """
 
     data_width: int = 64
@@ -69,6 +74,7 @@ class NicConfig:
     line_tester: bool = False
     counter_width: int = 64
     parser: str = "pipelined"
+    compact: bool = False
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):

@@ -8,23 +8,37 @@ from __future__ import annotations
 
 import re
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
 from .export import keep_copy
 from .regs import BLOCK_STRIDE, OKAY, SLVERR, Access, RegisterMap
 from .stream import AXILiteSignature
 
-__all__ = ["CsrSlave", "READ_LATENCY", "READ_SAMPLE_DELAY", "COUNT_LATENCY"]
+__all__ = ["CsrSlave", "COUNTER_STORES", "READ_LATENCY", "READ_SAMPLE_DELAY", "COUNT_LATENCY"]
 
-#: Cycles from the AR handshake cycle to the first cycle ``rvalid`` is high.
+#: The ``counter_store`` choices of :class:`CsrSlave`.
+COUNTER_STORES = ("registers", "bram")
+
+# The three constants below are the register store's (``counter_store="registers"``); a
+# CsrSlave instance carries the figures of its own store as attributes (``read_latency_max``,
+# ``count_latency``, :meth:`CsrSlave.sample_cycle`).
+
+#: Cycles from the AR handshake cycle to the first cycle ``rvalid`` is high (every read in the
+#: register store; every non-counter read in both stores).
 READ_LATENCY = 6
 #: Cycles from the AR handshake to the cycle whose register values a read returns.
 READ_SAMPLE_DELAY = 3
 #: An amount driven on ``count(key)`` in cycle N is visible to reads whose AR handshake is in
-#: cycle N + COUNT_LATENCY or later (one register stage on the input, one for the add).
+#: cycle N + COUNT_LATENCY or later (one register stage on the input, one for the add); it is in
+#: the counter value of cycle N + COUNT_LATENCY, which reads sample READ_SAMPLE_DELAY cycles
+#: after their AR handshake.
 COUNT_LATENCY = 2
+#: bram store: cycles from the AR handshake to the first cycle in which a counter read can take
+#: the flush engine's sum (the read's stage 2).
+_BRAM_SAMPLE_DELAY_MIN = 5
 
 # Word kinds carried from read stage 1 to stage 2.
 _UNMAPPED, _PLAIN, _LO, _HI = range(4)
@@ -72,12 +86,31 @@ class CsrSlave(wiring.Component):
     counter_init:
         Optional ``{event key: value}`` reset values for counters. For tests only (e.g. start a
         counter just below ``2**32`` to check the carry); real builds leave every counter at 0.
+    counter_store:
+        Where counter values live. ``"registers"`` (default): one flip-flop register and adder
+        per counter, fixed read latency; the netlist tuned for ECP5 timing. ``"bram"``: one block
+        RAM for all counters, small per-event accumulators and a flush engine; a fraction of the
+        logic, for small FPGAs (iCE40), with a bounded variable read latency for counters (see
+        Notes).
 
     Attributes
     ----------
     s_axil: In(AXILiteSignature(regmap.address_width))
         The register bus. Decodes word addresses (``addr[1:0]`` ignored). One read and one write
         in flight; ``arready``/``awready``/``wready`` are registers, never functions of ``*valid``.
+    counter_store: str
+        ``"registers"`` or ``"bram"``.
+    read_latency_max: int
+        Most cycles from an AR handshake to ``rvalid``: :data:`READ_LATENCY` in the register
+        store; ``flush_period + 5`` for counter reads in the bram store (other reads: always
+        :data:`READ_LATENCY`).
+    count_latency: int
+        An amount driven on ``count(key)`` in cycle N is in every counter value sampled in cycle
+        N + ``count_latency`` or later (:data:`COUNT_LATENCY` = 2 in both stores); the sample
+        cycle of a read is :meth:`sample_cycle`.
+    flush_period: int or None
+        bram store: cycles between two flushes of the same counter (number of counters + 1);
+        None for the register store.
 
     Notes
     -----
@@ -111,11 +144,49 @@ class CsrSlave(wiring.Component):
       of the same sample into the single shared latch, remembering which counter it belongs to.
       Reading a HI word returns the latch if the most recent LO read (of any counter) was this
       counter's LO, otherwise the *live* high word sampled at that read. Other reads and writes
-      in between do not disturb the latch; reading HI does not clear it.
+      in between do not disturb the latch; reading HI does not clear it. With 32-bit counters
+      (``regmap.counter_width`` 32) every HI word reads 0.
+
+    **bram counter store** (``counter_store="bram"``). Why: the register store spends a
+    ``counter_width``-bit register and adder per counter, a registered 16-bit increment per
+    counter and a 64-bit counter read mux; on the iCE40UP5K (28 counters) that is about half of
+    the CSR's LUTs and flip-flops. How:
+
+    * The counter values live in one :class:`~amaranth.lib.memory.Memory` (``counter_width``
+      wide, one read and one write port; Yosys maps it to block RAM: 2 SB_RAM40_4K for 32-bit
+      counters on iCE40). Counter ``k`` is entry ``k`` of ``regmap.counter_events()``.
+    * Each event has a *pending* accumulator in flip-flops; ``count(key)`` is added to it every
+      cycle (not registered first) and is only as wide as the event's largest increment
+      (:meth:`hdl.regs.RegisterMap.max_increment`: 1 bit for packet/drop/parser/bridge events,
+      14 for ``rx_bytes``, ``log2(W/8) + 1`` for ``tx_bytes``).
+    * A flush engine walks the counters round-robin with period ``P`` = :attr:`flush_period`
+      (the counters plus one idle slot). In the *read cycle* of ``k`` it reads ``bank[k]``,
+      copies ``pending[k]`` into a register and restarts ``pending[k]`` from that cycle's
+      increment; in the next, the *write cycle*, it writes ``bank[k] + copy``. Counter ``k`` is
+      written in the cycles ``c`` with ``c % P == (k + 1) % P``, cycle 0 being the first cycle
+      out of reset. No increment is lost; a write in cycle ``c`` holds every amount driven up to
+      cycle ``c - 2``; a pending accumulator holds at most ``P`` cycles of increments, so it is
+      ``ceil(log2(P * (2**len(count(key)) - 1) + 1))`` bits and never overflows.
+    * Reset is honoured as in the register store: the memory keeps a second, never written copy
+      of the reset values (``counter_init``), which the first flush sweep after reset reads
+      instead of the bank.
+    * A counter read (a LO word, or with 64-bit counters an HI word that does not hit the latch)
+      waits in stage 2 for the write cycle of its counter and returns the value written then:
+      its sample cycle is the first write cycle of the counter at least 5 cycles after the AR
+      handshake (:meth:`sample_cycle`), and it holds every amount driven up to 2 cycles before
+      (``count_latency`` = 2). ``rvalid`` rises the cycle after, so a counter read takes 6 to
+      ``P + 5`` cycles (:attr:`read_latency_max`; 34 with the iCEBreaker's 28 counters); reads
+      of other words take :data:`READ_LATENCY`. The HI latch, 32-bit HI words reading 0,
+      writes and every other bus rule are as above.
     """
 
-    def __init__(self, regmap: RegisterMap, *, counter_init: dict | None = None):
+    def __init__(self, regmap: RegisterMap, *, counter_init: dict | None = None,
+                 counter_store: str = "registers"):
         self.regmap = regmap
+        self.counter_store = counter_store
+        if counter_store not in COUNTER_STORES:
+            raise ValueError(f"counter_store must be one of {', '.join(map(repr, COUNTER_STORES))}, "
+                             f"not {counter_store!r}")
         self._events = regmap.counter_events()
         if len(set(self._events)) != len(self._events):
             raise ValueError("register map has duplicate counter event keys")
@@ -127,10 +198,21 @@ class CsrSlave(wiring.Component):
             if b.base % BLOCK_STRIDE:
                 raise ValueError(f"block {b.type.name}#{b.instance} at {b.base:#x} is not stride aligned")
 
-        self._count = {k: Signal(16, name=f"count_{_sanitize(k)}") for k in self._events}
         cw = regmap.counter_width
-        self._counter = {k: Signal(cw, name=f"cnt_{_sanitize(k)}", init=counter_init.get(k, 0) % 2**cw)
-                         for k in self._events}
+        if counter_store == "registers":
+            self._count = {k: Signal(16, name=f"count_{_sanitize(k)}") for k in self._events}
+            self._counter = {k: Signal(cw, name=f"cnt_{_sanitize(k)}", init=counter_init.get(k, 0) % 2**cw)
+                             for k in self._events}
+            self.flush_period = None
+            self.read_latency_max = READ_LATENCY
+            self.count_latency = COUNT_LATENCY
+        else:
+            self._count = {k: Signal(max(1, regmap.max_increment(k).bit_length()), name=f"count_{_sanitize(k)}")
+                           for k in self._events}
+            self._counter_init = [counter_init.get(k, 0) % 2**cw for k in self._events]
+            self.flush_period = len(self._events) + 1
+            self.read_latency_max = _BRAM_SAMPLE_DELAY_MIN + self.flush_period
+            self.count_latency = 2
         self._rw = {}
         for b in regmap.blocks:
             for reg in b.type.registers:
@@ -148,12 +230,35 @@ class CsrSlave(wiring.Component):
     def _unknown_key_msg(self, key) -> str:
         return f"no counter for event {key!r}; valid keys: {', '.join(map(repr, self._events))}"
 
+    def __repr__(self):
+        return f"CsrSlave({self.regmap!r}, counter_store={self.counter_store!r})"
+
     def count(self, key) -> Signal:
-        """The 16-bit increment input of the counter for event ``key`` (0 = no event this cycle)."""
+        """The increment input of the counter for event ``key`` (0 = no event this cycle).
+
+        16 bits wide in the register store; in the bram store just wide enough for the event's
+        largest increment (``regmap.max_increment(key)``: 1 bit for packet/drop/frame events).
+        """
         try:
             return self._count[tuple(key) if isinstance(key, list) else key]
         except (KeyError, TypeError):
             raise KeyError(self._unknown_key_msg(key)) from None
+
+    def sample_cycle(self, key, handshake_cycle: int) -> int:
+        """The cycle whose counter value a read of ``key``'s LO word returns (also an HI word read
+        that does not hit the latch), for an AR handshake in ``handshake_cycle``.
+
+        Cycles count from 0, the first cycle out of reset. The value holds every amount driven on
+        ``count(key)`` up to cycle ``sample_cycle(...) - count_latency``.
+        """
+        try:
+            k = self._events.index(tuple(key) if isinstance(key, list) else key)
+        except ValueError:
+            raise KeyError(self._unknown_key_msg(key)) from None
+        if self.counter_store == "registers":
+            return handshake_cycle + READ_SAMPLE_DELAY
+        first = handshake_cycle + _BRAM_SAMPLE_DELAY_MIN
+        return first + (k + 1 - first) % self.flush_period
 
     def rw(self, block_name: str, instance: int, reg_name: str) -> Signal:
         """The current value of an RW register (read it in the owner's logic)."""
@@ -179,6 +284,103 @@ class CsrSlave(wiring.Component):
             if b is block:
                 yield (addr - b.base) >> 2, name, access, w
 
+    def _elaborate_bank(self, m):
+        """bram store: the counter memory, the pending accumulators and the flush engine.
+
+        Returns ``(rp, flush_sum)``: the counter whose old value is read from the bank in this
+        cycle (it is written in the next), and the value written to the bank in this cycle.
+        """
+        events = self._events
+        n = len(events)
+        cw = self.regmap.counter_width
+        period = self.flush_period                        # n counters + one idle slot
+        abits = (period - 1).bit_length()
+        # Rows 0..n-1: the counters (row n: the idle slot's scratch row). Rows 2**abits + k: the
+        # reset value of counter k, never written, read by the first sweep after reset.
+        init = self._counter_init
+        m.submodules.counter_bank = bank = Memory(
+            shape=unsigned(cw), depth=2 << abits, init=init + [0] * ((1 << abits) - n) + init)
+        rd = bank.read_port()                             # registered, not transparent
+        wr = bank.write_port()
+
+        # rp walks 0..n (n: the idle slot); wk is rp one cycle later. wk starts at the idle
+        # slot, so the write in cycle 0 (whose read happened in reset) goes to the scratch row,
+        # and counter k is written in the cycles c with c % period == (k + 1) % period.
+        rp = Signal(range(period), name="flush_rp")
+        wk = Signal(range(period), name="flush_wk", init=n)
+        clearing = Signal(init=1, name="flush_clearing")  # the first sweep after reset
+        m.d.sync += [rp.eq(Mux(rp == period - 1, 0, rp + 1)), wk.eq(rp)]
+        with m.If(rp == n - 1):
+            m.d.sync += clearing.eq(0)                    # the last counter's reset value read
+        m.d.comb += rd.addr.eq(Cat(rp, clearing))
+
+        # Pending accumulators. In the read cycle of k (rp == k), pending[k] is copied to
+        # flush_pend and restarts from that cycle's count(k); in every other cycle it adds
+        # count(k). The next cycle (the write cycle) adds flush_pend to the bank. So when copied
+        # in a read cycle c of k, pending[k] holds the amounts of cycles c - period .. c - 1: at
+        # most `period` of them (before the first copy after reset: cycles 0 .. k - 1, fewer),
+        # each at most the largest value of count(k) (max_increment rounded up to all ones of its
+        # width), so it fits in `width` bits: it never overflows, whatever the owner drives.
+        # Nothing is lost: every amount is added to pending[k] or restarts it, and every value
+        # pending[k] holds in a read cycle goes to the bank. A write in cycle c thus holds the
+        # amounts up to cycle c - 2 (count_latency = 2).
+        # The copy register keeps the pending mux and the bank's adder in separate cycles: in
+        # one cycle (and with the accumulators' adders too) the UP5K reached only 26 MHz.
+        sels, pendings = [], []
+        for k, key in enumerate(events):
+            width = (period * (2 ** len(self._count[key]) - 1)).bit_length()
+            pending = Signal(width, name=f"pend_{_sanitize(key)}")
+            sel = Signal(name=f"flush_sel_{_sanitize(key)}")
+            m.d.comb += sel.eq(rp == k)
+            m.d.sync += pending.eq(Mux(sel, self._count[key], pending + self._count[key]))
+            sels.append(sel)
+            pendings.append(pending)
+        widest = max(len(v) for v in pendings)
+        flush_pend = Signal(widest, name="flush_pend", reset_less=True)   # 0 after the idle slot
+        m.d.sync += flush_pend.eq(_one_hot_or(sels, pendings, widest))
+        flush_sum = Signal(cw, name="flush_sum")
+        m.d.comb += [flush_sum.eq(rd.data + flush_pend),
+                     wr.addr.eq(wk), wr.data.eq(flush_sum), wr.en.eq(1)]
+        return rp, flush_sum
+
+    def _elaborate_bank_read(self, m, a_addr, s1b_valid, s1b_kind, s1b_latch_match, s1b_word_addr,
+                             sel_out, hi_latch, latch_valid, latch_hi_addr, flush_rp, flush_sum):
+        """bram store, read stage 2: non-counter words and latched HI words answer at once; a
+        counter read waits for the flush of its counter and takes the sum written in that cycle."""
+        bus = self.s_axil
+        wide = self.regmap.counter_width > 32             # 32-bit counters: HI words read 0, no latch
+        # The counter index of the address (free-running: the address holds still while the read
+        # is in flight), valid from 3 cycles after the AR handshake; at_k: the flush engine writes
+        # that counter in this cycle (it read it in the last one), valid from stage 2 on.
+        lo_addrs = [b.addr(name) for b in self.regmap.blocks for name, _ in b.counters]
+        cnt_idx = Signal(range(len(lo_addrs)), name="cnt_idx", reset_less=True)
+        with m.Switch(a_addr[3:]):
+            for k, addr in enumerate(lo_addrs):
+                with m.Case(addr >> 3):
+                    m.d.sync += cnt_idx.eq(k)
+            with m.Default():                             # not a counter: at_k unused
+                m.d.sync += cnt_idx.eq(0)
+        at_k = Signal(name="cnt_at_flush", reset_less=True)
+        m.d.sync += at_k.eq(flush_rp == cnt_idx)
+
+        is_counter = (s1b_kind == _LO) | ((s1b_kind == _HI) & ~s1b_latch_match) if wide else s1b_kind == _LO
+        cnt_wait = Signal(name="cnt_wait")
+        with m.If(s1b_valid):
+            with m.If(is_counter):
+                m.d.sync += cnt_wait.eq(1)
+            with m.Else():
+                m.d.sync += [bus.rvalid.eq(1), bus.rresp.eq(Mux(s1b_kind == _UNMAPPED, SLVERR, OKAY)),
+                             bus.rdata.eq(Mux((s1b_kind == _HI) & s1b_latch_match, hi_latch, sel_out)
+                                          if wide else sel_out)]
+        with m.If(((s1b_valid & is_counter) | cnt_wait) & at_k):
+            m.d.sync += [cnt_wait.eq(0), bus.rvalid.eq(1), bus.rresp.eq(OKAY), bus.rdata.eq(flush_sum[:32])]
+            if wide:
+                with m.If(s1b_kind == _HI):
+                    m.d.sync += bus.rdata.eq(flush_sum[32:64])
+                with m.Else():
+                    m.d.sync += [hi_latch.eq(flush_sum[32:64]), latch_valid.eq(1),
+                                 latch_hi_addr.eq(s1b_word_addr + 1)]
+
     def elaborate(self, platform):
         m = Module()
         bus = self.s_axil
@@ -186,12 +388,16 @@ class CsrSlave(wiring.Component):
         aw = rmap.address_width
         off_bits = (BLOCK_STRIDE - 1).bit_length()        # byte-offset bits inside a block
         word_bits = aw - 2
+        bram = self.counter_store == "bram" and bool(self._events)
 
-        # ---- counters: register the increment (cuts the owner's logic from the 64-bit adder)
-        for key in self._events:
-            inc_r = Signal(16, name=f"inc_{_sanitize(key)}", reset_less=True)
-            m.d.sync += inc_r.eq(self._count[key])
-            m.d.sync += self._counter[key].eq(self._counter[key] + inc_r)
+        if bram:
+            flush_rp, flush_sum = self._elaborate_bank(m)
+        else:
+            # ---- counters: register the increment (cuts the owner's logic from the 64-bit adder)
+            for key in self._events:
+                inc_r = Signal(16, name=f"inc_{_sanitize(key)}", reset_less=True)
+                m.d.sync += inc_r.eq(self._count[key])
+                m.d.sync += self._counter[key].eq(self._counter[key] + inc_r)
 
         # Data and select registers of both channels are reset-less (only valid/state bits,
         # counters and RW storage are reset), so the reset net reaches few flip-flops: from
@@ -295,7 +501,13 @@ class CsrSlave(wiring.Component):
             kind = Signal(2, name=f"s1_kind_{i}", reset_less=True)
             m.d.sync += kind.eq(kind_d)
             counters = b.counters
-            s1.append((word, bool(counters), kind))
+            s1.append((word, bool(counters) and not bram, kind))
+            if bram:                                      # counters are read from the flush engine
+                for name, _key in counters:
+                    if b.type.register(name).offset % 8:
+                        raise ValueError(f"counter {b.type.name}.{name} at {b.type.register(name).offset:#x} "
+                                         "is not 8-byte aligned")
+                continue
             chunks = _chunks(counters, _GROUP)
             group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}", reset_less=True) for g in range(len(chunks))])
             group_sel.append(Signal(range(max(2, len(chunks))), name=f"s1_group_{i}", reset_less=True))
@@ -355,11 +567,15 @@ class CsrSlave(wiring.Component):
         # stage 2: block select + the shared HI latch
         sel_out = _one_hot_or(block_sels, block_words, 32)
         sel_hi = _one_hot_or([s for s, _ in block_his], [h for _, h in block_his], 32)
-        with m.If(s1b_valid):
-            m.d.sync += [bus.rvalid.eq(1), bus.rresp.eq(Mux(s1b_kind == _UNMAPPED, SLVERR, OKAY)),
-                         bus.rdata.eq(Mux((s1b_kind == _HI) & s1b_latch_match, hi_latch, sel_out))]
-            with m.If(s1b_kind == _LO):
-                m.d.sync += [hi_latch.eq(sel_hi), latch_valid.eq(1), latch_hi_addr.eq(s1b_word_addr + 1)]
+        if not bram:
+            with m.If(s1b_valid):
+                m.d.sync += [bus.rvalid.eq(1), bus.rresp.eq(Mux(s1b_kind == _UNMAPPED, SLVERR, OKAY)),
+                             bus.rdata.eq(Mux((s1b_kind == _HI) & s1b_latch_match, hi_latch, sel_out))]
+                with m.If(s1b_kind == _LO):
+                    m.d.sync += [hi_latch.eq(sel_hi), latch_valid.eq(1), latch_hi_addr.eq(s1b_word_addr + 1)]
+        else:
+            self._elaborate_bank_read(m, a_addr, s1b_valid, s1b_kind, s1b_latch_match, s1b_word_addr,
+                                      sel_out, hi_latch, latch_valid, latch_hi_addr, flush_rp, flush_sum)
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += [bus.rvalid.eq(0), rd_busy.eq(0)]
 

@@ -30,9 +30,9 @@ import json
 from dataclasses import dataclass
 
 from .config import NicConfig
-from .meta import COUNTED_DROP_REASONS, MalformedReason
+from .meta import COUNTED_DROP_REASONS, FRAME_LEN_BITS, MalformedReason
 
-__all__ = ["Access", "Register", "BlockType", "Block", "RegisterMap", "build_register_map",
+__all__ = ["Access", "Increment", "Register", "BlockType", "Block", "RegisterMap", "build_register_map",
            "BLOCK_STRIDE", "HEADER_WORDS", "MAGIC", "HW_VERSION", "BLOCK_TYPES",
            "IDENTITY", "PORT", "PARSER", "BRIDGE", "LINETEST"]
 
@@ -50,6 +50,20 @@ class Access(enum.Enum):
     STATUS = "status"        #: read-only live value driven by the gateware
 
 
+class Increment(enum.Enum):
+    """What a counter can add in one clock cycle: its largest increment comes from this.
+
+    The owners in :class:`hdl.top.NicTop` drive a packet, drop, parser or bridge event as one
+    bit, ``rx_bytes`` with the frame length of a frame record, ``tx_bytes`` with the bytes of one
+    egress beat (:meth:`RegisterMap.max_increment` turns these into numbers). A counter store
+    that accumulates increments before adding them (``CsrSlave(counter_store="bram")``) sizes its
+    accumulators and increment inputs from it.
+    """
+    EVENT = "event"              #: 0 or 1 per cycle
+    FRAME_BYTES = "frame_bytes"  #: one frame's length at once: up to 2**FRAME_LEN_BITS - 1
+    BEAT_BYTES = "beat_bytes"    #: the bytes of one datapath beat: up to data_width // 8
+
+
 @dataclass(frozen=True)
 class Register:
     """One register of a block type. ``offset`` is in bytes from the block base."""
@@ -58,6 +72,7 @@ class Register:
     access: Access
     doc: str
     reset: int = 0
+    increment: Increment = Increment.EVENT  #: COUNTER64 only: what one cycle can add
 
     @property
     def words(self) -> int:
@@ -114,7 +129,9 @@ class Block:
 
 
 def _counters(start: int, names_docs) -> tuple[Register, ...]:
-    return tuple(Register(name, start + 8 * i, Access.COUNTER64, doc) for i, (name, doc) in enumerate(names_docs))
+    """COUNTER64 registers from ``(name, doc)`` or ``(name, doc, increment)``, 8 bytes apart."""
+    return tuple(Register(name, start + 8 * i, Access.COUNTER64, doc, increment=rest[0] if rest else Increment.EVENT)
+                 for i, (name, doc, *rest) in enumerate(names_docs))
 
 
 IDENTITY = BlockType(0x0001, 1, "IDENTITY", "Who this NIC is and how it was built.", (
@@ -132,9 +149,10 @@ IDENTITY = BlockType(0x0001, 1, "IDENTITY", "Who this NIC is and how it was buil
 
 _PORT_COUNTERS = [
     ("RX_PACKETS", "Frames received on this port (every frame, dropped or not)."),
-    ("RX_BYTES", "Bytes of frames received (frame length without FCS; saturates per frame at 16383)."),
+    ("RX_BYTES", "Bytes of frames received (frame length without FCS; saturates per frame at 16383).",
+     Increment.FRAME_BYTES),
     ("TX_PACKETS", "Frames sent out of this port."),
-    ("TX_BYTES", "Bytes of frames sent."),
+    ("TX_BYTES", "Bytes of frames sent.", Increment.BEAT_BYTES),
 ] + [(f"DROP_{r.name}", f"Frames received on this port and dropped: {r.label}.") for r in COUNTED_DROP_REASONS]
 
 PORT = BlockType(0x0010, 1, "PORT", "One per packet port: identity and 64-bit traffic counters.", (
@@ -184,9 +202,10 @@ def _name_words(name: str) -> tuple[int, int]:
 class RegisterMap:
     """All blocks of one NIC build, in chain order."""
 
-    def __init__(self, blocks: list[Block], counter_width: int = 64):
+    def __init__(self, blocks: list[Block], counter_width: int = 64, *, bytes_per_beat: int = 8):
         self.blocks = blocks
         self.counter_width = counter_width
+        self.bytes_per_beat = bytes_per_beat
 
     def __repr__(self):
         return f"RegisterMap({len(self.blocks)} blocks, {self.address_width} address bits)"
@@ -219,6 +238,20 @@ class RegisterMap:
     def counter_events(self) -> list[tuple]:
         """Every counted event key, in address order (the gateware's counter array order)."""
         return [ev for b in self.blocks for _, ev in b.counters]
+
+    def max_increment(self, key) -> int:
+        """The most the counter of event ``key`` can be incremented by in one clock cycle.
+
+        From the counter register's :class:`Increment`: 1 for events, ``2**FRAME_LEN_BITS - 1``
+        for frame bytes, :attr:`bytes_per_beat` for beat bytes.
+        """
+        for b in self.blocks:
+            for name, ev in b.counters:
+                if ev == key:
+                    inc = b.type.register(name).increment
+                    return {Increment.EVENT: 1, Increment.FRAME_BYTES: 2 ** FRAME_LEN_BITS - 1,
+                            Increment.BEAT_BYTES: self.bytes_per_beat}[inc]
+        raise KeyError(f"no counter for event {key!r}")
 
     def to_json(self) -> str:
         out = []
@@ -275,11 +308,11 @@ def build_register_map(config: NicConfig) -> RegisterMap:
             "COUNTER_WIDTH": config.counter_width,
         }, {}),
     ]
-    counter_keys = [name.lower() for name, _ in _PORT_COUNTERS]
+    counter_keys = [name.lower() for name, *_ in _PORT_COUNTERS]
     for index, name in enumerate(config.ports):
         lo, hi = _name_words(name)
         placed.append((PORT, index, {"NAME_LO": lo, "NAME_HI": hi, "FLAGS": int(config.is_physical(name))},
-                       {reg: ("port", index, key) for reg, key in zip([n for n, _ in _PORT_COUNTERS], counter_keys)}))
+                       {reg: ("port", index, key) for reg, key in zip([n for n, *_ in _PORT_COUNTERS], counter_keys)}))
     placed.append((PARSER, 0, {}, {"PACKETS": ("parser", "packets"),
                                    **{f"MALFORMED_{r.name}": ("parser", "malformed", r.label)
                                       for r in MalformedReason}}))
@@ -297,4 +330,4 @@ def build_register_map(config: NicConfig) -> RegisterMap:
                 values.setdefault(reg.name, reg.reset)
         assert btype.size <= BLOCK_STRIDE, btype.name
         blocks.append(Block(btype, base, instance, nxt, tuple(values.items()), tuple(counters.items())))
-    return RegisterMap(blocks, config.counter_width)
+    return RegisterMap(blocks, config.counter_width, bytes_per_beat=config.bytes_per_beat)

