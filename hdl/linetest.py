@@ -99,7 +99,11 @@ class FrameGenerator(wiring.Component):
         gap = Signal(16)
         gap_zero, gap_one = Signal(), Signal()
         enable = Signal()
-        m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(in_seed == 0, 0xACE1, in_seed)),
+        # The seed's zero test (32 bits, three LUT levels) gets a cycle of its own, beside an
+        # aligned copy of the seed: test and select in one cycle was a ULX3S critical path.
+        seed_zero, seed_late = Signal(), Signal(32)
+        m.d.sync += [seed_zero.eq(in_seed == 0), seed_late.eq(in_seed)]
+        m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, 0xACE1, seed_late)),
                      gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
                      enable.eq(in_enable)]
         n_beats = Signal.like(beats_left)
