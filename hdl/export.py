@@ -15,15 +15,16 @@ KEEP_COPY = "secnic_keep_copy"
 YOSYS_KEEP_COPIES = f"setattr -set keep 1 a:{KEEP_COPY} %ci1:+$dff,$adff[Q] c:* %i"
 
 
-def keep_copy(signal, *, name: str):
+def keep_copy(signal, *, name: str, reset_less: bool = True):
     """A new signal for a registered duplicate of ``signal`` that synthesis keeps apart.
 
     A register fanning out across the die is copied so each copy can sit next to its loads, but
     identical registers are merged by Yosys unless they are marked (see :data:`YOSYS_KEEP_COPIES`,
-    which every synthesis script here runs). The caller assigns it in a sync domain.
+    which every synthesis script here runs). The caller assigns it in a sync domain. Copies are
+    reset-less unless told otherwise: a copy of a data register needs no reset.
     """
     from amaranth.hdl import Signal
-    return Signal.like(signal, name=name, attrs={KEEP_COPY: 1}, reset_less=True)
+    return Signal.like(signal, name=name, attrs={KEEP_COPY: 1}, reset_less=reset_less)
 
 
 def component_ports(component: wiring.Component) -> dict:
