@@ -18,6 +18,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
+from .ram import RamFifo
 from .stream import AXILiteSignature
 from .uart import UartRx, UartTx, uart_divisor
 
@@ -89,6 +90,11 @@ class UartBridge(wiring.Component):
     addr_width:
         Width of the AXI4-Lite address. Requests for addresses at or above ``2**addr_width``, or
         not word aligned, are answered with :attr:`Status.BUS_ERROR` without a bus access.
+    compact:
+        Build for area (``NicConfig.compact``): the receive FIFO is in block RAM
+        (:class:`hdl.ram.RamFifo`, whose read register serves as the holding register), not in
+        flip-flops. Same behaviour: a byte reaches the request parser two cycles after the UART
+        receiver, and :data:`RX_FIFO_DEPTH` + 1 bytes are buffered, as in the default build.
 
     Members
     -------
@@ -113,12 +119,13 @@ class UartBridge(wiring.Component):
     A bus slave that never answers stalls the bridge (AXI has no abort).
     """
 
-    def __init__(self, *, clk_hz: int, baud: int, addr_width: int):
+    def __init__(self, *, clk_hz: int, baud: int, addr_width: int, compact: bool = False):
         if not 2 < addr_width <= 32:
             raise ValueError(f"addr_width must be in 3..32, not {addr_width!r}")
         self.clk_hz = clk_hz
         self.baud = baud
         self.addr_width = addr_width
+        self.compact = compact
         self.divisor = uart_divisor(clk_hz, baud)
         super().__init__({
             "rx": In(1, init=1), "tx": Out(1, init=1),
@@ -128,7 +135,7 @@ class UartBridge(wiring.Component):
 
     def __repr__(self):
         return (f"UartBridge(clk_hz={self.clk_hz}, baud={self.baud}, addr_width={self.addr_width}, "
-                f"divisor={self.divisor})")
+                f"divisor={self.divisor}{', compact=True' if self.compact else ''})")
 
     def elaborate(self, platform):
         m = Module()
@@ -138,22 +145,31 @@ class UartBridge(wiring.Component):
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
 
         # ---- receive FIFO: bit 8 marks a framing error, kept in order with the bytes around it
-        m.submodules.rx_fifo = rxf = fifo.SyncFIFO(width=9, depth=RX_FIFO_DEPTH)
-        m.d.comb += [rxf.w_data.eq(Cat(urx.o.payload, urx.ferr)), rxf.w_en.eq(urx.o.valid | urx.ferr)]
-        # One holding register between the FIFO and the request parser: the FIFO's read port is
-        # distributed RAM, and decoding its output in the FSM's own cycle was a ULX3S critical
-        # path. It refills only while empty (a byte per two cycles, far above any baud rate).
-        hold_valid = Signal()
-        byte = Signal(8)
-        ferr = Signal()
         wants = Signal()                                  # the FSM's state consumes a byte
         take = Signal()                                   # the FSM consumes the held byte this cycle
-        m.d.comb += [rxf.r_en.eq(~hold_valid), take.eq(wants & hold_valid)]
-        with m.If(~hold_valid & rxf.r_rdy):
-            m.d.sync += [hold_valid.eq(1), byte.eq(rxf.r_data[:8]), ferr.eq(rxf.r_data[8])]
-        with m.Elif(take):
-            m.d.sync += hold_valid.eq(0)
-        rx_pending = hold_valid | rxf.r_rdy               # a byte has arrived and not been taken
+        if self.compact:
+            # Block RAM; its read register holds the byte the FSM looks at (RamFifo.r_data), so
+            # one more word of capacity stands for the default build's holding register.
+            m.submodules.rx_fifo = rxf = RamFifo(width=9, depth=RX_FIFO_DEPTH + 1)
+            m.d.comb += [rxf.w_data.eq(Cat(urx.o.payload, urx.ferr)), rxf.w_en.eq(urx.o.valid | urx.ferr)]
+            hold_valid, byte, ferr = rxf.r_rdy, rxf.r_data[:8], rxf.r_data[8]
+            m.d.comb += [rxf.r_en.eq(take), take.eq(wants & hold_valid)]
+            rx_pending = rxf.r_rdy                        # a byte has arrived and not been taken
+        else:
+            m.submodules.rx_fifo = rxf = fifo.SyncFIFO(width=9, depth=RX_FIFO_DEPTH)
+            m.d.comb += [rxf.w_data.eq(Cat(urx.o.payload, urx.ferr)), rxf.w_en.eq(urx.o.valid | urx.ferr)]
+            # One holding register between the FIFO and the request parser: the FIFO's read port is
+            # distributed RAM, and decoding its output in the FSM's own cycle was a ULX3S critical
+            # path. It refills only while empty (a byte per two cycles, far above any baud rate).
+            hold_valid = Signal()
+            byte = Signal(8)
+            ferr = Signal()
+            m.d.comb += [rxf.r_en.eq(~hold_valid), take.eq(wants & hold_valid)]
+            with m.If(~hold_valid & rxf.r_rdy):
+                m.d.sync += [hold_valid.eq(1), byte.eq(rxf.r_data[:8]), ferr.eq(rxf.r_data[8])]
+            with m.Elif(take):
+                m.d.sync += hold_valid.eq(0)
+            rx_pending = hold_valid | rxf.r_rdy           # a byte has arrived and not been taken
 
         # ---- request fields
         cmd = Signal(8)
@@ -193,7 +209,14 @@ class UartBridge(wiring.Component):
             with m.If(send_idx == RESPONSE_LEN - 1):
                 m.d.sync += sending.eq(0)
 
-        m.d.sync += [self.ok.eq(0), self.bad_checksum.eq(0), self.bad_command.eq(0), self.truncated.eq(0)]
+        # The event pulses are reset-less registers (they clear themselves every cycle): with a
+        # reset, Yosys merged the core reset into their set/reset logic and the reset net's
+        # crossing from the reset pipeline to the bridge was a ULX3S critical path.
+        ok, bad_checksum, bad_command, truncated = (
+            Signal(name=f"{n}_pulse", reset_less=True) for n in ("ok", "bad_checksum", "bad_command", "truncated"))
+        m.d.comb += [self.ok.eq(ok), self.bad_checksum.eq(bad_checksum), self.bad_command.eq(bad_command),
+                     self.truncated.eq(truncated)]
+        m.d.sync += [ok.eq(0), bad_checksum.eq(0), bad_command.eq(0), truncated.eq(0)]
         m.d.comb += [bus.wstrb.eq(0xF), bus.arprot.eq(0), bus.awprot.eq(0),
                      bus.araddr.eq(addr), bus.awaddr.eq(addr), bus.wdata.eq(wdata)]
         # Request checks as registers, free running: ADDR and CMD are complete bytes before the
@@ -221,7 +244,7 @@ class UartBridge(wiring.Component):
             ``m.next``, which needs a good byte."""
             m.d.comb += [wants.eq(1), in_frame.eq(1)]
             with m.If((take & ferr) | timed_out):
-                m.d.sync += self.truncated.eq(1)
+                m.d.sync += truncated.eq(1)
                 m.next = "HUNT"
 
         with m.FSM(name="bridge"):
@@ -229,7 +252,7 @@ class UartBridge(wiring.Component):
                 m.d.comb += wants.eq(1)
                 with m.If(take):
                     with m.If(ferr):
-                        m.d.sync += self.truncated.eq(1)
+                        m.d.sync += truncated.eq(1)
                     with m.Elif(byte == SYNC_REQUEST):
                         m.d.sync += crc.eq(0)
                         m.next = "CMD"
@@ -264,19 +287,19 @@ class UartBridge(wiring.Component):
                 receiving()
                 with m.If(take & ~ferr):
                     with m.If(byte != crc):
-                        m.d.sync += self.bad_checksum.eq(1)
+                        m.d.sync += bad_checksum.eq(1)
                         respond(Status.BAD_CHECKSUM)
                     with m.Elif(~is_read & ~is_write):
-                        m.d.sync += self.bad_command.eq(1)
+                        m.d.sync += bad_command.eq(1)
                         respond(Status.BAD_COMMAND)
                     with m.Elif(out_of_range):
-                        m.d.sync += self.ok.eq(1)
+                        m.d.sync += ok.eq(1)
                         respond(Status.BUS_ERROR)
                     with m.Elif(is_read):
-                        m.d.sync += [self.ok.eq(1), bus.arvalid.eq(1)]
+                        m.d.sync += [ok.eq(1), bus.arvalid.eq(1)]
                         m.next = "READ_AR"
                     with m.Else():
-                        m.d.sync += [self.ok.eq(1), bus.awvalid.eq(1), bus.wvalid.eq(1)]
+                        m.d.sync += [ok.eq(1), bus.awvalid.eq(1), bus.wvalid.eq(1)]
                         m.next = "WRITE_AW"
             with m.State("READ_AR"):
                 with m.If(bus.arready):

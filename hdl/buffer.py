@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import NicConfig
 from .forward import make_descriptor_layout
-from .ram import BeatFifo
+from .ram import BeatFifo, RamFifo
 from .stream import AXIStreamSignature
 
 __all__ = ["PacketBuffer"]
@@ -28,6 +28,10 @@ class PacketBuffer(wiring.Component):
 
     Known limit of this slice: one reader for all ports, so a stalled egress port stalls the others
     (per-port output queues come with the switch fabric).
+
+    With ``config.compact`` (area before speed) the two input register stages, the registered
+    ``space`` and the beat FIFO's flip-flop output queue are left out and the descriptor FIFO is
+    in block RAM; the same frames leave, with less latency.
 
     Members
     -------
@@ -58,15 +62,25 @@ class PacketBuffer(wiring.Component):
         w, bpb = cfg.data_width, cfg.bytes_per_beat
         max_beats = -(-cfg.max_frame // bpb)
 
-        # Two register stages on the input before anything is decided: the parser sits across
-        # the die from the block RAMs, and its output register feeding the write accounting was
-        # a ULX3S critical path (with one stage, that stage sat by the parser). With `space`
-        # registered once more on its way out (below), the FIFO's look-ahead needs three more
-        # slots of slack than a writer right at its input.
-        m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=5)
-        # Small and read combinationally: distributed RAM, not block RAM.
-        m.submodules.descs = descs = fifo.SyncFIFO(
-            width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
+        if cfg.compact:
+            # Compact (iCE40 at 24 MHz): the writer sits right at the input, so the FIFO's
+            # look-ahead needs only its minimum slack (a writer one register upstream), and
+            # the RAM's own read register is the output queue.
+            m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=2,
+                                                  compact=True)
+            # Block RAM: one SB_RAM40_4K instead of DESCRIPTOR_DEPTH words of flip-flops.
+            m.submodules.descs = descs = RamFifo(width=len(self.desc.payload.as_value()),
+                                                 depth=DESCRIPTOR_DEPTH)
+        else:
+            # Two register stages on the input before anything is decided: the parser sits across
+            # the die from the block RAMs, and its output register feeding the write accounting was
+            # a ULX3S critical path (with one stage, that stage sat by the parser). With `space`
+            # registered once more on its way out (below), the FIFO's look-ahead needs three more
+            # slots of slack than a writer right at its input.
+            m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=5)
+            # Small and read combinationally: distributed RAM, not block RAM.
+            m.submodules.descs = descs = fifo.SyncFIFO(
+                width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
 
         # --- writer ---------------------------------------------------------------------------
         # The input always accepts (tready is 1): the transfer strobe fans out to the parser's
@@ -74,13 +88,16 @@ class PacketBuffer(wiring.Component):
         # here. Flow control is `space` one cycle ahead instead, with enough slack for the
         # beats in flight: space high in cycle t allows a beat to arrive in cycle t + 1.
         s = self.s_axis
-        near_valid, near_last = Signal(), Signal()
-        near_data = Signal(w + bpb + 1, reset_less=True)
-        m.d.sync += [near_valid.eq(s.tvalid), near_last.eq(s.tlast),
-                     near_data.eq(Cat(s.tdata, s.tkeep, s.tlast))]
-        in_valid, in_last = Signal(), Signal()
-        in_data = Signal(w + bpb + 1, reset_less=True)
-        m.d.sync += [in_valid.eq(near_valid), in_last.eq(near_last), in_data.eq(near_data)]
+        if cfg.compact:
+            in_valid, in_last, in_data = s.tvalid, s.tlast, Cat(s.tdata, s.tkeep, s.tlast)
+        else:
+            near_valid, near_last = Signal(), Signal()
+            near_data = Signal(w + bpb + 1, reset_less=True)
+            m.d.sync += [near_valid.eq(s.tvalid), near_last.eq(s.tlast),
+                         near_data.eq(Cat(s.tdata, s.tkeep, s.tlast))]
+            in_valid, in_last = Signal(), Signal()
+            in_data = Signal(w + bpb + 1, reset_less=True)
+            m.d.sync += [in_valid.eq(near_valid), in_last.eq(near_last), in_data.eq(near_data)]
         in_frame = Signal()
         beat_index = Signal(range(max_beats + 1))      # saturates at max_beats
         truncating = Signal()                           # beat_index == max_beats
@@ -89,12 +106,25 @@ class PacketBuffer(wiring.Component):
 
         store = ~truncating | in_last
         space = Signal()
-        # BeatFifo.w_rdy keeps five slots in reserve; descriptors keep six (frames admitted
-        # four cycles before they are counted here, and the one-cycle-late release). `space`
-        # leaves through one more register: its path through the arbiter to the ingress slices
-        # crossed the die (a ULX3S critical path), and this register can sit by the arbiter.
-        space_out = Signal()
-        m.d.sync += [space.eq(outstanding < DESCRIPTOR_DEPTH - 6), space_out.eq(space & beats.w_rdy)]
+        if cfg.compact:
+            # Descriptors: `outstanding` counts the frames started (first beat seen here) and
+            # not yet released; the descriptor FIFO never holds more than that (a frame's
+            # descriptor comes after its first beat and leaves the FIFO before its release).
+            # `space` in cycle t compares `outstanding` of cycle t - 1, which counts first beats
+            # up to t - 2; beats still to be counted then are those of t - 1, t (allowed by
+            # earlier `space`) and t + 1 (allowed by this one): three frames at most, so keeping
+            # two in reserve (outstanding <= DEPTH - 3 when `space` is high) bounds it by
+            # DESCRIPTOR_DEPTH. The late release only makes `space` stricter. The beat FIFO's
+            # `w_rdy` (slack 2) is the same look-ahead for beats; both go out unregistered.
+            m.d.sync += space.eq(outstanding < DESCRIPTOR_DEPTH - 2)
+            space_out = space & beats.w_rdy
+        else:
+            # BeatFifo.w_rdy keeps five slots in reserve; descriptors keep six (frames admitted
+            # four cycles before they are counted here, and the one-cycle-late release). `space`
+            # leaves through one more register: its path through the arbiter to the ingress slices
+            # crossed the die (a ULX3S critical path), and this register can sit by the arbiter.
+            space_out = Signal()
+            m.d.sync += [space.eq(outstanding < DESCRIPTOR_DEPTH - 6), space_out.eq(space & beats.w_rdy)]
         m.d.comb += [
             s.tready.eq(1),
             self.space.eq(space_out),

@@ -42,6 +42,21 @@ class FrameGenerator(wiring.Component):
     sees whatever headers the user programs); the rest is a 32-bit Galois LFSR
     (x^32 + x^22 + x^2 + x + 1), a different rotation in every 32-bit lane.
 
+    Parameters
+    ----------
+    data_width:
+        W, a divisor of the 512-bit template.
+    port:
+        Ingress port index (for names only).
+    compact:
+        Build for area (``NicConfig.compact``): the current template beat is picked out of
+        ``template`` by a mux on a small beat index rather than shifted out of a per-generator
+        copy, and the settings are registered once, not twice. The frames and their timing
+        relative to ``enable`` are the same as long as ``frame_len``, ``gap`` and ``seed`` do
+        not change in the three cycles before a frame starts, nor ``template`` while a frame is
+        going out (the default build copies the template at each frame start; the compact one
+        reads it beat by beat).
+
     Members
     -------
     enable, frame_len, gap, seed, template: In
@@ -49,8 +64,8 @@ class FrameGenerator(wiring.Component):
     busy: Out(1)  -- inside a frame
     """
 
-    def __init__(self, data_width: int, port: int):
-        self.data_width, self.port = data_width, port
+    def __init__(self, data_width: int, port: int, *, compact: bool = False):
+        self.data_width, self.port, self.compact = data_width, port, compact
         super().__init__({
             "enable": In(1), "frame_len": In(14), "gap": In(16), "seed": In(32),
             "template": In(8 * TEMPLATE_BYTES),
@@ -70,16 +85,27 @@ class FrameGenerator(wiring.Component):
 
         lanes = [Cat(lfsr[i % 32:], lfsr[:i % 32]) for i in range(0, w // 32 * 7, 7)]
         payload = Cat(*lanes)
-        # The template leaves through a shift register loaded at each frame start, so the output
-        # is one 2:1 mux away from flip-flops: a mux on the beat index over a template held in
-        # the CSR block (far away on the die) was a ULX3S critical path.
         if TEMPLATE_BYTES % bpb:
             raise ValueError(f"the {TEMPLATE_BYTES}-byte template must be whole beats of {bpb} bytes")
         template_beats = TEMPLATE_BYTES // bpb
-        shifter = Signal(8 * TEMPLATE_BYTES)
-        in_template = Signal(template_beats)             # bit 0: the current beat is a template beat
         data = Signal(w)
-        m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
+        if self.compact:
+            # Compact: the current beat is picked straight out of `template` (fine at 24 MHz; the
+            # shifter below is 512 flip-flops and 512 LUTs per generator). The beat index is
+            # one-hot (bit k: template beat k, top bit: past the template, LFSR payload), so the
+            # mux is an AND-OR, about 10% fewer iCE40 LUTs than a binary index's mux tree.
+            beat = Signal(template_beats + 1, init=1)
+            picked = payload & beat[-1].replicate(w)
+            for k in range(template_beats):
+                picked = picked | (self.template.word_select(k, w) & beat[k].replicate(w))
+            m.d.comb += data.eq(picked)
+        else:
+            # The template leaves through a shift register loaded at each frame start, so the output
+            # is one 2:1 mux away from flip-flops: a mux on the beat index over a template held in
+            # the CSR block (far away on the die) was a ULX3S critical path.
+            shifter = Signal(8 * TEMPLATE_BYTES)
+            in_template = Signal(template_beats)         # bit 0: the current beat is a template beat
+            m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
         last = Signal()                                  # the current beat is the frame's last
         # A copy of `last` for the outputs, kept apart from the one the frame/gap logic reads:
         # shared, the placer put the LUT after it next to the slice downstream, and the
@@ -94,23 +120,37 @@ class FrameGenerator(wiring.Component):
         # The settings come from the CSR block, far away on the die: they are registered twice
         # as they are (the placer can put one copy near the source and one here), then the
         # length arithmetic is registered too, so every decision below is made from flip-flops
-        # and one or two LUTs.
-        in_len, in_seed, in_gap, in_enable = (Signal.like(x, name=f"cfg_{x.name}") for x in
-                                              (self.frame_len, self.seed, self.gap, self.enable))
-        m.d.sync += [in_len.eq(self.frame_len), in_seed.eq(self.seed), in_gap.eq(self.gap),
-                     in_enable.eq(self.enable)]
-        frame_len = Signal(14)
-        seed = Signal(32)
-        gap = Signal(16)
-        gap_zero, gap_one = Signal(), Signal()
-        enable = Signal()
-        # The seed's zero test (32 bits, three LUT levels) gets a cycle of its own, beside an
-        # aligned copy of the seed: test and select in one cycle was a ULX3S critical path.
-        seed_zero, seed_late = Signal(), Signal(32)
-        m.d.sync += [seed_zero.eq(in_seed == 0), seed_late.eq(in_seed)]
-        m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, 0xACE1, seed_late)),
-                     gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
-                     enable.eq(in_enable)]
+        # and one or two LUTs. Compact: the settings and the length arithmetic are registered
+        # once, straight from the inputs; `enable` still goes through two registers, so frames
+        # start in the same cycle as in the default build.
+        if self.compact:
+            in_enable = Signal(name="cfg_enable")
+            m.d.sync += in_enable.eq(self.enable)
+            frame_len, in_seed, in_gap = self.frame_len, self.seed, self.gap
+            seed = Signal(32)
+            gap = Signal(16)
+            gap_zero, gap_one = Signal(), Signal()
+            enable = Signal()
+            m.d.sync += [seed.eq(Mux(in_seed == 0, 0xACE1, in_seed)),
+                         gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
+                         enable.eq(in_enable)]
+        else:
+            in_len, in_seed, in_gap, in_enable = (Signal.like(x, name=f"cfg_{x.name}") for x in
+                                                  (self.frame_len, self.seed, self.gap, self.enable))
+            m.d.sync += [in_len.eq(self.frame_len), in_seed.eq(self.seed), in_gap.eq(self.gap),
+                         in_enable.eq(self.enable)]
+            frame_len = Signal(14)
+            seed = Signal(32)
+            gap = Signal(16)
+            gap_zero, gap_one = Signal(), Signal()
+            enable = Signal()
+            # The seed's zero test (32 bits, three LUT levels) gets a cycle of its own, beside an
+            # aligned copy of the seed: test and select in one cycle was a ULX3S critical path.
+            seed_zero, seed_late = Signal(), Signal(32)
+            m.d.sync += [seed_zero.eq(in_seed == 0), seed_late.eq(in_seed)]
+            m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, 0xACE1, seed_late)),
+                         gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
+                         enable.eq(in_enable)]
         n_beats = Signal.like(beats_left)
         single = Signal()                                # the frame is one beat
         tail = frame_len[:bpb.bit_length() - 1]          # bytes in the last beat, 0 meaning full
@@ -119,12 +159,20 @@ class FrameGenerator(wiring.Component):
                      single.eq(frame_len <= bpb),
                      keep.eq(Mux(tail == 0, (1 << bpb) - 1, (Const(1, bpb + 1) << tail) - 1))]
 
-        # The template shifter reloads whenever no frame is out and at each last beat (the next
-        # frame may start in the very next cycle), and shifts on every other beat.
-        with m.If(~in_frame | (out.tready & last)):
-            m.d.sync += [shifter.eq(self.template), in_template.eq((1 << template_beats) - 1)]
-        with m.Elif(out.tready):
-            m.d.sync += [shifter.eq(shifter >> w), in_template.eq(in_template >> 1)]
+        if self.compact:
+            # The beat index restarts whenever no frame is out and at each last beat (like the
+            # shifter's reload), and advances on the other beats up to the payload.
+            with m.If(~in_frame | (out.tready & last)):
+                m.d.sync += beat.eq(1)
+            with m.Elif(out.tready & ~beat[-1]):
+                m.d.sync += beat.eq(beat << 1)
+        else:
+            # The template shifter reloads whenever no frame is out and at each last beat (the next
+            # frame may start in the very next cycle), and shifts on every other beat.
+            with m.If(~in_frame | (out.tready & last)):
+                m.d.sync += [shifter.eq(self.template), in_template.eq((1 << template_beats) - 1)]
+            with m.Elif(out.tready):
+                m.d.sync += [shifter.eq(shifter >> w), in_template.eq(in_template >> 1)]
 
         gap_wait = Signal()                              # gap_left != 0
         with m.If(~in_frame):

@@ -1,10 +1,20 @@
-"""Block RAM with a registered output, and a first-word-fall-through FIFO built on it.
+"""Block RAM with a registered output, and first-word-fall-through FIFOs built on block RAM.
 
 ECP5 block RAM read data arrives 5.8 ns after the clock unless the RAM's own output register
 (``REGMODE = "OUTREG"``) is used, which leaves no room for logic at 156.25 MHz (6.4 ns). Yosys
 does not infer that register, so for ECP5 targets :class:`PipelinedRam` instantiates DP16KD
 primitives directly; everywhere else (simulation, other FPGAs) it is an Amaranth memory plus one
 register. Both have a read latency of exactly two cycles, so simulation matches the board.
+
+For area (``NicConfig.compact``, iCE40) there is :class:`SyncRam`, a plain one-cycle block RAM
+whose read data register is the RAM's own, and :class:`RamFifo` on it. Yosys maps an Amaranth
+``Memory`` to iCE40 SB_RAM40_4K, but Amaranth's synchronous read port promises the old word on a
+read of the address being written in the same cycle, which SB_RAM40_4K does not define, so Yosys
+adds read-first emulation in logic (the write delayed a cycle and a bypass: about 160 flip-flops
+and 85 LUTs for a 73-bit word). Amaranth 0.5 cannot say "don't care" (Yosys' ``no_rw_check``
+attribute only acts on ports that ``memory_dff`` builds from an asynchronous port and a register,
+and such a register's reset value then costs a LUT per bit), so on iCE40 :class:`SyncRam`
+instantiates SB_RAM40_4K itself. Its users never read an address in the cycle it is written.
 """
 
 from amaranth import Cat, ClockSignal, Const, Instance, Module, Signal
@@ -12,10 +22,13 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PipelinedRam", "BeatFifo", "ECP5_TARGET", "is_ecp5"]
+__all__ = ["PipelinedRam", "BeatFifo", "SyncRam", "RamFifo", "ECP5_TARGET", "ICE40_TARGET", "is_ecp5",
+           "is_ice40"]
 
 #: Pass as ``platform`` to elaborate for ECP5 out-of-context synthesis without a board.
 ECP5_TARGET = "ecp5"
+#: Pass as ``platform`` to elaborate for iCE40 (SB_RAM40_4K instances) without a board.
+ICE40_TARGET = "ice40"
 
 # DP16KD aspect ratios (data width, address bits). Ref: Lattice TN1264, ECP5 Memory Usage Guide.
 _DP16KD_MODES = ((18, 10), (9, 11), (4, 12), (2, 13), (1, 14))
@@ -30,6 +43,17 @@ def is_ecp5(platform) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(platform, LatticeECP5Platform)
+
+
+def is_ice40(platform) -> bool:
+    """True when elaborating for an iCE40 device (a board platform or :data:`ICE40_TARGET`)."""
+    if platform == ICE40_TARGET:
+        return True
+    try:
+        from amaranth.vendor import SiliconBluePlatform
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(platform, SiliconBluePlatform)
 
 
 class PipelinedRam(wiring.Component):
@@ -117,6 +141,158 @@ class PipelinedRam(wiring.Component):
         return m
 
 
+# SB_RAM40_4K aspect ratios: (READ_MODE/WRITE_MODE, address bits, RDATA/WDATA pins that carry data).
+# Ref: Lattice TN1250, Memory Usage Guide for iCE40 Devices; the pins as Yosys' share/ice40/cells_sim.v
+# models them (the narrow modes use every 2nd, 4th or 8th pin).
+_SB_RAM40_MODES = ((0, 8, tuple(range(16))), (1, 9, tuple(range(0, 16, 2))), (2, 10, (1, 5, 9, 13)),
+                   (3, 11, (3, 11)))
+
+
+class SyncRam(wiring.Component):
+    """Simple dual-port RAM, one write port and one read port, read latency one cycle.
+
+    ``r_data`` is the RAM's own read register: it holds the word read at the last ``r_en`` for
+    as long as ``r_en`` stays low, at no cost in logic. A read of the address that is written in
+    the same cycle returns an undefined word on iCE40 (the old one in simulation): users must not
+    do it. On iCE40 (see :func:`is_ice40`) this is SB_RAM40_4K instances in the aspect ratio that
+    needs the fewest of them; elsewhere an Amaranth memory.
+
+    Parameters
+    ----------
+    width, depth:
+        Word width in bits and number of words (a power of two; at most 2048 on iCE40).
+
+    Members
+    -------
+    w_addr, w_data, w_en: In
+        Write ``w_data`` at ``w_addr`` when ``w_en``.
+    r_addr, r_en: In
+        Read ``r_addr`` when ``r_en``; ``r_data`` holds the word from the next cycle on.
+    r_data: Out(width)
+    """
+
+    def __init__(self, width: int, depth: int):
+        if depth < 2 or depth & (depth - 1):
+            raise ValueError(f"RAM depth must be a power of two of at least 2, not {depth!r}")
+        self.width, self.depth = width, depth
+        abits = (depth - 1).bit_length()
+        super().__init__({
+            "w_addr": In(abits), "w_data": In(width), "w_en": In(1),
+            "r_addr": In(abits), "r_en": In(1), "r_data": Out(width),
+        })
+
+    def __repr__(self):
+        return f"SyncRam(width={self.width}, depth={self.depth})"
+
+    @staticmethod
+    def sb_ram40_count(width: int, depth: int) -> int:
+        """SB_RAM40_4K blocks a ``width`` x ``depth`` :class:`SyncRam` takes on iCE40."""
+        abits = (depth - 1).bit_length()
+        return min(-(-width // len(pins)) for _, aw, pins in _SB_RAM40_MODES if aw >= abits)
+
+    def elaborate(self, platform):
+        if is_ice40(platform):
+            if self.depth > 2048:
+                raise ValueError(f"SyncRam on iCE40 is at most 2048 words deep, not {self.depth!r}")
+            return self._elaborate_sb_ram40()
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(transparent_for=())
+        m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
+                     rd.addr.eq(self.r_addr), rd.en.eq(self.r_en), self.r_data.eq(rd.data)]
+        return m
+
+    def _elaborate_sb_ram40(self):
+        m = Module()
+        abits = (self.depth - 1).bit_length()
+        count = self.sb_ram40_count(self.width, self.depth)
+        mode, _, pins = next(x for x in _SB_RAM40_MODES if x[1] >= abits and -(-self.width // len(x[2])) == count)
+        waddr = Cat(self.w_addr, Const(0, 11 - abits))
+        raddr = Cat(self.r_addr, Const(0, 11 - abits))
+        for col in range(count):
+            lo = col * len(pins)
+            bits = min(len(pins), self.width - lo)
+            wdata = [Const(0)] * 16
+            for k in range(bits):
+                wdata[pins[k]] = self.w_data[lo + k]
+            rdata = Signal(16, name=f"rdata_{col}")
+            m.d.comb += [self.r_data[lo + k].eq(rdata[pins[k]]) for k in range(bits)]
+            m.submodules[f"bram_{col}"] = Instance(
+                "SB_RAM40_4K", p_READ_MODE=mode, p_WRITE_MODE=mode,
+                i_RCLK=ClockSignal("sync"), i_RCLKE=self.r_en, i_RE=Const(1), i_RADDR=raddr,
+                i_WCLK=ClockSignal("sync"), i_WCLKE=self.w_en, i_WE=Const(1), i_WADDR=waddr,
+                i_MASK=Const(0, 16), i_WDATA=Cat(*wdata), o_RDATA=rdata)
+        return m
+
+
+class RamFifo(wiring.Component):
+    """First-word-fall-through FIFO in block RAM (:class:`SyncRam`), for area rather than speed.
+
+    Same ports and behaviour as ``amaranth.lib.fifo.SyncFIFO`` (a write while full is ignored;
+    ``level`` counts every stored word), but no word is ever held in flip-flops: ``r_data`` is
+    the RAM's own read register, loaded one cycle ahead while the word before it is consumed,
+    so one word per cycle goes through. A word written into an empty FIFO in cycle t is
+    readable in t + 2, one cycle later than ``SyncFIFO``.
+
+    The RAM is never read at the address being written: the read address is the oldest word
+    still in the RAM and is only read when the RAM holds a word (so it differs from the write
+    address), and the RAM is never written while it is full (``level`` includes the word in the
+    read register, so the RAM holds at most ``depth`` words).
+
+    Parameters
+    ----------
+    width, depth:
+        Word width and capacity in words (at least 2); the RAM has the next power of two.
+
+    Members
+    -------
+    w_data, w_en: In; w_rdy: Out
+    r_data, r_rdy: Out; r_en: In
+    level: Out(range(depth + 1))
+    """
+
+    def __init__(self, width: int, depth: int):
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"RamFifo depth must be an integer of at least 2, not {depth!r}")
+        self.width, self.depth = width, depth
+        super().__init__({
+            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+            "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
+            "level": Out(range(depth + 1)),
+        })
+
+    def __repr__(self):
+        return f"RamFifo(width={self.width}, depth={self.depth})"
+
+    def elaborate(self, platform):
+        m = Module()
+        abits = (self.depth - 1).bit_length()
+        m.submodules.ram = ram = SyncRam(self.width, 1 << abits)
+        w_ptr = Signal(abits)                 # both wrap at the RAM size
+        r_ptr = Signal(abits)                 # oldest word still in the RAM
+        out_valid = Signal()                  # the read register holds the head word
+
+        do_write = self.w_en & self.w_rdy
+        do_read = self.r_en & out_valid
+        # The RAM holds level - out_valid words; fetch the next one whenever the read register
+        # is empty or being read.
+        fetch = (self.level != out_valid) & (~out_valid | self.r_en)
+        m.d.comb += [
+            self.w_rdy.eq(self.level != self.depth),
+            ram.w_addr.eq(w_ptr), ram.w_data.eq(self.w_data), ram.w_en.eq(do_write),
+            ram.r_addr.eq(r_ptr), ram.r_en.eq(fetch),
+            self.r_data.eq(ram.r_data), self.r_rdy.eq(out_valid),
+        ]
+        with m.If(do_write):
+            m.d.sync += w_ptr.eq(w_ptr + 1)
+        with m.If(fetch):
+            m.d.sync += r_ptr.eq(r_ptr + 1)
+        m.d.sync += [out_valid.eq(fetch | (out_valid & ~self.r_en)),
+                     self.level.eq(self.level + do_write - do_read)]
+        return m
+
+
 class BeatFifo(wiring.Component):
     """First-word-fall-through FIFO on a :class:`PipelinedRam`, one write and one read per cycle.
 
@@ -126,6 +302,11 @@ class BeatFifo(wiring.Component):
     (``slack`` = 2 by default; a writer with more register stages between its decision and the
     write asks for more). A write against that rule overflows the FIFO.
 
+    With ``compact`` (for area: ``NicConfig.compact``) it is a :class:`RamFifo` instead: the
+    RAM's own read register is the whole output queue (no words in flip-flops, no write
+    registers in front of the RAM) and a word written in cycle t is readable in t + 2 (t + 5
+    otherwise). ``w_rdy`` has the same look-ahead contract.
+
     Members
     -------
     w_data, w_en: In; w_rdy: Out
@@ -134,16 +315,18 @@ class BeatFifo(wiring.Component):
 
     QUEUE = 5
 
-    def __init__(self, width: int, depth: int, *, slack: int = 2):
+    def __init__(self, width: int, depth: int, *, slack: int = 2, compact: bool = False):
         if slack < 2:
             raise ValueError(f"BeatFifo slack must be at least 2, not {slack!r}")
-        self.width, self.depth, self.slack = width, depth, slack
+        self.width, self.depth, self.slack, self.compact = width, depth, slack, compact
         super().__init__({
             "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
             "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
         })
 
     def elaborate(self, platform):
+        if self.compact:
+            return self._elaborate_compact()
         m = Module()
         abits = (self.depth - 1).bit_length()
         m.submodules.ram = ram = PipelinedRam(self.width, self.depth)
@@ -193,4 +376,21 @@ class BeatFifo(wiring.Component):
 
         m.d.comb += [queue.w_data.eq(ram.r_data), queue.w_en.eq(arrive[1])]
         m.d.comb += [self.r_data.eq(queue.r_data), self.r_rdy.eq(queue.r_rdy), queue.r_en.eq(self.r_en)]
+        return m
+
+    def _elaborate_compact(self):
+        m = Module()
+        m.submodules.fifo = fifo = RamFifo(self.width, self.depth)
+        # Look-ahead: `w_rdy` in cycle t compares the level of cycle t - 1, which counts the
+        # writes up to t - 2. Writes not counted there: t - 1 and t (both allowed by an earlier
+        # `w_rdy`) and up to slack - 1 more after t, slack + 1 in all; the level counts a word
+        # until it is read, so the FIFO then holds at most (depth - slack - 1) + slack + 1 = depth
+        # words and never refuses a write. Slack 2 covers a writer one register upstream.
+        w_rdy = Signal(init=1)
+        m.d.sync += w_rdy.eq(fifo.level < self.depth - self.slack)
+        m.d.comb += [
+            self.w_rdy.eq(w_rdy),
+            fifo.w_data.eq(self.w_data), fifo.w_en.eq(self.w_en),
+            self.r_data.eq(fifo.r_data), self.r_rdy.eq(fifo.r_rdy), fifo.r_en.eq(self.r_en),
+        ]
         return m

@@ -9,6 +9,8 @@
                                             forwarder ----+--> record (monitor / recorder)
                                                  |
     s_axil -------------------------- CSR slave <+-- counter events (record, egress beats)
+
+With ``NicConfig.compact`` (small FPGAs) the slices are left out and the blocks build for area.
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -81,20 +83,28 @@ class NicTop(wiring.Component):
         m.submodules.parser = parser = make_parser(cfg)     # NicConfig.parser picks the architecture
         m.submodules.forwarder = forwarder = Forwarder(cfg)
         m.submodules.buffer = buffer = PacketBuffer(cfg)
-        m.submodules.csr = csr = CsrSlave(self.regmap)
+        m.submodules.csr = csr = CsrSlave(self.regmap, counter_store="bram" if cfg.compact else "registers")
 
         for i, name in enumerate(cfg.ports):
-            ingress = RegisterSlice(w, 1)
-            egress = RegisterSlice(w, 1)
-            m.submodules[f"ingress_{name}"] = ingress
-            m.submodules[f"egress_{name}"] = egress
             port_in = wiring.flipped(getattr(self, f"s_axis_{name}"))
-            if cfg.line_tester:
-                port_in = self._line_tester_ingress(m, csr, i, name, port_in)
-            connect(m, port_in, ingress.s_axis)
-            connect(m, ingress.m_axis, arbiter.inputs[i])
-            connect(m, buffer.outputs[i], egress.s_axis)
-            connect(m, egress.m_axis, wiring.flipped(getattr(self, f"m_axis_{name}")))
+            port_out = wiring.flipped(getattr(self, f"m_axis_{name}"))
+            if cfg.compact:
+                # Compact: no register slices (they only cut long routes on a big ECP5).
+                if cfg.line_tester:
+                    port_in = self._line_tester_ingress(m, csr, i, name, port_in)
+                connect(m, port_in, arbiter.inputs[i])
+                connect(m, buffer.outputs[i], port_out)
+            else:
+                ingress = RegisterSlice(w, 1)
+                egress = RegisterSlice(w, 1)
+                m.submodules[f"ingress_{name}"] = ingress
+                m.submodules[f"egress_{name}"] = egress
+                if cfg.line_tester:
+                    port_in = self._line_tester_ingress(m, csr, i, name, port_in)
+                connect(m, port_in, ingress.s_axis)
+                connect(m, ingress.m_axis, arbiter.inputs[i])
+                connect(m, buffer.outputs[i], egress.s_axis)
+                connect(m, egress.m_axis, port_out)
             if cfg.line_tester:
                 out = getattr(self, f"m_axis_{name}")
                 m.submodules[f"checker_{name}"] = checker = SignatureChecker(w)
@@ -120,7 +130,8 @@ class NicTop(wiring.Component):
         connect(m, forwarder.record, wiring.flipped(self.record))
         if cfg.uart_bridge:
             m.submodules.bridge = bridge = UartBridge(
-                clk_hz=round(cfg.clock_mhz * 1e6), baud=cfg.uart_baud, addr_width=self.regmap.address_width)
+                clk_hz=round(cfg.clock_mhz * 1e6), baud=cfg.uart_baud, addr_width=self.regmap.address_width,
+                compact=cfg.compact)
             if cfg.compact:
                 connect(m, bridge.m_axil, csr.s_axil)
             else:
@@ -144,25 +155,34 @@ class NicTop(wiring.Component):
         The switch between the external port and the generator happens only between frames.
         """
         cfg = self.config
-        gen = FrameGenerator(cfg.data_width, index)
+        gen = FrameGenerator(cfg.data_width, index, compact=cfg.compact)
         m.submodules[f"generator_{name}"] = gen
         # FRAME_LEN clamped to 60..max_frame in two registered steps (32-bit compares, then a mux).
+        # Compact: in one step; the generator registers what it derives from the length.
         frame_len = csr.rw("LINETEST", 0, "FRAME_LEN")
-        len_short, len_long = Signal(name=f"len_short_{name}"), Signal(name=f"len_long_{name}")
-        len_raw = Signal(14, name=f"len_raw_{name}")
-        m.d.sync += [len_short.eq(frame_len < 60), len_long.eq(frame_len > cfg.max_frame), len_raw.eq(frame_len)]
+        if cfg.compact:
+            len_short, len_long, len_raw = frame_len < 60, frame_len > cfg.max_frame, frame_len[:14]
+        else:
+            len_short, len_long = Signal(name=f"len_short_{name}"), Signal(name=f"len_long_{name}")
+            len_raw = Signal(14, name=f"len_raw_{name}")
+            m.d.sync += [len_short.eq(frame_len < 60), len_long.eq(frame_len > cfg.max_frame),
+                         len_raw.eq(frame_len)]
         m.d.comb += [
             gen.frame_len.eq(Mux(len_short, 60, Mux(len_long, cfg.max_frame, len_raw))),
             gen.gap.eq(csr.rw("LINETEST", 0, "GAP")),
             gen.seed.eq(csr.rw("LINETEST", 0, "SEED")),
             gen.template.eq(Cat(*(csr.rw("LINETEST", 0, f"TEMPLATE_{i}") for i in range(16)))),
         ]
-        # A register slice after the generator: its template mux must not share a cycle with
-        # the ingress mux and slice (that path crossed the die on the ULX3S at 103 MHz).
-        gen_out = RegisterSlice(cfg.data_width, 1)
-        m.submodules[f"generator_slice_{name}"] = gen_out
-        connect(m, gen.m_axis, gen_out.s_axis)
-        gen_busy = gen.busy | gen_out.m_axis.tvalid
+        if cfg.compact:
+            gen_stream, gen_busy = gen.m_axis, gen.busy
+        else:
+            # A register slice after the generator: its template mux must not share a cycle with
+            # the ingress mux and slice (that path crossed the die on the ULX3S at 103 MHz).
+            gen_out = RegisterSlice(cfg.data_width, 1)
+            m.submodules[f"generator_slice_{name}"] = gen_out
+            connect(m, gen.m_axis, gen_out.s_axis)
+            gen_stream = gen_out.m_axis
+            gen_busy = gen.busy | gen_out.m_axis.tvalid
         use_gen = Signal(name=f"use_generator_{name}")
         ext_in_frame = Signal(name=f"ext_in_frame_{name}")
         mux = AXIStreamSignature(cfg.data_width, 1).create(path=(f"ingress_mux_{name}",))
@@ -172,7 +192,7 @@ class NicTop(wiring.Component):
             m.d.sync += use_gen.eq(csr.rw("LINETEST", 0, "CONTROL")[0])
         m.d.comb += gen.enable.eq(use_gen)
         with m.If(use_gen):
-            g = gen_out.m_axis
+            g = gen_stream
             m.d.comb += [mux.tdata.eq(g.tdata), mux.tkeep.eq(g.tkeep), mux.tlast.eq(g.tlast),
                          mux.tuser.eq(g.tuser), mux.tvalid.eq(g.tvalid), g.tready.eq(mux.tready)]
         with m.Else():

@@ -186,8 +186,8 @@ def test_pyserial_transport_loopback():
 class BridgeCsr(Elaboratable):
     """UartBridge driving the real CsrSlave, directly or through an AXILiteSlice (as on the ULX3S)."""
 
-    def __init__(self, through_slice=False):
-        self.bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=AW)
+    def __init__(self, compact=False, through_slice=False):
+        self.bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=AW, compact=compact)
         self.csr = CsrSlave(REGMAP)
         self.slice = AXILiteSlice(AW) if through_slice else None
 
@@ -351,8 +351,8 @@ def run(dut, bench, *processes):
     sim.run()
 
 
-def csr_sim(bench, *, through_slice=False):
-    dut = BridgeCsr(through_slice)
+def csr_sim(bench, compact=False, *, through_slice=False):
+    dut = BridgeCsr(compact, through_slice)
     mon = Monitor(dut.bridge)
 
     async def tb(ctx):
@@ -362,9 +362,16 @@ def csr_sim(bench, *, through_slice=False):
 
 
 # -- gateware tests ------------------------------------------------------------------------------------
+# Every gateware test runs on both builds of the bridge: the default one and the compact one
+# (NicConfig.compact: receive FIFO in block RAM).
+
+@pytest.fixture(params=[False, True], ids=["default", "compact"])
+def compact(request):
+    return request.param
+
 
 @pytest.mark.parametrize("through_slice", [False, True], ids=["direct", "axil_slice"])
-def test_read_write_csr(through_slice):
+def test_read_write_csr(compact, through_slice):
     magic = IDENT.addr("MAGIC")
     scratch = IDENT.addr("SCRATCH")
 
@@ -380,10 +387,10 @@ def test_read_write_csr(through_slice):
         assert mon.pulses == {"ok": 5, "bad_checksum": 0, "bad_command": 0, "truncated": 0}
         assert mon.ar == [magic, scratch, 0xFFC] and mon.aw == [scratch, magic]
         assert mon.tx_ferr == 0
-    csr_sim(bench, through_slice=through_slice)
+    csr_sim(bench, compact, through_slice=through_slice)
 
 
-def test_out_of_range_and_unaligned_not_issued():
+def test_out_of_range_and_unaligned_not_issued(compact):
     async def bench(ctx, b, mon):
         await uart_send(ctx, b.rx, encode_request(Cmd.READ32, 7, 1 << AW))
         await uart_send(ctx, b.rx, encode_request(Cmd.WRITE32, 8, 0x8000_0030, 5))
@@ -392,10 +399,10 @@ def test_out_of_range_and_unaligned_not_issued():
         assert got == [(Status.BUS_ERROR, 7, 0), (Status.BUS_ERROR, 8, 0), (Status.BUS_ERROR, 9, 0)]
         assert mon.ar == [] and mon.aw == []
         assert mon.pulses["ok"] == 3
-    csr_sim(bench)
+    csr_sim(bench, compact)
 
 
-def test_bad_checksum_not_executed():
+def test_bad_checksum_not_executed(compact):
     async def bench(ctx, b, mon):
         frame = bytearray(encode_request(Cmd.WRITE32, 0x11, IDENT.addr("SCRATCH"), 0x5555))
         frame[-1] ^= 0x80
@@ -407,10 +414,10 @@ def test_bad_checksum_not_executed():
         assert got == [(Status.BAD_CHECKSUM, 0x11, 0), (Status.BAD_CHECKSUM, 0x12, 0)]
         assert mon.ar == [] and mon.aw == []
         assert mon.pulses == {"ok": 0, "bad_checksum": 2, "bad_command": 0, "truncated": 0}
-    csr_sim(bench)
+    csr_sim(bench, compact)
 
 
-def test_bad_command():
+def test_bad_command(compact):
     async def bench(ctx, b, mon):
         await uart_send(ctx, b.rx, encode_request(0x07, 0x21, 0x10))
         await uart_send(ctx, b.rx, encode_request(Cmd.READ32, 0x22, IDENT.addr("MAGIC")))
@@ -418,20 +425,20 @@ def test_bad_command():
         assert got == [(Status.BAD_COMMAND, 0x21, 0), (Status.OK, 0x22, MAGIC)]
         assert mon.ar == [IDENT.addr("MAGIC")]
         assert mon.pulses == {"ok": 1, "bad_checksum": 0, "bad_command": 1, "truncated": 0}
-    csr_sim(bench)
+    csr_sim(bench, compact)
 
 
-def test_garbage_before_sync_skipped():
+def test_garbage_before_sync_skipped(compact):
     async def bench(ctx, b, mon):
         noise = bytes([0x00, 0xFF, 0x5A, 0x13, 0x01])
         await uart_send(ctx, b.rx, noise + encode_request(Cmd.READ32, 3, 0x10))
         got = await wait_response(ctx, mon, 1)
         assert got == [(Status.OK, 3, MAGIC)]
         assert mon.pulses == {"ok": 1, "bad_checksum": 0, "bad_command": 0, "truncated": 0}
-    csr_sim(bench)
+    csr_sim(bench, compact)
 
 
-def test_truncated_then_good_frame():
+def test_truncated_then_good_frame(compact):
     async def bench(ctx, b, mon):
         await uart_send(ctx, b.rx, encode_request(Cmd.WRITE32, 1, IDENT.addr("SCRATCH"), 0x77)[:6])
         await ctx.tick().repeat(DIV * (TIMEOUT_BITS + 4))
@@ -443,19 +450,19 @@ def test_truncated_then_good_frame():
         assert len(mon.rx_bytes) == RESPONSE_LEN  # nothing answered the torn frame
         assert mon.aw == []
         assert mon.pulses == {"ok": 1, "bad_checksum": 0, "bad_command": 0, "truncated": 1}
-    csr_sim(bench)
+    csr_sim(bench, compact)
 
 
-def test_slow_sender_within_timeout():
+def test_slow_sender_within_timeout(compact):
     async def bench(ctx, b, mon):
         await uart_send(ctx, b.rx, encode_request(Cmd.READ32, 4, 0x10), gap_bits=TIMEOUT_BITS - 12)
         got = await wait_response(ctx, mon, 1)
         assert got == [(Status.OK, 4, MAGIC)]
         assert mon.pulses["truncated"] == 0
-    csr_sim(bench)
+    csr_sim(bench, compact)
 
 
-def test_framing_error_drops_frame():
+def test_framing_error_drops_frame(compact):
     async def bench(ctx, b, mon):
         frame = encode_request(Cmd.WRITE32, 5, IDENT.addr("SCRATCH"), 0x99)
         await uart_send(ctx, b.rx, frame, bad_stop={4})   # low stop bit inside the frame
@@ -466,10 +473,10 @@ def test_framing_error_drops_frame():
         assert got == [(Status.OK, 6, 0)] and len(mon.rx_bytes) == RESPONSE_LEN
         assert mon.aw == []
         assert mon.pulses == {"ok": 1, "bad_checksum": 0, "bad_command": 0, "truncated": 1}
-    csr_sim(bench)
+    csr_sim(bench, compact)
 
 
-def test_back_to_back_requests():
+def test_back_to_back_requests(compact):
     """Requests sent without waiting for responses are buffered and answered in order."""
     async def bench(ctx, b, mon):
         # Different answers back to back: a response must not pick up the next request's data.
@@ -479,13 +486,13 @@ def test_back_to_back_requests():
         await uart_send(ctx, b.rx, b"".join(requests))
         got = await wait_response(ctx, mon, 6)
         assert got == [(Status.OK, 0, 0)] + [(Status.OK, s, (MAGIC, 0x11223344)[s % 2]) for s in range(1, 6)]
-    csr_sim(bench)
+    csr_sim(bench, compact)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_axi_model_slave_random_stalls(seed):
+def test_axi_model_slave_random_stalls(seed, compact):
     rng = random.Random(seed)
-    bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=16)
+    bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=16, compact=compact)
     slave = AxiSlaveModel(bridge.m_axil, seed=seed, errors={0x100: SLVERR, 0x104: DECERR})
     mon = Monitor(bridge)
     expect = {}
@@ -528,9 +535,9 @@ def test_doc_examples_codec():
     assert encode_response(Status.OK, 8) == DOC_WRITE[1]
 
 
-def test_doc_examples_on_gateware():
+def test_doc_examples_on_gateware(compact):
     async def bench(ctx, b, mon):
         await uart_send(ctx, b.rx, DOC_READ[0] + DOC_WRITE[0])
         await wait_response(ctx, mon, 2)
         assert bytes(mon.rx_bytes) == DOC_READ[1] + DOC_WRITE[1]
-    csr_sim(bench)
+    csr_sim(bench, compact)

