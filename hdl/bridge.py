@@ -202,10 +202,18 @@ class UartBridge(wiring.Component):
             with m.Case(7):
                 m.d.comb += send_byte.eq(tx_crc)
         m.d.comb += [utx.i.payload.eq(send_byte), utx.i.valid.eq(sending)]
+        # The CRC takes each sent byte one cycle after the transmitter does, from a register:
+        # byte mux and CRC step in one cycle was a ULX3S critical path (153 MHz). The CRC byte
+        # goes out a whole character time later, so the extra cycle is never seen.
+        crc_byte = Signal(8, reset_less=True)
+        crc_add = Signal()
+        m.d.sync += crc_add.eq(0)
+        with m.If(crc_add):
+            m.d.sync += tx_crc.eq(_crc8_next(tx_crc, crc_byte))
         with m.If(utx.i.valid & utx.i.ready):
             m.d.sync += send_idx.eq(send_idx + 1)
             with m.If((send_idx != 0) & (send_idx != RESPONSE_LEN - 1)):
-                m.d.sync += tx_crc.eq(_crc8_next(tx_crc, send_byte))
+                m.d.sync += [crc_byte.eq(send_byte), crc_add.eq(1)]
             with m.If(send_idx == RESPONSE_LEN - 1):
                 m.d.sync += sending.eq(0)
 
