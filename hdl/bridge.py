@@ -178,7 +178,10 @@ class UartBridge(wiring.Component):
         wdata = Signal(32)
         crc = Signal(8)
         count = Signal(2)                                 # byte index inside ADDR / DATA
-        idle = Signal(range(TIMEOUT_BITS * self.divisor + 1))
+        # Reset-less: cleared in every cycle outside a frame, and the FSM leaves reset in HUNT.
+        # With a reset, the core reset net reached this counter through its clear logic from
+        # across the die (ULX3S critical path, 147.7 MHz).
+        idle = Signal(range(TIMEOUT_BITS * self.divisor + 1), reset_less=True)
 
         # ---- response registers and sender
         r_status = Signal(8)
@@ -249,7 +252,7 @@ class UartBridge(wiring.Component):
             m.next = "RESPOND"
 
         in_frame = Signal()
-        timed_out = Signal()                              # TIMEOUT_BITS silent bit times in a frame
+        timed_out = Signal(reset_less=True)               # TIMEOUT_BITS silent bit times in a frame
 
         def receiving():
             """Common to every state after SYNC: take bytes; drop the frame on a framing error or
