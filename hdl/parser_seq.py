@@ -11,9 +11,8 @@ RFC 768, RFC 792, RFC 4443.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import NicConfig
@@ -31,13 +30,15 @@ from .layouts import (
     IPV6_EXT_HEADERS,
 )
 from .meta import FRAME_LEN_BITS, OFFSET_BITS, L3Type, MalformedReason, PacketMeta, make_parsed_layout
+from .ram import SyncRam
 from .stream import AXIStreamSignature, keep_count
 
 __all__ = ["SequentialParser", "MAX_FRAME_CYCLES", "make_parser"]
 
-#: Internal frame length width, as in the pipelined parser: the beat counter saturates past 2**17
-#: bytes, where every length check of docs/parser.md already has its true outcome.
-_LEN_BITS = 18
+#: Internal frame length width: the beat counter saturates two beats short of 2**17 bytes, so a
+#: length always fits, and above 2**17 - 128 bytes every length check of docs/parser.md already
+#: has its true outcome (the longest length it compares with is an IPv6 packet, 65535 + 40 + 22).
+_LEN_BITS = 17
 _FRAME_LEN_MAX = (1 << FRAME_LEN_BITS) - 1
 #: Bytes returned by one window read (four 16-bit halfwords).
 _READ_BYTES = 8
@@ -45,27 +46,29 @@ _READ_BYTES = 8
 #: extension headers (2 each), the L4 header (1), TCP data offset (1).
 MAX_FRAME_CYCLES = 16
 
-#: Synthesis attributes of the window and info RAMs. ``ram_style``: block RAM even for the tiny
-#: info RAM (iCE40 has no distributed RAM; in flip-flops it would cost ~100 logic cells).
-#: ``no_rw_check``: no read/write collision logic (a register and a compare-and-mux per data bit,
-#: ~170 cells in all), because a read of an address written in the same cycle is never used:
-#: the FSM reads only complete slots, and the info entry of a frame is read again, after its
-#: write, before the FSM takes it (see ``elaborate``). Yosys honours the attribute when it merges
-#: the data register into the read port, hence :func:`_read_register`.
-_RAM_ATTRS = {"ram_style": "block", "no_rw_check": 1}
+def _lt_const(x, c):
+    """``x < c`` for an unsigned value ``x`` and an integer ``c``, written as AND/OR logic.
 
-
-def _read_register(m, port, name):
-    """Synchronous read data of an asynchronous read ``port``: the RAM's own output register.
-
-    Same timing as ``read_port(domain="sync")`` (data the cycle after the address), written as
-    an asynchronous port plus a plain register so that Yosys' ``memory_dff`` folds the register
-    into the block RAM and applies ``no_rw_check`` (Amaranth 0.5 has no way to say "collision:
-    don't care" on a synchronous port).
+    Yosys maps a comparison with a constant to a carry chain as wide as ``x`` (an 18-bit
+    ``x < 14`` is 16 SB_CARRY cells on iCE40, each a logic cell); as logic it is a few LUTs, and
+    the zero test of the high bits is shared by every comparison of the same value.
     """
-    data = Signal.like(port.data, name=name, reset_less=True)
-    m.d.sync += data.eq(port.data)
-    return data
+    x = Value.cast(x)
+    if c <= 0:
+        return Const(0)
+    if c >= 1 << len(x):
+        return Const(1)
+    k = (c - 1).bit_length()                 # x < c needs x[k:] == 0
+    terms, eq = [], Const(1)                 # eq: x[i + 1:k] == c[i + 1:k]
+    for i in reversed(range(k)):
+        if (c >> i) & 1:
+            terms.append(eq & ~x[i])
+            eq = eq & x[i]
+        else:
+            eq = eq & ~x[i]
+    if c == 1 << k:                          # x[:k] < c always
+        terms = [Const(1)]
+    return ~x[k:].any() & Cat(*terms).any()
 
 
 class SequentialParser(wiring.Component):
@@ -76,12 +79,14 @@ class SequentialParser(wiring.Component):
     *Capture.* While a frame passes (``m_axis`` is ``s_axis``, untouched, as in
     :class:`~hdl.parser.Parser`), its first ``header_window`` bytes are written, one beat per
     cycle, into one of ``slots`` frame slots of a block RAM window; the frame length, ingress port
-    and ``rx_error`` go into a small per-slot info memory at the last beat. The window is split
-    into W/16 halfword lanes (one RAM each, 16 bits wide: the iCE40 SB_RAM40_4K's native shape),
-    so any 8 consecutive bytes starting at an even offset can be read in one cycle: each lane gets
-    its own row address and a rotation puts the four halfwords in order. Every header field the
-    spec looks at sits at an even offset (L3 starts at 14/18/22, IPv4 options and IPv6 extension
-    headers are multiples of 4 and 8 bytes), so no byte-granular shifter is needed.
+    and ``rx_error`` go into a small per-slot info memory at the last beat. Both are
+    :class:`~hdl.ram.SyncRam`: on iCE40 SB_RAM40_4K blocks whose own read register is the read
+    data, at no cost in logic cells. The window is split into W/16 halfword lanes (one RAM each,
+    16 bits wide: the SB_RAM40_4K's native shape), so 8 consecutive bytes can be read in one cycle:
+    each lane gets its own row address and a rotation puts the four halfwords in order. Every read
+    starts at an offset of 2 modulo 4 (L3 starts at 14/18/22, IPv4 options and IPv6 extension
+    headers are multiples of 4 and 8 bytes, and Ethernet is read from byte -2), so no
+    byte-granular shifter is needed and the rotation takes only W/32 values (a 2:1 mux at W=64).
 
     *Walk.* A multi-cycle FSM parses the oldest complete slot. Each cycle it consumes the 8 bytes
     it read in the previous cycle and issues the next read. The read offset depends only on the
@@ -208,20 +213,20 @@ class SequentialParser(wiring.Component):
         slot_bits = (self._slots - 1).bit_length()
         lanes = []
         for i in range(n_lanes):
-            mem = Memory(shape=16, depth=self._slots << row_bits, init=[], attrs=_RAM_ATTRS)
-            m.submodules[f"window_{i}"] = mem
-            lanes.append((mem.write_port(), mem.read_port(domain="comb")))
+            ram = SyncRam(16, self._slots << row_bits)
+            m.submodules[f"window_{i}"] = ram
+            lanes.append(ram)
 
         # ---- Capture --------------------------------------------------------------------------
         in_frame = Signal()
-        beat_max = (1 << (_LEN_BITS - 1)) // bpb          # saturate once 2**17 bytes have passed
+        beat_max = (1 << _LEN_BITS) // bpb - 2            # saturate (see _LEN_BITS)
         beat = Signal(range(beat_max + 1))
         wslot = Signal(slot_bits)
         first = xfer & ~in_frame
         last = xfer & s.tlast
-        for i, (wp, _) in enumerate(lanes):
-            m.d.comb += [wp.addr.eq(Cat(beat[:row_bits], wslot)), wp.data.eq(s.tdata[16 * i:16 * (i + 1)]),
-                         wp.en.eq(xfer & (beat < rows))]
+        for i, ram in enumerate(lanes):
+            m.d.comb += [ram.w_addr.eq(Cat(beat[:row_bits], wslot)), ram.w_data.eq(s.tdata[16 * i:16 * (i + 1)]),
+                         ram.w_en.eq(xfer & _lt_const(beat, rows))]
         with m.If(xfer):
             m.d.sync += in_frame.eq(~s.tlast)
             with m.If(s.tlast):
@@ -230,16 +235,16 @@ class SequentialParser(wiring.Component):
                 m.d.sync += beat.eq(beat + 1)
 
         # Per-slot info: length, ingress port, rx_error, written with the last beat.
+        # beat * bpb + kept, kept in 1..bpb: only the top bit of `kept` (bpb) carries into `beat`.
         length = Signal(_LEN_BITS)
-        m.d.comb += length.eq((beat << (bpb.bit_length() - 1)) + keep_count(s.tkeep, bpb))
+        kept = keep_count(s.tkeep, bpb)
+        shift = bpb.bit_length() - 1
+        m.d.comb += length.eq(Cat(kept[:shift], beat + kept[shift]))
         info_layout_bits = _LEN_BITS + port_bits + 1
-        m.submodules.info = info = Memory(shape=info_layout_bits, depth=self._slots, init=[],
-                                          attrs=_RAM_ATTRS)
-        info_wr = info.write_port()
-        info_rd = info.read_port(domain="comb")
-        info_data = _read_register(m, info_rd, "info_data")
-        m.d.comb += [info_wr.addr.eq(wslot), info_wr.en.eq(last),
-                     info_wr.data.eq(Cat(length, s.tuser[1:1 + port_bits], s.tuser[0]))]
+        m.submodules.info = info = SyncRam(info_layout_bits, self._slots)
+        info_data = info.r_data
+        m.d.comb += [info.w_addr.eq(wslot), info.w_en.eq(last), info.r_en.eq(1),
+                     info.w_data.eq(Cat(length, s.tuser[1:1 + port_bits], s.tuser[0]))]
 
         # Slot accounting. `used`: slots taken (being captured, waiting or being parsed);
         # `ready`: complete frames the FSM has not started (counted a cycle after the last beat,
@@ -267,32 +272,37 @@ class SequentialParser(wiring.Component):
         # The info entry the next START needs, read one cycle ahead. A frame's entry is written at
         # its last beat (t0) and `ready` counts it at t0 + 1, so START (t0 + 2 at the earliest)
         # sees data read at t0 + 1 or later, after the write.
-        m.d.comb += info_rd.addr.eq(rslot + start)
+        m.d.comb += info.r_addr.eq(rslot + start)
 
-        # ---- Window reads: 8 bytes at an even byte offset, data the next cycle ---------------
-        raddr = Signal(OFFSET_BITS - 1)          # halfword address, driven by the FSM
-        rot = Signal(max(1, lane_bits), reset_less=True)   # its lane rotation, for the data next cycle
-        q = raddr >> lane_bits
-        r = raddr[:lane_bits] if lane_bits else Const(0, 1)
-        m.d.sync += rot.eq(r)
-        # Lane b holds halfword h + ((b - h) mod lanes): row q, or q + 1 for lanes before r. A row
-        # past the slot wraps inside it (bytes past the window are never used). The slot read is
-        # always a complete one (`used` counts it until release), never the slot being written,
+        # ---- Window reads: 8 bytes at a byte offset 2 modulo 4, data the next cycle -----------
+        # Every offset the walk reads at is 2 modulo 4 (L3 starts at 14, 18 or 22 and every header
+        # length after it is a multiple of 4; Ethernet is read from byte -2, wrapping inside the
+        # slot). A read then starts at an odd halfword h = 2a + 1, whose lane rotation h mod lanes
+        # = 2s + 1 takes only lanes / 2 values: at W=64 a 2:1 mux per data bit instead of 4:1, one
+        # LUT level less on the read-data path (the parser's critical path) and about 64 LUTs less.
+        sel_bits = lane_bits - 1
+        raddr = Signal(row_bits + sel_bits)      # a, within the slot; driven by the FSM (`issue`)
+        sel = raddr[:sel_bits] if sel_bits else Const(0, 1)    # s
+        q = raddr[sel_bits:]                     # row of h: h >> lane_bits = a >> sel_bits
+        # Lane b holds halfword h + ((b - h) mod lanes): row q, or q + 1 for the lanes b < 2s + 1.
+        # A row past the slot wraps inside it (bytes past the window are never used). The slot read
+        # is always a complete one (`used` counts it until release), never the slot being written,
         # so read/write collisions only happen on idle reads whose data is ignored.
         rd_slot = Signal(slot_bits)              # `cur`, or `rslot` in START
         m.d.comb += rd_slot.eq(cur)
-        for b, (_, rp) in enumerate(lanes):
-            row = q + (Const(b, lane_bits + 1) < r)
-            m.d.comb += rp.addr.eq(Cat(row[:row_bits], rd_slot))
-        words = [_read_register(m, rp, f"window_data_{b}") for b, (_, rp) in enumerate(lanes)]
+        for b, ram in enumerate(lanes):
+            c = (b + 1) // 2                     # b < 2s + 1  <=>  s >= c
+            step = Const(1) if c == 0 else Const(0) if c >= n_lanes // 2 else (sel >= c)
+            row = (q + step)[:row_bits]
+            m.d.comb += [ram.r_addr.eq(Cat(row, rd_slot)), ram.r_en.eq(1)]
+        words = [ram.r_data for ram in lanes]
         n_words = _READ_BYTES // 2
         d = Signal(8 * _READ_BYTES)
-        # One copy of the rotation register per output halfword: each drives 16 mux bits instead
-        # of 64 (a shorter route on the read-data path, the parser's critical path).
+        rot = Signal(max(1, sel_bits), reset_less=True)   # s of the read, for its data next cycle
+        m.d.sync += rot.eq(sel)
         for j in range(n_words):
-            rot_j = Signal.like(rot, name=f"rot_{j}", attrs={"keep": 1})
-            m.d.sync += rot_j.eq(r)
-            m.d.comb += d[16 * j:16 * (j + 1)].eq(Array(words[(k + j) % n_lanes] for k in range(n_lanes))[rot_j])
+            choices = [words[(2 * k + 1 + j) % n_lanes] for k in range(n_lanes // 2)]
+            m.d.comb += d[16 * j:16 * (j + 1)].eq(Array(choices)[rot])
 
         def byte(i):
             return d[8 * i:8 * (i + 1)]
@@ -301,8 +311,19 @@ class SequentialParser(wiring.Component):
             """``n`` bytes at ``i`` of the read word as a big-endian (network order) value."""
             return Cat(*(byte(j) for j in reversed(range(i, i + n))))
 
-        def issue(byte_offset):
-            m.d.comb += raddr.eq(byte_offset >> 1)
+        # One adder for every read address: a register (`l3` or `off`, both 2 modulo 4) or 0,
+        # plus a constant, in 4-byte units.
+        rd_base = Signal.like(raddr)
+        rd_add = Signal.like(raddr)
+        m.d.comb += raddr.eq(rd_base + rd_add)
+
+        def issue(base, add=0):
+            """Read the 8 bytes at byte offset ``base + add`` (2 modulo 4, see above): ``base`` is
+            ``l3``, ``off`` or None (0), ``add`` a constant (-2 wraps inside the slot)."""
+            assert add % 4 == (0 if base is not None else 2), add
+            if base is not None:
+                m.d.comb += rd_base.eq(base[2:])
+            m.d.comb += rd_add.eq((add >> 2) % (1 << len(raddr)))
 
         # ---- Walk state ----------------------------------------------------------------------
         # Everything but `valid` is loaded before it is used, so it has no reset: on iCE40 a
@@ -313,13 +334,16 @@ class SequentialParser(wiring.Component):
         port = Signal(port_bits, reset_less=True)
         rx_error = Signal(reset_less=True)
         frame_len = Signal(_LEN_BITS, reset_less=True)     # L
-        l3 = Signal(5, reset_less=True)                     # l3_offset: 14, 18 or 22
-        avail = Signal(_LEN_BITS, reset_less=True)         # L - l3_offset
+        l3 = meta.l3_offset[:5]                             # 14, 18 or 22
+        # L - l3_offset, and 40 less for IPv6 (negative: the fixed header does not fit); the top
+        # bit is the sign.
+        avail = Signal(_LEN_BITS + 1, reset_less=True)
         off = Signal(OFFSET_BITS, reset_less=True)         # next header (IPv6 chain) or L4 offset
         rem = Signal(16, reset_less=True)                   # IP bytes from `off` to the IP packet's end
         nh = Signal(8, reset_less=True)                     # protocol / next header at `off`
         n_ext = Signal(2, reset_less=True)                  # IPv6 extension headers walked
         mismatch = Signal(reset_less=True)                  # IP length check failed (flagged later)
+        ext_short = Signal(reset_less=True)                 # the extension header runs past the IP end
 
         m.d.sync += valid.eq(0)
         m.d.comb += [
@@ -345,42 +369,86 @@ class SequentialParser(wiring.Component):
                 m.d.sync += meta.beyond_window.eq(1)
             finish()
 
-        def is_tpid(t):
-            return (t == ETH_VLAN) | (t == ETH_QINQ)
+        # The type fields sit at bytes 2 and 6 of a read word (frame bytes 12 in ETH_1's, 16 and
+        # 20 in TAGS'). Each position is decoded once, and the next-state logic picks decoded flags
+        # rather than the type bits: a shorter data-dependent path.
+        types = {}
+        for pos in (2, 6):
+            t = be(pos, 2)
+            types[pos] = {"type": t, "tpid": (t == ETH_VLAN) | (t == ETH_QINQ), "qinq": t == ETH_QINQ,
+                          "v4": t == ETH_IPV4, "v6": t == ETH_IPV6, "arp": t == ETH_ARP}
 
-        # Leaving L2 (from three states): ethertype and l3_offset known, dispatch on the type.
+        # Leaving L2 (from three places): ethertype and l3_offset known, dispatch on the type.
+        # `avail` (L - l3_offset, and 40 less for IPv6) is set here for the L3 states' checks.
         l3_go = Signal()
         l3_type_in = Signal(16)
         l3_off_in = Signal(5)
-        is_v4 = l3_type_in == ETH_IPV4
-        is_v6 = l3_type_in == ETH_IPV6
-        is_arp = l3_type_in == ETH_ARP
+        l3_sub_in = Signal(6)                    # l3_off_in, plus 40 for IPv6 (see `avail`)
+        is_v4, is_v6, is_arp = Signal(), Signal(), Signal()
 
-        def goto_l3(t, offset, read_issued=True):
-            """Dispatch to the L3 header at ``offset``; its first read was issued this cycle
-            (or, with ``read_issued=False``, is issued by L3_READ in the next one)."""
-            m.d.comb += [l3_go.eq(1), l3_type_in.eq(t), l3_off_in.eq(offset)]
-            with m.If(~(is_v4 | is_v6 | is_arp)):
+        def goto_l3(pos, offset, read_issued=True):
+            """Dispatch on the type at byte ``pos`` to the L3 header at ``offset``; its first read
+            was issued this cycle (or, with ``read_issued=False``, is issued by L3_READ next)."""
+            f = types[pos]
+            m.d.comb += [l3_go.eq(1), l3_type_in.eq(f["type"]), l3_off_in.eq(offset),
+                         l3_sub_in.eq(Mux(f["v6"], offset + 40, offset)),
+                         is_v4.eq(f["v4"]), is_v6.eq(f["v6"]), is_arp.eq(f["arp"])]
+            with m.If(~(f["v4"] | f["v6"] | f["arp"])):
                 finish()
             if not read_issued:
                 with m.Else():
                     m.next = "L3_READ"
                 return
-            with m.Elif(is_v4):
+            with m.Elif(f["v4"]):
                 m.next = "IPV4_0"
-            with m.Elif(is_v6):
+            with m.Elif(f["v6"]):
                 m.next = "IPV6_0"
             with m.Else():
                 m.next = "ARP_0"
+
+        def tag_fields(k, tci):
+            """The priority and VLAN ID of tag ``k`` from its TCI."""
+            m.d.sync += [getattr(meta, f"vlan{k}_pcp").eq(tci[13:16]), getattr(meta, f"vlan{k}_vid").eq(tci[:12])]
+
+        def type_step(k, pos, tagged):
+            """The type field at frame byte 12 + 4k (byte ``pos`` of the read word), after ``k``
+            VLAN tags: a TPID starts tag ``k`` (``tagged`` continues with its TCI), anything else
+            is the ethertype of L3 at 14 + 4k. One step per tag, shared by ETH_1 and TAGS."""
+            f = types[pos]
+            with m.If(f["tpid"]):
+                with m.If(_lt_const(frame_len, 18 + 4 * k)):
+                    stop(MR.TRUNC_L2)
+                with m.Else():
+                    m.d.sync += [meta.vlan_count.eq(k + 1), getattr(meta, f"vlan{k}_tpid_qinq").eq(f["qinq"])]
+                    tagged()
+            with m.Else():
+                goto_l3(pos, 14 + 4 * k)
+
+        # Arithmetic shared by IPV4_0 and IPV6_0 (one comparator, one subtractor, one adder),
+        # driven by whichever of them is active; IPv6 needs no `ip_len + 40` because its `avail`
+        # is 40 less.
+        ip_len = Signal(16)                      # IPv4 total length / IPv6 payload length
+        ip_longer = Signal()                     # ... claims more bytes than the frame holds
+        ip_sub = Signal(6)                       # IPv4 header length (0 for IPv6)
+        ip_rem = Signal(17)                      # IP bytes after the fixed/IPv4 header; top bit: sign
+        hdr_len = Signal(6)                      # IPv4 / IPv6 header length
+        hdr_end = Signal(OFFSET_BITS)            # the next header's offset
+        m.d.comb += [ip_longer.eq(ip_len > avail[:-1]),     # (avail < 0: L3 is truncated anyway)
+                     ip_rem.eq(ip_len - ip_sub), hdr_end.eq(l3 + hdr_len)]
+        # Shared by L4 (UDP, ICMP: 8) and TCP (data offset): the payload offset.
+        pay_len = Signal(6)
+        pay_off = Signal(OFFSET_BITS)
+        m.d.comb += pay_off.eq(off + pay_len)
 
         with m.FSM(name="walk"):
             # Every read address depends on the state and registers only, never on the bytes just
             # read: the read-data -> decision -> read-address path would not fit in a cycle at
             # 24 MHz on iCE40. Where the next offset comes from the data (two VLAN tags, IPv6
-            # extension headers) a state without a read (L3_READ, EXT_READ) issues it.
+            # extension headers) a state without a read (L3_READ, EXT_READ) issues it. The comment
+            # on each state names the bytes its data holds (read by the state before it).
             with m.State("START"):
                 m.d.comb += rd_slot.eq(rslot)
-                issue(0)
+                issue(None, -2)
                 with m.If(ready != 0):
                     m.d.comb += start.eq(1)
                     inf = info_data
@@ -389,49 +457,37 @@ class SequentialParser(wiring.Component):
                     m.d.sync += [
                         meta.eq(0), frame_len.eq(length_in), port.eq(port_in), rx_error.eq(inf[-1]),
                         n_ext.eq(0),
-                        meta.frame_len.eq(Mux(length_in > _FRAME_LEN_MAX, _FRAME_LEN_MAX,
+                        meta.frame_len.eq(Mux(length_in[FRAME_LEN_BITS:].any(), _FRAME_LEN_MAX,
                                               length_in[:FRAME_LEN_BITS])),
-                        meta.malformed[MR.RUNT].eq(phys_mask.bit_select(port_in, 1) & (length_in < 60)),
-                        meta.malformed[MR.OVERSIZE].eq(length_in > cfg.max_frame),
+                        meta.malformed[MR.RUNT].eq(phys_mask.bit_select(port_in, 1) & _lt_const(length_in, 60)),
+                        meta.malformed[MR.OVERSIZE].eq(~_lt_const(length_in, cfg.max_frame + 1)),
                     ]
                     m.next = "ETH_0"
 
-            with m.State("ETH_0"):                         # bytes 0..7
-                issue(8)
-                with m.If(frame_len < 14):
+            with m.State("ETH_0"):                         # bytes -2..5 (-2, -1: not the frame's)
+                issue(None, 6)
+                with m.If(_lt_const(frame_len, 14)):
                     stop(MR.TRUNC_L2)
                 with m.Else():
-                    m.d.sync += [meta.eth_dst.eq(be(0, 6)), meta.eth_src[32:].eq(be(6, 2))]
+                    m.d.sync += meta.eth_dst.eq(be(2, 6))
                     m.next = "ETH_1"
 
-            with m.State("ETH_1"):                         # bytes 8..15
-                issue(14)                                  # L3 if untagged, else the tag bytes
-                m.d.sync += meta.eth_src[:32].eq(be(0, 4))
-                t = be(4, 2)
-                with m.If(is_tpid(t)):
-                    with m.If(frame_len < 18):
-                        stop(MR.TRUNC_L2)
-                    with m.Else():
-                        tci = be(6, 2)
-                        m.d.sync += [meta.vlan_count.eq(1), meta.vlan0_tpid_qinq.eq(t == ETH_QINQ),
-                                     meta.vlan0_pcp.eq(tci[13:16]), meta.vlan0_vid.eq(tci[:12])]
-                        m.next = "TAG_1"
-                with m.Else():
-                    goto_l3(t, 14)
+            with m.State("ETH_1"):                         # bytes 6..13
+                issue(None, 14)                            # L3 if untagged, else the tag bytes
+                m.d.sync += meta.eth_src.eq(be(0, 6))
 
-            with m.State("TAG_1"):                         # bytes 14..21
-                issue(18)                                  # L3 after one tag
-                t = be(2, 2)
-                with m.If(is_tpid(t)):
-                    with m.If(frame_len < 22):
-                        stop(MR.TRUNC_L2)
-                    with m.Else():
-                        tci = be(4, 2)
-                        m.d.sync += [meta.vlan_count.eq(2), meta.vlan1_tpid_qinq.eq(t == ETH_QINQ),
-                                     meta.vlan1_pcp.eq(tci[13:16]), meta.vlan1_vid.eq(tci[:12])]
-                        goto_l3(be(6, 2), 22, read_issued=False)
-                with m.Else():
-                    goto_l3(t, 18)
+                def first_tag():
+                    m.next = "TAGS"
+                type_step(0, 6, first_tag)
+
+            with m.State("TAGS"):                          # bytes 14..21: TCI, type, TCI, type
+                issue(None, 18)                            # L3 after one tag
+                tag_fields(0, be(0, 2))
+
+                def second_tag():
+                    tag_fields(1, be(4, 2))
+                    goto_l3(6, 22, read_issued=False)
+                type_step(1, 2, second_tag)
 
             with m.State("L3_READ"):                       # no data: read L3 at l3 = 22
                 issue(l3)
@@ -444,56 +500,56 @@ class SequentialParser(wiring.Component):
                         m.next = "ARP_0"
 
             with m.State("IPV4_0"):                        # l3 + 0..7
-                issue(l3 + 8)
+                issue(l3, 8)
                 version, ihl = byte(0)[4:8], byte(0)[0:4]
                 ihl4 = Cat(Const(0, 2), ihl)
                 total = be(2, 2)
                 flags_fo = be(6, 2)
-                with m.If(avail < 20):
+                m.d.comb += [ip_len.eq(total), ip_sub.eq(ihl4), hdr_len.eq(ihl4)]
+                with m.If(_lt_const(avail, 20)):
                     stop(MR.TRUNC_L3)
                 with m.Elif(version != 4):
                     stop(MR.BAD_IP_VERSION)
                 with m.Elif(ihl < 5):
                     stop(MR.BAD_IPV4_IHL)
-                with m.Elif(avail < ihl4):
+                with m.Elif(_lt_const(avail, 64) & (avail[:6] < ihl4)):
                     stop(MR.TRUNC_L3)
                 with m.Else():
                     m.d.sync += [
                         meta.has_l3.eq(1),
                         meta.ip_fragment.eq(flags_fo[13] | (flags_fo[:13] != 0)),
                         meta.ip_frag_offset.eq(flags_fo[:13]),
-                        mismatch.eq((total > avail) | (total < ihl4)),
-                        off.eq(l3 + ihl4),
-                        rem.eq(total - ihl4),
+                        mismatch.eq(ip_longer | ip_rem[-1]),          # or total < ihl4
+                        off.eq(hdr_end), rem.eq(ip_rem),
                     ]
                     m.next = "IPV4_1"
 
             with m.State("IPV4_1"):                        # l3 + 8..15
-                issue(l3 + 12)
-                m.d.sync += [meta.ip_ttl.eq(byte(0)), meta.ip_proto.eq(byte(1)), nh.eq(byte(1)),
-                             meta.ip_src[:32].eq(be(4, 4))]
+                issue(l3, 12)
+                m.d.sync += [meta.ip_ttl.eq(byte(0)), nh.eq(byte(1)), meta.ip_src[:32].eq(be(4, 4))]
                 m.next = "IPV4_2"
 
             with m.State("IPV4_2"):                        # l3 + 12..19
                 issue(off)
-                m.d.sync += meta.ip_dst[:32].eq(be(4, 4))
+                m.d.sync += [meta.ip_dst[:32].eq(be(4, 4)), meta.ip_proto.eq(nh)]
                 with m.If(mismatch):
                     stop(MR.IP_LEN_MISMATCH)
                 with m.Else():
                     m.next = "L4"
 
             with m.State("IPV6_0"):                        # l3 + 0..7
-                issue(l3 + 8)
+                issue(l3, 8)
                 payload_length = be(4, 2)
-                with m.If(avail < 40):
+                m.d.comb += [ip_len.eq(payload_length), hdr_len.eq(40)]    # avail is L - l3 - 40 here
+                with m.If(avail[-1]):
                     stop(MR.TRUNC_L3)
                 with m.Elif(byte(0)[4:8] != 6):
                     stop(MR.BAD_IP_VERSION)
                 with m.Else():
                     m.d.sync += [
                         meta.has_l3.eq(1), meta.ip_ttl.eq(byte(7)), nh.eq(byte(6)),
-                        mismatch.eq(payload_length + 40 > avail),
-                        off.eq(l3 + 40), rem.eq(payload_length),
+                        mismatch.eq(ip_longer),
+                        off.eq(hdr_end), rem.eq(ip_rem),
                     ]
                     m.next = "IPV6_1"
 
@@ -501,7 +557,7 @@ class SequentialParser(wiring.Component):
                 with m.State(f"IPV6_{k + 1}"):             # l3 + 8 + 8k
                     m.d.sync += getattr(meta, field)[lo:lo + 64].eq(be(0, 8))
                     if k < 3:
-                        issue(l3 + 16 + 8 * k)
+                        issue(l3, 16 + 8 * k)
                         m.next = f"IPV6_{k + 2}"
                     else:
                         issue(off)
@@ -511,21 +567,21 @@ class SequentialParser(wiring.Component):
                             m.next = "L4"
 
             with m.State("ARP_0"):                         # l3 + 0..7
-                issue(l3 + 10)
+                issue(l3, 12)
                 ok = (be(0, 2) == 1) & (be(2, 2) == ETH_IPV4) & (byte(4) == 6) & (byte(5) == 4)
-                with m.If(avail < 8):
+                with m.If(_lt_const(avail, 8)):
                     stop(MR.TRUNC_L3)
                 with m.Elif(~ok):
                     finish()
-                with m.Elif(avail < 28):
+                with m.Elif(_lt_const(avail, 28)):
                     stop(MR.TRUNC_L3)
                 with m.Else():
                     m.d.sync += [meta.has_l3.eq(1), meta.ip_proto.eq(byte(7))]    # oper & 0xff
                     m.next = "ARP_1"
 
-            with m.State("ARP_1"):                         # l3 + 10..17: spa at 14
-                m.d.sync += meta.ip_src[:32].eq(be(4, 4))
-                issue(l3 + 20)
+            with m.State("ARP_1"):                         # l3 + 12..19: spa at 14
+                m.d.sync += meta.ip_src[:32].eq(be(2, 4))
+                issue(l3, 20)
                 m.next = "ARP_2"
 
             with m.State("ARP_2"):                         # l3 + 20..27: tpa at 24
@@ -533,36 +589,36 @@ class SequentialParser(wiring.Component):
                 finish()
 
             with m.State("L4"):                            # off + 0..7: extension or L4 header
-                issue(off + 12)                            # TCP data offset and flags
+                issue(off, 12)                            # TCP data offset and flags
                 v6 = meta.l3_type == L3Type.IPV6
                 is_ext = v6 & Cat(*(nh == e for e in IPV6_EXT_HEADERS)).any()
                 with m.If(is_ext):
                     is_frag = nh == IPV6_EXT_FRAGMENT
-                    size = Signal(OFFSET_BITS)
-                    m.d.comb += size.eq(Mux(is_frag, 8, Cat(Const(0, 3), byte(1)) + 8))
+                    # The header is 8 * (n + 1) bytes; both offsets stay 2 modulo 8, so only bits
+                    # 3 and up change. x - ~n is x + n + 1 in one carry chain; the top bit of
+                    # rem[3:] + ~n (rem[3:] - n - 1) is its sign: the header runs past the IP end.
+                    n = Mux(is_frag, 0, byte(1))
+                    rem_hi = Signal(len(rem) - 2)
+                    m.d.comb += rem_hi.eq(rem[3:] + ~Cat(n, Const(0, len(rem_hi) - 8)))
                     with m.If(n_ext == 2):
                         stop(beyond_window=True)
-                    with m.Elif(rem < 8):
+                    with m.Elif(_lt_const(rem, 8)):
                         stop(MR.TRUNC_L3)
-                    with m.Elif(off > window - 8):
+                    with m.Elif(~_lt_const(off, window - 8 + 1)):
                         stop(beyond_window=True)
                     with m.Else():
                         with m.If(is_frag):
                             m.d.sync += [meta.ip_fragment.eq(1), meta.ip_frag_offset.eq(be(2, 2)[3:])]
-                        m.d.sync += [nh.eq(byte(0)), off.eq(off + size), rem.eq(rem - size),
-                                     n_ext.eq(n_ext + 1)]
-                        # size > rem, with one short compare: 8 * (len + 1) > rem is
-                        # len >= rem // 8; a fragment header (8 bytes) always fits here (rem >= 8).
-                        with m.If(~is_frag & (byte(1) >= rem[3:])):
-                            stop(MR.TRUNC_L3)
-                        with m.Else():
-                            m.next = "EXT_READ"
+                        m.d.sync += [nh.eq(byte(0)), n_ext.eq(n_ext + 1),
+                                     off[3:].eq(off[3:] - ~Cat(n, Const(0, len(off) - 11))),
+                                     rem[3:].eq(rem_hi), ext_short.eq(rem_hi[-1])]
+                        m.next = "EXT_READ"
                 with m.Else():
                     is_tcp = nh == IPPROTO_TCP
                     is_udp = nh == IPPROTO_UDP
                     is_icmp = Mux(v6, nh == IPPROTO_ICMPV6, nh == IPPROTO_ICMP)
-                    short = Mux(is_tcp, rem < 20, rem < 8)
-                    past = Mux(is_tcp, off > window - 20, off > window - 8)
+                    short = Mux(is_tcp, _lt_const(rem, 20), _lt_const(rem, 8))
+                    past = ~Mux(is_tcp, _lt_const(off, window - 20 + 1), _lt_const(off, window - 8 + 1))
                     m.d.sync += [meta.ip_proto.eq(nh), meta.l4_offset.eq(off), meta.has_l4_offset.eq(1)]
                     with m.If(meta.ip_frag_offset != 0):
                         finish()
@@ -581,28 +637,32 @@ class SequentialParser(wiring.Component):
                         with m.If(is_tcp):
                             m.next = "TCP"
                         with m.Else():
-                            m.d.sync += [meta.payload_offset.eq(off + 8), meta.has_payload_offset.eq(1)]
+                            m.d.comb += pay_len.eq(8)
+                            m.d.sync += [meta.payload_offset.eq(pay_off), meta.has_payload_offset.eq(1)]
                             finish()
 
             with m.State("EXT_READ"):                      # no data: read at the new `off`
                 issue(off)
-                m.next = "L4"
+                with m.If(ext_short):
+                    stop(MR.TRUNC_L3)
+                with m.Else():
+                    m.next = "L4"
 
             with m.State("TCP"):                           # off + 12..19
                 data_offset = byte(0)[4:8]
                 m.d.sync += meta.tcp_flags.eq(Cat(byte(1), byte(0)[0]))
-                with m.If((data_offset < 5) | (Cat(Const(0, 2), data_offset) > rem)):
+                m.d.comb += pay_len.eq(Cat(Const(0, 2), data_offset))
+                with m.If((data_offset < 5) | (_lt_const(rem, 64) & (rem[:6] < pay_len))):
                     stop(MR.BAD_TCP_OFFSET)
                 with m.Else():
-                    m.d.sync += [meta.payload_offset.eq(off + Cat(Const(0, 2), data_offset)),
-                                 meta.has_payload_offset.eq(1)]
+                    m.d.sync += [meta.payload_offset.eq(pay_off), meta.has_payload_offset.eq(1)]
                     finish()
 
         # The shared half of goto_l3: fields, registers and the first L3 read.
         with m.If(l3_go):
             m.d.sync += [
-                meta.ethertype.eq(l3_type_in), meta.l3_offset.eq(l3_off_in), l3.eq(l3_off_in),
-                avail.eq(frame_len - l3_off_in),
+                meta.ethertype.eq(l3_type_in), meta.l3_offset.eq(l3_off_in),
+                avail.eq(frame_len - l3_sub_in),
                 meta.l3_type.eq(Mux(is_v4, L3Type.IPV4, Mux(is_v6, L3Type.IPV6,
                                                              Mux(is_arp, L3Type.ARP, L3Type.NONE)))),
             ]
