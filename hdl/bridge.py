@@ -178,7 +178,10 @@ class UartBridge(wiring.Component):
         wdata = Signal(32)
         crc = Signal(8)
         count = Signal(2)                                 # byte index inside ADDR / DATA
-        idle = Signal(range(TIMEOUT_BITS * self.divisor + 1))
+        # Reset-less: cleared in every cycle outside a frame, and the FSM leaves reset in HUNT.
+        # With a reset, the core reset net reached this counter through its clear logic from
+        # across the die (ULX3S critical path, 147.7 MHz).
+        idle = Signal(range(TIMEOUT_BITS * self.divisor + 1), reset_less=True)
 
         # ---- response registers and sender
         r_status = Signal(8)
@@ -201,15 +204,35 @@ class UartBridge(wiring.Component):
                     m.d.comb += send_byte.eq(Mux(r_has_data, r_data[8 * k:8 * k + 8], 0))
             with m.Case(7):
                 m.d.comb += send_byte.eq(tx_crc)
-        m.d.comb += [utx.i.payload.eq(send_byte), utx.i.valid.eq(sending)]
+        # The byte leaves the mux through a register (offered from the cycle after `sending`
+        # rises, when it matches send_idx; after each handshake the transmitter is busy for a
+        # whole character, long after the register has caught up), and the CRC takes each sent
+        # byte one cycle after the transmitter does. Mux, CRC step and the transmitter's shift
+        # register load in one cycle were ULX3S critical paths (153 and 140 MHz).
+        tx_byte = Signal(8, reset_less=True)
+        tx_byte_valid = Signal()
+        m.d.sync += [tx_byte.eq(send_byte), tx_byte_valid.eq(sending)]
+        m.d.comb += [utx.i.payload.eq(tx_byte), utx.i.valid.eq(sending & tx_byte_valid)]
+        crc_byte = Signal(8, reset_less=True)
+        crc_add = Signal()
+        m.d.sync += crc_add.eq(0)
+        with m.If(crc_add):
+            m.d.sync += tx_crc.eq(_crc8_next(tx_crc, crc_byte))
         with m.If(utx.i.valid & utx.i.ready):
             m.d.sync += send_idx.eq(send_idx + 1)
             with m.If((send_idx != 0) & (send_idx != RESPONSE_LEN - 1)):
-                m.d.sync += tx_crc.eq(_crc8_next(tx_crc, send_byte))
+                m.d.sync += [crc_byte.eq(tx_byte), crc_add.eq(1)]
             with m.If(send_idx == RESPONSE_LEN - 1):
                 m.d.sync += sending.eq(0)
 
-        m.d.sync += [self.ok.eq(0), self.bad_checksum.eq(0), self.bad_command.eq(0), self.truncated.eq(0)]
+        # The event pulses are reset-less registers (they clear themselves every cycle): with a
+        # reset, Yosys merged the core reset into their set/reset logic and the reset net's
+        # crossing from the reset pipeline to the bridge was a ULX3S critical path.
+        ok, bad_checksum, bad_command, truncated = (
+            Signal(name=f"{n}_pulse", reset_less=True) for n in ("ok", "bad_checksum", "bad_command", "truncated"))
+        m.d.comb += [self.ok.eq(ok), self.bad_checksum.eq(bad_checksum), self.bad_command.eq(bad_command),
+                     self.truncated.eq(truncated)]
+        m.d.sync += [ok.eq(0), bad_checksum.eq(0), bad_command.eq(0), truncated.eq(0)]
         m.d.comb += [bus.wstrb.eq(0xF), bus.arprot.eq(0), bus.awprot.eq(0),
                      bus.araddr.eq(addr), bus.awaddr.eq(addr), bus.wdata.eq(wdata)]
         # Request checks as registers, free running: ADDR and CMD are complete bytes before the
@@ -229,7 +252,7 @@ class UartBridge(wiring.Component):
             m.next = "RESPOND"
 
         in_frame = Signal()
-        timed_out = Signal()                              # TIMEOUT_BITS silent bit times in a frame
+        timed_out = Signal(reset_less=True)               # TIMEOUT_BITS silent bit times in a frame
 
         def receiving():
             """Common to every state after SYNC: take bytes; drop the frame on a framing error or
@@ -237,7 +260,7 @@ class UartBridge(wiring.Component):
             ``m.next``, which needs a good byte."""
             m.d.comb += [wants.eq(1), in_frame.eq(1)]
             with m.If((take & ferr) | timed_out):
-                m.d.sync += self.truncated.eq(1)
+                m.d.sync += truncated.eq(1)
                 m.next = "HUNT"
 
         with m.FSM(name="bridge"):
@@ -245,7 +268,7 @@ class UartBridge(wiring.Component):
                 m.d.comb += wants.eq(1)
                 with m.If(take):
                     with m.If(ferr):
-                        m.d.sync += self.truncated.eq(1)
+                        m.d.sync += truncated.eq(1)
                     with m.Elif(byte == SYNC_REQUEST):
                         m.d.sync += crc.eq(0)
                         m.next = "CMD"
@@ -280,19 +303,19 @@ class UartBridge(wiring.Component):
                 receiving()
                 with m.If(take & ~ferr):
                     with m.If(byte != crc):
-                        m.d.sync += self.bad_checksum.eq(1)
+                        m.d.sync += bad_checksum.eq(1)
                         respond(Status.BAD_CHECKSUM)
                     with m.Elif(~is_read & ~is_write):
-                        m.d.sync += self.bad_command.eq(1)
+                        m.d.sync += bad_command.eq(1)
                         respond(Status.BAD_COMMAND)
                     with m.Elif(out_of_range):
-                        m.d.sync += self.ok.eq(1)
+                        m.d.sync += ok.eq(1)
                         respond(Status.BUS_ERROR)
                     with m.Elif(is_read):
-                        m.d.sync += [self.ok.eq(1), bus.arvalid.eq(1)]
+                        m.d.sync += [ok.eq(1), bus.arvalid.eq(1)]
                         m.next = "READ_AR"
                     with m.Else():
-                        m.d.sync += [self.ok.eq(1), bus.awvalid.eq(1), bus.wvalid.eq(1)]
+                        m.d.sync += [ok.eq(1), bus.awvalid.eq(1), bus.wvalid.eq(1)]
                         m.next = "WRITE_AW"
             with m.State("READ_AR"):
                 with m.If(bus.arready):

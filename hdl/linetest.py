@@ -10,6 +10,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .export import keep_copy
 from .layouts import Ethernet, encode
 from .stream import AXIStreamSignature
 
@@ -106,9 +107,13 @@ class FrameGenerator(wiring.Component):
             in_template = Signal(template_beats)         # bit 0: the current beat is a template beat
             m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
         last = Signal()                                  # the current beat is the frame's last
+        # A copy of `last` for the outputs, kept apart from the one the frame/gap logic reads:
+        # shared, the placer put the LUT after it next to the slice downstream, and the
+        # end-of-frame decision crossed the die twice (ULX3S critical path).
+        last_out = keep_copy(last, name="last_out")
         m.d.comb += [
-            out.tdata.eq(data), out.tlast.eq(last), out.tuser.eq(0),
-            out.tkeep.eq(Mux(last, last_keep, (1 << bpb) - 1)),
+            out.tdata.eq(data), out.tlast.eq(last_out), out.tuser.eq(0),
+            out.tkeep.eq(Mux(last_out, last_keep, (1 << bpb) - 1)),
             out.tvalid.eq(in_frame), self.busy.eq(in_frame),
         ]
 
@@ -139,7 +144,11 @@ class FrameGenerator(wiring.Component):
             gap = Signal(16)
             gap_zero, gap_one = Signal(), Signal()
             enable = Signal()
-            m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(in_seed == 0, 0xACE1, in_seed)),
+            # The seed's zero test (32 bits, three LUT levels) gets a cycle of its own, beside an
+            # aligned copy of the seed: test and select in one cycle was a ULX3S critical path.
+            seed_zero, seed_late = Signal(), Signal(32)
+            m.d.sync += [seed_zero.eq(in_seed == 0), seed_late.eq(in_seed)]
+            m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, 0xACE1, seed_late)),
                          gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
                          enable.eq(in_enable)]
         n_beats = Signal.like(beats_left)
@@ -170,15 +179,17 @@ class FrameGenerator(wiring.Component):
             with m.If(gap_wait):
                 m.d.sync += [gap_left.eq(gap_left - 1), gap_wait.eq(gap_left != 1)]
             with m.Elif(enable):
-                m.d.sync += [in_frame.eq(1), beats_left.eq(n_beats), last.eq(single), last_keep.eq(keep)]
+                m.d.sync += [in_frame.eq(1), beats_left.eq(n_beats), last.eq(single), last_out.eq(single),
+                             last_keep.eq(keep)]
             with m.Else():
                 m.d.sync += lfsr.eq(seed)
         with m.Elif(out.tready):
-            m.d.sync += [beats_left.eq(beats_left - 1), last.eq(beats_left == 2),
+            m.d.sync += [beats_left.eq(beats_left - 1), last.eq(beats_left == 2), last_out.eq(beats_left == 2),
                          lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x80200003, lfsr >> 1))]
             with m.If(last):
                 with m.If(gap_zero & enable):   # next frame in the very next cycle
-                    m.d.sync += [beats_left.eq(n_beats), last.eq(single), last_keep.eq(keep)]
+                    m.d.sync += [beats_left.eq(n_beats), last.eq(single), last_out.eq(single),
+                                 last_keep.eq(keep)]
                 with m.Else():
                     # The start cycle is idle too, so gap - 1 cycles wait here.
                     m.d.sync += [in_frame.eq(0), gap_left.eq(gap), gap_wait.eq(~gap_zero & ~gap_one)]

@@ -4,6 +4,7 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .export import keep_copy
 from .stream import AXIStreamSignature
 
 __all__ = ["RegisterSlice"]
@@ -36,18 +37,21 @@ class RegisterSlice(wiring.Component):
         # the output stalled (tready is registered, so one extra beat may arrive).
         skid_valid = Signal()
         skid = {f: Signal.like(getattr(self.s_axis, f), name=f"skid_{f}") for f in fields}
-
-        m.d.comb += self.s_axis.tready.eq(~skid_valid)
+        # `tready` towards the sender is a flip-flop of its own (the complement of skid_valid),
+        # so the placer can put it next to the sender's logic: sharing skid_valid, which also
+        # drives this slice's muxes, put a die crossing into the sender's end-of-frame path (ULX3S).
+        ready = keep_copy(Signal(init=1), name="ready", reset_less=False)
+        m.d.comb += self.s_axis.tready.eq(ready)
         out_free = ~self.m_axis.tvalid | self.m_axis.tready
 
         with m.If(out_free):
             with m.If(skid_valid):
                 m.d.sync += [getattr(self.m_axis, f).eq(skid[f]) for f in fields]
-                m.d.sync += [self.m_axis.tvalid.eq(1), skid_valid.eq(0)]
+                m.d.sync += [self.m_axis.tvalid.eq(1), skid_valid.eq(0), ready.eq(1)]
             with m.Else():
                 m.d.sync += self.m_axis.tvalid.eq(self.s_axis.tvalid)
                 m.d.sync += [getattr(self.m_axis, f).eq(getattr(self.s_axis, f)) for f in fields]
         with m.Elif(self.s_axis.tvalid & self.s_axis.tready):
-            m.d.sync += skid_valid.eq(1)
+            m.d.sync += [skid_valid.eq(1), ready.eq(0)]
             m.d.sync += [skid[f].eq(getattr(self.s_axis, f)) for f in fields]
         return m

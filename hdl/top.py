@@ -18,6 +18,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
 from .arbiter import PacketArbiter
+from .axil_slice import AXILiteSlice
 from .bridge import UartBridge
 from .buffer import PacketBuffer
 from .config import NicConfig
@@ -131,7 +132,13 @@ class NicTop(wiring.Component):
             m.submodules.bridge = bridge = UartBridge(
                 clk_hz=round(cfg.clock_mhz * 1e6), baud=cfg.uart_baud, addr_width=self.regmap.address_width,
                 compact=cfg.compact)
-            connect(m, bridge.m_axil, csr.s_axil)
+            if cfg.compact:
+                connect(m, bridge.m_axil, csr.s_axil)
+            else:
+                # The bridge and the CSR sit far apart on a large die: one register per channel.
+                m.submodules.bridge_slice = bridge_slice = AXILiteSlice(self.regmap.address_width)
+                connect(m, bridge.m_axil, bridge_slice.s_axil)
+                connect(m, bridge_slice.m_axil, csr.s_axil)
             m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
             for event in ("ok", "bad_checksum", "bad_command", "truncated"):
                 key = ("bridge", "frames_ok" if event == "ok" else event)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from hdl.board import BOARDS, BoardTop
+from hdl.export import YOSYS_KEEP_COPIES
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     # Build in a scratch directory and copy results, so a failed build leaves no stale bitstream.
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=out_dir.parent) as tmp:
         plan = platform.prepare(top, name=name, nextpnr_opts=" ".join(opts),
-                                synth_opts="-abc9" if board.family == "ecp5" else "")
+                                synth_opts="-abc9" if board.family == "ecp5" else "",
+                                script_after_read=YOSYS_KEEP_COPIES)
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:

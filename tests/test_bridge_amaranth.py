@@ -15,6 +15,7 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from hdl.bridge import REQUEST_LEN, RESPONSE_LEN, TIMEOUT_BITS, Cmd, Status, UartBridge, crc8
+from hdl.axil_slice import AXILiteSlice
 from hdl.config import NicConfig
 from hdl.csr import CsrSlave
 from hdl.regs import MAGIC, build_register_map
@@ -183,17 +184,23 @@ def test_pyserial_transport_loopback():
 # -- gateware harness ----------------------------------------------------------------------------------
 
 class BridgeCsr(Elaboratable):
-    """UartBridge driving the real CsrSlave."""
+    """UartBridge driving the real CsrSlave, directly or through an AXILiteSlice (as on the ULX3S)."""
 
-    def __init__(self, compact=False):
+    def __init__(self, compact=False, through_slice=False):
         self.bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=AW, compact=compact)
         self.csr = CsrSlave(REGMAP)
+        self.slice = AXILiteSlice(AW) if through_slice else None
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.bridge = self.bridge
         m.submodules.csr = self.csr
-        wiring.connect(m, self.bridge.m_axil, self.csr.s_axil)
+        if self.slice is None:
+            wiring.connect(m, self.bridge.m_axil, self.csr.s_axil)
+        else:
+            m.submodules.slice = self.slice
+            wiring.connect(m, self.bridge.m_axil, self.slice.s_axil)
+            wiring.connect(m, self.slice.m_axil, self.csr.s_axil)
         return m
 
 
@@ -344,8 +351,8 @@ def run(dut, bench, *processes):
     sim.run()
 
 
-def csr_sim(bench, compact=False):
-    dut = BridgeCsr(compact)
+def csr_sim(bench, compact=False, *, through_slice=False):
+    dut = BridgeCsr(compact, through_slice)
     mon = Monitor(dut.bridge)
 
     async def tb(ctx):
@@ -363,7 +370,8 @@ def compact(request):
     return request.param
 
 
-def test_read_write_csr(compact):
+@pytest.mark.parametrize("through_slice", [False, True], ids=["direct", "axil_slice"])
+def test_read_write_csr(compact, through_slice):
     magic = IDENT.addr("MAGIC")
     scratch = IDENT.addr("SCRATCH")
 
@@ -379,7 +387,7 @@ def test_read_write_csr(compact):
         assert mon.pulses == {"ok": 5, "bad_checksum": 0, "bad_command": 0, "truncated": 0}
         assert mon.ar == [magic, scratch, 0xFFC] and mon.aw == [scratch, magic]
         assert mon.tx_ferr == 0
-    csr_sim(bench, compact)
+    csr_sim(bench, compact, through_slice=through_slice)
 
 
 def test_out_of_range_and_unaligned_not_issued(compact):

