@@ -13,6 +13,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
+from .export import keep_copy
 from .regs import BLOCK_STRIDE, OKAY, SLVERR, Access, RegisterMap
 from .stream import AXILiteSignature
 
@@ -118,8 +119,8 @@ class CsrSlave(wiring.Component):
     * **Reads** take :data:`READ_LATENCY` = 6 cycles: stage 0 registers the address, stage A
       copies it (once per block, so each block decodes a copy placed next to it), stage D
       decodes it into one-hot selects, stage 1 samples the word (per-block AND-OR muxes,
-      counters in groups of four, registered) three cycles after the AR handshake, stage 1b
-      picks the counter group and the LO/HI half, stage 2 ORs the blocks and registers
+      counters in groups of four with the LO/HI half already chosen, registered) three cycles
+      after the AR handshake, stage 1b ORs each block's groups, stage 2 ORs the blocks and registers
       ``rdata``/``rresp``; ``rvalid`` then holds until ``rready``. ``arready`` is low from the AR
       handshake until the cycle after the R handshake (one read per 7 cycles).
       Unmapped: ``rresp`` = SLVERR, ``rdata`` = 0.
@@ -419,7 +420,7 @@ class CsrSlave(wiring.Component):
         # block's select decode below reads a copy the placer can put next to it: the decode
         # straight from s0_addr (placed by the bus master) was the ULX3S critical path.
         a_valid = Signal()
-        a_addr = Signal.like(s0_addr, name="a_addr", reset_less=True)
+        a_addr = keep_copy(s0_addr, name="a_addr")
         m.d.sync += [a_valid.eq(s0_valid), a_addr.eq(s0_addr)]
         blk_index = a_addr[off_bits:]
 
@@ -446,15 +447,15 @@ class CsrSlave(wiring.Component):
                      s1_word_addr.eq(d_word_addr), s1_latch_match.eq(d_latch_match)]
 
         # Stage D and 1, per block: a one-hot mux for CONST/RW/STATUS words, and a separate
-        # 64-bit mux per group of four counters picked by their 8-byte granule (counters are
-        # 8-byte aligned), so no mux is wider than four counters; the group and the LO/HI
-        # choice are left to stages 1b and 2. Both stages run free: s0_addr holds still while
+        # 32-bit mux per group of four counters picked by their 8-byte granule (counters are
+        # 8-byte aligned), so no mux is wider than four counters; the groups are ORed in
+        # stage 1b and the blocks in stage 2. Both stages run free: s0_addr holds still while
         # the read is in flight.
         s1 = []                                           # per block: (word, has counters, kind)
-        group_vals, group_sel = [], []
+        group_vals = {}                                   # block index -> (halves, highs) of its counters
         for i, b in enumerate(rmap.blocks):
             tag = f"{b.type.name.lower()}{b.instance}"
-            local_addr = Signal(off_bits, name=f"a_addr_{tag}", reset_less=True)
+            local_addr = keep_copy(s0_addr[:off_bits], name=f"a_addr_{tag}")
             m.d.sync += local_addr.eq(s0_addr[:off_bits])
             offset = local_addr[2:]
             granule = local_addr[3:]
@@ -507,11 +508,13 @@ class CsrSlave(wiring.Component):
                         raise ValueError(f"counter {b.type.name}.{name} at {b.type.register(name).offset:#x} "
                                          "is not 8-byte aligned")
                 continue
-            chunks = _chunks(counters, _GROUP)
-            group_vals.append([Signal(64, name=f"s1_cnt_{i}_g{g}", reset_less=True) for g in range(len(chunks))])
-            group_sel.append(Signal(range(max(2, len(chunks))), name=f"s1_group_{i}", reset_less=True))
-            group_d = Signal.like(group_sel[i], name=f"d_group_{tag}")
-            for g, chunk in enumerate(chunks):
+            # Counters are muxed in groups of four by their one-hot granule selects. Only the
+            # addressed counter's group is non-zero, so stage 1b just ORs the groups. The LO/HI
+            # half is chosen here too (from the stage-D kind register, next to the counters):
+            # a group mux followed by a LO/HI mux in stage 1b was a ULX3S critical path.
+            is_hi_d = kind_d == _HI
+            halves, highs = [], []
+            for g, chunk in enumerate(_chunks(counters, _GROUP)):
                 sels = []
                 for name, _key in chunk:
                     off = b.type.register(name).offset
@@ -520,15 +523,16 @@ class CsrSlave(wiring.Component):
                     sel = Signal(name=f"d_sel_{tag}_{name.lower()}", reset_less=True)
                     m.d.sync += sel.eq(granule == off // 8)
                     sels.append(sel)
-                m.d.sync += group_vals[i][g].eq(_one_hot_or(sels, [self._counter[k] for _, k in chunk], 64))
-            with m.Switch(granule):
-                for g, chunk in enumerate(chunks):
-                    for name, _ in chunk:
-                        with m.Case(b.type.register(name).offset // 8):
-                            m.d.sync += group_d.eq(g)
-            m.d.sync += group_sel[i].eq(group_d)
+                values = [self._counter[k] for _, k in chunk]
+                half = Signal(32, name=f"s1_cnt_{i}_g{g}", reset_less=True)       # the word read
+                high = Signal(32, name=f"s1_cnt_hi_{i}_g{g}", reset_less=True)    # for the HI latch
+                m.d.sync += [half.eq(_one_hot_or(sels, [Mux(is_hi_d, v[32:], v[:32]) for v in values], 32)),
+                             high.eq(_one_hot_or(sels, [v[32:] for v in values], 32))]
+                halves.append(half)
+                highs.append(high)
+            group_vals[i] = (halves, highs)
 
-        # stage 1b: finish the counter pick and resolve each block's LO/HI/plain word, so that
+        # stage 1b: OR each block's word and counter groups into the word it returns, so that
         # stage 2 is an AND-OR over one-hot block selects (a mux on the block index and the
         # word kind into rdata was a ULX3S critical path).
         s1b_valid, s1b_word_addr, s1b_latch_match = Signal(), Signal.like(s1_word_addr), Signal()
@@ -541,7 +545,7 @@ class CsrSlave(wiring.Component):
                     with m.Case(i):
                         m.d.sync += s1b_kind.eq(kind)
         block_sels, block_words, block_his = [], [], []
-        for i, (word, has_counters, kind) in enumerate(s1):
+        for i, (word, has_counters, _kind) in enumerate(s1):
             sel = Signal(name=f"s1b_sel_{i}", reset_less=True)
             out = Signal(32, name=f"s1b_out_{i}", reset_less=True)          # what this block returns
             m.d.sync += [sel.eq(s1_hit & (s1_block == i)), out.eq(word)]
@@ -549,19 +553,10 @@ class CsrSlave(wiring.Component):
             block_words.append(out)
             if not has_counters:
                 continue
-            pick = Signal(64, name=f"s1_pick_{i}")
-            with m.Switch(group_sel[i]):
-                for g, val in enumerate(group_vals[i]):
-                    with m.Case(g):
-                        m.d.comb += pick.eq(val)
+            halves, highs = group_vals[i]
             hi = Signal(32, name=f"s1b_hi_{i}", reset_less=True)            # the high word, for the HI latch
-            m.d.sync += hi.eq(pick[32:])
+            m.d.sync += [hi.eq(_or_all(highs, 32)), out.eq(word | _or_all(halves, 32))]
             block_his.append((sel, hi))
-            with m.Switch(kind):
-                with m.Case(_LO):
-                    m.d.sync += out.eq(pick[:32])
-                with m.Case(_HI):
-                    m.d.sync += out.eq(pick[32:])
 
         # stage 2: block select + the shared HI latch
         sel_out = _one_hot_or(block_sels, block_words, 32)
