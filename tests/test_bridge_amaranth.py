@@ -14,8 +14,8 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from hdl.bridge import REQUEST_LEN, RESPONSE_LEN, TIMEOUT_BITS, Cmd, Status, UartBridge, crc8
 from hdl.axil_slice import AXILiteSlice
+from hdl.bridge import REQUEST_LEN, RESPONSE_LEN, TIMEOUT_BITS, Cmd, Status, UartBridge, crc8
 from hdl.config import NicConfig
 from hdl.csr import CsrSlave
 from hdl.regs import MAGIC, build_register_map

@@ -344,7 +344,7 @@ def test_buffer_descriptor_limit_holds_back_tiny_frames(compact):
 
     async def source(ctx):
         pending, space = [], False
-        for n, frame in enumerate(frames):
+        for frame in frames:
             ((data, keep, last),) = frame_beats(frame, 8)
             while True:
                 ctx.set(dut.s_axis.tvalid, space)
