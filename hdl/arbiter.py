@@ -1,5 +1,8 @@
 """Packet-granular round-robin arbiter: N ingress streams into the shared pipeline."""
 
+import functools
+import operator
+
 from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -12,8 +15,9 @@ __all__ = ["PacketArbiter"]
 class PacketArbiter(wiring.Component):
     """Merge ``n_ports`` AXI-Streams, switching only between frames, round robin.
 
-    The grant is chosen in the cycle a frame starts, so a new frame from any port can follow the
-    previous frame's last beat with no idle cycle. The output ``tuser`` carries the ingress
+    The grant is a register, chosen in the cycle of a frame's last beat, so a frame waiting on any
+    port follows the previous frame's last beat with no idle cycle; a frame arriving at an idle
+    arbiter waits one cycle for its grant. The output ``tuser`` carries the ingress
     ``tuser`` bit 0 (bad frame) in bit 0 and the port number above it.
 
     Parameters
@@ -40,42 +44,58 @@ class PacketArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.n_ports
-        locked = Signal()                      # inside a frame: grant may not move
-        current = Signal(range(n))             # port being served while locked
+        out = self.m_axis
+        valids = Cat(s.tvalid for s in self.inputs)
+
+        # The grant is a one-hot register, so each port's tready is one AND of two register
+        # outputs (grant bit, downstream tready). Decided combinationally from the tvalids,
+        # round-robin state and the frame lock, the grant sat on the core's critical path into
+        # the ingress slices' clock enables on the ULX3S.
+        grant = Signal(n)                      # one-hot, or zero while no port is granted
+        index = Signal(range(n))               # binary copy of ``grant`` for the port tag
+        locked = Signal()                      # inside a frame: the grant may not move
         last_served = Signal(range(n), init=n - 1)
 
-        # Round robin: the first valid port after the one served last.
-        pick = Signal(range(n))
-        pick_valid = Signal()
-        with m.Switch(last_served):
-            for served in range(n):
-                with m.Case(served):
-                    # Later assignments win, so the nearest port after `served` is written last.
-                    for offset in reversed(range(1, n + 1)):
-                        port = (served + offset) % n
-                        with m.If(self.inputs[port].tvalid):
-                            m.d.comb += [pick.eq(port), pick_valid.eq(1)]
+        def round_robin(after):
+            """The first port with tvalid after ``after`` (which comes last), one-hot and binary."""
+            pick_oh, pick = Signal(n), Signal(range(n))
+            with m.Switch(after):
+                for served in range(n):
+                    with m.Case(served):
+                        # Later assignments win, so the nearest port after `served` is written last.
+                        for offset in reversed(range(1, n + 1)):
+                            port = (served + offset) % n
+                            with m.If(valids[port]):
+                                m.d.comb += [pick_oh.eq(1 << port), pick.eq(port)]
+            return pick_oh, pick
 
-        grant = Signal(range(n))
-        grant_valid = Signal()
-        with m.If(locked):
-            m.d.comb += [grant.eq(current), grant_valid.eq(1)]
-        with m.Else():
-            m.d.comb += [grant.eq(pick), grant_valid.eq(pick_valid)]
+        # At a frame's last beat the next grant is chosen from the heads of the other ports, with
+        # the port just served last (its tvalid there is the beat leaving, so when it wins it is
+        # only held as a guess: an empty granted port is re-picked below). Choosing in that cycle
+        # lets a waiting frame follow with no idle cycle.
+        next_oh, next_index = round_robin(index)
+        # Between frames, a granted port that is not offering anything gives way.
+        idle_oh, idle_index = round_robin(last_served)
 
-        out = self.m_axis
-        with m.Switch(grant):
-            for i, s in enumerate(self.inputs):
-                with m.Case(i):
-                    m.d.comb += [
-                        out.tdata.eq(s.tdata), out.tkeep.eq(s.tkeep), out.tlast.eq(s.tlast),
-                        out.tuser.eq(Cat(s.tuser[0], grant)),
-                        out.tvalid.eq(s.tvalid & grant_valid),
-                        s.tready.eq(out.tready & grant_valid),
-                    ]
+        m.d.comb += out.tvalid.eq((valids & grant).any())
+        for i, s in enumerate(self.inputs):
+            m.d.comb += s.tready.eq(grant[i] & out.tready)
+        # AND-OR on the one-hot grant, not a mux on the index: one level of logic per bit.
+        for field in ("tdata", "tkeep", "tlast"):
+            m.d.comb += getattr(out, field).eq(
+                _or_reduce(getattr(s, field) & grant[i].replicate(len(getattr(s, field)))
+                           for i, s in enumerate(self.inputs)))
+        bad = _or_reduce(s.tuser[0] & grant[i] for i, s in enumerate(self.inputs))
+        m.d.comb += out.tuser.eq(Cat(bad, index))
 
         with m.If(out.tvalid & out.tready):
-            m.d.sync += [locked.eq(~out.tlast), current.eq(grant)]
+            m.d.sync += locked.eq(~out.tlast)
             with m.If(out.tlast):
-                m.d.sync += last_served.eq(grant)
+                m.d.sync += [last_served.eq(index), grant.eq(next_oh), index.eq(next_index)]
+        with m.Elif(~locked & ~out.tvalid):
+            m.d.sync += [grant.eq(idle_oh), index.eq(idle_index)]
         return m
+
+
+def _or_reduce(terms):
+    return functools.reduce(operator.or_, terms)
