@@ -14,7 +14,7 @@ Protocol rules (AMBA AXI4-Stream, ARM IHI 0051A), checked by the testbenches:
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AXIStreamSignature", "AXILiteSignature", "keep_count"]
+__all__ = ["AXIStreamSignature", "AXILiteSignature", "keep_count", "top_byte_count"]
 
 
 class AXIStreamSignature(wiring.Signature):
@@ -79,8 +79,14 @@ def keep_count(tkeep, n_bytes: int):
 
     An OR tree on the one-hot top bit instead of a popcount adder tree.
     """
+    return top_byte_count(tkeep & ~(tkeep >> 1))
+
+
+def top_byte_count(top):
+    """:func:`keep_count` from the one-hot top kept byte (for a caller that registers it first):
+    one OR tree per count bit."""
     from amaranth.hdl import Cat, Const
-    top = tkeep & ~(tkeep >> 1)
+    n_bytes = len(top)
     bits = []
     for j in range(n_bytes.bit_length()):
         terms = [top[i] for i in range(n_bytes) if ((i + 1) >> j) & 1]

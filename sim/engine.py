@@ -67,7 +67,7 @@ ENGINES = ("model", "verilator", "icarus")
 #: W=64: cycles from a frame's last beat entering the shared pipeline to its record (verdict), and
 #: from the record to its first egress beat. The packet buffer sends one frame at a time over all
 #: egress ports, so egress is one more shared resource at one beat per cycle.
-MODEL_RECORD_CYCLES = 11
+MODEL_RECORD_CYCLES = 13
 MODEL_EGRESS_CYCLES = 3
 
 
