@@ -30,7 +30,7 @@ from .meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_r
 from .parser_seq import make_parser
 from .regs import build_register_map
 from .skid import RegisterSlice
-from .stream import AXILiteSignature, AXIStreamSignature
+from .stream import AXILiteSignature, AXIStreamSignature, keep_count
 
 __all__ = ["NicTop", "elaborate_verilog", "TOP_NAME"]
 
@@ -218,7 +218,7 @@ class NicTop(wiring.Component):
             out = getattr(self, f"m_axis_{name}")
             beat = out.tvalid & out.tready
             nbytes = Signal(range(cfg.bytes_per_beat + 1), name=f"tx_bytes_{name}")
-            m.d.comb += nbytes.eq(sum(out.tkeep[j] for j in range(cfg.bytes_per_beat)))
+            m.d.comb += nbytes.eq(keep_count(out.tkeep, cfg.bytes_per_beat))
             m.d.comb += [
                 csr.count(("port", i, "tx_packets")).eq(beat & out.tlast),
                 csr.count(("port", i, "tx_bytes")).eq(beat.replicate(len(nbytes)) & nbytes),
