@@ -17,7 +17,7 @@ and such a register's reset value then costs a LUT per bit), so on iCE40 :class:
 instantiates SB_RAM40_4K itself. Its users never read an address in the cycle it is written.
 """
 
-from amaranth import Cat, ClockSignal, Const, Instance, Module, Signal
+from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -338,8 +338,9 @@ class BeatFifo(wiring.Component):
         # Every control path into the RAM starts at a register: on ECP5 the block RAMs of a
         # wide buffer are spread over the die and routing to them costs most of a 6.4 ns cycle.
         w_ptr = Signal(abits)
-        committed = Signal(abits + 1)      # words written into the RAM (one cycle after accept)
-        r_ptr = Signal(abits + 1)          # next word to read out of the RAM
+        r_ptr = Signal(abits)              # next word to read out of the RAM
+        unread = Signal(abits + 1)         # words written into the RAM and not read out yet
+        nonempty = Signal()                # unread != 0, as a register of its own
         occupancy = Signal(range(self.depth + 1))
         w_rdy = Signal(init=1)
         in_flight = Signal(2)              # reads issued whose data has not reached the queue
@@ -352,17 +353,22 @@ class BeatFifo(wiring.Component):
         m.d.sync += [ram.w_addr.eq(w_ptr), ram.w_data.eq(self.w_data), ram.w_en.eq(do_write)]
         with m.If(do_write):
             m.d.sync += w_ptr.eq(w_ptr + 1)
-        with m.If(ram.w_en):
-            m.d.sync += committed.eq(committed + 1)
 
-        # Issue a read when a committed word is unread and the queue has room for it,
+        # Issue a read when a word in the RAM is unread and the queue has room for it,
         # counting reads still in flight. The RAM reads r_ptr every cycle; `arrive` says
-        # which of those reads were real.
+        # which of those reads were real. "Unread" is a flag of its own, its next value chosen
+        # by `issue` between two candidates made from registers: comparing the write and read
+        # pointers in the cycle of the read (a wide compare, then `issue`, then the in-flight
+        # count) was a ULX3S critical path.
         room = (queue.level + in_flight) < self.QUEUE
-        issue = (committed != r_ptr) & room
-        m.d.comb += [ram.r_addr.eq(r_ptr[:abits]), ram.r_en.eq(1)]
+        issue = nonempty & room
+        m.d.comb += [ram.r_addr.eq(r_ptr), ram.r_en.eq(1)]
         with m.If(issue):
             m.d.sync += r_ptr.eq(r_ptr + 1)
+        m.d.sync += unread.eq(Mux(issue, unread + ram.w_en - 1, unread + ram.w_en))
+        any_unread = unread != 0
+        nonempty_if_read = Mux(ram.w_en, any_unread, unread > 1)     # unread + w_en - 1 != 0
+        m.d.sync += nonempty.eq(Mux(issue, nonempty_if_read, any_unread | ram.w_en))
         m.d.sync += arrive.eq(Cat(issue, arrive[0]))
         m.d.sync += in_flight.eq(in_flight + issue - arrive[1])
 
