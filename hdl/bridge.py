@@ -177,6 +177,7 @@ class UartBridge(wiring.Component):
         addr = Signal(32)
         wdata = Signal(32)
         crc = Signal(8)
+        crc_match = Signal()                              # the CRC byte matched (for CHECK)
         count = Signal(2)                                 # byte index inside ADDR / DATA
         # Reset-less: cleared in every cycle outside a frame, and the FSM leaves reset in HUNT.
         # With a reset, the core reset net reached this counter through its clear logic from
@@ -302,21 +303,27 @@ class UartBridge(wiring.Component):
             with m.State("CRC"):
                 receiving()
                 with m.If(take & ~ferr):
-                    with m.If(byte != crc):
-                        m.d.sync += bad_checksum.eq(1)
-                        respond(Status.BAD_CHECKSUM)
-                    with m.Elif(~is_read & ~is_write):
-                        m.d.sync += bad_command.eq(1)
-                        respond(Status.BAD_COMMAND)
-                    with m.Elif(out_of_range):
-                        m.d.sync += ok.eq(1)
-                        respond(Status.BUS_ERROR)
-                    with m.Elif(is_read):
-                        m.d.sync += [ok.eq(1), bus.arvalid.eq(1)]
-                        m.next = "READ_AR"
-                    with m.Else():
-                        m.d.sync += [ok.eq(1), bus.awvalid.eq(1), bus.wvalid.eq(1)]
-                        m.next = "WRITE_AW"
+                    m.d.sync += crc_match.eq(byte == crc)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                # The frame is complete: decide on registered flags. The CRC compare in the same
+                # cycle as the decision, whose enables the FSM shares with the bus handshakes,
+                # was a ULX3S critical path (145 MHz).
+                with m.If(~crc_match):
+                    m.d.sync += bad_checksum.eq(1)
+                    respond(Status.BAD_CHECKSUM)
+                with m.Elif(~is_read & ~is_write):
+                    m.d.sync += bad_command.eq(1)
+                    respond(Status.BAD_COMMAND)
+                with m.Elif(out_of_range):
+                    m.d.sync += ok.eq(1)
+                    respond(Status.BUS_ERROR)
+                with m.Elif(is_read):
+                    m.d.sync += [ok.eq(1), bus.arvalid.eq(1)]
+                    m.next = "READ_AR"
+                with m.Else():
+                    m.d.sync += [ok.eq(1), bus.awvalid.eq(1), bus.wvalid.eq(1)]
+                    m.next = "WRITE_AW"
             with m.State("READ_AR"):
                 with m.If(bus.arready):
                     m.d.sync += bus.arvalid.eq(0)
