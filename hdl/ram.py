@@ -22,6 +22,8 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .export import keep_copy
+
 __all__ = ["PipelinedRam", "BeatFifo", "SyncRam", "RamFifo", "ECP5_TARGET", "ICE40_TARGET", "is_ecp5",
            "is_ice40"]
 
@@ -365,10 +367,19 @@ class BeatFifo(wiring.Component):
         m.d.comb += [ram.r_addr.eq(r_ptr), ram.r_en.eq(1)]
         with m.If(issue):
             m.d.sync += r_ptr.eq(r_ptr + 1)
-        m.d.sync += unread.eq(Mux(issue, unread + ram.w_en - 1, unread + ram.w_en))
+        # unread + written - issue, as a choice between the count's own increment and decrement
+        # (one carry chain each, from the register alone: an adder on the write strobe was the
+        # next path). `written` is the RAM's write strobe again, as a copy of its own: the RAM's
+        # copy sits by the block RAMs, across the die from this logic.
+        written = keep_copy(Signal(), name="written", reset_less=False)
+        m.d.sync += written.eq(do_write)
+        with m.If(written & ~issue):
+            m.d.sync += unread.eq(unread + 1)
+        with m.Elif(issue & ~written):
+            m.d.sync += unread.eq(unread - 1)
         any_unread = unread != 0
-        nonempty_if_read = Mux(ram.w_en, any_unread, unread > 1)     # unread + w_en - 1 != 0
-        m.d.sync += nonempty.eq(Mux(issue, nonempty_if_read, any_unread | ram.w_en))
+        nonempty_if_read = Mux(written, any_unread, unread > 1)     # unread + written - 1 != 0
+        m.d.sync += nonempty.eq(Mux(issue, nonempty_if_read, any_unread | written))
         m.d.sync += arrive.eq(Cat(issue, arrive[0]))
         m.d.sync += in_flight.eq(in_flight + issue - arrive[1])
 
