@@ -236,6 +236,18 @@ class UartBridge(wiring.Component):
         m.d.sync += [ok.eq(0), bad_checksum.eq(0), bad_command.eq(0), truncated.eq(0)]
         m.d.comb += [bus.wstrb.eq(0xF), bus.arprot.eq(0), bus.awprot.eq(0),
                      bus.araddr.eq(addr), bus.awaddr.eq(addr), bus.wdata.eq(wdata)]
+        # ADDR and DATA bytes shift in a cycle after they are taken, each field on an enable that
+        # is one flip-flop: decoded from the FSM, the take and the framing-error flag, the
+        # enable of the 32 wdata flip-flops (which sit by the bus, across the die) was a ULX3S
+        # critical path. The CRC byte is taken at least a cycle after the last field byte, and
+        # SETTLE waits one more, so CHECK sees whole fields and the range check made from them.
+        field_byte = Signal(8, reset_less=True)
+        shift_addr, shift_data = Signal(), Signal()
+        m.d.sync += [field_byte.eq(byte), shift_addr.eq(0), shift_data.eq(0)]
+        with m.If(shift_addr):
+            m.d.sync += addr.eq(Cat(addr[8:], field_byte))
+        with m.If(shift_data):
+            m.d.sync += wdata.eq(Cat(wdata[8:], field_byte))
         # Request checks as registers, free running: ADDR and CMD are complete bytes before the
         # CRC state uses them (decoding them there was a ULX3S critical path).
         out_of_range, is_read, is_write = Signal(), Signal(), Signal()
@@ -286,8 +298,7 @@ class UartBridge(wiring.Component):
             with m.State("ADDR"):
                 receiving()
                 with m.If(take & ~ferr):
-                    m.d.sync += [addr.eq(Cat(addr[8:], byte)), crc.eq(_crc8_next(crc, byte)),
-                                 count.eq(count + 1)]
+                    m.d.sync += [shift_addr.eq(1), crc.eq(_crc8_next(crc, byte)), count.eq(count + 1)]
                     with m.If(count == 3):
                         with m.If(is_write):
                             m.next = "DATA"
@@ -296,15 +307,17 @@ class UartBridge(wiring.Component):
             with m.State("DATA"):
                 receiving()
                 with m.If(take & ~ferr):
-                    m.d.sync += [wdata.eq(Cat(wdata[8:], byte)), crc.eq(_crc8_next(crc, byte)),
-                                 count.eq(count + 1)]
+                    m.d.sync += [shift_data.eq(1), crc.eq(_crc8_next(crc, byte)), count.eq(count + 1)]
                     with m.If(count == 3):
                         m.next = "CRC"
             with m.State("CRC"):
                 receiving()
                 with m.If(take & ~ferr):
                     m.d.sync += crc_match.eq(byte == crc)
-                    m.next = "CHECK"
+                    m.next = "SETTLE"
+            with m.State("SETTLE"):
+                # The last field byte shifts in and the range check catches up (see above).
+                m.next = "CHECK"
             with m.State("CHECK"):
                 # The frame is complete: decide on registered flags. The CRC compare in the same
                 # cycle as the decision, whose enables the FSM shares with the bus handshakes,
