@@ -111,10 +111,13 @@ class FrameGenerator(wiring.Component):
         # shared, the placer put the LUT after it next to the slice downstream, and the
         # end-of-frame decision crossed the die twice (ULX3S critical path).
         last_out = keep_copy(last, name="last_out")
+        # The same for `in_frame` and tvalid (the frame/gap logic's enables after a crossing from
+        # the output's flip-flop were the next ULX3S critical path).
+        valid_out = keep_copy(in_frame, name="valid_out", reset_less=False)
         m.d.comb += [
             out.tdata.eq(data), out.tlast.eq(last_out), out.tuser.eq(0),
             out.tkeep.eq(Mux(last_out, last_keep, (1 << bpb) - 1)),
-            out.tvalid.eq(in_frame), self.busy.eq(in_frame),
+            out.tvalid.eq(valid_out), self.busy.eq(in_frame),
         ]
 
         # The settings come from the CSR block, far away on the die: they are registered twice
@@ -179,8 +182,8 @@ class FrameGenerator(wiring.Component):
             with m.If(gap_wait):
                 m.d.sync += [gap_left.eq(gap_left - 1), gap_wait.eq(gap_left != 1)]
             with m.Elif(enable):
-                m.d.sync += [in_frame.eq(1), beats_left.eq(n_beats), last.eq(single), last_out.eq(single),
-                             last_keep.eq(keep)]
+                m.d.sync += [in_frame.eq(1), valid_out.eq(1), beats_left.eq(n_beats), last.eq(single),
+                             last_out.eq(single), last_keep.eq(keep)]
             with m.Else():
                 m.d.sync += lfsr.eq(seed)
         with m.Elif(out.tready):
@@ -192,7 +195,8 @@ class FrameGenerator(wiring.Component):
                                  last_keep.eq(keep)]
                 with m.Else():
                     # The start cycle is idle too, so gap - 1 cycles wait here.
-                    m.d.sync += [in_frame.eq(0), gap_left.eq(gap), gap_wait.eq(~gap_zero & ~gap_one)]
+                    m.d.sync += [in_frame.eq(0), valid_out.eq(0), gap_left.eq(gap),
+                                 gap_wait.eq(~gap_zero & ~gap_one)]
         return m
 
 
