@@ -13,7 +13,7 @@
 With ``NicConfig.compact`` (small FPGAs) the slices are left out and the blocks build for area.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, ResetSignal, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -23,7 +23,7 @@ from .bridge import UartBridge
 from .buffer import PacketBuffer
 from .config import NicConfig
 from .csr import CsrSlave
-from .export import to_verilog
+from .export import keep_copy, to_verilog
 from .forward import Forwarder
 from .linetest import FrameGenerator, SignatureChecker
 from .meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
@@ -55,10 +55,17 @@ class NicTop(wiring.Component):
         Management plane (register map: :func:`hdl.regs.build_register_map`).
     record: Out(stream.Signature(verdict record, always_ready=True))
         One pulse per frame with its metadata and verdict; left unconnected in board builds.
+
+    With ``reset_tree`` (the default) each block takes its reset from a register of its own, in a
+    clock domain of its own driven by the core clock (``<block>_sync``): one reset net from one
+    flip-flop to every block crossed the ULX3S die and was a critical path. Verilog simulators
+    and the FPGA see one clock net. Amaranth's own simulator races on a domain clocked from
+    another domain's clock signal, so pass ``reset_tree=False`` to simulate NicTop there.
     """
 
-    def __init__(self, config: NicConfig | None = None):
+    def __init__(self, config: NicConfig | None = None, *, reset_tree: bool = True):
         self.config = config = config or NicConfig()
+        self.reset_tree = reset_tree
         self.regmap = build_register_map(config)
         w = config.data_width
         members = {}
@@ -79,11 +86,11 @@ class NicTop(wiring.Component):
         cfg = self.config
         w = cfg.data_width
 
-        m.submodules.arbiter = arbiter = PacketArbiter(w, len(cfg.ports))
-        m.submodules.parser = parser = make_parser(cfg)     # NicConfig.parser picks the architecture
-        m.submodules.forwarder = forwarder = Forwarder(cfg)
-        m.submodules.buffer = buffer = PacketBuffer(cfg)
-        m.submodules.csr = csr = CsrSlave(self.regmap, counter_store="bram" if cfg.compact else "registers")
+        arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports)))
+        parser = self._add(m, "parser", make_parser(cfg))     # NicConfig.parser picks the architecture
+        forwarder = self._add(m, "forwarder", Forwarder(cfg))
+        buffer = self._add(m, "buffer", PacketBuffer(cfg))
+        csr = self._add(m, "csr", CsrSlave(self.regmap, counter_store="bram" if cfg.compact else "registers"))
 
         for i, name in enumerate(cfg.ports):
             port_in = wiring.flipped(getattr(self, f"s_axis_{name}"))
@@ -95,10 +102,8 @@ class NicTop(wiring.Component):
                 connect(m, port_in, arbiter.inputs[i])
                 connect(m, buffer.outputs[i], port_out)
             else:
-                ingress = RegisterSlice(w, 1)
-                egress = RegisterSlice(w, 1)
-                m.submodules[f"ingress_{name}"] = ingress
-                m.submodules[f"egress_{name}"] = egress
+                ingress = self._add(m, f"ingress_{name}", RegisterSlice(w, 1))
+                egress = self._add(m, f"egress_{name}", RegisterSlice(w, 1))
                 if cfg.line_tester:
                     port_in = self._line_tester_ingress(m, csr, i, name, port_in)
                 connect(m, port_in, ingress.s_axis)
@@ -107,7 +112,7 @@ class NicTop(wiring.Component):
                 connect(m, egress.m_axis, port_out)
             if cfg.line_tester:
                 out = getattr(self, f"m_axis_{name}")
-                m.submodules[f"checker_{name}"] = checker = SignatureChecker(w)
+                checker = self._add(m, f"checker_{name}", SignatureChecker(w))
                 m.d.comb += [checker.tdata.eq(out.tdata), checker.tkeep.eq(out.tkeep),
                              checker.beat.eq(out.tvalid & out.tready),
                              csr.status("LINETEST", 0, f"SIGNATURE_{i}").eq(checker.value)]
@@ -129,14 +134,14 @@ class NicTop(wiring.Component):
         connect(m, forwarder.desc, buffer.desc)
         connect(m, forwarder.record, wiring.flipped(self.record))
         if cfg.uart_bridge:
-            m.submodules.bridge = bridge = UartBridge(
+            bridge = self._add(m, "bridge", UartBridge(
                 clk_hz=round(cfg.clock_mhz * 1e6), baud=cfg.uart_baud, addr_width=self.regmap.address_width,
-                compact=cfg.compact)
+                compact=cfg.compact))
             if cfg.compact:
                 connect(m, bridge.m_axil, csr.s_axil)
             else:
                 # The bridge and the CSR sit far apart on a large die: one register per channel.
-                m.submodules.bridge_slice = bridge_slice = AXILiteSlice(self.regmap.address_width)
+                bridge_slice = self._add(m, "bridge_slice", AXILiteSlice(self.regmap.address_width))
                 connect(m, bridge.m_axil, bridge_slice.s_axil)
                 connect(m, bridge_slice.m_axil, csr.s_axil)
             m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
@@ -149,14 +154,28 @@ class NicTop(wiring.Component):
         self._count(m, csr, forwarder.record)
         return m
 
+    def _add(self, m, name, block):
+        """Add ``block`` as submodule ``name``, in its own reset domain with ``reset_tree``."""
+        if not self.reset_tree:
+            m.submodules[name] = block
+            return block
+        domain = ClockDomain(f"{name}_sync", local=True)
+        m.domains += domain
+        # The core reset a cycle late; reset-less, so it is high from power-up to the first
+        # clock edge after the core reset falls. Copies are kept apart in synthesis (keep_copy).
+        rst = keep_copy(Signal(init=1), name=f"{name}_rst")
+        m.d.sync += rst.eq(ResetSignal("sync"))
+        m.d.comb += [domain.clk.eq(ClockSignal("sync")), domain.rst.eq(rst)]
+        m.submodules[name] = DomainRenamer(domain.name)(block)
+        return block
+
     def _line_tester_ingress(self, m, csr, index, name, port_in):
         """Put a frame generator in front of ingress port ``index``; it takes over while enabled.
 
         The switch between the external port and the generator happens only between frames.
         """
         cfg = self.config
-        gen = FrameGenerator(cfg.data_width, index, compact=cfg.compact)
-        m.submodules[f"generator_{name}"] = gen
+        gen = self._add(m, f"generator_{name}", FrameGenerator(cfg.data_width, index, compact=cfg.compact))
         # FRAME_LEN clamped to 60..max_frame in two registered steps (32-bit compares, then a mux).
         # Compact: in one step; the generator registers what it derives from the length.
         frame_len = csr.rw("LINETEST", 0, "FRAME_LEN")
@@ -178,8 +197,7 @@ class NicTop(wiring.Component):
         else:
             # A register slice after the generator: its template mux must not share a cycle with
             # the ingress mux and slice (that path crossed the die on the ULX3S at 103 MHz).
-            gen_out = RegisterSlice(cfg.data_width, 1)
-            m.submodules[f"generator_slice_{name}"] = gen_out
+            gen_out = self._add(m, f"generator_slice_{name}", RegisterSlice(cfg.data_width, 1))
             connect(m, gen.m_axis, gen_out.s_axis)
             gen_stream = gen_out.m_axis
             gen_busy = gen.busy | gen_out.m_axis.tvalid
