@@ -176,16 +176,19 @@ class NicTop(wiring.Component):
         """
         cfg = self.config
         gen = self._add(m, f"generator_{name}", FrameGenerator(cfg.data_width, index, compact=cfg.compact))
-        # FRAME_LEN clamped to 60..max_frame in two registered steps (32-bit compares, then a mux).
+        # FRAME_LEN clamped to 60..max_frame in registered steps (a copy, 32-bit compares, a mux).
         # Compact: in one step; the generator registers what it derives from the length.
         frame_len = csr.rw("LINETEST", 0, "FRAME_LEN")
         if cfg.compact:
             len_short, len_long, len_raw = frame_len < 60, frame_len > cfg.max_frame, frame_len[:14]
         else:
+            # The register crosses over from the CSR into a copy of its own first: compared
+            # straight off the CSR's flip-flop, it was a ULX3S critical path (138 MHz).
+            len_copy = Signal(32, name=f"len_copy_{name}", reset_less=True)
             len_short, len_long = Signal(name=f"len_short_{name}"), Signal(name=f"len_long_{name}")
             len_raw = Signal(14, name=f"len_raw_{name}")
-            m.d.sync += [len_short.eq(frame_len < 60), len_long.eq(frame_len > cfg.max_frame),
-                         len_raw.eq(frame_len)]
+            m.d.sync += [len_copy.eq(frame_len), len_short.eq(len_copy < 60),
+                         len_long.eq(len_copy > cfg.max_frame), len_raw.eq(len_copy)]
         m.d.comb += [
             gen.frame_len.eq(Mux(len_short, 60, Mux(len_long, cfg.max_frame, len_raw))),
             gen.gap.eq(csr.rw("LINETEST", 0, "GAP")),
