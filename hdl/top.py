@@ -211,15 +211,24 @@ class NicTop(wiring.Component):
             m.d.sync += ext_in_frame.eq(~port_in.tlast)
         with m.If(~ext_in_frame & ~gen_busy):
             m.d.sync += use_gen.eq(csr.rw("LINETEST", 0, "CONTROL")[0])
+        # Each side's tready is gated by a copy of `use_gen` of its own, so that the gating sits
+        # by that side's flip-flops: one shared `use_gen` put the generator slice's ready logic
+        # by the ingress mux, across the die from the slice (ULX3S critical path, 153 MHz).
+        use_gen_g = keep_copy(use_gen, name=f"use_generator_g_{name}", reset_less=False)
+        use_gen_p = keep_copy(use_gen, name=f"use_generator_p_{name}", reset_less=False)
+        with m.If(~ext_in_frame & ~gen_busy):
+            m.d.sync += [use_gen_g.eq(csr.rw("LINETEST", 0, "CONTROL")[0]),
+                         use_gen_p.eq(csr.rw("LINETEST", 0, "CONTROL")[0])]
         m.d.comb += gen.enable.eq(use_gen)
+        g = gen_stream
+        m.d.comb += [g.tready.eq(use_gen_g & mux.tready), port_in.tready.eq(~use_gen_p & mux.tready)]
         with m.If(use_gen):
-            g = gen_stream
             m.d.comb += [mux.tdata.eq(g.tdata), mux.tkeep.eq(g.tkeep), mux.tlast.eq(g.tlast),
-                         mux.tuser.eq(g.tuser), mux.tvalid.eq(g.tvalid), g.tready.eq(mux.tready)]
+                         mux.tuser.eq(g.tuser), mux.tvalid.eq(g.tvalid)]
         with m.Else():
             m.d.comb += [mux.tdata.eq(port_in.tdata), mux.tkeep.eq(port_in.tkeep),
                          mux.tlast.eq(port_in.tlast), mux.tuser.eq(port_in.tuser),
-                         mux.tvalid.eq(port_in.tvalid), port_in.tready.eq(mux.tready)]
+                         mux.tvalid.eq(port_in.tvalid)]
         return mux
 
     def _count(self, m, csr, record):
