@@ -7,6 +7,7 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .export import keep_copy
 from .stream import AXIStreamSignature
 
 __all__ = ["PacketArbiter"]
@@ -53,6 +54,11 @@ class PacketArbiter(wiring.Component):
         # the ingress slices' clock enables on the ULX3S.
         grant = Signal(n)                      # one-hot, or zero while no port is granted
         index = Signal(range(n))               # binary copy of ``grant`` for the port tag
+        # The grant again, for the decisions below: `grant` itself fans out to the data mux and
+        # the ingress slices, and deciding from it put the next-grant logic across the die
+        # (ULX3S critical path, 133.7 MHz).
+        grant_ctl = keep_copy(grant, name="grant_ctl", reset_less=False)
+        index_ctl = keep_copy(index, name="index_ctl", reset_less=False)
         locked = Signal()                      # inside a frame: the grant may not move
         last_served = Signal(range(n), init=n - 1)
 
@@ -73,7 +79,7 @@ class PacketArbiter(wiring.Component):
         # the port just served last (its tvalid there is the beat leaving, so when it wins it is
         # only held as a guess: an empty granted port is re-picked below). Choosing in that cycle
         # lets a waiting frame follow with no idle cycle.
-        next_oh, next_index = round_robin(index)
+        next_oh, next_index = round_robin(index_ctl)
         # Between frames, a granted port that is not offering anything gives way.
         idle_oh, idle_index = round_robin(last_served)
 
@@ -88,12 +94,19 @@ class PacketArbiter(wiring.Component):
         bad = _or_reduce(s.tuser[0] & grant[i] for i, s in enumerate(self.inputs))
         m.d.comb += out.tuser.eq(Cat(bad, index))
 
-        with m.If(out.tvalid & out.tready):
-            m.d.sync += locked.eq(~out.tlast)
-            with m.If(out.tlast):
-                m.d.sync += [last_served.eq(index), grant.eq(next_oh), index.eq(next_index)]
-        with m.Elif(~locked & ~out.tvalid):
-            m.d.sync += [grant.eq(idle_oh), index.eq(idle_index)]
+        def set_grant(one_hot, binary):
+            m.d.sync += [grant.eq(one_hot), grant_ctl.eq(one_hot), index.eq(binary), index_ctl.eq(binary)]
+
+        lasts = Cat(s.tlast for s in self.inputs)
+        offering = (valids & grant_ctl).any()
+        ending = (valids & lasts & grant_ctl).any()
+        with m.If(offering & out.tready):
+            m.d.sync += locked.eq(~ending)
+            with m.If(ending):
+                m.d.sync += last_served.eq(index_ctl)
+                set_grant(next_oh, next_index)
+        with m.Elif(~locked & ~offering):
+            set_grant(idle_oh, idle_index)
         return m
 
 
