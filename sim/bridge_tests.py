@@ -20,6 +20,7 @@ from host_driver.driver import Nic
 from host_driver.serialbus import SerialBus, decode_response, encode_request
 
 from .bridge_top import EVENTS
+from .tb import period_ps
 from .uart_transport import CocotbUartTransport
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class TB:
         self.regmap = build_register_map(self.config)
         self.baud = self.config.uart_baud
         self.bit_s = 1 / self.baud
-        self.period_ps = round(1e6 / self.config.clock_mhz)
+        self.period_ps = period_ps(self.config)
         Clock(dut.clk, self.period_ps, unit="ps").start()
         self._tie_off()
         self.transport = CocotbUartTransport(dut.uart_rx, dut.uart_tx, self.baud)

@@ -39,8 +39,9 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbex
 
 
 def period_ps(config: NicConfig) -> int:
-    """Clock period in ps for ``config.clock_mhz`` (6400 ps at 156.25 MHz)."""
-    return round(1e6 / config.clock_mhz)
+    """Clock period in ps for ``config.clock_mhz`` (6400 ps at 156.25 MHz), rounded to an even
+    number of ps: cocotb's Clock splits it into two equal halves (24 MHz: 41666 ps)."""
+    return 2 * round(1e6 / config.clock_mhz / 2)
 
 
 def idle_pattern():

@@ -188,9 +188,7 @@ def test_verilator_w512_sequential_slow(dataset, tmp_path):
 
 def _icebreaker() -> NicConfig:
     from hdl.board import BOARDS
-    # 25 MHz rather than the board's 24: cocotb's Clock wants an even period in ps (24 MHz is
-    # 41667 ps); the clock only sets the testbench's time scale.
-    config = BOARDS["icebreaker"].config({"uart_bridge": False, "line_tester": False, "clock_mhz": 25.0})
+    config = BOARDS["icebreaker"].config({"uart_bridge": False, "line_tester": False})
     assert config.compact and config.parser == "sequential" and config.counter_width == 32
     return config
 
