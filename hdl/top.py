@@ -205,21 +205,27 @@ class NicTop(wiring.Component):
             gen_stream = gen_out.m_axis
             gen_busy = gen.busy | gen_out.m_axis.tvalid
         use_gen = Signal(name=f"use_generator_{name}")
+        # The generator decides to start a frame from `enable` registered twice: `use_gen` may
+        # fall (hand the port back) only once the enable has been low for two cycles, or a frame
+        # started after the switch waits on tready = 0 forever and the generator never goes idle.
+        ctrl = csr.rw("LINETEST", 0, "CONTROL")[0]
+        enable_history = Signal(2, name=f"gen_enable_history_{name}")
+        m.d.sync += enable_history.eq(Cat(gen.enable, enable_history[0]))
         ext_in_frame = Signal(name=f"ext_in_frame_{name}")
+        may_switch = ~ext_in_frame & ~gen_busy & (ctrl | (enable_history == 0))
         mux = AXIStreamSignature(cfg.data_width, 1).create(path=(f"ingress_mux_{name}",))
         with m.If(port_in.tvalid & port_in.tready):
             m.d.sync += ext_in_frame.eq(~port_in.tlast)
-        with m.If(~ext_in_frame & ~gen_busy):
-            m.d.sync += use_gen.eq(csr.rw("LINETEST", 0, "CONTROL")[0])
+        with m.If(may_switch):
+            m.d.sync += use_gen.eq(ctrl)
         # Each side's tready is gated by a copy of `use_gen` of its own, so that the gating sits
         # by that side's flip-flops: one shared `use_gen` put the generator slice's ready logic
         # by the ingress mux, across the die from the slice (ULX3S critical path, 153 MHz).
         use_gen_g = keep_copy(use_gen, name=f"use_generator_g_{name}", reset_less=False)
         use_gen_p = keep_copy(use_gen, name=f"use_generator_p_{name}", reset_less=False)
-        with m.If(~ext_in_frame & ~gen_busy):
-            m.d.sync += [use_gen_g.eq(csr.rw("LINETEST", 0, "CONTROL")[0]),
-                         use_gen_p.eq(csr.rw("LINETEST", 0, "CONTROL")[0])]
-        m.d.comb += gen.enable.eq(use_gen)
+        with m.If(may_switch):
+            m.d.sync += [use_gen_g.eq(ctrl), use_gen_p.eq(ctrl)]
+        m.d.comb += gen.enable.eq(use_gen & ctrl)
         g = gen_stream
         m.d.comb += [g.tready.eq(use_gen_g & mux.tready), port_in.tready.eq(~use_gen_p & mux.tready)]
         with m.If(use_gen):
