@@ -14,7 +14,13 @@ from .export import keep_copy
 from .layouts import Ethernet, encode
 from .stream import AXIStreamSignature
 
-__all__ = ["FrameGenerator", "SignatureChecker", "TEMPLATE_BYTES", "default_template"]
+__all__ = ["FrameGenerator", "SignatureChecker", "TEMPLATE_BYTES", "default_template", "LFSR_TAPS",
+           "DEFAULT_SEED"]
+
+#: Galois LFSR feedback mask of the payload generator: x^32 + x^22 + x^2 + x + 1.
+LFSR_TAPS = 0x80200003
+#: The payload seed used when SEED is 0 (an LFSR stuck at 0 would send zeros), and SEED's reset value.
+DEFAULT_SEED = 0xACE1
 
 #: Bytes at the start of each generated frame that come from the TEMPLATE registers.
 TEMPLATE_BYTES = 64
@@ -77,7 +83,7 @@ class FrameGenerator(wiring.Component):
         w, bpb = self.data_width, self.data_width // 8
         out = self.m_axis
 
-        lfsr = Signal(32, init=0xACE1)
+        lfsr = Signal(32, init=DEFAULT_SEED)
         beats_left = Signal(range(-(-16383 // bpb) + 1))
         last_keep = Signal(bpb)
         gap_left = Signal(16)
@@ -134,7 +140,7 @@ class FrameGenerator(wiring.Component):
             gap = Signal(16)
             gap_zero, gap_one = Signal(), Signal()
             enable = Signal()
-            m.d.sync += [seed.eq(Mux(in_seed == 0, 0xACE1, in_seed)),
+            m.d.sync += [seed.eq(Mux(in_seed == 0, DEFAULT_SEED, in_seed)),
                          gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
                          enable.eq(in_enable)]
         else:
@@ -151,7 +157,7 @@ class FrameGenerator(wiring.Component):
             # aligned copy of the seed: test and select in one cycle was a ULX3S critical path.
             seed_zero, seed_late = Signal(), Signal(32)
             m.d.sync += [seed_zero.eq(in_seed == 0), seed_late.eq(in_seed)]
-            m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, 0xACE1, seed_late)),
+            m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, DEFAULT_SEED, seed_late)),
                          gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
                          enable.eq(in_enable)]
         n_beats = Signal.like(beats_left)
@@ -188,7 +194,7 @@ class FrameGenerator(wiring.Component):
                 m.d.sync += lfsr.eq(seed)
         with m.Elif(out.tready):
             m.d.sync += [beats_left.eq(beats_left - 1), last.eq(beats_left == 2), last_out.eq(beats_left == 2),
-                         lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x80200003, lfsr >> 1))]
+                         lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ LFSR_TAPS, lfsr >> 1))]
             with m.If(last):
                 with m.If(gap_zero & enable):   # next frame in the very next cycle
                     m.d.sync += [beats_left.eq(n_beats), last.eq(single), last_out.eq(single),

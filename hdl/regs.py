@@ -179,12 +179,18 @@ def _template_word(i: int) -> int:
     return int.from_bytes(default_template()[4 * i:4 * i + 4], "little")
 
 
+def _default_seed() -> int:
+    from .linetest import DEFAULT_SEED
+    return DEFAULT_SEED
+
+
 LINETEST = BlockType(0x0040, 1, "LINETEST", "Built-in line-rate tester (board builds): a frame generator on "
                      "every ingress port and a signature checker on every egress port.", (
     Register("CONTROL", 0x10, Access.RW, "Bit 0: generators on (they take over the ingress ports)."),
     Register("FRAME_LEN", 0x14, Access.RW, "Generated frame length in bytes (60..max_frame).", reset=64),
-    Register("GAP", 0x18, Access.RW, "Idle cycles between generated frames.", reset=0),
-    Register("SEED", 0x1C, Access.RW, "Payload LFSR seed (nonzero).", reset=0xACE1),
+    Register("GAP", 0x18, Access.RW, "Idle cycles between generated frames (bits 15:0; the rest is ignored).",
+             reset=0),
+    Register("SEED", 0x1C, Access.RW, "Payload LFSR seed (nonzero).", reset=_default_seed()),
 ) + tuple(Register(f"SIGNATURE_{i}", 0x20 + 4 * i, Access.STATUS,
                    f"Egress port {i}: XOR-rotate signature of every byte sent since reset.") for i in range(4))
   + tuple(Register(f"TEMPLATE_{i}", 0x40 + 4 * i, Access.RW,

@@ -5,21 +5,8 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.sim import Simulator
 
 from hdl.linetest import TEMPLATE_BYTES, FrameGenerator, SignatureChecker, default_template
+from host_driver.linetest import expected_signature
 from host_driver.model import parse_frame
-
-
-def reference_signature(frames: list[bytes], bpb: int) -> int:
-    """The checker's signature computed in Python from the bytes sent."""
-    sig = 0
-    for frame in frames:
-        for off in range(0, len(frame), bpb):
-            word = int.from_bytes(frame[off:off + bpb], "little")
-            folded = 0
-            while word:
-                folded ^= word & 0xFFFFFFFF
-                word >>= 32
-            sig = ((sig << 1 | sig >> 31) & 0xFFFFFFFF) ^ folded
-    return sig
 
 
 @pytest.mark.parametrize("width", [64, 512])
@@ -91,7 +78,7 @@ def test_signature_checker_matches_reference(width):
                 ctx.set(dut.beat, 0)
                 await ctx.tick()
         await ctx.tick().repeat(3)
-        assert ctx.get(dut.value) == reference_signature(frames, bpb)
+        assert ctx.get(dut.value) == expected_signature(frames, bpb)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
