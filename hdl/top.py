@@ -56,16 +56,17 @@ class NicTop(wiring.Component):
     record: Out(stream.Signature(verdict record, always_ready=True))
         One pulse per frame with its metadata and verdict; left unconnected in board builds.
 
-    With ``reset_tree`` (the default) each block takes its reset from a register of its own, in a
-    clock domain of its own driven by the core clock (``<block>_sync``): one reset net from one
-    flip-flop to every block crossed the ULX3S die and was a critical path. Verilog simulators
-    and the FPGA see one clock net. Amaranth's own simulator races on a domain clocked from
-    another domain's clock signal, so pass ``reset_tree=False`` to simulate NicTop there.
+    With ``reset_tree`` (the default, except in ``NicConfig.compact`` builds: there it costs about
+    200 iCE40 cells and 24 MHz needs no tree) each block takes its reset from a register of its
+    own, in a clock domain of its own driven by the core clock (``<block>_sync``): one reset net
+    from one flip-flop to every block crossed the ULX3S die and was a critical path. Verilog
+    simulators and the FPGA see one clock net. Amaranth's own simulator races on a domain clocked
+    from another domain's clock signal, so pass ``reset_tree=False`` to simulate NicTop there.
     """
 
-    def __init__(self, config: NicConfig | None = None, *, reset_tree: bool = True):
+    def __init__(self, config: NicConfig | None = None, *, reset_tree: bool | None = None):
         self.config = config = config or NicConfig()
-        self.reset_tree = reset_tree
+        self.reset_tree = not config.compact if reset_tree is None else reset_tree
         self.regmap = build_register_map(config)
         w = config.data_width
         members = {}
