@@ -352,7 +352,10 @@ class BeatFifo(wiring.Component):
         # that saw it high one cycle earlier may still write now: writes are never refused.
         do_write = self.w_en
         m.d.comb += self.w_rdy.eq(w_rdy)
-        m.d.sync += [ram.w_addr.eq(w_ptr), ram.w_data.eq(self.w_data), ram.w_en.eq(do_write)]
+        # The RAM's write strobe has a copy below (`written`); both carry the keep mark.
+        ram_w_en = keep_copy(Signal(), name="ram_w_en", reset_less=False)
+        m.d.comb += ram.w_en.eq(ram_w_en)
+        m.d.sync += [ram.w_addr.eq(w_ptr), ram.w_data.eq(self.w_data), ram_w_en.eq(do_write)]
         with m.If(do_write):
             m.d.sync += w_ptr.eq(w_ptr + 1)
 
