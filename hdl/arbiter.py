@@ -32,13 +32,20 @@ class PacketArbiter(wiring.Component):
     -------
     s_axis_<i>: In(AXIStreamSignature(W, 1)), one per port (``self.inputs[i]``)
     m_axis: Out(AXIStreamSignature(W, 1 + port_bits))
+    ready_copy: In(n_ports), with ``ready_copies`` only
+        Copies of ``m_axis.tready``, bit i gating ``s_axis_<i>.tready`` instead of it (so that
+        a downstream ready can reach each ingress from a flip-flop next to it); they must equal
+        ``m_axis.tready`` in every cycle.
     """
 
-    def __init__(self, data_width: int, n_ports: int):
+    def __init__(self, data_width: int, n_ports: int, *, ready_copies: bool = False):
+        self.ready_copies = ready_copies
         self.n_ports = n_ports
         self.port_bits = max(1, (n_ports - 1).bit_length())
         members = {f"s_axis_{i}": In(AXIStreamSignature(data_width, 1)) for i in range(n_ports)}
         members["m_axis"] = Out(AXIStreamSignature(data_width, 1 + self.port_bits))
+        if ready_copies:
+            members["ready_copy"] = In(n_ports)
         super().__init__(members)
         self.inputs = [getattr(self, f"s_axis_{i}") for i in range(n_ports)]
 
@@ -86,7 +93,8 @@ class PacketArbiter(wiring.Component):
 
         m.d.comb += out.tvalid.eq((valids & grant).any())
         for i, s in enumerate(self.inputs):
-            m.d.comb += s.tready.eq(grant[i] & out.tready)
+            ready = self.ready_copy[i] if self.ready_copies else out.tready
+            m.d.comb += s.tready.eq(grant[i] & ready)
         # AND-OR on the one-hot grant, not a mux on the index: one level of logic per bit.
         for field in ("tdata", "tkeep", "tlast"):
             m.d.comb += getattr(out, field).eq(

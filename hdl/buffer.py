@@ -5,6 +5,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import NicConfig
+from .export import keep_copy
 from .forward import make_descriptor_layout
 from .ram import BeatFifo, RamFifo
 from .stream import AXIStreamSignature
@@ -40,6 +41,10 @@ class PacketBuffer(wiring.Component):
     space: Out(1)
         High in cycle t: one beat may arrive on ``s_axis`` in cycle t + 1 (and in t if it was
         high in t - 1). The producer is one register stage upstream.
+    space_copy: Out(number of ports)
+        ``space`` again, bit i a flip-flop of its own for ingress port i's ready logic (one
+        ``space`` for every port crossed the ULX3S die to each ingress slice); compact builds
+        just repeat ``space``.
     desc: In(stream.Signature(descriptor, always_ready=True))
     m_axis_<i>: Out(AXIStreamSignature(W, 1)) per port (``self.outputs[i]``)
     """
@@ -51,6 +56,7 @@ class PacketBuffer(wiring.Component):
             "s_axis": In(AXIStreamSignature(w, 1 + config.port_bits)),
             "desc": In(stream.Signature(make_descriptor_layout(config.port_bits), always_ready=True)),
             "space": Out(1),
+            "space_copy": Out(len(config.ports)),
         }
         members.update({f"m_axis_{i}": Out(AXIStreamSignature(w, 1)) for i in range(len(config.ports))})
         super().__init__(members)
@@ -118,13 +124,18 @@ class PacketBuffer(wiring.Component):
             # `w_rdy` (slack 2) is the same look-ahead for beats; both go out unregistered.
             m.d.sync += space.eq(outstanding < DESCRIPTOR_DEPTH - 2)
             space_out = space & beats.w_rdy
+            m.d.comb += self.space_copy.eq(space_out.replicate(len(cfg.ports)))
         else:
             # BeatFifo.w_rdy keeps five slots in reserve; descriptors keep six (frames admitted
             # four cycles before they are counted here, and the one-cycle-late release). `space`
             # leaves through one more register: its path through the arbiter to the ingress slices
             # crossed the die (a ULX3S critical path), and this register can sit by the arbiter.
-            space_out = Signal()
+            space_out = keep_copy(Signal(), name="space_out", reset_less=False)
             m.d.sync += [space.eq(outstanding < DESCRIPTOR_DEPTH - 6), space_out.eq(space & beats.w_rdy)]
+            for i in range(len(cfg.ports)):
+                copy = keep_copy(Signal(), name=f"space_copy_{i}", reset_less=False)
+                m.d.sync += copy.eq(space & beats.w_rdy)
+                m.d.comb += self.space_copy[i].eq(copy)
         m.d.comb += [
             s.tready.eq(1),
             self.space.eq(space_out),

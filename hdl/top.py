@@ -87,7 +87,7 @@ class NicTop(wiring.Component):
         cfg = self.config
         w = cfg.data_width
 
-        arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports)))
+        arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports), ready_copies=True))
         parser = self._add(m, "parser", make_parser(cfg))     # NicConfig.parser picks the architecture
         forwarder = self._add(m, "forwarder", Forwarder(cfg))
         buffer = self._add(m, "buffer", PacketBuffer(cfg))
@@ -125,7 +125,8 @@ class NicTop(wiring.Component):
         pipe = parser.s_axis
         space = buffer.space & parser.space
         take = arbiter.m_axis.tvalid & space
-        m.d.comb += arbiter.m_axis.tready.eq(space)
+        m.d.comb += [arbiter.m_axis.tready.eq(space),
+                     arbiter.ready_copy.eq(buffer.space_copy & parser.space.replicate(len(cfg.ports)))]
         m.d.sync += pipe.tvalid.eq(take)
         with m.If(take):
             m.d.sync += [pipe.tdata.eq(arbiter.m_axis.tdata), pipe.tkeep.eq(arbiter.m_axis.tkeep),

@@ -235,7 +235,8 @@ def test_buffer_forwards_or_discards_whole_frames(width, stall, compact):
                 ctx.set(dut.desc.payload.drop, d)
                 ctx.set(dut.desc.payload.port, p)
                 ctx.set(dut.desc.valid, 1)
-            _, _, space = await ctx.tick().sample(dut.space)
+            _, _, space, copies = await ctx.tick().sample(dut.space, dut.space_copy)
+            assert copies == (space << len(cfg.ports)) - space, "space_copy must repeat space"
             pending = [(t - 1, d, p) for t, d, p in pending]
             return space
 
