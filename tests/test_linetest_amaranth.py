@@ -5,44 +5,53 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.sim import Simulator
 
 from hdl.linetest import TEMPLATE_BYTES, FrameGenerator, SignatureChecker, default_template
-from host_driver.linetest import expected_signature
+from host_driver.linetest import expected_frames, expected_signature
 from host_driver.model import parse_frame
 
 
-@pytest.mark.parametrize("width", [64, 512])
-@pytest.mark.parametrize("frame_len,gap", [(60, 0), (61, 3), (1500, 0), (200, 1)])
-def test_generator_frames_and_signature(width, frame_len, gap):
+def run_generator(width, count, *, frame_len, gap, seed, template, stall=0.0, rng=None, max_cycles=20_000):
+    """Run a FrameGenerator alone until ``count`` frames left it (``tready`` low with probability
+    ``stall``); returns the frames and ``tvalid`` in every cycle from enable on."""
     bpb = width // 8
     gen = FrameGenerator(width, 0)
-    frames, beats_seen = [], []
+    frames, valids = [], []
 
     async def tb(ctx):
-        template = default_template()
         ctx.set(gen.template, int.from_bytes(template, "little"))
         ctx.set(gen.frame_len, frame_len)
         ctx.set(gen.gap, gap)
-        ctx.set(gen.seed, 0x1234)
-        ctx.set(gen.m_axis.tready, 1)
-        await ctx.tick().repeat(2)
+        ctx.set(gen.seed, seed)
+        await ctx.tick().repeat(4)
         ctx.set(gen.enable, 1)
         cur = b""
-        for _ in range(20 * (frame_len // bpb + gap + 2)):
+        for _ in range(max_cycles):
+            ready = not (stall and rng.random() < stall)
+            ctx.set(gen.m_axis.tready, ready)
             _, _, valid, data, keep, last = await ctx.tick().sample(
                 gen.m_axis.tvalid, gen.m_axis.tdata, gen.m_axis.tkeep, gen.m_axis.tlast)
-            beats_seen.append(valid)
-            if valid:
-                n = bin(keep).count("1")
-                cur += data.to_bytes(bpb, "little")[:n]
+            valids.append(valid)
+            if valid and ready:
+                cur += data.to_bytes(bpb, "little")[:bin(keep).count("1")]
                 if last:
                     frames.append(cur)
                     cur = b""
-                    if len(frames) == 4:
+                    if len(frames) == count:
                         return
 
     sim = Simulator(gen)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
+    return frames, valids
+
+
+@pytest.mark.parametrize("width", [64, 512])
+@pytest.mark.parametrize("frame_len,gap", [(60, 0), (61, 3), (1500, 0), (200, 1)])
+def test_generator_frames_and_signature(width, frame_len, gap):
+    bpb = width // 8
+    frames, beats_seen = run_generator(width, 4, frame_len=frame_len, gap=gap, seed=0x1234,
+                                       template=default_template(),
+                                       max_cycles=20 * (frame_len // bpb + gap + 2))
     assert len(frames) == 4
     for frame in frames:
         assert len(frame) == frame_len
@@ -56,6 +65,22 @@ def test_generator_frames_and_signature(width, frame_len, gap):
     first = beats_seen.index(1)
     expected = ([1] * n_beats + [0] * gap) * 3 + [1] * n_beats
     assert beats_seen[first:first + len(expected)] == expected
+
+
+@pytest.mark.parametrize("width,frame_len,gap,seed,stall", [
+    (64, 100, 3, 0x5EED1234, 0.3), (64, 61, 0, 0, 0.0), (128, 200, 1, 0xFFFFFFFF, 0.5),
+    (512, 60, 0, 7, 0.2), (512, 300, 2, 0x1, 0.0),
+])
+def test_expected_frames_match_generator(width, frame_len, gap, seed, stall):
+    """The driver's reference (host_driver.linetest.expected_frames) against the gateware
+    generator, with a template of random bytes and random ``tready``: the frames do not depend
+    on timing."""
+    import random
+    rng = random.Random(width + frame_len)
+    template = bytes(rng.randrange(256) for _ in range(TEMPLATE_BYTES))
+    frames, _ = run_generator(width, 5, frame_len=frame_len, gap=gap, seed=seed, template=template,
+                              stall=stall, rng=rng)
+    assert frames == expected_frames(5, frame_len, width // 8, seed=seed, template=template)
 
 
 @pytest.mark.parametrize("width", [64, 512])

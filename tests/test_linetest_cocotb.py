@@ -2,8 +2,8 @@
 
 * Pure Python: argument validation of :class:`host_driver.linetest.LineTester` (over the golden
   model's register file, :class:`host_driver.model.ModelBus`), the reference signature and the
-  reference frames, the latter against :class:`hdl.linetest.FrameGenerator` in Amaranth's
-  simulator under random backpressure.
+  reference frames (tests/test_linetest_amaranth.py checks the latter against
+  :class:`hdl.linetest.FrameGenerator` in Amaranth's simulator).
 * cocotb (``sim.linetest_tests``), Verilator and Icarus: NicTop built with ``line_tester=True`` and
   the AXI-Lite bus, driven through the real driver; see that module for what is checked,
   stopping and restarting without a reset included.
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
 import pytest
 
 from hdl.config import NicConfig
-from hdl.linetest import TEMPLATE_BYTES, FrameGenerator, default_template
+from hdl.linetest import TEMPLATE_BYTES, default_template
 from host_driver.driver import Nic
 from host_driver.linetest import (
     DEFAULT_SEED,
@@ -125,48 +124,6 @@ def test_expected_frames_arguments(args, match):
 def test_clamp():
     assert [clamp_frame_len(n, 1518) for n in (0, 10, 59, 60, 61, 1518, 1519, 1 << 31)] == \
         [60, 60, 60, 60, 61, 1518, 1518, 1518]
-
-
-@pytest.mark.parametrize("width,frame_len,gap,seed,stall", [
-    (64, 100, 3, 0x5EED1234, 0.3), (64, 61, 0, 0, 0.0), (128, 200, 1, 0xFFFFFFFF, 0.5),
-    (512, 60, 0, 7, 0.2), (512, 300, 2, 0x1, 0.0),
-])
-def test_expected_frames_match_generator(width, frame_len, gap, seed, stall):
-    """The reference against the gateware generator alone (Amaranth simulator), with a template
-    of random bytes and random ``tready``: the frames do not depend on timing."""
-    from amaranth.sim import Simulator
-    rng = random.Random(width + frame_len)
-    bpb = width // 8
-    template = bytes(rng.randrange(256) for _ in range(TEMPLATE_BYTES))
-    gen = FrameGenerator(width, 0)
-    frames = []
-
-    async def tb(ctx):
-        ctx.set(gen.template, int.from_bytes(template, "little"))
-        ctx.set(gen.frame_len, frame_len)
-        ctx.set(gen.gap, gap)
-        ctx.set(gen.seed, seed)
-        await ctx.tick().repeat(4)
-        ctx.set(gen.enable, 1)
-        cur = b""
-        for _ in range(20_000):
-            ready = rng.random() >= stall
-            ctx.set(gen.m_axis.tready, ready)
-            _, _, valid, data, keep, last = await ctx.tick().sample(
-                gen.m_axis.tvalid, gen.m_axis.tdata, gen.m_axis.tkeep, gen.m_axis.tlast)
-            if valid and ready:
-                cur += data.to_bytes(bpb, "little")[:bin(keep).count("1")]
-                if last:
-                    frames.append(cur)
-                    cur = b""
-                    if len(frames) == 5:
-                        return
-
-    sim = Simulator(gen)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
-    assert frames == expected_frames(5, frame_len, bpb, seed=seed, template=template)
 
 
 # -- the driver over the model's register file --------------------------------------------------------
