@@ -59,9 +59,8 @@ class PacketArbiter(wiring.Component):
         # outputs (grant bit, downstream tready). Decided combinationally from the tvalids,
         # round-robin state and the frame lock, the grant sat on the core's critical path into
         # the ingress slices' clock enables on the ULX3S.
-        # Originals and copies all carry keep_copy's mark (see hdl.export.keep_copy).
-        grant = keep_copy(Signal(n), name="grant", reset_less=False)  # one-hot, or zero: no port
-        index = keep_copy(Signal(range(n)), name="index", reset_less=False)  # binary, for the tag
+        grant = Signal(n)                      # one-hot, or zero while no port is granted
+        index = Signal(range(n))               # binary copy of ``grant`` for the port tag
         # The grant again, for the decisions below: `grant` itself fans out to the data mux and
         # the ingress slices, and deciding from it put the next-grant logic across the die
         # (ULX3S critical path, 133.7 MHz).

@@ -23,11 +23,14 @@ def keep_copy(signal, *, name: str, reset_less: bool = True):
     which every synthesis script here runs). The caller assigns it in a sync domain. Copies are
     reset-less unless told otherwise: a copy of a data register needs no reset.
 
-    Create the original register with ``keep_copy`` too: of two identical flip-flops of which only
-    one has ``keep``, ``opt_merge`` may keep that one and fold the other into it (it did for the
-    resettable copies of the arbiter's grant), which is the same single register again.
+    ``signal`` itself, when it is a Signal (the original register), is marked too: of two
+    identical flip-flops of which only one has ``keep``, ``opt_merge`` may keep that one and fold
+    the other into it (it did for the resettable copies of the arbiter's grant), which is the
+    same single register again.
     """
     from amaranth.hdl import Signal
+    if isinstance(signal, Signal):
+        signal.attrs[KEEP_COPY] = 1
     return Signal.like(signal, name=name, attrs={KEEP_COPY: 1}, reset_less=reset_less)
 
 

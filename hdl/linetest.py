@@ -87,7 +87,7 @@ class FrameGenerator(wiring.Component):
         beats_left = Signal(range(-(-16383 // bpb) + 1))
         last_keep = Signal(bpb)
         gap_left = Signal(16)
-        in_frame = keep_copy(Signal(), name="in_frame", reset_less=False)   # copied below
+        in_frame = Signal()
 
         lanes = [Cat(lfsr[i % 32:], lfsr[:i % 32]) for i in range(0, w // 32 * 7, 7)]
         payload = Cat(*lanes)
@@ -112,7 +112,7 @@ class FrameGenerator(wiring.Component):
             shifter = Signal(8 * TEMPLATE_BYTES)
             in_template = Signal(template_beats)         # bit 0: the current beat is a template beat
             m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
-        last = keep_copy(Signal(), name="last", reset_less=False)  # the current beat is the frame's last
+        last = Signal()                                  # the current beat is the frame's last
         # A copy of `last` for the outputs, kept apart from the one the frame/gap logic reads:
         # shared, the placer put the LUT after it next to the slice downstream, and the
         # end-of-frame decision crossed the die twice (ULX3S critical path).

@@ -352,8 +352,7 @@ class BeatFifo(wiring.Component):
         # that saw it high one cycle earlier may still write now: writes are never refused.
         do_write = self.w_en
         m.d.comb += self.w_rdy.eq(w_rdy)
-        # The RAM's write strobe has a copy below (`written`); both carry the keep mark.
-        ram_w_en = keep_copy(Signal(), name="ram_w_en", reset_less=False)
+        ram_w_en = Signal()                # the RAM's write strobe; `written` below copies it
         m.d.comb += ram.w_en.eq(ram_w_en)
         m.d.sync += [ram.w_addr.eq(w_ptr), ram.w_data.eq(self.w_data), ram_w_en.eq(do_write)]
         with m.If(do_write):
@@ -374,7 +373,7 @@ class BeatFifo(wiring.Component):
         # (one carry chain each, from the register alone: an adder on the write strobe was the
         # next path). `written` is the RAM's write strobe again, as a copy of its own: the RAM's
         # copy sits by the block RAMs, across the die from this logic.
-        written = keep_copy(Signal(), name="written", reset_less=False)
+        written = keep_copy(ram_w_en, name="written", reset_less=False)
         m.d.sync += written.eq(do_write)
         with m.If(written & ~issue):
             m.d.sync += unread.eq(unread + 1)

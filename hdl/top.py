@@ -206,7 +206,7 @@ class NicTop(wiring.Component):
             connect(m, gen.m_axis, gen_out.s_axis)
             gen_stream = gen_out.m_axis
             gen_busy = gen.busy | gen_out.m_axis.tvalid
-        use_gen = keep_copy(Signal(), name=f"use_generator_{name}", reset_less=False)   # copied below
+        use_gen = Signal(name=f"use_generator_{name}")
         # The generator decides to start a frame from `enable` registered twice: `use_gen` may
         # fall (hand the port back) only once the enable has been low for two cycles, or a frame
         # started after the switch waits on tready = 0 forever and the generator never goes idle.
