@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
@@ -196,7 +196,8 @@ class CsrSlave(wiring.Component):
       handshake until the cycle after the R handshake (one read per 7 cycles).
       Unmapped: ``rresp`` = SLVERR, ``rdata`` = 0.
     * **Writes**: AW and W are buffered independently (either order or together). The address is
-      decoded in the cycle after AW (one registered hit per RW register); the write commits in
+      decoded in the two cycles after AW (block and word pre-decoded, then one registered hit
+      per RW register); the write commits in
       the first cycle after that in which W is held and no B response is pending, registers its
       byte enables, and the data lands one cycle later, when ``bvalid`` rises; ``bvalid`` holds
       until ``bready``. RW registers honour ``wstrb``; any other address
@@ -314,7 +315,9 @@ class CsrSlave(wiring.Component):
         cw = regmap.counter_width
         if counter_store == "registers":
             self._count = {k: Signal(16, name=f"count_{_sanitize(k)}") for k in self._events}
-            self._counter = {k: Signal(cw, name=f"cnt_{_sanitize(k)}", init=counter_init.get(k, 0) % 2**cw)
+            # Reset-less: cleared by a reset copy per counter group (see elaborate).
+            self._counter = {k: Signal(cw, name=f"cnt_{_sanitize(k)}", init=counter_init.get(k, 0) % 2**cw,
+                                       reset_less=not compact)
                              for k in self._events}
             self.flush_period = None
             self.read_latency = self.read_latency_max = READ_LATENCY
@@ -343,7 +346,7 @@ class CsrSlave(wiring.Component):
                 if reg.access is Access.RW:
                     self._rw[(b.type.name, b.instance, reg.name)] = Signal(
                         32, name=f"rw_{b.type.name.lower()}{b.instance}_{reg.name.lower()}",
-                        init=b.value(reg.name) & 0xFFFFFFFF)
+                        init=b.value(reg.name) & 0xFFFFFFFF, reset_less=not compact)
         self._status = {(b.type.name, b.instance, reg.name): Signal(
                             32, name=f"status_{b.type.name.lower()}{b.instance}_{reg.name.lower()}")
                         for b in regmap.blocks for reg in b.type.registers if reg.access is Access.STATUS}
@@ -705,14 +708,32 @@ class CsrSlave(wiring.Component):
         word_bits = aw - 2
         bram = self.counter_store == "bram" and bool(self._events)
 
+        # Counters and RW storage take their reset from a copy of the domain's reset per block
+        # (per group of four counters), a cycle late: one reset flip-flop driving every counter
+        # and RW register crossed the ULX3S die (5.1 ns, a critical path). They are reset-less
+        # and cleared by the copy. An event reaches its counter through the increment register,
+        # a cycle late too, so none from the first cycle out of reset is lost.
+        local_resets = {}
+
+        def local_reset(tag):
+            if tag not in local_resets:
+                rst = keep_copy(Signal(init=1), name=f"rst_{tag}")
+                m.d.sync += rst.eq(ResetSignal())
+                local_resets[tag] = rst
+            return local_resets[tag]
+
         if bram:
             flush_rp, flush_sum = self._elaborate_bank(m)
         else:
             # ---- counters: register the increment (cuts the owner's logic from the 64-bit adder)
-            for key in self._events:
-                inc_r = Signal(16, name=f"inc_{_sanitize(key)}", reset_less=True)
-                m.d.sync += inc_r.eq(self._count[key])
-                m.d.sync += self._counter[key].eq(self._counter[key] + inc_r)
+            for b in rmap.blocks:
+                for g, chunk in enumerate(_chunks(b.counters, _GROUP)):
+                    rst = local_reset(f"cnt_{b.type.name.lower()}{b.instance}_g{g}")
+                    for _name, key in chunk:
+                        inc_r = Signal(16, name=f"inc_{_sanitize(key)}", reset_less=True)
+                        m.d.sync += inc_r.eq(self._count[key])
+                        counter = self._counter[key]
+                        m.d.sync += counter.eq(Mux(rst, counter.init, counter + inc_r))
 
         # Data and select registers of both channels are reset-less (only valid/state bits,
         # counters and RW storage are reset), so the reset net reaches few flip-flops: from
@@ -896,28 +917,48 @@ class CsrSlave(wiring.Component):
         # crossed the die and was the ULX3S critical path.
         aw_full = Signal()
         aw_word = Signal(word_bits)
+        aw_decoded = Signal()                             # the pre-decode below reflects aw_word
         aw_settled = Signal()                             # the hits below reflect aw_word
         w_full = Signal()
         w_data = Signal(32, reset_less=True)
         w_strb = Signal(4, reset_less=True)
         commit = Signal()                                 # registering the byte enables
         m.d.comb += [bus.awready.eq(~aw_full), bus.wready.eq(~w_full)]
-        m.d.sync += aw_settled.eq(aw_full)
+        m.d.sync += [aw_decoded.eq(aw_full), aw_settled.eq(aw_decoded)]
         with m.If(bus.awvalid & ~aw_full):
             m.d.sync += [aw_full.eq(1), aw_word.eq(bus.awaddr[2:])]
         with m.If(bus.wvalid & ~w_full):
             m.d.sync += [w_full.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
 
+        # The word address is pre-decoded in two registered halves, the block (one select per
+        # block with RW registers) and the word inside it (one per word offset in use), so each
+        # hit is a 2-input AND: compared whole, ABC shared sub-terms across the 40-odd compares
+        # into a four-LUT chain (a ULX3S critical path).
+        lo_bits = off_bits - 2
+        pre_block, pre_word = {}, {}
+
+        def pre_decode(table, value, field, name):
+            if value not in table:
+                table[value] = Signal(name=f"wr_pre_{name}{value}", reset_less=True)
+                m.d.sync += table[value].eq(field == value)
+            return table[value]
+
         hits = []
         for (bname, inst, rname), storage in self._rw.items():
             tag = f"{bname.lower()}{inst}_{rname.lower()}"
             hit = Signal(name=f"wr_hit_{tag}", reset_less=True)
-            m.d.sync += hit.eq(aw_word == rmap.block(bname, inst).addr(rname) >> 2)
-            enable = Signal(4, name=f"wr_en_{tag}")
+            word = rmap.block(bname, inst).addr(rname) >> 2
+            m.d.sync += hit.eq(pre_decode(pre_block, word >> lo_bits, aw_word[lo_bits:], "block")
+                               & pre_decode(pre_word, word & ((1 << lo_bits) - 1), aw_word[:lo_bits], "word"))
+            # Reset-less: a stale enable in the cycle out of reset is overridden by the clear.
+            enable = Signal(4, name=f"wr_en_{tag}", reset_less=True)
             m.d.sync += enable.eq(Mux(commit & hit, w_strb, 0))
-            for byte in range(4):
-                with m.If(enable[byte]):
-                    m.d.sync += storage[8 * byte:8 * byte + 8].eq(w_data[8 * byte:8 * byte + 8])
+            with m.If(local_reset(f"rw_{bname.lower()}{inst}")):
+                m.d.sync += storage.eq(storage.init)
+            with m.Else():
+                for byte in range(4):
+                    with m.If(enable[byte]):
+                        m.d.sync += storage[8 * byte:8 * byte + 8].eq(w_data[8 * byte:8 * byte + 8])
             hits.append(hit)
         any_hit = Cat(*hits).any() if hits else 0
 
@@ -930,6 +971,6 @@ class CsrSlave(wiring.Component):
             # The enables are registered at this edge and the data lands at the next one. W may
             # be refilled at that edge at the earliest, so w_data is still this write's there;
             # a read whose AR comes with or after B samples the storage after it has landed.
-            m.d.sync += [aw_full.eq(0), w_full.eq(0), aw_settled.eq(0), bus.bvalid.eq(1),
+            m.d.sync += [aw_full.eq(0), w_full.eq(0), aw_decoded.eq(0), aw_settled.eq(0), bus.bvalid.eq(1),
                          bus.bresp.eq(Mux(any_hit, OKAY, SLVERR))]
         return m
