@@ -144,8 +144,11 @@ class FrameGenerator(wiring.Component):
                          gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
                          enable.eq(in_enable)]
         else:
-            in_len, in_seed, in_gap, in_enable = (Signal.like(x, name=f"cfg_{x.name}") for x in
-                                                  (self.frame_len, self.seed, self.gap, self.enable))
+            # Kept apart: every generator registers the same CSR settings, and Yosys merges equal
+            # flip-flops across generators (the one left then feeds both ports across the die).
+            in_len, in_seed, in_gap, in_enable = (
+                keep_copy(x, name=f"cfg_{x.name}", reset_less=False)
+                for x in (self.frame_len, self.seed, self.gap, self.enable))
             m.d.sync += [in_len.eq(self.frame_len), in_seed.eq(self.seed), in_gap.eq(self.gap),
                          in_enable.eq(self.enable)]
             frame_len = Signal(14)
@@ -166,7 +169,10 @@ class FrameGenerator(wiring.Component):
         keep = Signal(bpb)
         m.d.sync += [n_beats.eq((frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)),
                      single.eq(frame_len <= bpb),
-                     keep.eq(Mux(tail == 0, (1 << bpb) - 1, (Const(1, bpb + 1) << tail) - 1))]
+                     # Byte i is kept when the tail is full (0) or longer than i. Written as a
+                     # decode: as (1 << tail) - 1, its carry chain was shared with `single`'s
+                     # compare and placed apart from both (a ULX3S critical path).
+                     keep.eq(Cat(*((tail == 0) | (tail > i) for i in range(bpb))))]
 
         if self.compact:
             # The beat index restarts whenever no frame is out and at each last beat (like the
@@ -177,8 +183,11 @@ class FrameGenerator(wiring.Component):
                 m.d.sync += beat.eq(beat << 1)
         else:
             # The template shifter reloads whenever no frame is out and at each last beat (the next
-            # frame may start in the very next cycle), and shifts on every other beat.
-            with m.If(~in_frame | (out.tready & last)):
+            # frame may start in the very next cycle), and shifts on every other beat. It reads
+            # the output's copies of `in_frame` and `last`: with the frame/gap logic's own, Yosys
+            # shared the enable's LUT between both and the placer put it among the shifter's 512
+            # flip-flops, far from the frame/gap logic (ULX3S critical path, 2.5 ns each way).
+            with m.If(~valid_out | (out.tready & last_out)):
                 m.d.sync += [shifter.eq(self.template), in_template.eq((1 << template_beats) - 1)]
             with m.Elif(out.tready):
                 m.d.sync += [shifter.eq(shifter >> w), in_template.eq(in_template >> 1)]
