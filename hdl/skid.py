@@ -53,5 +53,9 @@ class RegisterSlice(wiring.Component):
                 m.d.sync += [getattr(self.m_axis, f).eq(getattr(self.s_axis, f)) for f in fields]
         with m.Elif(self.s_axis.tvalid & self.s_axis.tready):
             m.d.sync += [skid_valid.eq(1), ready.eq(0)]
+        # The skid register takes the input whenever it is empty (`ready`), whether or not the
+        # beat lands there: its enable is then a flip-flop, not the sender's tvalid through the
+        # transfer decode (the buffer's reader into the egress slice's skid missed 156 MHz).
+        with m.If(ready):
             m.d.sync += [skid[f].eq(getattr(self.s_axis, f)) for f in fields]
         return m
