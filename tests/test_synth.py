@@ -166,6 +166,7 @@ def _fake_place_and_route(fmax_by_seed, runs):
     return run
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")   # the fake never elaborates
 @pytest.mark.parametrize("fmax, tries, kept, ran", [
     ({1: 150.0, 2: 160.0, 3: 170.0}, 4, 2, [1, 2]),          # stops at the first seed that meets it
     ({1: 150.0, 2: 140.0, 3: 152.0}, 3, 3, [1, 2, 3]),       # none does: keeps the fastest
