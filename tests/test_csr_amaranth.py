@@ -56,6 +56,21 @@ def run(dut, *benches, deadline=None):
         sim.run_until(deadline)
 
 
+def _resettable(dut):
+    """A top with ``dut`` in a ``sync`` domain whose reset a testbench drives: ``(top, domain)``."""
+    top = Module()
+    top.domains.sync = cd = ClockDomain("sync")
+    top.submodules.dut = dut
+    return top, cd
+
+
+async def _write_lands(m, ctx, dut, word):
+    """A strobed write to RW ``word`` (an entry of ``_rw_words``) lands, on the bus and the owner side."""
+    a, b, reg, init = word
+    assert await m.write32(a, 0x0BADF00D, strb=0x3) == OKAY
+    assert await m.read_ok(a) == _merge(init, 0x0BADF00D, 0x3) == ctx.get(dut.rw(b.type.name, b.instance, reg))
+
+
 class Master:
     """AXI4-Lite master. Counts its own clock ticks (``cycle``) so reads can be tied to traffic.
 
@@ -506,9 +521,7 @@ def test_reset_restarts_counters(store):
     lo_addr = _counter_words(regmap)
     init = {events[1]: 1000, events[-1]: 2 ** 64 - 5}
     dut = _csr(regmap, store, counter_init=init)
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync")
-    top.submodules.dut = dut
+    top, cd = _resettable(dut)
     rng = random.Random(3)
     rst_from, rst_to = 60, 64                             # reset held in cycles 60..63
     driven, stop = [], []
@@ -539,11 +552,7 @@ def test_reset_restarts_counters(store):
             assert hi << 32 | lo == want % 2 ** 64, key
         stop.append(1)
 
-    sim = Simulator(top)
-    sim.add_clock(1e-8, domain="sync")
-    sim.add_testbench(traffic)
-    sim.add_testbench(host)
-    sim.run()
+    run(top, traffic, host)
 
 
 def test_reset_restores_rw_registers(store):
@@ -553,9 +562,7 @@ def test_reset_restores_rw_registers(store):
     regmap = build_register_map(NicConfig())
     words = _rw_words(regmap)
     dut = _csr(regmap, store)
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync")
-    top.submodules.dut = dut
+    top, cd = _resettable(dut)
 
     async def bench(ctx):
         m = Master(ctx, dut.s_axil, dut.read_latency_max)
@@ -570,14 +577,9 @@ def test_reset_restores_rw_registers(store):
         for a, b, reg, init in words:
             assert ctx.get(dut.rw(b.type.name, b.instance, reg)) == init, reg
             assert await m.read_ok(a) == init, reg
-        a, b, reg, init = words[0]
-        assert await m.write32(a, 0x0BADF00D, strb=0x3) == OKAY
-        assert await m.read_ok(a) == _merge(init, 0x0BADF00D, 0x3) == ctx.get(dut.rw(b.type.name, b.instance, reg))
+        await _write_lands(m, ctx, dut, words[0])
 
-    sim = Simulator(top)
-    sim.add_clock(1e-8, domain="sync")
-    sim.add_testbench(bench)
-    sim.run()
+    run(top, bench)
 
 
 # -- bram counter store ---------------------------------------------------------------------------------
@@ -811,9 +813,7 @@ def test_compact_rw_reads_writes_and_reset(name):
     regmap = build_register_map(BRAM_CONFIGS[name])
     words = _rw_words(regmap)
     dut = _csr(regmap, "bram")
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync")
-    top.submodules.dut = dut
+    top, cd = _resettable(dut)
     rng = random.Random(7)
 
     async def bench(ctx):
@@ -848,15 +848,9 @@ def test_compact_rw_reads_writes_and_reset(name):
             assert (data, resp) == (init, OKAY), hex(a)
             if i == 0:                                    # waited for the sweep
                 assert dut.read_latency < m.r_cycle - hs <= dut.read_latency_max
-        # and writes land again
-        a, b, reg, init = words[0]
-        assert await m.write32(a, 0x0BADF00D, strb=0x3) == OKAY
-        assert await m.read_ok(a) == _merge(init, 0x0BADF00D, 0x3) == ctx.get(dut.rw(b.type.name, b.instance, reg))
+        await _write_lands(m, ctx, dut, words[0])        # and writes land again
 
-    sim = Simulator(top)
-    sim.add_clock(1e-8, domain="sync")
-    sim.add_testbench(bench)
-    sim.run()
+    run(top, bench)
 
 
 @pytest.mark.parametrize("name", sorted(BRAM_CONFIGS))
