@@ -18,13 +18,13 @@ instantiates SB_RAM40_4K itself. Its users never read an address in the cycle it
 """
 
 from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .export import keep_copy
 
-__all__ = ["PipelinedRam", "BeatFifo", "SyncRam", "RamFifo", "ECP5_TARGET", "ICE40_TARGET", "is_ecp5",
+__all__ = ["PipelinedRam", "BeatFifo", "OutputQueue", "SyncRam", "RamFifo", "ECP5_TARGET", "ICE40_TARGET", "is_ecp5",
            "is_ice40"]
 
 #: Pass as ``platform`` to elaborate for ECP5 out-of-context synthesis without a board.
@@ -295,6 +295,92 @@ class RamFifo(wiring.Component):
         return m
 
 
+class OutputQueue(wiring.Component):
+    """Small first-word-fall-through FIFO whose stored words never wait on the reader.
+
+    Same members and behaviour as ``amaranth.lib.fifo.SyncFIFOBuffered`` (a word written into an
+    empty queue in cycle t is readable in t + 2; a write while full is ignored; ``level`` counts
+    every stored word; ``r_data`` and ``r_rdy`` come from flip-flops), but ``r_en`` reaches only
+    a few control flip-flops. The head word alternates between two output slots and ``r_data``
+    is the slot that a select register points at. A slot that has been read reloads from the
+    body (``depth - 2`` words of distributed RAM) in the next cycle, enabled by its own empty
+    flag, while the reader takes the other slot, so one word per cycle goes through.
+
+    Why: in ``SyncFIFOBuffered`` the reader's ``r_en`` enables every bit of the output register.
+    Behind the packet buffer's egress decision, routing that enable to a wide register spread
+    over the die was the NIC's ECP5 critical path.
+
+    Parameters
+    ----------
+    width, depth:
+        Word width and capacity in words (at least 3).
+
+    Members
+    -------
+    w_data, w_en: In; w_rdy: Out
+    r_data, r_rdy: Out; r_en: In
+    level: Out(range(depth + 1))
+    """
+
+    def __init__(self, width: int, depth: int):
+        if not isinstance(depth, int) or depth < 3:
+            raise ValueError(f"OutputQueue depth must be an integer of at least 3, not {depth!r}")
+        self.width, self.depth = width, depth
+        super().__init__({
+            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+            "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
+            "level": Out(range(depth + 1)),
+        })
+
+    def __repr__(self):
+        return f"OutputQueue(width={self.width}, depth={self.depth})"
+
+    def elaborate(self, platform):
+        m = Module()
+        body_depth = self.depth - 2
+        m.submodules.body = body = Memory(shape=self.width, depth=body_depth, init=[])
+        wr = body.write_port()
+        rd = body.read_port(domain="comb")
+        w_ptr = Signal(range(body_depth))
+        r_ptr = Signal(range(body_depth))
+        body_level = Signal(range(body_depth + 1))
+        slots = [Signal(self.width, name=f"slot{i}", reset_less=True) for i in range(2)]
+        slot_full = Signal(2)
+        head = Signal()                    # slot holding the oldest word
+        fill = Signal()                    # slot the body's next word goes into
+
+        def advance(ptr):
+            return Mux(ptr == body_depth - 1, 0, ptr + 1)
+
+        do_write = self.w_en & self.w_rdy
+        do_read = self.r_en & self.r_rdy
+        # Only registers decide a reload: the reader's r_en is not on this path.
+        load = (body_level != 0) & ~slot_full.bit_select(fill, 1)
+        m.d.comb += [
+            self.w_rdy.eq(self.level != self.depth),
+            wr.addr.eq(w_ptr), wr.data.eq(self.w_data), wr.en.eq(do_write),
+            rd.addr.eq(r_ptr),
+            self.r_data.eq(Mux(head, slots[1], slots[0])),
+            self.r_rdy.eq(slot_full.bit_select(head, 1)),
+        ]
+        with m.If(do_write):
+            m.d.sync += w_ptr.eq(advance(w_ptr))
+        with m.If(load):
+            m.d.sync += [r_ptr.eq(advance(r_ptr)), fill.eq(~fill)]
+            for i, slot in enumerate(slots):
+                with m.If(fill == i):
+                    m.d.sync += slot.eq(rd.data)
+        with m.If(do_read):
+            m.d.sync += head.eq(~head)
+        for i in range(2):
+            filled = load & (fill == i)
+            emptied = do_read & (head == i)
+            m.d.sync += slot_full[i].eq(filled | (slot_full[i] & ~emptied))
+        m.d.sync += [body_level.eq(body_level + do_write - load),
+                     self.level.eq(self.level + do_write - do_read)]
+        return m
+
+
 class BeatFifo(wiring.Component):
     """First-word-fall-through FIFO on a :class:`PipelinedRam`, one write and one read per cycle.
 
@@ -335,7 +421,7 @@ class BeatFifo(wiring.Component):
         # The output queue is buffered (r_data and r_rdy are flip-flops): the reader's frame-end
         # decision behind a distributed-RAM read was a ULX3S critical path. One more entry
         # covers its extra cycle of latency.
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.width, depth=self.QUEUE)
+        m.submodules.queue = queue = OutputQueue(width=self.width, depth=self.QUEUE)
 
         # Every control path into the RAM starts at a register: on ECP5 the block RAMs of a
         # wide buffer are spread over the die and routing to them costs most of a 6.4 ns cycle.
