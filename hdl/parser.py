@@ -15,6 +15,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import NicConfig
+from .export import KEEP_COPY
 from .layouts import (
     ETH_ARP,
     ETH_IPV4,
@@ -481,6 +482,7 @@ class Parser(wiring.Component):
             return {
                 "fits": reg(_lt(ext.hdr_ext_len, rem[3:11]), f"{name}_fits"),
                 "off": reg(offp8 + extra, f"{name}_off", _OFF_BITS),
+                "off_next": offp8 + extra,      # its input, for copies of it (see read_l1)
                 "rem": reg(rem_base - extra, f"{name}_rem", 16),
                 "nh": reg(ext.next_header, f"{name}_nh"),
                 "fo": reg(frag.frag_offset, f"{name}_fo"),
@@ -506,7 +508,12 @@ class Parser(wiring.Component):
         n_words = 1 << ((window - 2 + 3) // 4 - 1).bit_length()
         idx_bits = n_words.bit_length() - 1
 
-        def read_l1(vec, off, min_off, word_offset, name):
+        def read_l1(vec, off, off_next, min_off, word_offset, name):
+            """First read stage: a 4:1 word mux per group of four window words, on bits 2..3 of
+            the offset register ``off``. Each group takes those bits from a kept copy of its own,
+            loaded from ``off_next`` (the input of ``off``): the one register fanned out to every
+            group of the window crossed the die on the ECP5 (a nic_top critical path)."""
+            off.attrs[KEEP_COPY] = 1
             words = []
             for k in range(n_words):
                 start = 4 * k + 2 + 4 * word_offset
@@ -522,7 +529,9 @@ class Parser(wiring.Component):
                     groups.append(Const(0, 32))
                 else:
                     grp = [Const(0, 32) if w is None else w for w in grp]
-                    groups.append(Cat(*grp).word_select(off[2:4], 32))
+                    sel = Signal(2, name=f"{name}_sel{g}", reset_less=True, attrs={KEEP_COPY: 1})
+                    m.d.sync += sel.eq(Value.cast(off_next)[2:4])
+                    groups.append(Cat(*grp).word_select(sel, 32))
             return reg(Cat(*groups), name)
 
         def read_mid(l1, sel):
@@ -574,7 +583,7 @@ class Parser(wiring.Component):
         rem1_4 = reg(e1["rem"] - 8, "s4_rem1", 16)
         rem1m8_4 = reg(e1["rem"] - 16, "s4_rem1m8", 16)
         off1p8_4 = reg(e1["off"] + 8, "s4_off1p8", _OFF_BITS)
-        e2_l1 = read_l1(win3, e1["off"], 14 + 40 + 8, 0, "s4_e2_l1")
+        e2_l1 = read_l1(win3, e1["off"], e1["off_next"], 14 + 40 + 8, 0, "s4_e2_l1")
         win4 = reg(win3, "s4_win")
 
         # ---- S5: extension header 1 outcome; second extension header read (2/3) -------------
@@ -635,8 +644,9 @@ class Parser(wiring.Component):
         v4_7 = delay(g_v4_3, 4, "v4")
         v6_7 = delay(g_v6_3, 4, "v6")
         e2extra = Cat(Const(0, 3), e2_l4len6)
-        l4off7 = reg(base6 + e2extra, "s7_l4off", _OFF_BITS)
-        l4off12_7 = reg(base12_6 + e2extra, "s7_l4off12", _OFF_BITS)
+        l4off6, l4off12_6 = base6 + e2extra, base12_6 + e2extra
+        l4off7 = reg(l4off6, "s7_l4off", _OFF_BITS)
+        l4off12_7 = reg(l4off12_6, "s7_l4off12", _OFF_BITS)
         rem7 = reg(rbase6 - e2extra, "s7_rem", 16)
         proto7 = reg(Mux(late6, e2hdr.next_header, proto_pre6), "s7_proto", 8)
         win7 = reg(win6, "s7_win")
@@ -668,8 +678,8 @@ class Parser(wiring.Component):
         fo_zero8 = reg(Mux(frag_e2, e2["fo0"], Mux(frag_e1_7, fo1z_7, ~has_l3_v4_7 | fo4z_7)),
                        "s8_fo_zero")
         # L4 read, three stages (S8 4:1, S9 4:1, S10 the rest), each word with its own selects.
-        l4_w0_l1 = read_l1(win7, l4off7, 14 + 20, 0, "s8_w0_l1")
-        l4_w3_l1 = read_l1(win7, l4off12_7, 14 + 20 + 12, 0, "s8_w3_l1")
+        l4_w0_l1 = read_l1(win7, l4off7, l4off6, 14 + 20, 0, "s8_w0_l1")
+        l4_w3_l1 = read_l1(win7, l4off12_7, l4off12_6, 14 + 20 + 12, 0, "s8_w3_l1")
         w0_sel8 = reg(l4off7[4:2 + idx_bits], "s8_w0_sel")
         w3_sel8 = reg(l4off12_7[4:2 + idx_bits], "s8_w3_sel")
         v4_8, v6_8 = reg(v4_7, "s8_v4"), reg(v6_7, "s8_v6")
