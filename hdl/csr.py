@@ -33,10 +33,10 @@ READ_LATENCY = 6
 #: Cycles from the AR handshake to the cycle whose register values a read returns.
 READ_SAMPLE_DELAY = 3
 #: An amount driven on ``count(key)`` in cycle N is visible to reads whose AR handshake is in
-#: cycle N + COUNT_LATENCY or later (one register stage on the input, one for the add); it is in
+#: cycle N + COUNT_LATENCY or later (two register stages on the input, one for the add); it is in
 #: the counter value of cycle N + COUNT_LATENCY, which reads sample READ_SAMPLE_DELAY cycles
 #: after their AR handshake.
-COUNT_LATENCY = 2
+COUNT_LATENCY = 3
 #: bram store, pipelined bus logic: cycles from the AR handshake to the first cycle in which a
 #: counter read can take the flush engine's sum (the read's stage 2).
 _BRAM_SAMPLE_DELAY_MIN = 5
@@ -177,7 +177,8 @@ class CsrSlave(wiring.Component):
         for an RW read right after a reset if that is more (see Notes).
     count_latency: int
         An amount driven on ``count(key)`` in cycle N is in every counter value sampled in cycle
-        N + ``count_latency`` or later (:data:`COUNT_LATENCY` = 2 in both stores); the sample
+        N + ``count_latency`` or later (:data:`COUNT_LATENCY` = 3 in the register store, 2 in the
+        bram store); the sample
         cycle of a read is :meth:`sample_cycle`.
     flush_period: int or None
         bram store: cycles between two flushes of the same counter (number of counters + 1);
@@ -202,8 +203,8 @@ class CsrSlave(wiring.Component):
       byte enables, and the data lands one cycle later, when ``bvalid`` rises; ``bvalid`` holds
       until ``bready``. RW registers honour ``wstrb``; any other address
       (CONST, counter, unmapped) answers SLVERR and changes nothing.
-    * **Counters**: ``count(key)`` is registered once, then added (64-bit, wrapping), so an amount
-      driven in cycle N is in the counter from cycle N+2 (:data:`COUNT_LATENCY`). A read samples the
+    * **Counters**: ``count(key)`` is registered twice, then added (64-bit, wrapping), so an amount
+      driven in cycle N is in the counter from cycle N+3 (:data:`COUNT_LATENCY`). A read samples the
       counter register :data:`READ_SAMPLE_DELAY` = 3 cycles after its AR handshake, i.e. the value
       *before* the add committed at that clock edge; increments are never lost to reads (reads
       do not modify counters). STATUS inputs are registered on arrival, so a read returns the
@@ -711,27 +712,34 @@ class CsrSlave(wiring.Component):
         # Counters and RW storage take their reset from a copy of the domain's reset per block
         # (per group of four counters), a cycle late: one reset flip-flop driving every counter
         # and RW register crossed the ULX3S die (5.1 ns, a critical path). They are reset-less
-        # and cleared by the copy. An event reaches its counter through the increment register,
-        # a cycle late too, so none from the first cycle out of reset is lost.
+        # and cleared by the copy. An event reaches its counter through two increment registers
+        # (below), and a counter's reset copy is two cycles late to match, so no event from the
+        # first cycle out of reset is lost and none from the cycle reset rose leaks past it.
         local_resets = {}
 
-        def local_reset(tag):
+        def local_reset(tag, delay=1):
             if tag not in local_resets:
-                rst = keep_copy(Signal(init=1), name=f"rst_{tag}")
-                m.d.sync += rst.eq(ResetSignal())
+                rst = ResetSignal()
+                for k in range(delay):
+                    copy = keep_copy(Signal(init=1), name=f"rst_{tag}" + ("" if k == delay - 1 else f"_d{k}"))
+                    m.d.sync += copy.eq(rst)
+                    rst = copy
                 local_resets[tag] = rst
             return local_resets[tag]
 
         if bram:
             flush_rp, flush_sum = self._elaborate_bank(m)
         else:
-            # ---- counters: register the increment (cuts the owner's logic from the 64-bit adder)
+            # ---- counters: the increment is registered twice, by the event's owner and by the
+            # counter, so neither the owner's logic nor the way across the die shares a cycle
+            # with the 64-bit carry chain (one register, placed midway, was an ECP5 critical path).
             for b in rmap.blocks:
                 for g, chunk in enumerate(_chunks(b.counters, _GROUP)):
-                    rst = local_reset(f"cnt_{b.type.name.lower()}{b.instance}_g{g}")
+                    rst = local_reset(f"cnt_{b.type.name.lower()}{b.instance}_g{g}", delay=2)
                     for _name, key in chunk:
+                        inc_far = Signal(16, name=f"inc_{_sanitize(key)}_far", reset_less=True)
                         inc_r = Signal(16, name=f"inc_{_sanitize(key)}", reset_less=True)
-                        m.d.sync += inc_r.eq(self._count[key])
+                        m.d.sync += [inc_far.eq(self._count[key]), inc_r.eq(inc_far)]
                         counter = self._counter[key]
                         m.d.sync += counter.eq(Mux(rst, counter.init, counter + inc_r))
 
