@@ -18,9 +18,11 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from hdl.board import BOARDS, BoardTop
+from hdl.board import BOARDS, Board, BoardTop
+from hdl.config import NicConfig
 from hdl.export import YOSYS_KEEP_COPIES
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     # Build in a scratch directory and copy results, so a failed build leaves no stale bitstream.
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=out_dir.parent) as tmp:
         tmp = Path(tmp)
+        build = _Build(board, config, platform, top, name, tmp, out_dir, common, start)
         best_dir = tmp / "best"
         tried, best = [], None
         for attempt, run_seed in enumerate(range(seed, seed + tries)):
@@ -146,7 +149,7 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
             # Later runs reuse the first run's netlist: the build script's synthesis step is
             # pointed at a no-op.
             run_env = env if attempt == 0 else {**env, "YOSYS": "true"}
-            _run_plan(platform, top, name, board, opts, tmp, run_env, out_dir, common, config, start)
+            _run_plan(build, opts, run_env)
             nextpnr = json.loads((tmp / "report-nextpnr.json").read_text())
             achieved = _core_fmax(nextpnr, top.core_mhz)
             tried.append({"seed": run_seed, "core_fmax_mhz": achieved})
@@ -196,11 +199,27 @@ def _core_fmax(nextpnr_report: dict, target_mhz: float) -> float | None:
     return round(min(core), 2) if core else None
 
 
-def _run_plan(platform, top, name, board, opts, tmp, env, out_dir, common, config, start) -> None:
-    """Run the Amaranth build plan in ``tmp`` with nextpnr options ``opts``; on failure, clear
-    stale outputs from ``out_dir`` and raise (:class:`DoesNotFitError` with its report written
-    when the design is too big, else :class:`BitstreamError`)."""
-    plan = platform.prepare(top, name=name, nextpnr_opts=" ".join(opts),
+@dataclass
+class _Build:
+    """What every place-and-route run of one board build shares."""
+    board: Board
+    config: NicConfig
+    platform: object
+    top: BoardTop
+    name: str           # the build plan's name: its files are name.json, name.bit, ...
+    tmp: Path           # where the plan runs
+    out_dir: Path
+    common: dict        # fields every report.json has
+    start: float        # time.monotonic() at the start of the build
+
+
+def _run_plan(build: _Build, opts, env) -> None:
+    """Run the Amaranth build plan in ``build.tmp`` with nextpnr options ``opts`` and environment
+    ``env``; on failure, clear stale outputs from ``build.out_dir`` and raise
+    (:class:`DoesNotFitError` with its report written when the design is too big, else
+    :class:`BitstreamError`)."""
+    board, platform, name, tmp, out_dir = build.board, build.platform, build.name, build.tmp, build.out_dir
+    plan = platform.prepare(build.top, name=name, nextpnr_opts=" ".join(opts),
                             synth_opts="-abc9" if board.family == "ecp5" else "",
                             script_after_read=YOSYS_KEEP_COPIES)
     saved = {k: os.environ.get(k) for k in env}
@@ -220,10 +239,11 @@ def _run_plan(platform, top, name, board, opts, tmp, env, out_dir, common, confi
             what = ", ".join(f"{c} {u['used']} used of {u['available']} ({100 * u['used'] // u['available']}%)"
                              for c, u in over.items())
             report = {
-                **common, "seed": int(opts[opts.index("--seed") + 1]), "bitstream": None, "fits": False,
-                "target_mhz": round(config.clock_mhz, 3), "core_fmax_mhz": None, "timing_met": False,
-                "clocks": {}, "resources": _resources(board.family, util, Path(tmp) / f"{name}.json"),
-                "build_s": round(time.monotonic() - start, 1), "error": f"does not fit: {what}",
+                **build.common, "seed": int(opts[opts.index("--seed") + 1]), "bitstream": None,
+                "fits": False, "target_mhz": round(build.config.clock_mhz, 3), "core_fmax_mhz": None,
+                "timing_met": False, "clocks": {},
+                "resources": _resources(board.family, util, Path(tmp) / f"{name}.json"),
+                "build_s": round(time.monotonic() - build.start, 1), "error": f"does not fit: {what}",
             }
             (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             if pnr_log:

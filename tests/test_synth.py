@@ -154,7 +154,8 @@ def _fake_place_and_route(fmax_by_seed, runs):
     with the core clock reaching ``fmax_by_seed[seed]``; records (seed, synthesis tool) per run."""
     import json
 
-    def run(platform, top, name, board, opts, tmp, env, *_):
+    def run(build, opts, env):
+        board, top, name, tmp = build.board, build.top, build.name, build.tmp
         seed = int(opts[opts.index("--seed") + 1])
         runs.append((seed, env["YOSYS"]))
         top.core_mhz = board.core_mhz
@@ -198,3 +199,45 @@ def test_bitstream_tries_must_be_positive(tmp_path, capsys):
     assert secnic(["bitstream", "--board", "icebreaker", "--tries", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--tries must be at least 1, not 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_bitstream_reports_a_design_that_does_not_fit(tmp_path):
+    """A place-and-route run that fails for want of cells: DoesNotFitError naming the resource,
+    a report.json with ``fits: false`` and the nextpnr log, and no stale bitstream left behind."""
+    import json
+    import time
+
+    import sim.bitstream as bitstream
+
+    board = BOARDS["colorlight-5a-75b"]
+    config = board.config(None)
+
+    class Plan:
+        def execute_local(self, where):
+            (Path(where) / "secnic.tim").write_text(
+                "Info: Device utilisation:\n"
+                "Info: \t          TRELLIS_COMB:   30001/  24288   123%\n"
+                "Info: \t            TRELLIS_FF:    9000/  24288    37%\n\n"
+                "ERROR: Unable to place cell\n")
+            raise RuntimeError("nextpnr failed")
+
+    class Platform:
+        device, package = "LFE5U-25F", "CABGA256"
+
+        def prepare(self, top, **kwargs):
+            assert kwargs["name"] == "secnic" and "--seed 3" in kwargs["nextpnr_opts"]
+            return Plan()
+
+    out, tmp = tmp_path / "out", tmp_path / "run"
+    out.mkdir()
+    tmp.mkdir()
+    (out / "secnic.bit").write_bytes(b"an older build")
+    build = bitstream._Build(board, config, Platform(), None, "secnic", tmp, out, {"board": board.name},
+                             time.monotonic())
+    with pytest.raises(bitstream.DoesNotFitError, match=r"TRELLIS_COMB 30001 used of 24288 \(123%\)"):
+        bitstream._run_plan(build, ["--seed", "3"], {})
+    report = json.loads((out / "report.json").read_text())
+    assert report["board"] == board.name and report["seed"] == 3 and report["fits"] is False
+    assert report["resources"]["lut"] == {"used": 30001, "available": 24288}
+    assert report["error"].startswith("does not fit: TRELLIS_COMB")
+    assert (out / "secnic.tim").exists() and not (out / "secnic.bit").exists()
