@@ -127,7 +127,6 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
         raise ValueError(f"tries must be at least 1, not {tries}")
     config = board.config(overrides)
     platform = board.make_platform()
-    top = BoardTop(board, config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = tool_environment()
@@ -140,7 +139,7 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     # Build in a scratch directory and copy results, so a failed build leaves no stale bitstream.
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=out_dir.parent) as tmp:
         tmp = Path(tmp)
-        build = _Build(board, config, platform, top, name, tmp, out_dir, common, start)
+        build = _Build(board, config, name, tmp, out_dir, common, start)
         best_dir = tmp / "best"
         tried, best = [], None
         for attempt, run_seed in enumerate(range(seed, seed + tries)):
@@ -149,11 +148,11 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
             # Later runs reuse the first run's netlist: the build script's synthesis step is
             # pointed at a no-op.
             run_env = env if attempt == 0 else {**env, "YOSYS": "true"}
-            _run_plan(build, opts, run_env)
+            target = _run_plan(build, opts, run_env)
             nextpnr = json.loads((tmp / "report-nextpnr.json").read_text())
-            achieved = _core_fmax(nextpnr, top.core_mhz)
+            achieved = _core_fmax(nextpnr, target)
             tried.append({"seed": run_seed, "core_fmax_mhz": achieved})
-            log.info("%s: seed %d: core %s MHz (target %.2f)", board.name, run_seed, achieved, top.core_mhz)
+            log.info("%s: seed %d: core %s MHz (target %.2f)", board.name, run_seed, achieved, target)
             if best is None or (achieved or 0) > (best[1] or 0):
                 best = (run_seed, achieved, nextpnr)
                 shutil.rmtree(best_dir, ignore_errors=True)
@@ -161,7 +160,7 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
                 for f in [*tmp.glob(f"{name}.bi[tn]"), *tmp.glob("*.tim"), *tmp.glob("*.rpt"),
                           tmp / "report-nextpnr.json"]:
                     shutil.copy2(f, best_dir / f.name)
-            if achieved is not None and achieved >= top.core_mhz:
+            if achieved is not None and achieved >= target:
                 break
         best_seed, _, nextpnr = best
         bit = next((p for p in (best_dir / f"{name}.bit", best_dir / f"{name}.bin") if p.exists()), None)
@@ -173,7 +172,6 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
 
     clocks = {clk: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
               for clk, v in nextpnr.get("fmax", {}).items()}
-    target = top.core_mhz
     achieved = _core_fmax(nextpnr, target)
     report = {
         **common, "seed": best_seed, "seeds_tried": tried, "bitstream": bit.name, "fits": True,
@@ -204,8 +202,6 @@ class _Build:
     """What every place-and-route run of one board build shares."""
     board: Board
     config: NicConfig
-    platform: object
-    top: BoardTop
     name: str           # the build plan's name: its files are name.json, name.bit, ...
     tmp: Path           # where the plan runs
     out_dir: Path
@@ -213,13 +209,17 @@ class _Build:
     start: float        # time.monotonic() at the start of the build
 
 
-def _run_plan(build: _Build, opts, env) -> None:
+def _run_plan(build: _Build, opts, env) -> float:
     """Run the Amaranth build plan in ``build.tmp`` with nextpnr options ``opts`` and environment
-    ``env``; on failure, clear stale outputs from ``build.out_dir`` and raise
-    (:class:`DoesNotFitError` with its report written when the design is too big, else
-    :class:`BitstreamError`)."""
-    board, platform, name, tmp, out_dir = build.board, build.platform, build.name, build.tmp, build.out_dir
-    plan = platform.prepare(build.top, name=name, nextpnr_opts=" ".join(opts),
+    ``env`` and return the core clock's target (MHz, what the PLL makes); on failure, clear stale
+    outputs from ``build.out_dir`` and raise (:class:`DoesNotFitError` with its report written
+    when the design is too big, else :class:`BitstreamError`).
+
+    Each run prepares a platform and top of its own: an Amaranth platform prepares one plan."""
+    board, name, tmp, out_dir = build.board, build.name, build.tmp, build.out_dir
+    platform = board.make_platform()
+    top = BoardTop(board, build.config)
+    plan = platform.prepare(top, name=name, nextpnr_opts=" ".join(opts),
                             synth_opts="-abc9" if board.family == "ecp5" else "",
                             script_after_read=YOSYS_KEEP_COPIES)
     saved = {k: os.environ.get(k) for k in env}
@@ -257,3 +257,4 @@ def _run_plan(build: _Build, opts, env) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    return top.core_mhz

@@ -149,17 +149,44 @@ def test_keep_copies_survive_yosys(tmp_path):
     assert flip_flops(f"{YOSYS_KEEP_COPIES};") == 12
 
 
-def _fake_place_and_route(fmax_by_seed, runs):
-    """A stand-in for the tool run of sim.bitstream: writes what nextpnr and the packer would,
-    with the core clock reaching ``fmax_by_seed[seed]``; records (seed, synthesis tool) per run."""
-    import json
+class _FakePlatform:
+    """Stands in for a board's Amaranth platform: its build plan writes what nextpnr and the packer
+    would (via ``run``) instead of running them. Like Amaranth's, it prepares one plan only."""
 
-    def run(build, opts, env):
-        board, top, name, tmp = build.board, build.top, build.name, build.tmp
-        seed = int(opts[opts.index("--seed") + 1])
-        runs.append((seed, env["YOSYS"]))
-        top.core_mhz = board.core_mhz
-        top._MustUse__used = True      # never elaborated here: no UnusedElaboratable warning
+    device, package = "LFE5U-85F", "CABGA381"
+
+    def __init__(self, board, run):
+        self.board, self.run, self.prepared = board, run, False
+
+    def prepare(self, top, *, name, nextpnr_opts, **_):
+        assert not self.prepared, "an Amaranth platform prepares one plan"
+        self.prepared = True
+        top.core_mhz = self.board.core_mhz        # what elaboration would set
+        top._MustUse__used = True                  # never elaborated here: no UnusedElaboratable warning
+        seed = int(nextpnr_opts.split("--seed ")[1].split()[0])
+        platform = self
+
+        class Plan:
+            def execute_local(self, where):
+                platform.run(Path(where), name, seed)
+        return Plan()
+
+
+def _fake_tools(monkeypatch, run):
+    """Every board's make_platform returns a fresh :class:`_FakePlatform` running ``run``."""
+    from hdl.board import Board
+    monkeypatch.setattr(Board, "make_platform", lambda board: _FakePlatform(board, run))
+
+
+def _fake_place_and_route(fmax_by_seed, runs):
+    """A place-and-route run with the core clock reaching ``fmax_by_seed[seed]``; records
+    (seed, synthesis tool) per run."""
+    import json
+    import os
+
+    def run(tmp, name, seed):
+        board = BOARDS["ulx3s-85f"]
+        runs.append((seed, os.environ["YOSYS"]))
         report = {"fmax": {"$glbnet$clk": {"achieved": fmax_by_seed[seed], "constraint": board.core_mhz}},
                   "utilization": {"TRELLIS_COMB": {"used": 100, "available": 1000}}}
         (tmp / "report-nextpnr.json").write_text(json.dumps(report))
@@ -178,7 +205,7 @@ def test_bitstream_tries_seeds_until_timing_is_met(tmp_path, monkeypatch, fmax, 
 
     import sim.bitstream as bitstream
     runs = []
-    monkeypatch.setattr(bitstream, "_run_plan", _fake_place_and_route(fmax, runs))
+    _fake_tools(monkeypatch, _fake_place_and_route(fmax, runs))
     out = tmp_path / "out"
     if fmax[kept] >= 156.25:
         report = bitstream.build_bitstream("ulx3s-85f", out, tries=tries)
@@ -201,43 +228,29 @@ def test_bitstream_tries_must_be_positive(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_bitstream_reports_a_design_that_does_not_fit(tmp_path):
+def test_bitstream_reports_a_design_that_does_not_fit(tmp_path, monkeypatch):
     """A place-and-route run that fails for want of cells: DoesNotFitError naming the resource,
     a report.json with ``fits: false`` and the nextpnr log, and no stale bitstream left behind."""
     import json
-    import time
 
     import sim.bitstream as bitstream
 
-    board = BOARDS["colorlight-5a-75b"]
-    config = board.config(None)
+    def run(tmp, name, seed):
+        (tmp / f"{name}.tim").write_text(
+            "Info: Device utilisation:\n"
+            "Info: \t          TRELLIS_COMB:   30001/  24288   123%\n"
+            "Info: \t            TRELLIS_FF:    9000/  24288    37%\n\n"
+            "ERROR: Unable to place cell\n")
+        raise RuntimeError("nextpnr failed")
 
-    class Plan:
-        def execute_local(self, where):
-            (Path(where) / "secnic.tim").write_text(
-                "Info: Device utilisation:\n"
-                "Info: \t          TRELLIS_COMB:   30001/  24288   123%\n"
-                "Info: \t            TRELLIS_FF:    9000/  24288    37%\n\n"
-                "ERROR: Unable to place cell\n")
-            raise RuntimeError("nextpnr failed")
-
-    class Platform:
-        device, package = "LFE5U-25F", "CABGA256"
-
-        def prepare(self, top, **kwargs):
-            assert kwargs["name"] == "secnic" and "--seed 3" in kwargs["nextpnr_opts"]
-            return Plan()
-
-    out, tmp = tmp_path / "out", tmp_path / "run"
+    _fake_tools(monkeypatch, run)
+    out = tmp_path / "out"
     out.mkdir()
-    tmp.mkdir()
-    (out / "secnic.bit").write_bytes(b"an older build")
-    build = bitstream._Build(board, config, Platform(), None, "secnic", tmp, out, {"board": board.name},
-                             time.monotonic())
+    (out / "secnic_colorlight_5a_75b.bit").write_bytes(b"an older build")
     with pytest.raises(bitstream.DoesNotFitError, match=r"TRELLIS_COMB 30001 used of 24288 \(123%\)"):
-        bitstream._run_plan(build, ["--seed", "3"], {})
+        bitstream.build_bitstream("colorlight-5a-75b", out, seed=3)
     report = json.loads((out / "report.json").read_text())
-    assert report["board"] == board.name and report["seed"] == 3 and report["fits"] is False
+    assert report["board"] == "colorlight-5a-75b" and report["seed"] == 3 and report["fits"] is False
     assert report["resources"]["lut"] == {"used": 30001, "available": 24288}
     assert report["error"].startswith("does not fit: TRELLIS_COMB")
-    assert (out / "secnic.tim").exists() and not (out / "secnic.bit").exists()
+    assert (out / "secnic_colorlight_5a_75b.tim").exists() and not (out / "secnic_colorlight_5a_75b.bit").exists()
