@@ -234,16 +234,20 @@ class NicTop(wiring.Component):
             m.d.sync += ext_in_frame.eq(~port_in.tlast)
         with m.If(may_switch):
             m.d.sync += use_gen.eq(ctrl)
-        # Each side's tready is gated by a copy of `use_gen` of its own, so that the gating sits
-        # by that side's flip-flops: one shared `use_gen` put the generator slice's ready logic
-        # by the ingress mux, across the die from the slice (ULX3S critical path, 153 MHz).
-        use_gen_g = keep_copy(use_gen, name=f"use_generator_g_{name}", reset_less=False)
+        # The port's tready is gated by a copy of `use_gen` of its own, so that the gating sits
+        # by the port's flip-flops: one shared `use_gen` put the ready logic by the ingress mux,
+        # across the die from its loads (ULX3S critical path, 153 MHz). The generator side is
+        # not gated at all: while `use_gen` is low the generator and its slice are empty (the
+        # switch waits for `gen_busy` to fall) and the generator cannot start a frame (`enable`
+        # is low and was for two cycles before the switch), so its tvalid is low and its tready
+        # is moot. Gated, the ingress slice's tready went through one more LUT into the skid
+        # flag (ULX3S critical path, 154.5 MHz).
         use_gen_p = keep_copy(use_gen, name=f"use_generator_p_{name}", reset_less=False)
         with m.If(may_switch):
-            m.d.sync += [use_gen_g.eq(ctrl), use_gen_p.eq(ctrl)]
+            m.d.sync += use_gen_p.eq(ctrl)
         m.d.comb += gen.enable.eq(use_gen & ctrl)
         g = gen_stream
-        m.d.comb += [g.tready.eq(use_gen_g & mux.tready), port_in.tready.eq(~use_gen_p & mux.tready)]
+        m.d.comb += [g.tready.eq(mux.tready), port_in.tready.eq(~use_gen_p & mux.tready)]
         with m.If(use_gen):
             m.d.comb += [mux.tdata.eq(g.tdata), mux.tkeep.eq(g.tkeep), mux.tlast.eq(g.tlast),
                          mux.tuser.eq(g.tuser), mux.tvalid.eq(g.tvalid)]
