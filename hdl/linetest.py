@@ -55,12 +55,13 @@ class FrameGenerator(wiring.Component):
     port:
         Ingress port index (for names only).
     compact:
-        Build for area (``NicConfig.compact``): the current template beat is picked straight
-        out of ``template`` rather than out of a per-generator copy of it, and the settings are
-        registered once, not twice. The frames and their timing relative to ``enable`` are the
-        same as long as ``frame_len``, ``gap`` and ``seed`` do not change in the three cycles
-        before a frame starts, nor ``template`` in the cycle before or while a frame is going
-        out (both builds read it beat by beat; the default one from its copy, a cycle late).
+        Build for area (``NicConfig.compact``): the current template beat is picked out of
+        ``template`` by a mux on a small beat index rather than shifted out of a per-generator
+        copy, and the settings are registered once, not twice. The frames and their timing
+        relative to ``enable`` are the same as long as ``frame_len``, ``gap`` and ``seed`` do
+        not change in the three cycles before a frame starts, nor ``template`` while a frame is
+        going out (the default build copies the template at each frame start; the compact one
+        reads it beat by beat).
 
     Members
     -------
@@ -96,7 +97,7 @@ class FrameGenerator(wiring.Component):
         data = Signal(w)
         if self.compact:
             # Compact: the current beat is picked straight out of `template` (fine at 24 MHz; the
-            # local copy below is 512 flip-flops per generator). The beat index is
+            # shifter below is 512 flip-flops and 512 LUTs per generator). The beat index is
             # one-hot (bit k: template beat k, top bit: past the template, LFSR payload), so the
             # mux is an AND-OR, about 10% fewer iCE40 LUTs than a binary index's mux tree.
             beat = Signal(template_beats + 1, init=1)
@@ -105,19 +106,12 @@ class FrameGenerator(wiring.Component):
                 picked = picked | (self.template.word_select(k, w) & beat[k].replicate(w))
             m.d.comb += data.eq(picked)
         else:
-            # The template is copied next to the generator every cycle (no enable: a mux on the
-            # beat index straight over the template in the CSR block, far away on the die, was a
-            # ULX3S critical path) and its beats are picked by a binary index, an 8:1 mux in one
-            # ECP5 slice pair. A shift register loaded at each frame start did this before: its
-            # 512 clock enables came from the output handshake and spread over the die (ULX3S
-            # critical path, 153.6 MHz); the index is the only state the handshake moves now.
-            # Kept apart: the generators of both ports copy the same CSR registers.
-            local = keep_copy(self.template, name="template_copy")
-            m.d.sync += local.eq(self.template)
-            tmpl_beat = Signal(range(template_beats))
-            in_template = Signal()                       # the current beat is a template beat
-            word = local.word_select(tmpl_beat, w) if template_beats > 1 else local
-            m.d.comb += data.eq(Mux(in_template, word, payload))
+            # The template leaves through a shift register loaded at each frame start, so the output
+            # is one 2:1 mux away from flip-flops: a mux on the beat index over a template held in
+            # the CSR block (far away on the die) was a ULX3S critical path.
+            shifter = Signal(8 * TEMPLATE_BYTES)
+            in_template = Signal(template_beats)         # bit 0: the current beat is a template beat
+            m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
         last = Signal()                                  # the current beat is the frame's last
         # A copy of `last` for the outputs, kept apart from the one the frame/gap logic reads:
         # shared, the placer put the LUT after it next to the slice downstream, and the
@@ -182,20 +176,21 @@ class FrameGenerator(wiring.Component):
 
         if self.compact:
             # The beat index restarts whenever no frame is out and at each last beat (like the
-            # default build's), and advances on the other beats up to the payload.
+            # shifter's reload), and advances on the other beats up to the payload.
             with m.If(~in_frame | (out.tready & last)):
                 m.d.sync += beat.eq(1)
             with m.Elif(out.tready & ~beat[-1]):
                 m.d.sync += beat.eq(beat << 1)
         else:
-            # The beat index restarts whenever no frame is out and at each last beat (the next
-            # frame may start in the very next cycle), and advances on the other template beats.
-            # It reads the output's copies of `in_frame` and `last` (the frame/gap logic's own
-            # crossed the die to reach it on the ULX3S).
+            # The template shifter reloads whenever no frame is out and at each last beat (the next
+            # frame may start in the very next cycle), and shifts on every other beat. It reads
+            # the output's copies of `in_frame` and `last`: with the frame/gap logic's own, Yosys
+            # shared the enable's LUT between both and the placer put it among the shifter's 512
+            # flip-flops, far from the frame/gap logic (ULX3S critical path, 2.5 ns each way).
             with m.If(~valid_out | (out.tready & last_out)):
-                m.d.sync += [tmpl_beat.eq(0), in_template.eq(1)]
-            with m.Elif(out.tready & in_template):
-                m.d.sync += [tmpl_beat.eq(tmpl_beat + 1), in_template.eq(tmpl_beat != template_beats - 1)]
+                m.d.sync += [shifter.eq(self.template), in_template.eq((1 << template_beats) - 1)]
+            with m.Elif(out.tready):
+                m.d.sync += [shifter.eq(shifter >> w), in_template.eq(in_template >> 1)]
 
         gap_wait = Signal()                              # gap_left != 0
         with m.If(~in_frame):
