@@ -178,8 +178,7 @@ class CsrSlave(wiring.Component):
     count_latency: int
         An amount driven on ``count(key)`` in cycle N is in every counter value sampled in cycle
         N + ``count_latency`` or later (:data:`COUNT_LATENCY` = 3 in the register store, 2 in the
-        bram store); the sample
-        cycle of a read is :meth:`sample_cycle`.
+        bram store); the sample cycle of a read is :meth:`sample_cycle`.
     flush_period: int or None
         bram store: cycles between two flushes of the same counter (number of counters + 1);
         None for the register store.

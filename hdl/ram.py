@@ -228,7 +228,28 @@ class SyncRam(wiring.Component):
         return m
 
 
-class RamFifo(wiring.Component):
+class _SmallFifo(wiring.Component):
+    """Members, depth check and repr shared by :class:`RamFifo` and :class:`OutputQueue` (those of
+    ``amaranth.lib.fifo.SyncFIFO``); ``MIN_DEPTH`` is the smallest depth the subclass builds."""
+
+    MIN_DEPTH = 2
+
+    def __init__(self, width: int, depth: int):
+        if not isinstance(depth, int) or depth < self.MIN_DEPTH:
+            raise ValueError(f"{type(self).__name__} depth must be an integer of at least {self.MIN_DEPTH}, "
+                             f"not {depth!r}")
+        self.width, self.depth = width, depth
+        super().__init__({
+            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+            "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
+            "level": Out(range(depth + 1)),
+        })
+
+    def __repr__(self):
+        return f"{type(self).__name__}(width={self.width}, depth={self.depth})"
+
+
+class RamFifo(_SmallFifo):
     """First-word-fall-through FIFO in block RAM (:class:`SyncRam`), for area rather than speed.
 
     Same ports and behaviour as ``amaranth.lib.fifo.SyncFIFO`` (a write while full is ignored;
@@ -253,19 +274,6 @@ class RamFifo(wiring.Component):
     r_data, r_rdy: Out; r_en: In
     level: Out(range(depth + 1))
     """
-
-    def __init__(self, width: int, depth: int):
-        if not isinstance(depth, int) or depth < 2:
-            raise ValueError(f"RamFifo depth must be an integer of at least 2, not {depth!r}")
-        self.width, self.depth = width, depth
-        super().__init__({
-            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
-            "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
-            "level": Out(range(depth + 1)),
-        })
-
-    def __repr__(self):
-        return f"RamFifo(width={self.width}, depth={self.depth})"
 
     def elaborate(self, platform):
         m = Module()
@@ -295,7 +303,7 @@ class RamFifo(wiring.Component):
         return m
 
 
-class OutputQueue(wiring.Component):
+class OutputQueue(_SmallFifo):
     """Small first-word-fall-through FIFO whose stored words never wait on the reader.
 
     Same members and behaviour as ``amaranth.lib.fifo.SyncFIFOBuffered`` (a word written into an
@@ -322,18 +330,7 @@ class OutputQueue(wiring.Component):
     level: Out(range(depth + 1))
     """
 
-    def __init__(self, width: int, depth: int):
-        if not isinstance(depth, int) or depth < 3:
-            raise ValueError(f"OutputQueue depth must be an integer of at least 3, not {depth!r}")
-        self.width, self.depth = width, depth
-        super().__init__({
-            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
-            "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
-            "level": Out(range(depth + 1)),
-        })
-
-    def __repr__(self):
-        return f"OutputQueue(width={self.width}, depth={self.depth})"
+    MIN_DEPTH = 3
 
     def elaborate(self, platform):
         m = Module()
@@ -418,8 +415,8 @@ class BeatFifo(wiring.Component):
         m = Module()
         abits = (self.depth - 1).bit_length()
         m.submodules.ram = ram = PipelinedRam(self.width, self.depth)
-        # The output queue is buffered (r_data and r_rdy are flip-flops): the reader's frame-end
-        # decision behind a distributed-RAM read was a ULX3S critical path. One more entry
+        # The output queue is buffered (r_data and r_rdy are flip-flops behind a 2:1 mux): the
+        # reader's frame-end decision behind a distributed-RAM read was a ULX3S critical path. One more entry
         # covers its extra cycle of latency.
         m.submodules.queue = queue = OutputQueue(width=self.width, depth=self.QUEUE)
 
