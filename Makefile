@@ -52,7 +52,7 @@ test-slow: setup
 
 ## Benchmarks: simulated cycles per second, parser beats per cycle (figures in docs/performance.md).
 bench: setup
-	$(PY) -m sim.bench
+	$(PY) -m sim.flows.bench
 
 lint: setup
 	$(PY) -m ruff check hdl sim host_driver tests
@@ -73,7 +73,7 @@ distclean: clean
 
 ## Out-of-context ECP5 synthesis of every block at W=64 and W=512 (table in docs/performance.md).
 synth-report: setup
-	$(PY) -m sim.synth
+	$(PY) -m sim.flows.synth
 
 ## Bitstream for a dev board: make bitstream BOARD=ulx3s-85f|icebreaker|colorlight-5a-75b
 bitstream: setup

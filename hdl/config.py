@@ -50,9 +50,9 @@ class NicConfig:
         Bits kept per event counter (64, or 32 for small FPGAs); the register map is the same and
         the high word of a 32-bit counter reads 0.
     parser:
-        Parser architecture: ``"pipelined"`` (:class:`hdl.parser.Parser`, one frame per cycle,
+        Parser architecture: ``"pipelined"`` (:class:`hdl.parser.pipelined.Parser`, one frame per cycle,
         fixed latency, thousands of flip-flops) or ``"sequential"``
-        (:class:`hdl.parser_seq.SequentialParser`, header window in block RAM walked by a small
+        (:class:`hdl.parser.sequential.SequentialParser`, header window in block RAM walked by a small
         FSM in 2..16 cycles per frame, backpressure through ``space`` when frames come faster;
         for small FPGAs). Both produce the same metadata.
     compact:

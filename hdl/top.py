@@ -17,20 +17,20 @@ from amaranth import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, 
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
-from .arbiter import PacketArbiter
-from .axil_slice import AXILiteSlice
-from .bridge import UartBridge
-from .buffer import PacketBuffer
-from .config import NicConfig
-from .csr import CsrSlave
-from .export import keep_copy, to_verilog
-from .forward import Forwarder
-from .linetest import FrameGenerator, SignatureChecker
-from .meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
-from .parser_seq import make_parser
-from .regs import build_register_map
-from .skid import RegisterSlice
-from .stream import AXILiteSignature, AXIStreamSignature, keep_count
+from hdl.board.bridge import UartBridge
+from hdl.board.linetest import FrameGenerator, SignatureChecker
+from hdl.config import NicConfig
+from hdl.datapath.arbiter import PacketArbiter
+from hdl.datapath.buffer import PacketBuffer
+from hdl.datapath.forward import Forwarder
+from hdl.lib.axil_slice import AXILiteSlice
+from hdl.lib.export import keep_copy, to_verilog
+from hdl.lib.skid import RegisterSlice
+from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
+from hdl.mgmt.csr import CsrSlave
+from hdl.mgmt.regs import build_register_map
+from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
+from hdl.parser.sequential import make_parser
 
 __all__ = ["NicTop", "elaborate_verilog", "TOP_NAME"]
 
@@ -52,7 +52,7 @@ class NicTop(wiring.Component):
     m_axis_<port>: Out(AXIStreamSignature(W, 1))
         Egress of each port.
     s_axil: In(AXILiteSignature)
-        Management plane (register map: :func:`hdl.regs.build_register_map`).
+        Management plane (register map: :func:`hdl.mgmt.regs.build_register_map`).
     record: Out(stream.Signature(verdict record, always_ready=True))
         One pulse per frame with its metadata and verdict; left unconnected in board builds.
 

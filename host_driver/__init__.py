@@ -3,7 +3,7 @@
 Nothing here imports :mod:`sim`; the simulation imports this package, never the reverse.
 """
 
-from .bus import Bus, BusError
-from .driver import DiscoveredBlock, DiscoveryError, IdentityError, Nic
+from host_driver.bus import Bus, BusError
+from host_driver.driver import DiscoveredBlock, DiscoveryError, IdentityError, Nic
 
 __all__ = ["Bus", "BusError", "Nic", "DiscoveredBlock", "DiscoveryError", "IdentityError"]

@@ -1,6 +1,6 @@
 """The bus the driver talks through: 32-bit reads and writes on an AXI4-Lite style CSR space.
 
-Implementations: the cocotb AXI-Lite master (simulation), :class:`host_driver.model.ModelBus`
+Implementations: the cocotb AXI-Lite master (simulation), :class:`host_driver.model.nic.ModelBus`
 (the golden model's register file) and, later, a serial bridge to a board. The :class:`Nic`
 driver only ever uses this interface.
 """

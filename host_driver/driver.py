@@ -1,6 +1,6 @@
 """The NIC driver: discovers register blocks and reads identity and counters over any :class:`Bus`.
 
-Everything is derived from the discovered blocks and the block types of :mod:`hdl.regs`, so a
+Everything is derived from the discovered blocks and the block types of :mod:`hdl.mgmt.regs`, so a
 new counter in the register description shows up in :meth:`Nic.counters` without changes here.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import regmap
-from .bus import Bus
-from .regmap import BLOCK_TYPES, IDENTITY, MAGIC, PORT, Access, BlockType
+from host_driver import regmap
+from host_driver.bus import Bus
+from host_driver.regmap import BLOCK_TYPES, IDENTITY, MAGIC, PORT, Access, BlockType
 
 __all__ = ["Nic", "DiscoveredBlock", "DiscoveryError", "IdentityError"]
 
@@ -28,7 +28,7 @@ class IdentityError(RuntimeError):
 
 @dataclass(frozen=True)
 class DiscoveredBlock:
-    """A register block found on the bus: its type (from :data:`hdl.regs.BLOCK_TYPES`) and place."""
+    """A register block found on the bus: its type (from :data:`hdl.mgmt.regs.BLOCK_TYPES`) and place."""
     type: BlockType
     version: int
     base: int

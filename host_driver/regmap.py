@@ -1,4 +1,4 @@
-"""The driver's view of the register map, taken from :mod:`hdl.regs` (nothing re-declared here).
+"""The driver's view of the register map, taken from :mod:`hdl.mgmt.regs` (nothing re-declared here).
 
 Besides re-exporting the description, this module gives the helpers the driver needs to go
 from a discovered block (type id, version, base address) to register addresses and to the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from hdl.config import NicConfig
-from hdl.regs import (
+from hdl.mgmt.regs import (
     BLOCK_STRIDE,
     BLOCK_TYPES,
     HEADER_WORDS,

@@ -1,8 +1,8 @@
 """The register bus over the NIC's UART bridge (docs/uart-bridge.md).
 
 :class:`SerialBus` is a :class:`~host_driver.bus.Bus`, so ``Nic(SerialBus(transport))`` runs the
-same driver against a board (:class:`PySerialTransport`) or the simulator (``sim.uart_transport``).
-Frame constants and the CRC come from :mod:`hdl.bridge`, the gateware's own definitions.
+same driver against a board (:class:`PySerialTransport`) or the simulator (``sim.tb.uart``).
+Frame constants and the CRC come from :mod:`hdl.board.bridge`, the gateware's own definitions.
 
 This module never imports cocotb or the ``sim`` package; pyserial is imported only when a
 :class:`PySerialTransport` is created.
@@ -12,9 +12,8 @@ import abc
 import asyncio
 import logging
 
-from hdl.bridge import RESPONSE_LEN, SYNC_REQUEST, SYNC_RESPONSE, Cmd, Status, crc8
-
-from .bus import AxiResp, Bus, BusError
+from hdl.board.bridge import RESPONSE_LEN, SYNC_REQUEST, SYNC_RESPONSE, Cmd, Status, crc8
+from host_driver.bus import AxiResp, Bus, BusError
 
 __all__ = ["SerialBus", "ByteTransport", "PySerialTransport", "TransportTimeout", "BridgeTimeout",
            "ResponseError", "encode_request", "encode_response", "decode_response", "crc8", "Cmd", "Status",
@@ -181,7 +180,7 @@ class SerialBus(Bus):
     Parameters
     ----------
     transport:
-        The byte pipe (:class:`PySerialTransport`, or ``sim.uart_transport.CocotbUartTransport``).
+        The byte pipe (:class:`PySerialTransport`, or ``sim.tb.uart.CocotbUartTransport``).
     timeout:
         Seconds to wait for each response byte group; about 10 response times is plenty (an
         8-byte response takes 0.7 ms at 115200 baud).

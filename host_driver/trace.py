@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-from hdl.layouts import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ethernet
-from hdl.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
+from hdl.packet.layouts import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ethernet
+from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
 
 __all__ = ["trace_record", "dumps_jsonl", "meta_from_bits", "meta_to_bits", "format_mac", "format_ip",
            "malformed_labels"]
@@ -69,7 +69,7 @@ def trace_record(meta: dict, *, in_port_name: str, in_file: str, pcap_cnt: int, 
                  egress_names: Iterable[str], acl_rule=None, sids=()) -> dict:
     """One trace.jsonl record (DESIGN.md) from a PacketMeta field dict and the NIC's decision.
 
-    ``verdict``/``reason`` are :class:`hdl.meta.Verdict`/:class:`hdl.meta.DropReason` values
+    ``verdict``/``reason`` are :class:`hdl.packet.meta.Verdict`/:class:`hdl.packet.meta.DropReason` values
     (or their ints); fields of layers the parser did not reach are ``null``.
     """
     m = meta

@@ -66,8 +66,8 @@ def cache_key(config: NicConfig, top: Callable | None = None) -> str:
 
 
 def convert_sv(component, name: str = TOP_NAME) -> str:
-    """SystemVerilog text of a ``wiring.Component`` (see :func:`hdl.export.to_verilog`)."""
-    from hdl.export import to_verilog
+    """SystemVerilog text of a ``wiring.Component`` (see :func:`hdl.lib.export.to_verilog`)."""
+    from hdl.lib.export import to_verilog
     return to_verilog(component, name)
 
 

@@ -31,8 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hdl.config import NicConfig
-
-from .build import BUILD_ROOT, REPO_ROOT, TOP_NAME, build_verilog
+from sim.build import BUILD_ROOT, TOP_NAME, build_verilog
 
 __all__ = ["SIMULATORS", "SimulatorUnavailable", "CocotbTestFailure", "simulator_env", "check_simulator",
            "build", "run_cocotb", "waves_requested", "waves_file"]
@@ -76,8 +75,6 @@ def simulator_env() -> None:
     new = [p for p in wanted if p not in parts]
     if new:
         os.environ["PATH"] = os.pathsep.join(new + parts)
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
 
 
 def check_simulator(sim: str) -> None:
@@ -217,7 +214,7 @@ def run_cocotb(config: NicConfig, sim: str, test_module: str, testcase: str | Se
     environment, runs in ``test_dir`` (default ``<build dir>/run``) and writes its output to
     ``test_dir/sim.log``; ``COCOTB_LOG_LEVEL``/``GPI_LOG_LEVEL`` default to WARNING.
     ``test_filter`` is a regular expression over full test names, e.g.
-    ``r"sim\.nic_tests\.scoreboard/idle=False/backpressure=True$"``.
+    ``r"sim\.run\.nic_cocotb\.scoreboard/idle=False/backpressure=True$"``.
 
     Returns the results.xml path. Raises :class:`CocotbTestFailure` when any test failed or the
     simulator died, whether or not this runs under pytest (the tail of sim.log is in the message).

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import functools
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def shared_pcap_files() -> list[Path]:
@@ -33,7 +29,7 @@ def shared_pcap_files() -> list[Path]:
 def shared_ethernet_frames() -> tuple[tuple[Path, int, bytes], ...]:
     """(file, 1-based index, frame) for every non-empty frame of every Ethernet capture in the shared
     data (captures with another link type are left out: the NIC only takes Ethernet)."""
-    from sim.pcapio import PcapError, read_pcap
+    from sim.run.pcapio import PcapError, read_pcap
     out = []
     for path in shared_pcap_files():
         try:
@@ -46,7 +42,7 @@ def shared_ethernet_frames() -> tuple[tuple[Path, int, bytes], ...]:
 
 def non_ethernet_pcap() -> Path | None:
     """A shared capture whose link type is not Ethernet (for the bad-input tests), if any."""
-    from sim.pcapio import PcapError, read_pcap
+    from sim.run.pcapio import PcapError, read_pcap
     for path in shared_pcap_files():
         try:
             read_pcap(path)

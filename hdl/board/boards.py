@@ -1,0 +1,176 @@
+"""Board tops: the NIC with its UART register bridge and line-rate tester, clocked from a PLL.
+
+There are no Ethernet MACs yet, so the packet ports are driven by the built-in line tester
+(:mod:`hdl.board.linetest`) and read back through the bridge; the external AXI-Stream ports are tied off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amaranth import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal, Signal
+from amaranth.lib.cdc import ResetSynchronizer
+
+from hdl.config import NicConfig
+from hdl.top import NicTop
+
+__all__ = ["Board", "BOARDS", "BoardTop", "ecp5_pll_params", "ice40_pll_params"]
+
+
+@dataclass(frozen=True)
+class Board:
+    """A supported dev board: its amaranth-boards platform, NIC configuration and core clock."""
+    name: str
+    platform: str            # "module:Class" in amaranth_boards
+    family: str              # "ecp5" or "ice40"
+    core_mhz: float
+    nic: dict = field(default_factory=dict)
+    doc: str = ""
+    #: Place-and-route runs a build may make, one seed each, until the core clock meets its
+    #: target (see sim.flows.bitstream.build_bitstream).
+    pnr_tries: int = 1
+
+    def config(self, overrides: dict | None = None) -> NicConfig:
+        params = {"clock_mhz": self.core_mhz, "uart_bridge": True, "line_tester": True, **self.nic,
+                  **(overrides or {})}
+        return NicConfig.from_dict(params, source=f"board {self.name}")
+
+    def make_platform(self):
+        import importlib
+        module, cls = self.platform.split(":")
+        return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
+
+
+BOARDS = {b.name: b for b in [
+    # Up to four seeds: the core clock's figure moves by about +-8 MHz with placement alone.
+    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 156.25, {},
+          "Radiona ULX3S with LFE5U-85F: the full default NIC at 156.25 MHz (10 Gb/s at W=64).",
+          pnr_tries=4),
+    Board("colorlight-5a-75b", "colorlight_5a75b_r7_0:Colorlight_5A75B_R70Platform", "ecp5", 125.0, {},
+          "Colorlight 5A-75B v7.0 with LFE5U-25F and two Gigabit Ethernet PHYs (MACs to come); "
+          "125 MHz, the RGMII clock."),
+    Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 24.0,
+          {"max_frame": 1518, "buffer_bytes": 4096, "header_window": 128, "counter_width": 32,
+           "uart_baud": 115200, "parser": "sequential",
+           "compact": True},
+          "1BitSquared iCEBreaker with iCE40UP5K: a reduced NIC (standard frames, 4 KiB buffer, 32-bit "
+          "counters, sequential parser with its window in block RAM) at 24 MHz."),
+]}
+
+
+def ecp5_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
+    """EHXPLLL dividers for ``fout`` from ``fin`` (within 0.5%, else ValueError), as ecppll computes them.
+
+    Limits: PFD 3.125..400 MHz, VCO 400..800 MHz (Lattice TN1263, ECP5 sysCLOCK PLL guide).
+    """
+    best = None
+    for clki in range(1, 129):
+        pfd = fin_mhz / clki
+        if not 3.125 <= pfd <= 400:
+            continue
+        for clkfb in range(1, 81):
+            fout = pfd * clkfb
+            for clkop in range(1, 129):
+                vco = fout * clkop
+                if not 400 <= vco <= 800:
+                    continue
+                err = abs(fout - fout_mhz)
+                if best is None or err < best[0] - 1e-9:
+                    best = (err, clki, clkfb, clkop, fout)
+                break
+    if best is None or best[0] > 0.005 * fout_mhz:
+        closest = "" if best is None else f" (closest: {best[4]:.3f} MHz)"
+        raise ValueError(f"no ECP5 PLL setting makes {fout_mhz} MHz from {fin_mhz} MHz{closest}")
+    _, clki, clkfb, clkop, fout = best
+    return {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop,
+            "CLKOP_CPHASE": clkop // 2 - 1 if clkop > 1 else 0, "fout_mhz": fout}
+
+
+def ice40_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
+    """SB_PLL40 dividers (SIMPLE feedback) for ``fout`` from ``fin``, as icepll computes them.
+
+    Limits: PFD 10..133 MHz, VCO 533..1066 MHz (Lattice iCE40 sysCLOCK PLL design guide).
+    """
+    best = None
+    for divr in range(16):
+        pfd = fin_mhz / (divr + 1)
+        if not 10 <= pfd <= 133:
+            continue
+        for divf in range(128):
+            vco = pfd * (divf + 1)
+            if not 533 <= vco <= 1066:
+                continue
+            for divq in range(1, 7):
+                fout = vco / (1 << divq)
+                err = abs(fout - fout_mhz)
+                if best is None or err < best[0] - 1e-9:
+                    best = (err, divr, divf, divq, fout, pfd)
+    if best is None or best[0] > 0.005 * fout_mhz:
+        closest = "" if best is None else f" (closest: {best[4]:.3f} MHz)"
+        raise ValueError(f"no iCE40 PLL setting makes {fout_mhz} MHz from {fin_mhz} MHz{closest}")
+    _, divr, divf, divq, fout, pfd = best
+    filter_range = next(i for i, top in enumerate((17, 26.9, 44.2, 66.9, 101.8, 133), 1) if pfd < top)
+    return {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filter_range, "fout_mhz": fout}
+
+
+class BoardTop(Elaboratable):
+    """The NIC on a board: PLL core clock, reset from PLL lock, UART pins to the register bridge."""
+
+    def __init__(self, board: Board, config: NicConfig):
+        self.board, self.config = board, config
+        self.core_mhz = None   # set at elaboration: the frequency the PLL really makes
+
+    def elaborate(self, platform):
+        m = Module()
+        # iCE40's PLL must sit on the clock pin itself (SB_PLL40_PAD), so take the raw pad there.
+        clk_res = platform.request(platform.default_clk, dir="i" if self.board.family == "ecp5" else "-")
+        fin_mhz = platform.default_clk_frequency / 1e6
+        m.domains.sync = ClockDomain("sync")
+        locked = Signal()
+        core_clk = Signal()   # the PLL output; constraints apply to signals, not ClockSignal
+        m.d.comb += ClockSignal("sync").eq(core_clk)
+
+        if self.board.family == "ecp5":
+            p = ecp5_pll_params(fin_mhz, self.config.clock_mhz)
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+                p_CLKI_DIV=p["CLKI_DIV"], p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
+                p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+                p_CLKFB_DIV=p["CLKFB_DIV"],
+                i_RST=Const(0), i_STDBY=Const(0), i_CLKI=clk_res.i, o_CLKOP=core_clk,
+                i_CLKFB=core_clk, i_PHASESEL0=Const(0), i_PHASESEL1=Const(0),
+                i_PHASEDIR=Const(1), i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1),
+                i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0), o_LOCK=locked,
+                a_FREQUENCY_PIN_CLKI=f"{fin_mhz:.6f}", a_FREQUENCY_PIN_CLKOP=f"{p['fout_mhz']:.6f}",
+            )
+        else:
+            p = ice40_pll_params(fin_mhz, self.config.clock_mhz)
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
+                p_FILTER_RANGE=p["FILTER_RANGE"],
+                io_PACKAGEPIN=clk_res.io, o_PLLOUTGLOBAL=core_clk,
+                i_RESETB=Const(1), i_BYPASS=Const(0), o_LOCK=locked,
+            )
+        self.core_mhz = p["fout_mhz"]
+        # nextpnr derives the PLL output's constraint from the board oscillator's.
+        # Reset: synchronized from PLL lock in its own domain (same clock), then two plain
+        # registers, so the flip-flop that drives the NIC's reset net is free to sit in the
+        # middle of its loads: the synchronizer stays by the PLL, and its output crossing the
+        # die was a ULX3S critical path.
+        m.domains.por = ClockDomain("por")
+        m.d.comb += ClockSignal("por").eq(core_clk)
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="por")
+        reset_pipe = Signal(2, init=0b11)
+        m.d.por += reset_pipe.eq(Cat(ResetSignal("por"), reset_pipe[0]))
+        m.d.comb += ResetSignal("sync").eq(reset_pipe[1])
+
+        m.submodules.nic = nic = NicTop(self.config)
+        uart = platform.request("uart", 0)
+        m.d.comb += [nic.uart_rx.eq(uart.rx.i), uart.tx.o.eq(nic.uart_tx)]
+        for name in self.config.ports:
+            m.d.comb += [getattr(nic, f"s_axis_{name}").tvalid.eq(0), getattr(nic, f"m_axis_{name}").tready.eq(1)]
+        return m

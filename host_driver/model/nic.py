@@ -1,0 +1,410 @@
+"""Golden behavioural model of the NIC, written from docs/parser.md (not from the gateware).
+
+* :func:`parse_frame` implements the parser spec literally and returns every
+  :class:`hdl.packet.meta.PacketMeta` field as a plain ``int``;
+* :class:`NicModel` applies section 5 (drop precedence, bump-in-the-wire forwarding) and keeps
+  the counters, keyed like :meth:`hdl.mgmt.regs.RegisterMap.counter_events`;
+* :class:`ModelBus` exposes those counters through the same register file the gateware has,
+  so the :class:`host_driver.driver.Nic` driver runs unchanged on the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from amaranth.hdl import Shape
+from amaranth.lib import data
+
+from hdl.config import MIN_PHYSICAL_FRAME, NicConfig
+from hdl.packet.layouts import (
+    ETH_ARP,
+    ETH_IPV4,
+    ETH_IPV6,
+    ETH_QINQ,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPV6_EXT_FRAGMENT,
+    IPV6_EXT_HEADERS,
+    VLAN_TPIDS,
+    Arp,
+    Ethernet,
+    Icmp,
+    Icmpv6,
+    IPv4,
+    IPv6,
+    IPv6ExtHeader,
+    IPv6Fragment,
+    Tcp,
+    Udp,
+    VlanTag,
+    decode,
+)
+from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
+from host_driver.bus import AxiResp, Bus, BusError
+from host_driver.regmap import Access, build_register_map
+
+__all__ = ["parse_frame", "NicModel", "ModelResult", "ModelBus", "META_FIELDS", "META_WIDTHS",
+           "HI_WITHOUT_LO_READS_LIVE", "COUNTER_BITS"]
+
+log = logging.getLogger(__name__)
+
+#: PacketMeta field names, in layout order, and their widths in bits.
+META_WIDTHS: dict[str, int] = {name: Shape.cast(f.shape).width for name, f in data.Layout.cast(PacketMeta)}
+META_FIELDS: tuple[str, ...] = tuple(META_WIDTHS)
+
+FRAME_LEN_MAX = (1 << META_WIDTHS["frame_len"]) - 1
+#: Counter width of the default build; a build's own width is ``config.counter_width``.
+COUNTER_BITS = 64
+
+#: Reading a counter's HI word without a preceding LO read of the same counter returns the
+#: live high word (True) or whatever the shared latch holds (False).
+HI_WITHOUT_LO_READS_LIVE = True
+
+#: Size of the L4 header the parser needs, per (l3_type, protocol) (docs/parser.md section 4).
+_L4_HEADERS = {
+    (L3Type.IPV4, IPPROTO_TCP): Tcp.BYTES, (L3Type.IPV6, IPPROTO_TCP): Tcp.BYTES,
+    (L3Type.IPV4, IPPROTO_UDP): Udp.BYTES, (L3Type.IPV6, IPPROTO_UDP): Udp.BYTES,
+    (L3Type.IPV4, IPPROTO_ICMP): 8, (L3Type.IPV6, IPPROTO_ICMPV6): 8,
+}
+_ICMP_LAYOUT = {L3Type.IPV4: Icmp, L3Type.IPV6: Icmpv6}
+_ARP_CHECK_BYTES = 8   # htype, ptype, hlen, plen, oper
+_IPV6_MAX_EXT = 2
+
+
+class _Stop(Exception):
+    """Internal: a parsing step said "stop"."""
+
+
+class _Parse:
+    def __init__(self, frame: bytes, physical: bool, header_window: int, max_frame: int):
+        self.frame = frame
+        self.win = bytes(frame[:header_window])    # the parser only looks at the first H bytes
+        self.L = len(frame)
+        self.H = header_window
+        self.m = dict.fromkeys(META_FIELDS, 0)
+        self.m["frame_len"] = min(self.L, FRAME_LEN_MAX)
+        if self.L > max_frame:
+            self.flag(MalformedReason.OVERSIZE)
+        if physical and self.L < MIN_PHYSICAL_FRAME:
+            self.flag(MalformedReason.RUNT)
+
+    def flag(self, reason: MalformedReason, stop: bool = False):
+        self.m["malformed"] |= 1 << reason
+        if stop:
+            raise _Stop
+
+    def hdr(self, layout, off: int):
+        return decode(layout, self.win[off:off + layout.BYTES])
+
+    def run(self) -> dict:
+        try:
+            self.l2()
+        except _Stop:
+            pass
+        # Offsets are carried in OFFSET_BITS-wide fields; the model reports what the record holds.
+        for name, width in META_WIDTHS.items():
+            if self.m[name] >> width:
+                log.debug("field %s=%d does not fit in %d bits; truncated", name, self.m[name], width)
+                self.m[name] &= (1 << width) - 1
+            self.m[name] = int(self.m[name])
+        return self.m
+
+    # -- section 2 ---------------------------------------------------------------------------
+    def l2(self):
+        m = self.m
+        if self.L < Ethernet.BYTES:
+            self.flag(MalformedReason.TRUNC_L2, stop=True)
+        eth = self.hdr(Ethernet, 0)
+        m["eth_dst"], m["eth_src"] = eth.dst, eth.src
+        t = eth.ethertype
+        n = 0
+        while n < 2 and t in VLAN_TPIDS:
+            if self.L < Ethernet.BYTES + VlanTag.BYTES * (n + 1):
+                self.flag(MalformedReason.TRUNC_L2, stop=True)
+            tag = self.hdr(VlanTag, Ethernet.BYTES + VlanTag.BYTES * n)
+            m[f"vlan{n}_tpid_qinq"] = int(t == ETH_QINQ)
+            m[f"vlan{n}_pcp"] = tag.pcp
+            m[f"vlan{n}_vid"] = tag.vid
+            t = tag.ethertype
+            n += 1
+            m["vlan_count"] = n
+        m["ethertype"] = t
+        m["l3_offset"] = Ethernet.BYTES + VlanTag.BYTES * n
+        if t == ETH_IPV4:
+            m["l3_type"] = L3Type.IPV4
+            self.ipv4()
+        elif t == ETH_IPV6:
+            m["l3_type"] = L3Type.IPV6
+            self.ipv6()
+        elif t == ETH_ARP:
+            m["l3_type"] = L3Type.ARP
+            self.arp()
+        # any other ethertype: l3_type NONE, stop
+
+    # -- section 3 ---------------------------------------------------------------------------
+    def ipv4(self):
+        m = self.m
+        l3 = m["l3_offset"]
+        avail = self.L - l3
+        if avail < IPv4.BYTES:
+            self.flag(MalformedReason.TRUNC_L3, stop=True)
+        ip = self.hdr(IPv4, l3)
+        if ip.version != 4:
+            self.flag(MalformedReason.BAD_IP_VERSION, stop=True)
+        if ip.ihl < 5:
+            self.flag(MalformedReason.BAD_IPV4_IHL, stop=True)
+        if avail < 4 * ip.ihl:
+            self.flag(MalformedReason.TRUNC_L3, stop=True)
+        m["has_l3"] = 1
+        m["ip_src"], m["ip_dst"] = ip.src, ip.dst
+        m["ip_proto"], m["ip_ttl"] = ip.protocol, ip.ttl
+        m["ip_fragment"] = int(bool(ip.flag_mf) or ip.frag_offset != 0)
+        m["ip_frag_offset"] = ip.frag_offset
+        if ip.total_length > avail or ip.total_length < 4 * ip.ihl:
+            self.flag(MalformedReason.IP_LEN_MISMATCH, stop=True)
+        m["l4_offset"] = l3 + 4 * ip.ihl
+        m["has_l4_offset"] = 1
+        self.l4(ip_end=l3 + ip.total_length)
+
+    def ipv6(self):
+        m = self.m
+        l3 = m["l3_offset"]
+        avail = self.L - l3
+        if avail < IPv6.BYTES:
+            self.flag(MalformedReason.TRUNC_L3, stop=True)
+        ip = self.hdr(IPv6, l3)
+        if ip.version != 6:
+            self.flag(MalformedReason.BAD_IP_VERSION, stop=True)
+        m["has_l3"] = 1
+        m["ip_src"], m["ip_dst"], m["ip_ttl"] = ip.src, ip.dst, ip.hop_limit
+        if IPv6.BYTES + ip.payload_length > avail:
+            self.flag(MalformedReason.IP_LEN_MISMATCH, stop=True)
+        ip_end = l3 + IPv6.BYTES + ip.payload_length
+        off = l3 + IPv6.BYTES
+        nh = ip.next_header
+        for _ in range(_IPV6_MAX_EXT):
+            if nh not in IPV6_EXT_HEADERS:
+                break
+            if off + 8 > ip_end:
+                self.flag(MalformedReason.TRUNC_L3, stop=True)
+            if off + 8 > self.H:
+                m["beyond_window"] = 1
+                raise _Stop
+            if nh == IPV6_EXT_FRAGMENT:
+                frag = self.hdr(IPv6Fragment, off)
+                m["ip_fragment"] = 1
+                m["ip_frag_offset"] = frag.frag_offset
+                nh, off = frag.next_header, off + IPv6Fragment.BYTES
+            else:
+                ext = self.hdr(IPv6ExtHeader, off)
+                nh, off = ext.next_header, off + 8 * (ext.hdr_ext_len + 1)
+            if off > ip_end:
+                self.flag(MalformedReason.TRUNC_L3, stop=True)
+        if nh in IPV6_EXT_HEADERS:
+            m["beyond_window"] = 1
+            raise _Stop
+        m["ip_proto"] = nh
+        m["l4_offset"] = off
+        m["has_l4_offset"] = 1
+        self.l4(ip_end=ip_end)
+
+    def arp(self):
+        m = self.m
+        l3 = m["l3_offset"]
+        avail = self.L - l3
+        if avail < _ARP_CHECK_BYTES:
+            self.flag(MalformedReason.TRUNC_L3, stop=True)
+        # Only the first 8 bytes are known to be there; the rest is zero-filled and not used
+        # unless the 28-byte check passes.
+        arp = decode(Arp, self.win[l3:l3 + Arp.BYTES].ljust(Arp.BYTES, b"\0"))
+        if (arp.htype, arp.ptype, arp.hlen, arp.plen) != (1, ETH_IPV4, 6, 4):
+            return      # other ARP: has_l3 = 0, no flag
+        if avail < Arp.BYTES:
+            self.flag(MalformedReason.TRUNC_L3, stop=True)
+        m["has_l3"] = 1
+        m["ip_src"], m["ip_dst"] = arp.spa, arp.tpa
+        m["ip_proto"] = arp.oper & 0xFF
+
+    # -- section 4 ---------------------------------------------------------------------------
+    def l4(self, ip_end: int):
+        m = self.m
+        if m["ip_frag_offset"] != 0:
+            return
+        l3_type = L3Type(m["l3_type"])
+        proto = m["ip_proto"]
+        h = _L4_HEADERS.get((l3_type, proto))
+        if h is None:
+            return
+        l4 = m["l4_offset"]
+        if ip_end - l4 < h:
+            self.flag(MalformedReason.TRUNC_L4, stop=True)
+        if l4 + h > self.H:
+            m["beyond_window"] = 1
+            raise _Stop
+        m["has_l4"] = 1
+        if proto == IPPROTO_TCP:
+            tcp = self.hdr(Tcp, l4)
+            m["sport"], m["dport"], m["tcp_flags"] = tcp.sport, tcp.dport, tcp.flags
+            if tcp.data_offset < 5 or 4 * tcp.data_offset > ip_end - l4:
+                self.flag(MalformedReason.BAD_TCP_OFFSET, stop=True)
+            m["payload_offset"] = l4 + 4 * tcp.data_offset
+        elif proto == IPPROTO_UDP:
+            udp = self.hdr(Udp, l4)
+            m["sport"], m["dport"] = udp.sport, udp.dport
+            m["payload_offset"] = l4 + Udp.BYTES
+        else:
+            icmp = self.hdr(_ICMP_LAYOUT[l3_type], l4)
+            m["icmp_type"], m["icmp_code"] = icmp.type, icmp.code
+            m["payload_offset"] = l4 + h
+        m["has_payload_offset"] = 1
+
+
+def parse_frame(frame: bytes, *, physical: bool, header_window: int, max_frame: int) -> dict:
+    """Parse one frame per docs/parser.md; return every PacketMeta field as an ``int``.
+
+    ``malformed`` is a bit mask over :class:`hdl.packet.meta.MalformedReason`; ``l3_type`` the
+    :class:`hdl.packet.meta.L3Type` value. Keys are in PacketMeta layout order.
+    """
+    return _Parse(frame, physical, header_window, max_frame).run()
+
+
+@dataclass
+class ModelResult:
+    """What the model did with one frame."""
+    meta: dict
+    in_port: int
+    rx_error: bool
+    verdict: Verdict
+    reason: DropReason
+    egress: list[int] = field(default_factory=list)
+    frame: bytes = b""
+
+
+class NicModel:
+    """Behavioural model of the whole NIC slice: parse, decide (spec section 5), count."""
+
+    def __init__(self, config: NicConfig | None = None):
+        self.config = config if config is not None else NicConfig()
+        self.regmap = build_register_map(self.config)
+        self.counters: dict[tuple, int] = dict.fromkeys(self.regmap.counter_events(), 0)
+
+    def reset_counters(self) -> None:
+        """Zero every counter."""
+        for key in self.counters:
+            self.counters[key] = 0
+
+    def count(self, key: tuple, amount: int = 1) -> None:
+        """Add ``amount`` to one counter (64-bit wrapping); the key must exist in the register map."""
+        if key not in self.counters:
+            raise KeyError(f"counter {key!r} is not in the register map")
+        self.counters[key] = (self.counters[key] + amount) & ((1 << self.config.counter_width) - 1)
+
+    def port_index(self, port: int | str) -> int:
+        """Port number of a port given by number or name."""
+        if isinstance(port, str):
+            return self.config.port_index(port)
+        if not 0 <= port < len(self.config.ports):
+            raise ValueError(f"port {port} out of range; this NIC has {len(self.config.ports)} ports")
+        return port
+
+    def parse(self, frame: bytes, in_port: int | str) -> dict:
+        """Parser output for ``frame`` received on ``in_port`` (no counters touched)."""
+        return parse_frame(frame, physical=self.config.is_physical(self.port_index(in_port)),
+                           header_window=self.config.header_window, max_frame=self.config.max_frame)
+
+    def process(self, frame: bytes, in_port: int | str, rx_error: bool = False) -> ModelResult:
+        """Receive one frame on ``in_port``: parse, decide, count, and say where it goes."""
+        port = self.port_index(in_port)
+        frame = bytes(frame)
+        meta = self.parse(frame, port)
+        self.count(("port", port, "rx_packets"))
+        self.count(("port", port, "rx_bytes"), meta["frame_len"])
+        self.count(("parser", "packets"))
+        for reason in MalformedReason:
+            if meta["malformed"] >> reason & 1:
+                self.count(("parser", "malformed", reason.label))
+        if rx_error:
+            reason = DropReason.RX_ERROR
+        elif meta["malformed"] >> MalformedReason.OVERSIZE & 1:
+            reason = DropReason.OVERSIZE
+        elif meta["malformed"]:
+            reason = DropReason.MALFORMED
+        else:
+            reason = DropReason.NONE
+        if reason is DropReason.NONE:
+            egress = [1 - port]     # bump in the wire: the other port
+            for out in egress:
+                self.count(("port", out, "tx_packets"))
+                self.count(("port", out, "tx_bytes"), meta["frame_len"])
+            verdict = Verdict.FORWARD
+        else:
+            egress = []
+            self.count(("port", port, f"drop_{reason.label}"))
+            verdict = Verdict.DROP
+        return ModelResult(meta, port, bool(rx_error), verdict, reason, egress, frame if egress else b"")
+
+
+class ModelBus(Bus):
+    """The model's register file behind the :class:`Bus` interface.
+
+    Built from :func:`hdl.mgmt.regs.build_register_map` of the model's config: constants, RW
+    storage, and 64-bit counters read with the LO/HI latch rule (LO returns bits 31:0 and
+    latches bits 63:32 into one shared latch; HI returns the latch). Unmapped reads and writes
+    to anything but RW registers raise :class:`BusError` (SLVERR).
+    """
+
+    def __init__(self, model: NicModel):
+        self.model = model
+        rmap = model.regmap
+        self._words: dict[int, tuple] = {}
+        self._rw: dict[int, int] = {}
+        for b in rmap.blocks:
+            counters = dict(b.counters)
+            for addr, block, name, access, word in rmap.words():
+                if block is not b:
+                    continue
+                if access is Access.COUNTER64:
+                    self._words[addr] = (access, counters[name], word)
+                elif access is Access.RW:
+                    self._words[addr] = (access, name, 0)
+                    self._rw[addr] = block.value(name)
+                elif access is Access.STATUS:
+                    # Live gateware values (e.g. line-tester signatures) the model has no block for.
+                    self._words[addr] = (access, (b.type.name, b.instance, name), 0)
+                else:
+                    self._words[addr] = (access, rmap.const_value(block, name), 0)
+        self._latch = 0
+        self._latch_owner = None
+        #: Values of STATUS registers, keyed (block type name, instance, register name); 0 if absent.
+        self.status: dict[tuple, int] = {}
+
+    async def read32(self, addr: int) -> int:
+        entry = self._words.get(addr)
+        if entry is None:
+            raise BusError(addr, AxiResp.SLVERR, "read", "unmapped address")
+        access, what, word = entry
+        if access is Access.CONST:
+            return what
+        if access is Access.RW:
+            return self._rw[addr]
+        if access is Access.STATUS:
+            return self.status.get(what, 0)
+        value = self.model.counters[what]
+        if word == 0:
+            self._latch = value >> 32 & 0xFFFFFFFF
+            self._latch_owner = what
+            return value & 0xFFFFFFFF
+        if self._latch_owner != what and HI_WITHOUT_LO_READS_LIVE:
+            return value >> 32 & 0xFFFFFFFF
+        return self._latch
+
+    async def write32(self, addr: int, value: int) -> None:
+        entry = self._words.get(addr)
+        if entry is None:
+            raise BusError(addr, AxiResp.SLVERR, "write", "unmapped address")
+        if entry[0] is not Access.RW:
+            raise BusError(addr, AxiResp.SLVERR, "write", f"{entry[0].value} register is read-only")
+        self._rw[addr] = value & 0xFFFFFFFF

@@ -1,0 +1,392 @@
+"""Run input frames through the NIC with one of three engines and write the run files.
+
+Engines: ``model`` (the golden model, :class:`host_driver.model.nic.NicModel`, directly; fast path),
+``verilator`` and ``icarus`` (the gateware in cocotb, test ``sim.run.nic_cocotb.run``). All three write
+the same files (DESIGN.md, "Command line and file formats")::
+
+    trace.jsonl          one record per input frame, in input order (inputs as given, each file in order)
+    egress/<PORT>.pcap   every port, possibly empty; frames in the order they left the port
+    counters.json        CSR counters read back through the driver (Nic over ModelBus / AXI-Lite)
+    eve.json             alerts (empty: no rules in this slice)
+    run.json             engine, packet counts, timing figures
+
+**Egress pcap timestamps** are the timestamps of the *input* frame that produced each egress frame
+(not the simulated departure time), so the pcaps are byte-identical between engines and runs.
+Simulated departure cycles are in the timing figures of ``run.json`` instead.
+
+**Pacing** (``pace``) sets when each input frame may start on its port:
+
+* ``"line"``: back to back on each port (ports in parallel);
+* ``"pcap"``: the capture's timestamp gaps, converted to cycles at ``config.clock_mhz``; every
+  input file starts at cycle 0 (its earliest timestamp), so captures from different days replay
+  side by side;
+* a number: Gb/s offered *per port*, counting the frame bytes carried on the stream (no
+  preamble, inter-frame gap or FCS); idle cycles are inserted after each frame to hit the rate
+  (a rate above what the port can carry just gives back-to-back frames).
+
+**Timing**: simulators report what the simulation measured (``"timing": "simulated"``): ``cycles``
+from the first ingress beat to the last egress beat or record, latency from a frame's first beat
+offered at ingress to its first beat accepted at egress (forwarded frames only). The model engine
+reports an ideal-schedule estimate (``"timing": "estimate"``): one shared pipeline at one beat per
+cycle with a packet-granular round-robin arbiter, then a store-and-forward buffer that sends one
+frame at a time (:data:`MODEL_RECORD_CYCLES`, :data:`MODEL_EGRESS_CYCLES`).
+
+Zero-length input frames (possible in a pcap, impossible on an AXI-Stream port) are skipped with
+a warning by every engine.
+
+Outputs go to a temporary directory next to ``out_dir`` and are renamed into place only when
+everything succeeded, so a failed run never leaves half-written files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hdl.config import NicConfig
+from sim.run.pcapio import write_pcap
+
+__all__ = ["InputFrame", "ENGINES", "run_engine", "schedule", "parse_pace", "decode_record",
+           "MODEL_RECORD_CYCLES", "MODEL_EGRESS_CYCLES", "EngineError",
+           "PaceError", "MAX_SIM_SPAN_CYCLES"]
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("model", "verilator", "icarus")
+#: Model engine timing estimate (``"timing": "estimate"`` only), calibrated against Verilator at
+#: W=64: cycles from a frame's last beat entering the shared pipeline to its record (verdict), and
+#: from the record to its first egress beat. The packet buffer sends one frame at a time over all
+#: egress ports, so egress is one more shared resource at one beat per cycle.
+MODEL_RECORD_CYCLES = 13
+MODEL_EGRESS_CYCLES = 3
+
+
+#: Longest schedule a simulator engine accepts (cycles from the first to the last frame start).
+MAX_SIM_SPAN_CYCLES = 50_000_000
+
+
+class EngineError(RuntimeError):
+    """The engine failed (simulator build or run); nothing was written."""
+
+
+class PaceError(ValueError):
+    """The pacing cannot be used with these inputs (e.g. a capture too long to simulate)."""
+
+
+@dataclass(frozen=True)
+class InputFrame:
+    """One frame to send: ingress port name, source file and 1-based index in it, bytes, timestamp."""
+    port: str
+    in_file: str
+    pcap_cnt: int
+    frame: bytes
+    ts_ns: int = 0
+    rx_error: bool = False
+
+
+def parse_pace(text: str) -> str | float:
+    """``"line"``, ``"pcap"`` or a positive rate in Gb/s; ValueError otherwise."""
+    t = str(text).strip().lower()
+    if t in ("line", "pcap"):
+        return t
+    try:
+        rate = float(t)
+    except ValueError:
+        raise ValueError(f"pace must be 'line', 'pcap' or a rate in Gb/s, not {text!r}") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"pace rate must be a positive number of Gb/s, not {text!r}")
+    return rate
+
+
+def schedule(config: NicConfig, inputs: Sequence[InputFrame], pace: str | float) -> list[int | None]:
+    """Earliest start cycle of each input frame (None: as soon as its port is free)."""
+    if pace == "line":
+        return [None] * len(inputs)
+    if pace == "pcap":
+        t0: dict[str, int] = {}
+        for f in inputs:
+            t0[f.in_file] = min(t0.get(f.in_file, f.ts_ns), f.ts_ns)
+        return [max(0, round((f.ts_ns - t0[f.in_file]) * config.clock_mhz / 1000)) for f in inputs]
+    rate = float(pace)
+    next_free: dict[str, float] = {}
+    out = []
+    for f in inputs:
+        start = next_free.get(f.port, 0.0)
+        out.append(math.ceil(start - 1e-9))
+        next_free[f.port] = start + len(f.frame) * 8 / rate * config.clock_mhz / 1000
+    return out
+
+
+def decode_record(config: NicConfig, bits: int) -> dict:
+    """Decode a raw record-port value (``make_verdict_record`` layout) into plain ints and a meta dict."""
+    from amaranth.hdl import Shape
+
+    from hdl.packet.meta import make_verdict_record
+    from host_driver.trace import meta_from_bits
+    layout = make_verdict_record(config.port_bits, len(config.ports))
+    out = {}
+    for name, f in layout:
+        width = Shape.cast(f.shape).width
+        out[name] = bits >> f.offset & ((1 << width) - 1)
+    out["meta"] = meta_from_bits(out["meta"])
+    out["egress"] = [i for i in range(len(config.ports)) if out["egress"] >> i & 1]
+    return out
+
+
+def _stats(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    v = sorted(values)
+
+    def pct(p):
+        return v[min(len(v) - 1, max(0, math.ceil(p / 100 * len(v)) - 1))]
+    return {"min": v[0], "p50": pct(50), "p99": pct(99), "max": v[-1]}
+
+
+def _beats(config: NicConfig, frame: bytes) -> int:
+    return max(1, -(-len(frame) // config.bytes_per_beat))
+
+
+def _estimate_timing(config, inputs, starts, forwarded) -> tuple[int, list[int]]:
+    """Ideal schedule of the NIC: each port offers its frames in order (from its start cycle, or as
+    soon as its previous frame was taken), a packet-granular round-robin arbiter feeds one shared
+    pipeline at one beat per cycle, and the buffer sends one frame at a time at one beat per cycle.
+    Returns (cycles from the first offered beat to the last egress beat or record, latencies from
+    offered to first egress beat of the forwarded frames)."""
+    queues: dict[int, list[int]] = {}
+    port_of = {name: i for i, name in enumerate(config.ports)}
+    for i, f in enumerate(inputs):
+        queues.setdefault(port_of[f.port], []).append(i)
+    heads = dict.fromkeys(queues, 0)
+    free = dict.fromkeys(queues, 0)     # when each port may offer its next frame
+    n_ports = len(config.ports)
+    t, last, end, egress_free = 0, n_ports - 1, 0, 0
+    first = None
+    latency = []
+    remaining = len(inputs)
+    while remaining:
+        offered = {p: max(starts[q[heads[p]]] or 0, free[p]) for p, q in queues.items() if heads[p] < len(q)}
+        ready = [p for p, when in offered.items() if when <= t]
+        if not ready:
+            t = min(offered.values())
+            continue
+        p = min(ready, key=lambda p: (p - last - 1) % n_ports)   # round robin after the last served
+        i = queues[p][heads[p]]
+        heads[p] += 1
+        remaining -= 1
+        first = offered[p] if first is None else min(first, offered[p])
+        beats = _beats(config, inputs[i].frame)
+        t += beats
+        free[p] = t
+        last = p
+        record = t + MODEL_RECORD_CYCLES
+        if forwarded[i]:
+            start = max(record + MODEL_EGRESS_CYCLES, egress_free)
+            egress_free = start + beats
+            latency.append(start - offered[p])
+            end = max(end, egress_free)
+        else:
+            end = max(end, record + 1)
+    return (end - (first or 0)) if inputs else 0, latency
+
+
+# -- engines ------------------------------------------------------------------------------------
+
+def _run_model(config, inputs, starts):
+    import asyncio
+
+    from host_driver.driver import Nic
+    from host_driver.model.nic import ModelBus, NicModel
+
+    model = NicModel(config)
+    results = [model.process(f.frame, f.port, f.rx_error) for f in inputs]
+
+    async def read_counters():
+        nic = Nic(ModelBus(model))
+        await nic.discover()
+        return await nic.counters()
+    counters = asyncio.run(read_counters())
+    decisions = [{"meta": r.meta, "verdict": int(r.verdict), "reason": int(r.reason),
+                  "egress": list(r.egress)}
+                 for r in results]
+    cycles, latency = _estimate_timing(config, inputs, starts, [bool(d["egress"]) for d in decisions])
+    # egress order per port = processing order (input order for the model)
+    egress_src = {q: [i for i, d in enumerate(decisions) if q in d["egress"]]
+                  for q in range(len(config.ports))}
+    timing = {"timing": "estimate", "cycles": cycles, "latency_cycles": latency, "sim_cycles": None}
+    return decisions, egress_src, counters, timing
+
+
+def _run_sim(config, inputs, starts, sim, waves, workdir: Path):
+    from sim.run.nic_cocotb import read_results, write_stimulus
+    from sim.runner import CocotbTestFailure, SimulatorUnavailable, run_cocotb
+
+    port_of = {name: i for i, name in enumerate(config.ports)}
+    stim = write_stimulus(workdir / "stimulus.pkl", config,
+                          [(port_of[f.port], f.frame, f.rx_error, s)
+                           for f, s in zip(inputs, starts, strict=True)],
+                          output=workdir / "results.json")
+    try:
+        run_cocotb(config, sim, "sim.run.nic_cocotb", test_filter=r"sim\.run\.nic_cocotb\.run$",
+                   env={"SECNIC_STIMULUS": str(stim)}, waves=waves, test_dir=workdir / "sim")
+    except (CocotbTestFailure, SimulatorUnavailable, RuntimeError) as exc:
+        raise EngineError(f"{sim} run failed: {exc}") from exc
+    res = read_results(workdir / "results.json")
+    per_port: dict[int, list[int]] = {}
+    for i, f in enumerate(inputs):
+        per_port.setdefault(port_of[f.port], []).append(i)
+    taken = dict.fromkeys(per_port, 0)
+    decisions: list[dict | None] = [None] * len(inputs)
+    egress_src: dict[int, list[int]] = {q: [] for q in range(len(config.ports))}
+    rec_cycle = {}
+    for cycle, bits in res["records"]:
+        rec = decode_record(config, int(bits, 16))
+        port = rec["in_port"]
+        if port not in per_port or taken[port] >= len(per_port[port]):
+            raise EngineError(f"{sim}: record for port {port} with no input frame left")
+        idx = per_port[port][taken[port]]
+        taken[port] += 1
+        decisions[idx] = {"meta": rec["meta"], "verdict": rec["verdict"], "reason": rec["reason"],
+                          "egress": rec["egress"]}
+        rec_cycle[idx] = cycle
+        for q in rec["egress"]:
+            egress_src[q].append(idx)
+    missing = [i for i, d in enumerate(decisions) if d is None]
+    if missing:
+        raise EngineError(f"{sim}: no record for {len(missing)} input frame(s)")
+    latency = []
+    ends = list(rec_cycle.values())
+    for q, name in enumerate(config.ports):
+        got = res["egress"][name]
+        if len(got) != len(egress_src[q]):
+            raise EngineError(f"{sim}: port {name} sent {len(got)} frames, records say {len(egress_src[q])}")
+        for e, idx in zip(got, egress_src[q], strict=True):
+            if e["data"] != inputs[idx].frame:
+                raise EngineError(f"{sim}: port {name} sent a frame that differs from input {idx}")
+            latency.append(e["start"] - res["ingress"][idx][0])
+            ends.append(e["end"])
+    first = min((ing[0] for ing in res["ingress"] if ing), default=0)
+    timing = {"timing": "simulated", "cycles": (max(ends) - first + 1) if ends else 0,
+              "latency_cycles": latency, "sim_cycles": res["total_cycles"], "sim_wall_s": res["wall_s"]}
+    return decisions, egress_src, res["counters"], timing
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``, replacing an existing directory only after success."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        out_dir.rename(old)
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        if old is not None:
+            old.rename(out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "model",
+               pace: str | float = "line", waves: bool = False, out_dir: str | Path = "out") -> dict:
+    """Run ``inputs`` through ``engine`` and write the run files to ``out_dir``; return run.json's dict."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    for f in inputs:
+        config.port_index(f.port)  # ValueError naming the port
+    empty = [f for f in inputs if not f.frame]
+    if empty:
+        log.warning("skipping %d zero-length frame(s) (first: %s #%d)", len(empty), empty[0].in_file,
+                    empty[0].pcap_cnt)
+        inputs = [f for f in inputs if f.frame]
+    pace = parse_pace(pace) if isinstance(pace, str) else float(pace)
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    starts = schedule(config, inputs, pace)
+    span = max((s for s in starts if s is not None), default=0)
+    if engine != "model" and span > MAX_SIM_SPAN_CYCLES:
+        raise PaceError(f"--pace {pace}: the last frame starts {span} cycles "
+                        f"({span / config.clock_mhz / 1e6:.3g} s) after the first; more than "
+                        f"{MAX_SIM_SPAN_CYCLES} cycles is too long to simulate; use --pace line or a rate")
+    wall0 = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        work = tmp / ".work"
+        work.mkdir()
+        if engine == "model":
+            decisions, egress_src, counters, timing = _run_model(config, inputs, starts)
+        else:
+            decisions, egress_src, counters, timing = _run_sim(config, inputs, starts, engine, waves, work)
+        wall = time.monotonic() - wall0
+        _write_outputs(tmp, config, inputs, decisions, egress_src, counters)
+        run = _run_json(config, engine, inputs, egress_src, timing, wall, pace)
+        (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+        if waves and engine != "model":
+            from sim.runner import waves_file
+            dump = waves_file(engine, work / "sim")
+            if dump.exists():
+                dump.rename(tmp / f"waves{dump.suffix}")
+        shutil.rmtree(work, ignore_errors=True)
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("%s run: %d frames in, %d out -> %s", engine, run["packets_in"], run["packets_out"], out_dir)
+    return run
+
+
+def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters) -> None:
+    from host_driver.trace import dumps_jsonl, trace_record
+
+    records = [trace_record(d["meta"], in_port_name=f.port, in_file=f.in_file, pcap_cnt=f.pcap_cnt,
+                            verdict=d["verdict"], reason=d["reason"],
+                            egress_names=[config.ports[q] for q in d["egress"]])
+               for f, d in zip(inputs, decisions, strict=True)]
+    (tmp / "trace.jsonl").write_text(dumps_jsonl(records))
+    (tmp / "egress").mkdir()
+    for q, name in enumerate(config.ports):
+        write_pcap(tmp / "egress" / f"{name}.pcap",
+                   [(inputs[i].frame, inputs[i].ts_ns) for i in egress_src[q]])
+    (tmp / "counters.json").write_text(json.dumps(counters, indent=2) + "\n")
+    (tmp / "eve.json").write_text("")
+
+
+def _run_json(config, engine, inputs, egress_src, timing, wall, pace) -> dict:
+    cycles = timing["cycles"]
+    bytes_in = sum(len(f.frame) for f in inputs)
+    ns_per_cycle = 1000 / config.clock_mhz
+    lat = timing["latency_cycles"]
+    lat_c = _stats(lat)
+    lat_ns = None if lat_c is None else {k: round(v * ns_per_cycle, 3) for k, v in lat_c.items()}
+    sim_cycles = timing.get("sim_cycles")
+    sim_wall = timing.get("sim_wall_s") or wall
+    return {
+        "engine": engine,
+        "timing": timing["timing"],
+        "pace": pace,
+        "data_width": config.data_width,
+        "packets_in": len(inputs),
+        "packets_out": sum(len(v) for v in egress_src.values()),
+        "bytes_in": bytes_in,
+        "cycles": cycles,
+        "clock_mhz": config.clock_mhz,
+        "gbps": round(bytes_in * 8 * config.clock_mhz / 1000 / cycles, 4) if cycles else 0.0,
+        "mpps": round(len(inputs) * config.clock_mhz / cycles, 4) if cycles else 0.0,
+        "latency_cycles": lat_c,
+        "latency_ns": lat_ns,
+        "latency_mean_cycles": round(statistics.fmean(lat), 2) if lat else None,
+        "wall_s": round(wall, 3),
+        "sim_cycles_per_s": (round((sim_cycles if sim_cycles is not None else cycles) / sim_wall, 1)
+                             if sim_wall else None),
+    }

@@ -1,0 +1,211 @@
+"""cocotb tests of the whole NIC (``secnic_top``); pytest wrappers and the CLI both run this module.
+
+The stimulus comes from a pickle file named by ``SECNIC_STIMULUS`` (written with
+:func:`write_stimulus`)::
+
+    {"config": NicConfig.as_dict(),
+     "frames": [(port_index, frame_bytes, rx_error, start_cycle_or_None), ...],   # input order
+     "output": "/path/results.json" or None}
+
+``start_cycle`` is when the frame may start, in cycles after reset (None: as soon as the port is
+free, i.e. line rate). Tests:
+
+* ``scoreboard`` (parametrized over source idle cycles and sink backpressure): sends the frames
+  on all ports at once, compares egress frames, records and the CSR counters (read through the
+  real driver, :class:`host_driver.driver.Nic` over :class:`sim.tb.nic.AxiLiteBus`) with
+  :class:`host_driver.model.nic.NicModel`, checks AXI-Stream packing and counter conservation.
+* ``run``: the engine's mode: sends at the given start cycles, checks nothing, dumps what happened.
+
+Both write the results file when ``output`` is set (the scoreboard writes ``<output stem>.<case>.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+
+import cocotb
+from cocotb.triggers import ClockCycles, Timer
+from cocotb.utils import get_sim_time
+
+from hdl.config import NicConfig
+from host_driver.driver import Nic
+from host_driver.model.nic import ModelBus
+from sim.tb.nic import TB, Scoreboard, backpressure_pattern, idle_pattern
+
+__all__ = ["write_stimulus", "read_results", "STIMULUS_ENV"]
+
+STIMULUS_ENV = "SECNIC_STIMULUS"
+
+
+def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = None) -> Path:
+    """Write a stimulus file for this module; ``frames`` as in the module docstring."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n, (_, frame, _, _) in enumerate(frames):
+        if not frame:
+            raise ValueError(f"frame {n} is empty: an AXI-Stream frame carries at least one byte")
+    data = {"config": config.as_dict(),
+            "frames": [(int(p), bytes(f), bool(e), None if s is None else int(s)) for p, f, e, s in frames],
+            "output": None if output is None else str(output)}
+    with open(path, "wb") as fh:
+        pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def read_results(path: Path) -> dict:
+    """Load a results file written by this module (frames as bytes again)."""
+    res = json.loads(Path(path).read_text())
+    res["egress"] = {p: [dict(e, data=bytes.fromhex(e["data"])) for e in frames]
+                     for p, frames in res["egress"].items()}
+    return res
+
+
+def _load():
+    path = os.environ.get(STIMULUS_ENV)
+    if not path:
+        raise RuntimeError(f"{STIMULUS_ENV} is not set: this module is run by sim.runner.run_cocotb")
+    with open(path, "rb") as fh:
+        stim = pickle.load(fh)
+    return NicConfig.from_dict(stim["config"]), stim
+
+
+def _packed(tkeep: list[int], bpb: int) -> bool:
+    """AXI-Stream packing: all bytes kept but in the last beat, whose kept bytes are contiguous from 0."""
+    n = sum(tkeep)
+    return tkeep[:n] == [1] * n and not any(tkeep[n:]) and len(tkeep) - n < bpb
+
+
+async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressure: bool,
+                   paced: bool) -> tuple[TB, dict]:
+    """Reset, send every frame, wait until all are processed and drained; return (tb, results)."""
+    wall0 = time.monotonic()
+    tb = TB(dut, config)
+    tb.set_idle_generator(idle_pattern if idle else None)
+    tb.set_backpressure_generator(backpressure_pattern if backpressure else None)
+    await tb.reset()
+    tb.start_record_monitor()
+    t0 = tb.cycle()
+    frames = stim["frames"]
+    n = len(frames)
+    ingress: list[list[int] | None] = [None] * n
+    per_port: dict[int, list[int]] = {}
+    for idx, (port, _data, _err, _start) in enumerate(frames):
+        per_port.setdefault(port, []).append(idx)
+
+    def completed(idx):
+        def cb(frame):
+            ingress[idx] = [int(frame.sim_time_start) // tb.period_ps - t0,
+                            int(frame.sim_time_end) // tb.period_ps - t0]
+        return cb
+
+    async def drive(port: int, indices: list[int]):
+        src = tb.sources[config.ports[port]]
+        for idx in indices:
+            _, data, err, start = frames[idx]
+            if paced and start is not None:
+                # Wake half a cycle before the target edge; the source starts the frame on that edge.
+                target_ps = (t0 + start) * tb.period_ps - tb.period_ps // 2
+                now = get_sim_time("ps")
+                if target_ps > now:
+                    await Timer(target_ps - now, unit="ps")
+            fr = tb.make_frame(data, err)
+            fr.tx_complete = completed(idx)
+            await src.send(fr)
+
+    beats = sum(-(-max(len(f[1]), 1) // config.bytes_per_beat) + 2 for f in frames)
+    last_start = max((f[3] or 0) for f in frames) if paced and frames else 0
+    timeout = 8 * beats + last_start + 50_000   # idle pattern pauses 3 of 4 cycles, plus backpressure
+    for port, indices in per_port.items():
+        cocotb.start_soon(drive(port, indices))
+    await tb.wait_records(n, timeout)
+    egress_counts = {p: 0 for p in config.ports}
+    for rec in tb.records:
+        for q in rec.egress_ports:
+            egress_counts[config.ports[q]] += 1
+    await tb.wait_egress(egress_counts, timeout)
+    await tb.cycles(8)  # counter pipeline (COUNT_LATENCY) and any stray beats
+    end = tb.cycle() - t0
+    egress = {}
+    for name in config.ports:
+        out = []
+        snk = tb.sinks[name]
+        while not snk.empty():
+            fr = snk.recv_nowait(compact=False)
+            data = bytes(b for b, keep in zip(fr.tdata, fr.tkeep, strict=True) if keep)
+            out.append({"data": data, "tkeep": list(fr.tkeep), "tuser": list(fr.tuser),
+                        "start": int(fr.sim_time_start) // tb.period_ps - t0,
+                        "end": int(fr.sim_time_end) // tb.period_ps - t0})
+        egress[name] = out
+    sim_cycles = end
+    nic = Nic(tb.bus)
+    await nic.discover()
+    counters = await nic.counters()
+    identity = await nic.identity()
+    results = {
+        "config": config.as_dict(),
+        "records": [[r.cycle - t0, hex(r.bits)] for r in tb.records],
+        "ingress": ingress,
+        "egress": egress,
+        "counters": counters,
+        "identity": identity,
+        "cycles": sim_cycles,
+        "total_cycles": tb.cycle(),
+        "wall_s": time.monotonic() - wall0,
+    }
+    return tb, results
+
+
+def _dump(results: dict, path: str | None) -> None:
+    if not path:
+        return
+    out = dict(results)
+    out["egress"] = {p: [{"data": e["data"].hex(), "start": e["start"], "end": e["end"]} for e in frames]
+                     for p, frames in results["egress"].items()}
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(path)
+
+
+@cocotb.test()
+@cocotb.parametrize(idle=[False, True], backpressure=[False, True])
+async def scoreboard(dut, idle: bool, backpressure: bool):
+    """All frames on all ports at once; egress, records and counters must match the golden model."""
+    config, stim = _load()
+    tb, results = await _traffic(dut, config, stim, idle=idle, backpressure=backpressure, paced=False)
+    sb = Scoreboard(config)
+    for port, data, err, _ in stim["frames"]:
+        sb.sent.setdefault(port, []).append((data, err))
+    sb.check_records(tb.records)
+    received = {}
+    bpb = config.bytes_per_beat
+    for i, name in enumerate(config.ports):
+        received[i] = []
+        for k, e in enumerate(results["egress"][name]):
+            if not _packed(e["tkeep"], bpb):
+                sb._err(f"egress {name} frame {k}: tkeep not packed: {e['tkeep']}")
+            if any(e["tuser"]):
+                sb._err(f"egress {name} frame {k}: tuser set on a forwarded frame")
+            received[i].append(e["data"])
+    sb.check_egress(received)
+    model_nic = Nic(ModelBus(sb.model))
+    await model_nic.discover()
+    sb.check_counters(results["counters"], await model_nic.counters())
+    if stim.get("output"):
+        case = f"{'idle' if idle else 'noidle'}-{'bp' if backpressure else 'nobp'}"
+        out = Path(stim["output"])
+        _dump(results, str(out.with_name(f"{out.stem}.{case}.json")))
+    sb.assert_ok()
+    dut._log.info("scoreboard ok: %d frames, %d cycles", len(stim["frames"]), results["cycles"])
+
+
+@cocotb.test()
+async def run(dut):
+    """Engine mode: send at the requested start cycles, record everything, check nothing."""
+    config, stim = _load()
+    tb, results = await _traffic(dut, config, stim, idle=False, backpressure=False, paced=True)
+    _dump(results, stim.get("output"))
+    await ClockCycles(dut.clk, 1)
