@@ -17,22 +17,25 @@ from amaranth import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, 
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
-from hdl.board.bridge import UartBridge
-from hdl.board.linetest import FrameGenerator, SignatureChecker
+from hdl.board import linetest
+from hdl.board.bridge import BRIDGE, BridgeEvent, UartBridge
+from hdl.board.linetest import LINETEST, FrameGenerator, SignatureChecker
 from hdl.config import NicConfig
 from hdl.datapath.arbiter import PacketArbiter
 from hdl.datapath.buffer import PacketBuffer
 from hdl.datapath.forward import Forwarder
+from hdl.datapath.ports import PORT, PortCounter, port_values
 from hdl.lib.axil_slice import AXILiteSlice
 from hdl.lib.export import keep_copy, to_verilog
 from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
 from hdl.mgmt.csr import CsrSlave
-from hdl.mgmt.regs import build_register_map
+from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
+from hdl.parser.counters import PARSER, ParserCounter
 from hdl.parser.sequential import make_parser
 
-__all__ = ["NicTop", "elaborate_verilog", "TOP_NAME"]
+__all__ = ["NicTop", "build_register_map", "elaborate_verilog", "TOP_NAME"]
 
 TOP_NAME = "secnic_top"
 
@@ -116,7 +119,7 @@ class NicTop(wiring.Component):
                 checker = self._add(m, f"checker_{name}", SignatureChecker(w))
                 m.d.comb += [checker.tdata.eq(out.tdata), checker.tkeep.eq(out.tkeep),
                              checker.beat.eq(out.tvalid & out.tready),
-                             csr.status("LINETEST", 0, f"SIGNATURE_{i}").eq(checker.value)]
+                             csr.status(self.regmap.block(LINETEST), linetest.SIGNATURE[i]).eq(checker.value)]
 
         # One register between the arbiter and the parser; the buffer's `space` flag (one cycle
         # ahead, with slack) is the flow control, so the beat strobe the parser's window capture
@@ -160,9 +163,9 @@ class NicTop(wiring.Component):
                 connect(m, bridge.m_axil, bridge_slice.s_axil)
                 connect(m, bridge_slice.m_axil, csr.s_axil)
             m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
-            for event in ("ok", "bad_checksum", "bad_command", "truncated"):
-                key = ("bridge", "frames_ok" if event == "ok" else event)
-                m.d.comb += csr.count(key).eq(getattr(bridge, event))
+            bridge_regs = self.regmap.block(BRIDGE)
+            for event in BridgeEvent:
+                m.d.comb += csr.count(bridge_regs.event(event)).eq(getattr(bridge, event.value))
         else:
             connect(m, wiring.flipped(self.s_axil), csr.s_axil)
 
@@ -193,7 +196,8 @@ class NicTop(wiring.Component):
         gen = self._add(m, f"generator_{name}", FrameGenerator(cfg.data_width, index, compact=cfg.compact))
         # FRAME_LEN clamped to 60..max_frame in registered steps (a copy, 32-bit compares, a mux).
         # Compact: in one step; the generator registers what it derives from the length.
-        frame_len = csr.rw("LINETEST", 0, "FRAME_LEN")
+        regs = self.regmap.block(LINETEST)
+        frame_len = csr.rw(regs, linetest.FRAME_LEN)
         if cfg.compact:
             len_short, len_long, len_raw = frame_len < 60, frame_len > cfg.max_frame, frame_len[:14]
         else:
@@ -207,9 +211,9 @@ class NicTop(wiring.Component):
                          len_long.eq(len_copy > cfg.max_frame), len_raw.eq(len_copy)]
         m.d.comb += [
             gen.frame_len.eq(Mux(len_short, 60, Mux(len_long, cfg.max_frame, len_raw))),
-            gen.gap.eq(csr.rw("LINETEST", 0, "GAP")),
-            gen.seed.eq(csr.rw("LINETEST", 0, "SEED")),
-            gen.template.eq(Cat(*(csr.rw("LINETEST", 0, f"TEMPLATE_{i}") for i in range(16)))),
+            gen.gap.eq(csr.rw(regs, linetest.GAP)),
+            gen.seed.eq(csr.rw(regs, linetest.SEED)),
+            gen.template.eq(Cat(*(csr.rw(regs, word) for word in linetest.TEMPLATE))),
         ]
         if cfg.compact:
             gen_stream, gen_busy = gen.m_axis, gen.busy
@@ -224,7 +228,7 @@ class NicTop(wiring.Component):
         # The generator decides to start a frame from `enable` registered twice: `use_gen` may
         # fall (hand the port back) only once the enable has been low for two cycles, or a frame
         # started after the switch waits on tready = 0 forever and the generator never goes idle.
-        ctrl = csr.rw("LINETEST", 0, "CONTROL")[0]
+        ctrl = csr.rw(regs, linetest.CONTROL)[0]
         enable_history = Signal(2, name=f"gen_enable_history_{name}")
         m.d.sync += enable_history.eq(Cat(gen.enable, enable_history[0]))
         ext_in_frame = Signal(name=f"ext_in_frame_{name}")
@@ -262,13 +266,15 @@ class NicTop(wiring.Component):
         cfg = self.config
         rec = record.payload
         for i, name in enumerate(cfg.ports):
+            port = self.regmap.block(PORT, i)
             mine = record.valid & (rec.in_port == i)
             m.d.comb += [
-                csr.count(("port", i, "rx_packets")).eq(mine),
-                csr.count(("port", i, "rx_bytes")).eq(mine.replicate(len(rec.meta.frame_len)) & rec.meta.frame_len),
+                csr.count(port.event(PortCounter.RX_PACKETS)).eq(mine),
+                csr.count(port.event(PortCounter.RX_BYTES)).eq(
+                    mine.replicate(len(rec.meta.frame_len)) & rec.meta.frame_len),
             ]
             for reason in COUNTED_DROP_REASONS:
-                m.d.comb += csr.count(("port", i, f"drop_{reason.label}")).eq(
+                m.d.comb += csr.count(port.event(reason)).eq(
                     mine & (rec.verdict == Verdict.DROP) & (rec.reason == reason))
 
             out = getattr(self, f"m_axis_{name}")
@@ -276,14 +282,33 @@ class NicTop(wiring.Component):
             nbytes = Signal(range(cfg.bytes_per_beat + 1), name=f"tx_bytes_{name}")
             m.d.comb += nbytes.eq(keep_count(out.tkeep, cfg.bytes_per_beat))
             m.d.comb += [
-                csr.count(("port", i, "tx_packets")).eq(beat & out.tlast),
-                csr.count(("port", i, "tx_bytes")).eq(beat.replicate(len(nbytes)) & nbytes),
+                csr.count(port.event(PortCounter.TX_PACKETS)).eq(beat & out.tlast),
+                csr.count(port.event(PortCounter.TX_BYTES)).eq(beat.replicate(len(nbytes)) & nbytes),
             ]
 
-        m.d.comb += csr.count(("parser", "packets")).eq(record.valid)
+        parser = self.regmap.block(PARSER)
+        m.d.comb += csr.count(parser.event(ParserCounter.PACKETS)).eq(record.valid)
         for reason in MalformedReason:
-            m.d.comb += csr.count(("parser", "malformed", reason.label)).eq(
-                record.valid & rec.meta.malformed[reason])
+            m.d.comb += csr.count(parser.event(reason)).eq(record.valid & rec.meta.malformed[reason])
+
+
+def build_register_map(config: NicConfig) -> RegisterMap:
+    """The register blocks of a build of ``config``, in chain order: IDENTITY, one PORT per port,
+    PARSER, then BRIDGE and LINETEST when the build has them.
+
+    Each block type is declared next to the component that owns its registers; this is only
+    where the NIC places the blocks of the components it instantiates.
+    """
+    regs = RegisterMapBuilder(config.counter_width, bytes_per_beat=config.bytes_per_beat)
+    regs.add(IDENTITY, values=identity_values(config))
+    for index in range(len(config.ports)):
+        regs.add(PORT, index, port_values(config, index))
+    regs.add(PARSER)
+    if config.uart_bridge:
+        regs.add(BRIDGE)
+    if config.line_tester:
+        regs.add(LINETEST)
+    return regs.build()
 
 
 def elaborate_verilog(config: NicConfig | None = None) -> str:

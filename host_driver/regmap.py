@@ -7,9 +7,7 @@ place each counter takes in ``counters.json``.
 
 from __future__ import annotations
 
-import functools
-
-from hdl.config import NicConfig
+from hdl.datapath.ports import PORT
 from hdl.mgmt.regs import (
     BLOCK_STRIDE,
     BLOCK_TYPES,
@@ -17,15 +15,14 @@ from hdl.mgmt.regs import (
     HW_VERSION,
     IDENTITY,
     MAGIC,
-    PARSER,
-    PORT,
     Access,
     Block,
     BlockType,
     Register,
     RegisterMap,
-    build_register_map,
 )
+from hdl.parser.counters import PARSER
+from hdl.top import build_register_map
 
 __all__ = ["Access", "Register", "BlockType", "Block", "RegisterMap", "build_register_map",
            "BLOCK_STRIDE", "HEADER_WORDS", "MAGIC", "HW_VERSION", "BLOCK_TYPES", "IDENTITY", "PORT", "PARSER",
@@ -56,26 +53,12 @@ def const_registers(btype: BlockType) -> list[Register]:
     return sorted((r for r in btype.registers if r.access is Access.CONST), key=lambda r: r.offset)
 
 
-@functools.cache
-def _reference_paths() -> dict[tuple[int, str], tuple[str, ...]]:
-    # The event keys of the default build say how counters nest: ("port", 0, "rx_packets") and
-    # ("parser", "malformed", "runt"). Drop the block-type name and instance numbers to get the
-    # path of the counter inside its block's entry.
-    paths = {}
-    for block in build_register_map(NicConfig()).blocks:
-        for reg_name, event in block.counters:
-            tail = tuple(p for p in event[1:] if not isinstance(p, int))
-            paths[(block.type.type_id, reg_name)] = tail
-    return paths
-
-
 def counter_path(btype: BlockType, reg_name: str) -> tuple[str, ...]:
-    """Where a counter sits inside its block's entry of ``counters.json``.
+    """Where a counter sits inside its block's entry of ``counters.json`` (the register's ``path``).
 
-    ``("rx_packets",)`` for a port counter, ``("malformed", "runt")`` for a parser counter;
-    a counter unknown to the default build maps to its lower-cased register name.
+    ``("rx_packets",)`` for a port counter, ``("malformed", "runt")`` for a parser counter.
     """
-    return _reference_paths().get((btype.type_id, reg_name), (reg_name.lower(),))
+    return btype.register(reg_name).path
 
 
 def decode_name(lo: int, hi: int) -> str:

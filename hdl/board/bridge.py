@@ -21,9 +21,10 @@ from amaranth.lib.wiring import In, Out
 from hdl.board.uart import UartRx, UartTx, uart_divisor
 from hdl.lib.ram import RamFifo
 from hdl.lib.stream import AXILiteSignature
+from hdl.mgmt.regs import BlockType, counters
 
 __all__ = ["UartBridge", "Cmd", "Status", "crc8", "SYNC_REQUEST", "SYNC_RESPONSE", "CRC8_POLY",
-           "REQUEST_LEN", "RESPONSE_LEN", "TIMEOUT_BITS", "RX_FIFO_DEPTH"]
+           "REQUEST_LEN", "RESPONSE_LEN", "TIMEOUT_BITS", "RX_FIFO_DEPTH", "BridgeEvent", "BRIDGE"]
 
 SYNC_REQUEST = 0xA5
 SYNC_RESPONSE = 0x5A
@@ -75,6 +76,24 @@ def _crc8_next(crc, byte):
             acc = acc ^ t
         bits.append(acc)
     return Cat(*bits)
+
+
+class BridgeEvent(enum.Enum):
+    """Request outcomes the bridge signals, one pulse each; the value names the bridge's port."""
+    FRAMES_OK = "ok"
+    BAD_CHECKSUM = "bad_checksum"
+    BAD_COMMAND = "bad_command"
+    TRUNCATED = "truncated"
+
+
+BRIDGE = BlockType(0x0030, 1, "BRIDGE", "UART-to-CSR bridge (board builds): request frames by outcome.", counters(
+    0x10, [
+        (BridgeEvent.FRAMES_OK, "FRAMES_OK", "Requests executed and answered."),
+        (BridgeEvent.BAD_CHECKSUM, "BAD_CHECKSUM", "Requests rejected for a bad CRC (never executed)."),
+        (BridgeEvent.BAD_COMMAND, "BAD_COMMAND", "Requests rejected for an unknown command (never executed)."),
+        (BridgeEvent.TRUNCATED, "TRUNCATED", "Requests abandoned mid-frame (inter-byte timeout or UART framing "
+         "error)."),
+    ]))
 
 
 class UartBridge(wiring.Component):

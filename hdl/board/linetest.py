@@ -12,10 +12,11 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.lib.export import keep_copy
 from hdl.lib.stream import AXIStreamSignature
+from hdl.mgmt.regs import Access, BlockType, Register
 from hdl.packet.layouts import Ethernet, encode
 
 __all__ = ["FrameGenerator", "SignatureChecker", "TEMPLATE_BYTES", "default_template", "LFSR_TAPS",
-           "DEFAULT_SEED"]
+           "DEFAULT_SEED", "LINETEST", "CONTROL", "FRAME_LEN", "GAP", "SEED", "SIGNATURE", "TEMPLATE"]
 
 #: Galois LFSR feedback mask of the payload generator: x^32 + x^22 + x^2 + x + 1.
 LFSR_TAPS = 0x80200003
@@ -40,6 +41,26 @@ def default_template() -> bytes:
     raw = eth + ip + udp
     return raw + bytes(range(TEMPLATE_BYTES - len(raw)))
 
+
+
+def _template_word(i: int) -> int:
+    return int.from_bytes(default_template()[4 * i:4 * i + 4], "little")
+
+
+# The LINETEST register block: the generators' settings and the checkers' signatures.
+CONTROL = Register("CONTROL", 0x10, Access.RW, "Bit 0: generators on (they take over the ingress ports).")
+FRAME_LEN = Register("FRAME_LEN", 0x14, Access.RW, "Generated frame length in bytes (60..max_frame).", reset=64)
+GAP = Register("GAP", 0x18, Access.RW, "Idle cycles between generated frames (bits 15:0; the rest is ignored).",
+               reset=0)
+SEED = Register("SEED", 0x1C, Access.RW, "Payload LFSR seed (nonzero).", reset=DEFAULT_SEED)
+SIGNATURE = tuple(Register(f"SIGNATURE_{i}", 0x20 + 4 * i, Access.STATUS,
+                           f"Egress port {i}: XOR-rotate signature of every byte sent since reset.") for i in range(4))
+TEMPLATE = tuple(Register(f"TEMPLATE_{i}", 0x40 + 4 * i, Access.RW,
+                          f"Generated frame bytes {4 * i}..{4 * i + 3} (first in bits 7:0); reset: an "
+                          "Ethernet/IPv4/UDP header.", reset=_template_word(i)) for i in range(TEMPLATE_BYTES // 4))
+LINETEST = BlockType(0x0040, 1, "LINETEST", "Built-in line-rate tester (board builds): a frame generator on "
+                     "every ingress port and a signature checker on every egress port.",
+                     (CONTROL, FRAME_LEN, GAP, SEED) + SIGNATURE + TEMPLATE)
 
 class FrameGenerator(wiring.Component):
     """Sends frames of ``frame_len`` bytes with ``gap`` idle cycles between them while ``enable``.

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In
 from hdl.lib.export import keep_copy
 from hdl.lib.ram import is_ice40
 from hdl.lib.stream import AXILiteSignature
-from hdl.mgmt.regs import BLOCK_STRIDE, OKAY, SLVERR, Access, RegisterMap
+from hdl.mgmt.regs import BLOCK_STRIDE, OKAY, SLVERR, Access, Block, Register, RegisterMap
 
 __all__ = ["CsrSlave", "COUNTER_STORES", "READ_LATENCY", "READ_SAMPLE_DELAY", "COUNT_LATENCY"]
 
@@ -74,8 +74,8 @@ def _one_hot_or(sels, values, width):
     return _or_all([Mux(sel, val, 0) for sel, val in zip(sels, values)], width)
 
 
-def _sanitize(key) -> str:
-    return re.sub(r"[^0-9A-Za-z_]", "_", "_".join(str(k) for k in key))
+def _sanitize(event) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", event.label)
 
 
 class _Port:
@@ -355,7 +355,7 @@ class CsrSlave(wiring.Component):
     # -- owner-facing API ------------------------------------------------------------------
 
     def _unknown_key_msg(self, key) -> str:
-        return f"no counter for event {key!r}; valid keys: {', '.join(map(repr, self._events))}"
+        return f"no counter for event {key!s}; counted events: {', '.join(map(str, self._events))}"
 
     def __repr__(self):
         compact = "" if self.compact == (self.counter_store == "bram") else f", compact={self.compact!r}"
@@ -364,11 +364,14 @@ class CsrSlave(wiring.Component):
     def count(self, key) -> Signal:
         """The increment input of the counter for event ``key`` (0 = no event this cycle).
 
+        ``key`` is an :class:`~hdl.mgmt.regs.Event` of the register map, made by the block that
+        counts it: ``regmap.block(PORT, 0).event(PortCounter.RX_PACKETS)``.
+
         16 bits wide in the register store; in the bram store just wide enough for the event's
         largest increment (``regmap.max_increment(key)``: 1 bit for packet/drop/frame events).
         """
         try:
-            return self._count[tuple(key) if isinstance(key, list) else key]
+            return self._count[key]
         except (KeyError, TypeError):
             raise KeyError(self._unknown_key_msg(key)) from None
 
@@ -380,7 +383,7 @@ class CsrSlave(wiring.Component):
         ``count(key)`` up to cycle ``sample_cycle(...) - count_latency``.
         """
         try:
-            k = self._events.index(tuple(key) if isinstance(key, list) else key)
+            k = self._events.index(key)
         except ValueError:
             raise KeyError(self._unknown_key_msg(key)) from None
         if self.counter_store == "registers":
@@ -388,20 +391,20 @@ class CsrSlave(wiring.Component):
         first = handshake_cycle + self._sample_delay_min
         return first + (k + 1 - first) % self.flush_period
 
-    def rw(self, block_name: str, instance: int, reg_name: str) -> Signal:
-        """The current value of an RW register (read it in the owner's logic)."""
+    def rw(self, block: Block, register: Register) -> Signal:
+        """The current value of RW ``register`` of ``block`` (read it in the owner's logic)."""
         try:
-            return self._rw[(block_name, instance, reg_name)]
+            return self._rw[(block.type.name, block.instance, register.name)]
         except KeyError:
-            raise KeyError(f"no RW register {block_name}#{instance}.{reg_name}; "
+            raise KeyError(f"no RW register {block.type.name}#{block.instance}.{register.name}; "
                            f"RW registers: {', '.join(f'{b}#{i}.{r}' for b, i, r in self._rw)}") from None
 
-    def status(self, block_name: str, instance: int, reg_name: str) -> Signal:
-        """The input behind a STATUS register: the owner drives the live value to be read."""
+    def status(self, block: Block, register: Register) -> Signal:
+        """The input behind STATUS ``register`` of ``block``: the owner drives the live value to be read."""
         try:
-            return self._status[(block_name, instance, reg_name)]
+            return self._status[(block.type.name, block.instance, register.name)]
         except KeyError:
-            raise KeyError(f"no STATUS register {block_name}#{instance}.{reg_name}; "
+            raise KeyError(f"no STATUS register {block.type.name}#{block.instance}.{register.name}; "
                            f"STATUS registers: {', '.join(f'{b}#{i}.{r}' for b, i, r in self._status)}") from None
 
     # -- gateware --------------------------------------------------------------------------

@@ -1,7 +1,14 @@
-r"""The register description: written once, everything else is generated from it.
+r"""The register schema: written once, everything else is generated from it.
 
-* the gateware decoder (:class:`hdl.mgmt.csr.CsrSlave`) builds its address decode from
-  :func:`build_register_map`;
+A block that has registers declares them next to its component, as a :class:`BlockType` whose
+counters name the events they count with enum members (``PORT`` in :mod:`hdl.datapath.ports`,
+``PARSER`` in :mod:`hdl.parser.counters`, ``BRIDGE`` and ``LINETEST`` in :mod:`hdl.board`).
+The NIC top places the blocks of the components it instantiates
+(:func:`hdl.top.build_register_map`), and from that one map:
+
+* the gateware decoder (:class:`hdl.mgmt.csr.CsrSlave`) builds its address decode, and a block's
+  owner reaches its registers by object: ``csr.count(block.event(PortCounter.RX_PACKETS))``,
+  ``csr.rw(block, linetest.FRAME_LEN)``;
 * the host driver's map (:mod:`host_driver.regmap`) and the golden model's register file import it;
 * ``secnic regmap --format md|json`` renders docs/registers.md (checked up to date by a test).
 
@@ -27,14 +34,16 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hdl.config import NicConfig
-from hdl.packet.meta import COUNTED_DROP_REASONS, FRAME_LEN_BITS, MalformedReason
+from hdl.packet.meta import FRAME_LEN_BITS
 
-__all__ = ["Access", "Increment", "Register", "BlockType", "Block", "RegisterMap", "build_register_map",
-           "BLOCK_STRIDE", "HEADER_WORDS", "MAGIC", "HW_VERSION", "BLOCK_TYPES",
-           "IDENTITY", "PORT", "PARSER", "BRIDGE", "LINETEST"]
+__all__ = ["Access", "Increment", "Register", "BlockType", "Block", "Event", "RegisterMap", "RegisterMapBuilder",
+           "counters", "BLOCK_STRIDE", "HEADER_WORDS", "MAGIC", "HW_VERSION", "BLOCK_TYPES", "IDENTITY",
+           "identity_values", "OKAY", "SLVERR"]
 
 BLOCK_STRIDE = 0x100
 HEADER_WORDS = ("ID", "NEXT", "INSTANCE", "SIZE")
@@ -53,10 +62,10 @@ class Access(enum.Enum):
 class Increment(enum.Enum):
     """What a counter can add in one clock cycle: its largest increment comes from this.
 
-    The owners in :class:`hdl.top.NicTop` drive a packet, drop, parser or bridge event as one
-    bit, ``rx_bytes`` with the frame length of a frame record, ``tx_bytes`` with the bytes of one
-    egress beat (:meth:`RegisterMap.max_increment` turns these into numbers). A counter store
-    that accumulates increments before adding them (``CsrSlave(counter_store="bram")``) sizes its
+    A block drives a packet, drop, parser or bridge event as one bit, ``rx_bytes`` with the
+    frame length of a frame record, ``tx_bytes`` with the bytes of one egress beat
+    (:meth:`RegisterMap.max_increment` turns these into numbers). A counter store that
+    accumulates increments before adding them (the CSR's block-RAM store) sizes its
     accumulators and increment inputs from it.
     """
     EVENT = "event"              #: 0 or 1 per cycle
@@ -66,27 +75,62 @@ class Increment(enum.Enum):
 
 @dataclass(frozen=True)
 class Register:
-    """One register of a block type. ``offset`` is in bytes from the block base."""
+    """One register of a block type. ``offset`` is in bytes from the block base.
+
+    A COUNTER64 register counts ``event`` (an enum member the owning block declares, e.g.
+    ``PortCounter.RX_PACKETS`` or ``MalformedReason.RUNT``) and sits at ``path`` inside its
+    block's entry of ``counters.json`` (default: the lower-cased register name).
+    """
     name: str
     offset: int
     access: Access
     doc: str
     reset: int = 0
     increment: Increment = Increment.EVENT  #: COUNTER64 only: what one cycle can add
+    event: enum.Enum | None = None          #: COUNTER64 only: the event counted
+    path: tuple[str, ...] = ()              #: COUNTER64 only: place in counters.json
+
+    def __post_init__(self):
+        if self.access is Access.COUNTER64 and self.event is None:
+            raise ValueError(f"counter register {self.name} needs the event it counts")
+        if not self.path:
+            object.__setattr__(self, "path", (self.name.lower(),))
 
     @property
     def words(self) -> int:
         return 2 if self.access is Access.COUNTER64 else 1
 
 
+#: Every block type by type id, filled as block types are defined next to their components
+#: (the driver decodes discovered blocks and docs/registers.md lists the types from it).
+BLOCK_TYPES: dict[int, BlockType] = {}
+
+
 @dataclass(frozen=True)
 class BlockType:
-    """A kind of register block: its type id, version and registers after the header."""
+    """A kind of register block: its type id, version and registers after the header.
+
+    Defined once, next to the component that owns the registers; defining it registers it in
+    :data:`BLOCK_TYPES` (type ids must be unique).
+    """
     type_id: int
     version: int
     name: str
     doc: str
     registers: tuple[Register, ...]
+    #: The notes column of docs/registers.md for a placed block (e.g. a port's name).
+    describe: Callable[[Block], str] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        other = BLOCK_TYPES.get(self.type_id)
+        if other is not None and other != self:
+            raise ValueError(f"block type id 0x{self.type_id:04x} of {self.name} is taken by {other.name}")
+        if self.size > BLOCK_STRIDE:
+            raise ValueError(f"block type {self.name} needs {self.size} bytes, more than {BLOCK_STRIDE}")
+        BLOCK_TYPES[self.type_id] = self
+
+    def __repr__(self):
+        return f"BlockType({self.name}, 0x{self.type_id:04x}, v{self.version})"
 
     def register(self, name: str) -> Register:
         for reg in self.registers:
@@ -94,10 +138,47 @@ class BlockType:
                 return reg
         raise KeyError(f"block {self.name} has no register {name!r}")
 
+    def counter(self, event: enum.Enum) -> Register:
+        """The COUNTER64 register that counts ``event``."""
+        for reg in self.registers:
+            if reg.event is event:
+                return reg
+        raise KeyError(f"block {self.name} counts no event {event!r}")
+
     @property
     def size(self) -> int:
         last = max(self.registers, key=lambda r: r.offset)
         return last.offset + 4 * last.words
+
+
+class Event(NamedTuple):
+    """One counted event of one block instance: the key of a counter in the CSR and the model.
+
+    Made by :meth:`Block.event`, never by hand.
+    """
+    block: str
+    instance: int
+    what: enum.Enum
+
+    def __str__(self):
+        return f"{self.block}#{self.instance}.{self.what.name}"
+
+    @property
+    def label(self) -> str:
+        """Identifier-safe name (``port0_rx_packets``), for signal names."""
+        reg_name = BLOCK_TYPES_BY_NAME[self.block].counter(self.what).name
+        return f"{self.block.lower()}{self.instance}_{reg_name.lower()}"
+
+
+class _TypesByName(dict):
+    def __missing__(self, name):
+        for btype in BLOCK_TYPES.values():
+            if btype.name == name:
+                return btype
+        raise KeyError(f"no block type named {name!r}")
+
+
+BLOCK_TYPES_BY_NAME = _TypesByName()
 
 
 @dataclass(frozen=True)
@@ -105,15 +186,12 @@ class Block:
     """One instance of a block type placed in the address map.
 
     ``values`` gives the CONST registers' values and RW reset values of this instance.
-    ``counters`` maps each COUNTER64 register name to the event it counts (a key the gateware
-    and the model both know, e.g. ``("port", 0, "rx_packets")``).
     """
     type: BlockType
     base: int
     instance: int
     next: int
     values: tuple[tuple[str, int], ...] = ()
-    counters: tuple[tuple[str, tuple], ...] = ()
 
     def addr(self, name: str) -> int:
         if name in HEADER_WORDS:
@@ -127,11 +205,33 @@ class Block:
         return {"ID": self.type.type_id << 16 | self.type.version, "NEXT": self.next,
                 "INSTANCE": self.instance, "SIZE": self.type.size}
 
+    def event(self, what: enum.Enum) -> Event:
+        """The key of this block's counter for ``what`` (KeyError if the block does not count it)."""
+        self.type.counter(what)
+        return Event(self.type.name, self.instance, what)
 
-def _counters(start: int, names_docs) -> tuple[Register, ...]:
-    """COUNTER64 registers from ``(name, doc)`` or ``(name, doc, increment)``, 8 bytes apart."""
-    return tuple(Register(name, start + 8 * i, Access.COUNTER64, doc, increment=rest[0] if rest else Increment.EVENT)
-                 for i, (name, doc, *rest) in enumerate(names_docs))
+    @property
+    def events(self) -> list[Event]:
+        """Every event this block counts, in address order."""
+        return [Event(self.type.name, self.instance, r.event) for r in self.type.registers
+                if r.access is Access.COUNTER64]
+
+    @property
+    def counters(self) -> tuple[tuple[str, Event], ...]:
+        """``(register name, event)`` of every counter, in address order."""
+        return tuple((r.name, Event(self.type.name, self.instance, r.event)) for r in self.type.registers
+                     if r.access is Access.COUNTER64)
+
+
+def counters(start: int, events) -> tuple[Register, ...]:
+    """COUNTER64 registers 8 bytes apart from ``start``, one per ``(event, name, doc[, increment[, path]])``."""
+    regs = []
+    for i, (event, name, doc, *rest) in enumerate(events):
+        increment = rest[0] if rest else Increment.EVENT
+        path = rest[1] if len(rest) > 1 else ()
+        regs.append(Register(name, start + 8 * i, Access.COUNTER64, doc, increment=increment, event=event,
+                             path=path))
+    return tuple(regs)
 
 
 IDENTITY = BlockType(0x0001, 1, "IDENTITY", "Who this NIC is and how it was built.", (
@@ -147,62 +247,15 @@ IDENTITY = BlockType(0x0001, 1, "IDENTITY", "Who this NIC is and how it was buil
     Register("COUNTER_WIDTH", 0x34, Access.CONST, "Bits kept per event counter (64, or 32 on small FPGAs)."),
 ))
 
-_PORT_COUNTERS = [
-    ("RX_PACKETS", "Frames received on this port (every frame, dropped or not)."),
-    ("RX_BYTES", "Bytes of frames received (frame length without FCS; saturates per frame at 16383).",
-     Increment.FRAME_BYTES),
-    ("TX_PACKETS", "Frames sent out of this port."),
-    ("TX_BYTES", "Bytes of frames sent.", Increment.BEAT_BYTES),
-] + [(f"DROP_{r.name}", f"Frames received on this port and dropped: {r.label}.") for r in COUNTED_DROP_REASONS]
 
-PORT = BlockType(0x0010, 1, "PORT", "One per packet port: identity and 64-bit traffic counters.", (
-    Register("NAME_LO", 0x10, Access.CONST, "Port name, ASCII, first four characters (first in bits 7:0)."),
-    Register("NAME_HI", 0x14, Access.CONST, "Port name, ASCII, characters five to eight."),
-    Register("FLAGS", 0x18, Access.CONST, "Bit 0: attached to a physical PHY (runt check applies)."),
-) + _counters(0x20, _PORT_COUNTERS))
-
-PARSER = BlockType(0x0020, 1, "PARSER", "Header parser: frames parsed and malformed frames by reason.", (
-    _counters(0x10, [("PACKETS", "Frames parsed.")]
-              + [(f"MALFORMED_{r.name}", f"Frames flagged malformed: {r.label} (a frame may count "
-                  "under several reasons).") for r in MalformedReason])))
-
-BRIDGE = BlockType(0x0030, 1, "BRIDGE", "UART-to-CSR bridge (board builds): request frames by outcome.", (
-    _counters(0x10, [
-        ("FRAMES_OK", "Requests executed and answered."),
-        ("BAD_CHECKSUM", "Requests rejected for a bad CRC (never executed)."),
-        ("BAD_COMMAND", "Requests rejected for an unknown command (never executed)."),
-        ("TRUNCATED", "Requests abandoned mid-frame (inter-byte timeout or UART framing error)."),
-    ])))
-
-def _template_word(i: int) -> int:
-    from hdl.board.linetest import default_template
-    return int.from_bytes(default_template()[4 * i:4 * i + 4], "little")
-
-
-def _default_seed() -> int:
-    from hdl.board.linetest import DEFAULT_SEED
-    return DEFAULT_SEED
-
-
-LINETEST = BlockType(0x0040, 1, "LINETEST", "Built-in line-rate tester (board builds): a frame generator on "
-                     "every ingress port and a signature checker on every egress port.", (
-    Register("CONTROL", 0x10, Access.RW, "Bit 0: generators on (they take over the ingress ports)."),
-    Register("FRAME_LEN", 0x14, Access.RW, "Generated frame length in bytes (60..max_frame).", reset=64),
-    Register("GAP", 0x18, Access.RW, "Idle cycles between generated frames (bits 15:0; the rest is ignored).",
-             reset=0),
-    Register("SEED", 0x1C, Access.RW, "Payload LFSR seed (nonzero).", reset=_default_seed()),
-) + tuple(Register(f"SIGNATURE_{i}", 0x20 + 4 * i, Access.STATUS,
-                   f"Egress port {i}: XOR-rotate signature of every byte sent since reset.") for i in range(4))
-  + tuple(Register(f"TEMPLATE_{i}", 0x40 + 4 * i, Access.RW,
-                   f"Generated frame bytes {4 * i}..{4 * i + 3} (first in bits 7:0); reset: an "
-                   "Ethernet/IPv4/UDP header.", reset=_template_word(i)) for i in range(16)))
-
-BLOCK_TYPES = {t.type_id: t for t in (IDENTITY, PORT, PARSER, BRIDGE, LINETEST)}
-
-
-def _name_words(name: str) -> tuple[int, int]:
-    raw = name.encode("ascii")[:8].ljust(8, b"\0")
-    return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+def identity_values(config: NicConfig) -> dict[str, int]:
+    """The IDENTITY block's constants for a build of ``config``."""
+    major, minor, patch = HW_VERSION
+    return {"MAGIC": MAGIC, "HW_VERSION": major << 16 | minor << 8 | patch,
+            "DATA_WIDTH": config.data_width, "NUM_PORTS": len(config.ports),
+            "CLOCK_KHZ": round(config.clock_mhz * 1000), "HEADER_WINDOW": config.header_window,
+            "MAX_FRAME": config.max_frame, "BUFFER_BYTES": config.buffer_bytes,
+            "COUNTER_WIDTH": config.counter_width}
 
 
 class RegisterMap:
@@ -221,11 +274,17 @@ class RegisterMap:
         end = self.blocks[-1].base + BLOCK_STRIDE
         return max(12, (end - 1).bit_length())
 
-    def block(self, type_name: str, instance: int = 0) -> Block:
+    def block(self, btype: BlockType | str, instance: int = 0) -> Block:
+        """The placed block of type ``btype`` (a :class:`BlockType` or its name) and ``instance``."""
+        name = btype if isinstance(btype, str) else btype.name
         for b in self.blocks:
-            if b.type.name == type_name and b.instance == instance:
+            if b.type.name == name and b.instance == instance:
                 return b
-        raise KeyError(f"no {type_name} block with instance {instance}")
+        raise KeyError(f"no {name} block with instance {instance}")
+
+    def blocks_of(self, btype: BlockType) -> list[Block]:
+        """Every placed block of type ``btype``, in instance order."""
+        return sorted((b for b in self.blocks if b.type is btype), key=lambda b: b.instance)
 
     def words(self):
         """Yield ``(address, block, name, access, word_index)`` for every mapped 32-bit word."""
@@ -241,23 +300,21 @@ class RegisterMap:
             return block.header_values()[name]
         return block.value(name)
 
-    def counter_events(self) -> list[tuple]:
-        """Every counted event key, in address order (the gateware's counter array order)."""
-        return [ev for b in self.blocks for _, ev in b.counters]
+    def counter_events(self) -> list[Event]:
+        """Every counted event, in address order (the gateware's counter array order)."""
+        return [ev for b in self.blocks for ev in b.events]
 
-    def max_increment(self, key) -> int:
-        """The most the counter of event ``key`` can be incremented by in one clock cycle.
+    def max_increment(self, event: Event) -> int:
+        """The most the counter of ``event`` can be incremented by in one clock cycle.
 
         From the counter register's :class:`Increment`: 1 for events, ``2**FRAME_LEN_BITS - 1``
         for frame bytes, :attr:`bytes_per_beat` for beat bytes.
         """
-        for b in self.blocks:
-            for name, ev in b.counters:
-                if ev == key:
-                    inc = b.type.register(name).increment
-                    return {Increment.EVENT: 1, Increment.FRAME_BYTES: 2 ** FRAME_LEN_BITS - 1,
-                            Increment.BEAT_BYTES: self.bytes_per_beat}[inc]
-        raise KeyError(f"no counter for event {key!r}")
+        if event not in self.counter_events():
+            raise KeyError(f"no counter for event {event!r}")
+        inc = BLOCK_TYPES_BY_NAME[event.block].counter(event.what).increment
+        return {Increment.EVENT: 1, Increment.FRAME_BYTES: 2 ** FRAME_LEN_BITS - 1,
+                Increment.BEAT_BYTES: self.bytes_per_beat}[inc]
 
     def to_json(self) -> str:
         out = []
@@ -282,7 +339,7 @@ class RegisterMap:
                  "AXI4-Lite, 32-bit data. " + __doc__.split("Layout rules\n------------\n", 1)[1].strip(), "",
                  "## Block types", ""]
         # Every block type, including those only board builds have (BRIDGE, LINETEST).
-        for t in BLOCK_TYPES.values():
+        for t in sorted(BLOCK_TYPES.values(), key=lambda t: t.type_id):
             lines += [f"### {t.name} (type 0x{t.type_id:04x}, version {t.version})", "", t.doc, "",
                       "| offset | name | access | description |", "|---|---|---|---|"]
             for r in t.registers:
@@ -293,47 +350,36 @@ class RegisterMap:
                   "Board builds add BRIDGE and LINETEST after PARSER (see `hdl/board/boards.py`).", "",
                   "| base | block | instance | notes |", "|---|---|---|---|"]
         for b in self.blocks:
-            note = ""
-            if b.type is PORT:
-                lo, hi = b.value("NAME_LO"), b.value("NAME_HI")
-                note = "port " + (lo.to_bytes(4, "little") + hi.to_bytes(4, "little")).rstrip(b"\0").decode()
+            note = b.type.describe(b) if b.type.describe else ""
             lines.append(f"| 0x{b.base:04x} | {b.type.name} | {b.instance} | {note} |")
         return "\n".join(lines) + "\n"
 
 
-def build_register_map(config: NicConfig) -> RegisterMap:
-    """Place the blocks for ``config``: IDENTITY, one PORT per port, PARSER, then BRIDGE and
-    LINETEST when the build has them."""
-    major, minor, patch = HW_VERSION
-    placed: list[tuple[BlockType, int, dict, dict]] = [
-        (IDENTITY, 0, {
-            "MAGIC": MAGIC, "HW_VERSION": major << 16 | minor << 8 | patch,
-            "DATA_WIDTH": config.data_width, "NUM_PORTS": len(config.ports),
-            "CLOCK_KHZ": round(config.clock_mhz * 1000), "HEADER_WINDOW": config.header_window,
-            "MAX_FRAME": config.max_frame, "BUFFER_BYTES": config.buffer_bytes,
-            "COUNTER_WIDTH": config.counter_width,
-        }, {}),
-    ]
-    counter_keys = [name.lower() for name, *_ in _PORT_COUNTERS]
-    for index, name in enumerate(config.ports):
-        lo, hi = _name_words(name)
-        placed.append((PORT, index, {"NAME_LO": lo, "NAME_HI": hi, "FLAGS": int(config.is_physical(name))},
-                       {reg: ("port", index, key) for reg, key in zip([n for n, *_ in _PORT_COUNTERS], counter_keys)}))
-    placed.append((PARSER, 0, {}, {"PACKETS": ("parser", "packets"),
-                                   **{f"MALFORMED_{r.name}": ("parser", "malformed", r.label)
-                                      for r in MalformedReason}}))
-    if config.uart_bridge:
-        placed.append((BRIDGE, 0, {}, {name: ("bridge", name.lower()) for name in
-                                       ("FRAMES_OK", "BAD_CHECKSUM", "BAD_COMMAND", "TRUNCATED")}))
-    if config.line_tester:
-        placed.append((LINETEST, 0, {}, {}))
-    blocks = []
-    for i, (btype, instance, values, counters) in enumerate(placed):
-        base = i * BLOCK_STRIDE
-        nxt = base + BLOCK_STRIDE if i + 1 < len(placed) else 0
+class RegisterMapBuilder:
+    """Places blocks one after the other, in the order they are added, `BLOCK_STRIDE` apart.
+
+    The NIC top adds a block for each component that has registers
+    (:func:`hdl.top.build_register_map`); nothing here knows which blocks exist.
+    """
+
+    def __init__(self, counter_width: int = 64, *, bytes_per_beat: int = 8):
+        self.counter_width, self.bytes_per_beat = counter_width, bytes_per_beat
+        self._placed: list[tuple[BlockType, int, dict[str, int]]] = []
+
+    def add(self, btype: BlockType, instance: int = 0, values: dict[str, int] | None = None) -> None:
+        """Place a block of ``btype``; ``values`` gives its CONST values (and RW resets, else the defaults)."""
+        values = dict(values or {})
         for reg in btype.registers:
             if reg.access is Access.RW:
                 values.setdefault(reg.name, reg.reset)
-        assert btype.size <= BLOCK_STRIDE, btype.name
-        blocks.append(Block(btype, base, instance, nxt, tuple(values.items()), tuple(counters.items())))
-    return RegisterMap(blocks, config.counter_width, bytes_per_beat=config.bytes_per_beat)
+            elif reg.access is Access.CONST and reg.name not in values:
+                raise ValueError(f"block {btype.name}#{instance}: no value for constant {reg.name}")
+        self._placed.append((btype, instance, values))
+
+    def build(self) -> RegisterMap:
+        blocks = []
+        for i, (btype, instance, values) in enumerate(self._placed):
+            base = i * BLOCK_STRIDE
+            nxt = base + BLOCK_STRIDE if i + 1 < len(self._placed) else 0
+            blocks.append(Block(btype, base, instance, nxt, tuple(values.items())))
+        return RegisterMap(blocks, self.counter_width, bytes_per_beat=self.bytes_per_beat)

@@ -17,6 +17,8 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 
 from hdl.config import MIN_PHYSICAL_FRAME, NicConfig
+from hdl.datapath.ports import PORT, PortCounter
+from hdl.mgmt.regs import Event
 from hdl.packet.layouts import (
     ETH_ARP,
     ETH_IPV4,
@@ -43,6 +45,7 @@ from hdl.packet.layouts import (
     decode,
 )
 from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
+from hdl.parser.counters import PARSER, ParserCounter
 from host_driver.bus import AxiResp, Bus, BusError
 from host_driver.regmap import Access, build_register_map
 
@@ -289,14 +292,16 @@ class NicModel:
     def __init__(self, config: NicConfig | None = None):
         self.config = config if config is not None else NicConfig()
         self.regmap = build_register_map(self.config)
-        self.counters: dict[tuple, int] = dict.fromkeys(self.regmap.counter_events(), 0)
+        self.counters: dict[Event, int] = dict.fromkeys(self.regmap.counter_events(), 0)
+        self._ports = self.regmap.blocks_of(PORT)
+        self._parser = self.regmap.block(PARSER)
 
     def reset_counters(self) -> None:
         """Zero every counter."""
         for key in self.counters:
             self.counters[key] = 0
 
-    def count(self, key: tuple, amount: int = 1) -> None:
+    def count(self, key: Event, amount: int = 1) -> None:
         """Add ``amount`` to one counter (64-bit wrapping); the key must exist in the register map."""
         if key not in self.counters:
             raise KeyError(f"counter {key!r} is not in the register map")
@@ -320,12 +325,12 @@ class NicModel:
         port = self.port_index(in_port)
         frame = bytes(frame)
         meta = self.parse(frame, port)
-        self.count(("port", port, "rx_packets"))
-        self.count(("port", port, "rx_bytes"), meta["frame_len"])
-        self.count(("parser", "packets"))
+        self.count(self._ports[port].event(PortCounter.RX_PACKETS))
+        self.count(self._ports[port].event(PortCounter.RX_BYTES), meta["frame_len"])
+        self.count(self._parser.event(ParserCounter.PACKETS))
         for reason in MalformedReason:
             if meta["malformed"] >> reason & 1:
-                self.count(("parser", "malformed", reason.label))
+                self.count(self._parser.event(reason))
         if rx_error:
             reason = DropReason.RX_ERROR
         elif meta["malformed"] >> MalformedReason.OVERSIZE & 1:
@@ -337,12 +342,12 @@ class NicModel:
         if reason is DropReason.NONE:
             egress = [1 - port]     # bump in the wire: the other port
             for out in egress:
-                self.count(("port", out, "tx_packets"))
-                self.count(("port", out, "tx_bytes"), meta["frame_len"])
+                self.count(self._ports[out].event(PortCounter.TX_PACKETS))
+                self.count(self._ports[out].event(PortCounter.TX_BYTES), meta["frame_len"])
             verdict = Verdict.FORWARD
         else:
             egress = []
-            self.count(("port", port, f"drop_{reason.label}"))
+            self.count(self._ports[port].event(reason))
             verdict = Verdict.DROP
         return ModelResult(meta, port, bool(rx_error), verdict, reason, egress, frame if egress else b"")
 

@@ -124,7 +124,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_regmap(args) -> int:
-    from hdl.mgmt.regs import build_register_map
+    from hdl.top import build_register_map
     config = load_config(args.config)
     rmap = build_register_map(config)
     sys.stdout.write(rmap.to_markdown() if args.format == "md" else rmap.to_json())

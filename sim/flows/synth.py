@@ -46,7 +46,7 @@ class _CsrHarness(wiring.Component):
     """The CSR slave with every counter increment brought out as a port, so nothing is optimised away."""
 
     def __init__(self, config: NicConfig):
-        from hdl.mgmt.regs import build_register_map
+        from hdl.top import build_register_map
         self._regmap = build_register_map(config)
         self._events = self._regmap.counter_events()
         from hdl.lib.stream import AXILiteSignature

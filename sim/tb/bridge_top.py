@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.board.bridge import UartBridge
 from hdl.config import NicConfig
 from hdl.mgmt.csr import CsrSlave
-from hdl.mgmt.regs import build_register_map
+from hdl.top import build_register_map
 
 __all__ = ["BridgeTop", "bridge_top", "sim_config", "EVENTS", "SIM_BAUD_DIVISOR"]
 

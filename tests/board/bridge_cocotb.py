@@ -14,7 +14,8 @@ from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
 from hdl.board.bridge import RESPONSE_LEN, TIMEOUT_BITS, Cmd, Status
 from hdl.config import NicConfig
-from hdl.mgmt.regs import MAGIC, build_register_map
+from hdl.mgmt.regs import MAGIC
+from hdl.top import build_register_map
 from host_driver.bus import BusError
 from host_driver.driver import Nic
 from host_driver.serialbus import SerialBus, decode_response, encode_request

@@ -19,7 +19,8 @@ from hdl.board.uart import uart_divisor
 from hdl.config import NicConfig
 from hdl.lib.axil_slice import AXILiteSlice
 from hdl.mgmt.csr import CsrSlave
-from hdl.mgmt.regs import MAGIC, build_register_map
+from hdl.mgmt.regs import MAGIC
+from hdl.top import build_register_map
 from host_driver.bus import BusError
 from host_driver.serialbus import (
     BridgeTimeout,

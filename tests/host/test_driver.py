@@ -9,6 +9,8 @@ import logging
 import pytest
 
 from hdl.config import NicConfig
+from hdl.datapath.ports import PortCounter
+from hdl.mgmt.regs import Event
 from hdl.packet.meta import DropReason, MalformedReason
 from host_driver import regmap
 from host_driver.bus import AxiResp, Bus, BusError
@@ -109,16 +111,17 @@ def test_counters_after_traffic():
     counters = run(nic.counters())
     assert list(counters) == ["ports", "parser"]
     assert list(counters["ports"]) == ["phy0", "vm1"]
+    port_events = list(PortCounter) + [r for r in DropReason if r != DropReason.NONE]
     port_keys = ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"] + \
         [f"drop_{r.label}" for r in DropReason if r != DropReason.NONE]
     for i, name in enumerate(("phy0", "vm1")):
         assert list(counters["ports"][name]) == port_keys
-        for key in port_keys:
-            assert counters["ports"][name][key] == model.counters[("port", i, key)]
+        for key, event in zip(port_keys, port_events):
+            assert counters["ports"][name][key] == model.counters[Event("PORT", i, event)]
     assert counters["parser"]["packets"] == 301
     assert list(counters["parser"]["malformed"]) == [r.label for r in MalformedReason]
     for r in MalformedReason:
-        assert counters["parser"]["malformed"][r.label] == model.counters[("parser", "malformed", r.label)]
+        assert counters["parser"]["malformed"][r.label] == model.counters[Event("PARSER", 0, r)]
     assert counters["ports"]["vm1"]["drop_rx_error"] == 1
     again = run(nic.counters())
     assert json.dumps(again) == json.dumps(counters)
@@ -135,7 +138,7 @@ def test_read_counter64_and_latch_coherence():
     nic = Nic(bus)
     run(nic.discover())
     port0 = nic.block("PORT", 0)
-    key = ("port", 0, "rx_bytes")
+    key = Event("PORT", 0, PortCounter.RX_BYTES)
     model.counters[key] = 0x1_FFFF_FFFF
     assert run(nic.read_counter64(port0, "RX_BYTES")) == 0x1_FFFF_FFFF
 
@@ -188,6 +191,8 @@ def test_scratch_and_bus_errors():
 def test_counter_paths_come_from_the_register_description():
     assert regmap.counter_path(regmap.PORT, "RX_PACKETS") == ("rx_packets",)
     assert regmap.counter_path(regmap.PARSER, "MALFORMED_TRUNC_L4") == ("malformed", "trunc_l4")
-    assert regmap.counter_path(regmap.PARSER, "SOMETHING_NEW") == ("something_new",)
+    # A counter declared without a path sits under its lower-cased register name.
+    assert regmap.Register("SOMETHING_NEW", 0x10, regmap.Access.COUNTER64, "", event=PortCounter.RX_PACKETS).path \
+        == ("something_new",)
     assert regmap.format_version(1 << 16 | 2 << 8 | 3) == "1.2.3"
     assert regmap.decode_name(int.from_bytes(b"vm12", "little"), 0) == "vm12"

@@ -17,7 +17,10 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether  # noqa: E402
 from scapy.utils import PcapReader  # noqa: E402
 
 from hdl.config import NicConfig  # noqa: E402
+from hdl.datapath.ports import PortCounter  # noqa: E402
+from hdl.mgmt.regs import Event  # noqa: E402
 from hdl.packet.meta import DropReason, L3Type, MalformedReason, Verdict  # noqa: E402
+from hdl.parser.counters import ParserCounter  # noqa: E402
 from host_driver.model.nic import COUNTER_BITS, NicModel, parse_frame  # noqa: E402
 from host_driver.trace import dumps_jsonl, meta_from_bits, meta_to_bits, trace_record  # noqa: E402
 from sim.tb.scapy_oracle import ORACLE_FIELDS, expected_fields  # noqa: E402
@@ -273,11 +276,11 @@ def test_drop_precedence():
     r = model.process(good[:40], "vm1")        # no runt check on a virtual port, but IP is cut
     assert r.reason == DropReason.MALFORMED
     c = model.counters
-    assert c[("port", 0, "drop_rx_error")] == 1 and c[("port", 0, "drop_oversize")] == 1
-    assert c[("port", 0, "drop_malformed")] == 1 and c[("port", 1, "drop_malformed")] == 1
-    assert c[("port", 1, "drop_rx_error")] == 1
-    assert c[("parser", "malformed", "oversize")] == 2 and c[("parser", "malformed", "runt")] == 1
-    assert c[("parser", "packets")] == 6
+    assert c[Event("PORT", 0, DropReason.RX_ERROR)] == 1 and c[Event("PORT", 0, DropReason.OVERSIZE)] == 1
+    assert c[Event("PORT", 0, DropReason.MALFORMED)] == 1 and c[Event("PORT", 1, DropReason.MALFORMED)] == 1
+    assert c[Event("PORT", 1, DropReason.RX_ERROR)] == 1
+    assert c[Event("PARSER", 0, MalformedReason.OVERSIZE)] == 2 and c[Event("PARSER", 0, MalformedReason.RUNT)] == 1
+    assert c[Event("PARSER", 0, ParserCounter.PACKETS)] == 6
 
 
 def test_counters_balance_on_demo_mix():
@@ -286,23 +289,23 @@ def test_counters_balance_on_demo_mix():
     for i, (port, frame) in enumerate(mix):
         model.process(frame, port, rx_error=(i % 97 == 0))
     c = model.counters
-    assert c[("parser", "packets")] == len(mix)
+    assert c[Event("PARSER", 0, ParserCounter.PACKETS)] == len(mix)
     for p in (0, 1):
-        drops = sum(c[("port", p, f"drop_{r.label}")] for r in DropReason if r != DropReason.NONE)
-        assert c[("port", p, "rx_packets")] == c[("port", 1 - p, "tx_packets")] + drops
-        assert c[("port", p, "rx_packets")] == sum(1 for port, _ in mix if port == ("phy0", "vm1")[p])
-        assert c[("port", p, "rx_bytes")] == sum(len(f) for port, f in mix if port == ("phy0", "vm1")[p])
-    assert 0 < sum(c[("port", p, "drop_malformed")] for p in (0, 1)) < len(mix) * 0.05
+        drops = sum(c[Event("PORT", p, r)] for r in DropReason if r != DropReason.NONE)
+        assert c[Event("PORT", p, PortCounter.RX_PACKETS)] == c[Event("PORT", 1 - p, PortCounter.TX_PACKETS)] + drops
+        assert c[Event("PORT", p, PortCounter.RX_PACKETS)] == sum(1 for port, _ in mix if port == ("phy0", "vm1")[p])
+        assert c[Event("PORT", p, PortCounter.RX_BYTES)] == sum(len(f) for port, f in mix if port == ("phy0", "vm1")[p])
+    assert 0 < sum(c[Event("PORT", p, DropReason.MALFORMED)] for p in (0, 1)) < len(mix) * 0.05
 
 
 def test_counters_keyed_like_register_map_and_wrap():
     model = NicModel(NicConfig())
     assert list(model.counters) == model.regmap.counter_events()
-    model.counters[("port", 0, "rx_packets")] = (1 << COUNTER_BITS) - 1
+    model.counters[Event("PORT", 0, PortCounter.RX_PACKETS)] = (1 << COUNTER_BITS) - 1
     model.process(bytes(eth() / IP() / UDP() / bytes(30)), "phy0")
-    assert model.counters[("port", 0, "rx_packets")] == 0
+    assert model.counters[Event("PORT", 0, PortCounter.RX_PACKETS)] == 0
     with pytest.raises(KeyError):
-        model.count(("port", 5, "rx_packets"))
+        model.count(Event("PORT", 5, PortCounter.RX_PACKETS))
     with pytest.raises(ValueError, match="unknown port 'eth9'"):
         model.process(b"", "eth9")
 
@@ -310,4 +313,4 @@ def test_counters_keyed_like_register_map_and_wrap():
 def test_rx_bytes_saturate_per_frame():
     model = NicModel(NicConfig())
     model.process(bytes(17000), "vm1")
-    assert model.counters[("port", 1, "rx_bytes")] == 16383
+    assert model.counters[Event("PORT", 1, PortCounter.RX_BYTES)] == 16383

@@ -15,7 +15,8 @@ from amaranth.sim import Simulator
 from hdl.config import NicConfig
 from hdl.lib.axil_slice import AXILiteSlice
 from hdl.mgmt.csr import CsrSlave
-from hdl.mgmt.regs import MAGIC, build_register_map
+from hdl.mgmt.regs import MAGIC
+from hdl.top import build_register_map
 
 REGMAP = build_register_map(NicConfig())
 IDENT = REGMAP.block("IDENTITY")

@@ -24,11 +24,14 @@ from amaranth.sim import Simulator
 
 from hdl.board.boards import BOARDS
 from hdl.config import NicConfig
+from hdl.datapath.ports import PortCounter
 from hdl.lib.export import to_rtlil
 from hdl.lib.ram import ICE40_TARGET
 from hdl.lib.stream import AXILiteSignature
 from hdl.mgmt.csr import COUNT_LATENCY, READ_LATENCY, READ_SAMPLE_DELAY, CsrSlave
-from hdl.mgmt.regs import BLOCK_STRIDE, HEADER_WORDS, HW_VERSION, MAGIC, OKAY, SLVERR, Access, build_register_map
+from hdl.mgmt.regs import BLOCK_STRIDE, HEADER_WORDS, HW_VERSION, IDENTITY, MAGIC, OKAY, SLVERR, Access, Event
+from hdl.parser.counters import ParserCounter
+from hdl.top import build_register_map
 
 CONFIGS = {
     "default": NicConfig(),
@@ -40,6 +43,11 @@ M32 = 0xFFFFFFFF
 STORES = {"registers": {}, "bram": {"counter_store": "bram"},
           "bram-pipelined": {"counter_store": "bram", "compact": False}}
 
+
+
+def _scratch(dut):
+    """The SCRATCH register's value as the CSR holds it."""
+    return dut.rw(dut.regmap.block(IDENTITY), IDENTITY.register("SCRATCH"))
 
 def _csr(regmap, store, **kw):
     return CsrSlave(regmap, **STORES[store], **kw)
@@ -68,7 +76,7 @@ async def _write_lands(m, ctx, dut, word):
     """A strobed write to RW ``word`` (an entry of ``_rw_words``) lands, on the bus and the owner side."""
     a, b, reg, init = word
     assert await m.write32(a, 0x0BADF00D, strb=0x3) == OKAY
-    assert await m.read_ok(a) == _merge(init, 0x0BADF00D, 0x3) == ctx.get(dut.rw(b.type.name, b.instance, reg))
+    assert await m.read_ok(a) == _merge(init, 0x0BADF00D, 0x3) == ctx.get(dut.rw(b, b.type.register(reg)))
 
 
 class Master:
@@ -251,10 +259,10 @@ def test_scratch_strobes_and_errors(regmap, store):
 
     async def bench(ctx):
         m = Master(ctx, bus, dut.read_latency_max)
-        assert ctx.get(dut.rw("IDENTITY", 0, "SCRATCH")) == 0
+        assert ctx.get(_scratch(dut)) == 0
         assert await m.write32(scratch, 0x12345678) == OKAY
         assert await m.read_ok(scratch) == 0x12345678
-        assert ctx.get(dut.rw("IDENTITY", 0, "SCRATCH")) == 0x12345678
+        assert ctx.get(_scratch(dut)) == 0x12345678
         assert await m.write32(scratch, 0xAABBCCDD, strb=0b0101) == OKAY
         assert await m.read_ok(scratch) == 0x12BB56DD
         assert await m.write32(scratch, 0xFFFFFFFF, strb=0b1000) == OKAY
@@ -300,7 +308,7 @@ def test_channel_orderings_and_backpressure(regmap, store):
         for _ in range(4):
             assert not ctx.get(bus.wready) and not ctx.get(bus.bvalid)
             await m.tick()
-        assert ctx.get(dut.rw("IDENTITY", 0, "SCRATCH")) != 0xCAFEF00D
+        assert ctx.get(_scratch(dut)) != 0xCAFEF00D
         assert await m.write32(scratch, 0, aw_delay=2, send_w=False) == OKAY  # W already held
         assert await m.read_ok(scratch) == 0xCAFEF00D
 
@@ -358,13 +366,13 @@ def test_count_key_errors(regmap, store):
         if store == "registers":
             want = 16
         else:   # as wide as the largest increment the owner drives (hdl/top.py)
-            want = {"rx_bytes": 14, "tx_bytes": bytes_per_beat.bit_length()}.get(key[-1], 1)
+            want = {PortCounter.RX_BYTES: 14, PortCounter.TX_BYTES: bytes_per_beat.bit_length()}.get(key.what, 1)
         assert dut.count(key).shape().width == want, key
-    with pytest.raises(KeyError, match=r"no counter for event .*'nope'.*valid keys: .*rx_packets"):
-        dut.count(("port", 0, "nope"))
-    with pytest.raises(KeyError, match="no RW register"):
-        dut.rw("IDENTITY", 0, "MAGIC")
-    assert dut.rw("IDENTITY", 0, "SCRATCH").shape().width == 32
+    with pytest.raises(KeyError, match=r"no counter for event PORT#9.RX_PACKETS; counted events: PORT#0.RX_PACKETS"):
+        dut.count(Event("PORT", 9, PortCounter.RX_PACKETS))
+    with pytest.raises(KeyError, match="no RW register IDENTITY#0.MAGIC"):
+        dut.rw(dut.regmap.block(IDENTITY), IDENTITY.register("MAGIC"))
+    assert _scratch(dut).shape().width == 32
 
 
 def _cap(dut, key):
@@ -570,13 +578,13 @@ def test_reset_restores_rw_registers(store):
         for i, (a, *_) in enumerate(words):
             assert await m.write32(a, 0xA5000000 + i) == OKAY
         for i, (a, b, reg, _) in enumerate(words):
-            assert await m.read_ok(a) == 0xA5000000 + i == ctx.get(dut.rw(b.type.name, b.instance, reg))
+            assert await m.read_ok(a) == 0xA5000000 + i == ctx.get(dut.rw(b, b.type.register(reg)))
         ctx.set(cd.rst, 1)
         await m.idle(1)
         ctx.set(cd.rst, 0)
         await m.idle(1)
         for a, b, reg, init in words:
-            assert ctx.get(dut.rw(b.type.name, b.instance, reg)) == init, reg
+            assert ctx.get(dut.rw(b, b.type.register(reg))) == init, reg
             assert await m.read_ok(a) == init, reg
         await _write_lands(m, ctx, dut, words[0])
 
@@ -614,7 +622,7 @@ def test_store_attributes_and_errors():
                 sampled = dut.sample_cycle(key, hs)
                 assert hs + first <= sampled < hs + first + period and sampled % period == (k + 1) % period
     with pytest.raises(KeyError, match="no counter for event"):
-        bram.sample_cycle(("port", 0, "nope"), 0)
+        bram.sample_cycle(Event("PORT", 9, PortCounter.RX_PACKETS), 0)
     with warnings.catch_warnings():                      # the refused instances are never elaborated
         warnings.simplefilter("ignore", UnusedElaboratable)
         with pytest.raises(ValueError, match=r"^counter_store must be one of 'registers', 'bram', not 'flash'$"):
@@ -627,9 +635,9 @@ def test_store_attributes_and_errors():
     assert repr(bram) == f"CsrSlave({regmap!r}, counter_store='bram')"
     assert repr(piped) == f"CsrSlave({regmap!r}, counter_store='bram', compact=False)"
     assert repr(reg) == f"CsrSlave({regmap!r}, counter_store='registers')"
-    assert regmap.max_increment(("port", 1, "rx_bytes")) == 16383
-    assert regmap.max_increment(("port", 1, "tx_bytes")) == 8
-    assert regmap.max_increment(("parser", "packets")) == 1
+    assert regmap.max_increment(Event("PORT", 1, PortCounter.RX_BYTES)) == 16383
+    assert regmap.max_increment(Event("PORT", 1, PortCounter.TX_BYTES)) == 8
+    assert regmap.max_increment(Event("PARSER", 0, ParserCounter.PACKETS)) == 1
 
 
 BRAM_CONFIGS = {"icebreaker": BOARDS["icebreaker"].config(), "default": NicConfig()}
@@ -709,7 +717,7 @@ def test_bram_reads_race_the_flush(name, bram_store):
     events = regmap.counter_events()
     cw = regmap.counter_width
     lo_addr = _counter_words(regmap)
-    key = ("port", 1, "rx_bytes")
+    key = Event("PORT", 1, PortCounter.RX_BYTES)
     k = events.index(key)
     neighbours = [events[k - 1], key, events[k + 1]]
     init = {key: 2 ** 32 - 16383 * 40}                    # crosses 2**32 during the reads
@@ -823,7 +831,7 @@ def test_compact_rw_reads_writes_and_reset(name):
         a, b, reg, init = words[-1]
         assert await m.write32(a, 0x5A5A5A5A) == OKAY
         assert m.cycle > dut._shadow_sweep
-        assert await m.read_ok(a) == 0x5A5A5A5A == ctx.get(dut.rw(b.type.name, b.instance, reg))
+        assert await m.read_ok(a) == 0x5A5A5A5A == ctx.get(dut.rw(b, b.type.register(reg)))
         assert await m.write32(a, init) == OKAY
         # every register, random data and strobes, twice over
         value = {a: init for a, _, _, init in words}
@@ -834,16 +842,16 @@ def test_compact_rw_reads_writes_and_reset(name):
                 value[a] = _merge(value[a], data, strb)
                 rdata, resp, hs = await m.read32(a)
                 assert (rdata, resp) == (value[a], OKAY) and m.r_cycle - hs == dut.read_latency
-                assert ctx.get(dut.rw(b.type.name, b.instance, reg)) == value[a]
+                assert ctx.get(dut.rw(b, b.type.register(reg))) == value[a]
         for a, b, reg, _ in words:
-            assert await m.read_ok(a) == value[a] == ctx.get(dut.rw(b.type.name, b.instance, reg))
+            assert await m.read_ok(a) == value[a] == ctx.get(dut.rw(b, b.type.register(reg)))
         # a reset mid-run: registers and reads back to the reset values
         assert any(value[a] != init for a, _, _, init in words)
         ctx.set(cd.rst, 1)
         await m.idle(2)
         ctx.set(cd.rst, 0)
         for _, b, reg, init in words:
-            assert ctx.get(dut.rw(b.type.name, b.instance, reg)) == init
+            assert ctx.get(dut.rw(b, b.type.register(reg))) == init
         for i, (a, _, _, init) in enumerate(rng.sample(words, len(words))):
             data, resp, hs = await m.read32(a)
             assert (data, resp) == (init, OKAY), hex(a)
@@ -910,7 +918,7 @@ def test_status_words(store):
         for _ in range(3):
             values = {a: rng.getrandbits(32) for a, *_ in status}
             for a, b, name in status:
-                ctx.set(dut.status(b.type.name, b.instance, name), values[a])
+                ctx.set(dut.status(b, b.type.register(name)), values[a])
             for a, *_ in rng.sample(status, len(status)):
                 assert await m.read_ok(a) == values[a]
 
@@ -924,9 +932,9 @@ class _CountHarness(wiring.Component):
     def __init__(self, regmap, store, owners=False, counter_init=None):
         self.regmap, self.store, self.owners, self.counter_init = regmap, store, owners, counter_init
         self.events = regmap.counter_events()
-        rw = [(b.type.name, b.instance, r.name) for b in regmap.blocks for r in b.type.registers
+        rw = [(b, r) for b in regmap.blocks for r in b.type.registers
               if r.access is Access.RW] if owners else []
-        st = [(b.type.name, b.instance, r.name) for b in regmap.blocks for r in b.type.registers
+        st = [(b, r) for b in regmap.blocks for r in b.type.registers
               if r.access is Access.STATUS] if owners else []
         self.rw, self.st = rw, st
         super().__init__({"s_axil": In(AXILiteSignature(regmap.address_width)),
