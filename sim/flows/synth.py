@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BLOCKS", "SynthResult", "synthesize_block", "main"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TARGET_MHZ = 156.25
 DEVICE = ("--85k", "--package", "CABGA381", "--speed", "6")
 PERF_DOC = REPO / "docs" / "performance.md"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 
+from conftest import SHARED_DATA  # noqa: E402
 from scapy.data import DLT_EN10MB  # noqa: E402
 from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, PadN  # noqa: E402
@@ -26,7 +26,7 @@ from host_driver.trace import dumps_jsonl, meta_from_bits, meta_to_bits, trace_r
 from sim.tb.scapy_oracle import ORACLE_FIELDS, expected_fields  # noqa: E402
 from sim.tb.traffic import demo_mix, edge_case_frames  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED_DATA
 H, M = 128, 9216
 
 
