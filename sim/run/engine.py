@@ -79,8 +79,10 @@ ENGINES = ("model", "verilator", "icarus")
 #: Model engine timing estimate (``"timing": "estimate"`` only), calibrated against Verilator at
 #: W=64: cycles from a frame's last beat entering the shared pipeline to its record (verdict), and
 #: from the record to its first egress beat. The packet buffer sends one frame at a time over all
-#: egress ports, so egress is one more shared resource at one beat per cycle.
-MODEL_RECORD_CYCLES = 13
+#: egress ports, so egress is one more shared resource at one beat per cycle. Measured on lone
+#: frames (Verilator, 2026-12-07): record 17 cycles after the last ingress beat, first egress beat
+#: 3 after the record; tests/cli/test_cli.py holds the estimate to Verilator on the demo mix.
+MODEL_RECORD_CYCLES = 17
 MODEL_EGRESS_CYCLES = 3
 
 #: Below this many frames or cycles, pipeline fill and drain weigh on the rates: run.json says so.
