@@ -11,6 +11,7 @@ read from whatever the work leaves behind (a progress file, a log).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -47,8 +48,16 @@ def watch(desc: str, poll: Poll | None = None, total: int | None = None, unit: s
         fmt = "{desc}: {elapsed}{postfix}"
     else:
         fmt = "{desc}: {n_fmt}/{total_fmt} {unit} |{bar}| {elapsed}<{remaining}{postfix}"
+    # A pseudo-terminal without a window size (`script` run from a non-terminal, some CI runners)
+    # reports 0 columns and 0 rows, for which tqdm draws nothing: follow the terminal's size only
+    # when it has one.
+    try:
+        sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError):
+        sized = False
     bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, bar_format=fmt, leave=False,
-               dynamic_ncols=True, mininterval=interval)
+               dynamic_ncols=sized, ncols=None if sized else 100, nrows=None if sized else 24,
+               mininterval=interval)
     stop = threading.Event()
 
     def tick():

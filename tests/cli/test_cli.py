@@ -506,3 +506,38 @@ def test_model_estimate_matches_verilator(tmp_path):
     assert est["latency_mean_cycles"] == pytest.approx(sim["latency_mean_cycles"], rel=LATENCY_MEAN_BOUND)
     assert est["cycles"] == pytest.approx(sim["cycles"], rel=CYCLES_BOUND)
     assert est["sim_cycles_per_s"] is None and sim["sim_cycles_per_s"] > 0
+
+
+def _on_pty(code: str) -> str:
+    """Output of ``python -c code`` run on a pseudo-terminal with no window size (like `script`
+    started from a non-terminal, or some CI runners)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=REPO_ROOT, close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:      # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, out
+    return out.decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_without_size():
+    out = _on_pty("import time\n"
+                  "from sim.run import progress\n"
+                  "progress.enable(True)\n"
+                  "with progress.watch('simulating (pty)', lambda: (1, None), total=2, unit='frames', "
+                  "interval=0.01):\n"
+                  "    time.sleep(0.2)\n")
+    assert "simulating (pty): 1/2 frames" in out, out
