@@ -155,6 +155,8 @@ def build(config: NicConfig, sim: str = "verilator", waves: bool = False, *,
             log.debug("simulator build up to date: %s", build_dir)
             return build_dir
         from cocotb_tools.runner import get_runner
+
+        from sim.run import progress
         t0 = time.monotonic()
         stamp_file.unlink(missing_ok=True)
         runner = get_runner(sim)
@@ -166,9 +168,10 @@ def build(config: NicConfig, sim: str = "verilator", waves: bool = False, *,
         if sim == "verilator":
             os.environ["MAKEFLAGS"] = ((saved + " ") if saved else "") + "CFG_CXXFLAGS_PCH_I=-include"
         try:
-            runner.build(sources=[sv], hdl_toplevel=TOP_NAME, build_dir=build_dir, timescale=TIMESCALE,
-                         build_args=args, waves=waves, always=True,
-                         log_file=build_dir / "build.log" if not log.isEnabledFor(logging.DEBUG) else None)
+            with progress.watch(f"building the {sim} model of {TOP_NAME} (once per design)"):
+                runner.build(sources=[sv], hdl_toplevel=TOP_NAME, build_dir=build_dir, timescale=TIMESCALE,
+                             build_args=args, waves=waves, always=True,
+                             log_file=build_dir / "build.log" if not log.isEnabledFor(logging.DEBUG) else None)
         except RuntimeError as exc:
             raise RuntimeError(f"{sim} build failed ({exc}); see {build_dir / 'build.log'}") from None
         finally:

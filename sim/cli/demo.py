@@ -13,9 +13,10 @@ import logging
 from pathlib import Path
 
 from hdl.config import NicConfig
+from sim.cli.summary import format_summary
 from sim.run.engine import InputFrame, run_engine
 
-__all__ = ["demo_inputs", "run_demo", "format_summary"]
+__all__ = ["demo_inputs", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -33,38 +34,12 @@ def demo_inputs(config: NicConfig, n: int = 2000, seed: int = 1) -> list[InputFr
     return out
 
 
-def format_summary(run: dict, counters: dict, out_dir: Path) -> str:
-    """Human-readable summary of a run."""
-    lines = [f"secnic demo: {run['engine']} engine, W={run['data_width']}, {run['clock_mhz']} MHz "
-             f"({run['timing']} timing)",
-             f"  packets in       {run['packets_in']} ({run['bytes_in']} bytes)",
-             f"  packets out      {run['packets_out']}"]
-    drops: dict[str, int] = {}
-    for port in counters.get("ports", {}).values():
-        for key, value in port.items():
-            if key.startswith("drop_") and value:
-                drops[key[5:]] = drops.get(key[5:], 0) + value
-    lines.append("  drops            " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"))
-    mal = {k: v for k, v in counters.get("parser", {}).get("malformed", {}).items() if v}
-    if mal:
-        lines.append("  malformed        " + ", ".join(f"{k} {v}" for k, v in mal.items()))
-    lines.append(f"  throughput       {run['gbps']} Gb/s, {run['mpps']} Mpps over {run['cycles']} cycles")
-    lat, lat_ns = run.get("latency_cycles"), run.get("latency_ns")
-    if lat:
-        lines.append(f"  latency          min {lat['min']} / p50 {lat['p50']} / p99 {lat['p99']} "
-                     f"/ max {lat['max']} "
-                     f"cycles ({lat_ns['p50']} ns p50)")
-    if run.get("sim_cycles_per_s"):
-        lines.append(f"  simulation speed {run['sim_cycles_per_s']:.0f} cycles/s, wall {run['wall_s']} s")
-    lines.append(f"  files            {out_dir}/")
-    return "\n".join(lines)
-
-
 def run_demo(config: NicConfig | None = None, *, engine: str = "verilator", out_dir: str | Path = "build/sim",
-             n: int = 2000, seed: int = 1) -> str:
-    """Run the demo mix and return the summary text."""
+             n: int = 2000, seed: int = 1, waves: bool = False, force: bool = False) -> str:
+    """Run the demo mix and return the summary text (the same summary as ``secnic run``)."""
     config = config or NicConfig()
     out_dir = Path(out_dir)
-    run = run_engine(config, demo_inputs(config, n, seed), engine=engine, pace="line", out_dir=out_dir)
+    run = run_engine(config, demo_inputs(config, n, seed), engine=engine, pace="line", out_dir=out_dir,
+                     waves=waves, force=force)
     counters = json.loads((out_dir / "counters.json").read_text())
-    return format_summary(run, counters, out_dir)
+    return format_summary("secnic demo", run, counters, out_dir)

@@ -2,15 +2,20 @@
 
 ::
 
+    secnic [--version] [-v] COMMAND ...
     secnic run (--in PORT=FILE.pcap ... | --pcap FILE.pcap) [--config nic.toml]
-               [--engine model|verilator|icarus] [--pace line|pcap|GBPS] [--waves] --out DIR
+               [--engine model|verilator|icarus] [--pace line|pcap|GBPS] [--waves] --out DIR [--force]
     secnic regmap --format md|json [--config nic.toml]
-    secnic demo [--engine verilator|icarus|model] [--out build/sim] [--count N] [--seed S]
+    secnic demo [--engine verilator|icarus|model] [--out build/sim] [--count N] [--seed S] [--waves]
 
 Exit status: 0 success; 2 bad input (unreadable or non-Ethernet pcap, unknown port, bad option,
-bad config file: the message names the file and, for TOML syntax errors, line and column) with
-nothing written; 1 when a run itself fails (simulator build or simulation error), also with
-nothing written.
+bad config file: the message names the file and, for TOML syntax errors, line and column; an
+``--out`` directory that holds files secnic did not write, or cannot be written) with nothing
+written; 1 when a run itself fails (simulator build or simulation error), also with nothing
+written. ``-v`` may come before or after the command. A bad option prints that command's usage.
+
+``--out`` never loses a user's file: see :mod:`sim.run.outdir` (a previous run's files are
+replaced; any other non-empty directory needs ``--force``, which still deletes nothing of theirs).
 
 ``--config`` reads a TOML file whose ``[nic]`` table holds :class:`hdl.config.NicConfig` options::
 
@@ -22,6 +27,7 @@ nothing written.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -69,8 +75,9 @@ def read_nic_table(path: str | Path) -> dict:
 
 
 def _parse_inputs(args, config):
+    """(engine inputs, [(file, why truncated)]) from ``--in`` and ``--pcap``."""
     from sim.run.engine import InputFrame
-    from sim.run.pcapio import PcapError, read_pcap
+    from sim.run.pcapio import PcapError, read_capture
 
     pairs: list[tuple[str, str]] = []
     for spec in args.inputs or []:
@@ -82,44 +89,85 @@ def _parse_inputs(args, config):
         pairs.append((config.ports[0], file))
     if not pairs:
         raise BadInput("no input: give --in PORT=FILE.pcap (repeatable) or --pcap FILE.pcap")
-    inputs = []
+    inputs, truncated = [], []
     for port, file in pairs:
         if port not in config.ports:
             raise BadInput(f"unknown port {port!r} in --in {port}={file}; this NIC has ports "
                            f"{', '.join(config.ports)}")
         try:
-            frames = read_pcap(file)
+            cap = read_capture(file)
         except PcapError as exc:
             raise BadInput(str(exc)) from None
-        inputs += [InputFrame(port, file, f.index, f.data, f.ts_ns) for f in frames]
-    return inputs
+        if cap.truncated:
+            truncated.append((file, cap.truncated))
+        inputs += [InputFrame(port, file, f.index, f.data, f.ts_ns,
+                              wire_len=f.wire_len if f.snaplen_cut else None) for f in cap.frames]
+    return inputs, truncated
 
 
-def _check_out(out: str) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"--out {out}: exists and is not a directory")
-    return path
+def _check_out(out: str, force: bool = False) -> Path:
+    from sim.run.outdir import OutDirError, check_out_dir
+    try:
+        return check_out_dir(out, force=force)
+    except OutDirError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _warn(command: str, text: str) -> None:
+    print(f"secnic {command}: warning: {text}", file=sys.stderr)
+
+
+def warn_suspicious(command: str, run: dict) -> None:
+    """Say once, on stderr, what was odd about the input (run.json's ``suspicious_input``)."""
+    sus = run.get("suspicious_input") or {}
+    if sus.get("snaplen_cut"):
+        first = sus["snaplen_cut_first"]
+        _warn(command, f"{sus['snaplen_cut']} frame(s) were cut by the capture's snaplen (first: "
+                       f"{first['in_file']} #{first['pcap_cnt']}); the NIC sees only the captured bytes "
+                       "and drops them as malformed (ip_len_mismatch, trunc_*). Capture with -s 0")
+    if sus.get("short_on_physical_port"):
+        first = sus["short_on_physical_port_first"]
+        _warn(command, f"{sus['short_on_physical_port']} frame(s) under 60 bytes entered a physical port "
+                       f"(first: {first['in_file']} #{first['pcap_cnt']}) and are dropped as runts; a capture "
+                       "taken on a host holds frames before the NIC pads them: feed it to a VM port "
+                       "(--in vm1=FILE) or pad the frames")
+    for t in sus.get("truncated_files", []):
+        _warn(command, f"{t['file']}: truncated capture ({t['detail']}); the frames before the cut were used")
+
+
+def _check_waves(args) -> None:
+    if args.waves and args.engine == "model":
+        raise BadInput("--waves needs a simulator engine (--engine verilator or icarus): the golden model "
+                       "has no signals to dump")
 
 
 def cmd_run(args) -> int:
-    from sim.run.engine import PaceError, parse_pace, run_engine
+    from sim.cli.summary import format_summary
+    from sim.run.engine import PaceError, line_rate_gbps, parse_pace, run_engine
+    from sim.run.outdir import OutDirError
     if args.rules:
         raise BadInput(f"--rules {args.rules}: rule files are not yet supported by this NIC build "
                        "(no classifier/matcher in this slice)")
+    _check_waves(args)
     config = load_config(args.config)
     try:
         pace = parse_pace(args.pace)
     except ValueError as exc:
         raise BadInput(f"--pace: {exc}") from None
-    out = _check_out(args.out)
-    inputs = _parse_inputs(args, config)
+    if not isinstance(pace, str) and pace > line_rate_gbps(config):
+        _warn("run", f"--pace {args.pace} Gb/s is above a port's line rate ({line_rate_gbps(config):g} Gb/s: "
+                     f"{config.data_width} bits at {config.clock_mhz} MHz); frames go back to back, "
+                     "as with --pace line")
+    out = _check_out(args.out, args.force)
+    inputs, truncated = _parse_inputs(args, config)
     try:
-        run = run_engine(config, inputs, engine=args.engine, pace=pace, waves=args.waves, out_dir=out)
-    except PaceError as exc:
+        run = run_engine(config, inputs, engine=args.engine, pace=pace, waves=args.waves, out_dir=out,
+                         force=args.force, truncated_files=truncated)
+    except (PaceError, OutDirError) as exc:
         raise BadInput(str(exc)) from None
-    print(f"{run['engine']}: {run['packets_in']} packets in, {run['packets_out']} out, "
-          f"{run['gbps']} Gb/s, {run['mpps']} Mpps ({run['timing']}) -> {out}")
+    warn_suspicious("run", run)
+    counters = json.loads((out / "counters.json").read_text())
+    print(format_summary("secnic run", run, counters, out))
     return 0
 
 
@@ -133,9 +181,17 @@ def cmd_regmap(args) -> int:
 
 def cmd_demo(args) -> int:
     from sim.cli.demo import run_demo
+    from sim.run.outdir import OutDirError
+    _check_waves(args)
+    if args.count < 1:
+        raise BadInput(f"--count must be at least 1, not {args.count}")
     config = load_config(args.config)
-    out = _check_out(args.out)
-    summary = run_demo(config, engine=args.engine, out_dir=out, n=args.count, seed=args.seed)
+    out = _check_out(args.out, args.force)
+    try:
+        summary = run_demo(config, engine=args.engine, out_dir=out, n=args.count, seed=args.seed,
+                           waves=args.waves, force=args.force)
+    except OutDirError as exc:
+        raise BadInput(str(exc)) from None
     print(summary)
     return 0
 
@@ -169,60 +225,123 @@ def cmd_bitstream(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="secnic", description="secnic: security smart-NIC emulator")
-    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default; options without one say so in their help."""
 
-    run = sub.add_parser("run", help="run pcaps through the NIC and write trace, egress pcaps, counters")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.option_strings and "default" not in text and action.default not in (None, False)
+                and action.default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("secnic")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each command's own parser (for its usage on a bad option)."""
+    ap = argparse.ArgumentParser(prog="secnic", description="secnic: security smart-NIC emulator",
+                                 formatter_class=_HelpFormatter)
+    ap.add_argument("--version", action="version", version=f"secnic {_version()}")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug; default: warnings)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -v after the command too; counted separately because a subparser starts its own namespace.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", dest="verbose_after", action="count", default=0,
+                        help="more logging (-vv: debug; default: warnings)")
+    parsers: dict[str, argparse.ArgumentParser] = {}
+
+    def add(name, **kw):
+        p = sub.add_parser(name, parents=[common], formatter_class=_HelpFormatter, **kw)
+        parsers[name] = p
+        return p
+
+    run = add("run", help="run pcaps through the NIC and write trace, egress pcaps, counters")
     run.add_argument("--in", dest="inputs", action="append", metavar="PORT=FILE.pcap",
-                     help="frames of FILE enter port PORT (repeatable)")
+                     help="frames of FILE enter port PORT (repeatable; default: none, give --in or --pcap)")
     run.add_argument("--pcap", action="append", metavar="FILE.pcap",
-                     help="frames of FILE enter the first port")
-    run.add_argument("--rules", metavar="FILE.rules", help="Suricata rules (not yet supported)")
-    run.add_argument("--config", metavar="nic.toml", help="NIC build options ([nic] table)")
-    run.add_argument("--engine", choices=("model", "verilator", "icarus"), default="model")
+                     help="frames of FILE enter the first port (repeatable; default: none)")
+    run.add_argument("--rules", metavar="FILE.rules", help="Suricata rules (not yet supported; default: none)")
+    run.add_argument("--config", metavar="nic.toml",
+                     help="NIC build options ([nic] table; default: the built-in NIC, W=64, phy0 + vm1)")
+    run.add_argument("--engine", choices=("model", "verilator", "icarus"), default="model",
+                     help="golden model (fast, timing estimated) or the gateware in a simulator")
     run.add_argument("--pace", default="line", metavar="line|pcap|GBPS",
                      help="line: back to back; pcap: capture timestamps; GBPS: rate per port")
-    run.add_argument("--waves", action="store_true", help="dump waves.fst (simulator engines)")
-    run.add_argument("--out", required=True, metavar="DIR")
+    run.add_argument("--waves", action="store_true",
+                     help="dump waves.fst (simulator engines only; default: off)")
+    run.add_argument("--out", required=True, metavar="DIR",
+                     help="output directory: new, empty or a previous run's (required, no default)")
+    run.add_argument("--force", action="store_true",
+                     help="write into a non-empty directory that secnic did not write, beside its files "
+                          "(none of them is deleted or overwritten; default: refuse)")
     run.set_defaults(func=cmd_run)
 
-    rm = sub.add_parser("regmap", help="print the register map")
-    rm.add_argument("--format", choices=("md", "json"), default="md")
-    rm.add_argument("--config", metavar="nic.toml")
+    rm = add("regmap", help="print the register map")
+    rm.add_argument("--format", choices=("md", "json"), default="md", help="Markdown table or JSON")
+    rm.add_argument("--config", metavar="nic.toml",
+                    help="NIC build options ([nic] table; default: the built-in NIC)")
     rm.set_defaults(func=cmd_regmap)
 
-    demo = sub.add_parser("demo", help="run the demo traffic mix through the NIC (what `make sim` runs)")
-    demo.add_argument("--engine", choices=("model", "verilator", "icarus"), default="verilator")
-    demo.add_argument("--out", default="build/sim", metavar="DIR")
-    demo.add_argument("--config", metavar="nic.toml")
+    demo = add("demo", help="run the demo traffic mix through the NIC (what `make sim` runs)")
+    demo.add_argument("--engine", choices=("model", "verilator", "icarus"), default="verilator",
+                      help="simulator or golden model")
+    demo.add_argument("--out", default="build/sim", metavar="DIR",
+                      help="output directory: new, empty or a previous run's")
+    demo.add_argument("--force", action="store_true",
+                      help="write beside files secnic did not write (default: refuse)")
+    demo.add_argument("--config", metavar="nic.toml",
+                      help="NIC build options ([nic] table; default: the built-in NIC)")
     demo.add_argument("--count", type=int, default=2000, help="frames in the mix")
-    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the mix")
+    demo.add_argument("--waves", action="store_true", help="dump waves.fst (simulators only; default: off)")
     demo.set_defaults(func=cmd_demo)
 
     from hdl.board.boards import BOARDS
-    bit = sub.add_parser("bitstream", help="build a bitstream and report.json for a dev board (YoWASP tools)",
-                         description="Boards: " + "; ".join(f"{b.name}: {b.doc}" for b in BOARDS.values()))
-    bit.add_argument("--board", required=True, metavar="NAME", help=f"one of {', '.join(BOARDS)}")
-    bit.add_argument("--config", metavar="nic.toml", help="NIC option overrides ([nic] table)")
-    bit.add_argument("--out", required=True, metavar="DIR")
+    bit = add("bitstream", help="build a bitstream and report.json for a dev board (YoWASP tools)",
+              description="Boards: " + "; ".join(f"{b.name}: {b.doc}" for b in BOARDS.values()))
+    bit.add_argument("--board", required=True, metavar="NAME",
+                     help=f"one of {', '.join(BOARDS)} (required, no default)")
+    bit.add_argument("--config", metavar="nic.toml",
+                     help="NIC option overrides ([nic] table; default: the board's own configuration)")
+    bit.add_argument("--out", required=True, metavar="DIR", help="output directory (required, no default)")
     bit.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (of the first run)")
     bit.add_argument("--tries", type=int, metavar="N",
                      help="place-and-route runs with seeds SEED, SEED+1, ... until timing is met "
                           "(default: the board's: "
                           + ", ".join(f"{b.name} {b.pnr_tries}" for b in BOARDS.values()) + ")")
     bit.set_defaults(func=cmd_bitstream)
-    return ap
+    return ap, parsers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; a bad option after a command is reported with that command's usage."""
+    ap, parsers = build_parser()
+    args, extra = ap.parse_known_args(argv)
+    if extra:
+        # argparse reports unknown options with the top-level usage; the command's own is the useful one.
+        argv = sys.argv[1:] if argv is None else argv
+        before_command = argv.index(args.command) > argv.index(extra[0]) if extra[0] in argv else False
+        (ap if before_command else parsers[args.command]).error(f"unrecognized arguments: {' '.join(extra)}")
+    args.verbose += getattr(args, "verbose_after", 0)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
+    args = parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:
         os.environ.setdefault("COCOTB_LOG_LEVEL", "WARNING")
+    from sim.run import progress
+    # Bars only for a person watching: not in pipes, logs or CI (stdout is the summary's).
+    progress.enable(sys.stdout.isatty() and sys.stderr.isatty())
     try:
         return args.func(args)
     except BadInput as exc:

@@ -24,6 +24,7 @@ from pathlib import Path
 from hdl.board.boards import BOARDS, Board, BoardTop
 from hdl.config import NicConfig
 from hdl.lib.export import YOSYS_KEEP_COPIES
+from sim.run import progress
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,9 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
             # Later runs reuse the first run's netlist: the build script's synthesis step is
             # pointed at a no-op.
             run_env = env if attempt == 0 else {**env, "YOSYS": "true"}
-            target = _run_plan(build, opts, run_env)
+            with progress.watch(f"{board.name}: seed {run_seed} (run {attempt + 1} of at most {tries})",
+                                _stage_poll(tmp, name, synthesis=attempt == 0)):
+                target = _run_plan(build, opts, run_env)
             nextpnr = json.loads((tmp / "report-nextpnr.json").read_text())
             achieved = _core_fmax(nextpnr, target)
             tried.append({"seed": run_seed, "core_fmax_mhz": achieved})
@@ -187,6 +190,33 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
         raise TimingError(f"{board.name}: core clock reaches {achieved} MHz, below its {target:.2f} MHz target "
                           f"({seeds}; see {out_dir / 'report.json'} and the .tim log)")
     return report
+
+
+#: nextpnr log lines that start each stage, latest stage first.
+_PNR_STAGES = (("Program finished normally", "packing the bitstream"), ("Router", "routing"),
+               ("Routing", "routing"), ("placer", "placement"), ("Placing", "placement"),
+               ("Packing", "packing cells"))
+
+
+def _stage_poll(tmp: Path, name: str, *, synthesis: bool):
+    """Progress status of one build-plan run, read from the files it leaves in ``tmp``: synthesis
+    until nextpnr starts its log, then the stage the nextpnr log has reached."""
+    started = time.time()
+    log_path = tmp / f"{name}.tim"
+
+    def poll():
+        try:
+            fresh = log_path.stat().st_mtime >= started - 1   # a previous seed's log is not this run's
+            text = log_path.read_text(errors="replace")[-20000:] if fresh else None
+        except OSError:
+            text = None
+        if text is None:
+            return None, "synthesis (yosys)" if synthesis else "starting nextpnr"
+        for marker, stage in _PNR_STAGES:
+            if marker in text:
+                return None, stage
+        return None, "reading the netlist (nextpnr)"
+    return poll
 
 
 def _core_fmax(nextpnr_report: dict, target_mhz: float) -> float | None:

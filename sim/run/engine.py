@@ -29,13 +29,27 @@ from the first ingress beat to the last egress beat or record, latency from a fr
 offered at ingress to its first beat accepted at egress (forwarded frames only). The model engine
 reports an ideal-schedule estimate (``"timing": "estimate"``): one shared pipeline at one beat per
 cycle with a packet-granular round-robin arbiter, then a store-and-forward buffer that sends one
-frame at a time (:data:`MODEL_RECORD_CYCLES`, :data:`MODEL_EGRESS_CYCLES`).
+frame at a time (:data:`MODEL_RECORD_CYCLES`, :data:`MODEL_EGRESS_CYCLES`). The model simulates
+nothing, so its ``sim_cycles_per_s`` is null.
+
+**Load and latency** (added to run.json, DESIGN.md's fields unchanged): ``offered`` is the input
+bytes and frames over the cycles the schedule offers them in (each port on its own, as if never
+held back), ``delivered`` the egress bytes and frames over ``cycles``. A forwarded frame's
+latency is split into the **pipeline** latency it would have alone (its beats, stored before
+forwarding, plus :func:`pipeline_cycles` of fixed pipeline) and **queueing** (the rest: waiting
+for the shared pipeline or egress). ``rate_note`` says when the input is too short for the rates
+to mean much (under :data:`MIN_RATE_FRAMES` frames or :data:`MIN_RATE_CYCLES` cycles).
+
+**Suspicious input** is counted in ``suspicious_input`` rather than silently dropped:
+frames cut by the capture's snaplen, frames under 60 bytes into a physical port (a capture taken on
+a host, before the NIC pads them: the NIC drops them as runts) and truncated capture files.
 
 Zero-length input frames (possible in a pcap, impossible on an AXI-Stream port) are skipped with
 a warning by every engine.
 
-Outputs go to a temporary directory next to ``out_dir`` and are renamed into place only when
-everything succeeded, so a failed run never leaves half-written files.
+Outputs are staged on ``out_dir``'s file system and moved into place only when everything
+succeeded, so a failed run never leaves half-written files; a directory secnic did not write is
+never emptied (:mod:`sim.run.outdir`).
 """
 
 from __future__ import annotations
@@ -43,21 +57,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdl.config import NicConfig
+from hdl.config import MIN_PHYSICAL_FRAME, NicConfig
+from sim.run.outdir import OutDirError, check_out_dir, publish, staging_dir
 from sim.run.pcapio import write_pcap
 
 __all__ = ["InputFrame", "ENGINES", "run_engine", "schedule", "parse_pace", "decode_record",
            "MODEL_RECORD_CYCLES", "MODEL_EGRESS_CYCLES", "EngineError",
-           "PaceError", "MAX_SIM_SPAN_CYCLES"]
+           "PaceError", "MAX_SIM_SPAN_CYCLES", "OutDirError", "pipeline_cycles", "line_rate_gbps",
+           "MIN_RATE_FRAMES", "MIN_RATE_CYCLES"]
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +79,15 @@ ENGINES = ("model", "verilator", "icarus")
 #: Model engine timing estimate (``"timing": "estimate"`` only), calibrated against Verilator at
 #: W=64: cycles from a frame's last beat entering the shared pipeline to its record (verdict), and
 #: from the record to its first egress beat. The packet buffer sends one frame at a time over all
-#: egress ports, so egress is one more shared resource at one beat per cycle.
-MODEL_RECORD_CYCLES = 13
+#: egress ports, so egress is one more shared resource at one beat per cycle. Measured on lone
+#: frames (Verilator, 2026-12-07): record 17 cycles after the last ingress beat, first egress beat
+#: 3 after the record; tests/cli/test_cli.py holds the estimate to Verilator on the demo mix.
+MODEL_RECORD_CYCLES = 17
 MODEL_EGRESS_CYCLES = 3
+
+#: Below this many frames or cycles, pipeline fill and drain weigh on the rates: run.json says so.
+MIN_RATE_FRAMES = 100
+MIN_RATE_CYCLES = 2000
 
 
 #: Longest schedule a simulator engine accepts (cycles from the first to the last frame start).
@@ -91,6 +111,19 @@ class InputFrame:
     frame: bytes
     ts_ns: int = 0
     rx_error: bool = False
+    #: Length on the wire when the capture says it was longer than ``frame`` (cut by snaplen).
+    wire_len: int | None = None
+
+
+def line_rate_gbps(config: NicConfig) -> float:
+    """What one port carries at one beat per cycle: ``data_width`` bits at ``clock_mhz``."""
+    return config.data_width * config.clock_mhz / 1000
+
+
+def pipeline_cycles(config: NicConfig, frame_len: int) -> int:
+    """Latency of a frame of ``frame_len`` bytes through an idle NIC, in cycles: its beats (it is
+    stored before it is forwarded) plus the fixed pipeline of the model's timing estimate."""
+    return _beats_len(config, frame_len) + MODEL_RECORD_CYCLES + MODEL_EGRESS_CYCLES
 
 
 def parse_pace(text: str) -> str | float:
@@ -152,16 +185,33 @@ def _stats(values: list[float]) -> dict | None:
     return {"min": v[0], "p50": pct(50), "p99": pct(99), "max": v[-1]}
 
 
+def _beats_len(config: NicConfig, frame_len: int) -> int:
+    return max(1, -(-frame_len // config.bytes_per_beat))
+
+
 def _beats(config: NicConfig, frame: bytes) -> int:
-    return max(1, -(-len(frame) // config.bytes_per_beat))
+    return _beats_len(config, len(frame))
+
+
+def _offered_cycles(config, inputs, starts) -> int:
+    """Cycles over which the schedule offers the inputs: each port sends its frames from their
+    start cycles (or back to back), never held back by the arbiter."""
+    free: dict[str, int] = {}
+    first, last = None, 0
+    for f, s in zip(inputs, starts, strict=True):
+        t = max(s or 0, free.get(f.port, 0))
+        free[f.port] = t + _beats(config, f.frame)
+        first = t if first is None else min(first, t)
+        last = max(last, free[f.port])
+    return last - (first or 0)
 
 
 def _estimate_timing(config, inputs, starts, forwarded) -> tuple[int, list[int]]:
     """Ideal schedule of the NIC: each port offers its frames in order (from its start cycle, or as
     soon as its previous frame was taken), a packet-granular round-robin arbiter feeds one shared
     pipeline at one beat per cycle, and the buffer sends one frame at a time at one beat per cycle.
-    Returns (cycles from the first offered beat to the last egress beat or record, latencies from
-    offered to first egress beat of the forwarded frames)."""
+    Returns (cycles from the first offered beat to the last egress beat or record, (input index,
+    latency from offered to first egress beat) of the forwarded frames)."""
     queues: dict[int, list[int]] = {}
     port_of = {name: i for i, name in enumerate(config.ports)}
     for i, f in enumerate(inputs):
@@ -192,7 +242,7 @@ def _estimate_timing(config, inputs, starts, forwarded) -> tuple[int, list[int]]
         if forwarded[i]:
             start = max(record + MODEL_EGRESS_CYCLES, egress_free)
             egress_free = start + beats
-            latency.append(start - offered[p])
+            latency.append((i, start - offered[p]))
             end = max(end, egress_free)
         else:
             end = max(end, record + 1)
@@ -227,17 +277,30 @@ def _run_model(config, inputs, starts):
 
 
 def _run_sim(config, inputs, starts, sim, waves, workdir: Path):
-    from sim.run.nic_cocotb import read_results, write_stimulus
-    from sim.runner import CocotbTestFailure, SimulatorUnavailable, run_cocotb
+    from sim.run import progress
+    from sim.run.nic_cocotb import PROGRESS_ENV, read_results, write_stimulus
+    from sim.runner import CocotbTestFailure, SimulatorUnavailable, build, run_cocotb
 
     port_of = {name: i for i, name in enumerate(config.ports)}
     stim = write_stimulus(workdir / "stimulus.pkl", config,
                           [(port_of[f.port], f.frame, f.rx_error, s)
                            for f, s in zip(inputs, starts, strict=True)],
                           output=workdir / "results.json")
+    env = {"SECNIC_STIMULUS": str(stim)}
+    progress_file = workdir / "progress"
+    if progress.enabled():
+        env[PROGRESS_ENV] = str(progress_file)
+
+    def frames_done():
+        try:
+            return int(progress_file.read_text() or 0), None
+        except (OSError, ValueError):
+            return None, None
     try:
-        run_cocotb(config, sim, "sim.run.nic_cocotb", test_filter=r"sim\.run\.nic_cocotb\.run$",
-                   env={"SECNIC_STIMULUS": str(stim)}, waves=waves, test_dir=workdir / "sim")
+        build(config, sim, waves)     # its own progress bar; a no-op when cached
+        with progress.watch(f"simulating ({sim})", frames_done, total=len(inputs), unit="frames"):
+            run_cocotb(config, sim, "sim.run.nic_cocotb", test_filter=r"sim\.run\.nic_cocotb\.run$",
+                       env=env, waves=waves, test_dir=workdir / "sim")
     except (CocotbTestFailure, SimulatorUnavailable, RuntimeError) as exc:
         raise EngineError(f"{sim} run failed: {exc}") from exc
     res = read_results(workdir / "results.json")
@@ -272,7 +335,7 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path):
         for e, idx in zip(got, egress_src[q], strict=True):
             if e["data"] != inputs[idx].frame:
                 raise EngineError(f"{sim}: port {name} sent a frame that differs from input {idx}")
-            latency.append(e["start"] - res["ingress"][idx][0])
+            latency.append((idx, e["start"] - res["ingress"][idx][0]))
             ends.append(e["end"])
     first = min((ing[0] for ing in res["ingress"] if ing), default=0)
     timing = {"timing": "simulated", "cycles": (max(ends) - first + 1) if ends else 0,
@@ -282,25 +345,15 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path):
 
 # -- output -----------------------------------------------------------------------------------------
 
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``, replacing an existing directory only after success."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        out_dir.rename(old)
-    try:
-        tmp.rename(out_dir)
-    except BaseException:
-        if old is not None:
-            old.rename(out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "model",
-               pace: str | float = "line", waves: bool = False, out_dir: str | Path = "out") -> dict:
-    """Run ``inputs`` through ``engine`` and write the run files to ``out_dir``; return run.json's dict."""
+               pace: str | float = "line", waves: bool = False, out_dir: str | Path = "out", *,
+               force: bool = False, truncated_files: Sequence[tuple[str, str]] = ()) -> dict:
+    """Run ``inputs`` through ``engine`` and write the run files to ``out_dir``; return run.json's dict.
+
+    ``out_dir`` follows :mod:`sim.run.outdir` (``force``: write beside files secnic did not write);
+    it is checked before anything runs (:class:`OutDirError`). ``truncated_files`` lists
+    ``(file, what is wrong)`` for inputs read from truncated captures, for run.json.
+    """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     for f in inputs:
@@ -311,8 +364,7 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
                     empty[0].pcap_cnt)
         inputs = [f for f in inputs if f.frame]
     pace = parse_pace(pace) if isinstance(pace, str) else float(pace)
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = check_out_dir(out_dir, force=force)
     starts = schedule(config, inputs, pace)
     span = max((s for s in starts if s is not None), default=0)
     if engine != "model" and span > MAX_SIM_SPAN_CYCLES:
@@ -320,7 +372,7 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
                         f"({span / config.clock_mhz / 1e6:.3g} s) after the first; more than "
                         f"{MAX_SIM_SPAN_CYCLES} cycles is too long to simulate; use --pace line or a rate")
     wall0 = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = staging_dir(out_dir)
     try:
         work = tmp / ".work"
         work.mkdir()
@@ -330,7 +382,7 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
             decisions, egress_src, counters, timing = _run_sim(config, inputs, starts, engine, waves, work)
         wall = time.monotonic() - wall0
         _write_outputs(tmp, config, inputs, decisions, egress_src, counters)
-        run = _run_json(config, engine, inputs, egress_src, timing, wall, pace)
+        run = _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, truncated_files)
         (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n")
         if waves and engine != "model":
             from sim.runner import waves_file
@@ -338,7 +390,7 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
             if dump.exists():
                 dump.rename(tmp / f"waves{dump.suffix}")
         shutil.rmtree(work, ignore_errors=True)
-        _publish(tmp, out_dir)
+        publish(tmp, out_dir, force=force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -362,31 +414,70 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters) -
     (tmp / "eve.json").write_text("")
 
 
-def _run_json(config, engine, inputs, egress_src, timing, wall, pace) -> dict:
+def _suspicious(config, inputs, truncated_files) -> dict:
+    """What in the input deserves a word (module docstring, "Suspicious input")."""
+    snaplen = [f for f in inputs if f.wire_len is not None and f.wire_len > len(f.frame)]
+    short = [f for f in inputs if config.is_physical(f.port) and len(f.frame) < MIN_PHYSICAL_FRAME]
+
+    def first(frames):
+        return None if not frames else {"in_file": frames[0].in_file, "pcap_cnt": frames[0].pcap_cnt}
+    return {
+        "snaplen_cut": len(snaplen), "snaplen_cut_first": first(snaplen),
+        "short_on_physical_port": len(short), "short_on_physical_port_first": first(short),
+        "truncated_files": [{"file": str(f), "detail": d} for f, d in truncated_files],
+    }
+
+
+def _rate(config, n_bytes: int, n_frames: int, cycles: int) -> dict:
+    if not cycles:
+        return {"gbps": 0.0, "mpps": 0.0}
+    return {"gbps": round(n_bytes * 8 * config.clock_mhz / 1000 / cycles, 4),
+            "mpps": round(n_frames * config.clock_mhz / cycles, 4)}
+
+
+def _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, truncated_files) -> dict:
     cycles = timing["cycles"]
     bytes_in = sum(len(f.frame) for f in inputs)
+    bytes_out = sum(len(inputs[i].frame) for v in egress_src.values() for i in v)
+    packets_out = sum(len(v) for v in egress_src.values())
     ns_per_cycle = 1000 / config.clock_mhz
-    lat = timing["latency_cycles"]
+    pairs = timing["latency_cycles"]
+    lat = [c for _, c in pairs]
+    pipe = [pipeline_cycles(config, len(inputs[i].frame)) for i, _ in pairs]
     lat_c = _stats(lat)
     lat_ns = None if lat_c is None else {k: round(v * ns_per_cycle, 3) for k, v in lat_c.items()}
     sim_cycles = timing.get("sim_cycles")
     sim_wall = timing.get("sim_wall_s") or wall
+    offered_cycles = _offered_cycles(config, inputs, starts)
+    rate_note = None
+    if len(inputs) < MIN_RATE_FRAMES or cycles < MIN_RATE_CYCLES:
+        rate_note = (f"only {len(inputs)} frame(s) over {cycles} cycles: pipeline fill and drain weigh on "
+                     f"the rates (give at least {MIN_RATE_FRAMES} frames and {MIN_RATE_CYCLES} cycles)")
     return {
         "engine": engine,
         "timing": timing["timing"],
         "pace": pace,
         "data_width": config.data_width,
         "packets_in": len(inputs),
-        "packets_out": sum(len(v) for v in egress_src.values()),
+        "packets_out": packets_out,
         "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
         "cycles": cycles,
         "clock_mhz": config.clock_mhz,
         "gbps": round(bytes_in * 8 * config.clock_mhz / 1000 / cycles, 4) if cycles else 0.0,
         "mpps": round(len(inputs) * config.clock_mhz / cycles, 4) if cycles else 0.0,
+        "offered": {**_rate(config, bytes_in, len(inputs), offered_cycles), "cycles": offered_cycles},
+        "delivered": _rate(config, bytes_out, packets_out, cycles),
+        "line_rate_gbps_per_port": line_rate_gbps(config),
+        "rate_note": rate_note,
         "latency_cycles": lat_c,
         "latency_ns": lat_ns,
         "latency_mean_cycles": round(statistics.fmean(lat), 2) if lat else None,
+        "latency_pipeline_cycles": _stats(pipe),
+        "latency_queueing_cycles": _stats([max(0, c - p) for c, p in zip(lat, pipe, strict=True)]),
+        "suspicious_input": _suspicious(config, inputs, truncated_files),
         "wall_s": round(wall, 3),
-        "sim_cycles_per_s": (round((sim_cycles if sim_cycles is not None else cycles) / sim_wall, 1)
-                             if sim_wall else None),
+        # The model simulates no cycles: a speed computed from its estimate would mean nothing.
+        "sim_cycles_per_s": (round(sim_cycles / sim_wall, 1)
+                             if sim_cycles is not None and sim_wall else None),
     }

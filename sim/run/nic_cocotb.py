@@ -36,9 +36,14 @@ from host_driver.driver import Nic
 from host_driver.model.nic import ModelBus
 from sim.tb.nic import TB, Scoreboard, backpressure_pattern, idle_pattern
 
-__all__ = ["write_stimulus", "read_results", "STIMULUS_ENV"]
+__all__ = ["write_stimulus", "read_results", "STIMULUS_ENV", "PROGRESS_ENV"]
 
 STIMULUS_ENV = "SECNIC_STIMULUS"
+#: When set, the ``run`` test writes how many frames have their record to this file, now and then,
+#: for the command line's progress bar.
+PROGRESS_ENV = "SECNIC_PROGRESS"
+#: Cycles between progress writes: waking Python every 1000 cycles or more costs nothing measurable.
+_PROGRESS_CYCLES = 5000
 
 
 def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = None) -> Path:
@@ -89,6 +94,8 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
     await tb.reset()
     tb.start_record_monitor()
     t0 = tb.cycle()
+    if os.environ.get(PROGRESS_ENV):
+        cocotb.start_soon(_report_progress(tb, Path(os.environ[PROGRESS_ENV])))
     frames = stim["frames"]
     n = len(frames)
     ingress: list[list[int] | None] = [None] * n
@@ -157,6 +164,18 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
         "wall_s": time.monotonic() - wall0,
     }
     return tb, results
+
+
+async def _report_progress(tb: TB, path: Path) -> None:
+    """Write the number of frames with a record to ``path`` every :data:`_PROGRESS_CYCLES` cycles."""
+    done = -1
+    while True:
+        await Timer(_PROGRESS_CYCLES * tb.period_ps, unit="ps")
+        if len(tb.records) != done:
+            done = len(tb.records)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(str(done))
+            tmp.replace(path)
 
 
 def _dump(results: dict, path: str | None) -> None:

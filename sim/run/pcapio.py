@@ -1,8 +1,15 @@
 """pcap input and output.
 
 Reading goes through scapy's raw readers (classic pcap, microsecond or nanosecond, and pcapng);
-only Ethernet captures (link type 1, DLT_EN10MB) are accepted. Any problem raises
+only Ethernet captures (link type 1, DLT_EN10MB) are accepted. A file that cannot be used raises
 :class:`PcapError` naming the file, which the command line turns into exit status 2.
+
+Two things are not errors but are worth telling the user, so :func:`read_capture` reports them:
+
+* a frame cut by the capture's snaplen (captured length below the length on the wire): the NIC
+  sees only the captured bytes, so its IP length no longer matches and it is dropped as malformed;
+* a truncated file (the capture was cut mid-record, e.g. tcpdump killed while writing): the
+  frames before the cut are used, the partial record is left out.
 
 Writing is done here byte by byte (classic libpcap, microsecond timestamps, link type 1,
 snaplen 262144) so the same frames and timestamps always give the same file.
@@ -15,7 +22,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PcapError", "PcapFrame", "read_pcap", "write_pcap", "LINKTYPE_ETHERNET"]
+__all__ = ["PcapError", "PcapFrame", "Capture", "read_capture", "read_pcap", "write_pcap", "LINKTYPE_ETHERNET"]
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +36,60 @@ class PcapError(ValueError):
 
 @dataclass(frozen=True)
 class PcapFrame:
-    """One captured frame: bytes as captured, timestamp in integer nanoseconds, 1-based index."""
+    """One captured frame: bytes as captured, timestamp in integer nanoseconds, 1-based index, and
+    its length on the wire (``wire_len > len(data)``: cut by the capture's snaplen)."""
     data: bytes
     ts_ns: int
     index: int
+    wire_len: int | None = None
+
+    @property
+    def snaplen_cut(self) -> bool:
+        """The capture kept fewer bytes than were on the wire."""
+        return self.wire_len is not None and self.wire_len > len(self.data)
 
 
-def read_pcap(path: str | Path) -> list[PcapFrame]:
-    """All frames of an Ethernet pcap/pcapng file, in file order."""
+@dataclass(frozen=True)
+class Capture:
+    """The usable frames of one capture file and what was odd about it."""
+    path: Path
+    frames: list[PcapFrame]
+    #: Why the file ends early (a partial last record), or None for a complete file.
+    truncated: str | None = None
+
+    @property
+    def snaplen_cut(self) -> int:
+        """How many frames the capture's snaplen cut short."""
+        return sum(f.snaplen_cut for f in self.frames)
+
+
+def read_capture(path: str | Path) -> Capture:
+    """The frames of an Ethernet pcap/pcapng file, in file order, with snaplen cuts and truncation.
+
+    Raises :class:`PcapError` (naming the file) when the file is missing, is not a capture or is
+    not Ethernet. A partial last record is not an error: it is left out and reported in
+    :attr:`Capture.truncated`.
+    """
     from scapy.error import Scapy_Exception
     from scapy.utils import RawPcapReader
 
     path = Path(path)
     if not path.is_file():
         raise PcapError(f"{path}: no such file")
+    # scapy warns "packet has been truncated" on its own logger; the caller reports it once instead.
+    scapy_log = logging.getLogger("scapy.runtime")
+    saved_level = scapy_log.level
+    scapy_log.setLevel(logging.ERROR)
+    try:
+        return _read_capture(path, RawPcapReader, Scapy_Exception)
+    finally:
+        scapy_log.setLevel(saved_level)
+
+
+def _read_capture(path: Path, RawPcapReader, Scapy_Exception) -> Capture:  # noqa: N803 (classes)
     frames: list[PcapFrame] = []
+    truncated = None
+    end_of_last = None     # file offset after the last whole record (classic pcap)
     try:
         reader = RawPcapReader(str(path))
     except (Scapy_Exception, OSError, EOFError, struct.error) as exc:
@@ -57,7 +103,15 @@ def read_pcap(path: str | Path) -> list[PcapFrame]:
                 if lt != LINKTYPE_ETHERNET:
                     raise PcapError(f"{path}: link type {lt} (frame {n}) is not Ethernet (DLT_EN10MB = 1); "
                                     "only Ethernet captures can be replayed")
-                frames.append(PcapFrame(bytes(data), _ts_ns(meta, nano), n))
+                caplen = getattr(meta, "caplen", None)
+                if caplen is not None and len(data) < caplen:
+                    # scapy hands back the partial record of a file cut mid-frame.
+                    truncated = f"record {n} has {len(data)} of its {caplen} captured bytes"
+                    break
+                frames.append(PcapFrame(bytes(data), _ts_ns(meta, nano), n, getattr(meta, "wirelen", None)))
+                end_of_last = _tell(reader)
+            if truncated is None:
+                truncated = _trailing_bytes(reader, path, len(frames), end_of_last)
         except PcapError:
             raise
         except (Scapy_Exception, OSError, EOFError, struct.error, ValueError) as exc:
@@ -68,7 +122,37 @@ def read_pcap(path: str | Path) -> list[PcapFrame]:
     finally:
         reader.close()
     log.debug("read %d frames from %s", len(frames), path)
-    return frames
+    return Capture(path, frames, truncated)
+
+
+def _tell(reader) -> int | None:
+    fh = getattr(reader, "f", None)
+    if fh is None or getattr(fh, "name", None) is None or not isinstance(fh.name, str):
+        return None
+    try:
+        return fh.tell()
+    except (OSError, ValueError):
+        return None
+
+
+def _trailing_bytes(reader, path: Path, n_frames: int, end_of_last: int | None) -> str | None:
+    """scapy stops quietly at a partial record header; bytes left after the last whole record say so."""
+    if type(reader).__name__ != "RawPcapReader" or getattr(reader.f, "name", None) != str(path):
+        return None     # pcapng blocks or a compressed file: offsets are not comparable
+    if end_of_last is None:
+        end_of_last = 24    # the classic pcap file header alone
+    size = path.stat().st_size
+    if size > end_of_last:
+        return f"{size - end_of_last} byte(s) after record {n_frames} are not a whole record"
+    return None
+
+
+def read_pcap(path: str | Path) -> list[PcapFrame]:
+    """All complete frames of an Ethernet pcap/pcapng file, in file order (see :func:`read_capture`)."""
+    cap = read_capture(path)
+    if cap.truncated:
+        log.warning("%s: truncated capture (%s)", path, cap.truncated)
+    return cap.frames
 
 
 def _ts_ns(meta, nano: bool) -> int:

@@ -82,14 +82,88 @@ def test_pace_changes_timing_only(pace, inputs, model_out, tmp_path):
     assert json.loads((out / "run.json").read_text())["pace"] == (pace if pace == "pcap" else 2.5)
 
 
-def test_rerun_replaces_output(inputs, tmp_path):
+def test_rerun_replaces_previous_run_only(inputs, tmp_path):
+    """A previous run's files are replaced; a file the user put beside them survives."""
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
     assert _run(inputs, out, "--engine", "model") == 0
-    assert not (out / "stale.txt").exists()
+    (out / "egress" / "old-port.pcap").write_bytes(b"")      # pretend an older run wrote another port
+    manifest = json.loads((out / ".secnic-run").read_text())
+    manifest["files"].append("egress/old-port.pcap")
+    (out / ".secnic-run").write_text(json.dumps(manifest))
+    (out / "notes.txt").write_text("mine")
+    assert _run(inputs, out, "--engine", "model") == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not (out / "egress" / "old-port.pcap").exists(), "a file of the previous run was left behind"
     assert (out / "trace.jsonl").exists()
+    assert "notes.txt" not in json.loads((out / ".secnic-run").read_text())["files"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary directories left behind"
+    assert not [p for p in out.iterdir() if p.name.startswith(".secnic-") and p.name != ".secnic-run"]
+
+
+def test_out_dot_keeps_the_users_files(tmp_path, monkeypatch, capsys):
+    """The issue's report: `secnic run --pcap in.pcap --out .` deleted in.pcap and everything else."""
+    monkeypatch.chdir(tmp_path)
+    write_pcap(tmp_path / "in.pcap", [(bytes(range(64)), 0)])
+    (tmp_path / "notes.txt").write_text("keep me")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["run", "--pcap", "in.pcap", "--out", "."]) == 2
+    err = capsys.readouterr().err
+    assert "--out .: directory is not empty" in err and "--force" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_foreign_dir_refused_naming_it(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "thesis.tex").write_text("x")
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [(bytes(range(64)), 0)])
+    assert main(["run", "--pcap", str(pcap), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: directory is not empty" in err and "thesis.tex" in err
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_force_writes_beside_foreign_files(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "thesis.tex").write_text("x")
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [(bytes(range(64)), 0)])
+    assert main(["run", "--pcap", str(pcap), "--out", str(out), "--force"]) == 0
+    assert (out / "thesis.tex").read_text() == "x" and (out / "run.json").is_file()
+    # a second forced run replaces only what the first one wrote
+    assert main(["run", "--pcap", str(pcap), "--out", str(out), "--force"]) == 0
+    assert (out / "thesis.tex").read_text() == "x"
+
+
+def test_force_never_overwrites_a_foreign_file(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "trace.jsonl").write_text("my own trace")
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [(bytes(range(64)), 0)])
+    assert main(["run", "--pcap", str(pcap), "--out", str(out), "--force"]) == 2
+    assert "trace.jsonl" in capsys.readouterr().err
+    assert (out / "trace.jsonl").read_text() == "my own trace"
+    assert sorted(p.name for p in out.iterdir()) == ["trace.jsonl"]
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only file system"])
+def test_unwritable_out_exits_2_with_a_message(where, tmp_path, capsys):
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [(bytes(range(64)), 0)])
+    if where == "under a file":
+        out, needle = tmp_path / "in.pcap" / "out", "is not a directory"
+    else:
+        out, needle = Path("/sys/secnic-out"), "cannot create files in /sys"
+        if not Path("/sys").is_dir():
+            pytest.skip("no /sys")
+    assert main(["run", "--pcap", str(pcap), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}:" in err and needle in err, err
+    assert "Errno" not in err and "Traceback" not in err
 
 
 # -- bad input: exit 2, message on stderr, nothing written -------------------------------------------
@@ -202,3 +276,268 @@ def test_waves_fst(engine, tmp_path):
     fst = out / "waves.fst"
     assert fst.is_file() and fst.stat().st_size > 100
     assert fst.read_bytes()[:1] == b"\x00"   # FST header block type
+
+
+# -- suspicious input: counted in run.json, said once on stderr -------------------------------------------------
+
+def _pcap_with_records(path: Path, records: list[tuple[bytes, int]]) -> None:
+    """A classic pcap whose records give (captured bytes, length on the wire) as stated."""
+    import struct
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 96, 1)]
+    for n, (data, wire_len) in enumerate(records):
+        out.append(struct.pack("<IIII", 0, n, len(data), wire_len) + data)
+    path.write_bytes(b"".join(out))
+
+
+def _udp_frame(size: int) -> bytes:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    pkt = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:01") / IP(src="10.0.0.1", dst="10.0.0.2") / UDP()
+    return bytes(pkt / bytes(size - len(pkt)))
+
+
+def test_snaplen_cut_frames_counted(tmp_path, capsys):
+    full = _udp_frame(200)
+    pcap = tmp_path / "snap96.pcap"
+    _pcap_with_records(pcap, [(full, len(full)), (full[:96], len(full)), (full[:96], len(full))])
+    out = tmp_path / "out"
+    assert main(["run", "--pcap", str(pcap), "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    sus = run["suspicious_input"]
+    assert sus["snaplen_cut"] == 2
+    assert sus["snaplen_cut_first"] == {"in_file": str(pcap), "pcap_cnt": 2}
+    err = capsys.readouterr().err
+    assert err.count("cut by the capture's snaplen") == 1 and f"{pcap} #2" in err
+    # what the NIC did with them is unchanged: dropped as malformed
+    trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    assert [t["verdict"] for t in trace] == ["forward", "drop", "drop"]
+
+
+def test_short_frames_into_physical_port_counted(tmp_path, capsys):
+    arp_like = _udp_frame(60)[:42]        # a host-side capture: not yet padded to 60 bytes
+    pcap = tmp_path / "host.pcap"
+    write_pcap(pcap, [(arp_like, 0), (_udp_frame(64), 1000)])
+    out = tmp_path / "out"
+    assert main(["run", "--in", f"phy0={pcap}", "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["suspicious_input"]["short_on_physical_port"] == 1
+    assert "under 60 bytes entered a physical port" in capsys.readouterr().err
+    out2 = tmp_path / "out2"      # into a VM port the same frames are fine
+    assert main(["run", "--in", f"vm1={pcap}", "--out", str(out2)]) == 0
+    assert json.loads((out2 / "run.json").read_text())["suspicious_input"]["short_on_physical_port"] == 0
+    assert "physical port" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cut", ["mid-frame", "mid-header"])
+def test_truncated_pcap_named(cut, tmp_path, capsys):
+    pcap = tmp_path / "cut.pcap"
+    write_pcap(pcap, [(_udp_frame(100), 0), (_udp_frame(100), 1000), (_udp_frame(100), 2000)])
+    raw = pcap.read_bytes()
+    pcap.write_bytes(raw[:-30] if cut == "mid-frame" else raw[:-110])
+    out = tmp_path / "out"
+    assert main(["run", "--pcap", str(pcap), "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["packets_in"] == 2
+    assert [t["file"] for t in run["suspicious_input"]["truncated_files"]] == [str(pcap)]
+    err = capsys.readouterr().err
+    assert err.count(f"{pcap}: truncated capture") == 1
+
+
+def test_clean_input_has_nothing_suspicious(model_out):
+    sus = json.loads((model_out / "run.json").read_text())["suspicious_input"]
+    assert sus["snaplen_cut"] == 0 and sus["truncated_files"] == []
+
+
+# -- the summary and run.json's load figures ---------------------------------------------------------------
+
+def test_model_reports_no_simulation_speed(model_out):
+    run = json.loads((model_out / "run.json").read_text())
+    assert run["sim_cycles_per_s"] is None
+
+
+def test_summary_offered_delivered_latency_split(tmp_path, capsys):
+    pcap = tmp_path / "in.pcap"
+    frames = [(_udp_frame(64), 1000 * i) for i in range(300)] + [(_udp_frame(50)[:30], 400_000)]
+    write_pcap(pcap, frames)
+    out = tmp_path / "out"
+    assert main(["run", "--in", f"phy0={pcap}", "--in", f"vm1={pcap}", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    # two ports at line rate offered into one 10 Gb/s pipeline: offered is twice what is delivered
+    assert run["offered"]["gbps"] == pytest.approx(2 * run["line_rate_gbps_per_port"], rel=0.01)
+    assert run["delivered"]["gbps"] < 0.55 * run["offered"]["gbps"]
+    assert run["packets_out"] == 600 and run["rate_note"] is None
+    # one frame size: pipeline latency is one number, and each frame waits for the other port's frame
+    pipe, queue, total = (run[k] for k in ("latency_pipeline_cycles", "latency_queueing_cycles", "latency_cycles"))
+    assert pipe["max"] == pipe["min"] == 8 + 20
+    assert queue["p50"] >= 8 and total["p50"] == pipe["p50"] + queue["p50"]
+    for needle in (f"offered          {run['offered']['gbps']} Gb/s, {run['offered']['mpps']} Mpps",
+                   f"delivered        {run['delivered']['gbps']} Gb/s", "drops            malformed 2",
+                   "latency pipeline p50", "queueing p50", "trunc_l3 2"):
+        assert needle in text, (needle, text)
+    assert "note" not in text
+
+
+def test_summary_notes_short_input(tmp_path, capsys):
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [(_udp_frame(64), 0)])
+    assert main(["run", "--pcap", str(pcap), "--out", str(tmp_path / "out")]) == 0
+    assert "note             only 1 frame(s)" in capsys.readouterr().out
+    assert "only 1 frame(s)" in json.loads((tmp_path / "out" / "run.json").read_text())["rate_note"]
+
+
+def test_demo_prints_the_same_summary(tmp_path, capsys):
+    assert main(["demo", "--engine", "model", "--count", "200", "--out", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("secnic demo: model engine")
+    for needle in ("offered", "delivered", "drops", "latency pipeline", "queueing"):
+        assert needle in text
+
+
+# -- options ---------------------------------------------------------------------------------------------------
+
+def test_version(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"secnic {version('secnic')}"
+
+
+@pytest.mark.parametrize("argv", [["-v", "regmap"], ["regmap", "-v"], ["regmap", "--verbose"]])
+def test_verbose_before_or_after_command(argv):
+    from sim.cli.main import parse_args
+    assert parse_args(argv).verbose == 1
+    assert parse_args(["-v", *argv]).verbose == 2
+
+
+def test_bad_option_prints_command_usage(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--pcap", "x.pcap", "--out", str(tmp_path / "o"), "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: secnic run ") and "unrecognized arguments: --bogus" in err
+    with pytest.raises(SystemExit):
+        main(["--bogus", "regmap"])
+    assert capsys.readouterr().err.startswith("usage: secnic [-h]")
+
+
+def test_every_option_help_shows_its_default():
+    from sim.cli.main import build_parser
+    _, parsers = build_parser()
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                text = parser.formatter_class("x")._get_help_string(action)
+                assert "default" in text, f"secnic {name} {action.option_strings[0]}: help has no default"
+
+
+def test_waves_with_model_refused(tmp_path, capsys):
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [(_udp_frame(64), 0)])
+    out = tmp_path / "out"
+    assert main(["run", "--pcap", str(pcap), "--waves", "--out", str(out)]) == 2
+    assert "--waves needs a simulator engine" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pace_above_line_rate_warned(tmp_path, capsys):
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [(_udp_frame(64), 0)])
+    assert main(["run", "--pcap", str(pcap), "--pace", "25", "--out", str(tmp_path / "a")]) == 0
+    assert "--pace 25 Gb/s is above a port's line rate (10 Gb/s" in capsys.readouterr().err
+    assert main(["run", "--pcap", str(pcap), "--pace", "5", "--out", str(tmp_path / "b")]) == 0
+    assert "line rate" not in capsys.readouterr().err
+
+
+# -- progress --------------------------------------------------------------------------------------------------
+
+def test_progress_silent_when_not_a_tty(tmp_path, capsys):
+    """Under pytest stdout is captured, not a terminal: main() leaves the bars off."""
+    from sim.run import progress
+    progress.enable(True)     # as if a previous command had them on
+    pcap = tmp_path / "in.pcap"
+    write_pcap(pcap, [(_udp_frame(64), 0)])
+    assert main(["run", "--pcap", str(pcap), "--out", str(tmp_path / "o")]) == 0
+    assert not progress.enabled()
+    with progress.watch("should not show", lambda: (1, "x"), total=2, interval=0.01):
+        import time
+        time.sleep(0.05)
+    assert "should not show" not in capsys.readouterr().err
+
+
+def test_progress_bar_when_enabled(capsys):
+    import time
+
+    from sim.run import progress
+    progress.enable(True)
+    try:
+        with progress.watch("simulating (test)", lambda: (3, "stage x"), total=4, unit="frames", interval=0.01):
+            time.sleep(0.1)
+    finally:
+        progress.enable(False)
+    err = capsys.readouterr().err
+    assert "simulating (test): 3/4 frames" in err and "stage x" in err
+
+
+# -- the model's timing estimate against Verilator ---------------------------------------------------------------
+
+#: How far the model's estimate may be from Verilator on the demo mix (2000 frames; measured 2026-12-07:
+#: percentiles 1 cycle apart, mean 1.1 %, cycles 0.07 %): the smallest latency exactly
+#: (a lone frame: fixed pipeline plus store-and-forward), percentiles within 2 cycles, the mean
+#: within 2 %, total cycles within 0.5 %.
+LATENCY_PERCENTILE_BOUND = 2
+LATENCY_MEAN_BOUND = 0.02
+CYCLES_BOUND = 0.005
+
+
+@pytest.mark.sim
+def test_model_estimate_matches_verilator(tmp_path):
+    require_simulator("verilator")
+    runs = {}
+    for engine in ("model", "verilator"):
+        out = tmp_path / engine
+        assert main(["demo", "--engine", engine, "--out", str(out)]) == 0   # the full mix, 2000 frames
+        runs[engine] = json.loads((out / "run.json").read_text())
+    est, sim = runs["model"], runs["verilator"]
+    assert est["latency_cycles"]["min"] == sim["latency_cycles"]["min"]
+    for p in ("p50", "p99", "max"):
+        assert abs(est["latency_cycles"][p] - sim["latency_cycles"][p]) <= LATENCY_PERCENTILE_BOUND, \
+            (p, est["latency_cycles"], sim["latency_cycles"])
+    assert est["latency_mean_cycles"] == pytest.approx(sim["latency_mean_cycles"], rel=LATENCY_MEAN_BOUND)
+    assert est["cycles"] == pytest.approx(sim["cycles"], rel=CYCLES_BOUND)
+    assert est["sim_cycles_per_s"] is None and sim["sim_cycles_per_s"] > 0
+
+
+def _on_pty(code: str) -> str:
+    """Output of ``python -c code`` run on a pseudo-terminal with no window size (like `script`
+    started from a non-terminal, or some CI runners)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=REPO_ROOT, close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:      # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, out
+    return out.decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_without_size():
+    out = _on_pty("import time\n"
+                  "from sim.run import progress\n"
+                  "progress.enable(True)\n"
+                  "with progress.watch('simulating (pty)', lambda: (1, None), total=2, unit='frames', "
+                  "interval=0.01):\n"
+                  "    time.sleep(0.2)\n")
+    assert "simulating (pty): 1/2 frames" in out, out
