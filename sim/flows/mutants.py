@@ -89,6 +89,7 @@ _MODEL = "host_driver/model/nic.py"
 
 _T_PARSER = "tests/parser/test_parser_amaranth.py"
 _T_DATAPATH = "tests/datapath/test_datapath_amaranth.py"
+_T_DATAPATH_GAPS = "tests/datapath/test_datapath_mutation_gaps.py"
 _T_CSR = "tests/mgmt/test_csr_amaranth.py"
 _T_LINETEST = "tests/board/test_linetest_amaranth.py"
 _T_BRIDGE = "tests/board/test_bridge_amaranth.py"
@@ -162,11 +163,18 @@ MUTANTS: tuple[Mutant, ...] = (
            "out.tvalid.eq(active & beats.r_rdy & (cur_port == i))",
            (f"{_T_DATAPATH}::test_buffer_forwards_or_discards_whole_frames[default-64]",),
            "frames with a drop verdict still leave the buffer"),
-    Mutant("buffer_truncates_max_frame", _BUFFER,
-           "truncating.eq(beat_index == max_beats - 1)",
-           "truncating.eq(beat_index == max_beats - 2)",
-           (f"{_T_DATAPATH}::test_buffer_forwards_or_discards_whole_frames[default-64]",),
-           "buffer stops storing one beat early: a max_frame frame loses a beat (off-by-one)"),
+    Mutant("buffer_truncation_sticks", _BUFFER,
+           "m.d.sync += [beat_index.eq(0), truncating.eq(0)]",
+           "m.d.sync += beat_index.eq(0)",
+           (f"{_T_DATAPATH}::test_buffer_forwards_or_discards_whole_frames[default-64]",
+            f"{_T_DATAPATH_GAPS}::test_max_frame_leaves_whole_and_oversize_frames_do_not_block[w64]"),
+           "truncation not cleared at an oversize frame's end: the frames after it lose their middle"),
+    Mutant("buffer_oversize_tail_not_stored", _BUFFER,
+           "store = ~truncating | in_last",
+           "store = ~truncating",
+           (f"{_T_DATAPATH}::test_buffer_forwards_or_discards_whole_frames[default-64]",
+            f"{_T_DATAPATH_GAPS}::test_max_frame_leaves_whole_and_oversize_frames_do_not_block[w64]"),
+           "an oversize frame's last beat is not stored: the reader never finds its end (dropped tlast)"),
     # ---- gateware: management plane ------------------------------------------------------------
     Mutant("csr_wstrb_ignored", _CSR,
            "with m.If(enable[byte]):",
