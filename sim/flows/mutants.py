@@ -91,9 +91,11 @@ _T_PARSER = "tests/parser/test_parser_amaranth.py"
 _T_DATAPATH = "tests/datapath/test_datapath_amaranth.py"
 _T_DATAPATH_GAPS = "tests/datapath/test_datapath_mutation_gaps.py"
 _T_CSR = "tests/mgmt/test_csr_amaranth.py"
+_T_REGS_GAPS = "tests/mgmt/test_regs_mutation_gaps.py"
 _T_LINETEST = "tests/board/test_linetest_amaranth.py"
 _T_BRIDGE = "tests/board/test_bridge_amaranth.py"
 _T_MODEL = "tests/host/test_model.py"
+_T_MODEL_GAPS = "tests/host/test_model_mutation_gaps.py"
 _T_DRIVER = "tests/host/test_driver.py"
 
 _PARSER_HEADERS = f"{_T_PARSER}::test_headers[pipelined-64-full]"
@@ -199,7 +201,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("regs_port_flags_wrong_bit", _REGS,
            '"FLAGS": int(config.is_physical(name))',
            '"FLAGS": int(config.is_physical(name)) << 1',
-           (_T_DRIVER,), "PORT.FLAGS physical bit at bit 1 instead of bit 0 (register field at the wrong bit)"),
+           (_T_DRIVER, _T_REGS_GAPS),
+           "PORT.FLAGS physical bit at bit 1 instead of bit 0 (register field at the wrong bit)"),
     Mutant("regs_hw_version_minor_bit", _REGS,
            '"HW_VERSION": major << 16 | minor << 8 | patch',
            '"HW_VERSION": major << 16 | minor << 4 | patch',
@@ -298,7 +301,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("model_counter_wraps_at_32_bits", _MODEL,
            "& ((1 << self.config.counter_width) - 1)",
            "& ((1 << 32) - 1)",
-           (f"{_T_MODEL}::test_counters_keyed_like_register_map_and_wrap",),
+           (f"{_T_MODEL}::test_counters_keyed_like_register_map_and_wrap", _T_MODEL_GAPS),
            "64-bit counters wrap at 2**32"),
 )
 
