@@ -83,6 +83,7 @@ _ARBITER = "hdl/datapath/arbiter.py"
 _BUFFER = "hdl/datapath/buffer.py"
 _CSR = "hdl/mgmt/csr.py"
 _REGS = "hdl/mgmt/regs.py"
+_TOP = "hdl/top.py"
 _LINETEST = "hdl/board/linetest.py"
 _BRIDGE = "hdl/board/bridge.py"
 _MODEL = "host_driver/model/nic.py"
@@ -94,6 +95,7 @@ _T_CSR = "tests/mgmt/test_csr_amaranth.py"
 _T_REGS_GAPS = "tests/mgmt/test_regs_mutation_gaps.py"
 _T_LINETEST = "tests/board/test_linetest_amaranth.py"
 _T_BRIDGE = "tests/board/test_bridge_amaranth.py"
+_T_NIC = "tests/nic/test_sim_nic.py"
 _T_MODEL = "tests/host/test_model.py"
 _T_MODEL_GAPS = "tests/host/test_model_mutation_gaps.py"
 _T_DRIVER = "tests/host/test_driver.py"
@@ -207,6 +209,11 @@ MUTANTS: tuple[Mutant, ...] = (
            '"HW_VERSION": major << 16 | minor << 8 | patch',
            '"HW_VERSION": major << 16 | minor << 4 | patch',
            (f"{_T_DRIVER}::test_identity",), "IDENTITY.HW_VERSION minor field at bit 4 instead of bit 8"),
+    # ---- gateware: NIC top (the one cocotb kill test: the whole NIC in Icarus against the model)
+    Mutant("top_tx_packets_counts_beats", _TOP,
+           'csr.count(("port", i, "tx_packets")).eq(beat & out.tlast)',
+           'csr.count(("port", i, "tx_packets")).eq(beat)',
+           (f"{_T_NIC}::test_icarus_w64_flow_subset[idle]",), "tx_packets counts egress beats, not frames"),
     # ---- gateware: board blocks ------------------------------------------------------------------
     Mutant("linetest_signature_rotates_right", _LINETEST,
            "self.value.eq(Cat(self.value[31], self.value[:31]) ^ folded_r)",
