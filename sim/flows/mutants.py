@@ -431,19 +431,43 @@ class MutantResult:
         return self.outcome in (Outcome.KILLED, Outcome.TIMEOUT)
 
 
+# pytest runs still going, so that an interrupted run can stop them: each runs in a session of
+# its own (so that a timeout kills the simulators it started too), out of reach of Ctrl-C.
+_live: set[subprocess.Popen] = set()
+_live_lock = threading.Lock()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_live() -> None:
+    with _live_lock:
+        for proc in _live:
+            _kill(proc)
+
+
 def _pytest(tree: Path, args: Sequence[str], timeout: float, log_path: Path | None) -> tuple[int | None, float, str]:
     """Run pytest in ``tree``; return (exit code or None on timeout, seconds, output tail)."""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--tb=short", *args]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=tree, env=_env(tree), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
+    with _live_lock:
+        _live.add(proc)
     try:
         output, _ = proc.communicate(timeout=timeout)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)   # its own session: simulators it started go too
+        _kill(proc)
         output, _ = proc.communicate()
         rc = None
+    finally:
+        with _live_lock:
+            _live.discard(proc)
     seconds = time.monotonic() - t0
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -523,10 +547,17 @@ def run_mutants(mutants: Sequence[Mutant], trees: Sequence[Path], *, timeout: fl
             with lock:
                 free.put(tree)
 
-    with ThreadPoolExecutor(max_workers=len(trees)) as pool:
+    pool = ThreadPoolExecutor(max_workers=len(trees))
+    try:
         futures = [pool.submit(work, m) for m in mutants]
         for fut in as_completed(futures):
             yield fut.result()
+    finally:
+        # Interrupted (Ctrl-C, or the caller stopped early): drop the queued mutants and stop the
+        # running pytest sessions rather than wait for them.
+        pool.shutdown(wait=False, cancel_futures=True)
+        _kill_live()
+        pool.shutdown(wait=True)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -589,7 +620,11 @@ def main(argv: Sequence[str] | None = None, *, mutants: Sequence[Mutant] = MUTAN
     jobs = min(args.jobs, len(selected))
     with tempfile.TemporaryDirectory(prefix="secnic-mutants-") as tmp:
         trees = [copy_tree(root, Path(tmp) / f"w{i}") for i in range(jobs)]
-        check_imports_from(trees[0], (m.file.split("/")[0] for m in selected))
+        try:
+            check_imports_from(trees[0], (m.file.split("/")[0] for m in selected))
+        except RuntimeError as exc:
+            out(f"error: {exc}")
+            return 1
         if not args.no_baseline:
             ok, summary = run_baseline(trees[0], selected, args.timeout * 2, args.log_dir)
             out(f"baseline (unmutated): {summary}")
@@ -626,4 +661,8 @@ def main(argv: Sequence[str] | None = None, *, mutants: Sequence[Mutant] = MUTAN
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: the working tree was never modified; scratch copies removed", file=sys.stderr)
+        sys.exit(130)

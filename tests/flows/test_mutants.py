@@ -9,6 +9,7 @@ did not happen.
 from __future__ import annotations
 
 import ast
+import json
 import textwrap
 from pathlib import Path
 
@@ -126,18 +127,26 @@ def test_runner_reports_each_outcome_and_leaves_the_tree_alone(toy, tmp_path):
     before = _snapshot(toy)
     lines: list[str] = []
     logs = tmp_path / "logs"
-    rc = main(["--timeout", "5", "--log-dir", str(logs), "--jobs", "2"], mutants=TOY_MUTANTS, root=toy,
-              out=lines.append)
+    rc = main(["--log-dir", str(logs), "--jobs", "2", "--only", "add_subtracts,unused_changed,stale_snippet",
+               "--only", "syntax_slip"], mutants=TOY_MUTANTS, root=toy, out=lines.append)
     text = "\n".join(lines)
     assert rc == 1, text
     assert _snapshot(toy) == before
-    import json
     outcomes = {m["name"]: m["outcome"] for m in json.loads((logs / "results.json").read_text())["mutants"]}
-    assert outcomes == {"add_subtracts": "killed", "unused_changed": "survived", "spin_forever": "timeout",
-                        "stale_snippet": "error", "syntax_slip": "error"}
-    assert "killed 2/5" in text            # a timeout counts as killed; errors never do
+    assert outcomes == {"add_subtracts": "killed", "unused_changed": "survived", "stale_snippet": "error",
+                        "syntax_slip": "error"}
+    assert "killed 1/4" in text            # errors never count as killed
     assert "not found" in text and "does not parse" in text
     assert "assert -1 == 5" in (logs / "add_subtracts.log").read_text()
+
+
+def test_runner_counts_a_hang_as_a_timeout_kill(toy, tmp_path):
+    lines: list[str] = []
+    rc = main(["--only", "spin_forever", "--timeout", "2", "--no-baseline", "--log-dir", str(tmp_path / "logs")],
+              mutants=TOY_MUTANTS, root=toy, out=lines.append)
+    text = "\n".join(lines)
+    assert rc == 0, text                   # a hang on the bug is a kill
+    assert "timeout  spin_forever" in text and "killed 1/1" in text
 
 
 def test_runner_exit_0_only_when_all_killed(toy, tmp_path):
