@@ -373,10 +373,12 @@ def copy_tree(root: Path, dest: Path) -> Path:
     repository has such a sibling, ``dest/shared`` links to it so the copy sees the same data.
     """
     tree = dest / "tree"
-    for rel in _tree_files(root):
+    files = _tree_files(root)
+    for rel in files:
         target = tree / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / rel, target)
+    log.debug("copied %d files of %s into %s", len(files), root, tree)
     shared = root.parent / "shared"
     if shared.is_dir():
         (dest / "shared").symlink_to(shared.resolve(), target_is_directory=True)
@@ -524,6 +526,7 @@ def _run_one(mutant: Mutant, tree: Path, timeout: float, log_dir: Path | None) -
     if path.read_text() != original:      # pragma: no cover - the write above failed
         raise RuntimeError(f"could not restore {path} after mutant {mutant.name}")
     outcome = _classify(rc)
+    log.debug("mutant %s: pytest exit code %s in %.1f s", mutant.name, rc, seconds)
     detail = f"no answer within {timeout:.0f} s" if rc is None else tail
     if outcome == Outcome.ERROR:
         detail = f"pytest exit code {rc}: {tail}"
