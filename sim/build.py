@@ -26,8 +26,7 @@ from pathlib import Path
 
 from hdl.config import NicConfig
 
-__all__ = ["REPO_ROOT", "BUILD_ROOT", "TOP_NAME", "source_hash", "cache_key", "build_verilog",
-           "convert_sv"]
+__all__ = ["REPO_ROOT", "BUILD_ROOT", "TOP_NAME", "source_hash", "cache_key", "build_verilog"]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +39,9 @@ RECIPE = "sv-proc-2"
 
 
 def source_hash(extra_files: tuple[Path, ...] = ()) -> str:
-    """Hash of every ``hdl/*.py`` file (names and contents) plus ``extra_files``."""
+    """Hash of every ``hdl/**/*.py`` file (names and contents) plus ``extra_files``."""
     h = hashlib.sha256(RECIPE.encode())
-    files = sorted((REPO_ROOT / "hdl").glob("*.py")) + sorted(Path(f) for f in extra_files)
+    files = sorted((REPO_ROOT / "hdl").rglob("*.py")) + sorted(Path(f) for f in extra_files)
     for path in files:
         h.update(str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path).encode())
         h.update(b"\0")
@@ -65,20 +64,15 @@ def cache_key(config: NicConfig, top: Callable | None = None) -> str:
     return f"{config.key()}-{source_hash(_factory_file(top))}" + ("" if top is None else f"-{name}")
 
 
-def convert_sv(component, name: str = TOP_NAME) -> str:
-    """SystemVerilog text of a ``wiring.Component`` (see :func:`hdl.lib.export.to_verilog`)."""
-    from hdl.lib.export import to_verilog
-    return to_verilog(component, name)
-
-
 def _elaborate(config: NicConfig, top: Callable | None) -> str:
+    from hdl.lib.export import to_verilog
     if top is not None:
-        return convert_sv(top(config))
+        return to_verilog(top(config), TOP_NAME)
     try:
         import hdl.top as hdl_top
     except ImportError as exc:
         raise RuntimeError(f"the NIC top level (hdl/top.py) cannot be imported: {exc}") from exc
-    return convert_sv(hdl_top.NicTop(config))
+    return to_verilog(hdl_top.NicTop(config), TOP_NAME)
 
 
 def _atomic_write(path: Path, text: str) -> None:
