@@ -1,7 +1,7 @@
-"""Register-description cases the mutation run (``make mutants``) found untested.
+"""The PORT register block: cases the mutation run (``make mutants``) found untested.
 
 PORT.FLAGS is a CONST word the gateware decoder, the driver's map and the golden model all take
-from :mod:`hdl.mgmt.regs`, so comparing them with each other cannot see a field at the wrong
+from :mod:`hdl.datapath.ports`, so comparing them with each other cannot see a field at the wrong
 bit: the expected values here come from the documented layout instead.
 """
 
@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from hdl.config import NicConfig
-from hdl.mgmt.regs import PORT
+from hdl.datapath.ports import PORT
 from host_driver.driver import Nic
 from host_driver.model.nic import ModelBus, NicModel
 
