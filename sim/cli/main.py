@@ -213,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the board's: "
                           + ", ".join(f"{b.name} {b.pnr_tries}" for b in BOARDS.values()) + ")")
     bit.set_defaults(func=cmd_bitstream)
-    from sim.cli import testbench  # subcommands kept in their own modules
+    from sim.cli import board, testbench  # subcommands kept in their own modules
     testbench.register(sub)
+    board.register(sub)
     return ap
 
 
