@@ -10,6 +10,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+from sim.cli.main import main
 from sim.tb.testbench import TestbenchError, check_testbench_file
 from sim.tb.traffic import udp_frames
 
@@ -72,3 +73,17 @@ def test_sim_tb_namespace_is_lazy():
     with pytest.raises(AttributeError, match="module 'sim.tb' has no attribute 'nope'"):
         import sim.tb
         sim.tb.nope  # noqa: B018
+
+
+def test_secnic_testbench_bad_input_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bench.py"
+    bad.write_text("import cocotb\nasync def t(dut)\n")
+    assert main(["testbench", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"secnic testbench: error: {bad}:2:17: Python syntax error: expected ':'\n"
+    bad.write_text("import cocotb\n")
+    conf = tmp_path / "nic.toml"
+    conf.write_text("[nic]\ndata_width = 65\n")
+    assert main(["testbench", str(bad), "--config", str(conf)]) == 2
+    assert "data_width must be one of (64, 128, 256, 512), not 65" in capsys.readouterr().err
+    assert not (tmp_path / "build").exists()
