@@ -76,13 +76,15 @@ def default_test_dir(module: str, sim: str) -> Path:
 
 @contextlib.contextmanager
 def _importable(folder: Path) -> Iterator[None]:
-    """``folder`` first on sys.path while the simulation starts: cocotb's runner hands its own
-    sys.path to the simulator as PYTHONPATH (an ``extra_env`` PYTHONPATH would be overwritten)."""
+    """``folder`` on sys.path while the simulation starts: cocotb's runner hands its own sys.path
+    to the simulator as PYTHONPATH (an ``extra_env`` PYTHONPATH would be overwritten). Appended,
+    not prepended, so a ``sim`` or ``hdl`` folder beside the user's file cannot shadow secnic's;
+    the module's own name was checked to be free (:func:`check_testbench_file`)."""
     entry = str(folder)
     with _SYS_PATH_LOCK:
         added = entry not in sys.path
         if added:
-            sys.path.insert(0, entry)
+            sys.path.append(entry)
         try:
             yield
         finally:
