@@ -2,7 +2,7 @@
 
 ``build_verilog(config)`` returns the path of ``secnic_top.sv`` for ``config``, generating it only
 when no cached copy exists. The cache lives in ``build/cache/<key>/`` where ``key`` combines
-``NicConfig.key()`` with a hash of every ``hdl/*.py`` source (and of the top factory's module when
+``NicConfig.key()`` with a hash of every ``hdl/**/*.py`` source (and of the top factory's module when
 a non-default top is given), so any edit to the gateware or the parameters rebuilds. Files are
 written to a temporary name and renamed into place, so a crash never leaves a half-written
 cache entry.
@@ -41,6 +41,7 @@ RECIPE = "sv-proc-2"
 def source_hash(extra_files: tuple[Path, ...] = ()) -> str:
     """Hash of every ``hdl/**/*.py`` file (names and contents) plus ``extra_files``."""
     h = hashlib.sha256(RECIPE.encode())
+    # Recursive: the gateware lives in subfolders (hdl/parser, hdl/datapath, ...).
     files = sorted((REPO_ROOT / "hdl").rglob("*.py")) + sorted(Path(f) for f in extra_files)
     for path in files:
         h.update(str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path).encode())

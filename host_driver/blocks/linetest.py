@@ -273,6 +273,21 @@ class LineTester:
         log.info("line tester configured: %d-byte frames, gap %d, seed 0x%08x", effective, gap, seed)
         return self.settings
 
+    async def read_settings(self) -> LineTestSettings:
+        """Read the settings back from the registers (another process, e.g. an earlier
+        ``secnic board ... linetest start``, may have configured the tester), so
+        :meth:`expected_frames` follows what the generators really use. Kept in :attr:`settings`."""
+        info = await self.build_info()
+        frame_len = await self.nic.read(self.block, "FRAME_LEN")
+        gap = await self.nic.read(self.block, "GAP")
+        seed = await self.nic.read(self.block, "SEED")
+        words = [await self.nic.read(self.block, f"TEMPLATE_{i}") for i in range(TEMPLATE_BYTES // 4)]
+        template = b"".join(w.to_bytes(4, "little") for w in words)
+        # The gateware loads DEFAULT_SEED for SEED 0 (configure() refuses 0, a raw write need not).
+        self.settings = LineTestSettings(frame_len, clamp_frame_len(frame_len, info["max_frame"]), gap,
+                                         seed or DEFAULT_SEED, template)
+        return self.settings
+
     async def start(self) -> None:
         """Turn the generators on (CONTROL bit 0); each takes over its ingress port between frames."""
         await self.nic.write(self.block, "CONTROL", 1)

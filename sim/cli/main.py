@@ -317,6 +317,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           "(default: the board's: "
                           + ", ".join(f"{b.name} {b.pnr_tries}" for b in BOARDS.values()) + ")")
     bit.set_defaults(func=cmd_bitstream)
+    from sim.cli import board, testbench  # subcommands kept in their own modules
+    testbench.register(add)
+    board.register(add)
     return ap, parsers
 
 

@@ -12,6 +12,7 @@ Only this module and :mod:`sim.run.nic_cocotb` import cocotb; the rest of ``sim`
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import warnings
@@ -30,12 +31,26 @@ from hdl.packet.meta import make_verdict_record
 from host_driver.bus import AxiResp, Bus, BusError
 
 __all__ = ["TB", "AxiLiteBus", "Record", "Scoreboard", "idle_pattern", "backpressure_pattern",
-           "period_ps"]
+           "period_ps", "config_from_env", "CONFIG_ENV"]
 
 log = logging.getLogger(__name__)
 
 # cocotbext-axi 0.1.28 still calls cocotb-1 APIs (task.kill() ...); those warnings are not ours.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\.")
+
+
+#: The environment variable through which :func:`sim.runner.run_cocotb` hands the build's
+#: configuration to the simulation (``NicConfig.as_dict()`` as JSON).
+CONFIG_ENV = "SECNIC_CONFIG"
+
+
+def config_from_env() -> NicConfig:
+    """The :class:`NicConfig` of the build being simulated, as :func:`sim.runner.run_cocotb` passed it."""
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise RuntimeError(f"{CONFIG_ENV} is not set: run this cocotb module through `secnic testbench`, "
+                           "the secnic_sim pytest fixture or sim.runner.run_cocotb")
+    return NicConfig.from_dict(json.loads(text), source=CONFIG_ENV)
 
 
 def period_ps(config: NicConfig) -> int:
@@ -105,10 +120,15 @@ class TB:
     dut:
         The cocotb handle of ``secnic_top``.
     config:
-        The build's :class:`NicConfig` (clock period, ports, record layout).
+        The build's :class:`NicConfig` (clock period, ports, record layout); by default the one
+        the runner built (:func:`config_from_env`).
+
+    The short forms :meth:`send`, :meth:`receive` and :meth:`driver` are what a user's testbench
+    needs (docs/testbench.md); the source, sink and bus models stay reachable for the rest.
     """
 
-    def __init__(self, dut, config: NicConfig):
+    def __init__(self, dut, config: NicConfig | None = None):
+        config = config if config is not None else config_from_env()
         self.dut = dut
         self.config = config
         self.log = logging.getLogger("cocotb.tb")
@@ -223,6 +243,34 @@ class TB:
         for p, n in counts.items():
             got = self.sinks[p].count()
             assert got == n, f"port {p}: {got} egress frames, expected {n}"
+
+    # -- the short forms a testbench uses (docs/testbench.md) ----------------------------------------
+
+    async def send(self, port: str, frame: bytes, rx_error: bool = False) -> None:
+        """Queue ``frame`` (bytes, no FCS) on the ingress of ``port``; returns once it is queued."""
+        await self.sources[self._port(port)].send(self.make_frame(bytes(frame), rx_error))
+
+    async def receive(self, port: str, timeout_cycles: int = 100_000) -> bytes:
+        """The next frame out of ``port``'s egress; AssertionError when none comes in ``timeout_cycles``."""
+        sink = self.sinks[self._port(port)]
+        deadline = self.cycle() + timeout_cycles
+        while sink.empty():
+            if self.cycle() > deadline:
+                raise AssertionError(f"timeout: no frame out of {port} in {timeout_cycles} cycles")
+            await ClockCycles(self.dut.clk, 16)
+        return bytes(sink.recv_nowait().tdata)
+
+    async def driver(self):
+        """The host driver (:class:`host_driver.driver.Nic`) over the AXI-Lite bus, blocks discovered."""
+        from host_driver.driver import Nic
+        nic = Nic(self.bus)
+        await nic.discover()
+        return nic
+
+    def _port(self, port: str) -> str:
+        if port not in self.sources:
+            raise ValueError(f"unknown port {port!r}; this NIC has ports {', '.join(self.sources)}")
+        return port
 
     # -- frames -----------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Deterministic test and demo traffic built with scapy (seeded; same seed, same bytes).
 
 * :func:`edge_case_frames`: parser edge cases, every size class from 14 to max_frame + 1 bytes;
-* :func:`demo_mix`: an IMIX-like mix of realistic traffic on the two ports.
+* :func:`demo_mix`: an IMIX-like mix of realistic traffic on the two ports;
+* :func:`udp_frames`: a run of plain Ethernet/IPv4/UDP frames of one size (testbench stimulus).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scapy.layers.inet6 import (  # noqa: E402
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
-__all__ = ["edge_case_frames", "demo_mix", "DEFAULT_MAX_FRAME", "IMIX_WIRE_SIZES"]
+__all__ = ["edge_case_frames", "demo_mix", "udp_frames", "DEFAULT_MAX_FRAME", "IMIX_WIRE_SIZES"]
 
 log = logging.getLogger(__name__)
 
@@ -327,3 +328,26 @@ def _corrupt(frame: bytes, rng: random.Random) -> bytes:
     if kind == 2:
         return _set_u16(frame, 16, len(frame) + 100)  # total length past the frame
     return _set_byte(frame, 14, 0x65)                 # version 6 under the IPv4 ethertype
+
+
+#: Ethernet (14) + IPv4 (20) + UDP (8) header bytes: the shortest frame :func:`udp_frames` makes.
+UDP_HEADER_BYTES = 42
+
+
+def udp_frames(count: int, size: int = 128, *, src: str = "10.0.0.1", dst: str = "10.0.0.2",
+               sport: int = 1024, dport: int = 5001, src_mac: str = _MAC_A, dst_mac: str = _MAC_B,
+               seed: int = 1) -> list[bytes]:
+    """``count`` Ethernet/IPv4/UDP frames of ``size`` bytes each (no FCS), made with scapy.
+
+    Frame ``k`` has source port ``sport + k`` (so every frame differs) and a seeded random payload;
+    lengths and checksums are scapy's, so the parser takes them as well-formed.
+    """
+    if not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, not {count!r}")
+    if not isinstance(size, int) or not UDP_HEADER_BYTES <= size <= DEFAULT_MAX_FRAME:
+        raise ValueError(f"size must be an integer in {UDP_HEADER_BYTES}..{DEFAULT_MAX_FRAME} bytes, not {size!r}")
+    if not (isinstance(sport, int) and 0 <= sport and sport + max(count, 1) - 1 <= 0xFFFF):
+        raise ValueError(f"source ports {sport}..{sport + count - 1} do not fit in 0..65535")
+    rng = random.Random(seed)
+    return [bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst) / UDP(sport=sport + k, dport=dport)
+                  / rng.randbytes(size - UDP_HEADER_BYTES)) for k in range(count)]
