@@ -49,7 +49,7 @@ def register(add) -> None:
         description="Reach a NIC on a dev board through its UART register bridge with the host driver. "
                     "See docs/boards.md for loading the bitstream and finding the serial device.")
     ap.add_argument("--port", required=True, metavar="DEV",
-                    help="serial device (e.g. /dev/ttyUSB0) or pyserial URL")
+                    help="serial device (e.g. /dev/ttyUSB0) or pyserial URL (required; no default)")
     ap.add_argument("--board", choices=list(BOARDS), metavar="NAME",
                     help=f"the board (sets the default baud): one of {', '.join(BOARDS)}")
     ap.add_argument("--baud", type=int, metavar="N",

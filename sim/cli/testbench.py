@@ -28,8 +28,9 @@ def register(add) -> None:
     ap.add_argument("file", metavar="FILE.py", help="the cocotb module")
     ap.add_argument("--sim", choices=SIMULATORS, default="verilator", help="simulator (default verilator)")
     ap.add_argument("--config", metavar="nic.toml", help="NIC build options ([nic] table; default: NicConfig())")
-    ap.add_argument("--test", action="append", metavar="NAME", help="run only this test function (repeatable)")
-    ap.add_argument("--waves", action="store_true", help="dump an FST waveform into the output folder")
+    ap.add_argument("--test", action="append", metavar="NAME",
+                    help="run only this test function (repeatable; default: every test in the file)")
+    ap.add_argument("--waves", action="store_true", help="dump an FST waveform into the output folder (default: off)")
     ap.add_argument("--out", metavar="DIR",
                     help="folder for sim.log, results.xml and waves (default build/testbench/<module>-<sim>)")
     ap.set_defaults(func=cmd_testbench)
