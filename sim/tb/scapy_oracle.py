@@ -238,6 +238,10 @@ class _Oracle:
         elif cls is UDP:
             o.update(sport=layer.sport, dport=layer.dport, payload_offset=l4 + _header_len(layer))
         else:
+            if not {"type", "code"} <= set(layer.fields):
+                # a few of scapy's ICMPv6 message classes have no such fields (e.g. fixed codes)
+                raise ScapyUndecided(f"scapy's {type(layer).__name__} has no type/code fields",
+                                     broken_header=False)
             o.update(icmp_type=layer.type, icmp_code=layer.code, payload_offset=l4 + _ICMP_HEADER)
 
 
