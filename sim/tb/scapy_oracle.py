@@ -183,9 +183,10 @@ class _Oracle:
                 o["beyond_window"] = True
                 raise _Stop
             what = f"IPv6 extension header {walked} (next header {nh})"
-            cls = IPv6ExtHdrFragment if nh == 44 else Packet
-            if not isinstance(layer, cls) or not {"nh", "len"} <= set(layer.fields) and nh != 44 \
-                    or _header_len(layer) < 8:
+            # any of scapy's extension header classes (routing has several), by their fields
+            dissected = isinstance(layer, IPv6ExtHdrFragment) if nh == 44 else \
+                isinstance(layer, Packet) and {"nh", "len"} <= set(layer.fields)
+            if not dissected or _header_len(layer) < 8:
                 raise ScapyUndecided(f"scapy could not dissect the {what} (got {type(layer).__name__}, "
                                      f"{_header_len(layer) if isinstance(layer, Packet) else 0} bytes)",
                                      broken_header=not o["frag_offset"])
