@@ -41,7 +41,8 @@ RECIPE = "sv-proc-2"
 def source_hash(extra_files: tuple[Path, ...] = ()) -> str:
     """Hash of every ``hdl/**/*.py`` file (names and contents) plus ``extra_files``."""
     h = hashlib.sha256(RECIPE.encode())
-    # Recursive: the gateware lives in subfolders (hdl/parser, hdl/datapath, ...).
+    # Recursive: the gateware lives in subfolders (hdl/lib, hdl/board, ...); a flat glob saw only
+    # hdl/top.py and hdl/config.py, so an edited block reused a stale simulator build.
     files = sorted((REPO_ROOT / "hdl").rglob("*.py")) + sorted(Path(f) for f in extra_files)
     for path in files:
         h.update(str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path).encode())

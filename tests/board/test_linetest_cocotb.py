@@ -50,8 +50,34 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def _tester(config: NicConfig = SIM_CONFIG) -> tuple[LineTester, ModelBus]:
-    bus = ModelBus(NicModel(config))
+class RecordingBus(ModelBus):
+    """The model's register file, logging every write as (offset in the LINETEST block, value)."""
+
+    def __init__(self, model: NicModel):
+        super().__init__(model)
+        self.linetest_base = model.regmap.block("LINETEST").base
+        self.writes: list[tuple[int, int]] = []
+
+    async def write32(self, addr: int, value: int) -> None:
+        await super().write32(addr, value)
+        self.writes.append((addr - self.linetest_base, value))
+
+
+#: LINETEST register offsets as docs/registers.md documents them (not looked up by name, so a
+#: driver and a register file that agree on a wrong name-to-offset mapping do not pass).
+CONTROL, FRAME_LEN, GAP, SEED = 0x10, 0x14, 0x18, 0x1C
+
+
+def SIGNATURE(i):  # noqa: N802 (register name)
+    return 0x20 + 4 * i
+
+
+def TEMPLATE(i):  # noqa: N802 (register name)
+    return 0x40 + 4 * i
+
+
+async def _tester(config: NicConfig = SIM_CONFIG) -> tuple[LineTester, RecordingBus]:
+    bus = RecordingBus(NicModel(config))
     nic = Nic(bus)
     await nic.discover()
     return LineTester(nic), bus
@@ -131,28 +157,48 @@ def test_clamp():
 def test_configure_writes_registers(caplog):
     async def go():
         lt, bus = await _tester()
-        block = lt.block
         template = bytes(range(1, 11))
         with caplog.at_level(logging.WARNING, logger="host_driver.blocks.linetest"):
             s = await lt.configure(10, gap=7, seed=0xABCD, template=template)
         assert "frame_len 10 is outside 60..9216: the NIC generates 60-byte frames" in caplog.text
         assert (s.frame_len, s.effective_len, s.gap, s.seed) == (10, 60, 7, 0xABCD)
         assert s.template == template + bytes(54)
-        reads = {name: await bus.read32(block.addr(name)) for name in ("FRAME_LEN", "GAP", "SEED", "CONTROL")}
-        assert reads == {"FRAME_LEN": 10, "GAP": 7, "SEED": 0xABCD, "CONTROL": 0}
-        assert await bus.read32(block.addr("TEMPLATE_0")) == 0x04030201
-        assert await bus.read32(block.addr("TEMPLATE_2")) == 0x0A09
+        # FRAME_LEN as given (the NIC clamps), then the template in 32-bit words, first byte low.
+        assert bus.writes == [(FRAME_LEN, 10), (GAP, 7), (SEED, 0xABCD), (TEMPLATE(0), 0x04030201),
+                              (TEMPLATE(1), 0x08070605), (TEMPLATE(2), 0x0A09)] + \
+            [(TEMPLATE(i), 0) for i in range(3, 16)]
         assert lt.expected_frames(2) == expected_frames(2, 60, 8, seed=0xABCD, template=template)
+        bus.writes.clear()
         await lt.configure(20000)                   # template None: the reset template again
-        assert await bus.read32(block.addr("TEMPLATE_0")) == int.from_bytes(default_template()[:4], "little")
+        reset = default_template()
+        assert bus.writes[:3] == [(FRAME_LEN, 20000), (GAP, 0), (SEED, DEFAULT_SEED)]
+        assert bus.writes[3:] == [(TEMPLATE(i), int.from_bytes(reset[4 * i:4 * i + 4], "little"))
+                                  for i in range(16)]
         assert lt.settings.effective_len == 9216
+        bus.writes.clear()
         await lt.start()
-        assert await lt.running() and await bus.read32(block.addr("CONTROL")) == 1
-        with pytest.raises(LineTesterError, match=r"^the line tester is running: stop\(\) it before configure\(\)$"):
-            await lt.configure(100)
         await lt.stop()
-        assert not await lt.running()
-        assert await lt.signatures() == [0, 0]
+        assert bus.writes == [(CONTROL, 1), (CONTROL, 0)]
+    run(go())
+
+
+def test_running_and_signatures_read_the_hardware():
+    """running() and signatures() report what the registers hold, set here behind the driver's back."""
+    async def go():
+        lt, bus = await _tester()
+        base = bus.linetest_base
+        for control, on in ((1, True), (3, True), (2, False), (0, False)):
+            await bus.write32(base + CONTROL, control)
+            assert await lt.running() is on, f"CONTROL={control}"
+        with pytest.raises(LineTesterError, match=r"^the line tester is running: stop\(\) it before configure\(\)$"):
+            await bus.write32(base + CONTROL, 1)
+            await lt.configure(100)
+        # STATUS words the gateware drives: distinct values per port, read in port order.
+        for i, value in enumerate((0x1234_5678, 0x9ABC_DEF0)):
+            bus.status[("LINETEST", 0, f"SIGNATURE_{i}")] = value
+        bus.status[("LINETEST", 0, "SIGNATURE_2")] = 0xBAD   # no port 2 in this build
+        assert await lt.signatures() == [0x1234_5678, 0x9ABC_DEF0]
+        assert bus.model.regmap.block("LINETEST").addr("SIGNATURE_1") == base + SIGNATURE(1)
     run(go())
 
 
@@ -174,7 +220,7 @@ def test_configure_rejects(kwargs, match):
         with pytest.raises(ValueError) as info:
             await lt.configure(**kwargs)
         assert str(info.value).startswith(match)
-        assert await bus.read32(lt.block.addr("FRAME_LEN")) == 64, "nothing written"
+        assert bus.writes == [], "nothing written"
     run(go())
 
 

@@ -73,13 +73,65 @@ def test_engines_agree(engine, inputs, model_out, tmp_path):
     assert run["latency_cycles"]["min"] > 0
 
 
-@pytest.mark.parametrize("pace", ["pcap", "2.5"])
-def test_pace_changes_timing_only(pace, inputs, model_out, tmp_path):
-    out = tmp_path / "out"
-    assert _run(inputs, out, "--engine", "model", "--pace", pace) == 0
+#: Paced inputs: PACED_FRAMES frames of PACED_LEN bytes per port, PACED_GAP_NS apart in the capture.
+PACED_FRAMES, PACED_LEN, PACED_GAP_NS = 16, 102, 2000
+
+
+@pytest.fixture(scope="module")
+def paced_inputs(tmp_path_factory) -> list[str]:
+    """Two small captures (well-formed UDP, so every frame is forwarded) for the pacing tests."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    d = tmp_path_factory.mktemp("paced")
+    args = []
+    for port in ("phy0", "vm1"):
+        frames = [bytes(Ether() / IP(id=i) / UDP(sport=i) / bytes(PACED_LEN - 42)) for i in range(PACED_FRAMES)]
+        path = d / f"{port}.pcap"
+        write_pcap(path, [(f, 1_700_000_000_000_000_000 + PACED_GAP_NS * i) for i, f in enumerate(frames)])
+        args += ["--in", f"{port}={path}"]
+    return args
+
+
+_paced_runs: dict = {}
+
+
+def _paced_run(engine, pace, paced_inputs, tmp_path_factory) -> Path:
+    """One run per (engine, pace), shared by the tests below."""
+    if (engine, pace) not in _paced_runs:
+        out = tmp_path_factory.mktemp(f"paced-{engine}-{pace}") / "out"
+        assert _run(paced_inputs, out, "--engine", engine, "--pace", pace) == 0
+        _paced_runs[engine, pace] = out
+    return _paced_runs[engine, pace]
+
+
+@pytest.mark.parametrize("engine", ["model", pytest.param("verilator", marks=pytest.mark.sim),
+                                    pytest.param("icarus", marks=pytest.mark.sim)])
+@pytest.mark.parametrize("pace", ["pcap", "1.25"])
+def test_pace_changes_timing_only(engine, pace, paced_inputs, tmp_path_factory):
+    """Pacing leaves every output file but run.json as at line rate, and stretches the run to the
+    schedule: the capture's 2 us gaps, or 1.25 Gb/s per port."""
+    if engine != "model":
+        require_simulator(engine)
+    line = _paced_run(engine, "line", paced_inputs, tmp_path_factory)
+    out = _paced_run(engine, pace, paced_inputs, tmp_path_factory)
     for name in COMPARED:
-        assert (out / name).read_bytes() == (model_out / name).read_bytes(), name
-    assert json.loads((out / "run.json").read_text())["pace"] == (pace if pace == "pcap" else 2.5)
+        assert (out / name).read_bytes() == (line / name).read_bytes(), name
+    run = json.loads((out / "run.json").read_text())
+    line_run = json.loads((line / "run.json").read_text())
+    assert run["pace"] == (pace if pace == "pcap" else 1.25)
+    assert run["packets_out"] == line_run["packets_out"] == 2 * PACED_FRAMES
+    clock_mhz = run["clock_mhz"]
+    if pace == "pcap":
+        # the last frames start (PACED_FRAMES - 1) gaps after the first ones
+        span = (PACED_FRAMES - 1) * PACED_GAP_NS * clock_mhz / 1000
+    else:
+        # each port sends a PACED_LEN-byte frame every PACED_LEN * 8 / 1.25 ns: both ports offer
+        # 2.5 Gb/s, and the run (first to last frame) holds PACED_FRAMES frames in one interval less
+        span = (PACED_FRAMES - 1) * PACED_LEN * 8 / 1.25 * clock_mhz / 1000
+        assert run["gbps"] <= 2.5 * PACED_FRAMES / (PACED_FRAMES - 1)
+        assert line_run["gbps"] > 5.0, "line rate must beat 2 x 1.25 Gb/s by far, or the test proves nothing"
+    assert run["cycles"] >= span, f"{engine} --pace {pace}: {run['cycles']} cycles, schedule spans {span:.0f}"
+    assert line_run["cycles"] < span / 2, f"{engine} at line rate takes {line_run['cycles']} cycles"
 
 
 def test_rerun_replaces_previous_run_only(inputs, tmp_path):

@@ -37,13 +37,11 @@ from hdl.lib.export import component_ports
 from hdl.packet.meta import L3Type, MalformedReason, PacketMeta, make_parsed_layout
 from hdl.parser.pipelined import Parser
 from hdl.parser.sequential import MAX_FRAME_CYCLES, SequentialParser
+from sim.tb.parser_cases import V4_DST, V4_SRC, V6_DST, V6_SRC, malformed_cases
 
 MR = MalformedReason
 META_FIELDS = [name for name, _ in data.Layout.cast(PacketMeta)]
 DST, SRC = "02:00:00:00:00:01", "02:00:00:00:00:02"
-ETH_FIELDS = {"eth_dst": 0x020000000001, "eth_src": 0x020000000002}
-V4_SRC, V4_DST = "10.0.0.1", "10.0.0.2"
-V6_SRC, V6_DST = "2001:db8::1", "2001:db8::2"
 PHYS, VIRT = 0, 1   # port numbers in the default config: phy0 is physical, vm1 virtual
 
 
@@ -248,74 +246,9 @@ def payload_sweep_frames(config, sizes):
 
 
 def malformed_frames():
-    """Hand-computed expectations for frames that break a rule of docs/parser.md."""
-    hdr = bytes.fromhex("020000000001" "020000000002")
-    v4_eth, v6_eth, arp_eth = hdr + b"\x08\x00", hdr + b"\x86\xdd", hdr + b"\x08\x06"
-    v4_addr = {"ip_src": ip_int(V4_SRC), "ip_dst": ip_int(V4_DST)}
-    v6_addr = {"ip_src": ip_int(V6_SRC), "ip_dst": ip_int(V6_DST)}
-    l3v4 = {**ETH_FIELDS, "ethertype": 0x0800, "l3_offset": 14, "l3_type": L3Type.IPV4}
-    l3v6 = {**ETH_FIELDS, "ethertype": 0x86DD, "l3_offset": 14, "l3_type": L3Type.IPV6}
-    l3arp = {**ETH_FIELDS, "ethertype": 0x0806, "l3_offset": 14, "l3_type": L3Type.ARP}
-    v4_hdr = {**l3v4, **v4_addr, "has_l3": 1, "ip_ttl": 64}
-    v6_hdr = {**l3v6, **v6_addr, "has_l3": 1, "ip_ttl": 5}
-    v4_l4 = {**v4_hdr, "l4_offset": 34, "has_l4_offset": 1}
-    tcp_l4 = {**v4_l4, "ip_proto": 6, "has_l4": 1, "sport": 100, "dport": 200, "tcp_flags": 0x02}
-
-    def ipv4(**kw):
-        return bytes(IP(src=V4_SRC, dst=V4_DST, ttl=64, **kw))
-
-    def ipv6(**kw):
-        return bytes(IPv6(src=V6_SRC, dst=V6_DST, hlim=5, **kw))
-
-    def tcp_with_offset(data_offset):
-        raw = bytes(TCP(sport=100, dport=200, flags="S"))
-        return raw[:12] + bytes([data_offset << 4]) + raw[13:]
-
-    udp_v4 = ipv4(proto=17) + bytes(UDP(sport=1, dport=2))
-    v6_udp = bytes(IPv6(src=V6_SRC, dst=V6_DST, hlim=5) / UDP(sport=1, dport=2))
-    arp = bytes(ARP(op=1, hwsrc=SRC, psrc=V4_SRC, pdst=V4_DST))
-    tcp = tcp_with_offset(5)
-    return [
-        hand("trunc_l2_13", hdr + b"\x08", VIRT, MR.TRUNC_L2),
-        hand("trunc_l2_13_phys", hdr + b"\x08", PHYS, MR.TRUNC_L2, MR.RUNT),
-        hand("trunc_l2_1", b"\x55", VIRT, MR.TRUNC_L2),
-        hand("trunc_l2_partial_tag", hdr + b"\x81\x00\x00\x05\x08", VIRT, MR.TRUNC_L2, **ETH_FIELDS),
-        hand("trunc_l2_partial_second_tag", hdr + b"\x88\xa8\x20\x05\x81\x00\x00\x07\x08", VIRT,
-             MR.TRUNC_L2, **ETH_FIELDS, vlan_count=1, vlan0_tpid_qinq=1, vlan0_pcp=1, vlan0_vid=5),
-        hand("vlan_then_nothing", hdr + b"\x81\x00\x00\x05\x08\x00", VIRT, MR.TRUNC_L3, **ETH_FIELDS,
-             vlan_count=1, vlan0_vid=5, ethertype=0x0800, l3_offset=18, l3_type=L3Type.IPV4),
-        hand("ipv4_header_only", v4_eth + ipv4(proto=17), VIRT, MR.TRUNC_L4, **v4_l4, ip_proto=17),
-        hand("trunc_l3_ipv4", v4_eth + udp_v4[:19], VIRT, MR.TRUNC_L3, **l3v4),
-        hand("trunc_l3_ipv4_options", v4_eth + b"\x46" + udp_v4[1:20] + b"\x01\x01", VIRT, MR.TRUNC_L3,
-             **l3v4),
-        hand("trunc_l3_ipv6", v6_eth + v6_udp[:39], VIRT, MR.TRUNC_L3, **l3v6),
-        hand("bad_version_v4", v4_eth + b"\x65" + udp_v4[1:], VIRT, MR.BAD_IP_VERSION, **l3v4),
-        hand("bad_version_v6", v6_eth + bytes([v6_udp[0] & 0x0F]) + v6_udp[1:], VIRT, MR.BAD_IP_VERSION,
-             **l3v6),
-        hand("bad_ihl", v4_eth + b"\x44" + udp_v4[1:], VIRT, MR.BAD_IPV4_IHL, **l3v4),
-        hand("total_length_too_big", v4_eth + ipv4(proto=17, len=200) + bytes(26), PHYS,
-             MR.IP_LEN_MISMATCH, **v4_hdr, ip_proto=17),
-        hand("total_length_below_ihl", v4_eth + ipv4(proto=6, len=16) + bytes(26), PHYS,
-             MR.IP_LEN_MISMATCH, **v4_hdr, ip_proto=6),
-        hand("ipv6_payload_length_too_big", v6_eth + ipv6(plen=9, nh=17) + bytes(8), VIRT,
-             MR.IP_LEN_MISMATCH, **v6_hdr),
-        hand("trunc_l4_udp", v4_eth + ipv4(proto=17, len=24) + bytes(UDP(sport=1, dport=2)) + bytes(20),
-             PHYS, MR.TRUNC_L4, **v4_l4, ip_proto=17),
-        hand("trunc_l4_tcp", v4_eth + ipv4(proto=6, len=39) + tcp + bytes(6), PHYS, MR.TRUNC_L4,
-             **v4_l4, ip_proto=6),
-        hand("tcp_offset_below_5", v4_eth + ipv4(proto=6, len=40) + tcp_with_offset(4) + bytes(6), PHYS,
-             MR.BAD_TCP_OFFSET, **tcp_l4),
-        hand("tcp_offset_past_ip_end", v4_eth + ipv4(proto=6, len=44) + tcp_with_offset(7) + bytes(6),
-             PHYS, MR.BAD_TCP_OFFSET, **tcp_l4),
-        hand("ipv6_ext_past_ip_end", v6_eth + ipv6(plen=4, nh=0) + bytes(8), VIRT, MR.TRUNC_L3, **v6_hdr),
-        hand("ipv6_fragment_past_ip_end", v6_eth + ipv6(plen=4, nh=44) + b"\x11\x00\x00\x08" + bytes(2),
-             VIRT, MR.TRUNC_L3, **v6_hdr),
-        hand("ipv6_ext_longer_than_payload", v6_eth + ipv6(plen=16, nh=0) + b"\x11\x02" + bytes(14),
-             VIRT, MR.TRUNC_L3, **v6_hdr),
-        hand("arp_short", arp_eth + arp[:7], VIRT, MR.TRUNC_L3, **l3arp),
-        hand("arp_truncated", arp_eth + arp[:27], VIRT, MR.TRUNC_L3, **l3arp),
-        hand("arp_not_ipv4", arp_eth + b"\x00\x06" + arp[2:], VIRT, **l3arp),
-    ]
+    """Hand-computed expectations from docs/parser.md, shared with the model's tests
+    (:func:`sim.tb.parser_cases.malformed_cases`)."""
+    return [Frame(c.name, c.frame, PHYS if c.physical else VIRT, dict(c.fields)) for c in malformed_cases()]
 
 
 # ---- Simulation -----------------------------------------------------------------------------
