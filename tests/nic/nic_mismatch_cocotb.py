@@ -15,6 +15,7 @@ only; the scoreboard test is the real one, imported unchanged.
 import os
 
 import host_driver.model.nic as model_nic
+from hdl.parser.counters import PARSER, ParserCounter
 
 PERTURB_ENV = "SECNIC_PERTURB"
 PERTURBATIONS = ("none", "meta", "counter")
@@ -43,5 +44,4 @@ class PerturbedModel(model_nic.NicModel):
 # The Scoreboard looks NicModel up in this module when it is created (sim.tb.nic.Scoreboard).
 model_nic.NicModel = PerturbedModel
 
-from hdl.parser.counters import PARSER, ParserCounter
 from sim.run.nic_cocotb import scoreboard  # noqa: E402, F401  (the cocotb test this module runs)
