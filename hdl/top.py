@@ -24,9 +24,10 @@ from hdl.datapath.arbiter import PacketArbiter
 from hdl.datapath.buffer import PacketBuffer
 from hdl.datapath.forward import Forwarder
 from hdl.lib.axil_slice import AXILiteSlice
-from hdl.lib.export import keep_copy, to_verilog
+from hdl.lib.export import to_verilog
 from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
+from hdl.lib.timing import keep_copy
 from hdl.mgmt.csr import CsrSlave
 from hdl.mgmt.regs import build_register_map
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record

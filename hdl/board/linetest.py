@@ -10,8 +10,8 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.lib.export import keep_copy
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import keep_copy
 from hdl.packet.layouts import Ethernet, encode
 
 __all__ = ["FrameGenerator", "SignatureChecker", "TEMPLATE_BYTES", "default_template", "LFSR_TAPS",

@@ -6,9 +6,9 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
 from hdl.datapath.forward import make_descriptor_layout
-from hdl.lib.export import keep_copy
 from hdl.lib.ram import BeatFifo, RamFifo
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import keep_copy
 
 __all__ = ["PacketBuffer"]
 

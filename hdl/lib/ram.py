@@ -22,7 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdl.lib.export import keep_copy
+from hdl.lib.timing import keep_copy
 
 __all__ = ["PipelinedRam", "BeatFifo", "OutputQueue", "SyncRam", "RamFifo", "ECP5_TARGET", "ICE40_TARGET", "is_ecp5",
            "is_ice40"]

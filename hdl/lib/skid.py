@@ -4,8 +4,8 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.lib.export import keep_copy
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import keep_copy
 
 __all__ = ["RegisterSlice"]
 

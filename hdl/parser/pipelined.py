@@ -15,8 +15,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
-from hdl.lib.export import KEEP_COPY
 from hdl.lib.stream import AXIStreamSignature, top_byte_count
+from hdl.lib.timing import KEEP_COPY
 from hdl.packet.layouts import (
     ETH_ARP,
     ETH_IPV4,
