@@ -44,6 +44,9 @@ class Pipeline:
         self._stage: dict[int, tuple[Signal, int]] = {}
         # (id(source signal), copy name or None) -> [delayed signal at source stage + 1, + 2, ...]
         self._delays: dict[tuple[int, str | None], list[Signal]] = {}
+        # id(delay register) -> (source signal, copy name), so a delayed value delays further
+        # along its source's chain rather than starting a chain of its own.
+        self._origin: dict[int, tuple[Signal, str | None]] = {}
 
     def __repr__(self):
         return f"Pipeline(domain={self._domain!r}, {len(self._stage)} values)"
@@ -113,6 +116,9 @@ class Pipeline:
             source += 1
             if stage == source and copy is None:
                 return value
+        if id(value) in self._origin and (copy is None or self._origin[id(value)][1] == copy):
+            value, copy = self._origin[id(value)]
+            source = self._stage[id(value)][1]
         chain = self._delays.setdefault((id(value), copy), [])
         prefix = value.name if copy is None else f"{value.name}_{copy}"
         while len(chain) < stage - source:
@@ -127,5 +133,6 @@ class Pipeline:
                         other[len(chain)].attrs[KEEP_COPY] = 1
             self._m.d[self._domain] += sig.eq(prev)
             self._stage[id(sig)] = (sig, k)
+            self._origin[id(sig)] = (value, copy)
             chain.append(sig)
         return chain[stage - source - 1] if stage > source else value

@@ -72,6 +72,8 @@ def test_delay_registers_are_shared(dut):
     assert p.stage_of(a2) == 2 and p.stage_of(a3) == 3
     # The stage-3 copy is the stage-2 copy registered once more, not a second chain.
     assert p._delays[id(dut.a), None][:2] == [a2, a3]
+    # A delayed value delays further along its source's chain.
+    assert p.at(a2, 3) is a3 and p.at(a3, 4) is p.at(dut.a, 4)
     # Delay registers inherit the source's reset: the valid chain keeps it, data has none.
     assert dut.valid_out.reset_less is False and a3.reset_less is True
 
