@@ -31,7 +31,7 @@ from hdl.lib.timing import keep_copy
 from hdl.mgmt.csr import CsrSlave
 from hdl.mgmt.regs import build_register_map
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
-from hdl.parser.sequential import make_parser
+from hdl.parser import make_parser
 
 __all__ = ["NicTop", "elaborate_verilog", "TOP_NAME"]
 
