@@ -26,14 +26,15 @@ from hdl.datapath.buffer import PacketBuffer
 from hdl.datapath.forward import Forwarder
 from hdl.datapath.ports import PORT, PortCounter, port_values
 from hdl.lib.axil_slice import AXILiteSlice
-from hdl.lib.export import keep_copy, to_verilog
+from hdl.lib.export import to_verilog
 from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
+from hdl.lib.timing import keep_copy
 from hdl.mgmt.csr import CsrSlave
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
+from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
-from hdl.parser.sequential import make_parser
 
 __all__ = ["NicTop", "build_register_map", "elaborate_verilog", "TOP_NAME"]
 

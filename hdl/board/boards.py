@@ -158,9 +158,7 @@ class BoardTop(Elaboratable):
         self.core_mhz = p["fout_mhz"]
         # nextpnr derives the PLL output's constraint from the board oscillator's.
         # Reset: synchronized from PLL lock in its own domain (same clock), then two plain
-        # registers, so the flip-flop that drives the NIC's reset net is free to sit in the
-        # middle of its loads: the synchronizer stays by the PLL, and its output crossing the
-        # die was a ULX3S critical path.
+        # registers (why: the flip-flop driving the NIC's reset net can then sit among its loads).
         m.domains.por = ClockDomain("por")
         m.d.comb += ClockSignal("por").eq(core_clk)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="por")

@@ -177,9 +177,8 @@ class UartBridge(wiring.Component):
         else:
             m.submodules.rx_fifo = rxf = fifo.SyncFIFO(width=9, depth=RX_FIFO_DEPTH)
             m.d.comb += [rxf.w_data.eq(Cat(urx.o.payload, urx.ferr)), rxf.w_en.eq(urx.o.valid | urx.ferr)]
-            # One holding register between the FIFO and the request parser: the FIFO's read port is
-            # distributed RAM, and decoding its output in the FSM's own cycle was a ULX3S critical
-            # path. It refills only while empty (a byte per two cycles, far above any baud rate).
+            # One holding register between the FIFO and the request parser (why: no FSM decode right
+            # after a distributed-RAM read). It refills only while empty (a byte per two cycles).
             hold_valid = Signal()
             byte = Signal(8)
             ferr = Signal()
@@ -198,9 +197,8 @@ class UartBridge(wiring.Component):
         crc = Signal(8)
         crc_match = Signal()                              # the CRC byte matched (for CHECK)
         count = Signal(2)                                 # byte index inside ADDR / DATA
-        # Reset-less: cleared in every cycle outside a frame, and the FSM leaves reset in HUNT.
-        # With a reset, the core reset net reached this counter through its clear logic from
-        # across the die (ULX3S critical path, 147.7 MHz).
+        # Reset-less: cleared in every cycle outside a frame, and the FSM leaves reset in HUNT
+        # (why: keeps the core reset net out of its clear logic).
         idle = Signal(range(TIMEOUT_BITS * self.divisor + 1), reset_less=True)
 
         # ---- response registers and sender
@@ -227,8 +225,8 @@ class UartBridge(wiring.Component):
         # The byte leaves the mux through a register (offered from the cycle after `sending`
         # rises, when it matches send_idx; after each handshake the transmitter is busy for a
         # whole character, long after the register has caught up), and the CRC takes each sent
-        # byte one cycle after the transmitter does. Mux, CRC step and the transmitter's shift
-        # register load in one cycle were ULX3S critical paths (153 and 140 MHz).
+        # byte one cycle after the transmitter does (why: mux, CRC step and shift-register load
+        # in one cycle missed timing).
         tx_byte = Signal(8, reset_less=True)
         tx_byte_valid = Signal()
         m.d.sync += [tx_byte.eq(send_byte), tx_byte_valid.eq(sending)]
@@ -245,9 +243,8 @@ class UartBridge(wiring.Component):
             with m.If(send_idx == RESPONSE_LEN - 1):
                 m.d.sync += sending.eq(0)
 
-        # The event pulses are reset-less registers (they clear themselves every cycle): with a
-        # reset, Yosys merged the core reset into their set/reset logic and the reset net's
-        # crossing from the reset pipeline to the bridge was a ULX3S critical path.
+        # The event pulses are reset-less registers (they clear themselves every cycle; why: keeps
+        # the core reset net out of their set/reset logic).
         ok, bad_checksum, bad_command, truncated = (
             Signal(name=f"{n}_pulse", reset_less=True) for n in ("ok", "bad_checksum", "bad_command", "truncated"))
         m.d.comb += [self.ok.eq(ok), self.bad_checksum.eq(bad_checksum), self.bad_command.eq(bad_command),
@@ -256,10 +253,9 @@ class UartBridge(wiring.Component):
         m.d.comb += [bus.wstrb.eq(0xF), bus.arprot.eq(0), bus.awprot.eq(0),
                      bus.araddr.eq(addr), bus.awaddr.eq(addr), bus.wdata.eq(wdata)]
         # ADDR and DATA bytes shift in a cycle after they are taken, each field on an enable that
-        # is one flip-flop: decoded from the FSM, the take and the framing-error flag, the
-        # enable of the 32 wdata flip-flops (which sit by the bus, across the die) was a ULX3S
-        # critical path. The CRC byte is taken at least a cycle after the last field byte, and
-        # SETTLE waits one more, so CHECK sees whole fields and the range check made from them.
+        # is one flip-flop (why: the wdata flip-flops sit by the bus, far from the FSM). The CRC
+        # byte is taken at least a cycle after the last field byte, and SETTLE waits one more, so
+        # CHECK sees whole fields and the range check made from them.
         field_byte = Signal(8, reset_less=True)
         shift_addr, shift_data = Signal(), Signal()
         m.d.sync += [field_byte.eq(byte), shift_addr.eq(0), shift_data.eq(0)]
@@ -268,7 +264,7 @@ class UartBridge(wiring.Component):
         with m.If(shift_data):
             m.d.sync += wdata.eq(Cat(wdata[8:], field_byte))
         # Request checks as registers, free running: ADDR and CMD are complete bytes before the
-        # CRC state uses them (decoding them there was a ULX3S critical path).
+        # CRC state uses them (why: not decoded in the state that uses them).
         out_of_range, is_read, is_write = Signal(), Signal(), Signal()
         if self.addr_width < 32:
             m.d.sync += out_of_range.eq((addr[self.addr_width:] != 0) | (addr[:2] != 0))
@@ -277,8 +273,7 @@ class UartBridge(wiring.Component):
         m.d.sync += [is_read.eq(cmd == Cmd.READ32), is_write.eq(cmd == Cmd.WRITE32)]
 
         # r_data loads on its own short enable (READ_R and rvalid), and every other response
-        # masks it: an enable decoded from the whole request FSM crossed to the 32 r_data
-        # flip-flops next to the CSR's rdata and was a ULX3S critical path.
+        # masks it (why: r_data sits by the CSR's rdata, far from the request FSM).
         def respond(status, with_data=False):
             m.d.sync += [r_status.eq(status), r_seq.eq(seq), r_has_data.eq(with_data)]
             m.next = "RESPOND"
@@ -338,9 +333,8 @@ class UartBridge(wiring.Component):
                 # The last field byte shifts in and the range check catches up (see above).
                 m.next = "CHECK"
             with m.State("CHECK"):
-                # The frame is complete: decide on registered flags. The CRC compare in the same
-                # cycle as the decision, whose enables the FSM shares with the bus handshakes,
-                # was a ULX3S critical path (145 MHz).
+                # The frame is complete: decide on registered flags (why: the CRC compare in the
+                # decision's cycle missed timing).
                 with m.If(~crc_match):
                     m.d.sync += bad_checksum.eq(1)
                     respond(Status.BAD_CHECKSUM)

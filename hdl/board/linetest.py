@@ -10,8 +10,8 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.lib.export import keep_copy
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import keep_copy
 from hdl.mgmt.regs import Access, BlockType, Register
 from hdl.packet.layouts import Ethernet, encode
 
@@ -128,18 +128,14 @@ class FrameGenerator(wiring.Component):
             m.d.comb += data.eq(picked)
         else:
             # The template leaves through a shift register loaded at each frame start, so the output
-            # is one 2:1 mux away from flip-flops: a mux on the beat index over a template held in
-            # the CSR block (far away on the die) was a ULX3S critical path.
+            # is one 2:1 mux away from flip-flops (why: the template is held in the far CSR block).
             shifter = Signal(8 * TEMPLATE_BYTES)
             in_template = Signal(template_beats)         # bit 0: the current beat is a template beat
             m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
         last = Signal()                                  # the current beat is the frame's last
-        # A copy of `last` for the outputs, kept apart from the one the frame/gap logic reads:
-        # shared, the placer put the LUT after it next to the slice downstream, and the
-        # end-of-frame decision crossed the die twice (ULX3S critical path).
+        # Why a kept copy of `last` for the outputs: shared, the end-of-frame decision crossed the die twice.
         last_out = keep_copy(last, name="last_out")
-        # The same for `in_frame` and tvalid (the frame/gap logic's enables after a crossing from
-        # the output's flip-flop were the next ULX3S critical path).
+        # Why a kept copy of `in_frame` as tvalid: the same, for the frame/gap logic's enables.
         valid_out = keep_copy(in_frame, name="valid_out", reset_less=False)
         m.d.comb += [
             out.tdata.eq(data), out.tlast.eq(last_out), out.tuser.eq(0),
@@ -165,8 +161,7 @@ class FrameGenerator(wiring.Component):
                          gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
                          enable.eq(in_enable)]
         else:
-            # Kept apart: every generator registers the same CSR settings, and Yosys merges equal
-            # flip-flops across generators (the one left then feeds both ports across the die).
+            # Why kept copies: Yosys merges equal setting registers across generators, far apart.
             in_len, in_seed, in_gap, in_enable = (
                 keep_copy(x, name=f"cfg_{x.name}", reset_less=False)
                 for x in (self.frame_len, self.seed, self.gap, self.enable))
@@ -178,7 +173,7 @@ class FrameGenerator(wiring.Component):
             gap_zero, gap_one = Signal(), Signal()
             enable = Signal()
             # The seed's zero test (32 bits, three LUT levels) gets a cycle of its own, beside an
-            # aligned copy of the seed: test and select in one cycle was a ULX3S critical path.
+            # aligned copy of the seed (why: test and select in one cycle missed timing).
             seed_zero, seed_late = Signal(), Signal(32)
             m.d.sync += [seed_zero.eq(in_seed == 0), seed_late.eq(in_seed)]
             m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, DEFAULT_SEED, seed_late)),
@@ -190,9 +185,8 @@ class FrameGenerator(wiring.Component):
         keep = Signal(bpb)
         m.d.sync += [n_beats.eq((frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)),
                      single.eq(frame_len <= bpb),
-                     # Byte i is kept when the tail is full (0) or longer than i. Written as a
-                     # decode: as (1 << tail) - 1, its carry chain was shared with `single`'s
-                     # compare and placed apart from both (a ULX3S critical path).
+                     # Byte i is kept when the tail is full (0) or longer than i. Why a decode
+                     # and not (1 << tail) - 1: that carry chain was shared with `single`'s.
                      keep.eq(Cat(*((tail == 0) | (tail > i) for i in range(bpb))))]
 
         if self.compact:
@@ -205,9 +199,8 @@ class FrameGenerator(wiring.Component):
         else:
             # The template shifter reloads whenever no frame is out and at each last beat (the next
             # frame may start in the very next cycle), and shifts on every other beat. It reads
-            # the output's copies of `in_frame` and `last`: with the frame/gap logic's own, Yosys
-            # shared the enable's LUT between both and the placer put it among the shifter's 512
-            # flip-flops, far from the frame/gap logic (ULX3S critical path, 2.5 ns each way).
+            # the output's copies of `in_frame` and `last` (why: sharing the frame/gap logic's put
+            # that enable's LUT among the shifter's 512 flip-flops).
             with m.If(~valid_out | (out.tready & last_out)):
                 m.d.sync += [shifter.eq(self.template), in_template.eq((1 << template_beats) - 1)]
             with m.Elif(out.tready):

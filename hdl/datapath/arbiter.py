@@ -7,8 +7,8 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.lib.export import keep_copy
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import keep_copy
 
 __all__ = ["PacketArbiter"]
 
@@ -56,14 +56,12 @@ class PacketArbiter(wiring.Component):
         valids = Cat(s.tvalid for s in self.inputs)
 
         # The grant is a one-hot register, so each port's tready is one AND of two register
-        # outputs (grant bit, downstream tready). Decided combinationally from the tvalids,
-        # round-robin state and the frame lock, the grant sat on the core's critical path into
-        # the ingress slices' clock enables on the ULX3S.
+        # outputs (grant bit, downstream tready). Why registered: decided combinationally it
+        # fed the ingress slices' clock enables.
         grant = Signal(n)                      # one-hot, or zero while no port is granted
         index = Signal(range(n))               # binary copy of ``grant`` for the port tag
-        # The grant again, for the decisions below: `grant` itself fans out to the data mux and
-        # the ingress slices, and deciding from it put the next-grant logic across the die
-        # (ULX3S critical path, 133.7 MHz).
+        # Why kept copies of the grant for the decisions below: `grant` itself fans out to the
+        # data mux and the ingress slices, far from the next-grant logic.
         grant_ctl = keep_copy(grant, name="grant_ctl", reset_less=False)
         index_ctl = keep_copy(index, name="index_ctl", reset_less=False)
         locked = Signal()                      # inside a frame: the grant may not move

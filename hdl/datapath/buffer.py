@@ -6,9 +6,9 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
 from hdl.datapath.forward import make_descriptor_layout
-from hdl.lib.export import keep_copy
 from hdl.lib.ram import BeatFifo, RamFifo
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import keep_copy
 
 __all__ = ["PacketBuffer"]
 
@@ -78,11 +78,10 @@ class PacketBuffer(wiring.Component):
             m.submodules.descs = descs = RamFifo(width=len(self.desc.payload.as_value()),
                                                  depth=DESCRIPTOR_DEPTH)
         else:
-            # Two register stages on the input before anything is decided: the parser sits across
-            # the die from the block RAMs, and its output register feeding the write accounting was
-            # a ULX3S critical path (with one stage, that stage sat by the parser). With `space`
-            # registered once more on its way out (below), the FIFO's look-ahead needs three more
-            # slots of slack than a writer right at its input.
+            # Two register stages on the input before anything is decided (why: the parser sits
+            # across the die from the block RAMs). With `space` registered once more on its way
+            # out (below), the FIFO's look-ahead needs three more slots of slack than a writer
+            # right at its input.
             m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=5)
             # Small and read combinationally: distributed RAM, not block RAM.
             m.submodules.descs = descs = fifo.SyncFIFO(
@@ -128,8 +127,7 @@ class PacketBuffer(wiring.Component):
         else:
             # BeatFifo.w_rdy keeps five slots in reserve; descriptors keep six (frames admitted
             # four cycles before they are counted here, and the one-cycle-late release). `space`
-            # leaves through one more register: its path through the arbiter to the ingress slices
-            # crossed the die (a ULX3S critical path), and this register can sit by the arbiter.
+            # leaves through kept copies of one more register (why: they can sit by the arbiter).
             space_out = keep_copy(Signal(), name="space_out", reset_less=False)
             m.d.sync += [space.eq(outstanding < DESCRIPTOR_DEPTH - 6), space_out.eq(space & beats.w_rdy)]
             for i in range(len(cfg.ports)):

@@ -22,7 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdl.lib.export import keep_copy
+from hdl.lib.timing import keep_copy
 
 __all__ = ["PipelinedRam", "BeatFifo", "OutputQueue", "SyncRam", "RamFifo", "ECP5_TARGET", "ICE40_TARGET", "is_ecp5",
            "is_ice40"]
@@ -415,9 +415,8 @@ class BeatFifo(wiring.Component):
         m = Module()
         abits = (self.depth - 1).bit_length()
         m.submodules.ram = ram = PipelinedRam(self.width, self.depth)
-        # The output queue is buffered (r_data and r_rdy are flip-flops behind a 2:1 mux): the
-        # reader's frame-end decision behind a distributed-RAM read was a ULX3S critical path. One more entry
-        # covers its extra cycle of latency.
+        # The output queue is buffered (r_data and r_rdy are flip-flops behind a 2:1 mux; why: no
+        # frame-end decision right after a distributed-RAM read). One more entry covers its latency.
         m.submodules.queue = queue = OutputQueue(width=self.width, depth=self.QUEUE)
 
         # Every control path into the RAM starts at a register: on ECP5 the block RAMs of a
@@ -444,18 +443,16 @@ class BeatFifo(wiring.Component):
         # Issue a read when a word in the RAM is unread and the queue has room for it,
         # counting reads still in flight. The RAM reads r_ptr every cycle; `arrive` says
         # which of those reads were real. "Unread" is a flag of its own, its next value chosen
-        # by `issue` between two candidates made from registers: comparing the write and read
-        # pointers in the cycle of the read (a wide compare, then `issue`, then the in-flight
-        # count) was a ULX3S critical path.
+        # by `issue` between two candidates made from registers (why: no wide pointer compare in
+        # the cycle of the read).
         room = (queue.level + in_flight) < self.QUEUE
         issue = nonempty & room
         m.d.comb += [ram.r_addr.eq(r_ptr), ram.r_en.eq(1)]
         with m.If(issue):
             m.d.sync += r_ptr.eq(r_ptr + 1)
         # unread + written - issue, as a choice between the count's own increment and decrement
-        # (one carry chain each, from the register alone: an adder on the write strobe was the
-        # next path). `written` is the RAM's write strobe again, as a copy of its own: the RAM's
-        # copy sits by the block RAMs, across the die from this logic.
+        # (one carry chain each, from the register alone). Why `written`, a kept copy of the RAM's
+        # write strobe: the RAM's own sits by the block RAMs, across the die from this logic.
         written = keep_copy(ram_w_en, name="written", reset_less=False)
         m.d.sync += written.eq(do_write)
         with m.If(written & ~issue):

@@ -4,8 +4,8 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.lib.export import keep_copy
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import keep_copy
 
 __all__ = ["RegisterSlice"]
 
@@ -37,9 +37,8 @@ class RegisterSlice(wiring.Component):
         # the output stalled (tready is registered, so one extra beat may arrive).
         skid_valid = Signal()
         skid = {f: Signal.like(getattr(self.s_axis, f), name=f"skid_{f}") for f in fields}
-        # `tready` towards the sender is a flip-flop of its own (the complement of skid_valid),
-        # so the placer can put it next to the sender's logic: sharing skid_valid, which also
-        # drives this slice's muxes, put a die crossing into the sender's end-of-frame path (ULX3S).
+        # `tready` towards the sender is a kept flip-flop of its own (the complement of skid_valid;
+        # why: it can sit by the sender's logic, skid_valid by this slice's muxes).
         ready = keep_copy(Signal(init=1), name="ready", reset_less=False)
         m.d.comb += self.s_axis.tready.eq(ready)
         out_free = ~self.m_axis.tvalid | self.m_axis.tready
@@ -54,8 +53,7 @@ class RegisterSlice(wiring.Component):
         with m.Elif(self.s_axis.tvalid & self.s_axis.tready):
             m.d.sync += [skid_valid.eq(1), ready.eq(0)]
         # The skid register takes the input whenever it is empty (`ready`), whether or not the
-        # beat lands there: its enable is then a flip-flop, not the sender's tvalid through the
-        # transfer decode (the buffer's reader into the egress slice's skid missed 156 MHz).
+        # beat lands there (why: its enable is then a flip-flop, not the transfer decode).
         with m.If(ready):
             m.d.sync += [skid[f].eq(getattr(self.s_axis, f)) for f in fields]
         return m

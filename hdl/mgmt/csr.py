@@ -13,9 +13,9 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
-from hdl.lib.export import keep_copy
 from hdl.lib.ram import is_ice40
 from hdl.lib.stream import AXILiteSignature
+from hdl.lib.timing import keep_copy
 from hdl.mgmt.regs import BLOCK_STRIDE, OKAY, SLVERR, Access, Block, Register, RegisterMap
 
 __all__ = ["CsrSlave", "COUNTER_STORES", "READ_LATENCY", "READ_SAMPLE_DELAY", "COUNT_LATENCY"]

@@ -33,7 +33,7 @@ from hdl.packet.layouts import (
 )
 from hdl.packet.meta import FRAME_LEN_BITS, OFFSET_BITS, L3Type, MalformedReason, PacketMeta, make_parsed_layout
 
-__all__ = ["SequentialParser", "MAX_FRAME_CYCLES", "make_parser"]
+__all__ = ["SequentialParser", "MAX_FRAME_CYCLES"]
 
 #: Internal frame length width: the beat counter saturates two beats short of 2**17 bytes, so a
 #: length always fits, and above 2**17 - 128 bytes every length check of docs/parser.md already
@@ -668,10 +668,3 @@ class SequentialParser(wiring.Component):
             ]
         return m
 
-
-def make_parser(config: NicConfig) -> wiring.Component:
-    """The parser ``config.parser`` names (:class:`~hdl.parser.pipelined.Parser` or :class:`SequentialParser`)."""
-    if config.parser == "sequential":
-        return SequentialParser(config)
-    from hdl.parser.pipelined import Parser
-    return Parser(config)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hdl.board.boards import BOARDS, Board, BoardTop
 from hdl.config import NicConfig
-from hdl.lib.export import YOSYS_KEEP_COPIES
+from hdl.lib.timing import YOSYS_KEEP_COPIES
 from sim.run import progress
 
 log = logging.getLogger(__name__)

@@ -77,7 +77,11 @@ class Mutant:
 
 # -- the table ----------------------------------------------------------------------------------
 # Files and tests used below, so that each entry reads as: where, what, into what, caught by.
-_PARSER = "hdl/parser/pipelined.py"
+_PARSER_CAPTURE = "hdl/parser/capture.py"
+_PARSER_L2 = "hdl/parser/l2.py"
+_PARSER_L3 = "hdl/parser/l3.py"
+_PARSER_L4 = "hdl/parser/l4.py"
+_PARSER_RECORD = "hdl/parser/record.py"
 _FORWARD = "hdl/datapath/forward.py"
 _ARBITER = "hdl/datapath/arbiter.py"
 _BUFFER = "hdl/datapath/buffer.py"
@@ -105,41 +109,41 @@ _MODEL_EDGES = f"{_T_MODEL}::test_model_matches_scapy_on_edge_cases"
 
 MUTANTS: tuple[Mutant, ...] = (
     # ---- gateware: pipelined parser ------------------------------------------------------------
-    Mutant("parser_l3_offset_two_tags", _PARSER,
-           'l3off1 = reg(sel3(14, 18, 22), "s1_l3off", 5)',
-           'l3off1 = reg(sel3(14, 18, 18), "s1_l3off", 5)',
+    Mutant("parser_l3_offset_two_tags", _PARSER_L2,
+           'self.l3_offset = p.reg(by_tags(14, 18, 22), 1, "s1_l3off", 5)',
+           'self.l3_offset = p.reg(by_tags(14, 18, 18), 1, "s1_l3off", 5)',
            (_PARSER_HEADERS,), "L3 offset after two VLAN tags taken as after one (wrong header offset)"),
-    Mutant("parser_tcp_flags_wrong_word", _PARSER,
-           "tcp = view(Tcp, Cat(w0_10, Const(0, 64), w3_10, Const(0, 32)))",
-           "tcp = view(Tcp, Cat(w0_10, Const(0, 32), w3_10, Const(0, 64)))",
+    Mutant("parser_tcp_flags_wrong_word", _PARSER_RECORD,
+           "tcp = view(Tcp, Cat(l4.word0, Const(0, 64), l4.word3, Const(0, 32)))",
+           "tcp = view(Tcp, Cat(l4.word0, Const(0, 32), l4.word3, Const(0, 64)))",
            (_PARSER_HEADERS,), "TCP bytes 12..15 (data offset, flags) read 4 bytes early"),
-    Mutant("parser_frame_len_plus_one", _PARSER,
-           'top_byte_count(snoop_top), "s0_len", _LEN_BITS)',
-           'top_byte_count(snoop_top) + 1, "s0_len", _LEN_BITS)',
+    Mutant("parser_frame_len_plus_one", _PARSER_CAPTURE,
+           '+ top_byte_count(snoop_top), 0, "s0_len",',
+           '+ top_byte_count(snoop_top) + 1, 0, "s0_len",',
            (_PARSER_HEADERS,), "frame length counts one byte too many (off-by-one in frame length)"),
-    Mutant("parser_runt_at_59", _PARSER,
-           'lt60_2 = reg(_lt(len1, 60), "s2_lt60")',
-           'lt60_2 = reg(_lt(len1, 59), "s2_lt60")',
+    Mutant("parser_runt_at_59", _PARSER_L2,
+           'lt60 = p.reg(lt(length, 60), 2, "s2_lt60")',
+           'lt60 = p.reg(lt(length, 59), 2, "s2_lt60")',
            (_PARSER_HEADERS,), "a 59-byte frame on a physical port is not flagged runt"),
-    Mutant("parser_oversize_off_by_one", _PARSER,
-           'oversize2 = reg(_lt(cfg.max_frame, len1), "s2_oversize")',
-           'oversize2 = reg(_lt(cfg.max_frame + 1, len1), "s2_oversize")',
+    Mutant("parser_oversize_off_by_one", _PARSER_L2,
+           'self.oversize = p.reg(lt(cfg.max_frame, length), 2, "s2_oversize")',
+           'self.oversize = p.reg(lt(cfg.max_frame + 1, length), 2, "s2_oversize")',
            (f"{_T_PARSER}::test_long_frames[pipelined-64]",), "a max_frame + 1 byte frame is not oversize"),
-    Mutant("parser_bad_ihl_not_raised", _PARSER,
-           'v4_ihl3 = reg(ip4.ihl < 5, "s3_v4_ihl")',
-           'v4_ihl3 = reg(ip4.ihl < 4, "s3_v4_ihl")',
+    Mutant("parser_bad_ihl_not_raised", _PARSER_L3,
+           'v4_ihl = p.reg(ip4.ihl < 5, 3, "s3_v4_ihl")',
+           'v4_ihl = p.reg(ip4.ihl < 4, 3, "s3_v4_ihl")',
            (_PARSER_HEADERS,), "IPv4 IHL 4 not flagged bad_ipv4_ihl (malformed reason not raised)"),
-    Mutant("parser_tcp_offset_4_accepted", _PARSER,
-           "bad_do10 = reg((d_off < 5)",
-           "bad_do10 = reg((d_off < 4)",
+    Mutant("parser_tcp_offset_4_accepted", _PARSER_L4,
+           "self.bad_data_offset = p.reg((d_off < 5)",
+           "self.bad_data_offset = p.reg((d_off < 4)",
            (_PARSER_HEADERS,), "TCP data offset 4 not flagged bad_tcp_offset"),
-    Mutant("parser_ipv4_src_is_dst", _PARSER,
-           'ip_src3 = reg(ip_addr(ip6.src, ip4.src, arp.spa), "s3_ip_src", 128)',
-           'ip_src3 = reg(ip_addr(ip6.src, ip4.dst, arp.spa), "s3_ip_src", 128)',
+    Mutant("parser_ipv4_src_is_dst", _PARSER_L3,
+           'self.ip_src = p.reg(ip_addr(ip6.src, ip4.src, arp.spa), 3, "s3_ip_src", 128)',
+           'self.ip_src = p.reg(ip_addr(ip6.src, ip4.dst, arp.spa), 3, "s3_ip_src", 128)',
            (_PARSER_HEADERS,), "IPv4 source address read from the destination field"),
-    Mutant("parser_sport_is_dport", _PARSER,
-           "out.sport.eq(gate(tcp.sport, ports_clr10))",
-           "out.sport.eq(gate(tcp.dport, ports_clr10))",
+    Mutant("parser_sport_is_dport", _PARSER_RECORD,
+           '"sport": gate(tcp.sport, l4.ports_clr),',
+           '"sport": gate(tcp.dport, l4.ports_clr),',
            (_PARSER_HEADERS,), "L4 source port reported as the destination port"),
     # ---- gateware: data path -------------------------------------------------------------------
     Mutant("forwarder_reflects_to_in_port", _FORWARD,

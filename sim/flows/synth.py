@@ -27,8 +27,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from hdl.config import NicConfig
-from hdl.lib.export import YOSYS_KEEP_COPIES, to_rtlil
+from hdl.lib.export import to_rtlil
 from hdl.lib.ram import ECP5_TARGET
+from hdl.lib.timing import YOSYS_KEEP_COPIES
 from sim.flows.bitstream import NEXTPNR_OPTS
 
 log = logging.getLogger(__name__)

@@ -106,7 +106,7 @@ def test_partial_run_keeps_the_other_rows(tmp_path):
 
 
 def test_keep_copies_survive_yosys(tmp_path):
-    """Registered copies marked with hdl.lib.export.keep_copy stay separate flip-flops in synth_ecp5.
+    """Registered copies marked with hdl.lib.timing.keep_copy stay separate flip-flops in synth_ecp5.
 
     Without the setattr script (YOSYS_KEEP_COPIES) opt_merge folds identical registers into one,
     which undoes the copies the ULX3S timing fixes rely on.
@@ -117,7 +117,8 @@ def test_keep_copies_survive_yosys(tmp_path):
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
-    from hdl.lib.export import YOSYS_KEEP_COPIES, keep_copy, to_rtlil
+    from hdl.lib.export import to_rtlil
+    from hdl.lib.timing import YOSYS_KEEP_COPIES, keep_copy
 
     class Copies(wiring.Component):
         a: In(4)

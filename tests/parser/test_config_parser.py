@@ -5,8 +5,9 @@ from amaranth.hdl import Fragment
 
 from hdl.board.boards import BOARDS
 from hdl.config import PARSER_ARCHITECTURES, NicConfig
+from hdl.parser import make_parser
 from hdl.parser.pipelined import Parser
-from hdl.parser.sequential import SequentialParser, make_parser
+from hdl.parser.sequential import SequentialParser
 from hdl.top import NicTop
 
 
