@@ -111,14 +111,6 @@ def ice40_ram_model(directory: Path, extra: str = "") -> Path:
     return path
 
 
-def rtlil_to_verilog(text: str) -> str:
-    """Verilog for Icarus from Amaranth RTLIL, through the Yosys Amaranth uses (memories kept whole)."""
-    from amaranth._toolchain.yosys import find_yosys
-    yosys = find_yosys(lambda ver: ver >= (0, 40))
-    return yosys.run(["-q", "-"], f"read_rtlil <<rtlil\n{text}\nrtlil\nproc\nopt_clean\nmemory_collect\n"
-                     "write_verilog -sv", ignore_warnings=True)
-
-
 def run_icarus_result(directory: Path, sources: list[Path]) -> tuple[str, dict[str, int]]:
     """Compile and run an Icarus testbench (``tb`` in the first source) that prints one line
     ``RESULT name=value ...``; returns the whole output and the values."""

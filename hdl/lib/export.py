@@ -5,7 +5,7 @@ from amaranth.hdl import Const, Value, ValueCastable
 from amaranth.hdl._ir import PortDirection  # public in 0.6; 0.5 accepts only this type
 from amaranth.lib import wiring
 
-__all__ = ["to_verilog", "to_rtlil", "component_ports"]
+__all__ = ["to_verilog", "rtlil_to_verilog", "to_rtlil", "component_ports"]
 
 
 def component_ports(component: wiring.Component) -> dict:
@@ -43,10 +43,14 @@ def to_verilog(component, name: str) -> str:
     processes into continuous assignments instead. SystemVerilog (``always_comb``) because Icarus
     leaves some ``always @*`` outputs at X when Amaranth relies on initial values.
     """
+    return rtlil_to_verilog(to_rtlil(component, name, emit_src=False))
+
+
+def rtlil_to_verilog(text: str) -> str:
+    """SystemVerilog from Amaranth RTLIL ``text`` with the recipe of :func:`to_verilog` (memories kept whole)."""
     # Amaranth's own backend has no switch for this script; its Yosys finder is the one to use.
     from amaranth._toolchain.yosys import find_yosys
 
-    text = to_rtlil(component, name, emit_src=False)
     yosys = find_yosys(lambda ver: ver >= (0, 40))
     script = [f"read_rtlil <<rtlil\n{text}\nrtlil", "proc", "opt_clean", "memory_collect", "write_verilog -sv"]
     return yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)

@@ -486,9 +486,9 @@ def test_ram_fifo_on_ice40_block_ram_matches_simulation(tmp_path):
     an Amaranth memory, in Icarus with Yosys' SB_RAM40_4K simulation model: same outputs in every
     cycle under random reads and writes."""
     from amaranth.back import rtlil
-    from conftest import ice40_ram_model, require_simulator, rtlil_to_verilog, run_icarus_result
+    from conftest import ice40_ram_model, require_simulator, run_icarus_result
 
-    from hdl.lib.export import component_ports
+    from hdl.lib.export import component_ports, rtlil_to_verilog
     from hdl.lib.ram import ICE40_TARGET, RamFifo
     require_simulator("icarus")
     model = ice40_ram_model(tmp_path)

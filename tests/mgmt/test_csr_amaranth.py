@@ -982,9 +982,9 @@ def test_compact_ice40_rams_match_simulation(tmp_path):
     every cycle (rdata/rresp while rvalid, bresp while bvalid), so the instances hold the same
     words and no read the CSR uses ever hits the row being written (undefined on iCE40)."""
     from amaranth.hdl._ir import PortDirection
-    from conftest import ice40_ram_model, require_simulator, rtlil_to_verilog, run_icarus_result
+    from conftest import ice40_ram_model, require_simulator, run_icarus_result
 
-    from hdl.lib.export import component_ports
+    from hdl.lib.export import component_ports, rtlil_to_verilog
     require_simulator("icarus")
     # The model returns the old word on a read of the row being written; the device does not
     # define it, so count such reads (the CSR must never make one).
