@@ -29,7 +29,7 @@ from hdl.lib.axil_slice import AXILiteSlice
 from hdl.lib.export import keep_copy, to_verilog
 from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
-from hdl.mgmt.csr import CsrSlave
+from hdl.mgmt.csr import CompactCsrSlave, CsrSlave
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
 from hdl.parser.counters import PARSER, ParserCounter
@@ -94,7 +94,7 @@ class NicTop(wiring.Component):
         parser = self._add(m, "parser", make_parser(cfg))     # NicConfig.parser picks the architecture
         forwarder = self._add(m, "forwarder", Forwarder(cfg))
         buffer = self._add(m, "buffer", PacketBuffer(cfg))
-        csr = self._add(m, "csr", CsrSlave(self.regmap, counter_store="bram" if cfg.compact else "registers"))
+        csr = self._add(m, "csr", (CompactCsrSlave if cfg.compact else CsrSlave)(self.regmap))
 
         for i, name in enumerate(cfg.ports):
             port_in = wiring.flipped(getattr(self, f"s_axis_{name}"))
