@@ -43,11 +43,11 @@ class CompactCsrSlave(Csr):
     Notes
     -----
     Why: at the iCEBreaker's 24 MHz the pipelining of :class:`~hdl.mgmt.csr.CsrSlave` buys
-    nothing, and on the iCE40UP5K (a logic cell is one LUT4 and one flip-flop) its registers, the STATUS input registers, the read mux
-    over the RW registers' flip-flops and Yosys' read-during-write emulation around the counter
-    RAM were about 1,000 of the CSR's 2,700 logic cells. What differs from CsrSlave's rules
-    (everything else holds: SLVERR, ``wstrb``, the HI latch, ``arready``, counter sampling by
-    the flush engine):
+    nothing, and on the iCE40UP5K (a logic cell is one LUT4 and one flip-flop) its registers,
+    the STATUS input registers, the read mux over the RW registers' flip-flops and Yosys'
+    read-during-write emulation around the counter RAM were about 1,000 of the CSR's 2,700 logic
+    cells. What differs from CsrSlave's rules (everything else holds: SLVERR, ``wstrb``, the HI
+    latch, ``arready``, counter sampling by the flush engine):
 
     * **Reads** take :attr:`read_latency` = 3 cycles: the AR handshake registers the address, the
       next cycle decodes it into registers (the word's kind, its counter's flush slot, the value
