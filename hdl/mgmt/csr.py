@@ -111,6 +111,7 @@ class CsrSlave(Csr):
 
     def __init__(self, regmap: RegisterMap, *, counter_init: dict | None = None,
                  counter_store: type = RegisterCounterStore):
+        self.regmap, self._store_class = regmap, counter_store    # for repr, even when refused
         if counter_store not in COUNTER_STORES:
             raise TypeError(f"counter_store must be one of {', '.join(c.__name__ for c in COUNTER_STORES)}, "
                             f"not {counter_store!r}")
@@ -124,8 +125,8 @@ class CsrSlave(Csr):
             self.read_latency_max = self._sample_delay_min + self.flush_period
 
     def __repr__(self):
-        store = "" if type(self.counter_store) is RegisterCounterStore else \
-            f", counter_store={type(self.counter_store).__name__}"
+        store = "" if self._store_class is RegisterCounterStore else \
+            f", counter_store={getattr(self._store_class, '__name__', repr(self._store_class))}"
         return f"CsrSlave({self.regmap!r}{store})"
 
     def _elaborate_bank_read(self, m, a_addr, s1b_valid, s1b_kind, s1b_latch_match, s1b_word_addr,

@@ -181,8 +181,14 @@ class Csr(wiring.Component):
       (``regmap.counter_width`` 32) every HI word reads 0.
     """
 
+    #: Set by each implementation: cycles from an AR handshake to the earliest cycle a counter
+    #: read can sample (the store's :meth:`sample_cycle` picks the actual one from there).
+    _sample_delay_min: int
+
     def __init__(self, regmap: RegisterMap, counter_store, *, counter_init: dict | None = None,
                  storage_reset_less: bool):
+        # counter_store: the store class, built here; storage_reset_less: RW registers without
+        # the domain's reset (the pipelined CSR clears them from local reset copies instead).
         self.regmap = regmap
         self._events = regmap.counter_events()
         if len(set(self._events)) != len(self._events):
