@@ -56,10 +56,13 @@ class NicConfig:
         FSM in 2..16 cycles per frame, backpressure through ``space`` when frames come faster;
         for small FPGAs). Both produce the same metadata.
     compact:
-        Trade clock speed for area, for small FPGAs (iCE40): no register slices between blocks,
-        counters kept in block RAM, the line tester's template read through a mux rather than
-        shifted out of a per-generator copy, shallow FIFO output queues. The behaviour seen at
-        the ports and on the register bus is the same; only latencies differ.
+        Trade clock speed for area, for small FPGAs (iCE40): selects the AREA target profile
+        rather than SPEED (:func:`hdl.profile.target_for`, the one place that reads this flag):
+        no register slices between blocks, the compact CSR with its counters in block RAM, the
+        line tester's template read through a mux rather than shifted out of a per-generator
+        copy, shallow FIFO output queues. The behaviour seen at the ports and on the register bus
+        is the same; only latencies differ. (Kept as the user-facing name: boards and nic.toml
+        files set it.)
     """
 
     data_width: int = 64

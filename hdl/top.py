@@ -10,7 +10,8 @@
                                                  |
     s_axil -------------------------- CSR slave <+-- counter events (record, egress beats)
 
-With ``NicConfig.compact`` (small FPGAs) the slices are left out and the blocks build for area.
+The target profile (:mod:`hdl.profile`: SPEED for large FPGAs, AREA for small ones) picks the CSR,
+the FIFOs and the frame generators, and whether the register slices and the reset tree are built.
 """
 
 from amaranth import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, ResetSignal, Signal
@@ -19,7 +20,7 @@ from amaranth.lib.wiring import In, Out, connect
 
 from hdl.board import linetest
 from hdl.board.bridge import BRIDGE, BridgeEvent, UartBridge
-from hdl.board.linetest import LINETEST, FrameGenerator, SignatureChecker
+from hdl.board.linetest import LINETEST, SignatureChecker
 from hdl.config import NicConfig
 from hdl.datapath.arbiter import PacketArbiter
 from hdl.datapath.buffer import PacketBuffer
@@ -30,11 +31,11 @@ from hdl.lib.export import to_verilog
 from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
 from hdl.lib.timing import keep_copy
-from hdl.mgmt.csr import CsrSlave
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
+from hdl.profile import target_for
 
 __all__ = ["NicTop", "build_register_map", "elaborate_verilog", "TOP_NAME"]
 
@@ -60,8 +61,8 @@ class NicTop(wiring.Component):
     record: Out(stream.Signature(verdict record, always_ready=True))
         One pulse per frame with its metadata and verdict; left unconnected in board builds.
 
-    With ``reset_tree`` (the default, except in ``NicConfig.compact`` builds: there it costs about
-    200 iCE40 cells and 24 MHz needs no tree) each block takes its reset from a register of its
+    With ``reset_tree`` (by default ``target.reset_tree``: on in SPEED builds; in AREA builds it
+    costs about 200 iCE40 cells and 24 MHz needs no tree) each block takes its reset from a register of its
     own, in a clock domain of its own driven by the core clock (``<block>_sync``): one reset net
     from one flip-flop to every block crossed the ULX3S die and was a critical path. Verilog
     simulators and the FPGA see one clock net. Amaranth's own simulator races on a domain clocked
@@ -70,7 +71,8 @@ class NicTop(wiring.Component):
 
     def __init__(self, config: NicConfig | None = None, *, reset_tree: bool | None = None):
         self.config = config = config or NicConfig()
-        self.reset_tree = not config.compact if reset_tree is None else reset_tree
+        self.target = target_for(config)
+        self.reset_tree = self.target.reset_tree if reset_tree is None else reset_tree
         self.regmap = build_register_map(config)
         w = config.data_width
         members = {}
@@ -89,19 +91,20 @@ class NicTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
+        target = self.target
         w = cfg.data_width
 
         arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports), ready_copies=True))
         parser = self._add(m, "parser", make_parser(cfg))     # NicConfig.parser picks the architecture
         forwarder = self._add(m, "forwarder", Forwarder(cfg))
-        buffer = self._add(m, "buffer", PacketBuffer(cfg))
-        csr = self._add(m, "csr", CsrSlave(self.regmap, counter_store="bram" if cfg.compact else "registers"))
+        buffer = self._add(m, "buffer", PacketBuffer(cfg, target))
+        csr = self._add(m, "csr", target.csr(self.regmap))
 
         for i, name in enumerate(cfg.ports):
             port_in = wiring.flipped(getattr(self, f"s_axis_{name}"))
             port_out = wiring.flipped(getattr(self, f"m_axis_{name}"))
-            if cfg.compact:
-                # Compact: no register slices (they only cut long routes on a big ECP5).
+            if not target.register_slices:
+                # No register slices (they only cut long routes on a big ECP5).
                 if cfg.line_tester:
                     port_in = self._line_tester_ingress(m, csr, i, name, port_in)
                 connect(m, port_in, arbiter.inputs[i])
@@ -137,14 +140,14 @@ class NicTop(wiring.Component):
                      arbiter.ready_copy.eq(buffer.space_copy & parser.space.replicate(len(cfg.ports)))]
         payload = ("tdata", "tkeep", "tlast", "tuser")
         copies = [{f: getattr(pipe, f) for f in ("tvalid",) + payload}]
-        if not cfg.compact:
+        if target.register_slices:
             copies.append({f: keep_copy(reg, name=f"buffer_pipe_{f}", reset_less=f != "tvalid")
                            for f, reg in copies[0].items()})
         for regs in copies:
             m.d.sync += regs["tvalid"].eq(take)
             with m.If(take):
                 m.d.sync += [regs[f].eq(getattr(arbiter.m_axis, f)) for f in payload]
-        if cfg.compact:
+        if not target.register_slices:
             connect(m, parser.m_axis, buffer.s_axis)
         else:
             m.d.comb += [*(getattr(buffer.s_axis, f).eq(reg) for f, reg in copies[1].items()),
@@ -155,8 +158,8 @@ class NicTop(wiring.Component):
         if cfg.uart_bridge:
             bridge = self._add(m, "bridge", UartBridge(
                 clk_hz=round(cfg.clock_mhz * 1e6), baud=cfg.uart_baud, addr_width=self.regmap.address_width,
-                compact=cfg.compact))
-            if cfg.compact:
+                target=target))
+            if not target.register_slices:
                 connect(m, bridge.m_axil, csr.s_axil)
             else:
                 # The bridge and the CSR sit far apart on a large die: one register per channel.
@@ -194,12 +197,13 @@ class NicTop(wiring.Component):
         The switch between the external port and the generator happens only between frames.
         """
         cfg = self.config
-        gen = self._add(m, f"generator_{name}", FrameGenerator(cfg.data_width, index, compact=cfg.compact))
+        slices = self.target.register_slices
+        gen = self._add(m, f"generator_{name}", self.target.frame_generator(cfg.data_width, index))
         # FRAME_LEN clamped to 60..max_frame in registered steps (a copy, 32-bit compares, a mux).
-        # Compact: in one step; the generator registers what it derives from the length.
+        # Without slices: in one step; the generator registers what it derives from the length.
         regs = self.regmap.block(LINETEST)
         frame_len = csr.rw(regs, linetest.FRAME_LEN)
-        if cfg.compact:
+        if not slices:
             len_short, len_long, len_raw = frame_len < 60, frame_len > cfg.max_frame, frame_len[:14]
         else:
             # The register crosses over from the CSR into a copy of its own first: compared
@@ -216,7 +220,7 @@ class NicTop(wiring.Component):
             gen.seed.eq(csr.rw(regs, linetest.SEED)),
             gen.template.eq(Cat(*(csr.rw(regs, word) for word in linetest.TEMPLATE))),
         ]
-        if cfg.compact:
+        if not slices:
             gen_stream, gen_busy = gen.m_axis, gen.busy
         else:
             # A register slice after the generator: its template mux must not share a cycle with

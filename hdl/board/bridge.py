@@ -22,6 +22,7 @@ from hdl.board.uart import UartRx, UartTx, uart_divisor
 from hdl.lib.ram import RamFifo
 from hdl.lib.stream import AXILiteSignature
 from hdl.mgmt.regs import BlockType, counters
+from hdl.profile import SPEED, Target
 
 __all__ = ["UartBridge", "Cmd", "Status", "crc8", "SYNC_REQUEST", "SYNC_RESPONSE", "CRC8_POLY",
            "REQUEST_LEN", "RESPONSE_LEN", "TIMEOUT_BITS", "RX_FIFO_DEPTH", "BridgeEvent", "BRIDGE"]
@@ -109,10 +110,12 @@ class UartBridge(wiring.Component):
     addr_width:
         Width of the AXI4-Lite address. Requests for addresses at or above ``2**addr_width``, or
         not word aligned, are answered with :attr:`Status.BUS_ERROR` without a bus access.
-    compact:
-        Build for area (``NicConfig.compact``): the receive FIFO is in block RAM
+    target:
+        The target profile (:mod:`hdl.profile`, default :data:`~hdl.profile.SPEED`). With
+        ``target.block_ram_fifos`` (AREA) the receive FIFO is in block RAM
         (:class:`hdl.lib.ram.RamFifo`, whose read register serves as the holding register), not in
-        flip-flops. Same behaviour: a byte reaches the request parser two cycles after the UART
+        flip-flops. (Not two classes: the choice is one FIFO and its holding register inside a
+        large request FSM.) Same behaviour: a byte reaches the request parser two cycles after the UART
         receiver, and :data:`RX_FIFO_DEPTH` + 1 bytes are buffered, as in the default build.
 
     Members
@@ -138,13 +141,13 @@ class UartBridge(wiring.Component):
     A bus slave that never answers stalls the bridge (AXI has no abort).
     """
 
-    def __init__(self, *, clk_hz: int, baud: int, addr_width: int, compact: bool = False):
+    def __init__(self, *, clk_hz: int, baud: int, addr_width: int, target: Target = SPEED):
         if not 2 < addr_width <= 32:
             raise ValueError(f"addr_width must be in 3..32, not {addr_width!r}")
         self.clk_hz = clk_hz
         self.baud = baud
         self.addr_width = addr_width
-        self.compact = compact
+        self.target = target
         self.divisor = uart_divisor(clk_hz, baud)
         super().__init__({
             "rx": In(1, init=1), "tx": Out(1, init=1),
@@ -154,7 +157,7 @@ class UartBridge(wiring.Component):
 
     def __repr__(self):
         return (f"UartBridge(clk_hz={self.clk_hz}, baud={self.baud}, addr_width={self.addr_width}, "
-                f"divisor={self.divisor}{', compact=True' if self.compact else ''})")
+                f"divisor={self.divisor}{'' if self.target is SPEED else f', target={self.target!r}'})")
 
     def elaborate(self, platform):
         m = Module()
@@ -166,9 +169,9 @@ class UartBridge(wiring.Component):
         # ---- receive FIFO: bit 8 marks a framing error, kept in order with the bytes around it
         wants = Signal()                                  # the FSM's state consumes a byte
         take = Signal()                                   # the FSM consumes the held byte this cycle
-        if self.compact:
+        if self.target.block_ram_fifos:
             # Block RAM; its read register holds the byte the FSM looks at (RamFifo.r_data), so
-            # one more word of capacity stands for the default build's holding register.
+            # one more word of capacity stands for the flip-flop build's holding register.
             m.submodules.rx_fifo = rxf = RamFifo(width=9, depth=RX_FIFO_DEPTH + 1)
             m.d.comb += [rxf.w_data.eq(Cat(urx.o.payload, urx.ferr)), rxf.w_en.eq(urx.o.valid | urx.ferr)]
             hold_valid, byte, ferr = rxf.r_rdy, rxf.r_data[:8], rxf.r_data[8]

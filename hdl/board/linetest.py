@@ -15,8 +15,8 @@ from hdl.lib.timing import keep_copy
 from hdl.mgmt.regs import Access, BlockType, Register
 from hdl.packet.layouts import Ethernet, encode
 
-__all__ = ["FrameGenerator", "SignatureChecker", "TEMPLATE_BYTES", "default_template", "LFSR_TAPS",
-           "DEFAULT_SEED", "LINETEST", "CONTROL", "FRAME_LEN", "GAP", "SEED", "SIGNATURE", "TEMPLATE"]
+__all__ = ["FrameGenerator", "CompactFrameGenerator", "SignatureChecker", "TEMPLATE_BYTES", "default_template",
+           "LFSR_TAPS", "DEFAULT_SEED", "LINETEST", "CONTROL", "FRAME_LEN", "GAP", "SEED", "SIGNATURE", "TEMPLATE"]
 
 #: Galois LFSR feedback mask of the payload generator: x^32 + x^22 + x^2 + x + 1.
 LFSR_TAPS = 0x80200003
@@ -62,12 +62,17 @@ LINETEST = BlockType(0x0040, 1, "LINETEST", "Built-in line-rate tester (board bu
                      "every ingress port and a signature checker on every egress port.",
                      (CONTROL, FRAME_LEN, GAP, SEED) + SIGNATURE + TEMPLATE)
 
-class FrameGenerator(wiring.Component):
-    """Sends frames of ``frame_len`` bytes with ``gap`` idle cycles between them while ``enable``.
+class _FrameGeneratorInterface(wiring.Component):
+    """Sends frames of ``frame_len`` bytes with ``gap`` idle cycles between them while ``enable``:
+    the interface of :class:`FrameGenerator` and :class:`CompactFrameGenerator`.
 
     The first 64 bytes come from ``template`` (the LINETEST TEMPLATE registers, so the parser
     sees whatever headers the user programs); the rest is a 32-bit Galois LFSR
-    (x^32 + x^22 + x^2 + x + 1), a different rotation in every 32-bit lane.
+    (x^32 + x^22 + x^2 + x + 1), a different rotation in every 32-bit lane. Both implementations
+    send the same frames with the same timing relative to ``enable`` as long as ``frame_len``,
+    ``gap`` and ``seed`` do not change in the three cycles before a frame starts, nor
+    ``template`` while a frame is going out. They share the frame/gap logic; each supplies the
+    template beat, the registered settings and the template's advance.
 
     Parameters
     ----------
@@ -75,14 +80,6 @@ class FrameGenerator(wiring.Component):
         W, a divisor of the 512-bit template.
     port:
         Ingress port index (for names only).
-    compact:
-        Build for area (``NicConfig.compact``): the current template beat is picked out of
-        ``template`` by a mux on a small beat index rather than shifted out of a per-generator
-        copy, and the settings are registered once, not twice. The frames and their timing
-        relative to ``enable`` are the same as long as ``frame_len``, ``gap`` and ``seed`` do
-        not change in the three cycles before a frame starts, nor ``template`` while a frame is
-        going out (the default build copies the template at each frame start; the compact one
-        reads it beat by beat).
 
     Members
     -------
@@ -91,13 +88,29 @@ class FrameGenerator(wiring.Component):
     busy: Out(1)  -- inside a frame
     """
 
-    def __init__(self, data_width: int, port: int, *, compact: bool = False):
-        self.data_width, self.port, self.compact = data_width, port, compact
+    def __init__(self, data_width: int, port: int):
+        self.data_width, self.port = data_width, port
         super().__init__({
             "enable": In(1), "frame_len": In(14), "gap": In(16), "seed": In(32),
             "template": In(8 * TEMPLATE_BYTES),
             "m_axis": Out(AXIStreamSignature(data_width, 1)), "busy": Out(1),
         })
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.data_width}, {self.port})"
+
+    def _template_data(self, m, data, payload, template_beats):
+        """Drive ``data`` (the beat going out) from the template or ``payload``; returns the
+        template state that :meth:`_advance_template` moves."""
+        raise NotImplementedError
+
+    def _settings(self, m):
+        """Register the settings: returns ``(frame_len, seed, gap, gap_zero, gap_one, enable)``."""
+        raise NotImplementedError
+
+    def _advance_template(self, m, state, in_frame, last, valid_out, last_out):
+        """Move the template state to the next beat (restart it between frames)."""
+        raise NotImplementedError
 
     def elaborate(self, platform):
         m = Module()
@@ -116,22 +129,7 @@ class FrameGenerator(wiring.Component):
             raise ValueError(f"the {TEMPLATE_BYTES}-byte template must be whole beats of {bpb} bytes")
         template_beats = TEMPLATE_BYTES // bpb
         data = Signal(w)
-        if self.compact:
-            # Compact: the current beat is picked straight out of `template` (fine at 24 MHz; the
-            # shifter below is 512 flip-flops and 512 LUTs per generator). The beat index is
-            # one-hot (bit k: template beat k, top bit: past the template, LFSR payload), so the
-            # mux is an AND-OR, about 10% fewer iCE40 LUTs than a binary index's mux tree.
-            beat = Signal(template_beats + 1, init=1)
-            picked = payload & beat[-1].replicate(w)
-            for k in range(template_beats):
-                picked = picked | (self.template.word_select(k, w) & beat[k].replicate(w))
-            m.d.comb += data.eq(picked)
-        else:
-            # The template leaves through a shift register loaded at each frame start, so the output
-            # is one 2:1 mux away from flip-flops (why: the template is held in the far CSR block).
-            shifter = Signal(8 * TEMPLATE_BYTES)
-            in_template = Signal(template_beats)         # bit 0: the current beat is a template beat
-            m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
+        template_state = self._template_data(m, data, payload, template_beats)
         last = Signal()                                  # the current beat is the frame's last
         # Why a kept copy of `last` for the outputs: shared, the end-of-frame decision crossed the die twice.
         last_out = keep_copy(last, name="last_out")
@@ -143,42 +141,7 @@ class FrameGenerator(wiring.Component):
             out.tvalid.eq(valid_out), self.busy.eq(in_frame),
         ]
 
-        # The settings come from the CSR block, far away on the die: they are registered twice
-        # as they are (the placer can put one copy near the source and one here), then the
-        # length arithmetic is registered too, so every decision below is made from flip-flops
-        # and one or two LUTs. Compact: the settings and the length arithmetic are registered
-        # once, straight from the inputs; `enable` still goes through two registers, so frames
-        # start in the same cycle as in the default build.
-        if self.compact:
-            in_enable = Signal(name="cfg_enable")
-            m.d.sync += in_enable.eq(self.enable)
-            frame_len, in_seed, in_gap = self.frame_len, self.seed, self.gap
-            seed = Signal(32)
-            gap = Signal(16)
-            gap_zero, gap_one = Signal(), Signal()
-            enable = Signal()
-            m.d.sync += [seed.eq(Mux(in_seed == 0, DEFAULT_SEED, in_seed)),
-                         gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
-                         enable.eq(in_enable)]
-        else:
-            # Why kept copies: Yosys merges equal setting registers across generators, far apart.
-            in_len, in_seed, in_gap, in_enable = (
-                keep_copy(x, name=f"cfg_{x.name}", reset_less=False)
-                for x in (self.frame_len, self.seed, self.gap, self.enable))
-            m.d.sync += [in_len.eq(self.frame_len), in_seed.eq(self.seed), in_gap.eq(self.gap),
-                         in_enable.eq(self.enable)]
-            frame_len = Signal(14)
-            seed = Signal(32)
-            gap = Signal(16)
-            gap_zero, gap_one = Signal(), Signal()
-            enable = Signal()
-            # The seed's zero test (32 bits, three LUT levels) gets a cycle of its own, beside an
-            # aligned copy of the seed (why: test and select in one cycle missed timing).
-            seed_zero, seed_late = Signal(), Signal(32)
-            m.d.sync += [seed_zero.eq(in_seed == 0), seed_late.eq(in_seed)]
-            m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, DEFAULT_SEED, seed_late)),
-                         gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
-                         enable.eq(in_enable)]
+        frame_len, seed, gap, gap_zero, gap_one, enable = self._settings(m)
         n_beats = Signal.like(beats_left)
         single = Signal()                                # the frame is one beat
         tail = frame_len[:bpb.bit_length() - 1]          # bytes in the last beat, 0 meaning full
@@ -189,22 +152,7 @@ class FrameGenerator(wiring.Component):
                      # and not (1 << tail) - 1: that carry chain was shared with `single`'s.
                      keep.eq(Cat(*((tail == 0) | (tail > i) for i in range(bpb))))]
 
-        if self.compact:
-            # The beat index restarts whenever no frame is out and at each last beat (like the
-            # shifter's reload), and advances on the other beats up to the payload.
-            with m.If(~in_frame | (out.tready & last)):
-                m.d.sync += beat.eq(1)
-            with m.Elif(out.tready & ~beat[-1]):
-                m.d.sync += beat.eq(beat << 1)
-        else:
-            # The template shifter reloads whenever no frame is out and at each last beat (the next
-            # frame may start in the very next cycle), and shifts on every other beat. It reads
-            # the output's copies of `in_frame` and `last` (why: sharing the frame/gap logic's put
-            # that enable's LUT among the shifter's 512 flip-flops).
-            with m.If(~valid_out | (out.tready & last_out)):
-                m.d.sync += [shifter.eq(self.template), in_template.eq((1 << template_beats) - 1)]
-            with m.Elif(out.tready):
-                m.d.sync += [shifter.eq(shifter >> w), in_template.eq(in_template >> 1)]
+        self._advance_template(m, template_state, in_frame, last, valid_out, last_out)
 
         gap_wait = Signal()                              # gap_left != 0
         with m.If(~in_frame):
@@ -227,6 +175,108 @@ class FrameGenerator(wiring.Component):
                     m.d.sync += [in_frame.eq(0), valid_out.eq(0), gap_left.eq(gap),
                                  gap_wait.eq(~gap_zero & ~gap_one)]
         return m
+
+
+class FrameGenerator(_FrameGeneratorInterface):
+    """The frame generator for speed: the template leaves through a per-generator shift register
+    copied at each frame start, and the settings are registered twice (kept copies).
+    Interface: :class:`_FrameGeneratorInterface`.
+    """
+
+    def _template_data(self, m, data, payload, template_beats):
+        w = self.data_width
+        # The template leaves through a shift register loaded at each frame start, so the output
+        # is one 2:1 mux away from flip-flops: a mux on the beat index over a template held in
+        # the CSR block (far away on the die) was a ULX3S critical path.
+        shifter = Signal(8 * TEMPLATE_BYTES)
+        in_template = Signal(template_beats)         # bit 0: the current beat is a template beat
+        m.d.comb += data.eq(Mux(in_template[0], shifter[:w], payload))
+        return shifter, in_template
+
+    def _settings(self, m):
+        # The settings come from the CSR block, far away on the die: they are registered twice
+        # as they are (the placer can put one copy near the source and one here), then the
+        # length arithmetic is registered too, so every decision below is made from flip-flops
+        # and one or two LUTs.
+        # Kept apart: every generator registers the same CSR settings, and Yosys merges equal
+        # flip-flops across generators (the one left then feeds both ports across the die).
+        in_len, in_seed, in_gap, in_enable = (
+            keep_copy(x, name=f"cfg_{x.name}", reset_less=False)
+            for x in (self.frame_len, self.seed, self.gap, self.enable))
+        m.d.sync += [in_len.eq(self.frame_len), in_seed.eq(self.seed), in_gap.eq(self.gap),
+                     in_enable.eq(self.enable)]
+        frame_len = Signal(14)
+        seed = Signal(32)
+        gap = Signal(16)
+        gap_zero, gap_one = Signal(), Signal()
+        enable = Signal()
+        # The seed's zero test (32 bits, three LUT levels) gets a cycle of its own, beside an
+        # aligned copy of the seed: test and select in one cycle was a ULX3S critical path.
+        seed_zero, seed_late = Signal(), Signal(32)
+        m.d.sync += [seed_zero.eq(in_seed == 0), seed_late.eq(in_seed)]
+        m.d.sync += [frame_len.eq(in_len), seed.eq(Mux(seed_zero, DEFAULT_SEED, seed_late)),
+                     gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
+                     enable.eq(in_enable)]
+        return frame_len, seed, gap, gap_zero, gap_one, enable
+
+    def _advance_template(self, m, state, in_frame, last, valid_out, last_out):
+        out, w, (shifter, in_template) = self.m_axis, self.data_width, state
+        template_beats = len(in_template)
+        # The template shifter reloads whenever no frame is out and at each last beat (the next
+        # frame may start in the very next cycle), and shifts on every other beat. It reads
+        # the output's copies of `in_frame` and `last`: with the frame/gap logic's own, Yosys
+        # shared the enable's LUT between both and the placer put it among the shifter's 512
+        # flip-flops, far from the frame/gap logic (ULX3S critical path, 2.5 ns each way).
+        with m.If(~valid_out | (out.tready & last_out)):
+            m.d.sync += [shifter.eq(self.template), in_template.eq((1 << template_beats) - 1)]
+        with m.Elif(out.tready):
+            m.d.sync += [shifter.eq(shifter >> w), in_template.eq(in_template >> 1)]
+
+
+class CompactFrameGenerator(_FrameGeneratorInterface):
+    """The frame generator for area: the current template beat is picked out of ``template`` by
+    a mux on a small beat index rather than shifted out of a per-generator copy (it reads the
+    template beat by beat), and the settings are registered once, not twice.
+    Interface: :class:`_FrameGeneratorInterface`.
+    """
+
+    def _template_data(self, m, data, payload, template_beats):
+        w = self.data_width
+        # The current beat is picked straight out of `template` (fine at 24 MHz; FrameGenerator's
+        # shifter is 512 flip-flops and 512 LUTs per generator). The beat index is
+        # one-hot (bit k: template beat k, top bit: past the template, LFSR payload), so the
+        # mux is an AND-OR, about 10% fewer iCE40 LUTs than a binary index's mux tree.
+        beat = Signal(template_beats + 1, init=1)
+        picked = payload & beat[-1].replicate(w)
+        for k in range(template_beats):
+            picked = picked | (self.template.word_select(k, w) & beat[k].replicate(w))
+        m.d.comb += data.eq(picked)
+        return beat
+
+    def _settings(self, m):
+        # The settings and the length arithmetic are registered once, straight from the inputs;
+        # `enable` still goes through two registers, so frames start in the same cycle as in
+        # FrameGenerator.
+        in_enable = Signal(name="cfg_enable")
+        m.d.sync += in_enable.eq(self.enable)
+        frame_len, in_seed, in_gap = self.frame_len, self.seed, self.gap
+        seed = Signal(32)
+        gap = Signal(16)
+        gap_zero, gap_one = Signal(), Signal()
+        enable = Signal()
+        m.d.sync += [seed.eq(Mux(in_seed == 0, DEFAULT_SEED, in_seed)),
+                     gap.eq(in_gap - 1), gap_zero.eq(in_gap == 0), gap_one.eq(in_gap == 1),
+                     enable.eq(in_enable)]
+        return frame_len, seed, gap, gap_zero, gap_one, enable
+
+    def _advance_template(self, m, state, in_frame, last, valid_out, last_out):
+        out, beat = self.m_axis, state
+        # The beat index restarts whenever no frame is out and at each last beat (like the
+        # shifter's reload), and advances on the other beats up to the payload.
+        with m.If(~in_frame | (out.tready & last)):
+            m.d.sync += beat.eq(1)
+        with m.Elif(out.tready & ~beat[-1]):
+            m.d.sync += beat.eq(beat << 1)
 
 
 class SignatureChecker(wiring.Component):

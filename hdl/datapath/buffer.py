@@ -6,9 +6,10 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
 from hdl.datapath.forward import make_descriptor_layout
-from hdl.lib.ram import BeatFifo, RamFifo
+from hdl.lib.ram import RamFifo
 from hdl.lib.stream import AXIStreamSignature
 from hdl.lib.timing import keep_copy
+from hdl.profile import Target, target_for
 
 __all__ = ["PacketBuffer"]
 
@@ -30,9 +31,18 @@ class PacketBuffer(wiring.Component):
     Known limit of this slice: one reader for all ports, so a stalled egress port stalls the others
     (per-port output queues come with the switch fabric).
 
-    With ``config.compact`` (area before speed) the two input register stages, the registered
-    ``space`` and the beat FIFO's flip-flop output queue are left out and the descriptor FIFO is
-    in block RAM; the same frames leave, with less latency.
+    The target profile (:mod:`hdl.profile`) picks the beat FIFO (``target.fifo``). Without
+    ``target.register_slices`` (AREA) the two input register stages and the registered ``space``
+    are left out, and with ``target.block_ram_fifos`` the descriptor FIFO is in block RAM; the same
+    frames leave, with less latency. (Not two classes: the writer, the reader and the descriptor
+    accounting are shared, and the differences are register stages on their paths.)
+
+    Parameters
+    ----------
+    config:
+        Build parameters.
+    target:
+        The target profile; by default the config's (:func:`hdl.profile.target_for`).
 
     Members
     -------
@@ -43,14 +53,15 @@ class PacketBuffer(wiring.Component):
         high in t - 1). The producer is one register stage upstream.
     space_copy: Out(number of ports)
         ``space`` again, bit i a flip-flop of its own for ingress port i's ready logic (one
-        ``space`` for every port crossed the ULX3S die to each ingress slice); compact builds
-        just repeat ``space``.
+        ``space`` for every port crossed the ULX3S die to each ingress slice); builds without
+        slices just repeat ``space``.
     desc: In(stream.Signature(descriptor, always_ready=True))
     m_axis_<i>: Out(AXIStreamSignature(W, 1)) per port (``self.outputs[i]``)
     """
 
-    def __init__(self, config: NicConfig):
+    def __init__(self, config: NicConfig, target: Target | None = None):
         self.config = config
+        self.target = target or target_for(config)
         w = config.data_width
         members = {
             "s_axis": In(AXIStreamSignature(w, 1 + config.port_bits)),
@@ -68,21 +79,23 @@ class PacketBuffer(wiring.Component):
         w, bpb = cfg.data_width, cfg.bytes_per_beat
         max_beats = -(-cfg.max_frame // bpb)
 
-        if cfg.compact:
-            # Compact (iCE40 at 24 MHz): the writer sits right at the input, so the FIFO's
-            # look-ahead needs only its minimum slack (a writer one register upstream), and
-            # the RAM's own read register is the output queue.
-            m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=2,
-                                                  compact=True)
-            # Block RAM: one SB_RAM40_4K instead of DESCRIPTOR_DEPTH words of flip-flops.
-            m.submodules.descs = descs = RamFifo(width=len(self.desc.payload.as_value()),
-                                                 depth=DESCRIPTOR_DEPTH)
+        target = self.target
+        slices = target.register_slices
+        if not slices:
+            # No slices (iCE40 at 24 MHz): the writer sits right at the input, so the FIFO's
+            # look-ahead needs only its minimum slack (a writer one register upstream).
+            m.submodules.beats = beats = target.fifo(w + bpb + 1, cfg.buffer_depth, slack=2)
         else:
             # Two register stages on the input before anything is decided (why: the parser sits
             # across the die from the block RAMs). With `space` registered once more on its way
             # out (below), the FIFO's look-ahead needs three more slots of slack than a writer
             # right at its input.
-            m.submodules.beats = beats = BeatFifo(width=w + bpb + 1, depth=cfg.buffer_depth, slack=5)
+            m.submodules.beats = beats = target.fifo(w + bpb + 1, cfg.buffer_depth, slack=5)
+        if target.block_ram_fifos:
+            # Block RAM: one SB_RAM40_4K instead of DESCRIPTOR_DEPTH words of flip-flops.
+            m.submodules.descs = descs = RamFifo(width=len(self.desc.payload.as_value()),
+                                                 depth=DESCRIPTOR_DEPTH)
+        else:
             # Small and read combinationally: distributed RAM, not block RAM.
             m.submodules.descs = descs = fifo.SyncFIFO(
                 width=len(self.desc.payload.as_value()), depth=DESCRIPTOR_DEPTH)
@@ -93,7 +106,7 @@ class PacketBuffer(wiring.Component):
         # here. Flow control is `space` one cycle ahead instead, with enough slack for the
         # beats in flight: space high in cycle t allows a beat to arrive in cycle t + 1.
         s = self.s_axis
-        if cfg.compact:
+        if not slices:
             in_valid, in_last, in_data = s.tvalid, s.tlast, Cat(s.tdata, s.tkeep, s.tlast)
         else:
             near_valid, near_last = Signal(), Signal()
@@ -111,7 +124,7 @@ class PacketBuffer(wiring.Component):
 
         store = ~truncating | in_last
         space = Signal()
-        if cfg.compact:
+        if not slices:
             # Descriptors: `outstanding` counts the frames started (first beat seen here) and
             # not yet released; the descriptor FIFO never holds more than that (a frame's
             # descriptor comes after its first beat and leaves the FIFO before its release).

@@ -6,7 +6,7 @@ does not infer that register, so for ECP5 targets :class:`PipelinedRam` instanti
 primitives directly; everywhere else (simulation, other FPGAs) it is an Amaranth memory plus one
 register. Both have a read latency of exactly two cycles, so simulation matches the board.
 
-For area (``NicConfig.compact``, iCE40) there is :class:`SyncRam`, a plain one-cycle block RAM
+For area (the AREA target profile, :mod:`hdl.profile`; iCE40) there is :class:`SyncRam`, a plain one-cycle block RAM
 whose read data register is the RAM's own, and :class:`RamFifo` on it. Yosys maps an Amaranth
 ``Memory`` to iCE40 SB_RAM40_4K, but Amaranth's synchronous read port promises the old word on a
 read of the address being written in the same cycle, which SB_RAM40_4K does not define, so Yosys
@@ -24,8 +24,8 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.lib.timing import keep_copy
 
-__all__ = ["PipelinedRam", "BeatFifo", "OutputQueue", "SyncRam", "RamFifo", "ECP5_TARGET", "ICE40_TARGET", "is_ecp5",
-           "is_ice40"]
+__all__ = ["PipelinedRam", "BeatFifo", "CompactBeatFifo", "OutputQueue", "SyncRam", "RamFifo", "ECP5_TARGET",
+           "ICE40_TARGET", "is_ecp5", "is_ice40"]
 
 #: Pass as ``platform`` to elaborate for ECP5 out-of-context synthesis without a board.
 ECP5_TARGET = "ecp5"
@@ -378,19 +378,14 @@ class OutputQueue(_SmallFifo):
         return m
 
 
-class BeatFifo(wiring.Component):
-    """First-word-fall-through FIFO on a :class:`PipelinedRam`, one write and one read per cycle.
+class _BeatFifoInterface(wiring.Component):
+    """The interface of the beat FIFOs (:class:`BeatFifo`, :class:`CompactBeatFifo`).
 
-    Reads are issued ahead into a small output queue so that the two-cycle RAM latency
-    never stalls a steady stream. Same port names as ``amaranth.lib.fifo.SyncFIFOBuffered``, but
-    ``w_rdy`` is a registered look-ahead: high in cycle t, a write may come in t .. t + slack - 1
-    (``slack`` = 2 by default; a writer with more register stages between its decision and the
-    write asks for more). A write against that rule overflows the FIFO.
-
-    With ``compact`` (for area: ``NicConfig.compact``) it is a :class:`RamFifo` instead: the
-    RAM's own read register is the whole output queue (no words in flip-flops, no write
-    registers in front of the RAM) and a word written in cycle t is readable in t + 2 (t + 5
-    otherwise). ``w_rdy`` has the same look-ahead contract.
+    First-word-fall-through, one write and one read per cycle. Same port names as
+    ``amaranth.lib.fifo.SyncFIFOBuffered``, but ``w_rdy`` is a registered look-ahead: high in
+    cycle t, a write may come in t .. t + slack - 1 (``slack`` >= 2; a writer with more register
+    stages between its decision and the write asks for more). A write against that rule
+    overflows the FIFO. The implementations differ only in how soon a written word can be read.
 
     Members
     -------
@@ -398,20 +393,30 @@ class BeatFifo(wiring.Component):
     r_data, r_rdy: Out; r_en: In
     """
 
-    QUEUE = 5
-
-    def __init__(self, width: int, depth: int, *, slack: int = 2, compact: bool = False):
+    def __init__(self, width: int, depth: int, *, slack: int = 2):
         if slack < 2:
-            raise ValueError(f"BeatFifo slack must be at least 2, not {slack!r}")
-        self.width, self.depth, self.slack, self.compact = width, depth, slack, compact
+            raise ValueError(f"{type(self).__name__} slack must be at least 2, not {slack!r}")
+        self.width, self.depth, self.slack = width, depth, slack
         super().__init__({
             "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
             "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
         })
 
+    def __repr__(self):
+        return f"{type(self).__name__}(width={self.width}, depth={self.depth}, slack={self.slack})"
+
+
+class BeatFifo(_BeatFifoInterface):
+    """The beat FIFO for speed: a :class:`PipelinedRam` and a flip-flop output queue.
+
+    Reads are issued ahead into a small output queue so that the two-cycle RAM latency
+    never stalls a steady stream; every control path into the RAM starts at a register. A word
+    written in cycle t is readable in t + 5. Interface: :class:`_BeatFifoInterface`.
+    """
+
+    QUEUE = 5
+
     def elaborate(self, platform):
-        if self.compact:
-            return self._elaborate_compact()
         m = Module()
         abits = (self.depth - 1).bit_length()
         m.submodules.ram = ram = PipelinedRam(self.width, self.depth)
@@ -477,7 +482,14 @@ class BeatFifo(wiring.Component):
         m.d.comb += [self.r_data.eq(queue.r_data), self.r_rdy.eq(queue.r_rdy), queue.r_en.eq(self.r_en)]
         return m
 
-    def _elaborate_compact(self):
+
+class CompactBeatFifo(_BeatFifoInterface):
+    """The beat FIFO for area: a :class:`RamFifo`, whose RAM read register is the whole output
+    queue (no words in flip-flops, no write registers in front of the RAM). A word written in
+    cycle t is readable in t + 2. Interface: :class:`_BeatFifoInterface`.
+    """
+
+    def elaborate(self, platform):
         m = Module()
         m.submodules.fifo = fifo = RamFifo(self.width, self.depth)
         # Look-ahead: `w_rdy` in cycle t compares the level of cycle t - 1, which counts the

@@ -46,7 +46,7 @@ def test_no_undocumented_boards_in_the_table():
 
 
 def test_documented_secnic_board_commands_parse():
-    parser = build_parser()
+    parser, _ = build_parser()
     found = re.findall(r"^(?:\$ )?(?:\.venv/bin/)?secnic (board .*)$", DOC.read_text(), re.M)
     commands = [c for c in found if "[" not in c]        # the synopsis line is not a command
     assert len(commands) >= 8

@@ -20,6 +20,7 @@ from hdl.config import NicConfig
 from hdl.lib.axil_slice import AXILiteSlice
 from hdl.mgmt.csr import CsrSlave
 from hdl.mgmt.regs import MAGIC
+from hdl.profile import AREA, SPEED
 from hdl.top import build_register_map
 from host_driver.bus import BusError
 from host_driver.serialbus import (
@@ -188,7 +189,7 @@ class BridgeCsr(Elaboratable):
     """UartBridge driving the real CsrSlave, directly or through an AXILiteSlice (as on the ULX3S)."""
 
     def __init__(self, compact=False, through_slice=False):
-        self.bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=AW, compact=compact)
+        self.bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=AW, target=AREA if compact else SPEED)
         self.csr = CsrSlave(REGMAP)
         self.slice = AXILiteSlice(AW) if through_slice else None
 
@@ -493,7 +494,7 @@ def test_back_to_back_requests(compact):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_axi_model_slave_random_stalls(seed, compact):
     rng = random.Random(seed)
-    bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=16, compact=compact)
+    bridge = UartBridge(clk_hz=CLK_HZ, baud=BAUD, addr_width=16, target=AREA if compact else SPEED)
     slave = AxiSlaveModel(bridge.m_axil, seed=seed, errors={0x100: SLVERR, 0x104: DECERR})
     mon = Monitor(bridge)
     expect = {}

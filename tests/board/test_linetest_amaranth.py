@@ -4,7 +4,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.sim import Simulator
 
-from hdl.board.linetest import TEMPLATE_BYTES, FrameGenerator, SignatureChecker, default_template
+from hdl.board.linetest import TEMPLATE_BYTES, CompactFrameGenerator, FrameGenerator, SignatureChecker, default_template
 from host_driver.blocks.linetest import expected_frames, expected_signature
 from host_driver.model.nic import parse_frame
 
@@ -118,7 +118,7 @@ class _GeneratorPair(Elaboratable):
 
     def __init__(self, width):
         self.default = FrameGenerator(width, 0)
-        self.compact = FrameGenerator(width, 0, compact=True)
+        self.compact = CompactFrameGenerator(width, 0)
 
     def elaborate(self, platform):
         m = Module()

@@ -9,6 +9,7 @@ from hdl.config import NicConfig
 from hdl.datapath.arbiter import PacketArbiter
 from hdl.datapath.buffer import PacketBuffer
 from hdl.datapath.forward import Forwarder
+from hdl.lib.ram import BeatFifo, CompactBeatFifo
 from hdl.lib.skid import RegisterSlice
 from hdl.packet.meta import DropReason, MalformedReason, Verdict
 
@@ -314,12 +315,11 @@ def test_forwarder_precedence_and_peer_port():
     sim.run()
 
 
-@pytest.mark.parametrize("compact", [False, True], ids=["default", "compact"])
+@pytest.mark.parametrize("fifo_class", [BeatFifo, CompactBeatFifo], ids=["default", "compact"])
 @pytest.mark.parametrize("depth", [4, 64])
 @pytest.mark.parametrize("push_p,pop_p", [(1.0, 1.0), (0.7, 0.5), (0.5, 0.9)])
-def test_beat_fifo_matches_a_queue(depth, push_p, pop_p, compact):
-    from hdl.lib.ram import BeatFifo
-    dut = BeatFifo(width=16, depth=depth, compact=compact)
+def test_beat_fifo_matches_a_queue(depth, push_p, pop_p, fifo_class):
+    dut = fifo_class(width=16, depth=depth)
     rng = random.Random(depth)
     sent, got = [], []
 
@@ -355,10 +355,9 @@ def test_beat_fifo_matches_a_queue(depth, push_p, pop_p, compact):
     assert len(sent) > 1000
 
 
-@pytest.mark.parametrize("compact", [False, True], ids=["default", "compact"])
-def test_beat_fifo_streams_one_word_per_cycle(compact):
-    from hdl.lib.ram import BeatFifo
-    dut = BeatFifo(width=8, depth=64, compact=compact)
+@pytest.mark.parametrize("fifo_class", [BeatFifo, CompactBeatFifo], ids=["default", "compact"])
+def test_beat_fifo_streams_one_word_per_cycle(fifo_class):
+    dut = fifo_class(width=8, depth=64)
     reads = []
 
     async def tb(ctx):

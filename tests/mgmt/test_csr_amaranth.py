@@ -1,10 +1,11 @@
-"""CsrSlave (hdl/mgmt/csr.py) against the register description, through a small AXI4-Lite master.
+"""The CSR slaves (hdl/mgmt/csr.py, csr_compact.py, counters.py) against the register description,
+through a small AXI4-Lite master.
 
-The bus and counter tests run with both counter stores (``counter_store="registers"`` and
-``"bram"``) and, for the bram store, both bus logics (the compact one, its default, and the
-pipelined one of the register store: ``compact=False``); the tests after them are specific to
-the bram store (flush engine, variable read latency), to the compact bus logic (RW shadow) or
-check the iCE40 mapping.
+The bus and counter tests run on every implementation of the one contract
+(:class:`~hdl.mgmt.csr_base.Csr`): the pipelined ``CsrSlave`` with the register counter store,
+``CompactCsrSlave`` (block-RAM counter bank, compact bus logic) and the pipelined ``CsrSlave``
+with the block-RAM counter bank; the tests after them are specific to the bank (flush engine,
+variable read latency), to the compact bus logic (RW shadow) or check the iCE40 mapping.
 """
 
 import gc
@@ -28,7 +29,8 @@ from hdl.datapath.ports import PortCounter
 from hdl.lib.export import to_rtlil
 from hdl.lib.ram import ICE40_TARGET
 from hdl.lib.stream import AXILiteSignature
-from hdl.mgmt.csr import COUNT_LATENCY, READ_LATENCY, READ_SAMPLE_DELAY, CsrSlave
+from hdl.mgmt.counters import BramCounterBank, RegisterCounterStore
+from hdl.mgmt.csr import COUNT_LATENCY, READ_LATENCY, READ_SAMPLE_DELAY, CompactCsrSlave, CsrSlave
 from hdl.mgmt.regs import BLOCK_STRIDE, HEADER_WORDS, HW_VERSION, IDENTITY, MAGIC, OKAY, SLVERR, Access, Event
 from hdl.parser.counters import ParserCounter
 from hdl.top import build_register_map
@@ -39,9 +41,9 @@ CONFIGS = {
                       header_window=256, clock_mhz=250.0),
 }
 M32 = 0xFFFFFFFF
-#: The CsrSlave variants under test, by name: keyword arguments.
-STORES = {"registers": {}, "bram": {"counter_store": "bram"},
-          "bram-pipelined": {"counter_store": "bram", "compact": False}}
+#: The CSR implementations under test, by name: (class, keyword arguments).
+STORES = {"registers": (CsrSlave, {}), "bram": (CompactCsrSlave, {}),
+          "bram-pipelined": (CsrSlave, {"counter_store": BramCounterBank})}
 
 
 
@@ -50,7 +52,8 @@ def _scratch(dut):
     return dut.rw(dut.regmap.block(IDENTITY), IDENTITY.register("SCRATCH"))
 
 def _csr(regmap, store, **kw):
-    return CsrSlave(regmap, **STORES[store], **kw)
+    cls, args = STORES[store]
+    return cls(regmap, **args, **kw)
 
 
 def run(dut, *benches, deadline=None):
@@ -601,7 +604,8 @@ def test_store_attributes_and_errors():
     ice = _csr(build_register_map(BOARDS["icebreaker"].config()), "bram")
     for dut in (reg, bram, piped, ice):
         Fragment.get(dut, None)
-    assert (reg.compact, bram.compact, piped.compact) == (False, True, False)
+    assert (type(reg.counter_store), type(bram.counter_store), type(piped.counter_store)) == \
+        (RegisterCounterStore, BramCounterBank, BramCounterBank)
     assert (reg.read_latency, reg.read_latency_max, reg.count_latency, reg.flush_period) == \
         (READ_LATENCY, READ_LATENCY, COUNT_LATENCY, None)
     assert (piped.read_latency, piped.read_latency_max, piped.count_latency, piped.flush_period) == \
@@ -625,16 +629,13 @@ def test_store_attributes_and_errors():
         bram.sample_cycle(Event("PORT", 9, PortCounter.RX_PACKETS), 0)
     with warnings.catch_warnings():                      # the refused instances are never elaborated
         warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(ValueError, match=r"^counter_store must be one of 'registers', 'bram', not 'flash'$"):
-            CsrSlave(regmap, counter_store="flash")
-        with pytest.raises(ValueError, match=r"^compact=True needs counter_store='bram', not 'registers'$"):
-            CsrSlave(regmap, compact=True)
-        with pytest.raises(TypeError, match=r"^compact must be None, False or True, not 'yes'$"):
-            CsrSlave(regmap, counter_store="bram", compact="yes")
+        with pytest.raises(TypeError, match=r"^counter_store must be one of RegisterCounterStore, BramCounterBank, "
+                                            r"not 'bram'$"):
+            CsrSlave(regmap, counter_store="bram")
         gc.collect()
-    assert repr(bram) == f"CsrSlave({regmap!r}, counter_store='bram')"
-    assert repr(piped) == f"CsrSlave({regmap!r}, counter_store='bram', compact=False)"
-    assert repr(reg) == f"CsrSlave({regmap!r}, counter_store='registers')"
+    assert repr(bram) == f"CompactCsrSlave({regmap!r})"
+    assert repr(piped) == f"CsrSlave({regmap!r}, counter_store=BramCounterBank)"
+    assert repr(reg) == f"CsrSlave({regmap!r})"
     assert regmap.max_increment(Event("PORT", 1, PortCounter.RX_BYTES)) == 16383
     assert regmap.max_increment(Event("PORT", 1, PortCounter.TX_BYTES)) == 8
     assert regmap.max_increment(Event("PARSER", 0, ParserCounter.PACKETS)) == 1
