@@ -14,7 +14,7 @@ The target profile (:mod:`hdl.profile`: SPEED for large FPGAs, AREA for small on
 the FIFOs and the frame generators, and whether the register slices and the reset tree are built.
 """
 
-from amaranth import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, ResetSignal, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -27,17 +27,16 @@ from hdl.datapath.buffer import PacketBuffer
 from hdl.datapath.forward import Forwarder
 from hdl.datapath.ports import PORT, PortCounter, port_values
 from hdl.lib.axil_slice import AXILiteSlice
-from hdl.lib.export import to_verilog
 from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
-from hdl.lib.timing import keep_copy
+from hdl.lib.timing import keep_copy, local_reset_domain
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
 
-__all__ = ["NicTop", "build_register_map", "elaborate_verilog", "TOP_NAME"]
+__all__ = ["NicTop", "build_register_map", "TOP_NAME"]
 
 TOP_NAME = "secnic_top"
 
@@ -181,14 +180,7 @@ class NicTop(wiring.Component):
         if not self.reset_tree:
             m.submodules[name] = block
             return block
-        domain = ClockDomain(f"{name}_sync", local=True)
-        m.domains += domain
-        # The core reset a cycle late; reset-less, so it is high from power-up to the first
-        # clock edge after the core reset falls. Copies are kept apart in synthesis (keep_copy).
-        rst = keep_copy(Signal(init=1), name=f"{name}_rst")
-        m.d.sync += rst.eq(ResetSignal("sync"))
-        m.d.comb += [domain.clk.eq(ClockSignal("sync")), domain.rst.eq(rst)]
-        m.submodules[name] = DomainRenamer(domain.name)(block)
+        m.submodules[name] = local_reset_domain(m, name, block)
         return block
 
     def _line_tester_ingress(self, m, csr, index, name, port_in):
@@ -314,8 +306,3 @@ def build_register_map(config: NicConfig) -> RegisterMap:
     if config.line_tester:
         regs.add(LINETEST)
     return regs.build()
-
-
-def elaborate_verilog(config: NicConfig | None = None) -> str:
-    """SystemVerilog text of the NIC top (module ``secnic_top``) for the simulators."""
-    return to_verilog(NicTop(config or NicConfig()), TOP_NAME)

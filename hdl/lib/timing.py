@@ -1,14 +1,17 @@
-"""Timing techniques in one place: registered copies that synthesis keeps apart.
+"""Timing techniques in one place: registered copies that synthesis keeps apart, local resets.
 
 A register whose loads are spread over the die is duplicated so that each copy can sit next to
 its loads (see docs/performance.md for the rounds that found each one). Yosys merges identical
 flip-flops, so every deliberate copy is marked with :data:`KEEP_COPY` and every synthesis script
-here runs :data:`YOSYS_KEEP_COPIES` right after reading the design.
+here runs :data:`YOSYS_KEEP_COPIES` right after reading the design. The same goes for resets:
+one reset net from one flip-flop to every register crosses the die, so blocks and register
+groups take their reset from a kept copy of their own (:func:`local_reset_domain`,
+:class:`LocalResets`).
 """
 
-from amaranth.hdl import Signal
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal, Signal
 
-__all__ = ["KEEP_COPY", "YOSYS_KEEP_COPIES", "keep_copy"]
+__all__ = ["KEEP_COPY", "YOSYS_KEEP_COPIES", "keep_copy", "local_reset_domain", "LocalResets"]
 
 #: Signal attribute marking a register as a deliberate duplicate that synthesis must not merge.
 KEEP_COPY = "secnic_keep_copy"
@@ -34,3 +37,42 @@ def keep_copy(signal, *, name: str, reset_less: bool = True) -> Signal:
     if isinstance(signal, Signal):
         signal.attrs[KEEP_COPY] = 1
     return Signal.like(signal, name=name, attrs={KEEP_COPY: 1}, reset_less=reset_less)
+
+
+def local_reset_domain(m, name: str, elaboratable):
+    """``elaboratable`` renamed into a clock domain ``<name>_sync`` of its own, added to ``m``.
+
+    The domain runs on the ``sync`` clock; its reset is a kept copy of the ``sync`` reset one
+    cycle late (reset-less, so it is high from power-up to the first clock edge after the core
+    reset falls). Verilog simulators and the FPGA see one clock net. Amaranth's own simulator
+    races on a domain clocked from another domain's clock signal: leave this out there.
+    """
+    domain = ClockDomain(f"{name}_sync", local=True)
+    m.domains += domain
+    rst = keep_copy(Signal(init=1), name=f"{name}_rst")
+    m.d.sync += rst.eq(ResetSignal("sync"))
+    m.d.comb += [domain.clk.eq(ClockSignal("sync")), domain.rst.eq(rst)]
+    return DomainRenamer(domain.name)(elaboratable)
+
+
+class LocalResets:
+    """Reset copies per register group inside one module: ``resets(tag, delay)`` is the module's
+    reset delayed ``delay`` cycles through kept copies, made once per tag and shared.
+
+    Registers that reset from one of these are reset-less and written with
+    ``with m.If(resets(tag)): ...``; a group's copy sits next to the group.
+    """
+
+    def __init__(self, m):
+        self._m = m
+        self._resets = {}
+
+    def __call__(self, tag: str, delay: int = 1):
+        if tag not in self._resets:
+            rst = ResetSignal()
+            for k in range(delay):
+                copy = keep_copy(Signal(init=1), name=f"rst_{tag}" + ("" if k == delay - 1 else f"_d{k}"))
+                self._m.d.sync += copy.eq(rst)
+                rst = copy
+            self._resets[tag] = rst
+        return self._resets[tag]

@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 
-from hdl.lib.timing import keep_copy
+from hdl.lib.timing import LocalResets, keep_copy
 from hdl.mgmt.counters import BramCounterBank, RegisterCounterStore
 from hdl.mgmt.csr_base import (
     _GROUP,
@@ -182,17 +182,7 @@ class CsrSlave(Csr):
         # and cleared by the copy. An event reaches its counter through two increment registers
         # (below), and a counter's reset copy is two cycles late to match, so no event from the
         # first cycle out of reset is lost and none from the cycle reset rose leaks past it.
-        local_resets = {}
-
-        def local_reset(tag, delay=1):
-            if tag not in local_resets:
-                rst = ResetSignal()
-                for k in range(delay):
-                    copy = keep_copy(Signal(init=1), name=f"rst_{tag}" + ("" if k == delay - 1 else f"_d{k}"))
-                    m.d.sync += copy.eq(rst)
-                    rst = copy
-                local_resets[tag] = rst
-            return local_resets[tag]
+        local_reset = LocalResets(m)
 
         if bram:
             flush_rp, flush_sum = self.counter_store.elaborate(m, platform)
