@@ -60,12 +60,11 @@ class NicTop(wiring.Component):
     record: Out(stream.Signature(verdict record, always_ready=True))
         One pulse per frame with its metadata and verdict; left unconnected in board builds.
 
-    With ``reset_tree`` (by default ``target.reset_tree``: on in SPEED builds; in AREA builds it
-    costs about 200 iCE40 cells and 24 MHz needs no tree) each block takes its reset from a register of its
-    own, in a clock domain of its own driven by the core clock (``<block>_sync``): one reset net
-    from one flip-flop to every block crossed the ULX3S die and was a critical path. Verilog
-    simulators and the FPGA see one clock net. Amaranth's own simulator races on a domain clocked
-    from another domain's clock signal, so pass ``reset_tree=False`` to simulate NicTop there.
+    With ``reset_tree`` (by default ``target.reset_tree``: on in SPEED builds, off in AREA ones)
+    each block takes its reset from a register of its own, in a clock domain of its own on the
+    core clock (:func:`hdl.lib.timing.local_reset_domain`; why: one reset net from one flip-flop
+    to every block crosses a large die). Amaranth's own simulator races on such a domain, so pass
+    ``reset_tree=False`` to simulate NicTop there.
     """
 
     def __init__(self, config: NicConfig | None = None, *, reset_tree: bool | None = None):
@@ -128,10 +127,9 @@ class NicTop(wiring.Component):
         # ahead, with slack) is the flow control, so the beat strobe the parser's window capture
         # fans out to is a register output. The sequential parser has a `space` of its own (same
         # contract); the pipelined one never holds frames back.
-        # Full builds give the buffer a copy of that register of its own: both parsers pass the
-        # stream through untouched (their m_axis is s_axis), and one register driving the
-        # buffer's RAM and the parser's compares sat between them (a ULX3S critical path, 2.9 ns
-        # of route into the parser's ethertype compares).
+        # Full builds give the buffer a copy of that register of its own (both parsers pass the
+        # stream through untouched; why: one register between the buffer's RAM and the parser's
+        # compares is far from both).
         pipe = parser.s_axis
         space = buffer.space & parser.space
         take = arbiter.m_axis.tvalid & space
@@ -198,9 +196,8 @@ class NicTop(wiring.Component):
         if not slices:
             len_short, len_long, len_raw = frame_len < 60, frame_len > cfg.max_frame, frame_len[:14]
         else:
-            # The register crosses over from the CSR into a copy of its own first: compared
-            # straight off the CSR's flip-flop, it was a ULX3S critical path (138 MHz).
-            # One per port, kept apart (merged, the copy crossed the die to the other port).
+            # A kept copy per port, next to its generator, before the compares (why: the CSR's
+            # flip-flop is far away, and one merged copy crosses the die to the other port).
             len_copy = keep_copy(frame_len, name=f"len_copy_{name}")
             len_short, len_long = Signal(name=f"len_short_{name}"), Signal(name=f"len_long_{name}")
             len_raw = Signal(14, name=f"len_raw_{name}")
@@ -215,8 +212,8 @@ class NicTop(wiring.Component):
         if not slices:
             gen_stream, gen_busy = gen.m_axis, gen.busy
         else:
-            # A register slice after the generator: its template mux must not share a cycle with
-            # the ingress mux and slice (that path crossed the die on the ULX3S at 103 MHz).
+            # A register slice after the generator (why: its template mux must not share a cycle
+            # with the ingress mux and slice).
             gen_out = self._add(m, f"generator_slice_{name}", RegisterSlice(cfg.data_width, 1))
             connect(m, gen.m_axis, gen_out.s_axis)
             gen_stream = gen_out.m_axis
@@ -235,14 +232,10 @@ class NicTop(wiring.Component):
             m.d.sync += ext_in_frame.eq(~port_in.tlast)
         with m.If(may_switch):
             m.d.sync += use_gen.eq(ctrl)
-        # The port's tready is gated by a copy of `use_gen` of its own, so that the gating sits
-        # by the port's flip-flops: one shared `use_gen` put the ready logic by the ingress mux,
-        # across the die from its loads (ULX3S critical path, 153 MHz). The generator side is
-        # not gated at all: while `use_gen` is low the generator and its slice are empty (the
-        # switch waits for `gen_busy` to fall) and the generator cannot start a frame (`enable`
-        # is low and was for two cycles before the switch), so its tvalid is low and its tready
-        # is moot. Gated, the ingress slice's tready went through one more LUT into the skid
-        # flag (ULX3S critical path, 154.5 MHz).
+        # The port's tready is gated by a kept copy of `use_gen` (why: the gating then sits by
+        # the port's flip-flops). The generator side needs no gate: while `use_gen` is low the
+        # generator and its slice are empty (the switch waits for `gen_busy` to fall) and it
+        # cannot start a frame (`enable` is low and was for two cycles before the switch).
         use_gen_p = keep_copy(use_gen, name=f"use_generator_p_{name}", reset_less=False)
         with m.If(may_switch):
             m.d.sync += use_gen_p.eq(ctrl)
