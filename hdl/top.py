@@ -92,10 +92,14 @@ class NicTop(wiring.Component):
         target = self.target
         w = cfg.data_width
 
-        arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports), ready_copies=True))
-        parser = self._add(m, "parser", make_parser(cfg))     # NicConfig.parser picks the architecture
+        parser = make_parser(cfg)                             # NicConfig.parser picks the architecture
+        buffer = PacketBuffer(cfg, target)
+        # Each ingress port's ready comes from a flip-flop of its own (the buffer's space fan-out).
+        ready_copies = None if buffer.space_fanout is None else [copy & parser.space for copy in buffer.space_fanout]
+        arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports), ready_copies=ready_copies))
+        self._add(m, "parser", parser)
         forwarder = self._add(m, "forwarder", Forwarder(cfg))
-        buffer = self._add(m, "buffer", PacketBuffer(cfg, target))
+        self._add(m, "buffer", buffer)
         csr = self._add(m, "csr", target.csr(self.regmap))
 
         for i, name in enumerate(cfg.ports):
@@ -133,8 +137,7 @@ class NicTop(wiring.Component):
         pipe = parser.s_axis
         space = buffer.space & parser.space
         take = arbiter.m_axis.tvalid & space
-        m.d.comb += [arbiter.m_axis.tready.eq(space),
-                     arbiter.ready_copy.eq(buffer.space_copy & parser.space.replicate(len(cfg.ports)))]
+        m.d.comb += arbiter.m_axis.tready.eq(space)
         payload = ("tdata", "tkeep", "tlast", "tuser")
         copies = [{f: getattr(pipe, f) for f in ("tvalid",) + payload}]
         if target.register_slices:

@@ -32,20 +32,21 @@ class PacketArbiter(wiring.Component):
     -------
     s_axis_<i>: In(AXIStreamSignature(W, 1)), one per port (``self.inputs[i]``)
     m_axis: Out(AXIStreamSignature(W, 1 + port_bits))
-    ready_copy: In(n_ports), with ``ready_copies`` only
-        Copies of ``m_axis.tready``, bit i gating ``s_axis_<i>.tready`` instead of it (so that
-        a downstream ready can reach each ingress from a flip-flop next to it); they must equal
-        ``m_axis.tready`` in every cycle.
+
+    ``ready_copies`` (optional): one value per port that equals ``m_axis.tready`` in every cycle,
+    e.g. the copies of a :class:`hdl.lib.timing.Fanout` of the downstream ready; value i gates
+    ``s_axis_<i>.tready`` instead of ``m_axis.tready`` (why: a downstream ready then reaches each
+    ingress from a flip-flop next to it).
     """
 
-    def __init__(self, data_width: int, n_ports: int, *, ready_copies: bool = False):
+    def __init__(self, data_width: int, n_ports: int, *, ready_copies=None):
+        if ready_copies is not None and len(ready_copies) != n_ports:
+            raise ValueError(f"ready_copies must have one value per port ({n_ports}), not {len(ready_copies)}")
         self.ready_copies = ready_copies
         self.n_ports = n_ports
         self.port_bits = max(1, (n_ports - 1).bit_length())
         members = {f"s_axis_{i}": In(AXIStreamSignature(data_width, 1)) for i in range(n_ports)}
         members["m_axis"] = Out(AXIStreamSignature(data_width, 1 + self.port_bits))
-        if ready_copies:
-            members["ready_copy"] = In(n_ports)
         super().__init__(members)
         self.inputs = [getattr(self, f"s_axis_{i}") for i in range(n_ports)]
 
@@ -90,7 +91,7 @@ class PacketArbiter(wiring.Component):
 
         m.d.comb += out.tvalid.eq((valids & grant).any())
         for i, s in enumerate(self.inputs):
-            ready = self.ready_copy[i] if self.ready_copies else out.tready
+            ready = self.ready_copies[i] if self.ready_copies is not None else out.tready
             m.d.comb += s.tready.eq(grant[i] & ready)
         # AND-OR on the one-hot grant, not a mux on the index: one level of logic per bit.
         for field in ("tdata", "tkeep", "tlast"):

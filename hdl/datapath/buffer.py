@@ -8,7 +8,7 @@ from hdl.config import NicConfig
 from hdl.datapath.forward import make_descriptor_layout
 from hdl.lib.ram import RamFifo
 from hdl.lib.stream import AXIStreamSignature
-from hdl.lib.timing import keep_copy
+from hdl.lib.timing import Fanout, keep_copy
 from hdl.profile import Target, target_for
 
 __all__ = ["PacketBuffer"]
@@ -51,10 +51,6 @@ class PacketBuffer(wiring.Component):
     space: Out(1)
         High in cycle t: one beat may arrive on ``s_axis`` in cycle t + 1 (and in t if it was
         high in t - 1). The producer is one register stage upstream.
-    space_copy: Out(number of ports)
-        ``space`` again, bit i a flip-flop of its own for ingress port i's ready logic (one
-        ``space`` for every port crossed the ULX3S die to each ingress slice); builds without
-        slices just repeat ``space``.
     desc: In(stream.Signature(descriptor, always_ready=True))
     m_axis_<i>: Out(AXIStreamSignature(W, 1)) per port (``self.outputs[i]``)
     """
@@ -67,11 +63,14 @@ class PacketBuffer(wiring.Component):
             "s_axis": In(AXIStreamSignature(w, 1 + config.port_bits)),
             "desc": In(stream.Signature(make_descriptor_layout(config.port_bits), always_ready=True)),
             "space": Out(1),
-            "space_copy": Out(len(config.ports)),
         }
         members.update({f"m_axis_{i}": Out(AXIStreamSignature(w, 1)) for i in range(len(config.ports))})
         super().__init__(members)
         self.outputs = [getattr(self, f"m_axis_{i}") for i in range(len(config.ports))]
+        #: ``space`` again as a flip-flop per ingress port, for that port's ready logic (why: one
+        #: ``space`` for every port crosses a large die); None in builds without register slices,
+        #: where the producer's ready is ``space`` itself.
+        self.space_fanout = Fanout(len(config.ports), name="space_copy") if self.target.register_slices else None
 
     def elaborate(self, platform):
         m = Module()
@@ -136,17 +135,13 @@ class PacketBuffer(wiring.Component):
             # `w_rdy` (slack 2) is the same look-ahead for beats; both go out unregistered.
             m.d.sync += space.eq(outstanding < DESCRIPTOR_DEPTH - 2)
             space_out = space & beats.w_rdy
-            m.d.comb += self.space_copy.eq(space_out.replicate(len(cfg.ports)))
         else:
             # BeatFifo.w_rdy keeps five slots in reserve; descriptors keep six (frames admitted
             # four cycles before they are counted here, and the one-cycle-late release). `space`
             # leaves through kept copies of one more register (why: they can sit by the arbiter).
             space_out = keep_copy(Signal(), name="space_out", reset_less=False)
             m.d.sync += [space.eq(outstanding < DESCRIPTOR_DEPTH - 6), space_out.eq(space & beats.w_rdy)]
-            for i in range(len(cfg.ports)):
-                copy = keep_copy(Signal(), name=f"space_copy_{i}", reset_less=False)
-                m.d.sync += copy.eq(space & beats.w_rdy)
-                m.d.comb += self.space_copy[i].eq(copy)
+            m.d.sync += self.space_fanout.eq(space & beats.w_rdy)
         m.d.comb += [
             s.tready.eq(1),
             self.space.eq(space_out),

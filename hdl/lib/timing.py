@@ -11,7 +11,7 @@ groups take their reset from a kept copy of their own (:func:`local_reset_domain
 
 from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal, Signal
 
-__all__ = ["KEEP_COPY", "YOSYS_KEEP_COPIES", "keep_copy", "local_reset_domain", "LocalResets"]
+__all__ = ["KEEP_COPY", "YOSYS_KEEP_COPIES", "keep_copy", "Fanout", "local_reset_domain", "LocalResets"]
 
 #: Signal attribute marking a register as a deliberate duplicate that synthesis must not merge.
 KEEP_COPY = "secnic_keep_copy"
@@ -37,6 +37,33 @@ def keep_copy(signal, *, name: str, reset_less: bool = True) -> Signal:
     if isinstance(signal, Signal):
         signal.attrs[KEEP_COPY] = 1
     return Signal.like(signal, name=name, attrs={KEEP_COPY: 1}, reset_less=reset_less)
+
+
+class Fanout:
+    """One register kept as ``n`` copies, one per group of loads, so each can sit by its loads.
+
+    The block that computes the value makes the fan-out and drives it
+    (``m.d.sync += fanout.eq(next_value)``); the blocks that read it take it as a constructor
+    argument, so the copies never show in a component's ports. Every copy holds the same value
+    in every cycle.
+    """
+
+    def __init__(self, n: int, *, name: str, reset_less: bool = False):
+        self.copies = tuple(Signal(name=f"{name}_{i}", reset_less=reset_less, attrs={KEEP_COPY: 1})
+                            for i in range(n))
+
+    def __repr__(self):
+        return f"Fanout({len(self.copies)} copies of {self.copies[0].name[:-2]})"
+
+    def __len__(self):
+        return len(self.copies)
+
+    def __getitem__(self, index: int) -> Signal:
+        return self.copies[index]
+
+    def eq(self, value) -> list:
+        """Assignments of ``value`` to every copy (for a sync domain)."""
+        return [copy.eq(value) for copy in self.copies]
 
 
 def local_reset_domain(m, name: str, elaboratable):
