@@ -94,7 +94,7 @@ _MODEL = "host_driver/model/nic.py"
 
 _T_PARSER = "tests/parser/test_parser_amaranth.py"
 _T_DATAPATH = "tests/datapath/test_datapath_amaranth.py"
-_T_DATAPATH_GAPS = "tests/datapath/test_datapath_mutation_gaps.py"
+_T_DATAPATH_GAPS = "tests/datapath/test_datapath_amaranth.py"
 _T_CSR = "tests/mgmt/test_csr_amaranth.py"
 _T_REGS_GAPS = "tests/datapath/test_ports_regs.py"
 _T_LINETEST = "tests/board/test_linetest_amaranth.py"

@@ -242,31 +242,20 @@ def test_arbiter_no_bubble_between_ports():
     assert ports == [ports[0], 1 - ports[0]] * 10
 
 
-def _descriptor_stream(frames, verdicts):
-    return list(zip(frames, verdicts))
+def run_buffer(cfg: NicConfig, plan, stall: float = 0.0) -> dict[int, list[bytes]]:
+    """Send ``(frame, drop, port)`` of ``plan`` through a PacketBuffer; the frames seen on each port.
 
-
-@pytest.mark.parametrize("width", [64, 512])
-@pytest.mark.parametrize("stall,compact", [(0, False), (0.3, False), (0, True), (0.3, True), (0.8, True)],
-                         ids=["default", "default-stall", "compact", "compact-stall", "compact-heavy-stall"])
-def test_buffer_forwards_or_discards_whole_frames(width, stall, compact):
-    rng = random.Random(7)
-    cfg = NicConfig(data_width=width, max_frame=1000, buffer_bytes=4096, compact=compact)
-    bpb = cfg.bytes_per_beat
+    The buffer always accepts; the producer sends only after ``space`` was high, like the register
+    stage in front of it, and each descriptor follows its frame's last beat by 5 cycles, like the
+    parser's. Every cycle, each copy of the space fan-out must equal ``space``.
+    """
     dut = PacketBuffer(cfg)
-    frames = random_frames(rng, 60, 700) + [bytes(range(256)) * 6]  # last one oversize (1536 > 1000)
-    plan = [(rng.random() < 0.3, rng.randrange(2)) for _ in frames[:-1]] + [(True, 0)]
-    expect = {0: [], 1: []}
-    for frame, (drop, port) in zip(frames, plan):
-        if not drop:
-            expect[port].append(frame)
-    got = {}
+    bpb = cfg.bytes_per_beat
+    expected = {p: sum(1 for _, drop, port in plan if not drop and port == p) for p in (0, 1)}
+    got = {0: [], 1: []}
 
     async def source(ctx):
-        # The buffer always accepts; the producer sends only after `space` was high, like the
-        # register stage in front of it. Each descriptor follows its frame's last beat by a few
-        # cycles, like the parser's.
-        pending = []
+        pending = []      # (cycles to wait, drop, port)
 
         async def cycle(valid):
             nonlocal pending
@@ -284,7 +273,7 @@ def test_buffer_forwards_or_discards_whole_frames(width, stall, compact):
             return space
 
         space = False
-        for frame, (drop, port) in zip(frames, plan):
+        for frame, drop, port in plan:
             for data, keep, last in frame_beats(frame, bpb):
                 while not space:
                     space = await cycle(0)
@@ -299,18 +288,60 @@ def test_buffer_forwards_or_discards_whole_frames(width, stall, compact):
 
     def make_sink(i):
         async def sink(ctx):
-            got[i] = await collect_frames(ctx, dut.outputs[i], len(expect[i]), bpb, random.Random(20 + i), stall)
+            got[i] = await collect_frames(ctx, dut.outputs[i], expected[i], bpb, random.Random(20 + i), stall)
         return sink
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(source, background=True)
     for i in range(2):
-        if expect[i]:
+        if expected[i]:
             sim.add_testbench(make_sink(i))
     sim.run()
+    return got
+
+
+@pytest.mark.parametrize("width", [64, 512])
+@pytest.mark.parametrize("stall,compact", [(0, False), (0.3, False), (0, True), (0.3, True), (0.8, True)],
+                         ids=["default", "default-stall", "compact", "compact-stall", "compact-heavy-stall"])
+def test_buffer_forwards_or_discards_whole_frames(width, stall, compact):
+    rng = random.Random(7)
+    cfg = NicConfig(data_width=width, max_frame=1000, buffer_bytes=4096, compact=compact)
+    frames = random_frames(rng, 60, 700) + [bytes(range(256)) * 6]  # last one oversize (1536 > 1000)
+    plan = [(frame, rng.random() < 0.3, rng.randrange(2)) for frame in frames[:-1]] + [(frames[-1], True, 0)]
+    got = run_buffer(cfg, plan, stall)
     for i in range(2):
-        assert got.get(i, []) == expect[i]
+        assert got[i] == [frame for frame, drop, port in plan if not drop and port == i]
+
+
+# Found by the mutation run (make mutants): frames at the max_frame boundary, and the frames after
+# an oversize one. The buffer stores an oversize frame's first ceil(max_frame / bytes_per_beat)
+# beats and its last beat only; a frame of exactly max_frame bytes must leave whole, and the
+# reader must find the end of a truncated oversize frame, or every later frame is stuck behind it.
+@pytest.mark.parametrize("width,compact", [(64, False), (512, False), (64, True)],
+                         ids=["w64", "w512", "w64-compact"])
+def test_max_frame_leaves_whole_and_oversize_frames_do_not_block(width, compact):
+    # 1001 bytes: not a whole number of beats at any width, so the last beat is partial.
+    cfg = NicConfig(data_width=width, max_frame=1001, buffer_bytes=4096, compact=compact)
+    bpb = cfg.bytes_per_beat
+
+    def frame(n, seed):
+        return bytes((seed + 7 * i) & 0xFF for i in range(n))
+
+    plan = [
+        (frame(cfg.max_frame, 1), False, 1),            # exactly max_frame: every beat kept
+        (frame(cfg.max_frame - 1, 2), False, 0),
+        (frame(cfg.max_frame + 1, 3), True, 0),         # oversize by one byte: dropped
+        (frame(cfg.max_frame - bpb, 4), False, 1),
+        (frame(3 * cfg.max_frame, 5), True, 1),         # far over: its tail is not stored, its end is
+        (frame(60, 6), False, 0),
+        (frame(cfg.max_frame, 7), False, 0),
+    ]
+    got = run_buffer(cfg, plan, stall=0.2)
+    for port in (0, 1):
+        want = [f for f, drop, p in plan if not drop and p == port]
+        assert [len(f) for f in got[port]] == [len(f) for f in want], f"port {port}: frame lengths"
+        assert got[port] == want, f"port {port}: frame bytes"
 
 
 def test_forwarder_precedence_and_peer_port():
