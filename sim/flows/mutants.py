@@ -105,6 +105,8 @@ _T_MODEL_GAPS = "tests/host/test_model_mutation_gaps.py"
 _T_DRIVER = "tests/host/test_driver.py"
 
 _PARSER_HEADERS = f"{_T_PARSER}::test_headers[pipelined-64-full]"
+# Malformed frames: scapy cannot settle them, so the hand-written cases of docs/parser.md do.
+_MODEL_CASES = f"{_T_MODEL}::test_model_matches_hand_written_case"
 _MODEL_EDGES = f"{_T_MODEL}::test_model_matches_scapy_on_edge_cases"
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -243,7 +245,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("model_trunc_l2_at_14", _MODEL,
            "if self.L < Ethernet.BYTES:",
            "if self.L <= Ethernet.BYTES:",
-           (_MODEL_EDGES,), "a 14-byte frame flagged trunc_l2 (off-by-one in frame length)"),
+           (_MODEL_CASES,), "a 14-byte frame flagged trunc_l2 (off-by-one in frame length)"),
     Mutant("model_second_vlan_tag_ignored", _MODEL,
            "while n < 2 and t in VLAN_TPIDS:",
            "while n < 1 and t in VLAN_TPIDS:",
@@ -255,11 +257,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("model_bad_ihl_not_raised", _MODEL,
            "if ip.ihl < 5:",
            "if ip.ihl < 4:",
-           (_MODEL_EDGES,), "IPv4 IHL 4 not flagged bad_ipv4_ihl (malformed reason not raised)"),
+           (_MODEL_CASES,), "IPv4 IHL 4 not flagged bad_ipv4_ihl (malformed reason not raised)"),
     Mutant("model_ip_len_below_ihl_accepted", _MODEL,
            "if ip.total_length > avail or ip.total_length < 4 * ip.ihl:",
            "if ip.total_length > avail:",
-           (_MODEL_EDGES,), "IPv4 total length shorter than the header not flagged ip_len_mismatch"),
+           (_MODEL_CASES,), "IPv4 total length shorter than the header not flagged ip_len_mismatch"),
     Mutant("model_l4_offset_ignores_options", _MODEL,
            'm["l4_offset"] = l3 + 4 * ip.ihl',
            'm["l4_offset"] = l3 + IPv4.BYTES',

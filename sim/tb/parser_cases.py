@@ -100,6 +100,8 @@ def malformed_cases() -> list[NamedCase]:
         _case("third_tag_cut", hdr + b"\x81\x00\x00\x01\x81\x00\x00\x02\x81\x00\x00", virt,
               **ETH_FIELDS, vlan_count=2, vlan0_vid=1, vlan1_vid=2, ethertype=0x8100, l3_offset=22),
         # -- section 3, IPv4
+        # exactly 14 bytes: the Ethernet header is whole (no trunc_l2), the IPv4 header is missing
+        _case("ethernet_header_only", v4_eth, virt, MR.TRUNC_L3, **l3v4),
         _case("vlan_then_nothing", hdr + b"\x81\x00\x00\x05\x08\x00", virt, MR.TRUNC_L3, **ETH_FIELDS,
               vlan_count=1, vlan0_vid=5, ethertype=0x0800, l3_offset=18, l3_type=L3Type.IPV4),
         _case("trunc_l3_ipv4", v4_eth + udp_v4[:19], virt, MR.TRUNC_L3, **l3v4),
