@@ -56,7 +56,7 @@ class NicTop(wiring.Component):
     m_axis_<port>: Out(AXIStreamSignature(W, 1))
         Egress of each port.
     s_axil: In(AXILiteSignature)
-        Management plane (register map: :func:`hdl.mgmt.regs.build_register_map`).
+        Management plane (register map: :func:`hdl.top.build_register_map`).
     record: Out(stream.Signature(verdict record, always_ready=True))
         One pulse per frame with its metadata and verdict; left unconnected in board builds.
 

@@ -138,7 +138,7 @@ class Csr(wiring.Component):
     Parameters
     ----------
     regmap:
-        The register map (:func:`hdl.mgmt.regs.build_register_map`).
+        The register map (:func:`hdl.top.build_register_map`).
     counter_init:
         Optional ``{event key: value}`` reset values for counters. For tests only (e.g. start a
         counter just below ``2**32`` to check the carry); real builds leave every counter at 0.

@@ -26,7 +26,7 @@ class CompactCsrSlave(Csr):
     Parameters
     ----------
     regmap:
-        The register map (:func:`hdl.mgmt.regs.build_register_map`).
+        The register map (:func:`hdl.top.build_register_map`).
     counter_init:
         Optional ``{event key: value}`` reset values for counters (tests only).
 

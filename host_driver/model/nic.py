@@ -355,7 +355,7 @@ class NicModel:
 class ModelBus(Bus):
     """The model's register file behind the :class:`Bus` interface.
 
-    Built from :func:`hdl.mgmt.regs.build_register_map` of the model's config: constants, RW
+    Built from :func:`hdl.top.build_register_map` of the model's config: constants, RW
     storage, and 64-bit counters read with the LO/HI latch rule (LO returns bits 31:0 and
     latches bits 63:32 into one shared latch; HI returns the latch). Unmapped reads and writes
     to anything but RW registers raise :class:`BusError` (SLVERR).
