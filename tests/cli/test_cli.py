@@ -165,12 +165,18 @@ def test_out_dot_keeps_the_users_files(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_foreign_dir_refused_naming_it(tmp_path, capsys):
+def _user_folder(tmp_path, name: str, text: str):
+    """A ``results`` folder holding one file of the user's, and a one-frame pcap beside it."""
     out = tmp_path / "results"
     out.mkdir()
-    (out / "thesis.tex").write_text("x")
+    (out / name).write_text(text)
     pcap = tmp_path / "in.pcap"
     write_pcap(pcap, [(bytes(range(64)), 0)])
+    return out, pcap
+
+
+def test_foreign_dir_refused_naming_it(tmp_path, capsys):
+    out, pcap = _user_folder(tmp_path, "thesis.tex", "x")
     assert main(["run", "--pcap", str(pcap), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"--out {out}: directory is not empty" in err and "thesis.tex" in err
@@ -178,11 +184,7 @@ def test_foreign_dir_refused_naming_it(tmp_path, capsys):
 
 
 def test_force_writes_beside_foreign_files(tmp_path):
-    out = tmp_path / "results"
-    out.mkdir()
-    (out / "thesis.tex").write_text("x")
-    pcap = tmp_path / "in.pcap"
-    write_pcap(pcap, [(bytes(range(64)), 0)])
+    out, pcap = _user_folder(tmp_path, "thesis.tex", "x")
     assert main(["run", "--pcap", str(pcap), "--out", str(out), "--force"]) == 0
     assert (out / "thesis.tex").read_text() == "x" and (out / "run.json").is_file()
     # a second forced run replaces only what the first one wrote
@@ -191,11 +193,7 @@ def test_force_writes_beside_foreign_files(tmp_path):
 
 
 def test_force_never_overwrites_a_foreign_file(tmp_path, capsys):
-    out = tmp_path / "results"
-    out.mkdir()
-    (out / "trace.jsonl").write_text("my own trace")
-    pcap = tmp_path / "in.pcap"
-    write_pcap(pcap, [(bytes(range(64)), 0)])
+    out, pcap = _user_folder(tmp_path, "trace.jsonl", "my own trace")
     assert main(["run", "--pcap", str(pcap), "--out", str(out), "--force"]) == 2
     assert "trace.jsonl" in capsys.readouterr().err
     assert (out / "trace.jsonl").read_text() == "my own trace"
