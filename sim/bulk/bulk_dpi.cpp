@@ -1,0 +1,325 @@
+// Bulk mode's traffic source, egress capture and record capture for the secnic_bulk harness.
+//
+// Called once per rising edge by the harness (sim/bulk/harness.py documents the file formats and
+// the cycle semantics). Inputs: SECNIC_BULK_IN (frames.bin) and SECNIC_BULK_OUT (a directory) in
+// the environment. The sources and sinks behave as cocotbext-axi's AxiStreamSource/AxiStreamSink
+// without pauses, so a bulk run and a cocotb run of the same frames agree cycle for cycle.
+#include <svdpi.h>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct __attribute__((packed)) Header {
+    char magic[8];
+    uint32_t n_ports, bytes_per_beat, record_bits, egress_offset, egress_width, reserved;
+    uint64_t n_frames, timeout_cycles;
+};
+struct __attribute__((packed)) FrameHeader {
+    uint32_t len;
+    uint8_t port, flags;
+    uint16_t reserved;
+    uint64_t start;
+};
+struct __attribute__((packed)) EgressHeader {
+    uint32_t len;
+    uint8_t port, flags;
+    uint16_t reserved;
+    uint64_t start, end;
+};
+static_assert(sizeof(Header) == 48 && sizeof(FrameHeader) == 16 && sizeof(EgressHeader) == 24,
+              "file structs must match sim/bulk/harness.py");
+
+constexpr uint64_t kNever = ~0ULL;
+constexpr uint8_t kEgressTuser = 1, kEgressUnpacked = 2;
+
+struct Source {
+    std::vector<uint64_t> frames;  // input indices, in order
+    size_t head = 0;
+    const FrameHeader* cur = nullptr;
+    uint64_t cur_index = 0;
+    uint32_t offset = 0;
+    bool tvalid = false, tlast = false, tuser = false;
+    std::vector<uint8_t> tdata;  // driven beat, bytes_per_beat bytes
+    uint64_t tkeep = 0;
+};
+
+struct Sink {
+    std::vector<uint8_t> data;
+    bool active = false;
+    uint64_t start = 0;
+    uint8_t flags = 0;
+    uint64_t received = 0, expected = 0;
+};
+
+struct Bulk {
+    bool loaded = false, started = false, done = false, timed_out = false, finished = false;
+    Header h{};
+    const uint8_t* map = nullptr;
+    size_t map_len = 0;
+    std::vector<const FrameHeader*> frames;
+    std::vector<uint64_t> ingress;  // first, last beat cycle per frame
+    std::vector<Source> src;
+    std::vector<Sink> snk;
+    std::string out_dir;
+    FILE* records_file = nullptr;
+    FILE* egress_file = nullptr;
+    uint64_t cycle = 0, records = 0, done_cycle = 0;
+    uint32_t record_words = 0;
+    std::vector<uint64_t> record_buf;
+    std::chrono::steady_clock::time_point wall0, wall_done;
+};
+
+Bulk g;
+
+[[noreturn]] void fail(const std::string& what) {
+    std::fprintf(stderr, "secnic bulk: %s\n", what.c_str());
+    std::fflush(stderr);
+    std::exit(2);
+}
+
+FILE* open_out(const char* name) {
+    std::string path = g.out_dir + "/" + name;
+    FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) fail("cannot write " + path);
+    static std::vector<std::vector<char>> buffers;
+    buffers.emplace_back(1 << 20);
+    std::setvbuf(f, buffers.back().data(), _IOFBF, buffers.back().size());
+    return f;
+}
+
+void load() {
+    g.loaded = true;
+    const char* in = std::getenv("SECNIC_BULK_IN");
+    const char* out = std::getenv("SECNIC_BULK_OUT");
+    if (!in || !out) fail("SECNIC_BULK_IN and SECNIC_BULK_OUT must name the frames file and the output directory");
+    g.out_dir = out;
+    int fd = open(in, O_RDONLY);
+    if (fd < 0) fail(std::string("cannot read ") + in);
+    struct stat st {};
+    fstat(fd, &st);
+    g.map_len = static_cast<size_t>(st.st_size);
+    if (g.map_len < sizeof(Header)) fail(std::string(in) + ": too short for its header");
+    void* m = mmap(nullptr, g.map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) fail(std::string("cannot map ") + in);
+    madvise(m, g.map_len, MADV_SEQUENTIAL);
+    g.map = static_cast<const uint8_t*>(m);
+    std::memcpy(&g.h, g.map, sizeof(Header));
+    if (std::memcmp(g.h.magic, "SNBULK01", 8) != 0) fail(std::string(in) + ": not a bulk frames file");
+    if (g.h.bytes_per_beat > 64 || g.h.n_ports == 0 || g.h.n_ports > 32)
+        fail(std::string(in) + ": layout out of range");
+    g.src.resize(g.h.n_ports);
+    g.snk.resize(g.h.n_ports);
+    for (auto& s : g.src) s.tdata.assign(g.h.bytes_per_beat, 0);
+    g.frames.reserve(g.h.n_frames);
+    size_t pos = sizeof(Header);
+    for (uint64_t i = 0; i < g.h.n_frames; i++) {
+        if (pos + sizeof(FrameHeader) > g.map_len) fail(std::string(in) + ": truncated");
+        auto* f = reinterpret_cast<const FrameHeader*>(g.map + pos);
+        if (f->port >= g.h.n_ports || f->len == 0) fail(std::string(in) + ": bad frame header");
+        g.frames.push_back(f);
+        g.src[f->port].frames.push_back(i);
+        pos += sizeof(FrameHeader) + ((f->len + 7u) & ~7u);
+    }
+    if (pos > g.map_len) fail(std::string(in) + ": truncated");
+    g.ingress.assign(2 * g.h.n_frames, kNever);
+    g.record_words = (g.h.record_bits + 63) / 64;
+    g.record_buf.assign(1 + g.record_words, 0);
+    g.records_file = open_out("records.bin");
+    g.egress_file = open_out("egress.bin");
+}
+
+inline bool bit(const svBitVecVal* v, uint32_t i) { return (v[i >> 5] >> (i & 31)) & 1u; }
+inline void set_bit(svBitVecVal* v, uint32_t i) { v[i >> 5] |= 1u << (i & 31); }
+
+// One source at a rising edge: cocotbext-axi AxiStreamSource._run with no pause.
+void step_source(Source& s, bool tready) {
+    if (!((tready && s.tvalid) || !s.tvalid)) return;  // beat not taken: hold it
+    if (!s.cur && s.head < s.frames.size()) {
+        uint64_t idx = s.frames[s.head];
+        const FrameHeader* f = g.frames[idx];
+        if (f->start <= g.cycle) {
+            s.cur = f;
+            s.cur_index = idx;
+            s.offset = 0;
+            s.head++;
+            g.ingress[2 * idx] = g.cycle;
+        }
+    }
+    if (s.cur) {
+        const uint8_t* data = reinterpret_cast<const uint8_t*>(s.cur) + sizeof(FrameHeader);
+        uint32_t bpb = g.h.bytes_per_beat;
+        uint32_t n = s.cur->len - s.offset < bpb ? s.cur->len - s.offset : bpb;
+        std::memset(s.tdata.data(), 0, bpb);
+        std::memcpy(s.tdata.data(), data + s.offset, n);
+        s.tkeep = n == 64 ? ~0ULL : ((1ULL << n) - 1);
+        s.offset += n;
+        s.tvalid = true;
+        s.tlast = s.offset >= s.cur->len;
+        // tuser of a beat is that of its last byte: rx_error marks the frame's last byte.
+        s.tuser = s.tlast && (s.cur->flags & 1);
+        if (s.tlast) {
+            g.ingress[2 * s.cur_index + 1] = g.cycle;
+            s.cur = nullptr;
+        }
+    } else {
+        s.tvalid = false;
+        s.tlast = false;
+    }
+}
+
+void write_egress(uint32_t port, Sink& k, uint64_t end) {
+    EgressHeader e{static_cast<uint32_t>(k.data.size()), static_cast<uint8_t>(port), k.flags, 0, k.start, end};
+    std::fwrite(&e, sizeof e, 1, g.egress_file);
+    std::fwrite(k.data.data(), 1, k.data.size(), g.egress_file);
+    static const uint8_t pad[8] = {};
+    std::fwrite(pad, 1, (8 - k.data.size() % 8) % 8, g.egress_file);
+}
+
+// One sink at a rising edge (tready is high from reset on): cocotbext-axi AxiStreamSink._run.
+void step_sink(uint32_t port, Sink& k, const uint8_t* tdata, uint64_t tkeep, bool tlast, bool tuser) {
+    uint32_t bpb = g.h.bytes_per_beat;
+    if (!k.active) {
+        k.active = true;
+        k.start = g.cycle;
+        k.flags = 0;
+        k.data.clear();
+    }
+    uint64_t full = bpb == 64 ? ~0ULL : ((1ULL << bpb) - 1);
+    uint32_t kept = static_cast<uint32_t>(__builtin_popcountll(tkeep));
+    bool packed = tlast ? (kept > 0 && tkeep == ((kept == 64) ? ~0ULL : ((1ULL << kept) - 1))) : tkeep == full;
+    if (!packed) k.flags |= kEgressUnpacked;
+    if (tuser) k.flags |= kEgressTuser;
+    for (uint32_t j = 0; j < bpb; j++)
+        if ((tkeep >> j) & 1) k.data.push_back(tdata[j]);
+    if (tlast) {
+        write_egress(port, k, g.cycle);
+        k.active = false;
+        k.received++;
+    }
+}
+
+void step_record(const svBitVecVal* payload) {
+    uint32_t bits = g.h.record_bits;
+    std::fill(g.record_buf.begin(), g.record_buf.end(), 0);
+    g.record_buf[0] = g.cycle;
+    std::memcpy(&g.record_buf[1], payload, (bits + 7) / 8);
+    if (bits % 64) g.record_buf[g.record_words] &= (1ULL << (bits % 64)) - 1;
+    std::fwrite(g.record_buf.data(), 8, g.record_buf.size(), g.records_file);
+    g.records++;
+    for (uint32_t q = 0; q < g.h.egress_width && q < g.h.n_ports; q++)
+        if (bit(payload, g.h.egress_offset + q)) g.snk[q].expected++;
+}
+
+bool all_done() {
+    if (g.records < g.h.n_frames) return false;
+    for (auto& k : g.snk)
+        if (k.active || k.received < k.expected) return false;
+    for (auto& s : g.src)
+        if (s.cur || s.head < s.frames.size()) return false;
+    return true;
+}
+
+}  // namespace
+
+extern "C" void secnic_bulk_cycle(svBit go, const svBitVecVal* s_tready, const svBitVecVal* m_tvalid,
+                                  const svBitVecVal* m_tlast, const svBitVecVal* m_tuser,
+                                  const svBitVecVal* m_tdata, const svBitVecVal* m_tkeep, svBit rec_valid,
+                                  const svBitVecVal* rec_payload, svBitVecVal* o_tvalid, svBitVecVal* o_tlast,
+                                  svBitVecVal* o_tuser, svBitVecVal* o_tdata, svBitVecVal* o_tkeep,
+                                  svBit* o_done, int* o_records) {
+    if (!g.loaded) load();
+    const uint32_t n = g.h.n_ports, bpb = g.h.bytes_per_beat;
+    const uint32_t data_words = (n * bpb * 8 + 31) / 32, keep_words = (n * bpb + 31) / 32, port_words = (n + 31) / 32;
+    if (!g.started) {
+        if (!go) {
+            std::memset(o_tvalid, 0, 4 * port_words);
+            std::memset(o_tlast, 0, 4 * port_words);
+            std::memset(o_tuser, 0, 4 * port_words);
+            std::memset(o_tdata, 0, 4 * data_words);
+            std::memset(o_tkeep, 0, 4 * keep_words);
+            *o_done = 0;
+            *o_records = 0;
+            return;
+        }
+        g.started = true;
+        g.wall0 = std::chrono::steady_clock::now();
+    }
+    g.cycle++;
+    const uint8_t* egress_bytes = reinterpret_cast<const uint8_t*>(m_tdata);
+    for (uint32_t p = 0; p < n; p++) {
+        if (bit(m_tvalid, p)) {
+            uint64_t keep = 0;
+            for (uint32_t j = 0; j < bpb; j++) keep |= static_cast<uint64_t>(bit(m_tkeep, p * bpb + j)) << j;
+            step_sink(p, g.snk[p], egress_bytes + p * bpb, keep, bit(m_tlast, p), bit(m_tuser, p));
+        }
+    }
+    if (rec_valid) step_record(rec_payload);
+    std::memset(o_tvalid, 0, 4 * port_words);
+    std::memset(o_tlast, 0, 4 * port_words);
+    std::memset(o_tuser, 0, 4 * port_words);
+    std::memset(o_tkeep, 0, 4 * keep_words);
+    uint8_t* out_bytes = reinterpret_cast<uint8_t*>(o_tdata);
+    std::memset(out_bytes, 0, 4 * data_words);
+    for (uint32_t p = 0; p < n; p++) {
+        Source& s = g.src[p];
+        step_source(s, bit(s_tready, p));
+        if (s.tvalid) set_bit(o_tvalid, p);
+        if (s.tlast) set_bit(o_tlast, p);
+        if (s.tuser) set_bit(o_tuser, p);
+        // tdata and tkeep hold their last value while tvalid is low, as cocotbext-axi leaves them.
+        std::memcpy(out_bytes + p * bpb, s.tdata.data(), bpb);
+        for (uint32_t j = 0; j < bpb; j++)
+            if ((s.tkeep >> j) & 1) set_bit(o_tkeep, p * bpb + j);
+    }
+    if (!g.done) {
+        if (all_done()) {
+            g.done = true;
+        } else if (g.cycle > g.h.timeout_cycles) {
+            g.done = g.timed_out = true;
+        }
+        if (g.done) {
+            g.done_cycle = g.cycle;
+            g.wall_done = std::chrono::steady_clock::now();
+        }
+    }
+    *o_done = g.done;
+    *o_records = static_cast<int>(g.records);
+}
+
+extern "C" void secnic_bulk_final() {
+    if (!g.loaded || g.finished) return;
+    g.finished = true;
+    std::fclose(g.records_file);
+    std::fclose(g.egress_file);
+    std::string path = g.out_dir + "/ingress.bin";
+    FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) fail("cannot write " + path);
+    std::fwrite(g.ingress.data(), 8, g.ingress.size(), f);
+    std::fclose(f);
+    double wall = g.done ? std::chrono::duration<double>(g.wall_done - g.wall0).count() : 0.0;
+    path = g.out_dir + "/status.json";
+    f = std::fopen(path.c_str(), "w");
+    if (!f) fail("cannot write " + path);
+    std::fprintf(f, "{\"cycles\": %llu, \"done_cycle\": %llu, \"wall_s\": %.6f, \"records\": %llu, "
+                    "\"timed_out\": %s, \"done\": %s, \"egress\": [",
+                 static_cast<unsigned long long>(g.cycle), static_cast<unsigned long long>(g.done_cycle), wall,
+                 static_cast<unsigned long long>(g.records), g.timed_out ? "true" : "false",
+                 g.done ? "true" : "false");
+    for (uint32_t p = 0; p < g.h.n_ports; p++)
+        std::fprintf(f, "%s%llu", p ? ", " : "", static_cast<unsigned long long>(g.snk[p].received));
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+}

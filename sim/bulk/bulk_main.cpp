@@ -1,0 +1,147 @@
+// Bulk mode's simulator: the secnic_bulk harness under a C++ main that Python commands over a pipe.
+//
+// The traffic moves in bulk_dpi.cpp, once per clock edge, with no Python and no VPI on the
+// per-cycle path. Python (sim/bulk/run.py) sends one command per line on stdin and reads one reply
+// per line on stdout:
+//
+//   run N          run up to N cycles, stopping early once the traffic is done
+//                  -> "ok <cycles since start> <records> <done 0|1>"
+//   cycles N       run exactly N cycles                    -> "ok <cycles since start>"
+//   go             start the traffic at the next edge     -> "ok"
+//   read ADDR      AXI-Lite read of the CSR bus           -> "ok <data> <resp>"
+//   write ADDR V   AXI-Lite write                         -> "ok <resp>"
+//   quit           end the simulation (final blocks write the output files) -> "ok"
+//
+// Start-up holds reset as sim.tb.nic.reset_nic does (one edge, four in reset, two more) and
+// prints "ready". Any error ends the process with a message on stderr and exit status 2.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "Vtop.h"
+#include "verilated.h"
+
+namespace {
+
+std::unique_ptr<VerilatedContext> context;
+std::unique_ptr<Vtop> top;
+unsigned long long cycles = 0;
+constexpr int kBusTimeout = 10000;  // cycles an AXI-Lite access may take before it is an error
+
+void edge(int clk) {
+    top->clk = clk;
+    top->eval();
+    context->timeInc(1);
+}
+
+void cycle() {
+    edge(1);
+    edge(0);
+    cycles++;
+}
+
+[[noreturn]] void fail(const char* what) {
+    std::fprintf(stderr, "secnic bulk: %s\n", what);
+    std::exit(2);
+}
+
+// One AXI-Lite write: address and data offered together, response taken when it comes.
+unsigned bus_write(unsigned addr, unsigned data) {
+    top->s_axil_awaddr = addr;
+    top->s_axil_awprot = 0;
+    top->s_axil_awvalid = 1;
+    top->s_axil_wdata = data;
+    top->s_axil_wstrb = 0xf;
+    top->s_axil_wvalid = 1;
+    top->s_axil_bready = 1;
+    for (int i = 0; i < kBusTimeout; i++) {
+        top->eval();  // ready may follow valid combinationally
+        bool aw = top->s_axil_awvalid && top->s_axil_awready;
+        bool w = top->s_axil_wvalid && top->s_axil_wready;
+        bool b = top->s_axil_bvalid && top->s_axil_bready;
+        unsigned resp = top->s_axil_bresp;
+        cycle();
+        if (aw) top->s_axil_awvalid = 0;
+        if (w) top->s_axil_wvalid = 0;
+        if (b) {
+            top->s_axil_bready = 0;
+            return resp;
+        }
+    }
+    fail("AXI-Lite write timed out");
+}
+
+void bus_read(unsigned addr, unsigned* data, unsigned* resp) {
+    top->s_axil_araddr = addr;
+    top->s_axil_arprot = 0;
+    top->s_axil_arvalid = 1;
+    top->s_axil_rready = 1;
+    for (int i = 0; i < kBusTimeout; i++) {
+        top->eval();
+        bool ar = top->s_axil_arvalid && top->s_axil_arready;
+        bool r = top->s_axil_rvalid && top->s_axil_rready;
+        *data = top->s_axil_rdata;
+        *resp = top->s_axil_rresp;
+        cycle();
+        if (ar) top->s_axil_arvalid = 0;
+        if (r) {
+            top->s_axil_rready = 0;
+            return;
+        }
+    }
+    fail("AXI-Lite read timed out");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    context = std::make_unique<VerilatedContext>();
+    context->commandArgs(argc, argv);
+    top = std::make_unique<Vtop>(context.get());
+    top->rst = 0;
+    top->bulk_go = 0;
+    edge(0);
+    cycle();
+    top->rst = 1;
+    for (int i = 0; i < 4; i++) cycle();
+    top->rst = 0;
+    for (int i = 0; i < 2; i++) cycle();
+    std::printf("ready\n");
+    std::fflush(stdout);
+    char line[256];
+    while (std::fgets(line, sizeof line, stdin)) {
+        char cmd[16] = {};
+        unsigned long long a = 0, b = 0;
+        int n = std::sscanf(line, "%15s %llu %llu", cmd, &a, &b);
+        if (n < 1) continue;
+        if (!std::strcmp(cmd, "run") && n == 2) {
+            for (unsigned long long i = 0; i < a && !top->bulk_done; i++) cycle();
+            std::printf("ok %llu %u %d\n", cycles, static_cast<unsigned>(top->bulk_records), top->bulk_done ? 1 : 0);
+        } else if (!std::strcmp(cmd, "cycles") && n == 2) {
+            for (unsigned long long i = 0; i < a; i++) cycle();
+            std::printf("ok %llu\n", cycles);
+        } else if (!std::strcmp(cmd, "go")) {
+            top->bulk_go = 1;
+            std::printf("ok\n");
+        } else if (!std::strcmp(cmd, "read") && n == 2) {
+            unsigned data = 0, resp = 0;
+            bus_read(static_cast<unsigned>(a), &data, &resp);
+            std::printf("ok %u %u\n", data, resp);
+        } else if (!std::strcmp(cmd, "write") && n == 3) {
+            std::printf("ok %u\n", bus_write(static_cast<unsigned>(a), static_cast<unsigned>(b)));
+        } else if (!std::strcmp(cmd, "quit")) {
+            top->final();
+            std::printf("ok\n");
+            std::fflush(stdout);
+            return 0;
+        } else {
+            std::fprintf(stderr, "secnic bulk: unknown command: %s", line);
+            return 2;
+        }
+        std::fflush(stdout);
+    }
+    top->final();
+    return 0;
+}

@@ -1,0 +1,237 @@
+"""Bulk mode's harness: a Verilog top around ``secnic_top`` whose ports are driven from C++ (DPI-C).
+
+Per port an AXI-Stream source replays frames from a file at their scheduled cycles and a sink
+captures egress with the cycle each beat left; the record port is captured too (``bulk_dpi.cpp``).
+A C++ main (``bulk_main.cpp``) clocks it; Python writes the input file, starts the simulation,
+lets it run in chunks of thousands of cycles and reads the output files back, so no Python and no
+VPI run on the per-cycle path (docs/bulk.md).
+
+The harness module ``secnic_bulk`` is generated per configuration from the NIC's Verilog port list;
+its ports are ``clk``, ``rst``, ``bulk_go`` (raised once after reset: the next rising edge is
+relative cycle 1), ``bulk_done``, ``bulk_records`` (progress) and every NIC port that is not a packet
+or record port, ``__`` in its name made ``_`` (the CSR bus as ``s_axil_*``, for the driver).
+
+The source and sink reproduce cocotbext-axi's :class:`AxiStreamSource`/:class:`AxiStreamSink`
+without pauses cycle for cycle (sim/run/nic_cocotb.py's ``run`` test), so both paths write the
+same files: a frame starts at the first rising edge at or after its start cycle (cycle 1 at the
+earliest) at which its port is free, its last beat is presented from the edge its ``end`` names;
+egress ``start``/``end`` are the edges at which the first and last beats were accepted.
+
+File formats (little-endian; the C++ reads and writes the same structs):
+
+``frames.bin``
+    :data:`HEADER` then per frame :data:`FRAME` (length, port, flags: bit 0 rx_error, start
+    cycle) and the frame's bytes padded to 8.
+``ingress.bin``
+    per input frame, in input order: first and last beat cycles (u64, u64; all ones if never sent).
+``records.bin``
+    per record: cycle (u64) then the record payload in ``ceil(R / 64)`` u64 words.
+``egress.bin``
+    per egress frame: :data:`EGRESS` (length, port, flags: bit 0 tuser seen, bit 1 tkeep not
+    packed; first and last beat cycles) and the bytes padded to 8.
+``status.json``
+    cycles run, records, egress frames per port, ``timed_out``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hdl.config import NicConfig
+from sim.runner import module_ports
+
+__all__ = ["TOPLEVEL", "BulkLayout", "harness_verilog", "write_harness", "write_frames", "read_outputs",
+           "HEADER", "FRAME", "EGRESS", "MAGIC", "DPI_SOURCE", "NEVER"]
+
+TOPLEVEL = "secnic_bulk"
+NIC = "secnic_top"
+MAGIC = b"SNBULK01"
+#: magic, n_ports, bytes_per_beat, record_bits, egress field offset and width in the record,
+#: reserved, n_frames, timeout_cycles
+HEADER = struct.Struct("<8sIIIIIIQQ")
+#: length, port, flags, reserved, start cycle
+FRAME = struct.Struct("<IBBHQ")
+#: length, port, flags, reserved, first beat cycle, last beat cycle
+EGRESS = struct.Struct("<IBBHQQ")
+#: ``ingress.bin`` value of a frame that never left its source.
+NEVER = (1 << 64) - 1
+DPI_SOURCE = Path(__file__).with_name("bulk_dpi.cpp")
+
+
+@dataclass(frozen=True)
+class BulkLayout:
+    """What the C++ needs to know about the NIC build: ports, beat size, record layout."""
+    n_ports: int
+    bytes_per_beat: int
+    record_bits: int
+    egress_offset: int
+    egress_width: int
+
+    @classmethod
+    def of(cls, config: NicConfig) -> BulkLayout:
+        from amaranth.hdl import Shape
+
+        from hdl.packet.meta import make_verdict_record
+        layout = make_verdict_record(config.port_bits, len(config.ports))
+        egress = layout["egress"]
+        return cls(len(config.ports), config.bytes_per_beat, Shape.cast(layout).width, egress.offset,
+                   Shape.cast(egress.shape).width)
+
+    @property
+    def record_words(self) -> int:
+        return -(-self.record_bits // 64)
+
+
+def harness_verilog(config: NicConfig, nic_verilog: str) -> str:
+    """The ``secnic_bulk`` module for ``config``, around the ``secnic_top`` in ``nic_verilog``."""
+    w = config.data_width
+    b = config.bytes_per_beat
+    n = len(config.ports)
+    rec = BulkLayout.of(config).record_bits
+    ports = module_ports(nic_verilog, NIC)
+    axis = {f"{d}_axis_{p}__{s}" for p in config.ports for d in "sm"
+            for s in ("tdata", "tkeep", "tlast", "tuser", "tvalid", "tready")}
+    own = axis | {"clk", "rst", "record__valid", "record__payload"}
+    missing = own - {name for _, _, name in ports}
+    if missing:
+        raise ValueError(f"{NIC} lacks the ports the bulk harness drives: {sorted(missing)}")
+    passthrough = [(d, width, name) for d, width, name in ports if name not in own]
+
+    def vec(width):
+        return f"[{width - 1}:0] " if width > 1 else ""
+    head = ["input wire clk", "input wire rst", "input wire bulk_go", "output reg bulk_done = 1'b0",
+            "output reg [31:0] bulk_records = 32'd0"]
+    # Verilator mangles "__" in C++ member names: the harness's own names use one underscore.
+    head += [f"{d} wire {vec(width)}{name.replace('__', '_')}" for d, width, name in passthrough]
+    conns = [".clk(clk)", ".rst(rst)", ".record__valid(rec_valid)", ".record__payload(rec_payload)"]
+    for i, p in enumerate(config.ports):
+        conns += [f".s_axis_{p}__tdata(s_tdata[{i * w} +: {w}])", f".s_axis_{p}__tkeep(s_tkeep[{i * b} +: {b}])",
+                  f".s_axis_{p}__tlast(s_tlast[{i}])", f".s_axis_{p}__tuser(s_tuser[{i}])",
+                  f".s_axis_{p}__tvalid(s_tvalid[{i}])", f".s_axis_{p}__tready(s_tready[{i}])",
+                  f".m_axis_{p}__tdata(m_tdata[{i * w} +: {w}])", f".m_axis_{p}__tkeep(m_tkeep[{i * b} +: {b}])",
+                  f".m_axis_{p}__tlast(m_tlast[{i}])", f".m_axis_{p}__tuser(m_tuser[{i}])",
+                  f".m_axis_{p}__tvalid(m_tvalid[{i}])", f".m_axis_{p}__tready(m_tready)"]
+    conns += [f".{name}({name.replace('__', '_')})" for _, _, name in passthrough]
+    sep = ",\n    "
+    sep2 = ",\n        "
+    return f"""// Bulk-mode harness for secnic_top: generated by sim/bulk/harness.py, do not edit.
+// Ports: {', '.join(config.ports)}; W={w}; record {rec} bits.
+module {TOPLEVEL} (
+    {sep.join(head)}
+);
+    import "DPI-C" function void secnic_bulk_cycle(
+        input bit go, input bit [{n - 1}:0] s_tready,
+        input bit [{n - 1}:0] m_tvalid, input bit [{n - 1}:0] m_tlast, input bit [{n - 1}:0] m_tuser,
+        input bit [{n * w - 1}:0] m_tdata, input bit [{n * b - 1}:0] m_tkeep,
+        input bit rec_valid, input bit [{rec - 1}:0] rec_payload,
+        output bit [{n - 1}:0] o_tvalid, output bit [{n - 1}:0] o_tlast, output bit [{n - 1}:0] o_tuser,
+        output bit [{n * w - 1}:0] o_tdata, output bit [{n * b - 1}:0] o_tkeep,
+        output bit o_done, output int o_records);
+    import "DPI-C" function void secnic_bulk_final();
+
+    reg [{n - 1}:0] s_tvalid = '0, s_tlast = '0, s_tuser = '0;
+    reg [{n * w - 1}:0] s_tdata = '0;
+    reg [{n * b - 1}:0] s_tkeep = '0;
+    reg m_tready = 1'b0;
+    wire [{n - 1}:0] s_tready, m_tvalid, m_tlast, m_tuser;
+    wire [{n * w - 1}:0] m_tdata;
+    wire [{n * b - 1}:0] m_tkeep;
+    wire rec_valid;
+    wire [{rec - 1}:0] rec_payload;
+
+    {NIC} nic (
+        {sep2.join(conns)}
+    );
+
+    bit [{n - 1}:0] o_tvalid, o_tlast, o_tuser;
+    bit [{n * w - 1}:0] o_tdata;
+    bit [{n * b - 1}:0] o_tkeep;
+    bit o_done;
+    int o_records;
+    // Everything is sampled at the rising edge (values before it) and driven after it, as
+    // cocotbext-axi's sources and sinks do.
+    always @(posedge clk) begin
+        secnic_bulk_cycle(bulk_go, s_tready, m_tvalid, m_tlast, m_tuser, m_tdata, m_tkeep,
+                          rec_valid, rec_payload, o_tvalid, o_tlast, o_tuser, o_tdata, o_tkeep,
+                          o_done, o_records);
+        s_tvalid <= o_tvalid;
+        s_tlast <= o_tlast;
+        s_tuser <= o_tuser;
+        s_tdata <= o_tdata;
+        s_tkeep <= o_tkeep;
+        bulk_done <= o_done;
+        bulk_records <= o_records;
+        m_tready <= !rst;
+    end
+    final secnic_bulk_final();
+endmodule
+"""
+
+
+def write_harness(config: NicConfig, nic_sv: Path) -> Path:
+    """Write ``secnic_bulk.sv`` for ``config`` next to the NIC's Verilog ``nic_sv`` (kept as it is
+    when unchanged, so builds stay cached); return its path."""
+    out = nic_sv.with_name(f"{TOPLEVEL}.sv")
+    text = harness_verilog(config, nic_sv.read_text())
+    if not out.exists() or out.read_text() != text:
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+    return out
+
+
+def write_frames(path: Path, config: NicConfig, frames, timeout_cycles: int) -> Path:
+    """Write ``frames.bin``: ``frames`` as ``(port_index, bytes, rx_error, start_cycle_or_None)``,
+    in input order (None: as soon as the port is free)."""
+    lay = BulkLayout.of(config)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(HEADER.pack(MAGIC, lay.n_ports, lay.bytes_per_beat, lay.record_bits, lay.egress_offset,
+                             lay.egress_width, 0, len(frames), int(timeout_cycles)))
+        pad = bytes(8)
+        for n, (port, data, err, start) in enumerate(frames):
+            if not data:
+                raise ValueError(f"frame {n} is empty: an AXI-Stream frame carries at least one byte")
+            if not 0 <= port < lay.n_ports:
+                raise ValueError(f"frame {n}: port {port} out of range")
+            fh.write(FRAME.pack(len(data), port, 1 if err else 0, 0, max(1, int(start or 0))))
+            fh.write(data)
+            fh.write(pad[:-len(data) % 8])
+    return path
+
+
+def read_outputs(out_dir: Path, config: NicConfig, n_frames: int) -> dict:
+    """Read the C++ side's output files into the shape of :func:`sim.run.nic_cocotb.read_results`
+    (records as ``[cycle, int]``, ingress ``[start, end]`` or None, egress per port name), plus
+    ``status`` and per-frame ``flags`` of egress frames."""
+    out_dir = Path(out_dir)
+    lay = BulkLayout.of(config)
+    status = json.loads((out_dir / "status.json").read_text())
+    ing = np.fromfile(out_dir / "ingress.bin", dtype="<u8").reshape(-1, 2)
+    if len(ing) != n_frames:
+        raise ValueError(f"ingress.bin holds {len(ing)} frames, expected {n_frames}")
+    ingress = [None if s == NEVER else [s, e] for s, e in ing.tolist()]
+    words = lay.record_words
+    raw = np.fromfile(out_dir / "records.bin", dtype="<u8").reshape(-1, 1 + words)
+    records = []
+    for row in raw.tolist():
+        bits = 0
+        for k, word in enumerate(row[1:]):
+            bits |= word << (64 * k)
+        records.append([row[0], bits])
+    egress = {name: [] for name in config.ports}
+    data = (out_dir / "egress.bin").read_bytes()
+    pos = 0
+    while pos < len(data):
+        length, port, flags, _, start, end = EGRESS.unpack_from(data, pos)
+        pos += EGRESS.size
+        egress[config.ports[port]].append({"data": data[pos:pos + length], "start": start, "end": end,
+                                           "flags": flags})
+        pos += length + (-length % 8)
+    return {"status": status, "ingress": ingress, "records": records, "egress": egress}

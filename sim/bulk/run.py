@@ -1,0 +1,307 @@
+"""Run frames through the NIC in bulk mode and read the results back (docs/bulk.md).
+
+* :func:`run_bulk`: one simulation: the harness (:mod:`sim.bulk.harness`) under ``bulk_main.cpp``,
+  driven over a pipe by :class:`BulkSim`; the host driver reads the counters through
+  :class:`PipeBus`. Verilator only.
+* :func:`run_segments`: the same frames cut into segments run as parallel processes, merged as if
+  the segments had run one after another (which figures that changes: docs/bulk.md).
+* :func:`run_ceiling`: the same harness and traffic under a bare C++ main (``ceiling_main.cpp``),
+  for ``make bench``'s ceiling.
+
+Results have the shape of :func:`sim.run.nic_cocotb.read_results` (``records`` as ``[cycle, int]``,
+``ingress``, ``egress`` per port name, ``counters``, ``identity``, ``total_cycles``, ``wall_s``) plus
+``status`` (from the C++: cycles, records, egress per port, ``timed_out``) and ``sim_cycles`` (the
+cycles of the traffic phase, which the C++ times as ``status["wall_s"]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import multiprocessing
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hdl.config import NicConfig
+from host_driver.bus import AxiResp, Bus, BusError
+from sim.build import BUILD_ROOT, build_verilog
+from sim.bulk.harness import DPI_SOURCE, TOPLEVEL, read_outputs, write_frames, write_harness
+from sim.runner import TIMESCALE, VERILATOR_ARGS, build_lock, check_simulator, verilator_makeflags
+
+__all__ = ["run_bulk", "run_segments", "split_segments", "build_model", "run_ceiling", "timeout_cycles",
+           "BulkSim", "PipeBus", "BulkError", "MAIN_SOURCE", "CEILING_SOURCE", "CHUNK_CYCLES"]
+
+log = logging.getLogger(__name__)
+
+MAIN_SOURCE = Path(__file__).with_name("bulk_main.cpp")
+CEILING_SOURCE = Path(__file__).with_name("ceiling_main.cpp")
+#: Cycles the simulator runs between two looks from Python: waking every 1000 cycles or more costs
+#: nothing measurable (TOOLCHAIN.md); the progress bar moves a few times a second.
+CHUNK_CYCLES = 65536
+#: Cycles after the traffic is done before the counters are read: the counter pipeline's latency.
+SETTLE_CYCLES = 8
+#: Frames: (port index, bytes, rx_error, start cycle or None), as sim.run.nic_cocotb takes them.
+Frames = Sequence[tuple[int, bytes, bool, int | None]]
+
+
+class BulkError(RuntimeError):
+    """The bulk simulator failed (build, start or a command); the message has its stderr."""
+
+
+def timeout_cycles(config: NicConfig, frames: Frames) -> int:
+    """Cycles after which a run gives up: the cocotb path's bound (every beat 8 times over, after the
+    last scheduled start, plus 50,000)."""
+    beats = sum(-(-max(len(f[1]), 1) // config.bytes_per_beat) + 2 for f in frames)
+    last_start = max(((f[3] or 0) for f in frames), default=0)
+    return 8 * beats + last_start + 50_000
+
+
+def build_model(config: NicConfig, main: Path = MAIN_SOURCE) -> Path:
+    """Build the harness with ``main`` (:data:`MAIN_SOURCE` or :data:`CEILING_SOURCE`) and the DPI
+    traffic code into an executable, with the cocotb builds' flags but no VPI and no public
+    signals; return it. Cached per (Verilog, harness, C++ sources, flags)."""
+    check_simulator("verilator")
+    sv = build_verilog(config)
+    harness_sv = write_harness(config, sv)
+    kind = "ceiling" if Path(main) == CEILING_SOURCE else "bulk"
+    build_dir = BUILD_ROOT / "sim_build" / f"{sv.parent.name}-verilator-{kind}"
+    cxx = [DPI_SOURCE, Path(main)]
+    args = [*VERILATOR_ARGS, "--timescale", "/".join(TIMESCALE)]
+    stamp = hashlib.sha256("\0".join([f.read_text() for f in (sv, harness_sv, *cxx)] + args).encode()).hexdigest()
+    exe = build_dir / f"secnic_{kind}"
+    with build_lock(build_dir.parent / ".locks" / f"{build_dir.name}.lock"):
+        stamp_file = build_dir / ".secnic-build-stamp"
+        if exe.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+            return exe
+        from sim.run import progress
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.mkdir(parents=True)
+        cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1), "--top-module", TOPLEVEL,
+               "--prefix", "Vtop", "-Mdir", str(build_dir), "-o", exe.name, *args,
+               str(sv), str(harness_sv), *map(str, cxx)]
+        t0 = time.monotonic()
+        with verilator_makeflags(), progress.watch(f"building the {kind}-mode model (once per design)"):
+            with open(build_dir / "build.log", "w") as logf:
+                proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=build_dir)
+        if proc.returncode != 0 or not exe.exists():
+            raise BulkError(f"{kind}-mode build failed; see {build_dir / 'build.log'}")
+        stamp_file.write_text(stamp)
+        log.info("built the %s-mode model in %.1f s", kind, time.monotonic() - t0)
+    return exe
+
+
+class BulkSim:
+    """One bulk-mode simulator process (``bulk_main.cpp``) and its command pipe.
+
+    Use as a context manager; :meth:`quit` (called on exit) ends the simulation, which writes the
+    output files. Reset is done when the process starts.
+    """
+
+    def __init__(self, exe: Path, frames_bin: Path, out_dir: Path, cwd: Path):
+        env = dict(os.environ, SECNIC_BULK_IN=str(Path(frames_bin).resolve()),
+                   SECNIC_BULK_OUT=str(Path(out_dir).resolve()))
+        self._stderr = open(Path(cwd) / "sim.log", "w+")
+        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, text=True, env=env, cwd=cwd, bufsize=1)
+        self._expect("ready")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self.proc.poll() is None:
+                self.quit()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self._stderr.close()
+
+    def _fail(self, what: str):
+        self.proc.poll()
+        self._stderr.flush()
+        self._stderr.seek(0)
+        tail = self._stderr.read()[-2000:].strip()
+        raise BulkError(f"bulk simulator {what} (exit status {self.proc.returncode})" + (f": {tail}" if tail else ""))
+
+    def _expect(self, first: str) -> list[str]:
+        line = self.proc.stdout.readline()
+        words = line.split()
+        if not words or words[0] != first:
+            self._fail(f"answered {line.strip()!r}" if line else "ended")
+        return words[1:]
+
+    def command(self, *words) -> list[str]:
+        """Send one command (bulk_main.cpp lists them); return the reply's words after ``ok``."""
+        try:
+            self.proc.stdin.write(" ".join(str(w) for w in words) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self._fail("ended")
+        return self._expect("ok")
+
+    def go(self) -> None:
+        self.command("go")
+
+    def run(self, cycles: int) -> tuple[int, int, bool]:
+        """Run up to ``cycles`` cycles, fewer once the traffic is done: (cycles since start, records, done)."""
+        total, records, done = self.command("run", cycles)
+        return int(total), int(records), done == "1"
+
+    def cycles(self, n: int) -> int:
+        return int(self.command("cycles", n)[0])
+
+    def quit(self) -> None:
+        self.command("quit")
+
+
+class PipeBus(Bus):
+    """:class:`host_driver.bus.Bus` over a :class:`BulkSim`: the driver programs and reads the NIC
+    through its CSR bus (AXI-Lite, cycle by cycle in the simulator)."""
+
+    def __init__(self, sim: BulkSim):
+        self.sim = sim
+
+    async def read32(self, addr: int) -> int:
+        data, resp = self.sim.command("read", addr)
+        if int(resp) != AxiResp.OKAY:
+            raise BusError(addr, int(resp), "read")
+        return int(data)
+
+    async def write32(self, addr: int, value: int) -> None:
+        (resp,) = self.sim.command("write", addr, value & 0xFFFFFFFF)
+        if int(resp) != AxiResp.OKAY:
+            raise BusError(addr, int(resp), "write")
+
+
+def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
+             progress: Callable[[int], None] | None = None) -> dict:
+    """Run ``frames`` through the NIC in bulk mode in ``workdir``; return the results.
+
+    ``progress(records)`` is called between chunks with the number of frames that have a record.
+    """
+    from host_driver.driver import Nic
+    workdir = Path(workdir)
+    out = workdir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    exe = build_model(config)
+    frames_bin = write_frames(workdir / "frames.bin", config, frames, timeout_cycles(config, frames))
+    wall0 = time.monotonic()
+    with BulkSim(exe, frames_bin, out, workdir) as sim:
+        sim.go()
+        done = False
+        while not done:
+            total, records, done = sim.run(CHUNK_CYCLES)
+            if progress is not None:
+                progress(records)
+        sim.cycles(SETTLE_CYCLES)
+
+        async def read_back():
+            nic = Nic(PipeBus(sim))
+            await nic.discover()
+            return await nic.counters(), await nic.identity()
+        counters, identity = asyncio.run(read_back())
+        total = sim.cycles(0)
+    res = read_outputs(out, config, len(frames))
+    res.update(counters=counters, identity=identity, total_cycles=total,
+               sim_cycles=res["status"]["done_cycle"], wall_s=res["status"]["wall_s"],
+               process_wall_s=time.monotonic() - wall0)
+    return res
+
+
+# -- parallel segments ----------------------------------------------------------------------------
+
+def split_segments(config: NicConfig, frames: Frames, n: int) -> list[list[int]]:
+    """Cut ``frames`` into at most ``n`` segments of about equal size, by the cycle each frame is
+    offered (its start cycle, or when its port is free of the frames before it), so that each
+    segment keeps the ports' traffic side by side and each port's frames stay in order. Returns
+    input indices per segment, each in input order."""
+    free: dict[int, int] = {}
+    offered = []
+    for i, (port, data, _, start) in enumerate(frames):
+        t = max(start or 0, free.get(port, 0))
+        free[port] = t + max(1, -(-len(data) // config.bytes_per_beat))
+        offered.append((t, i))
+    offered.sort()
+    n = max(1, min(n, len(frames)))
+    size = -(-len(frames) // n) if frames else 0
+    segments = [sorted(i for _, i in offered[k:k + size]) for k in range(0, len(offered), size or 1)]
+    return [s for s in segments if s]
+
+
+def _segment_worker(args) -> dict:
+    config_dict, frames, workdir = args
+    return run_bulk(NicConfig.from_dict(config_dict), frames, Path(workdir))
+
+
+def _add_counters(a, b):
+    if isinstance(a, dict):
+        return {k: _add_counters(a[k], b[k]) for k in a}
+    return a + b
+
+
+def run_segments(config: NicConfig, frames: Frames, workdir: Path, jobs: int) -> dict:
+    """Run ``frames`` as ``jobs`` segments in parallel processes and merge the results as if the
+    segments had run one after another: cycles of segment k are shifted by the cycles the segments
+    before it ran, per-frame results keep input order, egress frames per port follow segment
+    order, counters are summed. Paced start cycles are rebased to each segment's first."""
+    workdir = Path(workdir)
+    build_model(config)   # once, before the workers look for it
+    segments = split_segments(config, frames, jobs)
+    tasks = []
+    for k, seg in enumerate(segments):
+        starts = [frames[i][3] for i in seg if frames[i][3] is not None]
+        base = min(starts, default=0)
+        sub = [(frames[i][0], frames[i][1], frames[i][2], None if frames[i][3] is None else frames[i][3] - base)
+               for i in seg]
+        tasks.append((config.as_dict(), sub, str(workdir / f"segment{k}")))
+    wall0 = time.monotonic()
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=len(tasks), mp_context=ctx) as pool:
+        parts = list(pool.map(_segment_worker, tasks))
+    wall = time.monotonic() - wall0
+    merged = {"records": [], "ingress": [None] * len(frames),
+              "egress": {name: [] for name in config.ports}, "counters": None, "identity": parts[0]["identity"],
+              "status": {"timed_out": False, "segments": []}, "segments": len(parts)}
+    offset = 0
+    total = 0
+    for seg, part in zip(segments, parts, strict=True):
+        merged["records"] += [[c + offset, bits] for c, bits in part["records"]]
+        for local, i in enumerate(seg):
+            ing = part["ingress"][local]
+            merged["ingress"][i] = None if ing is None else [ing[0] + offset, ing[1] + offset]
+        for name, out in part["egress"].items():
+            merged["egress"][name] += [dict(e, start=e["start"] + offset, end=e["end"] + offset,
+                                            segment_index=seg) for e in out]
+        merged["counters"] = (part["counters"] if merged["counters"] is None
+                              else _add_counters(merged["counters"], part["counters"]))
+        merged["status"]["timed_out"] |= part["status"]["timed_out"]
+        merged["status"]["segments"].append(part["status"])
+        offset += part["status"]["done_cycle"]
+        total += part["total_cycles"]
+    merged.update(total_cycles=total, sim_cycles=offset, wall_s=wall, segment_frames=segments)
+    return merged
+
+
+# -- the ceiling: the same harness under a bare C++ main ------------------------------------------
+
+def run_ceiling(config: NicConfig, frames: Frames, workdir: Path) -> dict:
+    """Run ``frames`` through the harness under ``ceiling_main.cpp``; return its outputs as
+    :func:`sim.bulk.harness.read_outputs` reads them (``status["wall_s"]`` times the traffic)."""
+    exe = build_model(config, CEILING_SOURCE)
+    workdir = Path(workdir)
+    out = workdir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    frames_bin = write_frames(workdir / "frames.bin", config, frames, timeout_cycles(config, frames))
+    env = dict(os.environ, SECNIC_BULK_IN=str(frames_bin.resolve()), SECNIC_BULK_OUT=str(out.resolve()))
+    proc = subprocess.run([str(exe)], env=env, capture_output=True, text=True, cwd=workdir)
+    if proc.returncode != 0:
+        raise BulkError(f"ceiling run failed (exit status {proc.returncode}): {proc.stderr[-2000:]}")
+    return read_outputs(out, config, len(frames))
