@@ -35,11 +35,12 @@ def demo_inputs(config: NicConfig, n: int = 2000, seed: int = 1) -> list[InputFr
 
 
 def run_demo(config: NicConfig | None = None, *, engine: str = "verilator", out_dir: str | Path = "build/sim",
-             n: int = 2000, seed: int = 1, waves: bool = False, force: bool = False) -> str:
+             n: int = 2000, seed: int = 1, waves: bool = False, force: bool = False,
+             bulk: bool | None = None, jobs: int = 1) -> str:
     """Run the demo mix and return the summary text (the same summary as ``secnic run``)."""
     config = config or NicConfig()
     out_dir = Path(out_dir)
     run = run_engine(config, demo_inputs(config, n, seed), engine=engine, pace="line", out_dir=out_dir,
-                     waves=waves, force=force)
+                     waves=waves, force=force, bulk=bulk, jobs=jobs)
     counters = json.loads((out_dir / "counters.json").read_text())
     return format_summary("secnic demo", run, counters, out_dir)

@@ -4,9 +4,11 @@
 
     secnic [--version] [-v] COMMAND ...
     secnic run (--in PORT=FILE.pcap ... | --pcap FILE.pcap) [--config nic.toml]
-               [--engine model|verilator|icarus] [--pace line|pcap|GBPS] [--waves] --out DIR [--force]
+               [--engine model|verilator|icarus] [--pace line|pcap|GBPS] [--waves]
+               [--bulk | --no-bulk] [--jobs N] --out DIR [--force]
     secnic regmap --format md|json [--config nic.toml]
     secnic demo [--engine verilator|icarus|model] [--out build/sim] [--count N] [--seed S] [--waves]
+                [--bulk | --no-bulk] [--jobs N]
 
 Exit status: 0 success; 2 bad input (unreadable or non-Ethernet pcap, unknown port, bad option,
 bad config file: the message names the file and, for TOML syntax errors, line and column; an
@@ -139,6 +141,13 @@ def _check_waves(args) -> None:
     if args.waves and args.engine == "model":
         raise BadInput("--waves needs a simulator engine (--engine verilator or icarus): the golden model "
                        "has no signals to dump")
+    from sim.run.engine import use_bulk
+    if args.jobs < 1:
+        raise BadInput(f"--jobs must be at least 1, not {args.jobs}")
+    try:
+        use_bulk(args.engine, 0, args.bulk, args.waves, args.jobs)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def cmd_run(args) -> int:
@@ -162,7 +171,7 @@ def cmd_run(args) -> int:
     inputs, truncated = _parse_inputs(args, config)
     try:
         run = run_engine(config, inputs, engine=args.engine, pace=pace, waves=args.waves, out_dir=out,
-                         force=args.force, truncated_files=truncated)
+                         force=args.force, truncated_files=truncated, bulk=args.bulk, jobs=args.jobs)
     except (PaceError, OutDirError) as exc:
         raise BadInput(str(exc)) from None
     warn_suspicious("run", run)
@@ -189,7 +198,7 @@ def cmd_demo(args) -> int:
     out = _check_out(args.out, args.force)
     try:
         summary = run_demo(config, engine=args.engine, out_dir=out, n=args.count, seed=args.seed,
-                           waves=args.waves, force=args.force)
+                           waves=args.waves, force=args.force, bulk=args.bulk, jobs=args.jobs)
     except OutDirError as exc:
         raise BadInput(str(exc)) from None
     print(summary)
@@ -244,6 +253,16 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _add_bulk_options(parser: argparse.ArgumentParser) -> None:
+    from sim.run.engine import BULK_MIN_FRAMES
+    parser.add_argument("--bulk", action=argparse.BooleanOptionalAction, default=None,
+                        help="Verilator in bulk mode (traffic moved in C++, about 80x faster; docs/bulk.md) or "
+                             f"the cocotb testbench (default: bulk from {BULK_MIN_FRAMES} frames on, without --waves)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="split a bulk run into N segments simulated in parallel, merged as one run "
+                             "(timing figures change at the cuts: docs/bulk.md; default: 1)")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each command's own parser (for its usage on a bad option)."""
     ap = argparse.ArgumentParser(prog="secnic", description="secnic: security smart-NIC emulator",
@@ -276,6 +295,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="line: back to back; pcap: capture timestamps; GBPS: rate per port")
     run.add_argument("--waves", action="store_true",
                      help="dump waves.fst (simulator engines only; default: off)")
+    _add_bulk_options(run)
     run.add_argument("--out", required=True, metavar="DIR",
                      help="output directory: new, empty or a previous run's (required, no default)")
     run.add_argument("--force", action="store_true",
@@ -301,6 +321,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     demo.add_argument("--count", type=int, default=2000, help="frames in the mix")
     demo.add_argument("--seed", type=int, default=1, help="random seed of the mix")
     demo.add_argument("--waves", action="store_true", help="dump waves.fst (simulators only; default: off)")
+    _add_bulk_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     from hdl.board.boards import BOARDS

@@ -54,6 +54,7 @@ never emptied (:mod:`sim.run.outdir`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -70,8 +71,8 @@ from sim.run.pcapio import write_pcap
 
 __all__ = ["InputFrame", "ENGINES", "run_engine", "schedule", "parse_pace", "decode_record",
            "MODEL_RECORD_CYCLES", "MODEL_EGRESS_CYCLES", "EngineError",
-           "PaceError", "MAX_SIM_SPAN_CYCLES", "OutDirError", "pipeline_cycles", "line_rate_gbps",
-           "MIN_RATE_FRAMES", "MIN_RATE_CYCLES"]
+           "PaceError", "MAX_SIM_SPAN_CYCLES", "MAX_BULK_SPAN_CYCLES", "OutDirError", "pipeline_cycles",
+           "line_rate_gbps", "MIN_RATE_FRAMES", "MIN_RATE_CYCLES", "BULK_MIN_FRAMES", "use_bulk"]
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,15 @@ MIN_RATE_FRAMES = 100
 MIN_RATE_CYCLES = 2000
 
 
+#: From this many input frames on, ``--engine verilator`` runs in bulk mode (:mod:`sim.bulk`): about
+#: 80 times the cocotb path's speed once its model is built (about 15 s, once per design), while
+#: short runs keep the cocotb testbench with its independent bus models.
+BULK_MIN_FRAMES = 1000
+
 #: Longest schedule a simulator engine accepts (cycles from the first to the last frame start).
 MAX_SIM_SPAN_CYCLES = 50_000_000
+#: The same in bulk mode: idle cycles cost as much as busy ones (about 10 minutes at 10^6 cycles/s).
+MAX_BULK_SPAN_CYCLES = 600_000_000
 
 
 class EngineError(RuntimeError):
@@ -161,18 +169,28 @@ def schedule(config: NicConfig, inputs: Sequence[InputFrame], pace: str | float)
 
 def decode_record(config: NicConfig, bits: int) -> dict:
     """Decode a raw record-port value (``make_verdict_record`` layout) into plain ints and a meta dict."""
+    return _record_decoder(config)(bits)
+
+
+@functools.cache
+def _record_decoder(config: NicConfig):
+    """A fast decoder for ``config``'s record layout (field offsets resolved once: a million-frame
+    run decodes a million records)."""
     from amaranth.hdl import Shape
 
     from hdl.packet.meta import make_verdict_record
     from host_driver.trace import meta_from_bits
     layout = make_verdict_record(config.port_bits, len(config.ports))
-    out = {}
-    for name, f in layout:
-        width = Shape.cast(f.shape).width
-        out[name] = bits >> f.offset & ((1 << width) - 1)
-    out["meta"] = meta_from_bits(out["meta"])
-    out["egress"] = [i for i in range(len(config.ports)) if out["egress"] >> i & 1]
-    return out
+    fields = [(name, f.offset, (1 << Shape.cast(f.shape).width) - 1) for name, f in layout]
+    ports = range(len(config.ports))
+
+    def decode(bits: int) -> dict:
+        out = {name: bits >> offset & mask for name, offset, mask in fields}
+        out["meta"] = meta_from_bits(out["meta"])
+        egress = out["egress"]
+        out["egress"] = [i for i in ports if egress >> i & 1]
+        return out
+    return decode
 
 
 def _stats(values: list[float]) -> dict | None:
@@ -276,16 +294,48 @@ def _run_model(config, inputs, starts):
     return decisions, egress_src, counters, timing
 
 
-def _run_sim(config, inputs, starts, sim, waves, workdir: Path):
+def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs: int):
+    from sim.run import progress
+
+    port_of = {name: i for i, name in enumerate(config.ports)}
+    frames = [(port_of[f.port], f.frame, f.rx_error, s) for f, s in zip(inputs, starts, strict=True)]
+    done = [0]
+
+    def frames_done():
+        return done[0], None
+    try:
+        if bulk:
+            from sim.bulk.run import BulkError, build_model, run_bulk, run_segments
+            try:
+                build_model(config)     # its own progress bar; a no-op when cached
+                desc = f"simulating (verilator, bulk{f', {jobs} segments' if jobs > 1 else ''})"
+                with progress.watch(desc, None if jobs > 1 else frames_done, total=len(inputs), unit="frames"):
+                    if jobs > 1:
+                        res = run_segments(config, frames, workdir / "bulk", jobs)
+                    else:
+                        res = run_bulk(config, frames, workdir / "bulk", progress=lambda n: done.__setitem__(0, n))
+            except BulkError as exc:
+                raise EngineError(f"verilator bulk run failed: {exc}") from exc
+            if res["status"]["timed_out"]:
+                _missing_records(config, sim, inputs, res, port_of, timed_out=True)
+        else:
+            res = _run_cocotb(config, frames, sim, waves, workdir, done)
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, EngineError):
+            raise
+        raise EngineError(f"{sim} run failed: {exc}") from exc
+    decisions, egress_src, counters, timing = _collate(config, inputs, res, sim, port_of)
+    timing["mode"] = "bulk" if bulk else "cocotb"
+    timing["segments"] = res.get("segments", 1)
+    return decisions, egress_src, counters, timing
+
+
+def _run_cocotb(config, frames, sim, waves, workdir: Path, done: list[int]) -> dict:
     from sim.run import progress
     from sim.run.nic_cocotb import PROGRESS_ENV, read_results, write_stimulus
     from sim.runner import CocotbTestFailure, SimulatorUnavailable, build, run_cocotb
 
-    port_of = {name: i for i, name in enumerate(config.ports)}
-    stim = write_stimulus(workdir / "stimulus.pkl", config,
-                          [(port_of[f.port], f.frame, f.rx_error, s)
-                           for f, s in zip(inputs, starts, strict=True)],
-                          output=workdir / "results.json")
+    stim = write_stimulus(workdir / "stimulus.pkl", config, frames, output=workdir / "results.json")
     env = {"SECNIC_STIMULUS": str(stim)}
     progress_file = workdir / "progress"
     if progress.enabled():
@@ -298,12 +348,37 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path):
             return None, None
     try:
         build(config, sim, waves)     # its own progress bar; a no-op when cached
-        with progress.watch(f"simulating ({sim})", frames_done, total=len(inputs), unit="frames"):
+        with progress.watch(f"simulating ({sim})", frames_done, total=len(frames), unit="frames"):
             run_cocotb(config, sim, "sim.run.nic_cocotb", test_filter=r"sim\.run\.nic_cocotb\.run$",
                        env=env, waves=waves, test_dir=workdir / "sim")
     except (CocotbTestFailure, SimulatorUnavailable, RuntimeError) as exc:
         raise EngineError(f"{sim} run failed: {exc}") from exc
-    res = read_results(workdir / "results.json")
+    return read_results(workdir / "results.json")
+
+
+def _where(f: InputFrame) -> str:
+    return f"{f.in_file} frame #{f.pcap_cnt} (port {f.port})"
+
+
+def _missing_records(config, sim, inputs, res, port_of, *, timed_out: bool) -> None:
+    """Raise EngineError naming the first input frame that got no record."""
+    decode = _record_decoder(config)
+    seen = dict.fromkeys(range(len(port_of)), 0)
+    for _, bits in res["records"]:
+        port = decode(int(bits, 16) if isinstance(bits, str) else bits)["in_port"]
+        seen[port] = seen.get(port, 0) + 1
+    per_port: dict[int, int] = {}
+    for f in inputs:
+        q = port_of[f.port]
+        per_port[q] = per_port.get(q, 0) + 1
+        if per_port[q] > seen.get(q, 0):
+            why = "the simulation timed out" if timed_out else "the simulation ended"
+            raise EngineError(f"{sim}: {why} before {_where(f)} got its record "
+                              f"({len(res['records'])} of {len(inputs)} frames have one)")
+
+
+def _collate(config, inputs, res, sim, port_of):
+    """Match a simulation's records and egress frames to the input frames."""
     per_port: dict[int, list[int]] = {}
     for i, f in enumerate(inputs):
         per_port.setdefault(port_of[f.port], []).append(i)
@@ -311,8 +386,9 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path):
     decisions: list[dict | None] = [None] * len(inputs)
     egress_src: dict[int, list[int]] = {q: [] for q in range(len(config.ports))}
     rec_cycle = {}
+    decode = _record_decoder(config)
     for cycle, bits in res["records"]:
-        rec = decode_record(config, int(bits, 16))
+        rec = decode(int(bits, 16) if isinstance(bits, str) else bits)
         port = rec["in_port"]
         if port not in per_port or taken[port] >= len(per_port[port]):
             raise EngineError(f"{sim}: record for port {port} with no input frame left")
@@ -323,39 +399,63 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path):
         rec_cycle[idx] = cycle
         for q in rec["egress"]:
             egress_src[q].append(idx)
-    missing = [i for i, d in enumerate(decisions) if d is None]
-    if missing:
-        raise EngineError(f"{sim}: no record for {len(missing)} input frame(s)")
+    if any(d is None for d in decisions):
+        _missing_records(config, sim, inputs, res, port_of, timed_out=False)
     latency = []
     ends = list(rec_cycle.values())
     for q, name in enumerate(config.ports):
         got = res["egress"][name]
         if len(got) != len(egress_src[q]):
             raise EngineError(f"{sim}: port {name} sent {len(got)} frames, records say {len(egress_src[q])}")
-        for e, idx in zip(got, egress_src[q], strict=True):
+        for k, (e, idx) in enumerate(zip(got, egress_src[q], strict=True)):
             if e["data"] != inputs[idx].frame:
-                raise EngineError(f"{sim}: port {name} sent a frame that differs from input {idx}")
+                raise EngineError(f"{sim}: egress frame {k + 1} of port {name} differs from {_where(inputs[idx])}, "
+                                  f"which it forwards ({len(e['data'])} bytes sent, {len(inputs[idx].frame)} in)")
+            if e.get("flags"):
+                raise EngineError(f"{sim}: egress frame {k + 1} of port {name} ({_where(inputs[idx])}) left with "
+                                  + ("tuser set" if e["flags"] & 1 else "tkeep not packed"))
             latency.append((idx, e["start"] - res["ingress"][idx][0]))
             ends.append(e["end"])
     first = min((ing[0] for ing in res["ingress"] if ing), default=0)
     timing = {"timing": "simulated", "cycles": (max(ends) - first + 1) if ends else 0,
-              "latency_cycles": latency, "sim_cycles": res["total_cycles"], "sim_wall_s": res["wall_s"]}
+              "latency_cycles": latency, "sim_cycles": res.get("sim_cycles", res["total_cycles"]),
+              "sim_wall_s": res["wall_s"]}
     return decisions, egress_src, res["counters"], timing
 
 
 # -- output -----------------------------------------------------------------------------------------
 
+def use_bulk(engine: str, n_frames: int, bulk: bool | None = None, waves: bool = False, jobs: int = 1) -> bool:
+    """Whether a run goes through bulk mode (:mod:`sim.bulk`): ``bulk`` if given (True needs
+    Verilator and no waveforms), else Verilator runs of :data:`BULK_MIN_FRAMES` frames or more, or
+    split into ``jobs`` > 1 segments, without waveforms. ValueError for a combination that cannot be."""
+    if bulk:
+        if engine != "verilator":
+            raise ValueError(f"--bulk runs on Verilator only (--engine verilator), not {engine}")
+        if waves:
+            raise ValueError("--bulk writes no waveforms: use --no-bulk with --waves")
+    if jobs > 1 and (engine != "verilator" or bulk is False or waves):
+        raise ValueError("--jobs splits a bulk-mode run: it needs --engine verilator, without --no-bulk or --waves")
+    if bulk is not None:
+        return bulk
+    return engine == "verilator" and not waves and (n_frames >= BULK_MIN_FRAMES or jobs > 1)
+
+
 def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "model",
                pace: str | float = "line", waves: bool = False, out_dir: str | Path = "out", *,
-               force: bool = False, truncated_files: Sequence[tuple[str, str]] = ()) -> dict:
+               force: bool = False, truncated_files: Sequence[tuple[str, str]] = (),
+               bulk: bool | None = None, jobs: int = 1) -> dict:
     """Run ``inputs`` through ``engine`` and write the run files to ``out_dir``; return run.json's dict.
 
     ``out_dir`` follows :mod:`sim.run.outdir` (``force``: write beside files secnic did not write);
     it is checked before anything runs (:class:`OutDirError`). ``truncated_files`` lists
-    ``(file, what is wrong)`` for inputs read from truncated captures, for run.json.
+    ``(file, what is wrong)`` for inputs read from truncated captures, for run.json. ``bulk`` and
+    ``jobs``: :func:`use_bulk` (ValueError for a combination that cannot be).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
     for f in inputs:
         config.port_index(f.port)  # ValueError naming the port
     empty = [f for f in inputs if not f.frame]
@@ -364,13 +464,16 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
                     empty[0].pcap_cnt)
         inputs = [f for f in inputs if f.frame]
     pace = parse_pace(pace) if isinstance(pace, str) else float(pace)
+    bulk = use_bulk(engine, len(inputs), bulk, waves, jobs)
     out_dir = check_out_dir(out_dir, force=force)
     starts = schedule(config, inputs, pace)
     span = max((s for s in starts if s is not None), default=0)
-    if engine != "model" and span > MAX_SIM_SPAN_CYCLES:
+    limit = MAX_BULK_SPAN_CYCLES if bulk else MAX_SIM_SPAN_CYCLES
+    if engine != "model" and span > limit:
         raise PaceError(f"--pace {pace}: the last frame starts {span} cycles "
                         f"({span / config.clock_mhz / 1e6:.3g} s) after the first; more than "
-                        f"{MAX_SIM_SPAN_CYCLES} cycles is too long to simulate; use --pace line or a rate")
+                        f"{limit} cycles is too long to simulate {'in bulk mode' if bulk else 'with cocotb'}; "
+                        "use --pace line or a rate" + ("" if bulk else ", or --bulk"))
     wall0 = time.monotonic()
     tmp = staging_dir(out_dir)
     try:
@@ -379,7 +482,8 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
         if engine == "model":
             decisions, egress_src, counters, timing = _run_model(config, inputs, starts)
         else:
-            decisions, egress_src, counters, timing = _run_sim(config, inputs, starts, engine, waves, work)
+            decisions, egress_src, counters, timing = _run_sim(config, inputs, starts, engine, waves, work,
+                                                               bulk, jobs)
         wall = time.monotonic() - wall0
         _write_outputs(tmp, config, inputs, decisions, egress_src, counters)
         run = _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, truncated_files)
@@ -455,6 +559,9 @@ def _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, tr
                      f"the rates (give at least {MIN_RATE_FRAMES} frames and {MIN_RATE_CYCLES} cycles)")
     return {
         "engine": engine,
+        # How a simulator ran: the cocotb testbench or bulk mode, and in how many parallel segments.
+        "sim_mode": timing.get("mode"),
+        "segments": timing.get("segments"),
         "timing": timing["timing"],
         "pace": pace,
         "data_width": config.data_width,
