@@ -12,8 +12,8 @@
 //   write ADDR V   AXI-Lite write                         -> "ok <resp>"
 //   quit           end the simulation (final blocks write the output files) -> "ok"
 //
-// Start-up holds reset as sim.tb.nic.reset_nic does (one edge, four in reset, two more) and
-// prints "ready". Any error ends the process with a message on stderr and exit status 2.
+// Start-up resets as the cocotb testbench does (harness_clock.h) and prints "ready"; cycles
+// count from the end of reset. Any error ends the process with a message on stderr and exit status 2.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,26 +21,17 @@
 #include <string>
 
 #include "Vtop.h"
+#include "harness_clock.h"
 #include "verilated.h"
 
 namespace {
 
 std::unique_ptr<VerilatedContext> context;
 std::unique_ptr<Vtop> top;
-unsigned long long cycles = 0;
+std::unique_ptr<HarnessClock> harness;
 constexpr int kBusTimeout = 10000;  // cycles an AXI-Lite access may take before it is an error
 
-void edge(int clk) {
-    top->clk = clk;
-    top->eval();
-    context->timeInc(1);
-}
-
-void cycle() {
-    edge(1);
-    edge(0);
-    cycles++;
-}
+void cycle() { harness->cycle(); }
 
 [[noreturn]] void fail(const char* what) {
     std::fprintf(stderr, "secnic bulk: %s\n", what);
@@ -100,14 +91,8 @@ int main(int argc, char** argv) {
     context = std::make_unique<VerilatedContext>();
     context->commandArgs(argc, argv);
     top = std::make_unique<Vtop>(context.get());
-    top->rst = 0;
-    top->bulk_go = 0;
-    edge(0);
-    cycle();
-    top->rst = 1;
-    for (int i = 0; i < 4; i++) cycle();
-    top->rst = 0;
-    for (int i = 0; i < 2; i++) cycle();
+    harness = std::make_unique<HarnessClock>(HarnessClock{*context, *top});
+    harness->reset();
     std::printf("ready\n");
     std::fflush(stdout);
     char line[256];
@@ -118,10 +103,10 @@ int main(int argc, char** argv) {
         if (n < 1) continue;
         if (!std::strcmp(cmd, "run") && n == 2) {
             for (unsigned long long i = 0; i < a && !top->bulk_done; i++) cycle();
-            std::printf("ok %llu %u %d\n", cycles, static_cast<unsigned>(top->bulk_records), top->bulk_done ? 1 : 0);
+            std::printf("ok %llu %u %d\n", harness->cycles, static_cast<unsigned>(top->bulk_records), top->bulk_done ? 1 : 0);
         } else if (!std::strcmp(cmd, "cycles") && n == 2) {
             for (unsigned long long i = 0; i < a; i++) cycle();
-            std::printf("ok %llu\n", cycles);
+            std::printf("ok %llu\n", harness->cycles);
         } else if (!std::strcmp(cmd, "go")) {
             top->bulk_go = 1;
             std::printf("ok\n");

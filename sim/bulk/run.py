@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 MAIN_SOURCE = Path(__file__).with_name("bulk_main.cpp")
 CEILING_SOURCE = Path(__file__).with_name("ceiling_main.cpp")
+#: Clocking and reset shared by both mains (part of the build's cache key).
+CLOCK_HEADER = Path(__file__).with_name("harness_clock.h")
 #: Cycles the simulator runs between two looks from Python: waking every 1000 cycles or more costs
 #: nothing measurable (TOOLCHAIN.md); the progress bar moves a few times a second.
 CHUNK_CYCLES = 65536
@@ -73,7 +75,8 @@ def build_model(config: NicConfig, main: Path = MAIN_SOURCE) -> Path:
     build_dir = BUILD_ROOT / "sim_build" / f"{sv.parent.name}-verilator-{kind}"
     cxx = [DPI_SOURCE, Path(main)]
     args = [*VERILATOR_ARGS, "--timescale", "/".join(TIMESCALE)]
-    stamp = hashlib.sha256("\0".join([f.read_text() for f in (sv, harness_sv, *cxx)] + args).encode()).hexdigest()
+    texts = [f.read_text() for f in (sv, harness_sv, *cxx, CLOCK_HEADER)] + args
+    stamp = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     exe = build_dir / f"secnic_{kind}"
     with build_lock(build_dir.parent / ".locks" / f"{build_dir.name}.lock"):
         stamp_file = build_dir / ".secnic-build-stamp"

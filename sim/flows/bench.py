@@ -7,6 +7,8 @@ For each data width (W=64 and W=512 by default), on one traffic: the demo mix
   - the **cocotb path** (sim.run.nic_cocotb ``run``: cocotbext-axi sources and sinks, the record
     monitor) on Verilator and Icarus, over the first ``--cocotb-frames`` frames (it runs at about
     1 % of the others' speed), timed inside the simulation;
+  (bulk mode and the ceiling get ``--frames`` frames at W=64 and W/64 times as many at wider W,
+  about a million cycles each: the demo mix at W=512 takes an eighth of the beats);
   - **bulk mode** (:mod:`sim.bulk`: C++ sources and sinks, Python waking every 65,536 cycles);
   - the **ceiling**: the same harness and traffic under a bare Verilator C++ main
     (``sim/bulk/ceiling_main.cpp``, built only here), and bulk mode as a fraction of it. Bulk and
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.flows.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--widths", default="64,512", help="comma-separated data widths (default: 64,512)")
     ap.add_argument("--sims", default="verilator,icarus", help="simulators for the cocotb path (default: both)")
-    ap.add_argument("--frames", type=int, default=20000, help="frames for bulk mode and the ceiling (default: 20000)")
+    ap.add_argument("--frames", type=int, default=20000,
+                    help="frames for bulk mode and the ceiling at W=64, times W/64 at wider W so that every "
+                         "run spans about a million cycles (default: 20000)")
     ap.add_argument("--cocotb-frames", type=int, default=2000,
                     help="the first frames of the same traffic for the cocotb path (default: 2000)")
     ap.add_argument("--repeat", type=int, default=3, help="bulk/ceiling alternations (default: 3)")
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="secnic-bench-") as tmp:
         for w in widths:
             config = NicConfig(data_width=w)
-            frames = _traffic(config, args.frames)
+            frames = _traffic(config, args.frames * max(1, w // 64))
             entry = {"clock_mhz": config.clock_mhz, "cocotb": {}}
             print(f"W={w}: bulk mode and ceiling, {len(frames)} frames x {args.repeat} ...", file=sys.stderr)
             entry["bulk"] = bulk_vs_ceiling(config, frames, Path(tmp) / f"w{w}", args.repeat)
