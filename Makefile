@@ -50,7 +50,8 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-## Benchmarks: simulated cycles per second, parser beats per cycle (figures in docs/performance.md).
+## Benchmarks: simulated cycles per second of the cocotb testbench, bulk mode and a bare C++ main of the
+## same harness (the ceiling) at W=64 and W=512; parser beats per cycle (figures in docs/performance.md).
 bench: setup
 	$(PY) -m sim.flows.bench
 
