@@ -1,0 +1,300 @@
+"""Golden model of the NIC's L2 switch fabric (issue 13): MAC learning, VLANs, flooding.
+
+The reference the switch gateware will be held to; itself held frame for frame to Open vSwitch's
+NORMAL pipeline (tests/switch/test_switch_vs_ovs.py). One frame at a time, in arrival order:
+
+1. **Ingress VLAN.** An access port puts untagged frames (and priority-tagged ones, VID 0) into
+   its VLAN and drops 802.1Q-tagged ones (``tagged_on_access``). A trunk puts untagged frames into
+   its native VLAN (dropped with ``no_native_vlan`` if it has none) and tagged frames into their
+   VID if it carries it (``vlan_not_member`` otherwise). Only 0x8100 is a VLAN tag here: a frame
+   whose outer tag is 802.1ad (0x88a8) is a customer's QinQ frame and passes as untagged
+   (:data:`SWITCH_TPIDS`).
+2. **Reserved group addresses** 01:80:c2:00:00:00-0f (STP, LACP, LLDP...) are never forwarded
+   (``reserved``), as IEEE 802.1D says and OVS does by default.
+3. **Learning** of (VLAN, source MAC) on the ingress port, unless the source is a group address:
+   a hashed, set-associative table (:class:`MacTable`), entries aged out after ``aging`` time
+   units, static entries that learning never moves, a per-port limit (port security). A full set
+   learns nothing (``table_full``): entries already there survive a MAC flood.
+4. **Forwarding.** Group destinations and unknown unicast flood to every other port of the VLAN;
+   a known unicast goes to its port, or nowhere when that is the ingress port (``same_port``).
+5. **Egress tagging.** Access ports and a trunk's native VLAN send untagged; other VLANs leave a
+   trunk with an 802.1Q tag (the ingress tag's PCP and DEI kept, 0 for untagged ingress).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["PortVlan", "SwitchDrop", "MacEntry", "MacTable", "SwitchModel", "SwitchResult", "mac_hash",
+           "SWITCH_TPIDS", "RESERVED_PREFIX", "format_mac", "parse_mac"]
+
+log = logging.getLogger(__name__)
+
+#: TPIDs the switch classifies by. 802.1ad S-tagged (0x88a8) frames are not in a VLAN of ours:
+#: they pass through as untagged frames of the port's VLAN, tags and all (QinQ pass-through).
+SWITCH_TPIDS = (0x8100,)
+#: IEEE 802.1D reserved group addresses 01:80:c2:00:00:00 to 0f share these five bytes.
+RESERVED_PREFIX = bytes.fromhex("0180c20000")
+
+
+def format_mac(mac: bytes | int) -> str:
+    raw = mac.to_bytes(6, "big") if isinstance(mac, int) else bytes(mac)
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def parse_mac(text: str) -> bytes:
+    raw = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise ValueError(f"not a MAC address: {text!r}")
+    return raw
+
+
+def mac_hash(vlan: int, mac: bytes, bits: int) -> int:
+    """Set index of (VLAN, MAC): the low ``bits`` bits of the CRC-32 of the 8-byte key
+    ``vlan (16 bits, big-endian) + mac``. A CRC is linear, so the gateware computes it as a fixed
+    XOR network of the key bits, and the model and the gateware agree by construction."""
+    return zlib.crc32(vlan.to_bytes(2, "big") + bytes(mac)) & ((1 << bits) - 1)
+
+
+@dataclass(frozen=True)
+class PortVlan:
+    """A port's VLAN membership: ``access`` in ``vlan``, or ``trunk`` carrying ``trunks`` (None: every
+    VLAN) with native VLAN ``vlan`` (None: untagged frames are dropped)."""
+    mode: str = "access"
+    vlan: int | None = 1
+    trunks: frozenset[int] | None = None
+
+    def __post_init__(self):
+        if self.mode not in ("access", "trunk"):
+            raise ValueError(f"port mode must be 'access' or 'trunk', not {self.mode!r}")
+        if self.mode == "access" and self.vlan is None:
+            raise ValueError("an access port needs a VLAN")
+        for v in ([self.vlan] if self.vlan is not None else []) + sorted(self.trunks or ()):
+            if not 1 <= v <= 4094:
+                raise ValueError(f"VLAN {v} out of range 1..4094")
+
+    def carries(self, vlan: int) -> bool:
+        if self.mode == "access":
+            return vlan == self.vlan
+        return vlan == self.vlan or self.trunks is None or vlan in self.trunks
+
+
+class SwitchDrop(enum.Enum):
+    """Why the switch sent a frame nowhere (each is counted per ingress port)."""
+    TAGGED_ON_ACCESS = "tagged_on_access"
+    NO_NATIVE_VLAN = "no_native_vlan"
+    VLAN_NOT_MEMBER = "vlan_not_member"
+    RESERVED = "reserved"
+    SAME_PORT = "same_port"
+    RUNT = "runt"
+
+
+@dataclass
+class MacEntry:
+    vlan: int
+    mac: bytes
+    port: str
+    last_seen: int
+    static: bool = False
+
+
+@dataclass
+class MacTable:
+    """Hashed set-associative MAC table: ``sets`` x ``ways`` entries keyed by (VLAN, MAC).
+
+    Learning a key not in its set takes a free or aged-out way; a set with neither learns nothing
+    and counts ``table_full`` (no eviction of live entries). ``port_limit`` caps the dynamic
+    entries per port (port security; ``learn_limit`` counted). Static entries never age and never
+    move.
+    """
+    sets: int = 1024
+    ways: int = 4
+    aging: int = 300
+    port_limit: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.sets < 1 or self.sets & (self.sets - 1):
+            raise ValueError(f"sets must be a power of two, not {self.sets}")
+        self._bits = self.sets.bit_length() - 1
+        self._sets: list[list[MacEntry]] = [[] for _ in range(self.sets)]
+        self._per_port: dict[str, int] = {}
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def _live(self, e: MacEntry, now: int) -> bool:
+        return e.static or now - e.last_seen < self.aging
+
+    def _set(self, vlan: int, mac: bytes) -> list[MacEntry]:
+        return self._sets[mac_hash(vlan, mac, self._bits)]
+
+    def _expire(self, entries: list[MacEntry], now: int) -> None:
+        for e in [e for e in entries if not self._live(e, now)]:
+            entries.remove(e)
+            self._per_port[e.port] -= 1
+            self._count("aged_out")
+
+    def lookup(self, vlan: int, mac: bytes, now: int) -> str | None:
+        entries = self._set(vlan, mac)
+        self._expire(entries, now)
+        for e in entries:
+            if e.vlan == vlan and e.mac == mac:
+                return e.port
+        return None
+
+    def learn(self, vlan: int, mac: bytes, port: str, now: int) -> None:
+        entries = self._set(vlan, mac)
+        self._expire(entries, now)
+        for e in entries:
+            if e.vlan == vlan and e.mac == mac:
+                if e.static:
+                    if e.port != port:
+                        self._count("static_move")   # a locked MAC seen elsewhere: not learned
+                    return
+                if e.port != port:
+                    self._per_port[e.port] -= 1
+                    self._per_port[port] = self._per_port.get(port, 0) + 1
+                    e.port = port
+                    self._count("moved")
+                e.last_seen = now
+                return
+        if self.port_limit is not None and self._per_port.get(port, 0) >= self.port_limit:
+            self._count("learn_limit")
+            return
+        if len(entries) >= self.ways:
+            self._count("table_full")
+            return
+        entries.append(MacEntry(vlan, bytes(mac), port, now))
+        self._per_port[port] = self._per_port.get(port, 0) + 1
+        self._count("learned")
+
+    def add_static(self, vlan: int, mac: bytes, port: str) -> None:
+        """Lock (VLAN, MAC) to ``port``; ValueError if its set has no room."""
+        entries = self._set(vlan, mac)
+        for e in list(entries):
+            if e.vlan == vlan and e.mac == mac:
+                entries.remove(e)
+                if not e.static:
+                    self._per_port[e.port] -= 1
+        if len(entries) >= self.ways:
+            raise ValueError(f"no room for static {format_mac(mac)} VLAN {vlan}: its set is full")
+        entries.append(MacEntry(vlan, bytes(mac), port, 0, static=True))
+
+    def entries(self, now: int) -> list[MacEntry]:
+        """Every live entry, by set and way (the order a driver's dump reads them)."""
+        out = []
+        for entries in self._sets:
+            self._expire(entries, now)
+            out += entries
+        return out
+
+
+@dataclass
+class SwitchResult:
+    """What the switch did with one frame: ``egress`` maps port name to the bytes sent there."""
+    vlan: int | None
+    egress: dict[str, bytes]
+    drop: SwitchDrop | None = None
+    flooded: bool = False
+
+
+def _outer_tag(frame: bytes) -> tuple[int, int] | None:
+    """(TCI, TPID) of the outer 802.1Q tag the switch classifies by, or None."""
+    if len(frame) >= 18:
+        tpid = int.from_bytes(frame[12:14], "big")
+        if tpid in SWITCH_TPIDS:
+            return int.from_bytes(frame[14:16], "big"), tpid
+    return None
+
+
+class SwitchModel:
+    """The switch: ``ports`` (name -> :class:`PortVlan`, in port order) and a :class:`MacTable`."""
+
+    def __init__(self, ports: Mapping[str, PortVlan], table: MacTable | None = None):
+        if not ports:
+            raise ValueError("a switch needs ports")
+        self.ports = dict(ports)
+        self.table = table if table is not None else MacTable()
+        self.drops: dict[tuple[str, SwitchDrop], int] = {}
+
+    def _drop(self, port: str, why: SwitchDrop, vlan: int | None) -> SwitchResult:
+        self.drops[port, why] = self.drops.get((port, why), 0) + 1
+        return SwitchResult(vlan, {}, why)
+
+    def process(self, in_port: str, frame: bytes, now: int = 0) -> SwitchResult:
+        """Switch one frame arriving on ``in_port`` at time ``now`` (the table's aging unit)."""
+        cfg = self.ports[in_port]
+        if len(frame) < 14:
+            return self._drop(in_port, SwitchDrop.RUNT, None)
+        tag = _outer_tag(frame)
+        pcp_dei = 0
+        if tag is not None and tag[0] & 0xFFF:
+            vid = tag[0] & 0xFFF
+            if cfg.mode == "access":
+                return self._drop(in_port, SwitchDrop.TAGGED_ON_ACCESS, vid)
+            if not cfg.carries(vid):
+                return self._drop(in_port, SwitchDrop.VLAN_NOT_MEMBER, vid)
+            vlan = vid
+        else:
+            if cfg.vlan is None:
+                return self._drop(in_port, SwitchDrop.NO_NATIVE_VLAN, None)
+            vlan = cfg.vlan
+        if tag is not None:
+            pcp_dei = tag[0] & 0xF000
+            inner = frame[:12] + frame[16:]       # the untagged frame (priority tags removed too)
+        else:
+            inner = frame
+        dst, src = inner[0:6], inner[6:12]
+        if dst[:5] == RESERVED_PREFIX and dst[5] <= 0x0F:
+            return self._drop(in_port, SwitchDrop.RESERVED, vlan)
+        if not src[0] & 1:
+            self.table.learn(vlan, src, in_port, now)
+        if dst[0] & 1:
+            out_ports, flooded = self._flood(in_port, vlan), True
+        else:
+            known = self.table.lookup(vlan, dst, now)
+            if known is None:
+                out_ports, flooded = self._flood(in_port, vlan), True
+            elif known == in_port:
+                return self._drop(in_port, SwitchDrop.SAME_PORT, vlan)
+            else:
+                out_ports, flooded = [known], False
+        egress = {p: self._egress_frame(p, vlan, pcp_dei, inner) for p in out_ports}
+        return SwitchResult(vlan, egress, None, flooded)
+
+    def _flood(self, in_port: str, vlan: int) -> list[str]:
+        return [p for p, cfg in self.ports.items() if p != in_port and cfg.carries(vlan)]
+
+    def _egress_frame(self, port: str, vlan: int, pcp_dei: int, inner: bytes) -> bytes:
+        cfg = self.ports[port]
+        if cfg.mode == "access" or vlan == cfg.vlan:
+            return inner
+        tag = (0x8100).to_bytes(2, "big") + (pcp_dei | vlan).to_bytes(2, "big")
+        return inner[:12] + tag + inner[12:]
+
+    def add_static(self, vlan: int, mac: str | bytes, port: str) -> None:
+        if port not in self.ports:
+            raise ValueError(f"unknown port {port!r}")
+        self.table.add_static(vlan, parse_mac(mac) if isinstance(mac, str) else mac, port)
+
+    def mac_table(self, now: int = 0) -> list[tuple[str, int, str, bool]]:
+        """(port, VLAN, MAC, static) of every live entry."""
+        return [(e.port, e.vlan, format_mac(e.mac), e.static) for e in self.table.entries(now)]
+
+    def run(self, frames: Iterable[tuple[str, bytes]], now: int = 0) -> dict[str, list[bytes]]:
+        """Switch ``frames`` in order; every port's egress frames in order."""
+        out: dict[str, list[bytes]] = {p: [] for p in self.ports}
+        for port, frame in frames:
+            for q, data in self.process(port, frame, now).egress.items():
+                out[q].append(data)
+        return out
+
+
+def ports_from_names(names: Sequence[str], trunk: str | None = None) -> dict[str, PortVlan]:
+    """Every port an access port in VLAN 1, ``trunk`` (if given) a trunk of every VLAN, native 1."""
+    return {n: PortVlan("trunk", 1, None) if n == trunk else PortVlan("access", 1) for n in names}

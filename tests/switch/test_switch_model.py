@@ -1,0 +1,150 @@
+"""The switch's golden model (host_driver/model/switch.py) on the cases docs/switch.md names.
+
+Open vSwitch holds the same model frame for frame in tests/switch/test_switch_vs_ovs.py; these
+cases pin what OVS cannot show (the set-associative table, static entries, the port limit).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from host_driver.model.switch import (
+    MacTable,
+    PortVlan,
+    SwitchDrop,
+    SwitchModel,
+    format_mac,
+    mac_hash,
+    parse_mac,
+)
+
+A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
+BCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def eth(dst: str, src: str, *, vid: int | None = None, pcp: int = 0, tpid: int = 0x8100, payload: bytes = b"") -> bytes:
+    tag = b"" if vid is None else tpid.to_bytes(2, "big") + (pcp << 13 | vid).to_bytes(2, "big")
+    return parse_mac(dst) + parse_mac(src) + tag + b"\x08\x00" + (payload or bytes(46))
+
+
+def switch(**ports) -> SwitchModel:
+    return SwitchModel(ports or {"p1": PortVlan(), "p2": PortVlan(), "p3": PortVlan()})
+
+
+def test_unknown_unicast_floods_then_learned_goes_to_one_port():
+    sw = switch()
+    first = sw.process("p1", eth(B, A))
+    assert first.flooded and set(first.egress) == {"p2", "p3"}
+    sw.process("p2", eth(A, B))              # B answers: A is known, B is learned
+    second = sw.process("p1", eth(B, A))
+    assert not second.flooded and set(second.egress) == {"p2"}
+    assert sorted(sw.mac_table()) == [("p1", 1, A, False), ("p2", 1, B, False)]
+
+
+def test_never_back_out_of_the_ingress_port():
+    sw = switch()
+    sw.process("p1", eth(B, A))
+    res = sw.process("p1", eth(A, C))        # C sends to A, whom it shares p1 with
+    assert res.egress == {} and res.drop is SwitchDrop.SAME_PORT
+    assert "p1" not in sw.process("p1", eth(BCAST, A)).egress
+
+
+def test_broadcast_stays_in_its_vlan():
+    sw = switch(p1=PortVlan("access", 1), p2=PortVlan("access", 2), p3=PortVlan("access", 1),
+                t=PortVlan("trunk", 1, None))
+    res = sw.process("p1", eth(BCAST, A))
+    assert set(res.egress) == {"p3", "t"}
+    res = sw.process("p2", eth(BCAST, B))
+    assert set(res.egress) == {"t"}
+
+
+def test_trunk_tags_all_but_its_native_vlan():
+    sw = switch(p1=PortVlan("access", 1), p2=PortVlan("access", 2), t=PortVlan("trunk", 1, None))
+    untagged = eth(BCAST, A)
+    assert sw.process("p1", untagged).egress["t"] == untagged
+    out = sw.process("p2", eth(BCAST, B)).egress["t"]
+    assert out == eth(BCAST, B, vid=2)
+    # and back: the tag is stripped towards the access port, the PCP kept on trunks
+    assert sw.process("t", eth(BCAST, C, vid=2, pcp=5)).egress == {"p2": eth(BCAST, C)}
+
+
+def test_ingress_vlan_rules():
+    sw = switch(p1=PortVlan("access", 1), t=PortVlan("trunk", None, frozenset({2, 3})),
+                t2=PortVlan("trunk", 1, frozenset({2})), p2=PortVlan("access", 2))
+    assert sw.process("p1", eth(BCAST, A, vid=2)).drop is SwitchDrop.TAGGED_ON_ACCESS
+    assert sw.process("t", eth(BCAST, A)).drop is SwitchDrop.NO_NATIVE_VLAN
+    assert sw.process("t", eth(BCAST, A, vid=7)).drop is SwitchDrop.VLAN_NOT_MEMBER
+    res = sw.process("t", eth(BCAST, A, vid=2, pcp=5))
+    assert set(res.egress) == {"t2", "p2"}
+    assert res.egress["t2"] == eth(BCAST, A, vid=2, pcp=5), "the PCP travels with the frame between trunks"
+    # a priority tag (VID 0) on an access port is an untagged frame of its VLAN
+    res = sw.process("p1", eth(BCAST, B, vid=0, pcp=3))
+    assert res.drop is None and res.vlan == 1 and res.egress["t2"] == eth(BCAST, B)
+    assert sw.drops[("p1", SwitchDrop.TAGGED_ON_ACCESS)] == 1
+
+
+def test_qinq_passes_as_untagged_with_its_tags():
+    sw = switch(p1=PortVlan("access", 1), t=PortVlan("trunk", 1, None))
+    qinq = eth(BCAST, A, vid=100, tpid=0x88A8)
+    res = sw.process("p1", qinq)
+    assert res.vlan == 1 and res.egress == {"t": qinq}
+
+
+@pytest.mark.parametrize("last", [0x00, 0x02, 0x0E, 0x0F])
+def test_reserved_group_addresses_are_not_forwarded(last):
+    sw = switch()
+    res = sw.process("p1", eth(f"01:80:c2:00:00:{last:02x}", A))
+    assert res.egress == {} and res.drop is SwitchDrop.RESERVED
+    assert sw.process("p1", eth("01:80:c2:00:00:10", A)).flooded   # just outside the range
+
+
+def test_aging():
+    sw = SwitchModel({"p1": PortVlan(), "p2": PortVlan()}, MacTable(aging=100))
+    sw.process("p2", eth(A, B), now=0)
+    assert not sw.process("p1", eth(B, A), now=99).flooded
+    assert sw.process("p1", eth(B, A), now=150).flooded        # B last seen at 0, A at 99
+    assert ("p2", 1, B, False) not in sw.mac_table(now=150)
+    assert sw.table.counts["aged_out"] == 1
+
+
+def test_static_entry_never_moves_nor_ages():
+    sw = SwitchModel({"p1": PortVlan(), "p2": PortVlan(), "p3": PortVlan()}, MacTable(aging=10))
+    sw.add_static(1, B, "p2")
+    sw.process("p3", eth(A, B), now=5)       # B spoofed on p3
+    assert sw.process("p1", eth(B, A), now=1000).egress.keys() == {"p2"}
+    assert ("p2", 1, B, True) in sw.mac_table(now=1000)
+    assert sw.table.counts["static_move"] == 1
+
+
+def test_port_limit():
+    sw = SwitchModel({"p1": PortVlan(), "p2": PortVlan()}, MacTable(port_limit=2))
+    for k in range(5):
+        sw.process("p1", eth(BCAST, f"02:00:00:00:01:{k:02x}"))
+    assert len(sw.mac_table()) == 2 and sw.table.counts["learn_limit"] == 3
+
+
+def test_full_set_keeps_its_entries():
+    """A MAC flood fills sets; what was learned before survives and the rest is counted."""
+    table = MacTable(sets=4, ways=2)
+    sw = SwitchModel({"p1": PortVlan(), "p2": PortVlan()}, table)
+    sw.process("p2", eth(A, B))
+    for k in range(200):
+        sw.process("p1", eth(BCAST, f"02:00:00:01:{k >> 8:02x}:{k & 255:02x}"))
+    assert len(sw.mac_table()) == 8
+    assert ("p2", 1, B, False) in sw.mac_table()
+    assert table.counts["table_full"] == 200 - 7
+
+
+def test_hash_spreads_keys_over_sets():
+    sets = [mac_hash(1, parse_mac(f"02:00:00:00:{k >> 8:02x}:{k & 255:02x}"), 8) for k in range(4096)]
+    counts = [sets.count(s) for s in range(256)]
+    assert min(counts) > 0 and max(counts) < 3 * 4096 / 256
+    assert mac_hash(1, parse_mac(A), 10) != mac_hash(2, parse_mac(A), 10)
+
+
+def test_mac_text():
+    assert format_mac(parse_mac("02-00-00-00-00-0A")) == "02:00:00:00:00:0a"
+    with pytest.raises(ValueError):
+        parse_mac("02:00")
+    with pytest.raises(ValueError):
+        PortVlan("access", 4095)
