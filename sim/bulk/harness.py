@@ -215,7 +215,7 @@ def read_outputs(out_dir: Path, config: NicConfig, n_frames: int) -> dict:
     status = json.loads((out_dir / "status.json").read_text())
     ing = np.fromfile(out_dir / "ingress.bin", dtype="<u8").reshape(-1, 2)
     if len(ing) != n_frames:
-        raise ValueError(f"ingress.bin holds {len(ing)} frames, expected {n_frames}")
+        raise RuntimeError(f"ingress.bin holds {len(ing)} frames, expected {n_frames}")
     ingress = [None if s == NEVER else [s, e] for s, e in ing.tolist()]
     words = lay.record_words
     raw = np.fromfile(out_dir / "records.bin", dtype="<u8").reshape(-1, 1 + words)

@@ -172,7 +172,7 @@ def cmd_run(args) -> int:
     try:
         run = run_engine(config, inputs, engine=args.engine, pace=pace, waves=args.waves, out_dir=out,
                          force=args.force, truncated_files=truncated, bulk=args.bulk, jobs=args.jobs)
-    except (PaceError, OutDirError) as exc:
+    except (PaceError, OutDirError, ValueError) as exc:
         raise BadInput(str(exc)) from None
     warn_suspicious("run", run)
     counters = json.loads((out / "counters.json").read_text())
@@ -199,7 +199,7 @@ def cmd_demo(args) -> int:
     try:
         summary = run_demo(config, engine=args.engine, out_dir=out, n=args.count, seed=args.seed,
                            waves=args.waves, force=args.force, bulk=args.bulk, jobs=args.jobs)
-    except OutDirError as exc:
+    except (OutDirError, ValueError) as exc:
         raise BadInput(str(exc)) from None
     print(summary)
     return 0

@@ -456,6 +456,9 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
+    if engine != "model" and config.uart_bridge:
+        raise ValueError("uart_bridge = true builds the board's CSR bridge in place of the AXI-Lite bus "
+                         "the simulators read the counters through; simulate with uart_bridge = false")
     for f in inputs:
         config.port_index(f.port)  # ValueError naming the port
     empty = [f for f in inputs if not f.frame]

@@ -208,3 +208,18 @@ def test_million_frame_capture_through_secnic_run(tmp_path):
         assert sum(1 for _ in fh) == n
     ports = json.loads((out / "counters.json").read_text())["ports"]
     assert ports["vm1"]["rx_packets"] == n == ports["phy0"]["tx_packets"]
+
+
+def test_board_build_refused_by_simulators(tmp_path, capsys):
+    """A configuration with the UART bridge has no AXI-Lite bus to read counters through."""
+    from sim.cli.main import main
+    from sim.run.pcapio import write_pcap
+    from sim.tb.traffic import udp_frames
+    pcap, toml = tmp_path / "in.pcap", tmp_path / "board.toml"
+    write_pcap(pcap, [(udp_frames(1)[0], 0)])
+    toml.write_text("[nic]\nuart_bridge = true\n")
+    for engine in ("verilator", "icarus"):
+        assert main(["run", "--pcap", str(pcap), "--config", str(toml), "--engine", engine,
+                     "--out", str(tmp_path / engine)]) == 2
+        assert "uart_bridge = false" in capsys.readouterr().err
+    assert main(["run", "--pcap", str(pcap), "--config", str(toml), "--out", str(tmp_path / "model")]) == 0
