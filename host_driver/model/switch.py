@@ -15,9 +15,13 @@ NORMAL pipeline (tests/switch/test_switch_vs_ovs.py). One frame at a time, in ar
    a hashed, set-associative table (:class:`MacTable`), entries aged out after ``aging`` time
    units, static entries that learning never moves, a per-port limit (port security). A full set
    learns nothing (``table_full``): entries already there survive a MAC flood.
-4. **Forwarding.** Group destinations and unknown unicast flood to every other port of the VLAN;
+4. **Storm control.** Per ingress port, a token bucket for each of broadcast, multicast and unknown
+   unicast (:class:`StormLimit`: bytes per 1024 cycles and a burst in bytes) drops what exceeds
+   it (``storm_broadcast``, ``storm_multicast``, ``storm_unknown``). Learning comes first, so a
+   storm's source MACs still move (what loop guard watches).
+5. **Forwarding.** Group destinations and unknown unicast flood to every other port of the VLAN;
    a known unicast goes to its port, or nowhere when that is the ingress port (``same_port``).
-5. **Egress tagging.** Access ports and a trunk's native VLAN send untagged; other VLANs leave a
+6. **Egress tagging.** Access ports and a trunk's native VLAN send untagged; other VLANs leave a
    trunk with an 802.1Q tag (the ingress tag's PCP and DEI kept, 0 for untagged ingress).
 """
 
@@ -30,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["PortVlan", "SwitchDrop", "MacEntry", "MacTable", "SwitchModel", "SwitchResult", "mac_hash",
+           "StormLimit", "StormClass",
            "SWITCH_TPIDS", "RESERVED_PREFIX", "format_mac", "parse_mac"]
 
 log = logging.getLogger(__name__)
@@ -91,6 +96,50 @@ class SwitchDrop(enum.Enum):
     RESERVED = "reserved"
     SAME_PORT = "same_port"
     RUNT = "runt"
+    STORM_BROADCAST = "storm_broadcast"
+    STORM_MULTICAST = "storm_multicast"
+    STORM_UNKNOWN = "storm_unknown"
+
+
+class StormClass(enum.Enum):
+    """The traffic storm control polices, each with its own bucket per port."""
+    BROADCAST = "broadcast"
+    MULTICAST = "multicast"
+    UNKNOWN_UNICAST = "unknown_unicast"
+
+
+_STORM_DROP = {StormClass.BROADCAST: SwitchDrop.STORM_BROADCAST, StormClass.MULTICAST: SwitchDrop.STORM_MULTICAST,
+               StormClass.UNKNOWN_UNICAST: SwitchDrop.STORM_UNKNOWN}
+
+
+@dataclass
+class StormLimit:
+    """A token bucket: ``rate`` bytes per 1024 cycles, at most ``burst`` bytes saved up (full at
+    start). A frame passes when the bucket holds its length, which it then takes; otherwise it
+    is dropped and takes nothing. Integer arithmetic in 1/1024 bytes, as the gateware counts."""
+    rate: int
+    burst: int
+    _tokens: int = field(default=-1, repr=False)
+    _last: int = field(default=0, repr=False)
+
+    def __post_init__(self):
+        if self.rate < 0 or self.burst < 0:
+            raise ValueError(f"storm limit rate and burst must be >= 0, not {self.rate}, {self.burst}")
+
+    def admit(self, length: int, now: int) -> bool:
+        if self._tokens < 0:
+            self._tokens, self._last = self.burst * 1024, now
+        self._tokens = min(self.burst * 1024, self._tokens + self.rate * (now - self._last))
+        self._last = now
+        if self._tokens >= length * 1024:
+            self._tokens -= length * 1024
+            return True
+        return False
+
+    @classmethod
+    def from_rate(cls, mbps: float, burst: int, clock_mhz: float) -> StormLimit:
+        """A limit of ``mbps`` megabits per second at ``clock_mhz`` (rounded down to the unit)."""
+        return cls(int(mbps * 1e6 / 8 * 1024 / (clock_mhz * 1e6)), burst)
 
 
 @dataclass
@@ -215,11 +264,17 @@ def _outer_tag(frame: bytes) -> tuple[int, int] | None:
 class SwitchModel:
     """The switch: ``ports`` (name -> :class:`PortVlan`, in port order) and a :class:`MacTable`."""
 
-    def __init__(self, ports: Mapping[str, PortVlan], table: MacTable | None = None):
+    def __init__(self, ports: Mapping[str, PortVlan], table: MacTable | None = None,
+                 storm: Mapping[tuple[str, StormClass], StormLimit] | None = None):
         if not ports:
             raise ValueError("a switch needs ports")
         self.ports = dict(ports)
         self.table = table if table is not None else MacTable()
+        #: (ingress port, class) -> bucket; a pair not listed is not policed.
+        self.storm = dict(storm or {})
+        for port, _ in self.storm:
+            if port not in self.ports:
+                raise ValueError(f"storm limit for unknown port {port!r}")
         self.drops: dict[tuple[str, SwitchDrop], int] = {}
 
     def _drop(self, port: str, why: SwitchDrop, vlan: int | None) -> SwitchResult:
@@ -254,16 +309,18 @@ class SwitchModel:
             return self._drop(in_port, SwitchDrop.RESERVED, vlan)
         if not src[0] & 1:
             self.table.learn(vlan, src, in_port, now)
-        if dst[0] & 1:
+        known = None if dst[0] & 1 else self.table.lookup(vlan, dst, now)
+        if dst[0] & 1 or known is None:
+            cls = (StormClass.BROADCAST if dst == b"\xff" * 6 else StormClass.MULTICAST if dst[0] & 1
+                   else StormClass.UNKNOWN_UNICAST)
+            limit = self.storm.get((in_port, cls))
+            if limit is not None and not limit.admit(len(frame), now):
+                return self._drop(in_port, _STORM_DROP[cls], vlan)
             out_ports, flooded = self._flood(in_port, vlan), True
+        elif known == in_port:
+            return self._drop(in_port, SwitchDrop.SAME_PORT, vlan)
         else:
-            known = self.table.lookup(vlan, dst, now)
-            if known is None:
-                out_ports, flooded = self._flood(in_port, vlan), True
-            elif known == in_port:
-                return self._drop(in_port, SwitchDrop.SAME_PORT, vlan)
-            else:
-                out_ports, flooded = [known], False
+            out_ports, flooded = [known], False
         egress = {p: self._egress_frame(p, vlan, pcp_dei, inner) for p in out_ports}
         return SwitchResult(vlan, egress, None, flooded)
 
@@ -286,10 +343,12 @@ class SwitchModel:
         """(port, VLAN, MAC, static) of every live entry."""
         return [(e.port, e.vlan, format_mac(e.mac), e.static) for e in self.table.entries(now)]
 
-    def run(self, frames: Iterable[tuple[str, bytes]], now: int = 0) -> dict[str, list[bytes]]:
-        """Switch ``frames`` in order; every port's egress frames in order."""
+    def run(self, frames: Iterable[tuple[str, bytes]], times: Iterable[int] | None = None) -> dict[str, list[bytes]]:
+        """Switch ``frames`` in order (at ``times``, default all at 0); every port's egress in order."""
         out: dict[str, list[bytes]] = {p: [] for p in self.ports}
+        times = iter(times) if times is not None else None
         for port, frame in frames:
+            now = next(times) if times is not None else 0
             for q, data in self.process(port, frame, now).egress.items():
                 out[q].append(data)
         return out

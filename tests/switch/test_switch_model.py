@@ -148,3 +148,41 @@ def test_mac_text():
         parse_mac("02:00")
     with pytest.raises(ValueError):
         PortVlan("access", 4095)
+
+
+def test_storm_control_holds_broadcast_to_its_rate():
+    """Broadcast offered at line rate (a 60-byte frame every 8 cycles) for a million cycles
+    through a limit of 800 bytes per 1024 cycles (about 1 Gb/s at 156.25 MHz) plus a 1500-byte
+    burst: what passes is within 5 % of the limit, and the excess is counted."""
+    from host_driver.model.switch import StormClass, StormLimit
+    limit = StormLimit(rate=800, burst=1500)
+    sw = SwitchModel({"p1": PortVlan(), "p2": PortVlan()}, storm={("p1", StormClass.BROADCAST): limit})
+    frame = eth(BCAST, A)[:64]
+    cycles, passed = 1_000_000, 0
+    for t in range(0, cycles, 8):
+        passed += len(sw.process("p1", frame, now=t).egress.get("p2", b""))
+    allowed = 800 * cycles / 1024 + 1500
+    assert 0.95 * allowed <= passed <= allowed
+    assert sw.drops[("p1", SwitchDrop.STORM_BROADCAST)] == cycles // 8 - passed // len(frame)
+
+
+def test_storm_classes_have_their_own_buckets():
+    from host_driver.model.switch import StormClass, StormLimit
+    storm = {("p1", StormClass.MULTICAST): StormLimit(0, 64), ("p1", StormClass.UNKNOWN_UNICAST): StormLimit(0, 128)}
+    sw = SwitchModel({"p1": PortVlan(), "p2": PortVlan()}, storm=storm)
+    sw.process("p2", eth(A, B))                                    # B known on p2
+    mcast = eth("01:00:5e:00:00:01", A)[:64]
+    unknown = eth(C, A)[:64]
+    assert [bool(sw.process("p1", mcast).egress) for _ in range(3)] == [True, False, False]
+    assert [bool(sw.process("p1", unknown).egress) for _ in range(3)] == [True, True, False]
+    assert all(sw.process("p1", eth(B, A)[:64]).egress for _ in range(10)), "known unicast is not policed"
+    assert all(sw.process("p1", eth(BCAST, A)[:64]).egress for _ in range(10)), "no broadcast limit set"
+    assert sw.drops[("p1", SwitchDrop.STORM_MULTICAST)] == 2 and sw.drops[("p1", SwitchDrop.STORM_UNKNOWN)] == 1
+
+
+def test_storm_rate_from_megabits():
+    from host_driver.model.switch import StormLimit
+    # 100 Mb/s at 156.25 MHz: 12.5e6 bytes/s over 156.25e6 cycles/s = 0.08 bytes/cycle = 81.92 per 1024
+    assert StormLimit.from_rate(100, 1500, 156.25).rate == 81
+    with pytest.raises(ValueError):
+        StormLimit(-1, 10)
