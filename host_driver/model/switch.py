@@ -21,6 +21,10 @@ NORMAL pipeline (tests/switch/test_switch_vs_ovs.py). One frame at a time, in ar
    storm's source MACs still move (what loop guard watches).
 5. **Forwarding.** Group destinations and unknown unicast flood to every other port of the VLAN;
    a known unicast goes to its port, or nowhere when that is the ingress port (``same_port``).
+   Loop guard (:class:`LoopGuard`) watches MAC moves and returning broadcasts; a port it blocks
+   takes nothing in (``loop_blocked``) and sends nothing until the driver clears it.
+   Loops and storms are :class:`SwitchEvent` s, reported once per episode, and freeze the
+   :class:`FlightRecorder` (the last frames' records, the triggering one last).
 6. **Egress tagging.** Access ports and a trunk's native VLAN send untagged; other VLANs leave a
    trunk with an 802.1Q tag (the ingress tag's PCP and DEI kept, 0 for untagged ingress).
 """
@@ -34,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["PortVlan", "SwitchDrop", "MacEntry", "MacTable", "SwitchModel", "SwitchResult", "mac_hash",
-           "StormLimit", "StormClass",
+           "StormLimit", "StormClass", "LoopGuard", "SwitchEvent", "FlightRecorder",
            "SWITCH_TPIDS", "RESERVED_PREFIX", "format_mac", "parse_mac"]
 
 log = logging.getLogger(__name__)
@@ -99,6 +103,7 @@ class SwitchDrop(enum.Enum):
     STORM_BROADCAST = "storm_broadcast"
     STORM_MULTICAST = "storm_multicast"
     STORM_UNKNOWN = "storm_unknown"
+    LOOP_BLOCKED = "loop_blocked"
 
 
 class StormClass(enum.Enum):
@@ -196,7 +201,9 @@ class MacTable:
                 return e.port
         return None
 
-    def learn(self, vlan: int, mac: bytes, port: str, now: int) -> None:
+    def learn(self, vlan: int, mac: bytes, port: str, now: int) -> str:
+        """Learn (VLAN, MAC) on ``port``; the outcome: ``learned``, ``refreshed``, ``moved``,
+        ``static``, ``static_move``, ``learn_limit`` or ``table_full`` (the last four learn nothing)."""
         entries = self._set(vlan, mac)
         self._expire(entries, now)
         for e in entries:
@@ -204,23 +211,27 @@ class MacTable:
                 if e.static:
                     if e.port != port:
                         self._count("static_move")   # a locked MAC seen elsewhere: not learned
-                    return
+                        return "static_move"
+                    return "static"
+                outcome = "refreshed"
                 if e.port != port:
                     self._per_port[e.port] -= 1
                     self._per_port[port] = self._per_port.get(port, 0) + 1
                     e.port = port
                     self._count("moved")
+                    outcome = "moved"
                 e.last_seen = now
-                return
+                return outcome
         if self.port_limit is not None and self._per_port.get(port, 0) >= self.port_limit:
             self._count("learn_limit")
-            return
+            return "learn_limit"
         if len(entries) >= self.ways:
             self._count("table_full")
-            return
+            return "table_full"
         entries.append(MacEntry(vlan, bytes(mac), port, now))
         self._per_port[port] = self._per_port.get(port, 0) + 1
         self._count("learned")
+        return "learned"
 
     def add_static(self, vlan: int, mac: bytes, port: str) -> None:
         """Lock (VLAN, MAC) to ``port``; ValueError if its set has no room."""
@@ -241,6 +252,62 @@ class MacTable:
             self._expire(entries, now)
             out += entries
         return out
+
+
+@dataclass
+class LoopGuard:
+    """Loop detection: ``moves`` MAC moves onto one port within ``window`` cycles, or a broadcast
+    frame coming back (the same bytes on another port within ``window``), is a loop on the port
+    it arrived at. With ``block``, that port is blocked (nothing in, nothing out) until the driver
+    clears it (:meth:`SwitchModel.clear_block`)."""
+    moves: int = 16
+    window: int = 156_250          # 1 ms at 156.25 MHz
+    block: bool = True
+    _moves: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _broadcasts: dict[int, tuple[str, int]] = field(default_factory=dict, repr=False)
+
+    def mac_moved(self, port: str, now: int) -> bool:
+        recent = [t for t in self._moves.get(port, []) if now - t < self.window] + [now]
+        self._moves[port] = recent
+        return len(recent) >= self.moves
+
+    def broadcast_seen(self, port: str, signature: int, now: int) -> bool:
+        seen = self._broadcasts.get(signature)
+        self._broadcasts[signature] = (port, now)
+        return seen is not None and seen[0] != port and now - seen[1] < self.window
+
+
+@dataclass(frozen=True)
+class SwitchEvent:
+    """Something the switch reports to the driver: ``loop_mac_move``, ``loop_broadcast`` or
+    ``storm`` on ``port`` at ``time``."""
+    time: int
+    kind: str
+    port: str
+    detail: str = ""
+
+
+@dataclass
+class FlightRecorder:
+    """The last ``depth`` frame records; frozen (no longer overwritten) by a trigger: a loop, a
+    storm drop (``freeze_on_storm``) or :meth:`freeze`, until :meth:`rearm`."""
+    depth: int = 1024
+    freeze_on_storm: bool = True
+    frozen_by: SwitchEvent | str | None = None
+    records: list[dict] = field(default_factory=list)
+
+    def record(self, rec: dict) -> None:
+        if self.frozen_by is None:
+            self.records.append(rec)
+            del self.records[:-self.depth]
+
+    def freeze(self, why: SwitchEvent | str = "command") -> None:
+        if self.frozen_by is None:
+            self.frozen_by = why
+
+    def rearm(self) -> None:
+        self.frozen_by = None
+        self.records.clear()
 
 
 @dataclass
@@ -265,7 +332,8 @@ class SwitchModel:
     """The switch: ``ports`` (name -> :class:`PortVlan`, in port order) and a :class:`MacTable`."""
 
     def __init__(self, ports: Mapping[str, PortVlan], table: MacTable | None = None,
-                 storm: Mapping[tuple[str, StormClass], StormLimit] | None = None):
+                 storm: Mapping[tuple[str, StormClass], StormLimit] | None = None,
+                 loop_guard: LoopGuard | None = None, recorder: FlightRecorder | None = None):
         if not ports:
             raise ValueError("a switch needs ports")
         self.ports = dict(ports)
@@ -275,15 +343,55 @@ class SwitchModel:
         for port, _ in self.storm:
             if port not in self.ports:
                 raise ValueError(f"storm limit for unknown port {port!r}")
+        self.loop_guard = loop_guard
+        self.recorder = recorder if recorder is not None else FlightRecorder()
+        self.blocked: set[str] = set()
+        self.events: list[SwitchEvent] = []
+        self._active: set[tuple[str, str, str]] = set()
+        self._freeze: SwitchEvent | None = None
         self.drops: dict[tuple[str, SwitchDrop], int] = {}
 
     def _drop(self, port: str, why: SwitchDrop, vlan: int | None) -> SwitchResult:
         self.drops[port, why] = self.drops.get((port, why), 0) + 1
         return SwitchResult(vlan, {}, why)
 
+    def _event(self, event: SwitchEvent) -> None:
+        # Reported once, when a port enters the state: a storm until its bucket admits a frame
+        # again, a loop until the driver clears the port.
+        key = (event.kind, event.port, event.detail if event.kind == "storm" else "")
+        if key in self._active:
+            return
+        self._active.add(key)
+        self.events.append(event)
+        if event.kind.startswith("loop"):
+            self._freeze = self._freeze or event
+            if self.loop_guard is not None and self.loop_guard.block:
+                self.blocked.add(event.port)
+        elif self.recorder.freeze_on_storm:
+            self._freeze = self._freeze or event
+
+    def clear_block(self, port: str) -> None:
+        """The driver unblocks a port loop guard blocked (and rearms its loop events)."""
+        self.blocked.discard(port)
+        self._active = {k for k in self._active if not (k[0].startswith("loop") and k[1] == port)}
+
     def process(self, in_port: str, frame: bytes, now: int = 0) -> SwitchResult:
-        """Switch one frame arriving on ``in_port`` at time ``now`` (the table's aging unit)."""
+        """Switch one frame arriving on ``in_port`` at time ``now`` (cycles: aging, storm buckets and
+        loop guard count in them), and keep its record in the flight recorder."""
+        self._freeze = None
+        res = self._switch(in_port, frame, now)
+        self.recorder.record({"time": now, "in_port": in_port, "length": len(frame), "vlan": res.vlan,
+                              "dst": format_mac(frame[0:6]) if len(frame) >= 6 else None,
+                              "src": format_mac(frame[6:12]) if len(frame) >= 12 else None,
+                              "drop": res.drop.value if res.drop else None, "egress": sorted(res.egress)})
+        if self._freeze is not None:       # the frame that triggered is the recorder's last
+            self.recorder.freeze(self._freeze)
+        return res
+
+    def _switch(self, in_port: str, frame: bytes, now: int) -> SwitchResult:
         cfg = self.ports[in_port]
+        if in_port in self.blocked:
+            return self._drop(in_port, SwitchDrop.LOOP_BLOCKED, None)
         if len(frame) < 14:
             return self._drop(in_port, SwitchDrop.RUNT, None)
         tag = _outer_tag(frame)
@@ -308,19 +416,30 @@ class SwitchModel:
         if dst[:5] == RESERVED_PREFIX and dst[5] <= 0x0F:
             return self._drop(in_port, SwitchDrop.RESERVED, vlan)
         if not src[0] & 1:
-            self.table.learn(vlan, src, in_port, now)
+            learned = self.table.learn(vlan, src, in_port, now)
+            if learned == "moved" and self.loop_guard is not None and self.loop_guard.mac_moved(in_port, now):
+                self._event(SwitchEvent(now, "loop_mac_move", in_port, format_mac(src)))
+        if (dst == b"\xff" * 6 and self.loop_guard is not None
+                and self.loop_guard.broadcast_seen(in_port, zlib.crc32(inner), now)):
+            self._event(SwitchEvent(now, "loop_broadcast", in_port, f"{zlib.crc32(inner):08x}"))
+        if in_port in self.blocked:
+            return self._drop(in_port, SwitchDrop.LOOP_BLOCKED, vlan)
         known = None if dst[0] & 1 else self.table.lookup(vlan, dst, now)
         if dst[0] & 1 or known is None:
             cls = (StormClass.BROADCAST if dst == b"\xff" * 6 else StormClass.MULTICAST if dst[0] & 1
                    else StormClass.UNKNOWN_UNICAST)
             limit = self.storm.get((in_port, cls))
-            if limit is not None and not limit.admit(len(frame), now):
-                return self._drop(in_port, _STORM_DROP[cls], vlan)
+            if limit is not None:
+                if not limit.admit(len(frame), now):
+                    self._event(SwitchEvent(now, "storm", in_port, cls.value))
+                    return self._drop(in_port, _STORM_DROP[cls], vlan)
+                self._active.discard(("storm", in_port, cls.value))
             out_ports, flooded = self._flood(in_port, vlan), True
         elif known == in_port:
             return self._drop(in_port, SwitchDrop.SAME_PORT, vlan)
         else:
             out_ports, flooded = [known], False
+        out_ports = [p for p in out_ports if p not in self.blocked]
         egress = {p: self._egress_frame(p, vlan, pcp_dei, inner) for p in out_ports}
         return SwitchResult(vlan, egress, None, flooded)
 

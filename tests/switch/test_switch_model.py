@@ -186,3 +186,50 @@ def test_storm_rate_from_megabits():
     assert StormLimit.from_rate(100, 1500, 156.25).rate == 81
     with pytest.raises(ValueError):
         StormLimit(-1, 10)
+
+
+def _loop_switch(**guard):
+    from host_driver.model.switch import FlightRecorder, LoopGuard
+    return SwitchModel({"p1": PortVlan(), "p2": PortVlan(), "p3": PortVlan()},
+                       loop_guard=LoopGuard(**guard), recorder=FlightRecorder(depth=8))
+
+
+def test_loop_guard_blocks_on_a_returning_broadcast_and_the_recorder_freezes():
+    """A loop between p2 and p3: the broadcast A sent on p1 comes back in on p3. Loop guard blocks
+    p3, the recorder keeps the frames up to the loop, and the driver's clear unblocks."""
+    sw = _loop_switch(window=1000)
+    frame = eth(BCAST, A)
+    assert set(sw.process("p1", frame, now=0).egress) == {"p2", "p3"}
+    res = sw.process("p3", frame, now=10)              # the same broadcast, back through the loop
+    assert res.drop is SwitchDrop.LOOP_BLOCKED and sw.blocked == {"p3"}
+    assert [(e.kind, e.port) for e in sw.events] == [("loop_broadcast", "p3")]
+    assert set(sw.process("p1", eth(BCAST, B), now=20).egress) == {"p2"}, "nothing out of a blocked port"
+    assert sw.recorder.frozen_by is sw.events[0]
+    assert [r["in_port"] for r in sw.recorder.records] == ["p1", "p3"]
+    sw.clear_block("p3")
+    assert set(sw.process("p1", eth(BCAST, C), now=3000).egress) == {"p2", "p3"}
+    assert not sw.process("p3", eth(BCAST, A), now=5000).drop, "outside the window it is a new frame"
+
+
+def test_loop_guard_counts_mac_moves():
+    sw = _loop_switch(moves=4, window=100, block=False)
+    for k in range(8):                                 # A flaps between p1 and p2 every cycle
+        sw.process("p1" if k % 2 else "p2", eth(BCAST, A, payload=bytes([k]) * 46), now=k)
+    # moves count on the port the MAC moves to: the fourth onto p1 (cycles 1, 3, 5, 7) fires
+    assert [(e.time, e.kind, e.port) for e in sw.events] == [(7, "loop_mac_move", "p1")]
+    assert not sw.blocked and sw.table.counts["moved"] == 7
+    quiet = _loop_switch(moves=4, window=100)
+    for k in range(8):                                 # the same moves, slower than the window allows
+        quiet.process("p1" if k % 2 else "p2", eth(BCAST, A, payload=bytes([k]) * 46), now=k * 100)
+    assert not quiet.events
+
+
+def test_storm_event_once_per_episode():
+    from host_driver.model.switch import StormClass, StormLimit
+    sw = SwitchModel({"p1": PortVlan(), "p2": PortVlan()}, storm={("p1", StormClass.BROADCAST): StormLimit(64, 60)})
+    for t in range(0, 400, 8):
+        sw.process("p1", eth(BCAST, A)[:60], now=t)
+    assert [(e.kind, e.detail) for e in sw.events] == [("storm", "broadcast")]
+    assert sw.recorder.frozen_by is sw.events[0]
+    sw.recorder.rearm()
+    assert sw.recorder.frozen_by is None and sw.recorder.records == []
