@@ -25,6 +25,8 @@ NORMAL pipeline (tests/switch/test_switch_vs_ovs.py). One frame at a time, in ar
    takes nothing in (``loop_blocked``) and sends nothing until the driver clears it.
    Loops and storms are :class:`SwitchEvent` s, reported once per episode, and freeze the
    :class:`FlightRecorder` (the last frames' records, the triggering one last).
+7. **Mirroring** (:class:`MirrorSession`): copies of what chosen ports receive and send go to a
+   monitor port, which carries nothing else.
 6. **Egress tagging.** Access ports and a trunk's native VLAN send untagged; other VLANs leave a
    trunk with an 802.1Q tag (the ingress tag's PCP and DEI kept, 0 for untagged ingress).
 """
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["PortVlan", "SwitchDrop", "MacEntry", "MacTable", "SwitchModel", "SwitchResult", "mac_hash",
            "StormLimit", "StormClass", "LoopGuard", "SwitchEvent", "FlightRecorder",
+           "MirrorSession",
            "SWITCH_TPIDS", "RESERVED_PREFIX", "format_mac", "parse_mac"]
 
 log = logging.getLogger(__name__)
@@ -278,6 +281,16 @@ class LoopGuard:
 
 
 @dataclass(frozen=True)
+class MirrorSession:
+    """SPAN: a copy of every frame received on an ``ingress`` port (as it arrived, forwarded or
+    dropped) and of every frame sent out of an ``egress`` port (as it left) goes to ``to``. The
+    destination port takes no other traffic: it is not flooded to and learns nothing."""
+    to: str
+    ingress: frozenset[str] = frozenset()
+    egress: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class SwitchEvent:
     """Something the switch reports to the driver: ``loop_mac_move``, ``loop_broadcast`` or
     ``storm`` on ``port`` at ``time``."""
@@ -317,6 +330,8 @@ class SwitchResult:
     egress: dict[str, bytes]
     drop: SwitchDrop | None = None
     flooded: bool = False
+    #: Mirror copies, (destination port, bytes), in the order they leave.
+    mirrored: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def _outer_tag(frame: bytes) -> tuple[int, int] | None:
@@ -333,7 +348,8 @@ class SwitchModel:
 
     def __init__(self, ports: Mapping[str, PortVlan], table: MacTable | None = None,
                  storm: Mapping[tuple[str, StormClass], StormLimit] | None = None,
-                 loop_guard: LoopGuard | None = None, recorder: FlightRecorder | None = None):
+                 loop_guard: LoopGuard | None = None, recorder: FlightRecorder | None = None,
+                 mirrors: Sequence[MirrorSession] = ()):
         if not ports:
             raise ValueError("a switch needs ports")
         self.ports = dict(ports)
@@ -343,6 +359,13 @@ class SwitchModel:
         for port, _ in self.storm:
             if port not in self.ports:
                 raise ValueError(f"storm limit for unknown port {port!r}")
+        self.mirrors = tuple(mirrors)
+        for m in self.mirrors:
+            if m.to not in self.ports or not (m.ingress | m.egress) <= set(self.ports):
+                raise ValueError(f"mirror session to {m.to!r} names an unknown port")
+            if m.to in m.ingress | m.egress:
+                raise ValueError(f"mirror session to {m.to!r} mirrors its own destination")
+        self._mirror_ports = {m.to for m in self.mirrors}
         self.loop_guard = loop_guard
         self.recorder = recorder if recorder is not None else FlightRecorder()
         self.blocked: set[str] = set()
@@ -379,7 +402,11 @@ class SwitchModel:
         """Switch one frame arriving on ``in_port`` at time ``now`` (cycles: aging, storm buckets and
         loop guard count in them), and keep its record in the flight recorder."""
         self._freeze = None
+        if in_port in self._mirror_ports:      # a monitor port only receives copies
+            return SwitchResult(None, {})
         res = self._switch(in_port, frame, now)
+        if self.mirrors:
+            res.mirrored = self._mirror(in_port, frame, res.egress)
         self.recorder.record({"time": now, "in_port": in_port, "length": len(frame), "vlan": res.vlan,
                               "dst": format_mac(frame[0:6]) if len(frame) >= 6 else None,
                               "src": format_mac(frame[6:12]) if len(frame) >= 12 else None,
@@ -444,7 +471,16 @@ class SwitchModel:
         return SwitchResult(vlan, egress, None, flooded)
 
     def _flood(self, in_port: str, vlan: int) -> list[str]:
-        return [p for p, cfg in self.ports.items() if p != in_port and cfg.carries(vlan)]
+        return [p for p, cfg in self.ports.items()
+                if p != in_port and p not in self._mirror_ports and cfg.carries(vlan)]
+
+    def _mirror(self, in_port: str, frame: bytes, egress: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+        copies = []
+        for m in self.mirrors:
+            if in_port in m.ingress:
+                copies.append((m.to, frame))
+            copies += [(m.to, data) for q, data in egress.items() if q in m.egress]
+        return copies
 
     def _egress_frame(self, port: str, vlan: int, pcp_dei: int, inner: bytes) -> bytes:
         cfg = self.ports[port]
@@ -468,7 +504,8 @@ class SwitchModel:
         times = iter(times) if times is not None else None
         for port, frame in frames:
             now = next(times) if times is not None else 0
-            for q, data in self.process(port, frame, now).egress.items():
+            res = self.process(port, frame, now)
+            for q, data in [*res.egress.items(), *res.mirrored]:
                 out[q].append(data)
         return out
 

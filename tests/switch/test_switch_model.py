@@ -233,3 +233,20 @@ def test_storm_event_once_per_episode():
     assert sw.recorder.frozen_by is sw.events[0]
     sw.recorder.rearm()
     assert sw.recorder.frozen_by is None and sw.recorder.records == []
+
+
+def test_mirror_sessions_copy_to_the_monitor_port_only():
+    from host_driver.model.switch import MirrorSession
+    ports = {"vm1": PortVlan(), "vm2": PortVlan(), "t": PortVlan("trunk", 1, None), "mon": PortVlan()}
+    sw = SwitchModel(ports, mirrors=[MirrorSession("mon", ingress=frozenset({"vm1"}), egress=frozenset({"t"}))])
+    flood = sw.process("vm1", eth(BCAST, A))
+    assert set(flood.egress) == {"vm2", "t"}, "the monitor port is never flooded to"
+    assert flood.mirrored == [("mon", eth(BCAST, A)), ("mon", eth(BCAST, A))]    # ingress vm1, egress t
+    tagged_drop = sw.process("vm1", eth(BCAST, A, vid=5))
+    assert tagged_drop.drop is SwitchDrop.TAGGED_ON_ACCESS
+    assert tagged_drop.mirrored == [("mon", eth(BCAST, A, vid=5))], "ingress copies are as received, dropped or not"
+    assert sw.process("vm2", eth(BCAST, B)).mirrored == [("mon", eth(BCAST, B))]   # only its egress on t
+    assert sw.process("mon", eth(BCAST, C)).egress == {} and ("mon", 1, C, False) not in sw.mac_table()
+    assert sw.run([("vm2", eth(A, B))])["mon"] == [], "unicast to vm1 leaves through no mirrored port"
+    with pytest.raises(ValueError):
+        SwitchModel(ports, mirrors=[MirrorSession("mon", ingress=frozenset({"mon"}))])
