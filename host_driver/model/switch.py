@@ -6,9 +6,9 @@ NORMAL pipeline (tests/switch/test_switch_vs_ovs.py). One frame at a time, in ar
 1. **Ingress VLAN.** An access port puts untagged frames (and priority-tagged ones, VID 0) into
    its VLAN and drops 802.1Q-tagged ones (``tagged_on_access``). A trunk puts untagged frames into
    its native VLAN (dropped with ``no_native_vlan`` if it has none) and tagged frames into their
-   VID if it carries it (``vlan_not_member`` otherwise). Only 0x8100 is a VLAN tag here: a frame
-   whose outer tag is 802.1ad (0x88a8) is a customer's QinQ frame and passes as untagged
-   (:data:`SWITCH_TPIDS`).
+   VID if it carries it (``vlan_not_member`` otherwise). The outer tag, 802.1Q (0x8100) or 802.1ad
+   (0x88a8), is the VLAN tag, as in Open vSwitch; an inner tag is payload (QinQ passes through
+   trunks with its inner tag untouched) (:data:`SWITCH_TPIDS`).
 2. **Reserved group addresses** 01:80:c2:00:00:00-0f (STP, LACP, LLDP...) are never forwarded
    (``reserved``), as IEEE 802.1D says and OVS does by default.
 3. **Learning** of (VLAN, source MAC) on the ingress port, unless the source is a group address:
@@ -46,9 +46,9 @@ __all__ = ["PortVlan", "SwitchDrop", "MacEntry", "MacTable", "SwitchModel", "Swi
 
 log = logging.getLogger(__name__)
 
-#: TPIDs the switch classifies by. 802.1ad S-tagged (0x88a8) frames are not in a VLAN of ours:
-#: they pass through as untagged frames of the port's VLAN, tags and all (QinQ pass-through).
-SWITCH_TPIDS = (0x8100,)
+#: TPIDs the switch classifies by: the outer tag, 802.1Q or 802.1ad, is the frame's VLAN (as in
+#: Open vSwitch); an inner tag travels untouched as payload (QinQ pass-through).
+SWITCH_TPIDS = (0x8100, 0x88A8)
 #: IEEE 802.1D reserved group addresses 01:80:c2:00:00:00 to 0f share these five bytes.
 RESERVED_PREFIX = bytes.fromhex("0180c20000")
 
@@ -434,8 +434,9 @@ class SwitchModel:
             if cfg.vlan is None:
                 return self._drop(in_port, SwitchDrop.NO_NATIVE_VLAN, None)
             vlan = cfg.vlan
+        tpid = 0x8100
         if tag is not None:
-            pcp_dei = tag[0] & 0xF000
+            pcp_dei, tpid = tag[0] & 0xF000, tag[1]
             inner = frame[:12] + frame[16:]       # the untagged frame (priority tags removed too)
         else:
             inner = frame
@@ -467,7 +468,7 @@ class SwitchModel:
         else:
             out_ports, flooded = [known], False
         out_ports = [p for p in out_ports if p not in self.blocked]
-        egress = {p: self._egress_frame(p, vlan, pcp_dei, inner) for p in out_ports}
+        egress = {p: self._egress_frame(p, vlan, tpid, pcp_dei, inner) for p in out_ports}
         return SwitchResult(vlan, egress, None, flooded)
 
     def _flood(self, in_port: str, vlan: int) -> list[str]:
@@ -482,11 +483,11 @@ class SwitchModel:
             copies += [(m.to, data) for q, data in egress.items() if q in m.egress]
         return copies
 
-    def _egress_frame(self, port: str, vlan: int, pcp_dei: int, inner: bytes) -> bytes:
+    def _egress_frame(self, port: str, vlan: int, tpid: int, pcp_dei: int, inner: bytes) -> bytes:
         cfg = self.ports[port]
         if cfg.mode == "access" or vlan == cfg.vlan:
             return inner
-        tag = (0x8100).to_bytes(2, "big") + (pcp_dei | vlan).to_bytes(2, "big")
+        tag = tpid.to_bytes(2, "big") + (pcp_dei | vlan).to_bytes(2, "big")
         return inner[:12] + tag + inner[12:]
 
     def add_static(self, vlan: int, mac: str | bytes, port: str) -> None:

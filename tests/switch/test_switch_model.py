@@ -83,11 +83,14 @@ def test_ingress_vlan_rules():
     assert sw.drops[("p1", SwitchDrop.TAGGED_ON_ACCESS)] == 1
 
 
-def test_qinq_passes_as_untagged_with_its_tags():
-    sw = switch(p1=PortVlan("access", 1), t=PortVlan("trunk", 1, None))
+def test_qinq_switched_by_its_outer_tag():
+    """An 802.1ad frame is in the VLAN of its outer tag (as in OVS) and keeps that tag's TPID
+    between trunks; its inner tag is payload."""
+    sw = switch(p1=PortVlan("access", 1), t=PortVlan("trunk", 1, None), t2=PortVlan("trunk", None, frozenset({100})))
     qinq = eth(BCAST, A, vid=100, tpid=0x88A8)
-    res = sw.process("p1", qinq)
-    assert res.vlan == 1 and res.egress == {"t": qinq}
+    res = sw.process("t", qinq)
+    assert res.vlan == 100 and res.egress == {"t2": qinq}
+    assert sw.process("p1", qinq).drop is SwitchDrop.TAGGED_ON_ACCESS
 
 
 @pytest.mark.parametrize("last", [0x00, 0x02, 0x0E, 0x0F])
