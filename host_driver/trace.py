@@ -7,6 +7,7 @@ The simulator reads the parser's record port as a raw integer and converts it wi
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Iterable
@@ -44,11 +45,15 @@ def meta_to_bits(meta: dict) -> int:
     return out
 
 
+# Caches: a long run formats the same few thousand addresses millions of times (trace.jsonl of a
+# million-frame run spent most of its time here).
+@functools.lru_cache(maxsize=1 << 16)
 def format_mac(value: int) -> str:
     """48-bit integer as ``aa:bb:cc:dd:ee:ff``."""
     return ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def format_ip(value: int, l3_type: int) -> str:
     """Address field as dotted IPv4 (IPv4, ARP) or compressed IPv6."""
     if L3Type(l3_type) is L3Type.IPV6:
@@ -58,7 +63,12 @@ def format_ip(value: int, l3_type: int) -> str:
 
 def malformed_labels(mask: int) -> list[str]:
     """Reason labels of a malformed bit mask, in bit order."""
-    return [r.label for r in MalformedReason if mask >> r & 1]
+    return list(_malformed_labels(mask))
+
+
+@functools.lru_cache(maxsize=1024)
+def _malformed_labels(mask: int) -> tuple[str, ...]:
+    return tuple(r.label for r in MalformedReason if mask >> r & 1)
 
 
 def _label(enum_cls, value):
