@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 
 import pytest
@@ -204,6 +205,50 @@ def test_settings_ovs_would_clamp_are_refused(tmp_path):
         OvsSwitch(tmp_path / "ovs", PORTS, mac_table_size=2)
     with pytest.raises(ValueError, match=r"mac_aging_s must be 15..3600 \(OVS's range\), not 5"):
         OvsSwitch(tmp_path / "ovs", PORTS, mac_aging_s=5)
+
+
+def learning_switch(frames, ports):
+    """Expected egress of a plain learning switch with every port in one VLAN (a naive model)."""
+    table, egress = {}, {p: [] for p in ports}
+    for port, f in frames:
+        dst, src = f[0:6], f[6:12]
+        if not src[0] & 1:
+            table[src] = port
+        if dst[0] & 1 or dst not in table:
+            targets = [p for p in ports if p != port]
+        else:
+            targets = [] if table[dst] == port else [table[dst]]   # learned on its own ingress: dropped
+        for p in targets:
+            egress[p].append(f)
+    return egress
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_sequence_matches_a_learning_switch(tmp_path, seed):
+    # Frame-for-frame and in order: the harness keeps OVS's one-frame-at-a-time semantics.
+    rng = random.Random(seed)
+    ports = ["vm1", "vm2", "vm3", "vm4"]
+    pool = {p: [f"02:00:00:00:{i:02x}:{j:02x}" for j in range(3)] for i, p in enumerate(ports)}
+    everyone = [m for macs in pool.values() for m in macs] + ["02:ff:00:00:00:01", BROADCAST, "01:00:5e:00:00:07"]
+    frames = []
+    for n in range(300):
+        port = rng.choice(ports)
+        f = frame(rng.choice(everyone), rng.choice(pool[port]), size=rng.choice((60, 64, 128)))
+        frames.append((port, f[:-2] + n.to_bytes(2, "big")))        # a sequence number: order is checked
+    with OvsSwitch(tmp_path / "ovs", [OvsPort(p) for p in ports]) as sw:
+        sw.send_all(frames)
+        assert sw.egress() == learning_switch(frames, ports)
+        learned = {(port, mac(m)) for port, macs in pool.items() for m in macs
+                   if any(p == port and f[6:12] == mac(m) for p, f in frames)}
+        assert {(port, mac(m)) for port, vlan, m in sw.fdb()} == learned
+
+
+def test_deep_work_directory(tmp_path):
+    # A unix socket path holds 108 bytes; the harness reaches a deeper one through its directory.
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "ovs"
+    with OvsSwitch(deep, PORTS[1:3]) as sw:
+        sw.send("vm1", frame(B, A))
+        assert sw.egress() == {"vm1": [], "vm2": [frame(B, A)]}
 
 
 def test_send_rate(switch, caplog):
