@@ -200,6 +200,19 @@ def test_full_mac_table_evicts_from_the_port_with_most_entries(tmp_path):
     assert table == sorted([("vm1", 1, m) for m in on_vm1[1:]] + [("vm2", 1, m) for m in on_vm2])
 
 
+@pytest.mark.slow
+def test_mac_entries_age_out(tmp_path):
+    # 15 s is OVS's shortest aging time; a refreshed entry lives on, an idle one goes.
+    with OvsSwitch(tmp_path / "ovs", PORTS, mac_aging_s=15) as sw:
+        sw.send_all([("vm1", frame(BROADCAST, A)), ("vm2", frame(BROADCAST, B))])
+        time.sleep(10)
+        sw.send("vm2", frame(BROADCAST, B))
+        time.sleep(7)
+        assert sw.fdb() == [("vm2", 1, B)]
+        sw.send("vm1", frame(B, A))                       # B still known: goes to vm2 only
+        assert sw.egress()["vm2"][-1] == frame(B, A) and sw.egress()["phy0"][-1] != frame(B, A)
+
+
 def test_settings_ovs_would_clamp_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"mac_table_size must be 10..1000000 \(OVS's range\), not 2"):
         OvsSwitch(tmp_path / "ovs", PORTS, mac_table_size=2)
