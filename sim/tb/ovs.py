@@ -36,7 +36,7 @@ How one frame is handled (:meth:`OvsSwitch.send`), and why:
   is 1500).
 
 Speed, measured on the 2-core machine shared with other jobs (``test_send_rate`` in
-tests/switch/test_ovs_reference.py, 500 frames): 2,000-2,700 frames/s through
+tests/switch/test_ovs_reference.py, 500 frames): 2,000-3,200 frames/s through
 :meth:`OvsSwitch.send` (the same three commands as ``ovs-appctl`` processes: 116 frames/s); start-up of
 both daemons and the bridge about 0.1 s. :meth:`OvsSwitch.send_all` sends one frame at a time:
 several frames in one ``receive`` would share datapath passes (per-port polling, flows cached
