@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # Icarus Verilog comes from the distribution (the second simulator the suite runs); so do the
-# lz4 headers Verilator's FST waveform writer compiles against (without them: VCD, with a warning).
+# lz4 headers Verilator's FST waveform writer compiles against (without them: VCD, with a warning),
+# and Open vSwitch, the reference switch (sim/tb/ovs.py; without it only those tests skip). On a
+# machine with systemd the package also enables the system's OVS service; the tests never use it.
 iverilog:
 	@command -v iverilog >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -36,6 +38,11 @@ iverilog:
 	@[ -e /usr/include/lz4.h ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get install -y -q liblz4-dev >/dev/null 2>&1; } || \
 	  echo "note: liblz4-dev missing; Verilator waveforms will be VCD instead of FST" >&2
+	@command -v ovs-vswitchd >/dev/null || [ -x /usr/sbin/ovs-vswitchd ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  echo "installing openvswitch-switch with apt-get" && \
+	  { apt-get install -y -q openvswitch-switch >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openvswitch-switch >/dev/null 2>&1; }; }; } || \
+	  echo "note: Open vSwitch not installed (apt-get install openvswitch-switch); the OVS reference tests will skip" >&2
 
 setup: $(STAMP) iverilog
 
