@@ -10,7 +10,8 @@ NORMAL pipeline (tests/switch/test_switch_vs_ovs.py). One frame at a time, in ar
    (0x88a8), is the VLAN tag, as in Open vSwitch; an inner tag is payload (QinQ passes through
    trunks with its inner tag untouched) (:data:`SWITCH_TPIDS`).
 2. **Reserved group addresses** 01:80:c2:00:00:00-0f (STP, LACP, LLDP...) are never forwarded
-   (``reserved``), as IEEE 802.1D says and OVS does by default.
+   (``reserved``), as IEEE 802.1D says, nor is Cisco's 01:00:0c:cc:cc:cc (CDP, VTP, DTP): OVS
+   drops both by default, without learning their source.
 3. **Learning** of (VLAN, source MAC) on the ingress port, unless the source is a group address:
    a hashed, set-associative table (:class:`MacTable`), entries aged out after ``aging`` time
    units, static entries that learning never moves, a per-port limit (port security). A full set
@@ -39,7 +40,8 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["PortVlan", "SwitchDrop", "MacEntry", "MacTable", "SwitchModel", "SwitchResult", "mac_hash",
+__all__ = ["CISCO_RESERVED", "PortVlan", "SwitchDrop", "MacEntry", "MacTable", "SwitchModel", "SwitchResult",
+           "mac_hash",
            "StormLimit", "StormClass", "LoopGuard", "SwitchEvent", "FlightRecorder",
            "MirrorSession",
            "SWITCH_TPIDS", "RESERVED_PREFIX", "format_mac", "parse_mac"]
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 SWITCH_TPIDS = (0x8100, 0x88A8)
 #: IEEE 802.1D reserved group addresses 01:80:c2:00:00:00 to 0f share these five bytes.
 RESERVED_PREFIX = bytes.fromhex("0180c20000")
+#: Cisco's CDP/VTP/DTP address, which Open vSwitch does not forward either.
+CISCO_RESERVED = bytes.fromhex("01000ccccccc")
 
 
 def format_mac(mac: bytes | int) -> str:
@@ -441,7 +445,7 @@ class SwitchModel:
         else:
             inner = frame
         dst, src = inner[0:6], inner[6:12]
-        if dst[:5] == RESERVED_PREFIX and dst[5] <= 0x0F:
+        if dst[:5] == RESERVED_PREFIX and dst[5] <= 0x0F or dst == CISCO_RESERVED:
             return self._drop(in_port, SwitchDrop.RESERVED, vlan)
         if not src[0] & 1:
             learned = self.table.learn(vlan, src, in_port, now)

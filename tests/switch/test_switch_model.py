@@ -99,6 +99,8 @@ def test_reserved_group_addresses_are_not_forwarded(last):
     res = sw.process("p1", eth(f"01:80:c2:00:00:{last:02x}", A))
     assert res.egress == {} and res.drop is SwitchDrop.RESERVED
     assert sw.process("p1", eth("01:80:c2:00:00:10", A)).flooded   # just outside the range
+    assert sw.process("p1", eth("01:00:0c:cc:cc:cc", B)).drop is SwitchDrop.RESERVED   # Cisco CDP/VTP
+    assert sw.mac_table() == [("p1", 1, A, False)], "the source of a reserved frame is not learned"
 
 
 def test_aging():
