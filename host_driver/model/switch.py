@@ -27,7 +27,7 @@ NORMAL pipeline (tests/switch/test_switch_vs_ovs.py). One frame at a time, in ar
    Loops and storms are :class:`SwitchEvent` s, reported once per episode, and freeze the
    :class:`FlightRecorder` (the last frames' records, the triggering one last).
 7. **Mirroring** (:class:`MirrorSession`): copies of what chosen ports receive and send go to a
-   monitor port, which carries nothing else.
+   monitor port, which carries nothing else, as Open vSwitch's mirrors do.
 6. **Egress tagging.** Access ports and a trunk's native VLAN send untagged; other VLANs leave a
    trunk with an 802.1Q tag (the ingress tag's PCP and DEI kept, 0 for untagged ingress).
 """
@@ -286,9 +286,12 @@ class LoopGuard:
 
 @dataclass(frozen=True)
 class MirrorSession:
-    """SPAN: a copy of every frame received on an ``ingress`` port (as it arrived, forwarded or
-    dropped) and of every frame sent out of an ``egress`` port (as it left) goes to ``to``. The
-    destination port takes no other traffic: it is not flooded to and learns nothing."""
+    """SPAN, as Open vSwitch's ``Mirror`` does it: a frame received on an ``ingress`` port and
+    admitted into a VLAN (forwarded or not: reserved and same-port frames too, but not one the
+    ingress VLAN rules drop), or sent out of an ``egress`` port, is copied once to ``to``,
+    formatted as if forwarded there (that port's tagging for the frame's VLAN, whichever VLANs it
+    carries; a copy taken where the frame left untagged has PCP 0). The destination port takes
+    no other traffic: it is not flooded to and learns nothing."""
     to: str
     ingress: frozenset[str] = frozenset()
     egress: frozenset[str] = frozenset()
@@ -336,6 +339,8 @@ class SwitchResult:
     flooded: bool = False
     #: Mirror copies, (destination port, bytes), in the order they leave.
     mirrored: list[tuple[str, bytes]] = field(default_factory=list)
+    #: (VLAN, TPID, PCP and DEI bits, untagged frame) once the frame was admitted into a VLAN.
+    admitted: tuple[int, int, int, bytes] | None = None
 
 
 def _outer_tag(frame: bytes) -> tuple[int, int] | None:
@@ -378,9 +383,9 @@ class SwitchModel:
         self._freeze: SwitchEvent | None = None
         self.drops: dict[tuple[str, SwitchDrop], int] = {}
 
-    def _drop(self, port: str, why: SwitchDrop, vlan: int | None) -> SwitchResult:
+    def _drop(self, port: str, why: SwitchDrop, vlan: int | None, admitted=None) -> SwitchResult:
         self.drops[port, why] = self.drops.get((port, why), 0) + 1
-        return SwitchResult(vlan, {}, why)
+        return SwitchResult(vlan, {}, why, admitted=admitted)
 
     def _event(self, event: SwitchEvent) -> None:
         # Reported once, when a port enters the state: a storm until its bucket admits a frame
@@ -410,7 +415,7 @@ class SwitchModel:
             return SwitchResult(None, {})
         res = self._switch(in_port, frame, now)
         if self.mirrors:
-            res.mirrored = self._mirror(in_port, frame, res.egress)
+            res.mirrored = self._mirror(in_port, res)
         self.recorder.record({"time": now, "in_port": in_port, "length": len(frame), "vlan": res.vlan,
                               "dst": format_mac(frame[0:6]) if len(frame) >= 6 else None,
                               "src": format_mac(frame[6:12]) if len(frame) >= 12 else None,
@@ -444,9 +449,10 @@ class SwitchModel:
             inner = frame[:12] + frame[16:]       # the untagged frame (priority tags removed too)
         else:
             inner = frame
+        admitted = (vlan, tpid, pcp_dei, inner)
         dst, src = inner[0:6], inner[6:12]
         if dst[:5] == RESERVED_PREFIX and dst[5] <= 0x0F or dst == CISCO_RESERVED:
-            return self._drop(in_port, SwitchDrop.RESERVED, vlan)
+            return self._drop(in_port, SwitchDrop.RESERVED, vlan, admitted)
         if not src[0] & 1:
             learned = self.table.learn(vlan, src, in_port, now)
             if learned == "moved" and self.loop_guard is not None and self.loop_guard.mac_moved(in_port, now):
@@ -464,27 +470,37 @@ class SwitchModel:
             if limit is not None:
                 if not limit.admit(len(frame), now):
                     self._event(SwitchEvent(now, "storm", in_port, cls.value))
-                    return self._drop(in_port, _STORM_DROP[cls], vlan)
+                    return self._drop(in_port, _STORM_DROP[cls], vlan, admitted)
                 self._active.discard(("storm", in_port, cls.value))
             out_ports, flooded = self._flood(in_port, vlan), True
         elif known == in_port:
-            return self._drop(in_port, SwitchDrop.SAME_PORT, vlan)
+            return self._drop(in_port, SwitchDrop.SAME_PORT, vlan, admitted)
         else:
             out_ports, flooded = [known], False
         out_ports = [p for p in out_ports if p not in self.blocked]
         egress = {p: self._egress_frame(p, vlan, tpid, pcp_dei, inner) for p in out_ports}
-        return SwitchResult(vlan, egress, None, flooded)
+        return SwitchResult(vlan, egress, None, flooded, admitted=admitted)
 
     def _flood(self, in_port: str, vlan: int) -> list[str]:
         return [p for p, cfg in self.ports.items()
                 if p != in_port and p not in self._mirror_ports and cfg.carries(vlan)]
 
-    def _mirror(self, in_port: str, frame: bytes, egress: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+    def _mirror(self, in_port: str, res: SwitchResult) -> list[tuple[str, bytes]]:
+        if res.admitted is None:
+            return []
+        vlan, tpid, pcp_dei, inner = res.admitted
         copies = []
         for m in self.mirrors:
             if in_port in m.ingress:
-                copies.append((m.to, frame))
-            copies += [(m.to, data) for q, data in egress.items() if q in m.egress]
+                copies.append((m.to, self._egress_frame(m.to, vlan, tpid, pcp_dei, inner)))
+                continue
+            sent = [q for q in res.egress if q in m.egress]
+            if sent:
+                # OVS copies the frame as it left the first selected port: a frame that left
+                # untagged has lost its priority, and the copy is tagged again with PCP 0.
+                cfg = self.ports[sent[0]]
+                untagged = cfg.mode == "access" or vlan == cfg.vlan
+                copies.append((m.to, self._egress_frame(m.to, vlan, tpid, 0 if untagged else pcp_dei, inner)))
         return copies
 
     def _egress_frame(self, port: str, vlan: int, tpid: int, pcp_dei: int, inner: bytes) -> bytes:

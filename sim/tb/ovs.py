@@ -64,7 +64,7 @@ from pathlib import Path
 from hdl.config import MAX_FRAME
 from sim.run.pcapio import read_pcap
 
-__all__ = ["OvsPort", "OvsSwitch", "OvsError", "ovs_unavailable", "OVS_SCHEMA"]
+__all__ = ["OvsPort", "OvsMirror", "OvsSwitch", "OvsError", "ovs_unavailable", "OVS_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,16 @@ class OvsPort:
 def _program(name: str) -> str | None:
     """Full path of an OVS program: on PATH, or in /usr/sbin (not on a Debian user's PATH)."""
     return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
+@dataclass(frozen=True)
+class OvsMirror:
+    """An OVS ``Mirror``: copies of the frames received on ``select_src`` ports and of those sent
+    out of ``select_dst`` ports go to ``to``, which then carries no other traffic."""
+
+    to: str
+    select_src: tuple[str, ...] = ()
+    select_dst: tuple[str, ...] = ()
 
 
 def ovs_unavailable() -> str | None:
@@ -226,12 +236,14 @@ class OvsSwitch:
         ``other_config:mac-table-size``, 10..1,000,000; ``None`` keeps OVS's default (8192).
         When the table is full, a new MAC evicts the least recently used entry of the port that
         has the most entries.
+    mirrors:
+        :class:`OvsMirror` sessions (SPAN), set up after the ports.
 
     Use it as a context manager, or call :meth:`close`: the two daemons run until then.
     """
 
     def __init__(self, workdir: Path, ports: Sequence[OvsPort], *, mac_aging_s: int = 300,
-                 mac_table_size: int | None = None):
+                 mac_table_size: int | None = None, mirrors: Sequence[OvsMirror] = ()):
         reason = ovs_unavailable()
         if reason:
             raise OvsError(reason)
@@ -247,6 +259,11 @@ class OvsSwitch:
             raise ValueError(f"mac_table_size must be 10..1000000 (OVS's range), not {mac_table_size!r}")
         self.workdir = Path(workdir).resolve()
         self.ports = tuple(ports)
+        self.mirrors = tuple(mirrors)
+        for m in self.mirrors:
+            unknown = {m.to, *m.select_src, *m.select_dst} - set(names)
+            if unknown:
+                raise ValueError(f"mirror to {m.to!r} names unknown ports {sorted(unknown)}")
         self._by_ofport = {str(i): p.name for i, p in enumerate(self.ports, start=1)}
         self._by_ofport["LOCAL"] = _BRIDGE
         self._rx_done = dict.fromkeys(names, 0)
@@ -322,6 +339,19 @@ class OvsSwitch:
                     "--", "set", "port", port.name, *port.ovs_settings()]
         # Without --no-wait, ovs-vsctl returns once ovs-vswitchd has applied the configuration.
         self._run(*cmd, log_file="ovs-vswitchd.log")
+        if self.mirrors:
+            cmd = ["ovs-vsctl", f"--db={db}", f"--timeout={_TIMEOUT_S:.0f}"]
+            for name in sorted({n for m in self.mirrors for n in (m.to, *m.select_src, *m.select_dst)}):
+                cmd += ["--", f"--id=@{name}", "get", "Port", name]
+            for k, m in enumerate(self.mirrors):
+                cmd += ["--", f"--id=@m{k}", "create", "Mirror", f"name=m{k}", f"output_port=@{m.to}"]
+                if m.select_src:
+                    cmd.append("select_src_port=[" + ",".join(f"@{n}" for n in m.select_src) + "]")
+                if m.select_dst:
+                    cmd.append("select_dst_port=[" + ",".join(f"@{n}" for n in m.select_dst) + "]")
+            cmd += ["--", "set", "Bridge", _BRIDGE,
+                    "mirrors=[" + ",".join(f"@m{k}" for k in range(len(self.mirrors))) + "]"]
+            self._run(*cmd, log_file="ovs-vswitchd.log")
         got = json.loads(self._run("ovs-vsctl", f"--db={db}", "--format=json", "--columns=name,ofport,mtu",
                                    "list", "Interface"))
         applied = {name: (ofport, mtu) for name, ofport, mtu in got["data"]}

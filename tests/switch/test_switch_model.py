@@ -241,17 +241,20 @@ def test_storm_event_once_per_episode():
 
 
 def test_mirror_sessions_copy_to_the_monitor_port_only():
+    """Copies of admitted frames, once per session, formatted for the monitor port (as OVS does)."""
     from host_driver.model.switch import MirrorSession
-    ports = {"vm1": PortVlan(), "vm2": PortVlan(), "t": PortVlan("trunk", 1, None), "mon": PortVlan()}
+    ports = {"vm1": PortVlan(), "vm2": PortVlan(), "vm3": PortVlan("access", 2), "t": PortVlan("trunk", 1, None),
+             "mon": PortVlan("trunk", 1, None)}
     sw = SwitchModel(ports, mirrors=[MirrorSession("mon", ingress=frozenset({"vm1"}), egress=frozenset({"t"}))])
     flood = sw.process("vm1", eth(BCAST, A))
     assert set(flood.egress) == {"vm2", "t"}, "the monitor port is never flooded to"
-    assert flood.mirrored == [("mon", eth(BCAST, A)), ("mon", eth(BCAST, A))]    # ingress vm1, egress t
-    tagged_drop = sw.process("vm1", eth(BCAST, A, vid=5))
-    assert tagged_drop.drop is SwitchDrop.TAGGED_ON_ACCESS
-    assert tagged_drop.mirrored == [("mon", eth(BCAST, A, vid=5))], "ingress copies are as received, dropped or not"
-    assert sw.process("vm2", eth(BCAST, B)).mirrored == [("mon", eth(BCAST, B))]   # only its egress on t
-    assert sw.process("mon", eth(BCAST, C)).egress == {} and ("mon", 1, C, False) not in sw.mac_table()
+    assert flood.mirrored == [("mon", eth(BCAST, A))], "received on vm1 and sent out of t: one copy"
+    assert sw.process("vm1", eth(BCAST, A, vid=5)).mirrored == [], "a frame the VLAN rules drop is not copied"
+    assert sw.process("vm1", eth("01:80:c2:00:00:00", A)).mirrored == [("mon", eth("01:80:c2:00:00:00", A))]
+    # a VLAN-2 frame leaving t is copied tagged: the monitor port is a trunk with native VLAN 1
+    assert sw.process("vm3", eth(BCAST, C)).mirrored == [("mon", eth(BCAST, C, vid=2))]
+    spy = "02:00:00:00:00:99"
+    assert sw.process("mon", eth(BCAST, spy)).egress == {} and all(m != spy for _, _, m, _ in sw.mac_table())
     assert sw.run([("vm2", eth(A, B))])["mon"] == [], "unicast to vm1 leaves through no mirrored port"
     with pytest.raises(ValueError):
         SwitchModel(ports, mirrors=[MirrorSession("mon", ingress=frozenset({"mon"}))])

@@ -118,3 +118,23 @@ def test_sequences_cover_every_case():
             kinds.add("qinq")
     assert kinds >= {"bcast", "reserved", "mcast", "unicast", "prio", "tag-trunk", "tag-access", "qinq"}
     assert format_mac(_mac(0, 1)) == "02:00:00:00:01:01"
+
+
+def test_mirror_as_ovs_does(ovs_unavailable_reason, tmp_path):
+    """A mirror session (received on vm1 and phy0, sent out of vm3 and up2) to a monitor trunk:
+    the copies, their tags and their order equal OVS's."""
+    if ovs_unavailable_reason:
+        pytest.skip(ovs_unavailable_reason)
+    from host_driver.model.switch import MirrorSession
+    from sim.tb.ovs import OvsMirror, OvsPort, OvsSwitch
+    ports = {**PORTS, "mon": PortVlan("trunk", 1, None)}
+    frames = random_frames(4, 160) + [("mon", bytes.fromhex("ffffffffffff020000000099") + b"\x08\x00" + bytes(46))]
+    model = SwitchModel(ports, mirrors=[MirrorSession("mon", frozenset({"vm1", "phy0"}), frozenset({"vm3", "up2"}))])
+    want = model.run(frames)
+    ovs_ports = _ovs_ports() + [OvsPort("mon", "trunk", 1)]
+    with OvsSwitch(tmp_path / "ovs", ovs_ports, mirrors=[OvsMirror("mon", ("vm1", "phy0"), ("vm3", "up2"))]) as ovs:
+        ovs.send_all(frames)
+        got = ovs.egress()
+    assert len(want["mon"]) > 40, "the session must copy plenty, or little is compared"
+    for port in ports:
+        assert got[port] == want[port], f"{port}: OVS sent {len(got[port])} frames, model {len(want[port])}"
