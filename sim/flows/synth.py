@@ -95,6 +95,11 @@ def _buffer(cfg):
     return PacketBuffer(cfg)
 
 
+def _tag_edit(cfg):
+    from hdl.switch.tag_edit import TagEdit
+    return TagEdit(cfg.data_width)
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -109,6 +114,7 @@ BLOCKS = {
     "forwarder": _forwarder,
     "packet_buffer": _buffer,
     "csr": _CsrHarness,
+    "tag_edit": _tag_edit,
     "nic_top": _top,
 }
 

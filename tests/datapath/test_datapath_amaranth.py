@@ -6,6 +6,7 @@ import random
 import pytest
 from amaranth.hdl import Signal
 from amaranth.sim import Simulator
+from conftest import collect_frames, frame_beats, send_frames
 
 from hdl.config import NicConfig
 from hdl.datapath.arbiter import PacketArbiter
@@ -14,49 +15,6 @@ from hdl.datapath.forward import Forwarder
 from hdl.lib.ram import BeatFifo, CompactBeatFifo
 from hdl.lib.skid import RegisterSlice
 from hdl.packet.meta import DropReason, MalformedReason, Verdict
-
-
-def frame_beats(frame: bytes, bpb: int):
-    """Split a frame into (tdata, tkeep, tlast) beats, first byte in the low bits."""
-    beats = []
-    for off in range(0, max(len(frame), 1), bpb):
-        chunk = frame[off:off + bpb]
-        beats.append((int.from_bytes(chunk, "little"), (1 << len(chunk)) - 1, off + bpb >= len(frame)))
-    return beats
-
-
-async def send_frames(ctx, port, frames, bpb, rng, idle=0.0, user=lambda i: 0):
-    for n, frame in enumerate(frames):
-        for data, keep, last in frame_beats(frame, bpb):
-            while idle and rng.random() < idle:
-                ctx.set(port.tvalid, 0)
-                await ctx.tick()
-            ctx.set(port.tdata, data)
-            ctx.set(port.tkeep, keep)
-            ctx.set(port.tlast, last)
-            ctx.set(port.tuser, user(n))
-            ctx.set(port.tvalid, 1)
-            await ctx.tick().until(port.tready)
-        ctx.set(port.tvalid, 0)
-
-
-async def collect_frames(ctx, port, count, bpb, rng, stall=0.0, with_user=False, timeout=200000):
-    frames, cur = [], b""
-    for _ in range(timeout):
-        ready = not (stall and rng.random() < stall)
-        ctx.set(port.tready, ready)
-        _, _, valid, data, keep, last, user = await ctx.tick().sample(
-            port.tvalid, port.tdata, port.tkeep, port.tlast, port.tuser)
-        if ready and valid:
-            n = bin(keep).count("1")
-            assert keep == (1 << n) - 1, "tkeep must be contiguous"
-            cur += data.to_bytes(bpb, "little")[:n]
-            if last:
-                frames.append((cur, user) if with_user else cur)
-                cur = b""
-                if len(frames) == count:
-                    return frames
-    raise AssertionError(f"timed out with {len(frames)} of {count} frames")
 
 
 def random_frames(rng, count, max_len=300):

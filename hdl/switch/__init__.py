@@ -1,0 +1,1 @@
+"""The NIC-resident switch fabric (docs/switch.md): its blocks, one module each."""

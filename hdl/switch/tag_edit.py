@@ -1,0 +1,210 @@
+"""VLAN tag editing on a port's egress: insert, strip or rewrite the 4 bytes after the MAC addresses.
+
+A frame stored once in the shared buffer leaves each port with that port's tagging (docs/switch.md,
+"Egress tagging"): a trunk adds the tag of a VLAN it does not send native, an access port or a
+native VLAN strips it, a priority-tagged frame leaving a trunk tagged gets its VID written. One
+:class:`TagEdit` per egress port does that per frame, streaming, with no frame buffer.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.lib.stream import AXIStreamSignature
+
+__all__ = ["TagOp", "TagEdit", "TAG_OFFSET", "TAG_BYTES", "EDIT_LAYOUT"]
+
+#: Where a VLAN tag sits: after the destination and source MAC addresses.
+TAG_OFFSET = 12
+TAG_BYTES = 4
+
+
+class TagOp(enum.Enum, shape=2):
+    """What :class:`TagEdit` does to one frame."""
+    KEEP = 0       # unchanged
+    INSERT = 1     # 4 bytes more: ``tag`` after the MACs
+    STRIP = 2      # 4 bytes fewer: bytes 12-15 removed (what a shorter frame has of them)
+    REWRITE = 3    # bytes 12-15 become ``tag`` (what a shorter frame has of them)
+
+
+#: The per-frame command: the operation and the tag, TPID then TCI, in wire order (``tag`` bits
+#: 31-24 are byte 12 on the wire).
+EDIT_LAYOUT = data.StructLayout({"op": TagOp, "tag": 32})
+
+
+class TagEdit(wiring.Component):
+    """Applies one :class:`TagOp` per frame to an AXI-Stream.
+
+    ``edit`` is taken ahead of its frame (two are held: the current frame's and the next one's;
+    a frame's first beat waits for its edit). One beat per cycle,
+    except that a frame which grows past its last beat (insert) or whose last beat cannot be
+    sent before the next beat is seen (strip) takes one cycle more. A strip delays every beat by
+    one (it needs 4 bytes of the following beat). Output is registered; ``s_axis.tready`` follows
+    ``m_axis.tready`` combinationally.
+
+    Members
+    -------
+    edit: In(stream.Signature(EDIT_LAYOUT))
+    s_axis: In(AXIStreamSignature(data_width, user_width))
+    m_axis: Out(AXIStreamSignature(data_width, user_width))
+    """
+
+    def __init__(self, data_width: int, user_width: int = 1):
+        if data_width % 8 or data_width // 8 < 2 * TAG_BYTES:
+            raise ValueError(f"TagEdit needs at least {2 * TAG_BYTES} bytes per beat, not a {data_width}-bit bus")
+        self.bytes_per_beat = data_width // 8
+        sig = AXIStreamSignature(data_width, user_width)
+        super().__init__({"edit": In(stream.Signature(EDIT_LAYOUT)), "s_axis": In(sig), "m_axis": Out(sig)})
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self.bytes_per_beat
+        split = TAG_OFFSET // nb            # the beat holding byte 12
+        at = TAG_OFFSET - split * nb        # byte 12's lane in it
+        s, o = self.s_axis, self.m_axis
+        tb = TAG_BYTES
+
+        def lanes(sig):
+            return [sig[8 * i:8 * i + 8] for i in range(nb)]
+
+        # Two edit registers, the current frame's and the next one's, so that every decision reads a
+        # flip-flop (not the edit port) and the next frame's edit is there when its first beat is.
+        op, tag, cur_valid = Signal(TagOp), Signal(32), Signal()
+        nxt_op, nxt_tag, nxt_valid = Signal(TagOp), Signal(32), Signal()
+        m.d.comb += self.edit.ready.eq(~nxt_valid)
+        with m.If(self.edit.valid & ~nxt_valid):
+            m.d.sync += [nxt_op.eq(self.edit.payload.op), nxt_tag.eq(self.edit.payload.tag), nxt_valid.eq(1)]
+        with m.If(~cur_valid & nxt_valid):
+            m.d.sync += [op.eq(nxt_op), tag.eq(nxt_tag), cur_valid.eq(1), nxt_valid.eq(0)]
+        tag_lanes = [tag[24 - 8 * i:32 - 8 * i] for i in range(tb)]
+
+        # Input beats taken in this frame, saturating past the split beat: insert and rewrite look at
+        # the incoming beat (index ``beat``), strip at the held one (index ``beat - 1``).
+        beat = Signal(range(split + 3))
+        # Registered comparisons of ``beat`` with the split beat (one LUT level less in front of the
+        # output multiplexers): incoming beat before / at it, held beat before / at it.
+        in_lt, in_eq = Signal(init=split > 0), Signal(init=split == 0)
+        h_lt, h_eq = Signal(init=True), Signal()
+
+        def set_beat(value):
+            m.d.sync += [beat.eq(value), in_lt.eq(value < split), in_eq.eq(value == split),
+                         h_lt.eq(value < split + 1), h_eq.eq(value == split + 1)]
+        carry = Signal(8 * tb)            # insert: the last 4 bytes of the previous input beat
+        carry_keep = Signal(tb)
+        carry_user = Signal.like(s.tuser)
+        held = Signal.like(s.tdata)       # strip: the beat waiting for 4 bytes of the next one
+        held_keep = Signal.like(s.tkeep)
+        held_user = Signal.like(s.tuser)
+        held_valid = Signal()
+        flush = Signal()                  # one more output beat, no input taken
+
+        out_free = ~o.tvalid | o.tready
+        x, xk = lanes(s.tdata), [s.tkeep[i] for i in range(nb)]
+
+        def at_most(n):
+            # A packed beat holds at most n bytes when lane n is not kept (no adder tree).
+            return ~xk[n]
+
+        # The output registers load whenever they are free, whether or not a beat is emitted: their
+        # enable is then `out_free` (one LUT from a flip-flop and tready), not the decode of what
+        # this cycle does, which at W=512 must reach a thousand flip-flops.
+        nxt = {f: Signal.like(getattr(o, f), name=f"next_{f}")
+               for f in ("tdata", "tkeep", "tlast", "tuser", "tvalid")}
+        with m.If(out_free):
+            m.d.sync += [getattr(o, f).eq(v) for f, v in nxt.items()]
+
+        def emit(data_lanes, keep_bits, last, user):
+            m.d.comb += [nxt["tdata"].eq(Cat(*data_lanes)), nxt["tkeep"].eq(Cat(*keep_bits)),
+                         nxt["tlast"].eq(last), nxt["tuser"].eq(Mux(last, user, 0))]
+
+        take = Signal()
+        m.d.comb += [s.tready.eq(out_free & ~flush & cur_valid), take.eq(s.tvalid & s.tready)]
+        with m.If(take):
+            set_beat(Mux(beat == split + 2, beat, beat + 1))
+
+        zero, one, nil = Const(0, 8), Const(1, 1), Const(0, 1)
+        # -- insert: output from the incoming beat and the carry ------------------------------------
+        carry_lanes = [carry[8 * i:8 * i + 8] for i in range(tb)]
+        ins_at = ([x[i] if i < at else tag_lanes[i - at] if i < at + tb else x[i - tb] for i in range(nb)],
+                  [xk[i] if i < at else one if i < at + tb else xk[i - tb] for i in range(nb)])
+        ins_after = ([carry_lanes[i] if i < tb else x[i - tb] for i in range(nb)],
+                     [carry_keep[i] if i < tb else xk[i - tb] for i in range(nb)])
+        spill_keep = Cat(*xk[nb - tb:])
+        ins_short = in_lt | (in_eq & s.tlast & at_most(at))
+        ins_spills = s.tlast & spill_keep.any() & ~ins_short
+        # -- strip: output from the held beat A and 4 bytes of the next beat N -----------------------
+        a, ak = lanes(held), [held_keep[i] for i in range(nb)]
+        def emit_strip(n_lanes, n_keep, last, user):
+            with m.If(h_lt):
+                emit(a, ak, last, user)
+            with m.Elif(h_eq):
+                emit([a[i] if i < at else a[i + tb] if i < nb - tb else n_lanes[i - (nb - tb)] for i in range(nb)],
+                     [ak[i] if i < at else ak[i + tb] if i < nb - tb else n_keep[i - (nb - tb)] for i in range(nb)],
+                     last, user)
+            with m.Else():
+                emit([a[i + tb] if i < nb - tb else n_lanes[i - (nb - tb)] for i in range(nb)],
+                     [ak[i + tb] if i < nb - tb else n_keep[i - (nb - tb)] for i in range(nb)], last, user)
+
+        # N completes the output beat (and the frame) when it is the last and all its bytes fit in
+        # the 4 lanes the shift takes from it; an A before the split takes none of N.
+        n_consumed = held_valid & s.tlast & at_most(tb) & ~h_lt
+
+        # What the next output beat holds depends on registered state only (flush, op, beat): the
+        # data registers never wait for the handshake decode. Whether a beat goes out, and how the
+        # state moves on, depend on the handshake.
+        with m.If(flush):
+            with m.If(op == TagOp.INSERT):
+                emit(carry_lanes + [zero] * (nb - tb), [carry_keep[i] for i in range(tb)] + [nil] * (nb - tb),
+                     1, carry_user)
+            with m.Else():
+                emit_strip([zero] * tb, [nil] * tb, 1, held_user)
+        with m.Else():
+            with m.Switch(op):
+                with m.Case(TagOp.KEEP):
+                    emit(x, xk, s.tlast, s.tuser)
+                with m.Case(TagOp.REWRITE):
+                    with m.If(in_eq):
+                        emit([tag_lanes[i - at] if at <= i < at + tb else x[i] for i in range(nb)], xk,
+                             s.tlast, s.tuser)
+                    with m.Else():
+                        emit(x, xk, s.tlast, s.tuser)
+                with m.Case(TagOp.INSERT):
+                    # A frame that ends before byte 12 has nowhere to take a tag: it passes as it is.
+                    # Its bytes are where ins_at has them, so only tkeep depends on the input here.
+                    short_here = s.tlast & at_most(at)
+                    with m.If(in_lt):
+                        emit(x, xk, s.tlast, s.tuser)
+                    with m.Elif(in_eq):
+                        emit(ins_at[0], [Mux(short_here, xk[i], ins_at[1][i]) for i in range(nb)],
+                             s.tlast & ~ins_spills, s.tuser)
+                    with m.Else():
+                        emit(*ins_after, s.tlast & ~ins_spills, s.tuser)
+                with m.Case(TagOp.STRIP):
+                    emit_strip(x[:tb], xk[:tb], n_consumed, s.tuser)
+
+        ends = Signal()                   # the frame's last output beat goes out this cycle
+        starts_flush = Signal()
+        strip_waits = (op == TagOp.STRIP) & ~held_valid   # the first beat of a strip only fills `held`
+        m.d.comb += nxt["tvalid"].eq(Mux(flush, 1, take & ~strip_waits))
+        with m.If(flush):
+            m.d.comb += ends.eq(out_free)
+        with m.Elif(take):
+            with m.Switch(op):
+                with m.Case(TagOp.KEEP, TagOp.REWRITE):
+                    m.d.comb += ends.eq(s.tlast)
+                with m.Case(TagOp.INSERT):
+                    m.d.sync += [carry.eq(Cat(*x[nb - tb:])), carry_keep.eq(Mux(ins_short, 0, spill_keep)),
+                                 carry_user.eq(s.tuser)]
+                    m.d.comb += [ends.eq(s.tlast & ~ins_spills), starts_flush.eq(ins_spills)]
+                with m.Case(TagOp.STRIP):
+                    m.d.sync += [held.eq(s.tdata), held_keep.eq(s.tkeep), held_user.eq(s.tuser),
+                                 held_valid.eq(1)]
+                    m.d.comb += [ends.eq(n_consumed), starts_flush.eq(s.tlast & ~n_consumed)]
+        with m.If(starts_flush):
+            m.d.sync += flush.eq(1)
+        with m.If(ends):
+            set_beat(0)
+            m.d.sync += [held_valid.eq(0), flush.eq(0), cur_valid.eq(nxt_valid)]
+            with m.If(nxt_valid):
+                m.d.sync += [op.eq(nxt_op), tag.eq(nxt_tag), nxt_valid.eq(0)]
+        return m
