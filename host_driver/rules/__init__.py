@@ -79,10 +79,12 @@ def load_vars(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        # tomllib ends its message with "(at line L, column C)" or "(at end of document)".
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise RuleSyntaxError(f"TOML syntax error: {msg}", int(m.group(2)) if m else None,
-                              int(m.group(1)) if m else None, str(path)) from None
+        lines = text.split("\n")
+        line, column = (int(m.group(1)), int(m.group(2))) if m else (len(lines), len(lines[-1]) + 1)
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+        raise RuleSyntaxError(f"TOML syntax error: {msg}", column, line, str(path)) from None
     out: list[dict[str, str]] = []
     for table in ("address-groups", "port-groups"):
         values = doc.pop(table, {})

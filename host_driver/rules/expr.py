@@ -23,6 +23,7 @@ Sets are lists of inclusive integer intervals (:class:`IntervalSet`), exact for 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -277,14 +278,19 @@ class _Evaluator:
             inner = node.item
             if isinstance(inner, _Atom) and not inner.text.startswith("$"):
                 got = self._atom(inner)
-            else:
+            elif isinstance(inner, _Atom):
                 # A negated group or variable: its own value first, negated as a whole.
-                got = self.value(inner if not isinstance(inner, _Atom) else self._expand(inner, resolving),
-                                 resolving + ((inner.text,) if isinstance(inner, _Atom) else ()))
+                tree = self._expand(inner, resolving)
+                with self._blame(inner):
+                    got = self.value(tree, resolving + (inner.text,))
+            else:
+                got = self.value(inner, resolving)
             for i, s in enumerate(got):
                 neg[i] = neg[i] | s
         elif node.text.startswith("$"):
-            self._gather(self._expand(node, resolving), pos, neg, resolving + (node.text,))
+            tree = self._expand(node, resolving)
+            with self._blame(node):
+                self._gather(tree, pos, neg, resolving + (node.text,))
         else:
             for i, s in enumerate(self._atom(node)):
                 pos[i] = pos[i] | s
@@ -295,6 +301,7 @@ class _Evaluator:
         return self.parse_atom(atom.text, atom.column)
 
     def _expand(self, atom: _Atom, resolving: tuple[str, ...]):
+        """The parsed value of variable ``atom`` (errors about its text go through :meth:`_blame`)."""
         name = atom.text[1:]
         if atom.text in resolving:
             raise RuleSyntaxError(f"{self.what}: variable {atom.text} refers to itself "
@@ -302,13 +309,22 @@ class _Evaluator:
         if name not in self.variables:
             known = ", ".join(sorted(self.variables)) or "none"
             raise RuleSyntaxError(f"{self.what}: undefined variable {atom.text} (defined: {known})", atom.column)
-        value = str(self.variables[name])
+        with self._blame(atom):
+            return _parse_tree(str(self.variables[name]), 1, "")
+
+    @contextlib.contextmanager
+    def _blame(self, atom: _Atom):
+        """Errors inside a variable's value point at the ``$NAME`` in the rule, naming the value."""
         try:
-            # A variable's own text has no column in the rule: errors in it point at the $NAME.
-            return _parse_tree(value, 1, f"{atom.text} = {value!r}")
+            yield
         except RuleSyntaxError as exc:
-            raise RuleSyntaxError(f"{self.what}: in variable {exc.message} (at its character "
-                                  f"{exc.column})", atom.column) from None
+            value = str(self.variables.get(atom.text[1:], ""))
+            detail = exc.message.removeprefix(f"{self.what}: ").removeprefix(": ")
+            if not getattr(exc, "blamed", False):     # the innermost variable says where in its text
+                detail += f" (at its character {exc.column})"
+            err = RuleSyntaxError(f"{self.what}: in variable {atom.text} = {value!r}: {detail}", atom.column)
+            err.blamed = True
+            raise err from None
 
 
 def _address_atom(text: str, column: int) -> tuple[IntervalSet, IntervalSet]:
