@@ -112,9 +112,8 @@ class _Expansion:
     directions: list[dict]
 
     def count(self) -> int:
-        return len(self.directions) and sum(
-            len(d["src"]) * len(d["dst"]) * math.prod(len(c) for n, c, w in self.axes + d["ports"])
-            for d in self.directions)
+        return sum(len(d["src"]) * len(d["dst"]) * math.prod(len(c) for n, c, w in self.axes + d["ports"])
+                   for d in self.directions)
 
     def ternary(self) -> int:
         def weight(choices, width):
@@ -127,9 +126,7 @@ class _Expansion:
         action = "reject" if r.action.startswith("reject") else r.action
         for d in self.directions:
             names = [n for n, c, w in self.axes + d["ports"]]
-            for src, dst in itertools.product(d["src"], d["dst"]):
-                if src.version != dst.version:
-                    continue
+            for src, dst in itertools.product(d["src"], d["dst"]):     # one family per direction
                 for combo in itertools.product(*(c for n, c, w in self.axes + d["ports"])):
                     yield ClassifierEntry(
                         action=action, sid=r.sid, gid=r.gid, rev=r.rev, priority=r.priority,

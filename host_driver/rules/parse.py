@@ -131,10 +131,6 @@ class Rule:
     verdict: str = "offloaded"
     reason: str = ""
 
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
 
 def load_classifications(path: str | Path) -> dict[str, int]:
     """``classtype`` name -> priority from a classification.config (``config classification: name,desc,prio``)."""
@@ -343,8 +339,7 @@ def _apply_options(rule: Rule, options: list[Option], classifications, open_at: 
         elif name in META_OPTIONS:
             pass
         elif name == "flags":
-            rule.tcp_flags, unsupported = _parse_flags(opt)
-            host = host or unsupported
+            rule.tcp_flags = _parse_flags(opt)
         elif name in ("itype", "icode", "ttl"):
             got, unsupported = _parse_uint8(opt, angle_range=name != "ttl")
             setattr(rule, name, got)
@@ -380,7 +375,7 @@ _FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, 
               "2": 0x40, "1": 0x80}
 
 
-def _parse_flags(opt: Option) -> tuple[TcpFlags, str]:
+def _parse_flags(opt: Option) -> TcpFlags:
     """Suricata's ``flags:[!+*]FLAGS[,IGNORED]`` (detect-tcp-flags.c) as ternary (value, mask) pairs."""
     text = _need(opt).strip()
     flags_text, _, ignore_text = text.partition(",")
@@ -418,9 +413,7 @@ def _parse_flags(opt: Option) -> tuple[TcpFlags, str]:
         ternary = [(1 << b, 1 << b) for b in range(8) if flags & care & (1 << b)]
     else:  # "!": not all of FLAGS are set, i.e. one of them is clear (an ignored one always reads clear)
         ternary = [(0, 0)] if flags & ignored else [(0, 1 << b) for b in range(8) if flags & (1 << b)]
-    if not ternary:
-        return TcpFlags(()), ""
-    return TcpFlags(tuple(ternary)), ""
+    return TcpFlags(tuple(ternary))     # empty: the rule can never match (compile says so)
 
 
 def _parse_uint8(opt: Option, angle_range: bool) -> tuple[IntSet | None, str]:

@@ -43,7 +43,7 @@ def register(add) -> None:
                             "FILE.rules if any, else every classtype has priority 3)")
     check.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY, metavar="N",
                        help=f"classifier entries (default: {DEFAULT_CAPACITY})")
-    check.add_argument("--all", action="store_true", help="one line per rule even for large files")
+    check.add_argument("--all", action="store_true", help="one line per rule even for large files (default: off)")
     ap.set_defaults(func=cmd_rules_check)
 
 
