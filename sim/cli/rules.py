@@ -4,10 +4,11 @@
 
     secnic rules check FILE.rules [--vars vars.toml] [--classification FILE] [--capacity N] [--all]
 
-Prints one line per rule (sid, action, verdict, classifier entries, reason) for small files; for
-more than :data:`FULL_TABLE_MAX` rules a summary and the rules that are not offloaded, grouped by
-reason (``--all`` prints every rule). Then the capacity used: classifier entries, and ternary
-entries after port-range expansion, against ``--capacity``. docs/rules.md explains verdicts.
+Prints one line per rule (sid, action, verdict, classifier entries, ternary entries, reason) for
+small files; for more than :data:`FULL_TABLE_MAX` rules a summary and the rules that are not
+offloaded, grouped by reason (``--all`` prints every rule). Then the capacity used: classifier entries (ranges matched
+as ranges), and ternary entries (ranges split into prefixes), both against ``--capacity``.
+docs/rules.md explains the verdicts.
 
 Exit status: 0 when the file compiles (whatever the verdicts); 2 on bad input, a syntax error
 printed as ``FILE:LINE:COL: message`` on stderr. Nothing is written anywhere.
@@ -78,10 +79,11 @@ def format_report(name: str, table, full: bool) -> str:
     lines = [f"{name}: {len(table.rules)} rules: " + ", ".join(
         f"{counts.get(v, 0)} {v}" for v in ("offloaded", "payload", "host path", "unsupported"))]
     if full:
-        lines.append(f"{'sid':>10}  {'action':<10} {'verdict':<11} {'entries':>7}  reason")
+        lines.append(f"{'sid':>10}  {'action':<10} {'verdict':<11} {'entries':>7} {'ternary':>7}  reason")
         for r in table.rules:
             n = table.entries_by_sid.get((r.gid, r.sid), "")
-            lines.append(f"{r.sid:>10}  {r.action:<10} {r.verdict:<11} {n!s:>7}  {r.reason}")
+            t = table.ternary_by_sid.get((r.gid, r.sid), "")
+            lines.append(f"{r.sid:>10}  {r.action:<10} {r.verdict:<11} {n!s:>7} {t!s:>7}  {r.reason}")
     else:
         groups = defaultdict(list)
         for r in table.rules:
@@ -93,6 +95,6 @@ def format_report(name: str, table, full: bool) -> str:
             for (verdict, reason), sids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
                 shown = ", ".join(map(str, sids[:SIDS_PER_GROUP])) + (", ..." if len(sids) > SIDS_PER_GROUP else "")
                 lines.append(f"{len(sids):>6}  {verdict:<11} {reason:<40}  {shown}")
-    lines.append(f"capacity: {len(table.entries)} of {table.capacity} classifier entries; "
-                 f"{table.ternary_entries} ternary entries after port-range expansion")
+    lines.append(f"capacity: {len(table.entries)} of {table.capacity} entries with range matching; "
+                 f"{table.ternary_entries} of {table.capacity} as ternary (TCAM) entries after range expansion")
     return "\n".join(lines)

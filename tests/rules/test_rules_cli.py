@@ -21,13 +21,15 @@ def test_table_per_rule_and_capacity(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{path}: 5 rules: 2 offloaded, 1 payload, 1 host path, 1 unsupported"
     assert [line.split() for line in out[1:7]] == [
-        ["sid", "action", "verdict", "entries", "reason"],
-        ["1", "pass", "offloaded", "1"], ["2", "drop", "offloaded", "6"], ["3", "alert", "payload", "content"],
+        ["sid", "action", "verdict", "entries", "ternary", "reason"],
+        ["1", "pass", "offloaded", "1", "1"], ["2", "drop", "offloaded", "6", "51"],
+        ["3", "alert", "payload", "content"],
         ["4", "alert", "host", "path", "pcre"], ["5", "alert", "unsupported", "protocol", "dns"]]
     # sid 2: HOME_NET's 3 prefixes x ([1024:8079]: 1024/6 2048/5 4096/5 6144/6 7168/7 7680/8 7936/9
     # 8064/12 = 8 prefixes; [8081:65535]: 8081/16 8082/15 8084/14 8088/13 8096/11 8128/10 8192/3
     # 16384/2 32768/1 = 9 prefixes): 3 x 17 = 51, plus sid 1's one entry.
-    assert out[-1] == "capacity: 7 of 256 classifier entries; 52 ternary entries after port-range expansion"
+    assert out[-1] == ("capacity: 7 of 256 entries with range matching; 52 of 256 as ternary (TCAM) entries "
+                       "after range expansion")
 
 
 def test_capacity_option_sends_what_does_not_fit_to_the_host(tmp_path, capsys):
@@ -36,7 +38,8 @@ def test_capacity_option_sends_what_does_not_fit_to_the_host(tmp_path, capsys):
     assert main(["rules", "check", str(path), "--capacity", "4"]) == 0
     out = capsys.readouterr().out
     assert "does not fit: needs 6 entries, 3 of 4 left" in out
-    assert out.splitlines()[-1] == "capacity: 1 of 4 classifier entries; 1 ternary entries after port-range expansion"
+    assert out.splitlines()[-1] == ("capacity: 1 of 4 entries with range matching; 1 of 4 as ternary (TCAM) "
+                                    "entries after range expansion")
 
 
 def test_many_rules_give_a_summary_grouped_by_reason(tmp_path, capsys):
@@ -67,7 +70,7 @@ def test_vars_file_and_its_errors(tmp_path, capsys):
     good = tmp_path / "vars.toml"
     good.write_text('[address-groups]\nHOME_NET = "[192.0.2.0/24,198.51.100.0/24]"\n')
     assert main(["rules", "check", str(rules), "--vars", str(good)]) == 0
-    assert "capacity: 2 of 256" in capsys.readouterr().out
+    assert "capacity: 2 of 256 entries" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text('[address-groups]\nHOME_NET = "x" y\n')
     assert main(["rules", "check", str(rules), "--vars", str(bad)]) == 2
@@ -85,3 +88,11 @@ def test_missing_file_and_bad_capacity_exit_2(tmp_path, capsys):
     (tmp_path / "p.rules").write_text(RULES)
     assert main(["rules", "check", str(tmp_path / "p.rules"), "--capacity", "-1"]) == 2
     assert "--capacity must be at least 0" in capsys.readouterr().err
+
+
+def test_host_driver_rules_does_not_import_sim():
+    import subprocess
+    import sys
+    code = ("import sys, host_driver.rules; bad = sorted(m for m in sys.modules if m == 'sim' or "
+            "m.startswith('sim.')); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
