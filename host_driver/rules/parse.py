@@ -215,7 +215,7 @@ def _header_tokens(text: str, end: int) -> list[tuple[str, int]]:
             continue
         j, depth = i, 0
         while j < end and (depth or not text[j].isspace()):
-            depth += {"[": 1, "]": -1}.get(text[j], 0)
+            depth = max(0, depth + {"[": 1, "]": -1}.get(text[j], 0))   # a stray ']' is the parser's to report
             j += 1
         out.append((text[i:j], i + 1))
         i = j

@@ -350,6 +350,8 @@ def test_rule_that_does_not_fit_goes_to_the_host_path():
     ("alrt tcp any any -> any any (sid:1;)", "1: unknown action 'alrt'"),
     ("alert tcp any any <- any any (sid:1;)", "19: bad direction '<-'"),
     ("alert tcp [1.2.3.4 any -> any any (sid:1;)", "11: '[' is never closed"),
+    ("alert tcp 1.2.3.4] any -> any any (sid:1;)", "18: source address: unexpected ']' after the expression"),
+    ("alert tcp [1.2.3.4,,5.6.7.8] any -> any any (sid:1;)", "20: source address: expected an item, found ','"),
     ("alert tcp 1.2.3.400 any -> any any (sid:1;)", "11: bad address '1.2.3.400'"),
     ("alert tcp any 70000 -> any any (sid:1;)", "15: port '70000' is out of range 0-65535"),
     ("alert tcp any 90:80 -> any any (sid:1;)", "15: port range '90:80' runs backwards"),
