@@ -8,13 +8,15 @@ the directory is absent.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# SECNIC_SHARED_DATA points elsewhere, e.g. from a git worktree whose parent has no shared/.
+SHARED_DATA = Path(os.environ.get("SECNIC_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 
 
 def shared_pcap_files() -> list[Path]:

@@ -7,6 +7,7 @@
                [--engine model|verilator|icarus] [--pace line|pcap|GBPS] [--waves]
                [--bulk | --no-bulk] [--jobs N] --out DIR [--force]
     secnic regmap --format md|json [--config nic.toml]
+    secnic rules check FILE.rules [--vars vars.toml] [--capacity N]
     secnic demo [--engine verilator|icarus|model] [--out build/sim] [--count N] [--seed S] [--waves]
                 [--bulk | --no-bulk] [--jobs N]
 
@@ -338,9 +339,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           "(default: the board's: "
                           + ", ".join(f"{b.name} {b.pnr_tries}" for b in BOARDS.values()) + ")")
     bit.set_defaults(func=cmd_bitstream)
-    from sim.cli import board, testbench  # subcommands kept in their own modules
+    from sim.cli import board, rules, testbench  # subcommands kept in their own modules
     testbench.register(add)
     board.register(add)
+    rules.register(add)
     return ap, parsers
 
 
