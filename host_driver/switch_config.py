@@ -1,0 +1,238 @@
+"""The switch's runtime configuration: the ``[switch]`` table of nic.toml and the built-in profiles.
+
+What the driver programs into the switch (docs/switch.md): each port's VLAN membership, storm
+limits, mirror sessions, the MAC table's aging and port limit, loop guard. Build parameters
+(ports, width, clock, table size) stay in :class:`hdl.config.NicConfig`. ::
+
+    [switch.ports]
+    phy0 = { mode = "trunk", native = 1 }          # every VLAN; add vlans = [1, 2] to limit
+    vm1  = { mode = "access", vlan = 1 }
+    [switch.storm.vm1]
+    broadcast = { mbps = 100, burst = 1500 }      # also multicast, unknown_unicast
+    [[switch.mirror]]
+    to = "mon"
+    ingress = ["vm1"]
+    egress = ["phy0"]
+    [switch.table]
+    aging_s = 300
+    port_limit = 64                               # dynamic entries per port; 0: no limit
+    [switch.loop_guard]
+    moves = 16
+    window_us = 1000
+    block = true
+
+A mistake raises :class:`SwitchConfigError` naming the key (``switch.ports.vm1.vlan``); the
+command line turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from host_driver.model.switch import (
+    FlightRecorder,
+    LoopGuard,
+    MacTable,
+    MirrorSession,
+    PortVlan,
+    StormClass,
+    StormLimit,
+    SwitchModel,
+)
+
+__all__ = ["SwitchConfig", "SwitchConfigError", "StormSetting", "LoopGuardSetting", "PROFILES", "profile"]
+
+
+class SwitchConfigError(ValueError):
+    """A bad ``[switch]`` table; the message starts with the key."""
+
+
+@dataclass(frozen=True)
+class StormSetting:
+    """A storm limit as a user writes it: megabits per second and a burst in bytes."""
+    mbps: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class LoopGuardSetting:
+    moves: int = 16
+    window_us: float = 1000.0
+    block: bool = True
+
+
+@dataclass(frozen=True)
+class SwitchConfig:
+    """Port VLANs (in port order), storm limits, mirror sessions, table and loop-guard settings."""
+    ports: Mapping[str, PortVlan]
+    storm: Mapping[tuple[str, StormClass], StormSetting] = field(default_factory=dict)
+    mirrors: tuple[MirrorSession, ...] = ()
+    aging_s: float = 300.0
+    port_limit: int | None = None
+    loop_guard: LoopGuardSetting | None = LoopGuardSetting()
+    #: A bump in the wire: two ports, every frame to the other one untouched (no learning, no
+    #: VLAN rules): the NIC before the switch, :class:`host_driver.model.nic.NicModel`.
+    wire: bool = False
+
+    @classmethod
+    def from_toml(cls, table: Mapping, *, key: str = "switch") -> SwitchConfig:
+        """Read a ``[switch]`` table (already parsed TOML)."""
+        _only(table, key, {"ports", "storm", "mirror", "table", "loop_guard", "wire"})
+        ports_t = _table(table.get("ports"), f"{key}.ports", required=True)
+        if not ports_t:
+            raise SwitchConfigError(f"{key}.ports: a switch needs ports")
+        ports = {name: _port(spec, f"{key}.ports.{name}") for name, spec in ports_t.items()}
+        wire = table.get("wire", False)
+        if not isinstance(wire, bool):
+            raise SwitchConfigError(f"{key}.wire: must be true or false, not {wire!r}")
+        if wire:
+            if len(ports) != 2:
+                raise SwitchConfigError(f"{key}.wire: a bump in the wire has two ports, not {len(ports)}")
+            extra = sorted(set(table) - {"ports", "wire"})
+            if extra:
+                raise SwitchConfigError(f"{key}.{extra[0]}: a bump in the wire does not switch; drop it or wire")
+            return cls(ports, wire=True, loop_guard=None)
+        storm = {}
+        for port, classes in _table(table.get("storm", {}), f"{key}.storm").items():
+            where = f"{key}.storm.{port}"
+            if port not in ports:
+                raise SwitchConfigError(f"{where}: no port {port!r} in {key}.ports")
+            _only(_table(classes, where), where, {c.value for c in StormClass})
+            for cls_name, spec in classes.items():
+                w = f"{where}.{cls_name}"
+                spec = _table(spec, w)
+                _only(spec, w, {"mbps", "burst"})
+                storm[port, StormClass(cls_name)] = StormSetting(_number(spec, "mbps", w, 0.0, 1e6, required=True),
+                                                                 int(_number(spec, "burst", w, 64, 1 << 20,
+                                                                             required=True, integer=True)))
+        mirrors = []
+        mirror_list = table.get("mirror", [])
+        if not isinstance(mirror_list, list):
+            raise SwitchConfigError(f"{key}.mirror: must be an array of tables ([[{key}.mirror]])")
+        for k, spec in enumerate(mirror_list):
+            w = f"{key}.mirror[{k}]"
+            spec = _table(spec, w)
+            _only(spec, w, {"to", "ingress", "egress"})
+            to = spec.get("to")
+            if to not in ports:
+                raise SwitchConfigError(f"{w}.to: must name a port of {key}.ports, not {to!r}")
+            sides = {}
+            for side in ("ingress", "egress"):
+                names = spec.get(side, [])
+                if not isinstance(names, list) or any(n not in ports for n in names):
+                    raise SwitchConfigError(f"{w}.{side}: must list ports of {key}.ports, not {names!r}")
+                if to in names:
+                    raise SwitchConfigError(f"{w}.{side}: the session mirrors its own destination {to!r}")
+                sides[side] = frozenset(names)
+            mirrors.append(MirrorSession(to, sides["ingress"], sides["egress"]))
+        table_t = _table(table.get("table", {}), f"{key}.table")
+        _only(table_t, f"{key}.table", {"aging_s", "port_limit"})
+        aging = _number(table_t, "aging_s", f"{key}.table", 1, 1e6) or 300.0
+        limit = _number(table_t, "port_limit", f"{key}.table", 0, 1 << 20, integer=True)
+        lg_t = table.get("loop_guard", {})
+        loop_guard = None
+        if lg_t is not False:
+            w = f"{key}.loop_guard"
+            lg_t = _table(lg_t, w)
+            _only(lg_t, w, {"moves", "window_us", "block"})
+            block = lg_t.get("block", True)
+            if not isinstance(block, bool):
+                raise SwitchConfigError(f"{w}.block: must be true or false, not {block!r}")
+            loop_guard = LoopGuardSetting(int(_number(lg_t, "moves", w, 2, 1 << 16, integer=True) or 16),
+                                          _number(lg_t, "window_us", w, 1, 1e7) or 1000.0, block)
+        return cls(ports, storm, tuple(mirrors), aging, int(limit) if limit else None, loop_guard)
+
+    def model(self, clock_mhz: float, *, sets: int = 1024, ways: int = 4,
+              recorder_depth: int = 1024) -> SwitchModel:
+        """The golden model configured as the driver would program the switch (time in cycles at
+        ``clock_mhz``). A bump in the wire has none: ValueError."""
+        if self.wire:
+            raise ValueError("a bump in the wire does not switch: its model is host_driver.model.nic.NicModel")
+        cycles_per_s = clock_mhz * 1e6
+        storm = {k: StormLimit.from_rate(v.mbps, v.burst, clock_mhz) for k, v in self.storm.items()}
+        guard = None
+        if self.loop_guard is not None:
+            guard = LoopGuard(self.loop_guard.moves, int(self.loop_guard.window_us * clock_mhz),
+                              self.loop_guard.block)
+        table = MacTable(sets=sets, ways=ways, aging=int(self.aging_s * cycles_per_s), port_limit=self.port_limit)
+        return SwitchModel(self.ports, table, storm, guard, FlightRecorder(recorder_depth), self.mirrors)
+
+
+def _only(table: Mapping, key: str, allowed: set[str]) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise SwitchConfigError(f"{key}.{sorted(unknown)[0]}: unknown key; {key} takes "
+                                f"{', '.join(sorted(allowed))}")
+
+
+def _table(value, key: str, required: bool = False) -> dict:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        what = type(value).__name__ if value is not None else "missing"
+        raise SwitchConfigError(f"{key}: must be a table, not {what}")
+    return value
+
+
+def _number(table: Mapping, name: str, key: str, lo: float, hi: float, *, required: bool = False,
+            integer: bool = False):
+    if name not in table:
+        if required:
+            raise SwitchConfigError(f"{key}.{name}: required")
+        return None
+    v = table[name]
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or not lo <= v <= hi:
+        kind = "an integer" if integer else "a number"
+        raise SwitchConfigError(f"{key}.{name}: must be {kind} in {lo:g}..{hi:g}, not {v!r}")
+    return v
+
+
+def _vlan(v, key: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4094:
+        raise SwitchConfigError(f"{key}: must be a VLAN 1..4094, not {v!r}")
+    return v
+
+
+def _port(spec, key: str) -> PortVlan:
+    spec = _table(spec, key)
+    mode = spec.get("mode", "access")
+    if mode == "access":
+        _only(spec, key, {"mode", "vlan"})
+        return PortVlan("access", _vlan(spec.get("vlan", 1), f"{key}.vlan"))
+    if mode == "trunk":
+        _only(spec, key, {"mode", "native", "vlans"})
+        native = spec.get("native", 1)
+        native = None if native == "none" else _vlan(native, f"{key}.native")
+        vlans = spec.get("vlans", "all")
+        if vlans == "all":
+            trunks = None
+        elif isinstance(vlans, list) and vlans:
+            trunks = frozenset(_vlan(v, f"{key}.vlans[{i}]") for i, v in enumerate(vlans))
+        else:
+            raise SwitchConfigError(f"{key}.vlans: must be \"all\" or a list of VLANs, not {vlans!r}")
+        return PortVlan("trunk", native, trunks)
+    raise SwitchConfigError(f"{key}.mode: must be \"access\" or \"trunk\", not {mode!r}")
+
+
+#: Built-in profiles (``--config NAME``), issue 13: ``switch`` (vm1..vm4 access ports in VLAN 1, phy0
+#: a trunk of every VLAN with native VLAN 1, host an access port, mon the monitor port) and
+#: ``bump-in-the-wire`` (phy0 <-> vm1, every VLAN passes: the NIC before the switch).
+PROFILES: dict[str, dict] = {
+    "switch": {
+        "ports": {"phy0": {"mode": "trunk", "native": 1}, **{f"vm{i}": {"vlan": 1} for i in range(1, 5)},
+                  "host": {"vlan": 1}, "mon": {"vlan": 1}},
+        "mirror": [{"to": "mon", "ingress": [], "egress": []}],
+    },
+    "bump-in-the-wire": {
+        "wire": True,
+        "ports": {"phy0": {"mode": "trunk", "native": 1}, "vm1": {"mode": "trunk", "native": 1}},
+    },
+}
+
+
+def profile(name: str) -> SwitchConfig:
+    """A built-in profile by name (KeyError listing the names)."""
+    if name not in PROFILES:
+        raise KeyError(f"no switch profile {name!r}; built in: {', '.join(PROFILES)}")
+    return SwitchConfig.from_toml(PROFILES[name])
