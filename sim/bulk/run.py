@@ -3,8 +3,9 @@
 * :func:`run_bulk`: one simulation: the harness (:mod:`sim.bulk.harness`) under ``bulk_main.cpp``,
   driven over a pipe by :class:`BulkSim`; the host driver reads the counters through
   :class:`PipeBus`. Verilator only.
-* :func:`run_segments`: the same frames cut into segments run as parallel processes, merged as if
-  the segments had run one after another (which figures that changes: docs/bulk.md).
+* :func:`run_segments`: the same frames cut into segments simulated in parallel (one simulator
+  process each), merged as if the segments had run one after another (which figures that
+  changes: docs/bulk.md).
 * :func:`run_ceiling`: the same harness and traffic under a bare C++ main (``ceiling_main.cpp``),
   for ``make bench``'s ceiling.
 
@@ -20,7 +21,6 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -240,8 +240,8 @@ def split_segments(config: NicConfig, frames: Frames, n: int) -> list[list[int]]
 
 
 def _segment_worker(args) -> dict:
-    config_dict, frames, workdir = args
-    return run_bulk(NicConfig.from_dict(config_dict), frames, Path(workdir))
+    config, frames, workdir = args
+    return run_bulk(config, frames, Path(workdir))
 
 
 def _add_counters(a, b):
@@ -251,7 +251,7 @@ def _add_counters(a, b):
 
 
 def run_segments(config: NicConfig, frames: Frames, workdir: Path, jobs: int) -> dict:
-    """Run ``frames`` as ``jobs`` segments in parallel processes and merge the results as if the
+    """Run ``frames`` as ``jobs`` segments simulated in parallel and merge the results as if the
     segments had run one after another: cycles of segment k are shifted by the cycles the segments
     before it ran, per-frame results keep input order, egress frames per port follow segment
     order, counters are summed. Paced start cycles are rebased to each segment's first."""
@@ -264,10 +264,12 @@ def run_segments(config: NicConfig, frames: Frames, workdir: Path, jobs: int) ->
         base = min(starts, default=0)
         sub = [(frames[i][0], frames[i][1], frames[i][2], None if frames[i][3] is None else frames[i][3] - base)
                for i in seg]
-        tasks.append((config.as_dict(), sub, str(workdir / f"segment{k}")))
+        tasks.append((config, sub, workdir / f"segment{k}"))
     wall0 = time.monotonic()
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=len(tasks), mp_context=ctx) as pool:
+    # Threads are enough: each segment's simulation is a process of its own (bulk_main.cpp), and
+    # Python only writes its input and reads its results. (A process pool would re-import the
+    # caller's main module in every worker.)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(tasks)) as pool:
         parts = list(pool.map(_segment_worker, tasks))
     wall = time.monotonic() - wall0
     merged = {"records": [], "ingress": [None] * len(frames),

@@ -223,3 +223,24 @@ def test_board_build_refused_by_simulators(tmp_path, capsys):
                      "--out", str(tmp_path / engine)]) == 2
         assert "uart_bridge = false" in capsys.readouterr().err
     assert main(["run", "--pcap", str(pcap), "--config", str(toml), "--out", str(tmp_path / "model")]) == 0
+
+
+def test_jobs_from_a_plain_script(tmp_path):
+    """A user's script calling run_engine(jobs=2) at top level, with no ``__main__`` guard (a
+    process pool once re-ran such a script in its workers and failed)."""
+    require_simulator("verilator")
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        "from hdl.config import NicConfig\n"
+        "from sim.cli.demo import demo_inputs\n"
+        "from sim.run.engine import run_engine\n"
+        f"run = run_engine(NicConfig(), demo_inputs(NicConfig(), 300), 'verilator', out_dir={str(tmp_path / 'out')!r}, "
+        "jobs=2)\n"
+        "print(run['segments'], run['packets_in'])\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2", "300"]
