@@ -1,0 +1,1 @@
+"""The NIC-resident switch fabric (issue 13, docs/switch.md): MAC learning table first."""
