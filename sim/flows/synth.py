@@ -95,6 +95,12 @@ def _buffer(cfg):
     return PacketBuffer(cfg)
 
 
+def _mac_table(cfg):
+    # Independent of the data width: one request per frame, not per beat.
+    from hdl.switch.mac_table import MacTable
+    return MacTable(sets=1024, ways=4, port_bits=3)
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -109,6 +115,7 @@ BLOCKS = {
     "forwarder": _forwarder,
     "packet_buffer": _buffer,
     "csr": _CsrHarness,
+    "mac_table": _mac_table,
     "nic_top": _top,
 }
 
