@@ -32,7 +32,7 @@ MGMT_CYCLES = 2
 _GROUP_BIT = 40
 #: The compare's first stage takes (VLAN, MAC) in chunks of this many bits: one LUT4 each.
 _CHUNK_BITS = 2
-#: ... and the stamp against ``oldest`` and ``now`` in chunks of this many bits (greater, equal).
+#: ... and the stamp against ``oldest`` and ``now`` in chunks of this many bits (greater, less).
 _TIME_CHUNK_BITS = 2
 
 
@@ -298,36 +298,25 @@ class MacTable(wiring.Component):
         # few LUT levels (block RAM data crosses the die to reach the first). One bank of each,
         # the source's set one cycle ahead of the destination's:
         # 1. (t+3 source, t+4 destination) per way, the key in 2-bit chunks (equal) and the stamp
-        #    against `oldest` and `now` in 2-bit chunks (greater, equal): one LUT level each;
+        #    against `oldest` and `now` in 2-bit chunks (greater, less): one LUT level each;
         # 2. (t+4, t+5) the chunks combined: key equal, stamp > oldest, stamp <= now;
         # 3. (t+5, t+6) live, hit (live and key equal), free (not live).
         key_chunks = range(0, 60, _CHUNK_BITS)
         time_chunks = range(0, self.time_bits, _TIME_CHUNK_BITS)
         chunk_eq = [Signal(len(key_chunks), name=f"chunk_eq_{w}") for w in ways]
         gt_oldest = [Signal(len(time_chunks), name=f"gt_oldest_{w}") for w in ways]
-        eq_oldest = [Signal(len(time_chunks), name=f"eq_oldest_{w}") for w in ways]
+        lt_oldest = [Signal(len(time_chunks), name=f"lt_oldest_{w}") for w in ways]
         gt_now = [Signal(len(time_chunks), name=f"gt_now_{w}") for w in ways]
-        eq_now = [Signal(len(time_chunks), name=f"eq_now_{w}") for w in ways]
+        lt_now = [Signal(len(time_chunks), name=f"lt_now_{w}") for w in ways]
         valid_1, static_1, same_port_1 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
         port_1 = [Signal(self.port_bits, name=f"port_1_{w}") for w in ways]
         key_eq, after_oldest, not_future = Signal(self.ways), Signal(self.ways), Signal(self.ways)
         valid_2, static_2, same_port_2 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
         port_2 = [Signal(self.port_bits, name=f"port_2_{w}") for w in ways]
 
-        def greater(gt, eq):
-            """Chunk-wise greater / equal (least significant chunk first) combined into `>`,
-            as a balanced tree (a chain of 16 chunks was 7 LUT levels deep)."""
-            level = [(gt[i], eq[i]) for i in range(len(time_chunks))]
-            while len(level) > 1:
-                pairs = []
-                for i in range(0, len(level) - 1, 2):
-                    (g_lo, e_lo), (g_hi, e_hi) = level[i], level[i + 1]
-                    pairs.append((g_hi | (e_hi & g_lo), e_hi & e_lo))
-                if len(level) % 2:
-                    pairs.append(level[-1])
-                level = pairs
-            return level[0][0]
-
+        # Stage 2 of `stamp > x`: the most significant chunk that differs decides, which is
+        # `gt > lt` read as numbers (chunk i a bit of each): one short carry chain. (Combining
+        # the chunks as LUT logic took five LUT levels for 16 chunks.)
         # Stage 1 loads in every cycle (no enable on the path from the block RAM), stage 2 only
         # in CMP_2 (the source's set) and CMP_3 (the destination's).
         key = Cat(cmp_mac, req.vlan)
@@ -339,16 +328,16 @@ class MacTable(wiring.Component):
             for i, c in enumerate(time_chunks):
                 stamp = e.stamp[c:c + _TIME_CHUNK_BITS]
                 o, n = oldest[c:c + _TIME_CHUNK_BITS], now[c:c + _TIME_CHUNK_BITS]
-                m.d.sync += [gt_oldest[w][i].eq(stamp > o), eq_oldest[w][i].eq(stamp == o),
-                             gt_now[w][i].eq(stamp > n), eq_now[w][i].eq(stamp == n)]
+                m.d.sync += [gt_oldest[w][i].eq(stamp > o), lt_oldest[w][i].eq(stamp < o),
+                             gt_now[w][i].eq(stamp > n), lt_now[w][i].eq(stamp < n)]
             m.d.sync += [valid_1[w].eq(e.valid), static_1[w].eq(e.static),
                          same_port_1[w].eq(e.port == req.in_port), port_1[w].eq(e.port)]
 
         def stage_2():
             for w in ways:
                 m.d.sync += [key_eq[w].eq(chunk_eq[w].all()),
-                             after_oldest[w].eq(greater(gt_oldest[w], eq_oldest[w])),
-                             not_future[w].eq(~greater(gt_now[w], eq_now[w])),
+                             after_oldest[w].eq(gt_oldest[w] > lt_oldest[w]),
+                             not_future[w].eq(gt_now[w] <= lt_now[w]),
                              valid_2[w].eq(valid_1[w]), static_2[w].eq(static_1[w]),
                              same_port_2[w].eq(same_port_1[w]), port_2[w].eq(port_1[w])]
 

@@ -235,6 +235,32 @@ def test_dump_way_order():
     run(dut, bench)
 
 
+def test_liveness_window():
+    """A dynamic entry is live while ``(now - stamp) mod 2**32 < aging`` (the model's
+    ``now - last_seen < aging`` on a clock that wraps): edges, stamps ahead of ``now``, aging
+    longer than ``now``, aging 0. Entries written through the management port, looked up."""
+    rng = random.Random(21)
+    top = 1 << TIME_BITS
+    cases = []
+    for now, aging in ((1000, 60), (30, 60), (top - 5, 60), (7, 0), (0x12345678, 0x10000), (5, top - 1)):
+        for delta in (0, 1, aging - 1, aging, aging + 1, -1, -2, -3, top // 2, rng.getrandbits(32)):
+            cases.append((now, aging, (now - delta) % top))
+    dut = MacTable(sets=2, ways=1, port_bits=3)
+    mac = 0x020000000001
+    set_ = mac_hash(1, mac_bytes(mac), 1)
+
+    async def bench(ctx):
+        tb = TB(dut, ctx)
+        for now, aging, stamp in cases:
+            entry = {"valid": 1, "static": 0, "vlan": 1, "mac": mac, "port": 5, "stamp": stamp}
+            await tb.mgmt(set_, 0, entry)
+            want = (now - stamp) % top < aging
+            got = await tb.packet(1, mac, 0x020000000002, 0, 0, now, aging)
+            assert got == ((True, 5, "none") if want else (False, 0, "none")), (now, aging, stamp)
+
+    run(dut, bench)
+
+
 # --- Concurrency, backpressure and cycles ----------------------------------------------------
 
 
