@@ -134,7 +134,9 @@ class MacTable(wiring.Component):
       decrements their port's count; learning into an expired way that the scrubber has not
       reached yet decrements the old entry's port the same way (its port is in the compare
       register). The scrubber also keeps stamps from wrapping: without it, an entry untouched
-      for ``2**time_bits`` time units looks fresh again.
+      for ``2**time_bits`` time units looks fresh again. Note that the golden model's count
+      drops only when a request touches the aged entry's set (its expiry is lazy), so its
+      ``learn_limit`` depends on that history; the rule needs settling before this is built.
     * CSR registers and counters of the outcomes; integration into the fabric (NicTop).
 
     A reset does not clear the RAMs (they start zero, all invalid, at power-up); the driver
@@ -149,8 +151,9 @@ class MacTable(wiring.Component):
     port_bits : int
         Width of a port number.
     time_bits : int
-        Width of ``now``, ``aging`` and the stamps. The unit is the caller's: a coarse time
-        (for example ``cycles >> 20``) lets aging reach minutes.
+        Width of ``now``, ``aging`` and the stamps. The unit is the caller's: 32 bits of
+        156.25 MHz cycles wrap in 27.5 s, less than Open vSwitch's default aging of 300 s, so the
+        fabric should count a coarse time (for example ``cycles >> 20``, 6.7 ms).
 
     Members
     -------
@@ -161,9 +164,10 @@ class MacTable(wiring.Component):
         ``dst_hit``, ``dst_port`` (0 on a miss), ``outcome`` (:class:`LearnOutcome`), one per
         request in order.
     mgmt_req : In(stream.Signature(mgmt_request_layout))
-        ``write``, ``set``, ``way``, ``entry`` (:func:`entry_layout`). A read returns the entry at
-        (set, way); a write stores ``entry`` there and returns the entry it replaced. A way
-        number of ``ways`` or more reads as an empty entry and writes nothing.
+        ``write``, ``set``, ``way``, ``entry`` (:func:`entry_layout`). A read answers with the
+        entry at (set, way) as stored (expired entries included: the driver filters them with
+        ``now`` and ``aging``); a write stores ``entry`` there and answers with it. A way number
+        of ``ways`` or more reads as an empty entry, and a write to it stores nothing.
     mgmt_resp : Out(stream.Signature(entry_layout))
         One entry per management request, in order.
     now, aging : In(time_bits)
@@ -291,8 +295,8 @@ class MacTable(wiring.Component):
         with m.If(take_mgmt):
             p = self.mgmt_req.payload
             m.d.comb += next_write_addr.eq(p.set)
-            with m.If(p.write & (p.way < self.ways)):    # a way number >= ways writes nothing
-                m.d.comb += next_write_en.eq(1 << p.way)
+            with m.If(p.write):
+                m.d.comb += next_write_en.eq(1 << p.way)    # truncated: a way >= ways writes nothing
 
         # The compare of a set with the key, in three register stages so that each has at most a
         # few LUT levels (block RAM data crosses the die to reach the first). One bank of each,

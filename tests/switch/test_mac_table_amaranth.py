@@ -261,6 +261,24 @@ def test_liveness_window():
     run(dut, bench)
 
 
+def test_management_way_out_of_range():
+    """With 3 ways, way 3 reads as empty and a write to it changes nothing."""
+    dut = MacTable(sets=2, ways=3, port_bits=3)
+    entry = {"valid": 1, "static": 1, "vlan": 9, "mac": 0x0A0000000001, "port": 6, "stamp": 0}
+    empty = dict.fromkeys(entry, 0)
+
+    async def bench(ctx):
+        tb = TB(dut, ctx)
+        assert await tb.mgmt(1, 3, entry) == entry
+        assert await tb.read_set(1) == [empty] * 3
+        assert await tb.mgmt(1, 3) == empty
+        assert await tb.mgmt(1, 2, entry) == entry
+        assert await tb.read_set(1) == [empty, empty, entry]
+        assert await tb.mgmt(1, 3) == empty
+
+    run(dut, bench)
+
+
 # --- Concurrency, backpressure and cycles ----------------------------------------------------
 
 
