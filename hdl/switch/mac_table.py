@@ -257,12 +257,20 @@ class MacTable(wiring.Component):
         # Arbitration: only in a cycle that can take a request; alternate when both wait. A
         # management request also needs its response slot free, and none in flight.
         accepting = Signal()
+        resp_pending = Signal()      # outcome and dst_* are ready for `resp`
         in_rd_src = Signal()
         m_in_flight = Signal()
+        # One-hot copies of the FSM states that take requests or hold a management request, kept
+        # beside the FSM: the arbitration reads a flip-flop instead of decoding the state.
+        is_idle = Signal(init=1)
+        is_learn, is_m_read, is_m_wait, is_m_write = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [is_idle.eq(0), is_learn.eq(0), is_m_read.eq(0), is_m_wait.eq(0), is_m_write.eq(0)]
         prefer_mgmt = Signal()
         mgmt_ok = Signal()
         take_pkt, take_mgmt = Signal(), Signal()
         m.d.comb += [
+            accepting.eq(is_idle | is_m_wait | is_m_write | (is_learn & ~resp_pending)),
+            m_in_flight.eq(is_m_read | is_m_wait | is_m_write),
             mgmt_ok.eq(self.mgmt_req.valid & ~self.mgmt_resp.valid & ~m_in_flight & ~m_resp_load),
             take_pkt.eq(accepting & self.req.valid & ~(mgmt_ok & prefer_mgmt)),
             take_mgmt.eq(accepting & mgmt_ok & ~(self.req.valid & ~prefer_mgmt)),
@@ -292,9 +300,13 @@ class MacTable(wiring.Component):
             m.d.comb += next_read_addr.eq(self.mgmt_req.payload.set)
         with m.Else():
             m.d.comb += next_read_addr.eq(set_index(self.req.payload.vlan, self.req.payload.src, self.set_bits))
+        # take_* reach few flip-flops (the FSM, its flags, the write enables): the write address
+        # is selected by `accepting` (it only matters with an enable), as the read address is
+        # by what would win, so that the arbitration's fan-out stays small.
+        with m.If(accepting):
+            m.d.comb += next_write_addr.eq(self.mgmt_req.payload.set)
         with m.If(take_mgmt):
             p = self.mgmt_req.payload
-            m.d.comb += next_write_addr.eq(p.set)
             with m.If(p.write):
                 m.d.comb += next_write_en.eq(1 << p.way)    # truncated: a way >= ways writes nothing
 
@@ -365,18 +377,19 @@ class MacTable(wiring.Component):
         # The destination is the source just learned or refreshed there: it answers with in_port.
         # Kept apart from `req`, which the next request overwrites before the response leaves.
         own_hit, own_port = Signal(), Signal(self.port_bits)
-        resp_pending = Signal()      # outcome and dst_* are ready for `resp`
 
         def accept(fsm_m):
-            m.d.comb += accepting.eq(1)
             with fsm_m.If(take_pkt):
                 fsm_m.next = "RD_SRC"
             with fsm_m.Elif(take_mgmt & self.mgmt_req.payload.write):
                 fsm_m.next = "M_WRITE"
+                m.d.sync += is_m_write.eq(1)
             with fsm_m.Elif(take_mgmt):
                 fsm_m.next = "M_READ"
+                m.d.sync += is_m_read.eq(1)
             with fsm_m.Else():
                 fsm_m.next = "IDLE"
+                m.d.sync += is_idle.eq(1)
 
         with m.If(self.resp.valid & self.resp.ready):
             m.d.sync += self.resp.valid.eq(0)
@@ -424,7 +437,7 @@ class MacTable(wiring.Component):
                 stage_2()
                 # The learning write, from stage 2 (the decision itself waits for stage 3): the
                 # lowest live entry of the source unless static, else the lowest free way.
-                m.d.comb += [next_write_addr.eq(src_set),
+                m.d.comb += [next_write_addr.eq(src_set),    # CMP_3 takes no request
                              next_write_en.eq(Mux(learn_src, Mux(hit.any(), lowest(hit) & ~static_2, lowest(free)),
                                                   0))]
                 m.d.sync += [write_data.valid.eq(1), write_data.static.eq(0), write_data.vlan.eq(req.vlan),
@@ -432,6 +445,7 @@ class MacTable(wiring.Component):
                 m.d.sync += [src_hit.eq(hit), src_free.eq(free), src_static.eq(static_2),
                              src_same_port.eq(same_port_2)]
                 m.next = "LEARN"
+                m.d.sync += is_learn.eq(1)
             with m.State("LEARN"):
                 # The learning write happens in the first cycle here (enabled from CMP_3). The
                 # decision and the destination's result wait for the previous response to have
@@ -458,20 +472,18 @@ class MacTable(wiring.Component):
                     with m.Else():
                         m.d.sync += outcome.eq(LearnOutcome.TABLE_FULL)
                     accept(m)
+                with m.Else():
+                    m.d.sync += is_learn.eq(1)
             with m.State("M_READ"):
-                m.d.comb += m_in_flight.eq(1)
-                m.d.sync += prefer_mgmt.eq(0)
+                m.d.sync += [prefer_mgmt.eq(0), is_m_wait.eq(1)]
                 m.next = "M_WAIT"
             with m.State("M_WAIT"):
                 # The entry reaches `stored` next cycle; a packet request taken now reads after.
-                m.d.comb += m_in_flight.eq(1)
                 m.d.sync += m_resp_load.eq(1)
                 accept(m)
             with m.State("M_WRITE"):
                 # A write answers with the entry written; a packet request taken now reads after.
-                m.d.comb += m_in_flight.eq(1)
-                m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_entry)]
-                with m.If(~take_pkt):
-                    m.d.sync += prefer_mgmt.eq(0)
+                # (RD_SRC sets the preference back if a packet request is taken now.)
+                m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_entry), prefer_mgmt.eq(0)]
                 accept(m)
         return m
