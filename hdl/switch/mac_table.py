@@ -289,6 +289,8 @@ class MacTable(wiring.Component):
                 same_key.eq(p.src == p.dst),
                 learn_src.eq(p.learn & ~p.src[_GROUP_BIT]),
             ]
+        # The management registers likewise, but not while a management request is in flight
+        # (M_WAIT and the cycle after still need its way).
         with m.If(accepting & ~m_in_flight & ~m_resp_load):
             p = self.mgmt_req.payload
             m.d.sync += [m_set.eq(p.set), m_way.eq(p.way), m_entry.eq(p.entry), write_data.eq(p.entry)]
