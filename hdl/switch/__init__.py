@@ -1,1 +1,1 @@
-"""The NIC-resident switch fabric (docs/switch.md): its blocks, one module each."""
+"""The NIC-resident switch fabric (issue 13, docs/switch.md): its blocks, one module each."""

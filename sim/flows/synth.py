@@ -100,6 +100,12 @@ def _tag_edit(cfg):
     return TagEdit(cfg.data_width)
 
 
+def _mac_table(cfg):
+    # Independent of the data width: one request per frame, not per beat.
+    from hdl.switch.mac_table import MacTable
+    return MacTable(sets=1024, ways=4, port_bits=3)
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -115,6 +121,7 @@ BLOCKS = {
     "packet_buffer": _buffer,
     "csr": _CsrHarness,
     "tag_edit": _tag_edit,
+    "mac_table": _mac_table,
     "nic_top": _top,
 }
 

@@ -1,0 +1,491 @@
+"""MAC learning table: hashed, set-associative, keyed by (VLAN, MAC), one block RAM per way.
+
+The behaviour is the golden model's ``MacTable`` (host_driver/model/switch.py, docs/switch.md
+"Behaviour" item 3 and "Gateware plan"); the tests hold this block to it request by request.
+
+MACs are 48-bit integers with the first wire byte most significant, as in
+:data:`hdl.packet.layouts.Ethernet` (so the group bit, bit 0 of the first byte, is bit 40).
+
+Refs: IEEE 802.1Q-2018 8.8 (filtering database), ISO 3309 / IEEE 802.3 CRC-32 (via ``zlib.crc32``).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.lib.ram import PipelinedRam
+from hdl.lib.timing import keep_copy
+
+__all__ = ["LearnOutcome", "MacTable", "crc32_key_columns", "set_index", "entry_layout", "KEY_BYTES",
+           "PACKET_CYCLES", "MGMT_CYCLES"]
+
+#: The hash key: VLAN as two big-endian bytes, then the six MAC bytes.
+KEY_BYTES = 8
+#: Cycles between two packet requests the table accepts back to back (see :class:`MacTable`).
+PACKET_CYCLES = 6
+#: Cycles a management read holds the table (a write: one).
+MGMT_CYCLES = 2
+_GROUP_BIT = 40
+#: The compare's first stage takes (VLAN, MAC) in chunks of this many bits: one LUT4 each.
+_CHUNK_BITS = 2
+#: ... and the stamp against ``oldest`` and ``now`` in chunks of this many bits (greater, less).
+_TIME_CHUNK_BITS = 2
+
+
+class LearnOutcome(enum.Enum, shape=3):
+    """What learning the source did; the lower-case names are the strings ``MacTable.learn`` of
+    the golden model returns. ``NONE``: nothing was asked (``learn`` = 0) or the source is a
+    group address. Value 7 is kept free for ``learn_limit`` (per-port limit, not built yet)."""
+    NONE = 0
+    LEARNED = 1
+    REFRESHED = 2
+    MOVED = 3
+    STATIC = 4
+    STATIC_MOVE = 5
+    TABLE_FULL = 6
+
+
+def entry_layout(port_bits: int, time_bits: int) -> data.StructLayout:
+    """One table entry as stored in a way's RAM and as the management port reads and writes it."""
+    return data.StructLayout({"valid": 1, "static": 1, "vlan": 12, "mac": 48,
+                              "port": port_bits, "stamp": time_bits})
+
+
+def crc32_key_columns() -> tuple[int, list[int]]:
+    """CRC-32 of the all-zero key and, for each key bit ``i`` (bit ``i`` of the key read as a
+    big-endian 64-bit integer), the bits that bit flips in the CRC.
+
+    CRC-32 (with its initial and final XOR) is affine over GF(2) for a fixed length:
+    ``crc(a ^ b) = crc(a) ^ crc(b) ^ crc(0)``, so ``crc(key)`` is ``crc(0)`` XOR the columns of
+    the key's set bits, a fixed XOR network.
+    """
+    zero = zlib.crc32(bytes(KEY_BYTES))
+    return zero, [zlib.crc32((1 << i).to_bytes(KEY_BYTES, "big")) ^ zero for i in range(8 * KEY_BYTES)]
+
+
+def set_index(vlan, mac, bits: int) -> Value:
+    """The low ``bits`` bits of CRC-32(VLAN as 2 big-endian bytes + MAC) as a fixed XOR network:
+    equal to the golden model's ``mac_hash(vlan, mac, bits)`` for every key."""
+    if not 0 <= bits <= 32:
+        raise ValueError(f"set index width must be 0..32 bits, not {bits!r}")
+    zero, columns = crc32_key_columns()
+    key = Cat(Value.cast(mac)[:48], Value.cast(vlan)[:12])    # bit i here is bit i of the key integer
+    out = []
+    for j in range(bits):
+        terms = [key[i] for i in range(len(key)) if columns[i] >> j & 1]
+        out.append(Cat(*terms).xor() ^ (zero >> j & 1))
+    return Cat(*out)
+
+
+class MacTable(wiring.Component):
+    """MAC learning table: ``sets`` x ``ways`` entries keyed by (VLAN, MAC), one block RAM per way.
+
+    Per packet request it learns the source (VLAN, ``src``) on ``in_port`` and looks up the
+    destination (VLAN, ``dst``), with the golden model's ``MacTable`` semantics:
+
+    * an entry is *live* when it is valid and static, or valid and ``now - stamp < aging``
+      (modulo ``2**time_bits``); a destination hits only a live entry;
+    * learning (``learn`` = 1, source not a group address) finds the source's live entry: a
+      static one is left alone (``static``, or ``static_move`` when seen on another port); a
+      dynamic one takes ``in_port`` and ``now`` (``refreshed``, or ``moved``). Without one, the
+      entry goes into the **lowest-numbered way that is free or expired** (``learned``); with
+      none, nothing is evicted (``table_full``);
+    * learning comes before the lookup, as in the golden model's ``SwitchModel.process`` and in
+      Open vSwitch: a frame sent to its own source address finds the entry it just learned.
+
+    Timing (ECP5, 156.25 MHz). A packet request is taken every :data:`PACKET_CYCLES` (6)
+    cycles at most, and its response is valid 8 cycles after it was taken. A management read
+    holds the table :data:`MGMT_CYCLES` (2) cycles (answer valid 4 cycles after it was taken),
+    a write one cycle (answer 2 cycles after). Management requests are taken only between
+    packet requests; when both kinds wait they alternate, so while the driver dumps the table
+    as fast as it can a packet request still goes through every 8 cycles: one minimum-size
+    frame (60 bytes, 8 beats at W=64) per 8 cycles. Wider data paths give fewer cycles per
+    frame and need the pipelined table of docs/switch.md.
+
+    The cycles of a packet request taken in cycle t:
+
+    * t: the set indices (the XOR network, :func:`set_index`) go into registers, the source's
+      straight into the RAMs' read-address registers;
+    * t+1, t+2: the source's set is read, then the destination's (read latency two: the second
+      register is the block RAM's output register on ECP5, :class:`~hdl.lib.ram.PipelinedRam`);
+    * t+3..t+5: the compare of each set, in three register stages (2-bit chunks of key and
+      stamp; the chunks combined; live / hit / free), the destination's one cycle behind;
+    * t+5: the learning write is chosen (its enables, address and data into registers);
+    * t+6: the write; the outcome and the destination's result are decided, and the next
+      request can be taken;
+    * t+7: the response goes into ``resp`` (or as soon as ``resp`` is free).
+
+    The RAMs are read in every cycle (the read enable stays off the arbitration's path); a read
+    in the cycle of a write may collide with it, but its data is never used.
+
+    Not built yet:
+
+    * **Per-port learning limit** (``learn_limit``). Design: a counter of dynamic entries per
+      port (``2**port_bits`` registers); ``learned`` adds one to ``in_port``, ``moved`` moves one;
+      a learn is refused with ``learn_limit`` when its port's count is at the limit (checked in
+      the decide cycle, from a registered copy of the count). Entries that age out must give
+      their count back, which no request sees: a **scrubber** walks every (set, way) in the
+      cycles the table is idle (one set per idle slot: a sweep of 1024 sets takes a few thousand
+      cycles, far below any useful aging), invalidates dynamic entries that have expired and
+      decrements their port's count; learning into an expired way that the scrubber has not
+      reached yet decrements the old entry's port the same way (its port is in the compare
+      register). The scrubber also keeps stamps from wrapping: without it, an entry untouched
+      for ``2**time_bits`` time units looks fresh again. Note that the golden model's count
+      drops only when a request touches the aged entry's set (its expiry is lazy), so its
+      ``learn_limit`` depends on that history; the rule needs settling before this is built.
+    * CSR registers and counters of the outcomes; integration into the fabric (NicTop).
+
+    A reset does not clear the RAMs (they start zero, all invalid, at power-up); the driver
+    clears entries through the management port.
+
+    Parameters
+    ----------
+    sets : int
+        Sets, a power of two of at least 2 (the RAM depth).
+    ways : int
+        Entries per set, one RAM each.
+    port_bits : int
+        Width of a port number.
+    time_bits : int
+        Width of ``now``, ``aging`` and the stamps. The unit is the caller's: 32 bits of
+        156.25 MHz cycles wrap in 27.5 s, less than Open vSwitch's default aging of 300 s, so the
+        fabric should count a coarse time (for example ``cycles >> 20``, 6.7 ms).
+
+    Members
+    -------
+    req : In(stream.Signature(request_layout))
+        ``vlan`` (12 bits), ``dst``, ``src`` (48-bit MACs), ``in_port``, ``learn`` (1: learn the
+        source).
+    resp : Out(stream.Signature(response_layout))
+        ``dst_hit``, ``dst_port`` (0 on a miss), ``outcome`` (:class:`LearnOutcome`), one per
+        request in order.
+    mgmt_req : In(stream.Signature(mgmt_request_layout))
+        ``write``, ``set``, ``way``, ``entry`` (:func:`entry_layout`). A read answers with the
+        entry at (set, way) as stored (expired entries included: the driver filters them with
+        ``now`` and ``aging``); a write stores ``entry`` there and answers with it. A way number
+        of ``ways`` or more reads as an empty entry, and a write to it stores nothing.
+    mgmt_resp : Out(stream.Signature(entry_layout))
+        One entry per management request, in order.
+    now, aging : In(time_bits)
+        The time, and the age at which a dynamic entry expires; both sampled when a packet
+        request is taken.
+    """
+
+    def __init__(self, sets: int = 1024, ways: int = 4, port_bits: int = 3, time_bits: int = 32):
+        self.sets, self.ways, self.port_bits, self.time_bits = sets, ways, port_bits, time_bits  # for repr
+        if not isinstance(sets, int) or sets < 2 or sets & (sets - 1):
+            raise ValueError(f"sets must be a power of two of at least 2, not {sets!r}")
+        if not isinstance(ways, int) or ways < 1:
+            raise ValueError(f"ways must be a positive integer, not {ways!r}")
+        if not isinstance(port_bits, int) or port_bits < 1:
+            raise ValueError(f"port_bits must be a positive integer, not {port_bits!r}")
+        if not isinstance(time_bits, int) or time_bits < 1:
+            raise ValueError(f"time_bits must be a positive integer, not {time_bits!r}")
+        self.set_bits = sets.bit_length() - 1
+        self.way_bits = max(1, (ways - 1).bit_length())
+        self.entry_layout = entry_layout(port_bits, time_bits)
+        self.request_layout = data.StructLayout({"vlan": 12, "dst": 48, "src": 48, "in_port": port_bits,
+                                                 "learn": 1})
+        self.response_layout = data.StructLayout({"dst_hit": 1, "dst_port": port_bits, "outcome": LearnOutcome})
+        self.mgmt_request_layout = data.StructLayout({"write": 1, "set": self.set_bits, "way": self.way_bits,
+                                                      "entry": self.entry_layout})
+        super().__init__({
+            "req": In(stream.Signature(self.request_layout)),
+            "resp": Out(stream.Signature(self.response_layout)),
+            "mgmt_req": In(stream.Signature(self.mgmt_request_layout)),
+            "mgmt_resp": Out(stream.Signature(self.entry_layout)),
+            "now": In(time_bits),
+            "aging": In(time_bits),
+        })
+
+    def __repr__(self):
+        return (f"MacTable(sets={self.sets}, ways={self.ways}, port_bits={self.port_bits}, "
+                f"time_bits={self.time_bits})")
+
+    def elaborate(self, platform):
+        m = Module()
+        ways = range(self.ways)
+
+        # One RAM per way, read latency two: a read issued in cycle c is in `stored[w]` in c + 2.
+        # The second stage is the block RAM's own output register on ECP5, where read data
+        # straight from the RAM arrives 5.8 ns into the 6.4 ns cycle (a plain Memory and a
+        # flip-flop after it reached 115.8 MHz); elsewhere PipelinedRam is a Memory + register.
+        # Read and write addresses, data and enables are registers, loaded the cycle before,
+        # addresses and enables one copy per way (the ways' block RAMs are spread over the die):
+        # nothing but routing between a register and the RAMs. `next_*` say what to load.
+        next_read_addr = Signal(self.set_bits)
+        next_write_addr, next_write_en = Signal(self.set_bits), Signal(self.ways)
+        write_data = Signal(self.entry_layout)
+        stored = []
+        for w in ways:
+            ram = PipelinedRam(self.entry_layout.size, self.sets)
+            m.submodules[f"way_{w}"] = ram
+            stored.append(self.entry_layout(ram.r_data))
+            read_addr = keep_copy(next_read_addr, name=f"read_addr_{w}")
+            write_addr = keep_copy(next_write_addr, name=f"write_addr_{w}")
+            write_en = keep_copy(next_write_en[w], name=f"write_en_{w}", reset_less=False)
+            m.d.sync += [read_addr.eq(next_read_addr),
+                         write_addr.eq(next_write_addr), write_en.eq(next_write_en[w])]
+            # Reading in every cycle keeps the enable off the arbitration's path: `stored` always
+            # holds the set addressed two cycles before, whoever uses it.
+            m.d.comb += [ram.r_addr.eq(read_addr), ram.r_en.eq(1),
+                         ram.w_addr.eq(write_addr), ram.w_data.eq(write_data), ram.w_en.eq(write_en)]
+
+        # The packet request being served, its sets (the XOR network's registered output), time.
+        req = Signal(self.request_layout)
+        src_set, dst_set = Signal(self.set_bits), Signal(self.set_bits)
+        now, aging = Signal(self.time_bits), Signal(self.time_bits)
+        same_key = Signal()       # dst == src: the lookup must see what learning did
+        learn_src = Signal()      # learn asked and the source is not a group address
+
+        # `now - stamp < aging` (mod 2**time_bits) as the window `oldest < stamp <= now`, which
+        # wraps when aging > now: comparisons side by side instead of a subtraction per way
+        # followed by a comparison (two carry chains in series reached 115.8 MHz).
+        oldest, wraps = Signal(self.time_bits), Signal()
+        # The key the comparators check `stored` against: the source, then the destination.
+        cmp_mac = Signal(48)
+
+        # Management request being served.
+        m_set, m_way = Signal(self.set_bits), Signal(self.way_bits)
+        m_entry = Signal(self.entry_layout)
+        m_resp_load = Signal()     # the entry read is in `stored` now: into `mgmt_resp`
+
+        # Arbitration: only in a cycle that can take a request; alternate when both wait. A
+        # management request also needs its response slot free, and none in flight.
+        accepting = Signal()
+        resp_pending = Signal()      # outcome and dst_* are ready for `resp`
+        in_rd_src = Signal()
+        m_in_flight = Signal()
+        # One-hot copies of the FSM states that take requests or hold a management request, kept
+        # beside the FSM: the arbitration reads a flip-flop instead of decoding the state.
+        is_idle = Signal(init=1)
+        is_learn, is_m_read, is_m_wait, is_m_write = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [is_idle.eq(0), is_learn.eq(0), is_m_read.eq(0), is_m_wait.eq(0), is_m_write.eq(0)]
+        prefer_mgmt = Signal()
+        mgmt_ok = Signal()
+        take_pkt, take_mgmt = Signal(), Signal()
+        m.d.comb += [
+            accepting.eq(is_idle | is_m_wait | is_m_write | (is_learn & ~resp_pending)),
+            m_in_flight.eq(is_m_read | is_m_wait | is_m_write),
+            mgmt_ok.eq(self.mgmt_req.valid & ~self.mgmt_resp.valid & ~m_in_flight & ~m_resp_load),
+            take_pkt.eq(accepting & self.req.valid & ~(mgmt_ok & prefer_mgmt)),
+            take_mgmt.eq(accepting & mgmt_ok & ~(self.req.valid & ~prefer_mgmt)),
+            self.req.ready.eq(take_pkt),
+            self.mgmt_req.ready.eq(take_mgmt),
+        ]
+        # The request registers load in every cycle that could take a request, taken or not (a
+        # request not taken leaves the FSM idle, and nothing reads them then): their enable is
+        # then a function of the state alone, not of the arbitration.
+        with m.If(accepting):
+            p = self.req.payload
+            m.d.sync += [
+                req.eq(p), now.eq(self.now), aging.eq(self.aging), cmp_mac.eq(p.src),
+                src_set.eq(set_index(p.vlan, p.src, self.set_bits)),
+                dst_set.eq(set_index(p.vlan, p.dst, self.set_bits)),
+                same_key.eq(p.src == p.dst),
+                learn_src.eq(p.learn & ~p.src[_GROUP_BIT]),
+            ]
+        # The management registers likewise, but not while a management request is in flight
+        # (M_WAIT and the cycle after still need its way).
+        with m.If(accepting & ~m_in_flight & ~m_resp_load):
+            p = self.mgmt_req.payload
+            m.d.sync += [m_set.eq(p.set), m_way.eq(p.way), m_entry.eq(p.entry), write_data.eq(p.entry)]
+        # The next read: the destination's set after the source's, else the set of whichever
+        # request would win the arbitration (read in vain when none is taken).
+        with m.If(in_rd_src):
+            m.d.comb += next_read_addr.eq(dst_set)
+        with m.Elif(mgmt_ok & ~(self.req.valid & ~prefer_mgmt)):
+            m.d.comb += next_read_addr.eq(self.mgmt_req.payload.set)
+        with m.Else():
+            m.d.comb += next_read_addr.eq(set_index(self.req.payload.vlan, self.req.payload.src, self.set_bits))
+        # take_* reach few flip-flops (the FSM, its flags, the write enables): the write address
+        # is selected by `accepting` (it only matters with an enable), as the read address is
+        # by what would win, so that the arbitration's fan-out stays small.
+        with m.If(accepting):
+            m.d.comb += next_write_addr.eq(self.mgmt_req.payload.set)
+        with m.If(take_mgmt):
+            p = self.mgmt_req.payload
+            with m.If(p.write):
+                m.d.comb += next_write_en.eq(1 << p.way)    # truncated: a way >= ways writes nothing
+
+        # The compare of a set with the key, in three register stages so that each has at most a
+        # few LUT levels (block RAM data crosses the die to reach the first). One bank of each,
+        # the source's set one cycle ahead of the destination's:
+        # 1. (t+3 source, t+4 destination) per way, the key in 2-bit chunks (equal) and the stamp
+        #    against `oldest` and `now` in 2-bit chunks (greater, less): one LUT level each;
+        # 2. (t+4, t+5) the chunks combined: key equal, stamp > oldest, stamp <= now;
+        # 3. (t+5, t+6) live, hit (live and key equal), free (not live).
+        key_chunks = range(0, 60, _CHUNK_BITS)
+        time_chunks = range(0, self.time_bits, _TIME_CHUNK_BITS)
+        chunk_eq = [Signal(len(key_chunks), name=f"chunk_eq_{w}") for w in ways]
+        gt_oldest = [Signal(len(time_chunks), name=f"gt_oldest_{w}") for w in ways]
+        lt_oldest = [Signal(len(time_chunks), name=f"lt_oldest_{w}") for w in ways]
+        gt_now = [Signal(len(time_chunks), name=f"gt_now_{w}") for w in ways]
+        lt_now = [Signal(len(time_chunks), name=f"lt_now_{w}") for w in ways]
+        valid_1, static_1, same_port_1 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
+        port_1 = [Signal(self.port_bits, name=f"port_1_{w}") for w in ways]
+        key_eq, after_oldest, not_future = Signal(self.ways), Signal(self.ways), Signal(self.ways)
+        valid_2, static_2, same_port_2 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
+        port_2 = [Signal(self.port_bits, name=f"port_2_{w}") for w in ways]
+
+        # Stage 2 of `stamp > x`: the most significant chunk that differs decides, which is
+        # `gt > lt` read as numbers (chunk i a bit of each): one short carry chain. (Combining
+        # the chunks as LUT logic took five LUT levels for 16 chunks.)
+        # Stage 1 loads in every cycle (no enable on the path from the block RAM), stage 2 only
+        # in CMP_2 (the source's set) and CMP_3 (the destination's).
+        key = Cat(cmp_mac, req.vlan)
+        for w in ways:
+            e = stored[w]
+            stored_key = Cat(e.mac, e.vlan)
+            m.d.sync += chunk_eq[w].eq(Cat(*(stored_key[c:c + _CHUNK_BITS] == key[c:c + _CHUNK_BITS]
+                                             for c in key_chunks)))
+            for i, c in enumerate(time_chunks):
+                stamp = e.stamp[c:c + _TIME_CHUNK_BITS]
+                o, n = oldest[c:c + _TIME_CHUNK_BITS], now[c:c + _TIME_CHUNK_BITS]
+                m.d.sync += [gt_oldest[w][i].eq(stamp > o), lt_oldest[w][i].eq(stamp < o),
+                             gt_now[w][i].eq(stamp > n), lt_now[w][i].eq(stamp < n)]
+            m.d.sync += [valid_1[w].eq(e.valid), static_1[w].eq(e.static),
+                         same_port_1[w].eq(e.port == req.in_port), port_1[w].eq(e.port)]
+
+        def stage_2():
+            for w in ways:
+                m.d.sync += [key_eq[w].eq(chunk_eq[w].all()),
+                             after_oldest[w].eq(gt_oldest[w] > lt_oldest[w]),
+                             not_future[w].eq(gt_now[w] <= lt_now[w]),
+                             valid_2[w].eq(valid_1[w]), static_2[w].eq(static_1[w]),
+                             same_port_2[w].eq(same_port_1[w]), port_2[w].eq(port_1[w])]
+
+        in_window = Mux(wraps, after_oldest | not_future, after_oldest & not_future)
+        live = valid_2 & (static_2 | in_window)
+        hit = live & key_eq          # stage 3: a live entry of the key compared
+        free = ~live                 # stage 3: invalid or expired, a new entry may go there
+
+        # Stage 3 of the source's set (t+5), for the decision (t+6).
+        src_hit, src_free = Signal(self.ways), Signal(self.ways)
+        src_static, src_same_port = Signal(self.ways), Signal(self.ways)
+        # Stage 3 of the destination's set (t+6), for the response (t+7).
+        dst_hit = Signal(self.ways)
+        dst_port = [Signal(self.port_bits, name=f"dst_port_{w}") for w in ways]
+
+        def lowest(bits):
+            """One-hot of the lowest set bit (priority to way 0)."""
+            return Cat(*(bits[w] & ~bits[:w].any() if w else bits[0] for w in ways))
+
+        outcome = Signal(LearnOutcome)
+        # The destination is the source just learned or refreshed there: it answers with in_port.
+        # Kept apart from `req`, which the next request overwrites before the response leaves.
+        own_hit, own_port = Signal(), Signal(self.port_bits)
+
+        def accept(fsm_m):
+            with fsm_m.If(take_pkt):
+                fsm_m.next = "RD_SRC"
+            with fsm_m.Elif(take_mgmt & self.mgmt_req.payload.write):
+                fsm_m.next = "M_WRITE"
+                m.d.sync += is_m_write.eq(1)
+            with fsm_m.Elif(take_mgmt):
+                fsm_m.next = "M_READ"
+                m.d.sync += is_m_read.eq(1)
+            with fsm_m.Else():
+                fsm_m.next = "IDLE"
+                m.d.sync += is_idle.eq(1)
+
+        with m.If(self.resp.valid & self.resp.ready):
+            m.d.sync += self.resp.valid.eq(0)
+        with m.If(self.mgmt_resp.valid & self.mgmt_resp.ready):
+            m.d.sync += self.mgmt_resp.valid.eq(0)
+
+        # The response, the cycle after the decision or as soon as the slot is free.
+        with m.If(resp_pending & ~self.resp.valid):
+            dst_way = lowest(dst_hit)
+            port_of_way = Const(0, self.port_bits)
+            for w in ways:
+                port_of_way = port_of_way | Mux(dst_way[w], dst_port[w], 0)
+            m.d.sync += [resp_pending.eq(0), self.resp.valid.eq(1),
+                         self.resp.payload.dst_hit.eq(dst_hit.any() | own_hit),
+                         self.resp.payload.dst_port.eq(Mux(own_hit, own_port, port_of_way)),
+                         self.resp.payload.outcome.eq(outcome)]
+
+        # A management read's entry, two cycles after the read (the next request may be in flight).
+        with m.If(m_resp_load):
+            m.d.sync += [m_resp_load.eq(0), self.mgmt_resp.valid.eq(1),
+                         self.mgmt_resp.payload.eq(0)]    # a way number >= ways reads as empty
+            for w in ways:
+                with m.If(m_way == w):
+                    m.d.sync += self.mgmt_resp.payload.eq(stored[w])
+
+        with m.FSM():
+            with m.State("IDLE"):
+                accept(m)
+            with m.State("RD_SRC"):
+                m.d.sync += prefer_mgmt.eq(1)    # by state: off the arbitration's path
+                m.d.comb += in_rd_src.eq(1)
+                m.d.sync += [oldest.eq(now - aging), wraps.eq(aging > now)]
+                m.next = "RD_DST"
+            with m.State("RD_DST"):
+                m.next = "CMP_1"
+            with m.State("CMP_1"):
+                # `stored` holds the source's set.
+                m.d.sync += cmp_mac.eq(req.dst)
+                m.next = "CMP_2"
+            with m.State("CMP_2"):
+                # `stored` holds the destination's set.
+                stage_2()
+                m.next = "CMP_3"
+            with m.State("CMP_3"):
+                stage_2()
+                # The learning write, from stage 2 (the decision itself waits for stage 3): the
+                # lowest live entry of the source unless static, else the lowest free way.
+                m.d.comb += [next_write_addr.eq(src_set),    # CMP_3 takes no request
+                             next_write_en.eq(Mux(learn_src, Mux(hit.any(), lowest(hit) & ~static_2, lowest(free)),
+                                                  0))]
+                m.d.sync += [write_data.valid.eq(1), write_data.static.eq(0), write_data.vlan.eq(req.vlan),
+                             write_data.mac.eq(req.src), write_data.port.eq(req.in_port), write_data.stamp.eq(now)]
+                m.d.sync += [src_hit.eq(hit), src_free.eq(free), src_static.eq(static_2),
+                             src_same_port.eq(same_port_2)]
+                m.next = "LEARN"
+                m.d.sync += is_learn.eq(1)
+            with m.State("LEARN"):
+                # The learning write happens in the first cycle here (enabled from CMP_3). The
+                # decision and the destination's result wait for the previous response to have
+                # left them (`resp_pending`), so the next request can be taken now.
+                with m.If(~resp_pending):
+                    m.d.sync += dst_hit.eq(hit)
+                    m.d.sync += [dst_port[w].eq(port_2[w]) for w in ways]
+                    hit_way = lowest(src_hit)
+                    hit_static = (hit_way & src_static).any()
+                    hit_same_port = (hit_way & src_same_port).any()
+                    m.d.sync += [own_hit.eq(0), own_port.eq(req.in_port), resp_pending.eq(1)]
+                    with m.If(~learn_src):
+                        m.d.sync += outcome.eq(LearnOutcome.NONE)
+                    with m.Elif(src_hit.any()):
+                        with m.If(hit_static):
+                            m.d.sync += outcome.eq(Mux(hit_same_port, LearnOutcome.STATIC,
+                                                       LearnOutcome.STATIC_MOVE))
+                        with m.Else():
+                            m.d.sync += [outcome.eq(Mux(hit_same_port, LearnOutcome.REFRESHED,
+                                                        LearnOutcome.MOVED)),
+                                         own_hit.eq(same_key)]
+                    with m.Elif(src_free.any()):
+                        m.d.sync += [outcome.eq(LearnOutcome.LEARNED), own_hit.eq(same_key)]
+                    with m.Else():
+                        m.d.sync += outcome.eq(LearnOutcome.TABLE_FULL)
+                    accept(m)
+                with m.Else():
+                    m.d.sync += is_learn.eq(1)
+            with m.State("M_READ"):
+                m.d.sync += [prefer_mgmt.eq(0), is_m_wait.eq(1)]
+                m.next = "M_WAIT"
+            with m.State("M_WAIT"):
+                # The entry reaches `stored` next cycle; a packet request taken now reads after.
+                m.d.sync += m_resp_load.eq(1)
+                accept(m)
+            with m.State("M_WRITE"):
+                # A write answers with the entry written; a packet request taken now reads after.
+                # (RD_SRC sets the preference back if a packet request is taken now.)
+                m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_entry), prefer_mgmt.eq(0)]
+                accept(m)
+        return m

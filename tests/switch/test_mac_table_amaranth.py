@@ -1,0 +1,412 @@
+"""Amaranth-level tests of the MAC learning table (hdl/switch/mac_table.py) against the golden
+model's ``MacTable`` (host_driver/model/switch.py): request by request, and the table dump."""
+
+import gc
+import random
+import warnings
+import zlib
+
+import pytest
+from amaranth.hdl import Fragment, Module, Signal, UnusedElaboratable
+from amaranth.sim import Simulator
+
+from hdl.switch.mac_table import MGMT_CYCLES, PACKET_CYCLES, LearnOutcome, MacTable, set_index
+from host_driver.model.switch import MacTable as ModelTable
+from host_driver.model.switch import mac_hash
+
+TIME_BITS = 32
+
+
+def mac_bytes(mac: int) -> bytes:
+    return mac.to_bytes(6, "big")
+
+
+def port_name(port: int) -> str:
+    return f"p{port}"
+
+
+class TB:
+    """Drives one :class:`MacTable` from an amaranth.sim testbench, one request at a time, and
+    does what the host driver will do on top of the management port (static entries, dump)."""
+
+    def __init__(self, dut: MacTable, ctx):
+        self.dut, self.ctx = dut, ctx
+        ctx.set(dut.resp.ready, 1)
+        ctx.set(dut.mgmt_resp.ready, 1)
+
+    async def packet(self, vlan, dst, src, in_port, learn, now, aging):
+        """(dst_hit, dst_port, outcome name) of one packet request."""
+        ctx, dut = self.ctx, self.dut
+        ctx.set(dut.now, now)
+        ctx.set(dut.aging, aging)
+        ctx.set(dut.req.payload, {"vlan": vlan, "dst": dst, "src": src, "in_port": in_port, "learn": learn})
+        ctx.set(dut.req.valid, 1)
+        await ctx.tick().until(dut.req.ready)
+        ctx.set(dut.req.valid, 0)
+        for _ in range(20):
+            _, _, valid, payload = await ctx.tick().sample(dut.resp.valid, dut.resp.payload)
+            if valid:
+                return bool(payload.dst_hit), payload.dst_port, payload.outcome.name.lower()
+        raise AssertionError("no response to a packet request within 20 cycles")
+
+    async def mgmt(self, set_, way, entry=None):
+        """The entry at (set, way); with ``entry``, write it there (the answer is ``entry``)."""
+        ctx, dut = self.ctx, self.dut
+        ctx.set(dut.mgmt_req.payload, {"write": entry is not None, "set": set_, "way": way,
+                                       "entry": entry or {}})
+        ctx.set(dut.mgmt_req.valid, 1)
+        await ctx.tick().until(dut.mgmt_req.ready)
+        ctx.set(dut.mgmt_req.valid, 0)
+        for _ in range(20):
+            _, _, valid, payload = await ctx.tick().sample(dut.mgmt_resp.valid, dut.mgmt_resp.payload)
+            if valid:
+                return {f: getattr(payload, f) for f in ("valid", "static", "vlan", "mac", "port", "stamp")}
+        raise AssertionError("no response to a management request within 20 cycles")
+
+    def live(self, e, now, aging):
+        return e["valid"] and (e["static"] or (now - e["stamp"]) % (1 << TIME_BITS) < aging)
+
+    async def read_set(self, set_):
+        return [await self.mgmt(set_, w) for w in range(self.dut.ways)]
+
+    async def add_static(self, vlan, mac, port, now, aging):
+        """Lock (VLAN, MAC) to ``port`` as a driver would: over the key's live entry, else in the
+        lowest free or expired way. Returns the way, or None when the set is full."""
+        set_ = mac_hash(vlan, mac_bytes(mac), self.dut.set_bits)
+        entries = await self.read_set(set_)
+        same = [w for w, e in enumerate(entries)
+                if self.live(e, now, aging) and (e["vlan"], e["mac"]) == (vlan, mac)]
+        free = [w for w, e in enumerate(entries) if not self.live(e, now, aging)]
+        way = (same or free or [None])[0]
+        if way is not None:
+            new = {"valid": 1, "static": 1, "vlan": vlan, "mac": mac, "port": port, "stamp": 0}
+            assert await self.mgmt(set_, way, new) == new, "a write answers with the entry written"
+        return way
+
+    async def dump(self, now, aging):
+        """(set, VLAN, MAC, port, static) of every live entry, by set and way."""
+        out = []
+        for s in range(self.dut.sets):
+            for e in await self.read_set(s):
+                if self.live(e, now, aging):
+                    out.append((s, e["vlan"], e["mac"], e["port"], bool(e["static"])))
+        return out
+
+
+def model_packet(table: ModelTable, vlan, dst, src, in_port, learn, now):
+    """What the gateware must answer, in SwitchModel.process's order: learn, then look up."""
+    outcome = "none"
+    if learn and not src >> 40 & 1:
+        outcome = table.learn(vlan, mac_bytes(src), port_name(in_port), now)
+    found = table.lookup(vlan, mac_bytes(dst), now)
+    return found is not None, 0 if found is None else int(found[1:]), outcome
+
+
+def model_dump(table: ModelTable, now, set_bits):
+    return [(mac_hash(e.vlan, e.mac, set_bits), e.vlan, int.from_bytes(e.mac, "big"), int(e.port[1:]), e.static)
+            for e in table.entries(now)]
+
+
+def by_set(dump):
+    """A dump with each set's entries sorted: the model keeps a set's entries in the order they
+    came (compacted as they expire), the gateware in way order (see test_dump_way_order)."""
+    return sorted(dump)
+
+
+def run(dut, bench, *extra):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for proc in extra:
+        sim.add_testbench(proc, background=True)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def mac_pool(rng, n):
+    """``n`` unicast MACs and two group MACs (a multicast and the broadcast)."""
+    pool = [rng.getrandbits(48) & ~(1 << 40) for _ in range(n)]
+    return pool + [0x01005E000001, 0xFFFFFFFFFFFF]
+
+
+# --- The hash ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [1, 3, 10, 32])
+def test_set_index_is_mac_hash(bits):
+    rng = random.Random(bits)
+    vlan, mac = Signal(12), Signal(48)
+    m = Module()
+    out = Signal(bits)
+    m.d.comb += out.eq(set_index(vlan, mac, bits))
+    keys = [(0, 0), (4095, (1 << 48) - 1)] + [(rng.getrandbits(12), rng.getrandbits(48)) for _ in range(300)]
+
+    async def bench(ctx):
+        for v, a in keys:
+            ctx.set(vlan, v)
+            ctx.set(mac, a)
+            assert ctx.get(out) == mac_hash(v, mac_bytes(a), bits), f"VLAN {v} MAC {a:012x}"
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    if bits == 32:   # the whole CRC, not only its low bits
+        assert mac_hash(5, mac_bytes(7), 32) == zlib.crc32(bytes([0, 5, 0, 0, 0, 0, 0, 7]))
+
+
+# --- Random request sequences against the model ---------------------------------------------
+
+
+@pytest.mark.parametrize("sets,ways,seed,start", [(4, 2, 1, 0), (8, 4, 2, 1000), (2, 3, 3, (1 << TIME_BITS) - 2000)])
+def test_random_requests_match_model(sets, ways, seed, start):
+    """Small sets fill up; a small MAC pool moves between ports; statics through the management
+    port; time steps past ``aging``; after every 100 requests the dump equals the model's. Time
+    starts at 0 (younger than ``aging``) or wraps around 2**32 (the model's does not)."""
+    rng = random.Random(seed)
+    aging = 60
+    dut = MacTable(sets=sets, ways=ways, port_bits=3)
+    model = ModelTable(sets=sets, ways=ways, aging=aging)
+    pool = mac_pool(rng, 4 * sets * ways // 3)
+    vlans = [1, 7, 4094]
+    home = {mac: rng.randrange(8) for mac in pool}
+    seen = {o.name.lower(): 0 for o in LearnOutcome}
+    dumps = []
+
+    async def bench(ctx):
+        tb = TB(dut, ctx)
+        now = start
+        for i in range(1, 801):
+            now += rng.choice([0, 0, 1, 2, 5, 11, 30])
+            vlan = rng.choice(vlans)
+            if rng.random() < 0.02:
+                mac = rng.choice(pool[:-2])
+                port = home[mac] if rng.random() < 0.7 else rng.randrange(8)
+                way = await tb.add_static(vlan, mac, port, now % (1 << TIME_BITS), aging)
+                model.entries(now)     # expire every set, as the driver's read of the set did
+                try:
+                    model.add_static(vlan, mac_bytes(mac), port_name(port))
+                except ValueError:
+                    assert way is None, "the model's set is full, the gateware's is not"
+                else:
+                    assert way is not None, "the gateware's set is full, the model's is not"
+                continue
+            dst, src = rng.choice(pool), rng.choice(pool[:-1])
+            if rng.random() < 0.05:
+                dst = src
+            # Mostly a MAC's own port, sometimes another (a move).
+            in_port = home[src] if rng.random() < 0.8 else rng.randrange(8)
+            learn = int(rng.random() < 0.9)
+            want = model_packet(model, vlan, dst, src, in_port, learn, now)
+            got = await tb.packet(vlan, dst, src, in_port, learn, now % (1 << TIME_BITS), aging)
+            assert got == want, f"request {i}: VLAN {vlan} dst {dst:012x} src {src:012x} port {in_port} at {now}"
+            seen[got[2]] += 1
+            if i % 100 == 0:
+                got_dump = await tb.dump(now % (1 << TIME_BITS), aging)
+                assert by_set(got_dump) == by_set(model_dump(model, now, dut.set_bits)), f"dump after {i}"
+                dumps.append(len(got_dump))
+
+    run(dut, bench)
+    # The sequence reached every outcome, and the table was not empty when dumped.
+    assert all(seen.values()), seen
+    assert max(dumps) > 0
+
+
+def test_dump_way_order():
+    """A new entry takes the lowest free or expired way. The model appends it to its set's list
+    instead, so once a lower way has expired the two orders differ (set by set the entries agree)."""
+    dut = MacTable(sets=2, ways=2, port_bits=3)
+    model = ModelTable(sets=2, ways=2, aging=10)
+    rng = random.Random(5)
+    # Three unicast MACs in the same set.
+    macs = []
+    while len(macs) < 3:
+        mac = rng.getrandbits(48) & ~(1 << 40)
+        if mac_hash(1, mac_bytes(mac), 1) == 0:
+            macs.append(mac)
+    a, b, c = macs
+
+    async def bench(ctx):
+        tb = TB(dut, ctx)
+        for mac, now in ((a, 0), (b, 5), (c, 12)):     # a expires at 10, c takes its way
+            want = model_packet(model, 1, mac, mac, 2, 1, now)
+            assert await tb.packet(1, mac, mac, 2, 1, now, 10) == want == (True, 2, "learned")
+        assert [e["mac"] for e in await tb.read_set(0)] == [c, b]
+        assert [int.from_bytes(e.mac, "big") for e in model.entries(12)] == [b, c]
+
+    run(dut, bench)
+
+
+def test_liveness_window():
+    """A dynamic entry is live while ``(now - stamp) mod 2**32 < aging`` (the model's
+    ``now - last_seen < aging`` on a clock that wraps): edges, stamps ahead of ``now``, aging
+    longer than ``now``, aging 0. Entries written through the management port, looked up."""
+    rng = random.Random(21)
+    top = 1 << TIME_BITS
+    cases = []
+    for now, aging in ((1000, 60), (30, 60), (top - 5, 60), (7, 0), (0x12345678, 0x10000), (5, top - 1)):
+        for delta in (0, 1, aging - 1, aging, aging + 1, -1, -2, -3, top // 2, rng.getrandbits(32)):
+            cases.append((now, aging, (now - delta) % top))
+    dut = MacTable(sets=2, ways=1, port_bits=3)
+    mac = 0x020000000001
+    set_ = mac_hash(1, mac_bytes(mac), 1)
+
+    async def bench(ctx):
+        tb = TB(dut, ctx)
+        for now, aging, stamp in cases:
+            entry = {"valid": 1, "static": 0, "vlan": 1, "mac": mac, "port": 5, "stamp": stamp}
+            await tb.mgmt(set_, 0, entry)
+            want = (now - stamp) % top < aging
+            got = await tb.packet(1, mac, 0x020000000002, 0, 0, now, aging)
+            assert got == ((True, 5, "none") if want else (False, 0, "none")), (now, aging, stamp)
+
+    run(dut, bench)
+
+
+def test_management_way_out_of_range():
+    """With 3 ways, way 3 reads as empty and a write to it changes nothing."""
+    dut = MacTable(sets=2, ways=3, port_bits=3)
+    entry = {"valid": 1, "static": 1, "vlan": 9, "mac": 0x0A0000000001, "port": 6, "stamp": 0}
+    empty = dict.fromkeys(entry, 0)
+
+    async def bench(ctx):
+        tb = TB(dut, ctx)
+        assert await tb.mgmt(1, 3, entry) == entry
+        assert await tb.read_set(1) == [empty] * 3
+        assert await tb.mgmt(1, 3) == empty
+        assert await tb.mgmt(1, 2, entry) == entry
+        assert await tb.read_set(1) == [empty, empty, entry]
+        assert await tb.mgmt(1, 3) == empty
+
+    run(dut, bench)
+
+
+# --- Concurrency, backpressure and cycles ----------------------------------------------------
+
+
+@pytest.mark.parametrize("idle,stall", [(0, 0), (0.3, 0.5)])
+def test_streamed_requests_with_backpressure(idle, stall):
+    """Requests back to back (or with gaps), responses taken with random stalls: the same
+    answers as the model, in order."""
+    rng = random.Random(11)
+    aging = 40
+    dut = MacTable(sets=4, ways=2, port_bits=3)
+    model = ModelTable(sets=4, ways=2, aging=aging)
+    pool = mac_pool(rng, 10)
+    reqs, now = [], 0
+    for _ in range(300):
+        now += rng.choice([0, 1, 3, 9])
+        reqs.append((rng.choice([1, 2]), rng.choice(pool), rng.choice(pool), rng.randrange(8),
+                     int(rng.random() < 0.9), now))
+    want = [model_packet(model, *r) for r in reqs]
+    got = []
+
+    async def source(ctx):
+        src_rng = random.Random(12)
+        ctx.set(dut.aging, aging)
+        for vlan, dst, src, port, learn, t in reqs:
+            while idle and src_rng.random() < idle:
+                ctx.set(dut.req.valid, 0)
+                await ctx.tick()
+            ctx.set(dut.now, t)
+            ctx.set(dut.req.payload, {"vlan": vlan, "dst": dst, "src": src, "in_port": port, "learn": learn})
+            ctx.set(dut.req.valid, 1)
+            await ctx.tick().until(dut.req.ready)
+            ctx.set(dut.now, 0xDEAD)        # `now` matters only where a request is taken
+        ctx.set(dut.req.valid, 0)
+
+    async def sink(ctx):
+        sink_rng = random.Random(13)
+        for _ in range(40 * len(reqs)):
+            if len(got) == len(reqs):
+                return
+            ready = not (stall and sink_rng.random() < stall)
+            ctx.set(dut.resp.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.resp.valid, dut.resp.payload)
+            if valid and ready:
+                got.append((bool(payload.dst_hit), payload.dst_port, payload.outcome.name.lower()))
+        raise AssertionError(f"{len(got)} responses to {len(reqs)} requests")
+
+    run(dut, sink, source)
+    assert got == want
+
+
+def test_cycles_per_request():
+    """Back to back: a packet request every PACKET_CYCLES cycles. With the management port busy
+    all the time as well, requests alternate and packets still go through every 8 cycles."""
+    assert PACKET_CYCLES + MGMT_CYCLES == 8
+    dut = MacTable(sets=16, ways=4, port_bits=3)
+    taken = {"pkt": [], "mgmt": []}
+
+    async def bench(ctx):
+        ctx.set(dut.resp.ready, 1)
+        ctx.set(dut.mgmt_resp.ready, 1)
+        ctx.set(dut.aging, 100)
+        ctx.set(dut.req.payload, {"vlan": 1, "dst": 2, "src": 4, "in_port": 1, "learn": 1})
+        ctx.set(dut.req.valid, 1)
+        for cycle in range(200):
+            if cycle == 100:
+                ctx.set(dut.mgmt_req.valid, 1)
+            _, _, pkt, mgmt = await ctx.tick().sample(dut.req.ready, dut.mgmt_req.ready)
+            if pkt:
+                taken["pkt"].append(cycle)
+            if mgmt:
+                taken["mgmt"].append(cycle)
+
+    run(dut, bench)
+    alone = [t for t in taken["pkt"] if t < 100]
+    shared = [t for t in taken["pkt"] if t > 110]
+    assert {b - a for a, b in zip(alone, alone[1:])} == {PACKET_CYCLES}
+    assert {b - a for a, b in zip(shared, shared[1:])} == {PACKET_CYCLES + MGMT_CYCLES}
+    assert len(taken["mgmt"]) >= 10
+
+
+def test_latency():
+    """Response valid 8 cycles after a packet request was taken, 4 after a management read, 2
+    after a write (the figures of the MacTable docstring)."""
+    dut = MacTable(sets=16, ways=4, port_bits=3)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.resp.ready, 1)
+        ctx.set(dut.mgmt_resp.ready, 1)
+        for kind, port, payload in (("pkt", dut.req, {"vlan": 1, "dst": 2, "src": 4, "in_port": 1, "learn": 1}),
+                                    ("read", dut.mgmt_req, {"write": 0, "set": 3, "way": 1}),
+                                    ("write", dut.mgmt_req, {"write": 1, "set": 3, "way": 1, "entry": {"valid": 1}})):
+            resp = dut.resp if kind == "pkt" else dut.mgmt_resp
+            ctx.set(port.payload, payload)
+            ctx.set(port.valid, 1)
+            for cycle in range(30):
+                _, _, ready, valid = await ctx.tick().sample(port.ready, resp.valid)
+                if ready:
+                    ctx.set(port.valid, 0)
+                    taken = cycle
+                if valid:
+                    seen.append((kind, cycle - taken))
+                    break
+
+    run(dut, bench)
+    assert seen == [("pkt", 8), ("read", 4), ("write", 2)]
+
+
+# --- Parameters -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"sets": 6}, "sets must be a power of two of at least 2, not 6"),
+    ({"sets": 1}, "sets must be a power of two of at least 2, not 1"),
+    ({"ways": 0}, "ways must be a positive integer, not 0"),
+    ({"port_bits": 0}, "port_bits must be a positive integer, not 0"),
+    ({"time_bits": 0}, "time_bits must be a positive integer, not 0"),
+])
+def test_bad_parameters(kwargs, message):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)   # the half-built component
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            MacTable(**kwargs)
+        gc.collect()
+
+
+def test_repr_and_defaults():
+    table = MacTable()
+    Fragment.get(table, None)    # the default size elaborates
+    assert repr(table) == "MacTable(sets=1024, ways=4, port_bits=3, time_bits=32)"
+    assert (table.set_bits, table.way_bits) == (10, 2)
