@@ -496,11 +496,12 @@ class SwitchModel:
                 continue
             sent = [q for q in res.egress if q in m.egress]
             if sent:
-                # OVS copies the frame as it left the first selected port: a frame that left
-                # untagged has lost its priority, and the copy is tagged again with PCP 0.
-                cfg = self.ports[sent[0]]
-                untagged = cfg.mode == "access" or vlan == cfg.vlan
-                copies.append((m.to, self._egress_frame(m.to, vlan, tpid, 0 if untagged else pcp_dei, inner)))
+                # OVS copies the frame as it left a selected port: one that left untagged has lost
+                # its priority (the copy is tagged again with PCP 0). Which port, when several are
+                # selected, follows OVS's internal output order and varies between its runs; the
+                # model keeps the priority when any selected port sent the frame tagged.
+                tagged = any(self.ports[q].mode == "trunk" and vlan != self.ports[q].vlan for q in sent)
+                copies.append((m.to, self._egress_frame(m.to, vlan, tpid, pcp_dei if tagged else 0, inner)))
         return copies
 
     def _egress_frame(self, port: str, vlan: int, tpid: int, pcp_dei: int, inner: bytes) -> bytes:

@@ -136,5 +136,15 @@ def test_mirror_as_ovs_does(ovs_unavailable_reason, tmp_path):
         ovs.send_all(frames)
         got = ovs.egress()
     assert len(want["mon"]) > 40, "the session must copy plenty, or little is compared"
-    for port in ports:
+    for port in PORTS:
         assert got[port] == want[port], f"{port}: OVS sent {len(got[port])} frames, model {len(want[port])}"
+    # The PCP of a copy selected where the frame left through several selected ports, some tagged
+    # and some not, follows OVS's internal output order, which varies between runs: compare the
+    # copies with the PCP of their tag masked.
+    assert [_no_pcp(f) for f in got["mon"]] == [_no_pcp(f) for f in want["mon"]]
+
+
+def _no_pcp(frame: bytes) -> bytes:
+    if frame[12:14] in (b"\x81\x00", b"\x88\xa8"):
+        return frame[:14] + bytes([frame[14] & 0x1F]) + frame[15:]
+    return frame
