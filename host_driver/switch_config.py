@@ -57,6 +57,7 @@ class StormSetting:
 
 @dataclass(frozen=True)
 class LoopGuardSetting:
+    """Loop guard as a user writes it: MAC moves within a window in microseconds, block or not."""
     moves: int = 16
     window_us: float = 1000.0
     block: bool = True

@@ -30,6 +30,16 @@ def expected(frame: bytes, op: TagOp, tag: int) -> bytes:
     return frame
 
 
+def _simulate(dut, edits, source, sink) -> None:
+    """Run the three testbenches until the sink returns."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(edits, background=True)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+
+
 def _cases(rng: random.Random, bpb: int, n: int):
     lengths = list(range(1, 3 * bpb + 20)) + [rng.randrange(1, 300) for _ in range(n)]
     return [(bytes(rng.randrange(256) for _ in range(length)), rng.choice(list(TagOp)),
@@ -60,12 +70,7 @@ def test_tag_edit_matches_the_model(width, idle, stall):
     async def sink(ctx):
         got.extend(await collect_frames(ctx, dut.m_axis, len(cases), bpb, random.Random(2), stall, True))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(edits, background=True)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
+    _simulate(dut, edits, source, sink)
     for k, ((frame, op, tag), (out, user)) in enumerate(zip(cases, got, strict=True)):
         assert out == expected(frame, op, tag), f"case {k}: {op.name} on {len(frame)} bytes: {out.hex()}"
         assert user == k % 2, f"case {k}: tuser lost"
@@ -93,12 +98,7 @@ def test_full_rate_when_nothing_grows():
                 if len(beats) == 160:
                     return
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(edits, background=True)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
+    _simulate(dut, edits, source, sink)
     assert beats[-1] - beats[0] == 159, "one beat per cycle, no bubble between frames"
 
 
