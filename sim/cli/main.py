@@ -15,7 +15,8 @@ Exit status: 0 success; 2 bad input (unreadable or non-Ethernet pcap, unknown po
 bad config file: the message names the file and, for TOML syntax errors, line and column; an
 ``--out`` directory that holds files secnic did not write, or cannot be written) with nothing
 written; 1 when a run itself fails (simulator build or simulation error), also with nothing
-written. ``-v`` may come before or after the command. A bad option prints that command's usage.
+written; 141 when the reader of its output went away (``| head``). ``-v`` may come before or
+after the command. A bad option prints that command's usage.
 
 ``--out`` never loses a user's file: see :mod:`sim.run.outdir` (a previous run's files are
 replaced; any other non-empty directory needs ``--force``, which still deletes nothing of theirs).
@@ -376,6 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("secnic: interrupted; nothing written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`secnic ... | head`): stop quietly, as Unix tools do, and keep
+        # Python's exit-time flush of stdout from failing again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
     except Exception as exc:  # a failed run: say what failed, leave nothing behind
         from sim.run.engine import EngineError
         if isinstance(exc, EngineError) or args.verbose == 0:

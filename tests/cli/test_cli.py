@@ -591,3 +591,20 @@ def test_progress_bar_on_a_terminal_without_size():
                   "interval=0.01):\n"
                   "    time.sleep(0.2)\n")
     assert "simulating (pty): 1/2 frames" in out, out
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``secnic ... | head``: when the reader goes away, no "Broken pipe" error (exit 141, as
+    Unix tools do). A long listing fills the pipe's buffer, so the write does fail."""
+    import subprocess
+    import sys
+    rules = SHARED_DATA / "rules" / "emerging-exploit.rules"
+    if not rules.exists():
+        pytest.skip(f"shared rules not found at {rules}")
+    proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "rules", "check", str(rules), "--all"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Broken pipe" not in err and "Traceback" not in err, err
