@@ -316,13 +316,11 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
                         res = run_bulk(config, frames, workdir / "bulk", progress=lambda n: done.__setitem__(0, n))
             except BulkError as exc:
                 raise EngineError(f"verilator bulk run failed: {exc}") from exc
-            if res["status"]["timed_out"]:
-                _missing_records(config, sim, inputs, res, port_of, timed_out=True)
         else:
             res = _run_cocotb(config, frames, sim, waves, workdir, done)
+    except EngineError:
+        raise
     except (OSError, RuntimeError) as exc:
-        if isinstance(exc, EngineError):
-            raise
         raise EngineError(f"{sim} run failed: {exc}") from exc
     decisions, egress_src, counters, timing = _collate(config, inputs, res, sim, port_of)
     timing["mode"] = "bulk" if bulk else "cocotb"
@@ -360,23 +358,6 @@ def _where(f: InputFrame) -> str:
     return f"{f.in_file} frame #{f.pcap_cnt} (port {f.port})"
 
 
-def _missing_records(config, sim, inputs, res, port_of, *, timed_out: bool) -> None:
-    """Raise EngineError naming the first input frame that got no record."""
-    decode = _record_decoder(config)
-    seen = dict.fromkeys(range(len(port_of)), 0)
-    for _, bits in res["records"]:
-        port = decode(int(bits, 16) if isinstance(bits, str) else bits)["in_port"]
-        seen[port] = seen.get(port, 0) + 1
-    per_port: dict[int, int] = {}
-    for f in inputs:
-        q = port_of[f.port]
-        per_port[q] = per_port.get(q, 0) + 1
-        if per_port[q] > seen.get(q, 0):
-            why = "the simulation timed out" if timed_out else "the simulation ended"
-            raise EngineError(f"{sim}: {why} before {_where(f)} got its record "
-                              f"({len(res['records'])} of {len(inputs)} frames have one)")
-
-
 def _collate(config, inputs, res, sim, port_of):
     """Match a simulation's records and egress frames to the input frames."""
     per_port: dict[int, list[int]] = {}
@@ -388,7 +369,7 @@ def _collate(config, inputs, res, sim, port_of):
     rec_cycle = {}
     decode = _record_decoder(config)
     for cycle, bits in res["records"]:
-        rec = decode(int(bits, 16) if isinstance(bits, str) else bits)
+        rec = decode(bits)
         port = rec["in_port"]
         if port not in per_port or taken[port] >= len(per_port[port]):
             raise EngineError(f"{sim}: record for port {port} with no input frame left")
@@ -399,8 +380,11 @@ def _collate(config, inputs, res, sim, port_of):
         rec_cycle[idx] = cycle
         for q in rec["egress"]:
             egress_src[q].append(idx)
-    if any(d is None for d in decisions):
-        _missing_records(config, sim, inputs, res, port_of, timed_out=False)
+    if None in decisions:
+        # Records come in each port's order, so the first frame without one is the one stuck.
+        why = "timed out" if res.get("status", {}).get("timed_out") else "ended"
+        raise EngineError(f"{sim}: the simulation {why} before {_where(inputs[decisions.index(None)])} got its "
+                          f"record ({len(res['records'])} of {len(inputs)} frames have one)")
     latency = []
     ends = list(rec_cycle.values())
     for q, name in enumerate(config.ports):

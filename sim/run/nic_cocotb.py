@@ -62,8 +62,10 @@ def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = 
 
 
 def read_results(path: Path) -> dict:
-    """Load a results file written by this module (frames as bytes again)."""
+    """Load a results file written by this module (frames as bytes again, records as
+    ``[cycle, int]``: the shape bulk mode returns)."""
     res = json.loads(Path(path).read_text())
+    res["records"] = [[cycle, int(bits, 16)] for cycle, bits in res["records"]]
     res["egress"] = {p: [dict(e, data=bytes.fromhex(e["data"])) for e in frames]
                      for p, frames in res["egress"].items()}
     return res

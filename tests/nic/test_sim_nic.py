@@ -97,7 +97,7 @@ def _check_oracle(config: NicConfig, res: dict) -> None:
     taken = dict.fromkeys(per_port, 0)
     bad = []
     for _cycle, bits in res["records"]:
-        rec = decode_record(config, int(bits, 16))
+        rec = decode_record(config, bits)
         port = rec["in_port"]
         frame = per_port[port][taken[port]]
         taken[port] += 1
