@@ -40,8 +40,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from hdl.config import NicConfig
 from sim.runner import module_ports
 
@@ -213,18 +211,14 @@ def read_outputs(out_dir: Path, config: NicConfig, n_frames: int) -> dict:
     out_dir = Path(out_dir)
     lay = BulkLayout.of(config)
     status = json.loads((out_dir / "status.json").read_text())
-    ing = np.fromfile(out_dir / "ingress.bin", dtype="<u8").reshape(-1, 2)
-    if len(ing) != n_frames:
-        raise RuntimeError(f"ingress.bin holds {len(ing)} frames, expected {n_frames}")
-    ingress = [None if s == NEVER else [s, e] for s, e in ing.tolist()]
-    words = lay.record_words
-    raw = np.fromfile(out_dir / "records.bin", dtype="<u8").reshape(-1, 1 + words)
-    records = []
-    for row in raw.tolist():
-        bits = 0
-        for k, word in enumerate(row[1:]):
-            bits |= word << (64 * k)
-        records.append([row[0], bits])
+    ingress = [None if s == NEVER else [s, e]
+               for s, e in struct.iter_unpack("<QQ", (out_dir / "ingress.bin").read_bytes())]
+    if len(ingress) != n_frames:
+        raise RuntimeError(f"ingress.bin holds {len(ingress)} frames, expected {n_frames}")
+    raw = (out_dir / "records.bin").read_bytes()
+    row = 8 * (1 + lay.record_words)
+    records = [[int.from_bytes(raw[k:k + 8], "little"), int.from_bytes(raw[k + 8:k + row], "little")]
+               for k in range(0, len(raw), row)]
     egress = {name: [] for name in config.ports}
     data = (out_dir / "egress.bin").read_bytes()
     pos = 0

@@ -201,7 +201,7 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
         sim.go()
         done = False
         while not done:
-            total, records, done = sim.run(CHUNK_CYCLES)
+            _, records, done = sim.run(CHUNK_CYCLES)
             if progress is not None:
                 progress(records)
         sim.cycles(SETTLE_CYCLES)
@@ -283,15 +283,14 @@ def run_segments(config: NicConfig, frames: Frames, workdir: Path, jobs: int) ->
             ing = part["ingress"][local]
             merged["ingress"][i] = None if ing is None else [ing[0] + offset, ing[1] + offset]
         for name, out in part["egress"].items():
-            merged["egress"][name] += [dict(e, start=e["start"] + offset, end=e["end"] + offset,
-                                            segment_index=seg) for e in out]
+            merged["egress"][name] += [dict(e, start=e["start"] + offset, end=e["end"] + offset) for e in out]
         merged["counters"] = (part["counters"] if merged["counters"] is None
                               else _add_counters(merged["counters"], part["counters"]))
         merged["status"]["timed_out"] |= part["status"]["timed_out"]
         merged["status"]["segments"].append(part["status"])
         offset += part["status"]["done_cycle"]
         total += part["total_cycles"]
-    merged.update(total_cycles=total, sim_cycles=offset, wall_s=wall, segment_frames=segments)
+    merged.update(total_cycles=total, sim_cycles=offset, wall_s=wall)
     return merged
 
 
