@@ -7,6 +7,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from hdl.switch.settings import SwitchSettings
+
 __all__ = ["NicConfig", "VALID_DATA_WIDTHS", "PARSER_ARCHITECTURES", "MIN_PHYSICAL_FRAME", "MAX_FRAME"]
 
 VALID_DATA_WIDTHS = (64, 128, 256, 512)
@@ -28,7 +30,8 @@ class NicConfig:
     data_width:
         Datapath width W in bits (64, 128, 256 or 512).
     ports:
-        Port names in port-number order. Port 0 is the uplink.
+        Port names in port-number order. Port 0 is the uplink. Two for the bump in the wire,
+        2..8 with ``switch``.
     physical_ports:
         Ports attached to a real PHY; only these flag frames below 60 bytes as runts.
     clock_mhz:
@@ -63,6 +66,10 @@ class NicConfig:
         copy, shallow FIFO output queues. The behaviour seen at the ports and on the register bus
         is the same; only latencies differ. (Kept as the user-facing name: boards and nic.toml
         files set it.)
+    switch:
+        The switch fabric (:class:`hdl.switch.settings.SwitchSettings`: learning, VLANs, storm
+        control, loop guard, mirroring, per-port output queues; docs/switch.md), or None for the
+        two-port bump in the wire (every good frame to the other port, unchanged).
     """
 
     data_width: int = 64
@@ -78,13 +85,23 @@ class NicConfig:
     counter_width: int = 64
     parser: str = "pipelined"
     compact: bool = False
+    switch: SwitchSettings | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         if self.data_width not in VALID_DATA_WIDTHS:
             raise ValueError(f"data_width must be one of {VALID_DATA_WIDTHS}, not {self.data_width!r}")
-        if len(self.ports) != 2:
-            raise ValueError(f"this NIC build has exactly two ports (bump in the wire), not {self.ports!r}")
+        if self.switch is None and len(self.ports) != 2:
+            raise ValueError(f"a bump in the wire has exactly two ports, not {self.ports!r}")
+        if self.switch is not None:
+            if len(self.switch.ports) != len(self.ports):
+                raise ValueError(f"switch settings for {len(self.switch.ports)} ports, but the NIC has "
+                                 f"{len(self.ports)}")
+            if self.switch.egress_queue_bytes < self.max_frame + 8:
+                raise ValueError(f"switch egress_queue_bytes must hold a maximum frame ({self.max_frame} + 8), "
+                                 f"not {self.switch.egress_queue_bytes}")
+            if self.data_width < 64:
+                raise ValueError("the switch needs W >= 64")
         if len(set(self.ports)) != len(self.ports):
             raise ValueError(f"port names must be unique, not {self.ports!r}")
         for name in self.physical_ports:
@@ -137,6 +154,7 @@ class NicConfig:
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("extra")
+        d["switch"] = self.switch.as_dict() if self.switch is not None else None
         d["ports"] = list(self.ports)
         d["physical_ports"] = list(self.physical_ports)
         return d
@@ -158,6 +176,8 @@ class NicConfig:
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         try:
+            if isinstance(kwargs.get("switch"), dict):
+                kwargs["switch"] = SwitchSettings.from_dict(kwargs["switch"])
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from None

@@ -35,6 +35,11 @@ from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
+from hdl.switch.control import wire_switch
+from hdl.switch.egress import EgressFanout
+from hdl.switch.recorder import FlightRecorder
+from hdl.switch.regs import SWITCH, SWPORT, switch_values, swport_values
+from hdl.switch.stage import FRAME_CYCLES, SwitchStage, make_switch_descriptor_layout
 
 __all__ = ["NicTop", "build_register_map", "TOP_NAME"]
 
@@ -93,12 +98,27 @@ class NicTop(wiring.Component):
         w = cfg.data_width
 
         parser = make_parser(cfg)                             # NicConfig.parser picks the architecture
-        buffer = PacketBuffer(cfg, target)
+        switch = cfg.switch is not None
+        buffer = PacketBuffer(cfg, target, desc_layout=make_switch_descriptor_layout(cfg) if switch else None)
+        # The switch stage takes a frame per FRAME_CYCLES cycles: a frame's last beat waits until
+        # that many cycles have passed since the previous one (`frame_gap_ok`, a register).
+        frame_gap_ok = Signal(init=1)
         # Each ingress port's ready comes from a flip-flop of its own (the buffer's space fan-out).
-        ready_copies = None if buffer.space_fanout is None else [copy & parser.space for copy in buffer.space_fanout]
-        arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports), ready_copies=ready_copies))
+        ready_copies = None
+        if buffer.space_fanout is not None:
+            ready_copies = [copy & parser.space for copy in buffer.space_fanout]
+        arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports), ready_copies=ready_copies,
+                                                        last_gate=frame_gap_ok if switch else None))
         self._add(m, "parser", parser)
-        forwarder = self._add(m, "forwarder", Forwarder(cfg))
+        if switch:
+            forwarder = self._add(m, "switch", SwitchStage(cfg))
+            fanout = self._add(m, "egress", EgressFanout(cfg))
+            recorder = self._add(m, "recorder", FlightRecorder(cfg.switch.recorder_depth, cfg.port_bits,
+                                                                len(cfg.ports)))
+            port_sources = fanout.outputs
+        else:
+            forwarder = self._add(m, "forwarder", Forwarder(cfg))
+            port_sources = buffer.outputs
         self._add(m, "buffer", buffer)
         csr = self._add(m, "csr", target.csr(self.regmap))
 
@@ -110,7 +130,7 @@ class NicTop(wiring.Component):
                 if cfg.line_tester:
                     port_in = self._line_tester_ingress(m, csr, i, name, port_in)
                 connect(m, port_in, arbiter.inputs[i])
-                connect(m, buffer.outputs[i], port_out)
+                connect(m, port_sources[i], port_out)
             else:
                 ingress = self._add(m, f"ingress_{name}", RegisterSlice(w, 1))
                 egress = self._add(m, f"egress_{name}", RegisterSlice(w, 1))
@@ -118,7 +138,7 @@ class NicTop(wiring.Component):
                     port_in = self._line_tester_ingress(m, csr, i, name, port_in)
                 connect(m, port_in, ingress.s_axis)
                 connect(m, ingress.m_axis, arbiter.inputs[i])
-                connect(m, buffer.outputs[i], egress.s_axis)
+                connect(m, port_sources[i], egress.s_axis)
                 connect(m, egress.m_axis, port_out)
             if cfg.line_tester:
                 out = getattr(self, f"m_axis_{name}")
@@ -136,8 +156,16 @@ class NicTop(wiring.Component):
         # compares is far from both).
         pipe = parser.s_axis
         space = buffer.space & parser.space
+        if switch:
+            space = space & (~arbiter.m_axis.tlast | frame_gap_ok)
         take = arbiter.m_axis.tvalid & space
         m.d.comb += arbiter.m_axis.tready.eq(space)
+        if switch:
+            since_last = Signal(range(FRAME_CYCLES), init=FRAME_CYCLES - 1)
+            with m.If(take & arbiter.m_axis.tlast):
+                m.d.sync += [since_last.eq(0), frame_gap_ok.eq(0)]
+            with m.Elif(since_last != FRAME_CYCLES - 1):
+                m.d.sync += [since_last.eq(since_last + 1), frame_gap_ok.eq(since_last >= FRAME_CYCLES - 2)]
         payload = ("tdata", "tkeep", "tlast", "tuser")
         copies = [{f: getattr(pipe, f) for f in ("tvalid",) + payload}]
         if target.register_slices:
@@ -155,6 +183,10 @@ class NicTop(wiring.Component):
         connect(m, parser.meta, forwarder.parsed)
         connect(m, forwarder.desc, buffer.desc)
         connect(m, forwarder.record, wiring.flipped(self.record))
+        if switch:
+            connect(m, buffer.outputs[0], fanout.s_axis)
+            m.d.comb += fanout.s_desc.eq(buffer.m_desc)
+            wire_switch(m, csr, self.regmap, cfg, forwarder, fanout, recorder)
         if cfg.uart_bridge:
             bridge = self._add(m, "bridge", UartBridge(
                 clk_hz=round(cfg.clock_mhz * 1e6), baud=cfg.uart_baud, addr_width=self.regmap.address_width,
@@ -297,6 +329,10 @@ def build_register_map(config: NicConfig) -> RegisterMap:
     for index in range(len(config.ports)):
         regs.add(PORT, index, port_values(config, index))
     regs.add(PARSER)
+    if config.switch is not None:
+        regs.add(SWITCH, values=switch_values(config))
+        for index in range(len(config.ports)):
+            regs.add(SWPORT, index, swport_values(config, index))
     if config.uart_bridge:
         regs.add(BRIDGE)
     if config.line_tester:

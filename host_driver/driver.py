@@ -142,6 +142,11 @@ class Nic:
             out[reg.name.lower()] = regmap.format_version(value) if reg.name == "HW_VERSION" else value
         return out
 
+    async def mac_table(self):
+        """The switch's whole MAC table (:meth:`host_driver.blocks.switch.Switch.mac_table`)."""
+        from host_driver.blocks.switch import Switch
+        return await Switch(self).mac_table()
+
     async def port_name(self, block: DiscoveredBlock) -> str:
         """Port name stored in a PORT block (NAME_LO/NAME_HI)."""
         return regmap.decode_name(await self.read(block, "NAME_LO"), await self.read(block, "NAME_HI"))
@@ -159,16 +164,21 @@ class Nic:
     async def counters(self) -> dict:
         """Every counter, JSON-ready, in a stable order (chain order, then address order).
 
-        ``{"ports": {name: {...}}, "parser": {"packets": n, "malformed": {reason: n}}}``; other
+        ``{"ports": {name: {...}}, "parser": {"packets": n, "malformed": {reason: n}}}`` (a switch
+        port's SWPORT counters under ``ports[name]["switch"]``); other
         block types with counters get an entry named after the type (plus instance if not 0).
         """
         out: dict = {"ports": {}}
+        names = {b.instance: await self.port_name(b) for b in self.find(PORT.name)}
         for block in self.blocks:
             if not regmap.counter_registers(block.type):
                 continue
             values = await self._block_counters(block)
             if block.type is PORT or block.type.type_id == PORT.type_id:
-                out["ports"][await self.port_name(block)] = values
+                out["ports"].setdefault(names[block.instance], {}).update(values)
+            elif block.type.name == "SWPORT":
+                # A switch port's own counters go with the port's, under "switch".
+                out["ports"].setdefault(names[block.instance], {})["switch"] = values
             else:
                 key = block.type.name.lower() + (str(block.instance) if block.instance else "")
                 out[key] = values

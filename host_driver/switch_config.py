@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from hdl.switch.settings import TICK_SHIFT, SwitchPort, SwitchSettings
+from hdl.switch.settings import StormClass as HwStormClass
 from host_driver.model.switch import (
     FlightRecorder,
     LoopGuard,
@@ -41,7 +43,8 @@ from host_driver.model.switch import (
     SwitchModel,
 )
 
-__all__ = ["SwitchConfig", "SwitchConfigError", "StormSetting", "LoopGuardSetting", "PROFILES", "profile"]
+__all__ = ["SwitchConfig", "SwitchConfigError", "StormSetting", "LoopGuardSetting", "PROFILES", "profile",
+           "nic_config"]
 
 
 class SwitchConfigError(ValueError):
@@ -75,11 +78,18 @@ class SwitchConfig:
     #: A bump in the wire: two ports, every frame to the other one untouched (no learning, no
     #: VLAN rules): the NIC before the switch, :class:`host_driver.model.nic.NicModel`.
     wire: bool = False
+    #: Build sizes: MAC table sets and ways (``[switch.table]``), each port's output queue and the
+    #: flight recorder's depth (``[switch]``).
+    sets: int = 1024
+    ways: int = 4
+    egress_queue_bytes: int = 16384
+    recorder_depth: int = 512
 
     @classmethod
     def from_toml(cls, table: Mapping, *, key: str = "switch") -> SwitchConfig:
         """Read a ``[switch]`` table (already parsed TOML)."""
-        _only(table, key, {"ports", "storm", "mirror", "table", "loop_guard", "wire"})
+        _only(table, key, {"ports", "storm", "mirror", "table", "loop_guard", "wire", "egress_queue_bytes",
+                           "recorder_depth"})
         ports_t = _table(table.get("ports"), f"{key}.ports", required=True)
         if not ports_t:
             raise SwitchConfigError(f"{key}.ports: a switch needs ports")
@@ -128,9 +138,17 @@ class SwitchConfig:
                 sides[side] = frozenset(names)
             mirrors.append(MirrorSession(to, sides["ingress"], sides["egress"]))
         table_t = _table(table.get("table", {}), f"{key}.table")
-        _only(table_t, f"{key}.table", {"aging_s", "port_limit"})
+        _only(table_t, f"{key}.table", {"aging_s", "port_limit", "sets", "ways"})
         aging = _number(table_t, "aging_s", f"{key}.table", 1, 1e6) or 300.0
         limit = _number(table_t, "port_limit", f"{key}.table", 0, 1 << 20, integer=True)
+        sets = int(_number(table_t, "sets", f"{key}.table", 2, 1 << 16, integer=True) or 1024)
+        if sets & (sets - 1):
+            raise SwitchConfigError(f"{key}.table.sets: must be a power of two, not {sets}")
+        ways = int(_number(table_t, "ways", f"{key}.table", 1, 8, integer=True) or 4)
+        queue = int(_number(table, "egress_queue_bytes", key, 1024, 1 << 20, integer=True) or 16384)
+        depth = int(_number(table, "recorder_depth", key, 2, 1 << 16, integer=True) or 512)
+        if depth & (depth - 1):
+            raise SwitchConfigError(f"{key}.recorder_depth: must be a power of two, not {depth}")
         lg_t = table.get("loop_guard", {})
         loop_guard = None
         if lg_t is not False:
@@ -142,22 +160,71 @@ class SwitchConfig:
                 raise SwitchConfigError(f"{w}.block: must be true or false, not {block!r}")
             loop_guard = LoopGuardSetting(int(_number(lg_t, "moves", w, 2, 1 << 16, integer=True) or 16),
                                           _number(lg_t, "window_us", w, 1, 1e7) or 1000.0, block)
-        return cls(ports, storm, tuple(mirrors), aging, int(limit) if limit else None, loop_guard)
+        return cls(ports, storm, tuple(mirrors), aging, int(limit) if limit else None, loop_guard,
+                   sets=sets, ways=ways, egress_queue_bytes=queue, recorder_depth=depth)
+
+    def aging_ticks(self, clock_mhz: float) -> int:
+        """The aging time in the switch's ticks (2**TICK_SHIFT cycles)."""
+        return max(1, int(self.aging_s * clock_mhz * 1e6) >> TICK_SHIFT)
+
+    def window_ticks(self, clock_mhz: float) -> int:
+        """Loop guard's window in ticks (at least 1)."""
+        return max(1, int(self.loop_guard.window_us * clock_mhz) >> TICK_SHIFT)
 
     def model(self, clock_mhz: float, *, sets: int = 1024, ways: int = 4,
               recorder_depth: int = 1024) -> SwitchModel:
         """The golden model configured as the driver would program the switch (time in cycles at
-        ``clock_mhz``). A bump in the wire has none: ValueError."""
+        ``clock_mhz``; the MAC table and loop guard in ticks, as the gateware). A bump in the wire
+        has none: ValueError."""
         if self.wire:
             raise ValueError("a bump in the wire does not switch: its model is host_driver.model.nic.NicModel")
-        cycles_per_s = clock_mhz * 1e6
         storm = {k: StormLimit.from_rate(v.mbps, v.burst, clock_mhz) for k, v in self.storm.items()}
         guard = None
         if self.loop_guard is not None:
-            guard = LoopGuard(self.loop_guard.moves, int(self.loop_guard.window_us * clock_mhz),
-                              self.loop_guard.block)
-        table = MacTable(sets=sets, ways=ways, aging=int(self.aging_s * cycles_per_s), port_limit=self.port_limit)
-        return SwitchModel(self.ports, table, storm, guard, FlightRecorder(recorder_depth), self.mirrors)
+            guard = LoopGuard(self.loop_guard.moves, self.window_ticks(clock_mhz), self.loop_guard.block)
+        table = MacTable(sets=sets, ways=ways, aging=self.aging_ticks(clock_mhz), port_limit=self.port_limit)
+        return SwitchModel(self.ports, table, storm, guard, FlightRecorder(recorder_depth), self.mirrors,
+                           tick_shift=TICK_SHIFT)
+
+    def settings(self, port_names, clock_mhz: float, **build) -> SwitchSettings:
+        """The gateware's build settings for NIC ports ``port_names`` (same names, in NIC order),
+        with this configuration as the registers' power-on values; ``build`` passes table and
+        queue sizes (:class:`hdl.switch.settings.SwitchSettings`). ValueError for a bump in the wire,
+        or a port limit (not built in the gateware yet)."""
+        if self.wire:
+            raise ValueError("a bump in the wire has no switch settings")
+        if self.port_limit:
+            raise ValueError("switch.table.port_limit: the gateware has no per-port learning limit yet")
+        names = list(port_names)
+        if sorted(names) != sorted(self.ports):
+            raise ValueError(f"switch ports {sorted(self.ports)} differ from the NIC's {names}")
+        ports = []
+        for name in names:
+            p = self.ports[name]
+            if p.mode == "access":
+                ports.append(SwitchPort(False, p.vlan))
+            else:
+                ports.append(SwitchPort(True, p.vlan or 0, None if p.trunks is None else tuple(sorted(p.trunks))))
+        storm = []
+        for (port, cls), st in self.storm.items():
+            limit = StormLimit.from_rate(st.mbps, st.burst, clock_mhz)
+            storm.append((names.index(port), HwStormClass[cls.name], limit.rate, limit.burst))
+        if len(self.mirrors) > 1:
+            raise ValueError("the gateware has one mirror session")
+        mirror = {}
+        if self.mirrors:
+            ms = self.mirrors[0]
+            mirror = {"mirror_to": names.index(ms.to),
+                      "mirror_ingress": sum(1 << names.index(p) for p in ms.ingress),
+                      "mirror_egress": sum(1 << names.index(p) for p in ms.egress)}
+        guard = {}
+        if self.loop_guard is not None:
+            guard = {"loop_moves": self.loop_guard.moves, "loop_window": self.window_ticks(clock_mhz),
+                     "loop_block": self.loop_guard.block}
+        sizes = {"mac_sets": self.sets, "mac_ways": self.ways, "egress_queue_bytes": self.egress_queue_bytes,
+                 "recorder_depth": self.recorder_depth} | build
+        return SwitchSettings(ports=tuple(ports), aging=self.aging_ticks(clock_mhz), storm=tuple(sorted(storm)),
+                              **mirror, **guard, **sizes)
 
 
 def _only(table: Mapping, key: str, allowed: set[str]) -> None:
@@ -237,3 +304,30 @@ def profile(name: str) -> SwitchConfig:
     if name not in PROFILES:
         raise KeyError(f"no switch profile {name!r}; built in: {', '.join(PROFILES)}")
     return SwitchConfig.from_toml(PROFILES[name])
+
+
+def nic_config(switch: SwitchConfig, nic: Mapping | None = None, *, source: str = "config"):
+    """The :class:`hdl.config.NicConfig` of a switch configuration and a ``[nic]`` table of build
+    options (its ``ports``, if given, must name the switch's ports; the switch's order is the port
+    order otherwise). A bump in the wire builds no switch. ValueError / SwitchConfigError naming
+    the key."""
+    from hdl.config import NicConfig
+    nic = dict(nic or {})
+    names = list(switch.ports)
+    if "ports" in nic:
+        if sorted(nic["ports"]) != sorted(names):
+            raise SwitchConfigError(f"nic.ports: {list(nic['ports'])} must name the ports of switch.ports {names}")
+        names = list(nic["ports"])
+    nic["ports"] = names
+    nic.setdefault("physical_ports", [names[0]])
+    if "switch" in nic:
+        raise SwitchConfigError("nic.switch: the switch is configured in the [switch] table")
+    if not switch.wire:
+        clock = nic.get("clock_mhz", NicConfig.clock_mhz)
+        if isinstance(clock, bool) or not isinstance(clock, int | float) or clock <= 0:
+            raise ValueError(f"{source} [nic]: clock_mhz must be positive, not {clock!r}")
+        try:
+            nic["switch"] = switch.settings(names, clock)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+    return NicConfig.from_dict(nic, source=f"{source} [nic]")

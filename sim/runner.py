@@ -148,7 +148,9 @@ def module_ports(verilog: str, module: str) -> list[tuple[str, int, str]]:
     m = re.search(rf"^module\s+{re.escape(module)}\s*\(.*?^endmodule", verilog, re.M | re.S)
     if m is None:
         raise ValueError(f"module {module} not found")
-    return [(d, int(hi) + 1 if hi else 1, name) for d, hi, name in _PORT_DECL.findall(m.group(0))]
+    # Yosys writes wide case statements as functions, whose arguments are inputs too.
+    body = re.sub(r"^\s*function\b.*?^\s*endfunction\b", "", m.group(0), flags=re.M | re.S)
+    return [(d, int(hi) + 1 if hi else 1, name) for d, hi, name in _PORT_DECL.findall(body)]
 
 
 def public_ports_vlt(verilog: str, module: str) -> str:

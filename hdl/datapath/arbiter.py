@@ -37,12 +37,16 @@ class PacketArbiter(wiring.Component):
     e.g. the copies of a :class:`hdl.lib.timing.Fanout` of the downstream ready; value i gates
     ``s_axis_<i>.tready`` instead of ``m_axis.tready`` (why: a downstream ready then reaches each
     ingress from a flip-flop next to it).
+
+    ``last_gate`` (optional): a frame's last beat is taken from its port only while this is high
+    (the switch spaces frames so; the consumer must gate ``m_axis.tready`` the same way).
     """
 
-    def __init__(self, data_width: int, n_ports: int, *, ready_copies=None):
+    def __init__(self, data_width: int, n_ports: int, *, ready_copies=None, last_gate=None):
         if ready_copies is not None and len(ready_copies) != n_ports:
             raise ValueError(f"ready_copies must have one value per port ({n_ports}), not {len(ready_copies)}")
         self.ready_copies = ready_copies
+        self.last_gate = last_gate
         self.n_ports = n_ports
         self.port_bits = max(1, (n_ports - 1).bit_length())
         members = {f"s_axis_{i}": In(AXIStreamSignature(data_width, 1)) for i in range(n_ports)}
@@ -92,6 +96,8 @@ class PacketArbiter(wiring.Component):
         m.d.comb += out.tvalid.eq((valids & grant).any())
         for i, s in enumerate(self.inputs):
             ready = self.ready_copies[i] if self.ready_copies is not None else out.tready
+            if self.last_gate is not None and self.ready_copies is not None:
+                ready = ready & (~s.tlast | self.last_gate)
             m.d.comb += s.tready.eq(grant[i] & ready)
         # AND-OR on the one-hot grant, not a mux on the index: one level of logic per bit.
         for field in ("tdata", "tkeep", "tlast"):

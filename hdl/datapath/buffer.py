@@ -55,18 +55,26 @@ class PacketBuffer(wiring.Component):
     m_axis_<i>: Out(AXIStreamSignature(W, 1)) per port (``self.outputs[i]``)
     """
 
-    def __init__(self, config: NicConfig, target: Target | None = None):
+    def __init__(self, config: NicConfig, target: Target | None = None, *, desc_layout=None):
         self.config = config
         self.target = target or target_for(config)
         w = config.data_width
+        #: With a descriptor layout of its own (the switch's), the buffer has one output, every
+        #: kept frame leaves through it with its descriptor on ``m_desc``, and the egress fan-out
+        #: (:class:`hdl.switch.egress.EgressFanout`) places it in the ports' queues.
+        self.fanout = desc_layout is not None
+        self.desc_layout = desc_layout if self.fanout else make_descriptor_layout(config.port_bits)
         members = {
             "s_axis": In(AXIStreamSignature(w, 1 + config.port_bits)),
-            "desc": In(stream.Signature(make_descriptor_layout(config.port_bits), always_ready=True)),
+            "desc": In(stream.Signature(self.desc_layout, always_ready=True)),
             "space": Out(1),
         }
-        members.update({f"m_axis_{i}": Out(AXIStreamSignature(w, 1)) for i in range(len(config.ports))})
+        n_out = 1 if self.fanout else len(config.ports)
+        members.update({f"m_axis_{i}": Out(AXIStreamSignature(w, 1)) for i in range(n_out)})
+        if self.fanout:
+            members["m_desc"] = Out(self.desc_layout)
         super().__init__(members)
-        self.outputs = [getattr(self, f"m_axis_{i}") for i in range(len(config.ports))]
+        self.outputs = [getattr(self, f"m_axis_{i}") for i in range(n_out)]
         #: ``space`` again as a flip-flop per ingress port, for that port's ready logic (why: one
         #: ``space`` for every port crosses a large die); None in builds without register slices,
         #: where the producer's ready is ``space`` itself.
@@ -167,6 +175,9 @@ class PacketBuffer(wiring.Component):
         cur_drop = Signal()
         cur_port = Signal(cfg.port_bits)
         desc_view = self.desc.payload.shape()(descs.r_data)
+        if self.fanout:
+            cur_desc = Signal(self.desc_layout)
+            m.d.comb += self.m_desc.eq(cur_desc)
 
         r_tdata = beats.r_data[:w]
         r_tkeep = beats.r_data[w:w + bpb]
@@ -192,7 +203,11 @@ class PacketBuffer(wiring.Component):
         load = descs.r_rdy & (~active | frame_done)
         m.d.comb += descs.r_en.eq(load)
         with m.If(load):
-            m.d.sync += [active.eq(1), cur_drop.eq(desc_view.drop), cur_port.eq(desc_view.port)]
+            m.d.sync += [active.eq(1), cur_drop.eq(desc_view.drop)]
+            if self.fanout:
+                m.d.sync += cur_desc.eq(desc_view)
+            else:
+                m.d.sync += cur_port.eq(desc_view.port)
         with m.Elif(frame_done):
             m.d.sync += active.eq(0)
         return m

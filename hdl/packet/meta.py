@@ -11,7 +11,8 @@ import enum
 from amaranth.lib import data
 from amaranth.lib import enum as hdl_enum
 
-__all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "Verdict", "L3Type", "PacketMeta",
+__all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "SWITCH_DROP_REASONS", "Verdict", "L3Type",
+           "PacketMeta",
            "make_verdict_record", "make_parsed_layout", "FRAME_LEN_BITS", "OFFSET_BITS"]
 
 #: Frame length field width: frames up to 16383 bytes; longer ones saturate (and are oversize).
@@ -46,14 +47,27 @@ class DropReason(hdl_enum.IntEnum, shape=4):
     MALFORMED = 1   #: any malformed bit other than oversize
     OVERSIZE = 2    #: longer than max_frame
     RX_ERROR = 3    #: MAC flagged the frame bad (tuser bit 0 on the last beat)
+    # The switch fabric's reasons (docs/switch.md, "Behaviour"); counted in the SWPORT blocks.
+    TAGGED_ON_ACCESS = 4    #: an 802.1Q-tagged frame on an access port
+    NO_NATIVE_VLAN = 5      #: an untagged frame on a trunk without a native VLAN
+    VLAN_NOT_MEMBER = 6     #: tagged with a VLAN the port does not carry
+    RESERVED = 7            #: to an IEEE 802.1D reserved group address (or Cisco's CDP/VTP)
+    SAME_PORT = 8           #: to a unicast address learned on the ingress port
+    STORM_BROADCAST = 9     #: over the port's broadcast storm limit
+    STORM_MULTICAST = 10    #: over the port's multicast storm limit
+    STORM_UNKNOWN = 11      #: unknown unicast over the port's storm limit
+    LOOP_BLOCKED = 12       #: the port is blocked by loop guard
+    MONITOR_PORT = 13       #: received on a mirror session's monitor port, which only sends
 
     @property
     def label(self) -> str:
         return self.name.lower()
 
 
-#: Drop reasons that have a per-port counter (all but NONE).
-COUNTED_DROP_REASONS = tuple(r for r in DropReason if r != DropReason.NONE)
+#: Drop reasons every build counts per port (in the PORT blocks).
+COUNTED_DROP_REASONS = (DropReason.MALFORMED, DropReason.OVERSIZE, DropReason.RX_ERROR)
+#: The switch fabric's drop reasons (counted per port in the SWPORT blocks of switch builds).
+SWITCH_DROP_REASONS = tuple(r for r in DropReason if r.value >= DropReason.TAGGED_ON_ACCESS.value)
 
 
 class Verdict(hdl_enum.IntEnum, shape=2):

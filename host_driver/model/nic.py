@@ -46,7 +46,9 @@ from hdl.packet.layouts import (
 )
 from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
 from hdl.parser.counters import PARSER, ParserCounter
+from hdl.switch.regs import SWITCH, SWPORT, SwitchCounter
 from host_driver.bus import AxiResp, Bus, BusError
+from host_driver.model.switch import SwitchModel
 from host_driver.regmap import Access, build_register_map
 
 __all__ = ["parse_frame", "NicModel", "ModelResult", "ModelBus", "META_FIELDS", "META_WIDTHS",
@@ -284,6 +286,8 @@ class ModelResult:
     reason: DropReason
     egress: list[int] = field(default_factory=list)
     frame: bytes = b""
+    #: The bytes each egress port sends (a switch tags them per port), by port number.
+    egress_frames: dict[int, bytes] = field(default_factory=dict)
 
 
 class NicModel:
@@ -295,6 +299,13 @@ class NicModel:
         self.counters: dict[Event, int] = dict.fromkeys(self.regmap.counter_events(), 0)
         self._ports = self.regmap.blocks_of(PORT)
         self._parser = self.regmap.block(PARSER)
+        #: The switch's model (``config.switch``), or None for the bump in the wire.
+        self.switch = None
+        if self.config.switch is not None:
+            self.switch = SwitchModel.from_settings(self.config.switch, self.config.ports)
+            self._swports = self.regmap.blocks_of(SWPORT)
+            self._switch_block = self.regmap.block(SWITCH)
+            self._table_counts: dict[str, int] = {}
 
     def reset_counters(self) -> None:
         """Zero every counter."""
@@ -320,8 +331,9 @@ class NicModel:
         return parse_frame(frame, physical=self.config.is_physical(self.port_index(in_port)),
                            header_window=self.config.header_window, max_frame=self.config.max_frame)
 
-    def process(self, frame: bytes, in_port: int | str, rx_error: bool = False) -> ModelResult:
-        """Receive one frame on ``in_port``: parse, decide, count, and say where it goes."""
+    def process(self, frame: bytes, in_port: int | str, rx_error: bool = False, now: int = 0) -> ModelResult:
+        """Receive one frame on ``in_port`` at cycle ``now``: parse, decide, count, and say where it
+        goes. (``now`` matters to a switch: aging, storm buckets, loop guard.)"""
         port = self.port_index(in_port)
         frame = bytes(frame)
         meta = self.parse(frame, port)
@@ -339,17 +351,41 @@ class NicModel:
             reason = DropReason.MALFORMED
         else:
             reason = DropReason.NONE
-        if reason is DropReason.NONE:
-            egress = [1 - port]     # bump in the wire: the other port
-            for out in egress:
-                self.count(self._ports[out].event(PortCounter.TX_PACKETS))
-                self.count(self._ports[out].event(PortCounter.TX_BYTES), meta["frame_len"])
-            verdict = Verdict.FORWARD
-        else:
-            egress = []
+        if reason is not DropReason.NONE:
             self.count(self._ports[port].event(reason))
-            verdict = Verdict.DROP
-        return ModelResult(meta, port, bool(rx_error), verdict, reason, egress, frame if egress else b"")
+            return ModelResult(meta, port, bool(rx_error), Verdict.DROP, reason)
+        if self.switch is not None:
+            return self._switch(meta, port, frame, now)
+        egress = [1 - port]     # bump in the wire: the other port
+        for out in egress:
+            self.count(self._ports[out].event(PortCounter.TX_PACKETS))
+            self.count(self._ports[out].event(PortCounter.TX_BYTES), meta["frame_len"])
+        return ModelResult(meta, port, bool(rx_error), Verdict.FORWARD, reason, egress, frame, {1 - port: frame})
+
+    def _switch(self, meta: dict, port: int, frame: bytes, now: int) -> ModelResult:
+        names = self.config.ports
+        res = self.switch.process(names[port], frame, now)
+        out = {names.index(q): sent for q, sent in [*res.egress.items(), *res.mirrored]}
+        for q, sent in out.items():
+            self.count(self._ports[q].event(PortCounter.TX_PACKETS))
+            self.count(self._ports[q].event(PortCounter.TX_BYTES), len(sent))
+        reason = DropReason[res.drop.name] if res.drop is not None else DropReason.NONE
+        if reason is not DropReason.NONE:
+            self.count(self._swports[port].event(reason))
+        if reason.name.startswith("STORM"):
+            self.count(self._switch_block.event(SwitchCounter.STORM_DROPS))
+        for name, counter in (("learned", SwitchCounter.LEARNED), ("moved", SwitchCounter.MOVED),
+                              ("table_full", SwitchCounter.TABLE_FULL), ("static_move", SwitchCounter.STATIC_MOVE)):
+            total = self.switch.table.counts.get(name, 0)
+            if total != self._table_counts.get(name, 0):
+                self.count(self._switch_block.event(counter), total - self._table_counts.get(name, 0))
+                self._table_counts[name] = total
+        loops = sum(1 for e in self.switch.events if e.kind.startswith("loop"))
+        if loops != self._table_counts.get("loops", 0):
+            self.count(self._switch_block.event(SwitchCounter.LOOP_EVENTS), loops - self._table_counts.get("loops", 0))
+            self._table_counts["loops"] = loops
+        verdict = Verdict.FORWARD if reason is DropReason.NONE else Verdict.DROP
+        return ModelResult(meta, port, False, verdict, reason, sorted(out), frame if out else b"", out)
 
 
 class ModelBus(Bus):

@@ -40,6 +40,8 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hdl.switch.settings import RECENT_BROADCASTS
+
 __all__ = ["CISCO_RESERVED", "PortVlan", "SwitchDrop", "MacEntry", "MacTable", "SwitchModel", "SwitchResult",
            "mac_hash",
            "StormLimit", "StormClass", "LoopGuard", "SwitchEvent", "FlightRecorder",
@@ -111,6 +113,7 @@ class SwitchDrop(enum.Enum):
     STORM_MULTICAST = "storm_multicast"
     STORM_UNKNOWN = "storm_unknown"
     LOOP_BLOCKED = "loop_blocked"
+    MONITOR_PORT = "monitor_port"
 
 
 class StormClass(enum.Enum):
@@ -263,25 +266,52 @@ class MacTable:
 
 @dataclass
 class LoopGuard:
-    """Loop detection: ``moves`` MAC moves onto one port within ``window`` cycles, or a broadcast
-    frame coming back (the same bytes on another port within ``window``), is a loop on the port
-    it arrived at. With ``block``, that port is blocked (nothing in, nothing out) until the driver
-    clears it (:meth:`SwitchModel.clear_block`)."""
+    """Loop detection, as the gateware does it. Two signatures of an L2 loop make a loop on the
+    port where the frame arrived:
+
+    * ``moves`` MAC moves onto one port within a window of ``window`` ticks (the window opens
+      with the first move after the previous one ran out);
+    * with ``broadcasts``, a broadcast coming back: one with the source MAC and length of one of
+      the last :data:`RECENT_BROADCASTS` broadcasts, arriving on another port than that one
+      within ``window`` ticks. (A one-way loop returns the frame always on the same port, so its
+      source moves only once: this is what catches it.)
+
+    With ``block``, that port is blocked (nothing in, nothing out) until the driver clears it
+    (:meth:`SwitchModel.clear_block`)."""
     moves: int = 16
-    window: int = 156_250          # 1 ms at 156.25 MHz
+    window: int = 153              # 1 ms in ticks of 1024 cycles at 156.25 MHz
     block: bool = True
-    _moves: dict[str, list[int]] = field(default_factory=dict, repr=False)
-    _broadcasts: dict[int, tuple[str, int]] = field(default_factory=dict, repr=False)
+    broadcasts: bool = True
+    _moves: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    _recent: list[list] = field(default_factory=list, repr=False)
+    _next: int = field(default=0, repr=False)
 
     def mac_moved(self, port: str, now: int) -> bool:
-        recent = [t for t in self._moves.get(port, []) if now - t < self.window] + [now]
-        self._moves[port] = recent
-        return len(recent) >= self.moves
+        """Count a move onto ``port``; True when it is the ``moves``-th of its window."""
+        start, count = self._moves.get(port, (None, 0))
+        if start is None or now - start >= self.window:
+            start, count = now, 0
+        count += 1
+        self._moves[port] = (start, count)
+        return count == self.moves
 
-    def broadcast_seen(self, port: str, signature: int, now: int) -> bool:
-        seen = self._broadcasts.get(signature)
-        self._broadcasts[signature] = (port, now)
-        return seen is not None and seen[0] != port and now - seen[1] < self.window
+    def broadcast_seen(self, port: str, signature: tuple[bytes, int], now: int) -> bool:
+        """A broadcast with ``signature`` (source MAC, length) arrives on ``port``: True if it came
+        back. The recent broadcasts: the entry with this signature takes the port and time, or
+        the oldest-written entry is replaced."""
+        if not self.broadcasts:
+            return False
+        back = any(sig == signature and p != port and now - t < self.window for sig, p, t in self._recent)
+        for entry in self._recent:
+            if entry[0] == signature:
+                entry[1:] = [port, now]
+                return back
+        if len(self._recent) < RECENT_BROADCASTS:
+            self._recent.append([signature, port, now])
+        else:
+            self._recent[self._next] = [signature, port, now]
+        self._next = (self._next + 1) % RECENT_BROADCASTS
+        return back
 
 
 @dataclass(frozen=True)
@@ -358,7 +388,7 @@ class SwitchModel:
     def __init__(self, ports: Mapping[str, PortVlan], table: MacTable | None = None,
                  storm: Mapping[tuple[str, StormClass], StormLimit] | None = None,
                  loop_guard: LoopGuard | None = None, recorder: FlightRecorder | None = None,
-                 mirrors: Sequence[MirrorSession] = ()):
+                 mirrors: Sequence[MirrorSession] = (), tick_shift: int = 0):
         if not ports:
             raise ValueError("a switch needs ports")
         self.ports = dict(ports)
@@ -382,6 +412,9 @@ class SwitchModel:
         self._active: set[tuple[str, str, str]] = set()
         self._freeze: SwitchEvent | None = None
         self.drops: dict[tuple[str, SwitchDrop], int] = {}
+        #: The MAC table's stamps and loop guard's window count ticks of 2**tick_shift time units
+        #: (the gateware's: 1024 cycles); storm buckets count the units (cycles).
+        self.tick_shift = tick_shift
 
     def _drop(self, port: str, why: SwitchDrop, vlan: int | None, admitted=None) -> SwitchResult:
         self.drops[port, why] = self.drops.get((port, why), 0) + 1
@@ -402,6 +435,31 @@ class SwitchModel:
         elif self.recorder.freeze_on_storm:
             self._freeze = self._freeze or event
 
+    @classmethod
+    def from_settings(cls, settings, names: Sequence[str]) -> SwitchModel:
+        """The model of a gateware build's switch at power-on: ``settings`` is its
+        :class:`hdl.switch.settings.SwitchSettings`, ``names`` the NIC's port names."""
+        from hdl.switch.settings import TICK_SHIFT
+        ports = {}
+        for name, p in zip(names, settings.ports, strict=True):
+            if not p.trunk:
+                ports[name] = PortVlan("access", p.pvid)
+            else:
+                ports[name] = PortVlan("trunk", p.pvid or None, None if p.vlans is None else frozenset(p.vlans))
+        storm = {(names[port], StormClass[c.name]): StormLimit(rate, burst) for port, c, rate, burst in settings.storm
+                 if rate or burst}
+        mirrors = ()
+        if settings.mirror_to is not None:
+            mirrors = (MirrorSession(names[settings.mirror_to],
+                                     frozenset(n for i, n in enumerate(names) if settings.mirror_ingress >> i & 1),
+                                     frozenset(n for i, n in enumerate(names) if settings.mirror_egress >> i & 1)),)
+        guard = None
+        if settings.loop_moves:
+            guard = LoopGuard(settings.loop_moves, settings.loop_window, settings.loop_block)
+        table = MacTable(sets=settings.mac_sets, ways=settings.mac_ways, aging=settings.aging)
+        return cls(ports, table, storm, guard, FlightRecorder(settings.recorder_depth), mirrors,
+                   tick_shift=TICK_SHIFT)
+
     def clear_block(self, port: str) -> None:
         """The driver unblocks a port loop guard blocked (and rearms its loop events)."""
         self.blocked.discard(port)
@@ -412,7 +470,12 @@ class SwitchModel:
         loop guard count in them), and keep its record in the flight recorder."""
         self._freeze = None
         if in_port in self._mirror_ports:      # a monitor port only receives copies
-            return SwitchResult(None, {})
+            res = self._drop(in_port, SwitchDrop.MONITOR_PORT, None)
+            self.recorder.record({"time": now, "in_port": in_port, "length": len(frame), "vlan": None,
+                                  "dst": format_mac(frame[0:6]) if len(frame) >= 6 else None,
+                                  "src": format_mac(frame[6:12]) if len(frame) >= 12 else None,
+                                  "drop": res.drop.value, "egress": []})
+            return res
         res = self._switch(in_port, frame, now)
         if self.mirrors:
             res.mirrored = self._mirror(in_port, res)
@@ -453,16 +516,17 @@ class SwitchModel:
         dst, src = inner[0:6], inner[6:12]
         if dst[:5] == RESERVED_PREFIX and dst[5] <= 0x0F or dst == CISCO_RESERVED:
             return self._drop(in_port, SwitchDrop.RESERVED, vlan, admitted)
+        tick = now >> self.tick_shift
         if not src[0] & 1:
-            learned = self.table.learn(vlan, src, in_port, now)
-            if learned == "moved" and self.loop_guard is not None and self.loop_guard.mac_moved(in_port, now):
+            learned = self.table.learn(vlan, src, in_port, tick)
+            if learned == "moved" and self.loop_guard is not None and self.loop_guard.mac_moved(in_port, tick):
                 self._event(SwitchEvent(now, "loop_mac_move", in_port, format_mac(src)))
         if (dst == b"\xff" * 6 and self.loop_guard is not None
-                and self.loop_guard.broadcast_seen(in_port, zlib.crc32(inner), now)):
-            self._event(SwitchEvent(now, "loop_broadcast", in_port, f"{zlib.crc32(inner):08x}"))
+                and self.loop_guard.broadcast_seen(in_port, (src, len(frame)), tick)):
+            self._event(SwitchEvent(now, "loop_broadcast", in_port, format_mac(src)))
         if in_port in self.blocked:
             return self._drop(in_port, SwitchDrop.LOOP_BLOCKED, vlan)
-        known = None if dst[0] & 1 else self.table.lookup(vlan, dst, now)
+        known = None if dst[0] & 1 else self.table.lookup(vlan, dst, tick)
         if dst[0] & 1 or known is None:
             cls = (StormClass.BROADCAST if dst == b"\xff" * 6 else StormClass.MULTICAST if dst[0] & 1
                    else StormClass.UNKNOWN_UNICAST)

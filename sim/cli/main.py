@@ -47,19 +47,49 @@ class BadInput(Exception):
     """A user error: message for stderr, exit status 2."""
 
 
-def load_config(path: str | Path | None):
-    """NicConfig from a TOML file's ``[nic]`` table (defaults without a file)."""
+#: The NIC ``secnic run`` and ``demo`` build without ``--config`` (issue 13: the switch).
+DEFAULT_PROFILE = "switch"
+
+
+def load_config(spec: str | Path | None, *, default: str | None = DEFAULT_PROFILE):
+    """The NicConfig of ``--config SPEC``: a built-in profile by name
+    (:data:`host_driver.switch_config.PROFILES`: ``switch``, ``bump-in-the-wire``) or a TOML file
+    with a ``[nic]`` table (build options) and, for a switch, a ``[switch]`` table (docs/switch.md;
+    a file without one is the two-port bump in the wire). ``None``: the ``default`` profile, or
+    ``NicConfig()`` when ``default`` is None. A mistake is :class:`BadInput` naming the key."""
     from hdl.config import NicConfig
-    if path is None:
-        return NicConfig()
+    from host_driver.switch_config import PROFILES, SwitchConfig, SwitchConfigError, nic_config
+    if spec is None:
+        if default is None:
+            return NicConfig()
+        spec = default
+    if str(spec) in PROFILES and not Path(spec).exists():
+        return nic_config(SwitchConfig.from_toml(PROFILES[str(spec)]))
+    doc = _read_toml(spec)
+    nic = _nic_table(doc, spec)
     try:
-        return NicConfig.from_dict(read_nic_table(path), source=f"{path} [nic]")
+        if "switch" not in doc:
+            return NicConfig.from_dict(nic, source=f"{spec} [nic]")
+        return nic_config(SwitchConfig.from_toml(doc["switch"]), nic, source=f"{spec}")
+    except SwitchConfigError as exc:
+        raise BadInput(f"{spec}: {exc}") from None
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
 
 def read_nic_table(path: str | Path) -> dict:
     """The ``[nic]`` table of a TOML file, unvalidated (bad file or syntax: :class:`BadInput`)."""
+    return _nic_table(_read_toml(path), path)
+
+
+def _nic_table(doc: dict, path) -> dict:
+    nic = doc.get("nic", {})
+    if not isinstance(nic, dict):
+        raise BadInput(f"{path}: [nic] must be a table, not {type(nic).__name__}")
+    return nic
+
+
+def _read_toml(path: str | Path) -> dict:
     path = Path(path)
     try:
         text = path.read_bytes()
@@ -72,10 +102,7 @@ def read_nic_table(path: str | Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already ends in "(at line L, column C)".
         raise BadInput(f"{path}: TOML syntax error: {exc}") from None
-    nic = doc.get("nic", {})
-    if not isinstance(nic, dict):
-        raise BadInput(f"{path}: [nic] must be a table, not {type(nic).__name__}")
-    return nic
+    return doc
 
 
 def _parse_inputs(args, config):

@@ -253,7 +253,7 @@ def _estimate_timing(config, inputs, starts, forwarded) -> tuple[int, list[int]]
         remaining -= 1
         first = offered[p] if first is None else min(first, offered[p])
         beats = _beats(config, inputs[i].frame)
-        t += beats
+        t += _frame_cycles(config, inputs[i].frame)
         free[p] = t
         last = p
         record = t + MODEL_RECORD_CYCLES
@@ -269,6 +269,42 @@ def _estimate_timing(config, inputs, starts, forwarded) -> tuple[int, list[int]]
 
 # -- engines ------------------------------------------------------------------------------------
 
+def _service_order(config, inputs, starts) -> list[tuple[int, int]]:
+    """(input index, record cycle) of every frame in the order the ideal schedule of
+    :func:`_estimate_timing` serves them (the round-robin arbiter's order)."""
+    queues: dict[int, list[int]] = {}
+    port_of = {name: i for i, name in enumerate(config.ports)}
+    for i, f in enumerate(inputs):
+        queues.setdefault(port_of[f.port], []).append(i)
+    heads = dict.fromkeys(queues, 0)
+    free = dict.fromkeys(queues, 0)
+    n_ports = len(config.ports)
+    t, last, order = 0, n_ports - 1, []
+    while len(order) < len(inputs):
+        offered = {p: max(starts[q[heads[p]]] or 0, free[p]) for p, q in queues.items() if heads[p] < len(q)}
+        ready = [p for p, when in offered.items() if when <= t]
+        if not ready:
+            t = min(offered.values())
+            continue
+        p = min(ready, key=lambda p: (p - last - 1) % n_ports)
+        i = queues[p][heads[p]]
+        heads[p] += 1
+        t += _frame_cycles(config, inputs[i].frame)
+        free[p], last = t, p
+        order.append((i, t + MODEL_RECORD_CYCLES))
+    return order
+
+
+def _frame_cycles(config: NicConfig, frame: bytes) -> int:
+    """Cycles a frame holds the shared pipeline: its beats, and at least the switch stage's
+    FRAME_CYCLES in a switch build."""
+    beats = _beats(config, frame)
+    if config.switch is not None:
+        from hdl.switch.stage import FRAME_CYCLES
+        return max(beats, FRAME_CYCLES)
+    return beats
+
+
 def _run_model(config, inputs, starts):
     import asyncio
 
@@ -276,7 +312,17 @@ def _run_model(config, inputs, starts):
     from host_driver.model.nic import ModelBus, NicModel
 
     model = NicModel(config)
-    results = [model.process(f.frame, f.port, f.rx_error) for f in inputs]
+    if config.switch is None:
+        order = [(i, 0) for i in range(len(inputs))]      # the bump's decisions do not depend on order
+    else:
+        order = _service_order(config, inputs, starts)
+    results = [None] * len(inputs)
+    egress_src = {q: [] for q in range(len(config.ports))}
+    for i, now in order:
+        f = inputs[i]
+        results[i] = r = model.process(f.frame, f.port, f.rx_error, now=now)
+        for q in r.egress:
+            egress_src[q].append((i, r.egress_frames[q]))
 
     async def read_counters():
         nic = Nic(ModelBus(model))
@@ -287,9 +333,6 @@ def _run_model(config, inputs, starts):
                   "egress": list(r.egress)}
                  for r in results]
     cycles, latency = _estimate_timing(config, inputs, starts, [bool(d["egress"]) for d in decisions])
-    # egress order per port = processing order (input order for the model)
-    egress_src = {q: [i for i, d in enumerate(decisions) if q in d["egress"]]
-                  for q in range(len(config.ports))}
     timing = {"timing": "estimate", "cycles": cycles, "latency_cycles": latency, "sim_cycles": None}
     return decisions, egress_src, counters, timing
 
@@ -358,6 +401,13 @@ def _where(f: InputFrame) -> str:
     return f"{f.in_file} frame #{f.pcap_cnt} (port {f.port})"
 
 
+def _decision_text(config, reason: int, egress) -> str:
+    from hdl.packet.meta import DropReason
+    if reason:
+        return f"drop ({DropReason(reason).label})"
+    return "to " + (", ".join(config.ports[q] for q in egress) or "nowhere")
+
+
 def _collate(config, inputs, res, sim, port_of):
     """Match a simulation's records and egress frames to the input frames."""
     per_port: dict[int, list[int]] = {}
@@ -365,9 +415,15 @@ def _collate(config, inputs, res, sim, port_of):
         per_port.setdefault(port_of[f.port], []).append(i)
     taken = dict.fromkeys(per_port, 0)
     decisions: list[dict | None] = [None] * len(inputs)
-    egress_src: dict[int, list[int]] = {q: [] for q in range(len(config.ports))}
+    egress_src: dict[int, list[tuple[int, bytes]]] = {q: [] for q in range(len(config.ports))}
     rec_cycle = {}
     decode = _record_decoder(config)
+    # A switch tags each port's copy: its bytes come from the golden model, switching the frames
+    # in the order and at the cycles of the gateware's records; the decisions must agree.
+    model = None
+    if config.switch is not None:
+        from host_driver.model.nic import NicModel
+        model = NicModel(config)
     for cycle, bits in res["records"]:
         rec = decode(bits)
         port = rec["in_port"]
@@ -378,8 +434,18 @@ def _collate(config, inputs, res, sim, port_of):
         decisions[idx] = {"meta": rec["meta"], "verdict": rec["verdict"], "reason": rec["reason"],
                           "egress": rec["egress"]}
         rec_cycle[idx] = cycle
+        f = inputs[idx]
+        sent = {q: f.frame for q in rec["egress"]}
+        if model is not None:
+            want = model.process(f.frame, f.port, f.rx_error, now=cycle)
+            if (int(want.reason), list(want.egress)) != (rec["reason"], rec["egress"]):
+                raise EngineError(
+                    f"{sim}: the gateware and the golden model disagree on {_where(f)}: gateware "
+                    f"{_decision_text(config, rec['reason'], rec['egress'])}, model "
+                    f"{_decision_text(config, int(want.reason), want.egress)}")
+            sent = want.egress_frames
         for q in rec["egress"]:
-            egress_src[q].append(idx)
+            egress_src[q].append((idx, sent[q]))
     if None in decisions:
         # Records come in each port's order, so the first frame without one is the one stuck.
         why = "timed out" if res.get("status", {}).get("timed_out") else "ended"
@@ -391,10 +457,10 @@ def _collate(config, inputs, res, sim, port_of):
         got = res["egress"][name]
         if len(got) != len(egress_src[q]):
             raise EngineError(f"{sim}: port {name} sent {len(got)} frames, records say {len(egress_src[q])}")
-        for k, (e, idx) in enumerate(zip(got, egress_src[q], strict=True)):
-            if e["data"] != inputs[idx].frame:
+        for k, (e, (idx, want)) in enumerate(zip(got, egress_src[q], strict=True)):
+            if e["data"] != want:
                 raise EngineError(f"{sim}: egress frame {k + 1} of port {name} differs from {_where(inputs[idx])}, "
-                                  f"which it forwards ({len(e['data'])} bytes sent, {len(inputs[idx].frame)} in)")
+                                  f"which it forwards ({len(e['data'])} bytes sent, {len(want)} expected)")
             if e.get("flags"):
                 raise EngineError(f"{sim}: egress frame {k + 1} of port {name} ({_where(inputs[idx])}) left with "
                                   + ("tuser set" if e["flags"] & 1 else "tkeep not packed"))
@@ -500,7 +566,7 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters) -
     (tmp / "egress").mkdir()
     for q, name in enumerate(config.ports):
         write_pcap(tmp / "egress" / f"{name}.pcap",
-                   [(inputs[i].frame, inputs[i].ts_ns) for i in egress_src[q]])
+                   [(data, inputs[i].ts_ns) for i, data in egress_src[q]])
     (tmp / "counters.json").write_text(json.dumps(counters, indent=2) + "\n")
     (tmp / "eve.json").write_text("")
 
@@ -529,7 +595,7 @@ def _rate(config, n_bytes: int, n_frames: int, cycles: int) -> dict:
 def _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, truncated_files) -> dict:
     cycles = timing["cycles"]
     bytes_in = sum(len(f.frame) for f in inputs)
-    bytes_out = sum(len(inputs[i].frame) for v in egress_src.values() for i in v)
+    bytes_out = sum(len(data) for v in egress_src.values() for _, data in v)
     packets_out = sum(len(v) for v in egress_src.values())
     ns_per_cycle = 1000 / config.clock_mhz
     pairs = timing["latency_cycles"]

@@ -99,7 +99,8 @@ def _paced_run(engine, pace, paced_inputs, tmp_path_factory) -> Path:
     """One run per (engine, pace), shared by the tests below."""
     if (engine, pace) not in _paced_runs:
         out = tmp_path_factory.mktemp(f"paced-{engine}-{pace}") / "out"
-        assert _run(paced_inputs, out, "--engine", engine, "--pace", pace) == 0
+        # the bump in the wire: every frame to the other port, as the counts below say
+        assert _run(paced_inputs, out, "--engine", engine, "--pace", pace, "--config", "bump-in-the-wire") == 0
         _paced_runs[engine, pace] = out
     return _paced_runs[engine, pace]
 
@@ -409,7 +410,8 @@ def test_summary_offered_delivered_latency_split(tmp_path, capsys):
     frames = [(_udp_frame(64), 1000 * i) for i in range(300)] + [(_udp_frame(50)[:30], 400_000)]
     write_pcap(pcap, frames)
     out = tmp_path / "out"
-    assert main(["run", "--in", f"phy0={pcap}", "--in", f"vm1={pcap}", "--out", str(out)]) == 0
+    assert main(["run", "--in", f"phy0={pcap}", "--in", f"vm1={pcap}", "--out", str(out),
+                 "--config", "bump-in-the-wire"]) == 0
     text = capsys.readouterr().out
     run = json.loads((out / "run.json").read_text())
     # two ports at line rate offered into one 10 Gb/s pipeline: offered is twice what is delivered

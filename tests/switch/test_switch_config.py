@@ -42,8 +42,9 @@ def test_example_reads_as_written():
     assert (cfg.aging_s, cfg.port_limit) == (60, 8)
     assert (cfg.loop_guard.moves, cfg.loop_guard.window_us, cfg.loop_guard.block) == (4, 10, False)
     model = cfg.model(156.25)
-    assert model.table.aging == 60 * 156_250_000 and model.table.port_limit == 8
-    assert model.loop_guard.window == 1562 and not model.loop_guard.block
+    # aging and loop guard's window count ticks of 1024 cycles, as the gateware does
+    assert model.table.aging == 60 * 156_250_000 // 1024 and model.table.port_limit == 8
+    assert model.loop_guard.window == 1562 // 1024 and not model.loop_guard.block
     assert model.storm[("vm1", StormClass.BROADCAST)].rate == 81
     # and it switches: a broadcast from vm2 (VLAN 2) reaches both trunks tagged, nothing else
     frame = bytes.fromhex("ffffffffffff020000000001") + b"\x08\x00" + bytes(46)
@@ -66,7 +67,8 @@ def test_example_reads_as_written():
     ("[switch.ports]\nvm1 = {}\nmon = {}\n[[switch.mirror]]\nto = 'mon'\ningress = ['mon']",
      "switch.mirror[0].ingress"),
     ("[switch.ports]\nvm1 = {}\n[switch.table]\naging_s = -1", "switch.table.aging_s"),
-    ("[switch.ports]\nvm1 = {}\n[switch.table]\nsets = 8", "switch.table.sets"),
+    ("[switch.ports]\nvm1 = {}\n[switch.table]\nsets = 12", "switch.table.sets"),
+    ("[switch.ports]\nvm1 = {}\n[switch.table]\nbuckets = 8", "switch.table.buckets"),
     ("[switch.ports]\nvm1 = {}\n[switch.loop_guard]\nblock = 'yes'", "switch.loop_guard.block"),
     ("[switch]\nwire = true\n[switch.ports]\na = {}\nb = {}\nc = {}", "switch.wire"),
     ("[switch]\nwire = true\n[switch.ports]\na = {}\nb = {}\n[switch.table]\naging_s = 5", "switch.table"),

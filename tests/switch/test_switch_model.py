@@ -202,7 +202,7 @@ def _loop_switch(**guard):
 def test_loop_guard_blocks_on_a_returning_broadcast_and_the_recorder_freezes():
     """A loop between p2 and p3: the broadcast A sent on p1 comes back in on p3. Loop guard blocks
     p3, the recorder keeps the frames up to the loop, and the driver's clear unblocks."""
-    sw = _loop_switch(window=1000)
+    sw = _loop_switch(window=1000, broadcasts=True)
     frame = eth(BCAST, A)
     assert set(sw.process("p1", frame, now=0).egress) == {"p2", "p3"}
     res = sw.process("p3", frame, now=10)              # the same broadcast, back through the loop
@@ -217,13 +217,13 @@ def test_loop_guard_blocks_on_a_returning_broadcast_and_the_recorder_freezes():
 
 
 def test_loop_guard_counts_mac_moves():
-    sw = _loop_switch(moves=4, window=100, block=False)
+    sw = _loop_switch(moves=4, window=100, block=False, broadcasts=False)
     for k in range(8):                                 # A flaps between p1 and p2 every cycle
         sw.process("p1" if k % 2 else "p2", eth(BCAST, A, payload=bytes([k]) * 46), now=k)
     # moves count on the port the MAC moves to: the fourth onto p1 (cycles 1, 3, 5, 7) fires
     assert [(e.time, e.kind, e.port) for e in sw.events] == [(7, "loop_mac_move", "p1")]
     assert not sw.blocked and sw.table.counts["moved"] == 7
-    quiet = _loop_switch(moves=4, window=100)
+    quiet = _loop_switch(moves=4, window=100, broadcasts=False)
     for k in range(8):                                 # the same moves, slower than the window allows
         quiet.process("p1" if k % 2 else "p2", eth(BCAST, A, payload=bytes([k]) * 46), now=k * 100)
     assert not quiet.events

@@ -1,0 +1,122 @@
+"""Per-port output queues: the switch's packet buffer output fanned out to every egress port.
+
+The shared packet buffer sends each kept frame once, with its descriptor (egress mask, length,
+tagging). :class:`EgressFanout` writes it into the queue of every port in the mask **at once**,
+so the buffer's reader never waits on a port: a port takes the frame only if, at its first beat,
+its queue has room for the whole frame (and its edit queue for one more command); otherwise the
+frame is dropped for that port alone and counted (``queue_drop``). One stalled egress port thus
+fills its own queue and never blocks another. After its queue, each port tags the frame for
+itself (:class:`hdl.switch.tag_edit.TagEdit`: insert, strip or rewrite the 802.1Q tag).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.config import NicConfig
+from hdl.lib.ram import RamFifo
+from hdl.lib.stream import AXIStreamSignature
+from hdl.switch.stage import make_switch_descriptor_layout
+from hdl.switch.tag_edit import EDIT_LAYOUT, TagEdit, TagOp
+
+__all__ = ["EgressFanout", "EDIT_QUEUE_DEPTH"]
+
+#: Frames a port's queue can hold at once (its edit commands wait in a LUT-RAM FIFO this deep).
+EDIT_QUEUE_DEPTH = 32
+
+TPID_8021Q, TPID_8021AD = 0x8100, 0x88A8
+
+
+class EgressFanout(wiring.Component):
+    """Output queues and egress tagging of every port (see the module docstring).
+
+    Members
+    -------
+    s_axis: In(AXIStreamSignature(W, 1))
+        The packet buffer's output; always ready.
+    s_desc: In(switch descriptor)
+        The descriptor of the frame on ``s_axis`` (constant during the frame).
+    port_trunk: In(n), port_pvid_<i>: In(12), mirror_to: In(port_bits)
+        The ports' tagging (the switch's registers).
+    m_axis_<i>: Out(AXIStreamSignature(W, 1)) per port (``self.outputs[i]``)
+    queue_drop: Out(n)
+        Pulse per port: a frame for it was dropped, its queue being full.
+    """
+
+    def __init__(self, config: NicConfig):
+        self.config = config
+        n, w = len(config.ports), config.data_width
+        self.queue_beats = config.switch.egress_queue_bytes // config.bytes_per_beat
+        members = {
+            "s_axis": In(AXIStreamSignature(w, 1)),
+            "s_desc": In(make_switch_descriptor_layout(config)),
+            "port_trunk": In(n), "mirror_to": In(config.port_bits),
+            "queue_drop": Out(n),
+        }
+        members.update({f"port_pvid_{i}": In(12) for i in range(n)})
+        members.update({f"m_axis_{i}": Out(AXIStreamSignature(w, 1)) for i in range(n)})
+        super().__init__(members)
+        self.outputs = [getattr(self, f"m_axis_{i}") for i in range(n)]
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        n, w, bpb = len(cfg.ports), cfg.data_width, cfg.bytes_per_beat
+        s = self.s_axis
+        m.d.comb += s.tready.eq(1)
+
+        # One register stage: the beat, its descriptor and whether it starts a frame.
+        a_valid, a_sof = Signal(), Signal()
+        a_beat = Signal(w + bpb + 1, reset_less=True)
+        a_desc = Signal.like(self.s_desc)
+        in_frame = Signal()
+        m.d.sync += a_valid.eq(s.tvalid)
+        with m.If(s.tvalid):
+            m.d.sync += [a_beat.eq(Cat(s.tdata, s.tkeep, s.tlast)), a_desc.eq(self.s_desc), a_sof.eq(~in_frame),
+                         in_frame.eq(~s.tlast)]
+        admit_reg = Signal(n)
+
+        for i, out in enumerate(self.outputs):
+            beats = RamFifo(w + bpb + 1, self.queue_beats)
+            edits = fifo.SyncFIFO(width=EDIT_LAYOUT.size, depth=EDIT_QUEUE_DEPTH)
+            tag = TagEdit(w)
+            m.submodules[f"queue_{i}"], m.submodules[f"edits_{i}"], m.submodules[f"tag_{i}"] = beats, edits, tag
+
+            room = Signal(name=f"room_{i}")
+            m.d.comb += room.eq((self.queue_beats - beats.level) >= a_desc.beats)
+            admit_now = a_desc.egress[i] & room & edits.w_rdy
+            admit = Mux(a_sof, admit_now, admit_reg[i])
+            m.d.comb += [beats.w_en.eq(a_valid & admit), beats.w_data.eq(a_beat)]
+            with m.If(a_valid & a_sof):
+                m.d.sync += admit_reg[i].eq(admit_now)
+            m.d.comb += self.queue_drop[i].eq(a_valid & a_sof & a_desc.egress[i] & ~admit_now)
+
+            # This port's tagging of the frame.
+            pvid = getattr(self, f"port_pvid_{i}")
+            untagged_out = ~self.port_trunk[i] | (pvid == a_desc.vlan)
+            plain = a_desc.mirror_plain & (self.mirror_to == i)
+            pcp_dei = Mux(plain, 0, a_desc.pcp_dei)
+            tpid = Mux(a_desc.qinq, TPID_8021AD, TPID_8021Q)
+            edit = EDIT_LAYOUT(edits.w_data)
+            op = Signal(TagOp, name=f"tag_op_{i}")
+            with m.If(untagged_out):
+                m.d.comb += op.eq(Mux(a_desc.in_tagged, TagOp.STRIP, TagOp.KEEP))
+            with m.Elif(~a_desc.in_tagged):
+                m.d.comb += op.eq(TagOp.INSERT)
+            with m.Elif(a_desc.in_priority | plain):
+                m.d.comb += op.eq(TagOp.REWRITE)
+            with m.Else():
+                m.d.comb += op.eq(TagOp.KEEP)
+            m.d.comb += [edit.op.eq(op), edit.tag.eq(Cat(a_desc.vlan, pcp_dei, tpid)),
+                         edits.w_en.eq(a_valid & a_sof & admit_now)]
+
+            m.d.comb += [tag.edit.payload.eq(edits.r_data), tag.edit.valid.eq(edits.r_rdy),
+                         edits.r_en.eq(tag.edit.ready)]
+            q_data = beats.r_data
+            m.d.comb += [tag.s_axis.tdata.eq(q_data[:w]), tag.s_axis.tkeep.eq(q_data[w:w + bpb]),
+                         tag.s_axis.tlast.eq(q_data[w + bpb]), tag.s_axis.tuser.eq(0),
+                         tag.s_axis.tvalid.eq(beats.r_rdy), beats.r_en.eq(tag.s_axis.tready)]
+            wiring.connect(m, tag.m_axis, wiring.flipped(out))
+        return m

@@ -1,0 +1,372 @@
+"""The switch stage: from a parsed frame to its egress ports, VLAN and drop reason.
+
+It takes the forwarder's place in the NIC when the build has a switch (``config.switch``), and
+does, per frame and in frame order, what the golden model's ``SwitchModel.process`` does
+(docs/switch.md, "Behaviour"): drops of bad frames first (``rx_error``, ``oversize``,
+``malformed``, as the bump in the wire), then the monitor port and loop-guard blocks, the ingress
+VLAN (access / trunk / native / VLAN table), reserved addresses, learning and lookup in the
+:class:`~hdl.switch.mac_table.MacTable`, loop guard's MAC-move count, storm control, flooding
+within the VLAN, and the mirror session's copy.
+
+::
+
+    parsed -> meta store (4 frames, LUT RAM) --front--> VLAN table -> admission -> MacTable.req
+                                                                     ctx FIFO -+        | resp
+                                                      back: storm, loop guard, masks <--+
+                                                      -> desc (packet buffer) + record
+
+The front handles one frame while the back finishes the one before. The MAC table takes a
+request every 6 cycles (8 while the driver reads it), so frames must reach the stage at most one
+per :data:`FRAME_CYCLES` cycles: the NIC holds each frame's last beat back until that many
+cycles have passed since the previous one (a minimum frame takes 8 cycles at W=64; wider data
+paths are limited to one frame per 8 cycles until the table is pipelined, docs/switch.md).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hdl.config import NicConfig
+from hdl.packet.meta import DropReason, MalformedReason, Verdict, make_parsed_layout, make_verdict_record
+from hdl.switch.mac_table import LearnOutcome, MacTable
+from hdl.switch.settings import RECENT_BROADCASTS, STORM_BURST_BITS, STORM_RATE_BITS, TIME_BITS, VLAN_COUNT, StormClass
+
+__all__ = ["SwitchStage", "make_switch_descriptor_layout", "FRAME_CYCLES", "STORM_TOKEN_BITS"]
+
+#: Fewest cycles between two frames the stage takes (its MAC table's rate with a driver dump).
+FRAME_CYCLES = 8
+#: Storm buckets count 1/1024 bytes.
+STORM_TOKEN_BITS = STORM_BURST_BITS + 10
+_QINQ_BIT = 0     # bit of the parsed outer tag TPID flag
+
+
+def make_switch_descriptor_layout(config: NicConfig) -> data.StructLayout:
+    """What the packet buffer and the egress fan-out need to send one stored frame: the egress
+    port mask, its length in beats, and how each port tags it (``vlan``, the ingress tag's TPID
+    kind, PCP and DEI; ``in_tagged``: it arrived with a tag, ``in_priority``: a priority tag, VID 0;
+    ``mirror_plain``: the monitor's copy carries PCP 0)."""
+    n = len(config.ports)
+    return data.StructLayout({"drop": 1, "egress": n, "beats": 12, "vlan": 12, "qinq": 1, "pcp_dei": 4,
+                              "in_tagged": 1, "in_priority": 1, "mirror_plain": 1})
+
+
+class SwitchStage(wiring.Component):
+    """Per-frame switching decision (see the module docstring).
+
+    Members
+    -------
+    parsed: In(stream.Signature(parsed layout, always_ready=True))
+        One pulse per frame from the parser, at most one per :data:`FRAME_CYCLES` cycles.
+    desc: Out(stream.Signature(:func:`make_switch_descriptor_layout`, always_ready=True))
+    record: Out(stream.Signature(verdict record, always_ready=True))
+        Same cycle as ``desc``.
+    now: In(TIME_BITS)
+        Coarse time in ticks (MAC stamps, aging, loop guard).
+    Configuration inputs (from the switch's registers): ``port_trunk`` (mask), ``port_pvid_<i>``,
+    ``aging``, ``storm_rate_<i>_<c>`` / ``storm_burst_<i>_<c>``, ``mirror_enable``,
+    ``mirror_to``, ``mirror_ingress``, ``mirror_egress``, ``loop_moves``, ``loop_window``,
+    ``loop_block``, ``unblock`` (mask, one-cycle strobes).
+    vlan_write: In(stream.Signature({vid, members}, always_ready=True))
+        Writes a row of the VLAN table (the driver's VLAN command).
+    mac_mgmt_req / mac_mgmt_resp:
+        The MAC table's management port, for the driver.
+    blocked: Out(mask)
+        Ports loop guard blocked.
+    loop_event, storm_event: Out(1)
+        One-cycle pulses with ``record``: this frame started a loop (made its port reach the move
+        limit) / was dropped by storm control.
+    learn_outcome: Out(LearnOutcome)
+        With ``record``: what learning its source did.
+    """
+
+    def __init__(self, config: NicConfig):
+        if config.switch is None:
+            raise ValueError("SwitchStage needs a config with switch settings")
+        self.config = config
+        self.settings = s = config.switch
+        n, pb = len(config.ports), config.port_bits
+        self.mac_table = MacTable(s.mac_sets, s.mac_ways, pb, TIME_BITS)
+        members = {
+            "parsed": In(stream.Signature(make_parsed_layout(pb), always_ready=True)),
+            "desc": Out(stream.Signature(make_switch_descriptor_layout(config), always_ready=True)),
+            "record": Out(stream.Signature(make_verdict_record(pb, n), always_ready=True)),
+            "now": In(TIME_BITS),
+            "port_trunk": In(n),
+            "aging": In(TIME_BITS),
+            "mirror_enable": In(1), "mirror_to": In(pb), "mirror_ingress": In(n), "mirror_egress": In(n),
+            "loop_moves": In(16), "loop_window": In(24), "loop_block": In(1), "unblock": In(n),
+            "vlan_write": In(stream.Signature(data.StructLayout({"vid": 12, "members": n}), always_ready=True)),
+            "mac_mgmt_req": In(stream.Signature(self.mac_table.mgmt_request_layout)),
+            "mac_mgmt_resp": Out(stream.Signature(self.mac_table.entry_layout)),
+            "blocked": Out(n),
+            "loop_event": Out(1), "storm_event": Out(1),
+            "learn_outcome": Out(LearnOutcome),
+        }
+        for i in range(n):
+            members[f"port_pvid_{i}"] = In(12)
+            for c in StormClass:
+                members[f"storm_rate_{i}_{c.label}"] = In(STORM_RATE_BITS)
+                members[f"storm_burst_{i}_{c.label}"] = In(STORM_BURST_BITS)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, s = self.config, self.settings
+        n, pb, bpb = len(cfg.ports), cfg.port_bits, cfg.bytes_per_beat
+        m.submodules.mac_table = table = self.mac_table
+        wiring.connect(m, wiring.flipped(self.mac_mgmt_req), table.mgmt_req)
+        wiring.connect(m, table.mgmt_resp, wiring.flipped(self.mac_mgmt_resp))
+        m.d.comb += [table.now.eq(self.now), table.aging.eq(self.aging)]
+        pvid = [getattr(self, f"port_pvid_{i}") for i in range(n)]
+
+        # --- meta store: every parsed frame waits here until its record leaves ---------------
+        parsed_layout = make_parsed_layout(pb)
+        m.submodules.store = store = Memory(shape=parsed_layout, depth=4, init=[])
+        st_w = store.write_port()
+        st_front = store.read_port(domain="comb")
+        st_back = store.read_port(domain="comb")
+        w_ptr, front_ptr, back_ptr = Signal(2), Signal(2), Signal(2)
+        m.d.comb += [st_w.addr.eq(w_ptr), st_w.data.eq(self.parsed.payload), st_w.en.eq(self.parsed.valid),
+                     st_front.addr.eq(front_ptr), st_back.addr.eq(back_ptr)]
+        with m.If(self.parsed.valid):
+            m.d.sync += w_ptr.eq(w_ptr + 1)
+
+        # --- VLAN table: row = port mask of the VLAN's members ---------------------------------
+        m.submodules.vlans = vlans = Memory(shape=n, depth=VLAN_COUNT,
+                                            init=[s.vlan_members(v) for v in range(VLAN_COUNT)])
+        vl_w = vlans.write_port()
+        vl_r = vlans.read_port(transparent_for=(vl_w,))
+        m.d.comb += [vl_w.addr.eq(self.vlan_write.payload.vid), vl_w.data.eq(self.vlan_write.payload.members),
+                     vl_w.en.eq(self.vlan_write.valid)]
+
+        # --- front: admission and the MAC table request ----------------------------------------
+        ctx_layout = data.StructLayout({"reason": DropReason, "vlan": 12, "members": n, "qinq": 1, "pcp_dei": 4,
+                                        "in_tagged": 1, "in_priority": 1, "admitted": 1})
+        m.submodules.ctx = ctx_fifo = fifo.SyncFIFO(width=ctx_layout.size, depth=4)
+        p = st_front.data
+        meta = p.meta
+        f_reason = Signal(DropReason)
+        f_vlan, f_members = Signal(12), Signal(n)
+        f_qinq, f_pcp_dei, f_tagged, f_vid_tagged = Signal(), Signal(4), Signal(), Signal()
+        f_in_port = Signal(pb)
+        f_dst, f_src = Signal(48), Signal(48)
+        f_admitted = Signal()
+        f_learn = Signal()
+        blocked = Signal(n)
+        m.d.comb += self.blocked.eq(blocked)
+        mirror_dest = Signal(n)
+        m.d.comb += mirror_dest.eq(Mux(self.mirror_enable, Const(1, n) << self.mirror_to, 0))
+
+        bad = Signal(DropReason)
+        with m.If(p.rx_error):
+            m.d.comb += bad.eq(DropReason.RX_ERROR)
+        with m.Elif(meta.malformed[MalformedReason.OVERSIZE]):
+            m.d.comb += bad.eq(DropReason.OVERSIZE)
+        with m.Elif(meta.malformed.any()):
+            m.d.comb += bad.eq(DropReason.MALFORMED)
+
+        with m.FSM(name="front"):
+            with m.State("IDLE"):
+                with m.If((front_ptr != w_ptr) & ctx_fifo.w_rdy):
+                    # The outer tag classifies (0x8100 or 0x88a8, as the parser reads tags).
+                    tagged = meta.vlan_count != 0
+                    vid = meta.vlan0_vid
+                    m.d.sync += [
+                        f_in_port.eq(p.in_port), f_dst.eq(meta.eth_dst), f_src.eq(meta.eth_src),
+                        f_tagged.eq(tagged), f_vid_tagged.eq(tagged & (vid != 0)),
+                        f_qinq.eq(tagged & meta.vlan0_tpid_qinq), f_pcp_dei.eq(Mux(tagged, meta.vlan0_pcp << 1, 0)),
+                        f_reason.eq(bad),
+                    ]
+                    # The pvid of the ingress port, or the tag's VID: the VLAN table row to read.
+                    in_pvid = Signal(12)
+                    with m.Switch(p.in_port):
+                        for i in range(n):
+                            with m.Case(i):
+                                m.d.comb += in_pvid.eq(pvid[i])
+                    m.d.sync += f_vlan.eq(Mux(tagged & (vid != 0), vid, in_pvid))
+                    m.next = "VLAN"
+            with m.State("VLAN"):
+                m.d.comb += vl_r.addr.eq(f_vlan)
+                m.next = "ADMIT"
+            with m.State("ADMIT"):
+                in_bit = Const(1, n) << f_in_port
+                trunk = (self.port_trunk & in_bit).any()
+                reserved = ((f_dst[8:48] == 0x0180C20000) & (f_dst[0:8] <= 0x0F)) | (f_dst == 0x01000CCCCCCC)
+                reason = Signal(DropReason)
+                admitted = Signal()
+                with m.If(f_reason != DropReason.NONE):
+                    m.d.comb += reason.eq(f_reason)
+                with m.Elif((mirror_dest & in_bit).any()):
+                    m.d.comb += reason.eq(DropReason.MONITOR_PORT)
+                with m.Elif((blocked & in_bit).any()):
+                    m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
+                with m.Elif(f_vid_tagged & ~trunk):
+                    m.d.comb += reason.eq(DropReason.TAGGED_ON_ACCESS)
+                with m.Elif(~f_vid_tagged & (f_vlan == 0)):
+                    m.d.comb += reason.eq(DropReason.NO_NATIVE_VLAN)
+                with m.Elif(f_vid_tagged & ~(vl_r.data & in_bit).any()):
+                    m.d.comb += reason.eq(DropReason.VLAN_NOT_MEMBER)
+                with m.Else():
+                    m.d.comb += admitted.eq(1)
+                    with m.If(reserved):
+                        m.d.comb += reason.eq(DropReason.RESERVED)
+                m.d.sync += [f_members.eq(vl_r.data), f_admitted.eq(admitted),
+                             f_learn.eq(admitted & ~reserved & ~f_src[40]), f_reason.eq(reason)]
+                m.next = "REQUEST"
+            with m.State("REQUEST"):
+                req = table.req.payload
+                m.d.comb += [table.req.valid.eq(1), req.vlan.eq(f_vlan), req.dst.eq(f_dst), req.src.eq(f_src),
+                             req.in_port.eq(f_in_port), req.learn.eq(f_learn)]
+                ctx = ctx_layout(ctx_fifo.w_data)
+                m.d.comb += [ctx.reason.eq(f_reason), ctx.vlan.eq(f_vlan), ctx.members.eq(f_members),
+                             ctx.qinq.eq(f_qinq), ctx.pcp_dei.eq(f_pcp_dei), ctx.in_tagged.eq(f_tagged),
+                             ctx.in_priority.eq(f_tagged & ~f_vid_tagged), ctx.admitted.eq(f_admitted)]
+                with m.If(table.req.ready):
+                    m.d.comb += ctx_fifo.w_en.eq(1)
+                    m.d.sync += front_ptr.eq(front_ptr + 1)
+                    m.next = "IDLE"
+
+        # --- back: the MAC table's answer, storm control, loop guard, masks ----------------------
+        bp = st_back.data
+        bmeta = bp.meta
+        ctx = ctx_layout(ctx_fifo.r_data)
+        resp = table.resp.payload
+        in_bit = Signal(n)
+        m.d.comb += in_bit.eq(Const(1, n) << bp.in_port)
+        dst = bmeta.eth_dst
+        group = dst[40]
+        broadcast = dst == (1 << 48) - 1
+        known = ~group & resp.dst_hit
+        storm_cls = Signal(range(3))
+        m.d.comb += storm_cls.eq(Mux(broadcast, StormClass.BROADCAST,
+                                     Mux(group, StormClass.MULTICAST, StormClass.UNKNOWN_UNICAST)))
+
+        # Storm buckets, one per (port, class), refilled every cycle (the model's arithmetic).
+        tokens = [[Signal(STORM_TOKEN_BITS, name=f"storm_tokens_{i}_{c.label}",
+                          init=s.storm_limit(i, c)[1] << 10) for c in StormClass] for i in range(n)]
+        take_tokens = Signal()              # the back admits the frame: its bucket pays
+        frame_tokens = Signal(STORM_TOKEN_BITS)
+        m.d.comb += frame_tokens.eq(bmeta.frame_len << 10)
+        policed_any = Signal()
+        enough = Signal()
+        for i in range(n):
+            for c in StormClass:
+                rate = getattr(self, f"storm_rate_{i}_{c.label}")
+                cap = Cat(Const(0, 10), getattr(self, f"storm_burst_{i}_{c.label}"))
+                tk = tokens[i][c]
+                mine = (bp.in_port == i) & (storm_cls == c)
+                refill = tk + rate
+                refilled = Mux(refill > cap, cap, refill)
+                with m.If(mine):
+                    m.d.comb += [policed_any.eq((rate != 0) | (cap != 0)), enough.eq(tk >= frame_tokens)]
+                with m.If(take_tokens & mine):
+                    m.d.sync += tk.eq(refilled - frame_tokens)
+                with m.Else():
+                    m.d.sync += tk.eq(refilled)
+
+        # Loop guard: MAC moves onto a port within a window of ticks.
+        move_count = [Signal(16, name=f"loop_moves_{i}") for i in range(n)]
+        window_start = [Signal(TIME_BITS, name=f"loop_start_{i}") for i in range(n)]
+
+        emit = Signal()
+        m.d.comb += emit.eq(table.resp.valid & ctx_fifo.r_rdy)
+        m.d.comb += [table.resp.ready.eq(emit), ctx_fifo.r_en.eq(emit)]
+
+        reason = Signal(DropReason)
+        egress = Signal(n)
+        flood = Signal(n)
+        loop_now = Signal()
+        storm_drop = Signal()
+        m.d.comb += flood.eq(ctx.members & ~in_bit & ~mirror_dest)
+        moved = resp.outcome == LearnOutcome.MOVED
+        moves_loop = Signal()
+        m.d.comb += loop_now.eq(moves_loop)
+        with m.If(emit & moved & (self.loop_moves != 0)):
+            for i in range(n):
+                with m.If(bp.in_port == i):
+                    restart = (self.now - window_start[i])[:TIME_BITS] >= self.loop_window
+                    count = Mux(restart, 1, move_count[i] + 1)
+                    m.d.sync += [move_count[i].eq(count)]
+                    with m.If(restart):
+                        m.d.sync += window_start[i].eq(self.now)
+                    m.d.comb += moves_loop.eq(count == self.loop_moves)
+        # ... and broadcasts coming back: the source MAC and length of one of the last few
+        # broadcasts, on another port within the window (the golden model's LoopGuard).
+        recent_sig = [Signal(48 + 14, name=f"bcast_sig_{k}") for k in range(RECENT_BROADCASTS)]
+        recent_port = [Signal(pb, name=f"bcast_port_{k}") for k in range(RECENT_BROADCASTS)]
+        recent_tick = [Signal(TIME_BITS, name=f"bcast_tick_{k}") for k in range(RECENT_BROADCASTS)]
+        recent_valid = Signal(RECENT_BROADCASTS)
+        replace = Signal(range(RECENT_BROADCASTS))
+        sig = Cat(bmeta.eth_src, bmeta.frame_len)
+        same = Cat(recent_valid[k] & (recent_sig[k] == sig) for k in range(RECENT_BROADCASTS))
+        back = Cat(same[k] & (recent_port[k] != bp.in_port)
+                   & ((self.now - recent_tick[k])[:TIME_BITS] < self.loop_window) for k in range(RECENT_BROADCASTS))
+        bcast_check = emit & broadcast & (ctx.reason == DropReason.NONE) & (self.loop_moves != 0)
+        with m.If(bcast_check):
+            m.d.comb += loop_now.eq(moves_loop | back.any())
+            first_same = Signal(range(RECENT_BROADCASTS))
+            for k in reversed(range(RECENT_BROADCASTS)):
+                with m.If(same[k]):
+                    m.d.comb += first_same.eq(k)
+            slot = Mux(same.any(), first_same, replace)
+            for k in range(RECENT_BROADCASTS):
+                with m.If(slot == k):
+                    m.d.sync += [recent_sig[k].eq(sig), recent_port[k].eq(bp.in_port), recent_tick[k].eq(self.now),
+                                 recent_valid[k].eq(1)]
+            with m.If(~same.any()):
+                m.d.sync += replace.eq(replace + 1)
+        newly_blocked = Mux(loop_now & self.loop_block, in_bit, 0)
+
+        with m.If(ctx.reason != DropReason.NONE):
+            m.d.comb += reason.eq(ctx.reason)
+        with m.Elif(newly_blocked.any()):
+            m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
+        with m.Elif(known):
+            with m.If(resp.dst_port == bp.in_port):
+                m.d.comb += reason.eq(DropReason.SAME_PORT)
+            with m.Else():
+                m.d.comb += egress.eq((Const(1, n) << resp.dst_port) & ~blocked)
+        with m.Else():
+            with m.If(policed_any & ~enough):
+                m.d.comb += [reason.eq(Mux(storm_cls == StormClass.BROADCAST, DropReason.STORM_BROADCAST,
+                                           Mux(storm_cls == StormClass.MULTICAST, DropReason.STORM_MULTICAST,
+                                               DropReason.STORM_UNKNOWN))),
+                             storm_drop.eq(1)]
+            with m.Else():
+                m.d.comb += [egress.eq(flood & ~blocked), take_tokens.eq(emit & policed_any)]
+
+        # The mirror session: what a selected port received (once admitted into a VLAN) or sent.
+        mirror = Signal()
+        mirror_plain = Signal()
+        sent_selected = egress & self.mirror_egress
+        sent_tagged = Signal(n)
+        for i in range(n):
+            m.d.comb += sent_tagged[i].eq(self.port_trunk[i] & (pvid[i] != ctx.vlan))
+        with m.If(self.mirror_enable & ctx.admitted):
+            with m.If((self.mirror_ingress & in_bit).any()):
+                m.d.comb += mirror.eq(1)
+            with m.Elif(sent_selected.any()):
+                m.d.comb += [mirror.eq(1), mirror_plain.eq(~(sent_selected & sent_tagged).any())]
+        all_egress = egress | Mux(mirror, mirror_dest, 0)
+
+        m.d.sync += [self.desc.valid.eq(emit), self.record.valid.eq(emit),
+                     self.loop_event.eq(emit & loop_now), self.storm_event.eq(emit & storm_drop),
+                     self.learn_outcome.eq(Mux(emit, resp.outcome, LearnOutcome.NONE))]
+        d, rec = self.desc.payload, self.record.payload
+        with m.If(emit):
+            m.d.sync += back_ptr.eq(back_ptr + 1)
+            m.d.sync += [
+                d.drop.eq(all_egress == 0), d.egress.eq(all_egress),
+                d.beats.eq((bmeta.frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)),
+                d.vlan.eq(ctx.vlan), d.qinq.eq(ctx.qinq), d.pcp_dei.eq(ctx.pcp_dei), d.in_tagged.eq(ctx.in_tagged),
+                d.in_priority.eq(ctx.in_priority), d.mirror_plain.eq(mirror_plain),
+                rec.meta.eq(bmeta), rec.in_port.eq(bp.in_port), rec.rx_error.eq(bp.rx_error),
+                rec.verdict.eq(Mux(reason == DropReason.NONE, Verdict.FORWARD, Verdict.DROP)),
+                rec.reason.eq(reason), rec.egress.eq(all_egress),
+            ]
+        # Blocks: set by loop guard, cleared by the driver.
+        m.d.sync += blocked.eq((blocked | Mux(emit, newly_blocked, 0)) & ~self.unblock)
+        return m

@@ -1,0 +1,152 @@
+"""The switch fabric's gateware against its golden model, frame for frame, on both simulators.
+
+The model (host_driver/model/switch.py) is itself held frame for frame to Open vSwitch
+(test_switch_vs_ovs.py); here the NIC built with a switch (``NicConfig.switch``) must make the
+same decision for every frame (drop reason, egress ports) and send the same bytes out of every
+port, in the same order: learning, flooding within the VLAN, known unicast, same-port drops,
+reserved addresses, access and trunk ports, native VLAN, priority tags, QinQ, tag insert and
+strip, and a mirror session. Frames go in on all ports at once at line rate; the model switches
+them in the order the gateware's records say it did (its arbiter's order), at the record's cycle.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from hdl.config import NicConfig
+from hdl.packet.meta import DropReason
+from host_driver.model.switch import PortVlan
+from host_driver.switch_config import SwitchConfig
+from sim.run.engine import _record_decoder
+
+pytestmark = pytest.mark.sim
+
+#: The ports of test_switch_vs_ovs.py (held to OVS there), and a monitor port.
+PORTS = {
+    "phy0": PortVlan("trunk", 1, None),
+    "vm1": PortVlan("access", 1),
+    "vm2": PortVlan("access", 1),
+    "vm3": PortVlan("access", 2),
+    "vm4": PortVlan("access", 2),
+    "up2": PortVlan("trunk", None, frozenset({2, 100})),
+}
+NAMES = list(PORTS) + ["mon"]
+ETH_LOCAL = b"\x88\xb5"          # IEEE local experimental ethertype: the parser reads L2 only
+
+
+def switch_config(mirror: bool = True) -> SwitchConfig:
+    ports = {}
+    for name, p in PORTS.items():
+        if p.mode == "access":
+            ports[name] = {"mode": "access", "vlan": p.vlan}
+        else:
+            spec = {"mode": "trunk", "native": p.vlan if p.vlan is not None else "none"}
+            if p.trunks is not None:
+                spec["vlans"] = sorted(p.trunks)
+            ports[name] = spec
+    ports["mon"] = {"mode": "trunk", "native": 1}
+    table = {"ports": ports, "loop_guard": False}
+    if mirror:
+        table["mirror"] = [{"to": "mon", "ingress": ["vm1"], "egress": ["up2"]}]
+    return SwitchConfig.from_toml(table)
+
+
+def nic_config(cfg: SwitchConfig, width: int = 64) -> NicConfig:
+    return NicConfig(data_width=width, ports=tuple(NAMES), physical_ports=("phy0",),
+                     switch=cfg.settings(NAMES, 156.25, mac_sets=64, mac_ways=4))
+
+
+def random_frames(seed: int, n: int) -> list[tuple[str, bytes]]:
+    """Frames over the switch's ports (not its monitor port), every kind of destination and tag."""
+    rng = random.Random(seed)
+    names = list(PORTS)
+    hosts = {p: [bytes([0x02, 0, 0, 0, i + 1, k]) for k in range(3)] for i, p in enumerate(names)}
+    everyone = [m for ms in hosts.values() for m in ms]
+    out = []
+    for seq in range(n):
+        port = rng.choice(names)
+        src = rng.choice(hosts[port])
+        kind = rng.random()
+        if kind < 0.55:
+            dst = rng.choice(everyone)
+        elif kind < 0.65:
+            dst = bytes([0x02, 0xEE, 0, 0, 0, rng.randrange(4)])
+        elif kind < 0.8:
+            dst = b"\xff" * 6
+        elif kind < 0.9:
+            dst = bytes([0x01, 0x00, 0x5E, 0, 0, rng.randrange(1, 4)])
+        else:
+            dst = rng.choice([bytes([0x01, 0x80, 0xC2, 0, 0, rng.choice([0x00, 0x0E, 0x0F, 0x10])]),
+                              bytes.fromhex("01000ccccccc")])
+        tag = b""
+        t = rng.random()
+        if PORTS[port].mode == "trunk":
+            if t < 0.45:
+                tag = b"\x81\x00" + (rng.randrange(8) << 13 | rng.choice([1, 2, 2, 3, 100])).to_bytes(2, "big")
+            elif t < 0.5:
+                tag = b"\x81\x00" + (5 << 13).to_bytes(2, "big")
+            elif t < 0.55:
+                tag = b"\x88\xa8" + (100).to_bytes(2, "big") + b"\x81\x00" + (7).to_bytes(2, "big")
+        elif t < 0.05:
+            tag = b"\x81\x00" + (2).to_bytes(2, "big")
+        elif t < 0.08:
+            tag = b"\x81\x00" + (3 << 13).to_bytes(2, "big")
+        payload = seq.to_bytes(4, "big") + bytes(rng.randrange(42, 200))
+        out.append((port, dst + src + tag + ETH_LOCAL + payload))
+    return out
+
+
+def check_against_model(nic: NicConfig, cfg: SwitchConfig, frames, res) -> None:
+    """Every record and every port's egress of a simulation ``res`` equal the model's."""
+    decode = _record_decoder(nic)
+    model = cfg.model(nic.clock_mhz, sets=nic.switch.mac_sets, ways=nic.switch.mac_ways)
+    per_port: dict[int, list[int]] = {}
+    for i, (port, _) in enumerate(frames):
+        per_port.setdefault(NAMES.index(port), []).append(i)
+    expected: dict[str, list[tuple[int, bytes]]] = {p: [] for p in NAMES}
+    assert len(res["records"]) == len(frames)
+    for cycle, bits in res["records"]:
+        rec = decode(bits)
+        idx = per_port[rec["in_port"]].pop(0)
+        port, frame = frames[idx]
+        got = model.process(port, frame, now=cycle)
+        want_reason = got.drop.value if got.drop else "none"
+        reason = DropReason(rec["reason"]).label
+        assert reason == want_reason, f"frame {idx} from {port}: {reason} != {want_reason}"
+        want_egress = sorted(NAMES.index(q) for q in [*got.egress, *(q for q, _ in got.mirrored)])
+        assert rec["egress"] == want_egress, f"frame {idx} from {port}: egress {rec['egress']} != {want_egress}"
+        for q, data in [*got.egress.items(), *got.mirrored]:
+            expected[q].append((idx, data))
+    for name in NAMES:
+        sent = [e["data"] for e in res["egress"][name]]
+        want = [d for _, d in expected[name]]
+        assert len(sent) == len(want), f"{name}: {len(sent)} frames sent, the model sends {len(want)}"
+        for k, (s, (idx, w)) in enumerate(zip(sent, expected[name])):
+            assert s == w, f"{name}: frame {k} (input {idx}) differs:\n{s.hex()}\n{w.hex()}"
+        assert not any(e.get("flags") for e in res["egress"][name]), f"{name}: tuser or tkeep not packed"
+
+
+def _run(simulator: str, nic: NicConfig, frames, tmp_path):
+    idx = [(NAMES.index(p), f, False, 0) for p, f in frames]
+    if simulator == "verilator":
+        from sim.bulk.run import run_bulk
+        return run_bulk(nic, idx, tmp_path)
+    from sim.run.engine import _run_cocotb
+    return _run_cocotb(nic, idx, simulator, False, tmp_path, [0])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_switch_equals_model_verilator(tmp_path, seed):
+    cfg = switch_config()
+    nic = nic_config(cfg)
+    frames = random_frames(seed, 600)
+    check_against_model(nic, cfg, frames, _run("verilator", nic, frames, tmp_path))
+
+
+def test_switch_equals_model_icarus(tmp_path):
+    cfg = switch_config()
+    nic = nic_config(cfg)
+    frames = random_frames(3, 120)
+    check_against_model(nic, cfg, frames, _run("icarus", nic, frames, tmp_path))
