@@ -22,7 +22,7 @@ from hdl.switch.regs import ARG_WORDS, ENTRY_WORDS, RECORD_WORDS, RESULT_WORDS, 
 from hdl.switch.settings import TIME_BITS, StormClass
 from host_driver.driver import DiscoveredBlock, Nic
 
-__all__ = ["Switch", "SwitchError", "MacEntryView", "RecorderState"]
+__all__ = ["Switch", "SwitchError", "MacEntryView", "RecorderState", "frozen_recorder"]
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +199,15 @@ class Switch:
 
     async def rearm_recorder(self) -> None:
         await self.command(Command.RECORDER_REARM)
+
+
+async def frozen_recorder(nic: Nic) -> dict | None:
+    """What ``secnic run`` writes to recorder.jsonl: the flight recorder's state and records if
+    the NIC has a switch whose recorder froze, else None."""
+    if not nic.find("SWITCH"):
+        return None
+    sw = Switch(nic)
+    state = await sw.recorder_state()
+    if not state.frozen:
+        return None
+    return {"trigger": state.trigger, "port": state.port, "records": await sw.recorder()}

@@ -207,13 +207,14 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
         sim.cycles(SETTLE_CYCLES)
 
         async def read_back():
+            from host_driver.blocks.switch import frozen_recorder
             nic = Nic(PipeBus(sim))
             await nic.discover()
-            return await nic.counters(), await nic.identity()
-        counters, identity = asyncio.run(read_back())
+            return await nic.counters(), await nic.identity(), await frozen_recorder(nic)
+        counters, identity, recorder = asyncio.run(read_back())
         total = sim.cycles(0)
     res = read_outputs(out, config, len(frames))
-    res.update(counters=counters, identity=identity, total_cycles=total,
+    res.update(counters=counters, identity=identity, recorder=recorder, total_cycles=total,
                sim_cycles=res["status"]["done_cycle"], wall_s=res["status"]["wall_s"],
                process_wall_s=time.monotonic() - wall0)
     return res

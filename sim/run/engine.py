@@ -9,6 +9,8 @@ the same files (DESIGN.md, "Command line and file formats")::
     counters.json        CSR counters read back through the driver (Nic over ModelBus / AXI-Lite)
     eve.json             alerts (empty: no rules in this slice)
     run.json             engine, packet counts, timing figures
+    recorder.jsonl       only when a switch's flight recorder froze (a loop, a storm): what froze it,
+                         then its records, oldest first, the triggering frame last
 
 **Egress pcap timestamps** are the timestamps of the *input* frame that produced each egress frame
 (not the simulated departure time), so the pcaps are byte-identical between engines and runs.
@@ -333,8 +335,22 @@ def _run_model(config, inputs, starts):
                   "egress": list(r.egress)}
                  for r in results]
     cycles, latency = _estimate_timing(config, inputs, starts, [bool(d["egress"]) for d in decisions])
-    timing = {"timing": "estimate", "cycles": cycles, "latency_cycles": latency, "sim_cycles": None}
+    timing = {"timing": "estimate", "cycles": cycles, "latency_cycles": latency, "sim_cycles": None,
+              "recorder": _model_recorder(model)}
     return decisions, egress_src, counters, timing
+
+
+def _model_recorder(model) -> dict | None:
+    """The golden model's flight recorder in the driver's format, if it froze."""
+    if model.switch is None or model.switch.recorder.frozen_by is None:
+        return None
+    from hdl.switch.settings import TICK_SHIFT
+    why = model.switch.recorder.frozen_by
+    trigger = "command" if isinstance(why, str) else "storm" if why.kind == "storm" else "loop"
+    records = [{"tick": r["time"] >> TICK_SHIFT, "in_port": r["in_port"], "vlan": r["vlan"], "length": r["length"],
+                "dst": r["dst"], "src": r["src"], "drop": r["drop"], "egress": r["egress"]}
+               for r in model.switch.recorder.records]
+    return {"trigger": trigger, "port": None if isinstance(why, str) else why.port, "records": records}
 
 
 def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs: int):
@@ -367,6 +383,7 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
         raise EngineError(f"{sim} run failed: {exc}") from exc
     decisions, egress_src, counters, timing = _collate(config, inputs, res, sim, port_of)
     timing["mode"] = "bulk" if bulk else "cocotb"
+    timing["recorder"] = res.get("recorder")
     timing["segments"] = res.get("segments", 1)
     return decisions, egress_src, counters, timing
 
@@ -506,6 +523,9 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
+    if jobs > 1 and config.switch is not None:
+        raise ValueError("--jobs splits a run into NICs that start empty; a switch carries its MAC table, "
+                         "storm buckets and loop guard from frame to frame: use --jobs 1")
     if engine != "model" and config.uart_bridge:
         raise ValueError("uart_bridge = true builds the board's CSR bridge in place of the AXI-Lite bus "
                          "the simulators read the counters through; simulate with uart_bridge = false")
@@ -538,7 +558,7 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
             decisions, egress_src, counters, timing = _run_sim(config, inputs, starts, engine, waves, work,
                                                                bulk, jobs)
         wall = time.monotonic() - wall0
-        _write_outputs(tmp, config, inputs, decisions, egress_src, counters)
+        _write_outputs(tmp, config, inputs, decisions, egress_src, counters, timing.get("recorder"))
         run = _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, truncated_files)
         (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n")
         if waves and engine != "model":
@@ -555,7 +575,7 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
     return run
 
 
-def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters) -> None:
+def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, recorder=None) -> None:
     from host_driver.trace import dumps_jsonl, trace_record
 
     records = [trace_record(d["meta"], in_port_name=f.port, in_file=f.in_file, pcap_cnt=f.pcap_cnt,
@@ -569,6 +589,11 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters) -
                    [(data, inputs[i].ts_ns) for i, data in egress_src[q]])
     (tmp / "counters.json").write_text(json.dumps(counters, indent=2) + "\n")
     (tmp / "eve.json").write_text("")
+    if recorder is not None:
+        # The switch's flight recorder froze (a loop, a storm, or the driver): its records, oldest
+        # first, the triggering frame last; the first line says what froze it.
+        head = {"frozen_by": recorder["trigger"], "port": recorder["port"], "records": len(recorder["records"])}
+        (tmp / "recorder.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [head, *recorder["records"]]))
 
 
 def _suspicious(config, inputs, truncated_files) -> dict:
@@ -615,6 +640,8 @@ def _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, tr
         # How a simulator ran: the cocotb testbench or bulk mode, and in how many parallel segments.
         "sim_mode": timing.get("mode"),
         "segments": timing.get("segments"),
+        # A switch's flight recorder froze during the run (recorder.jsonl): what froze it, or None.
+        "recorder_frozen_by": (timing.get("recorder") or {}).get("trigger"),
         "timing": timing["timing"],
         "pace": pace,
         "data_width": config.data_width,

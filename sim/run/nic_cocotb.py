@@ -154,6 +154,8 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
     await nic.discover()
     counters = await nic.counters()
     identity = await nic.identity()
+    from host_driver.blocks.switch import frozen_recorder
+    recorder = await frozen_recorder(nic)
     results = {
         "config": config.as_dict(),
         "records": [[r.cycle - t0, hex(r.bits)] for r in tb.records],
@@ -161,6 +163,7 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
         "egress": egress,
         "counters": counters,
         "identity": identity,
+        "recorder": recorder,
         "cycles": sim_cycles,
         "total_cycles": tb.cycle(),
         "wall_s": time.monotonic() - wall0,
