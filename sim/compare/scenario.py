@@ -27,6 +27,7 @@
 
     [sweep]
     gbps = [1, 2, 4, 8, 12, 16, 20]   # offered load, whole host
+    reference_gbps = 1    # load of the capacity answer, chaining and loop storm (default: lowest of gbps)
 
     [chain.vm1]           # the VM's service chain: appliances in order, each one VM
     rules = "rules/default.rules"
@@ -125,6 +126,7 @@ class Scenario:
     vms: tuple[Vm, ...]
     traffic: Traffic
     sweep_gbps: tuple[float, ...]
+    reference_gbps: float
     chains: dict[str, Chain]
     storm: Storm
     nic: dict = field(default_factory=dict)
@@ -154,7 +156,7 @@ class Scenario:
             "name": self.name, "file": self.path.name,
             "host": vars(self.host), "vms": [vars(v) for v in self.vms],
             "traffic": {**vars(self.traffic), "pcap": rel(self.traffic.pcap)},
-            "sweep_gbps": list(self.sweep_gbps),
+            "sweep_gbps": list(self.sweep_gbps), "reference_gbps": self.reference_gbps,
             "chains": {k: {"hops": [vars(h) for h in c.hops], "rules": rel(c.rules)} for k, c in self.chains.items()},
             "storm": vars(self.storm), "nic": self.nic,
         }
@@ -260,13 +262,16 @@ def parse_scenario(doc: dict, path: Path) -> Scenario:
         if not traffic.pcap.is_file():
             t.fail("pcap", f"no such file {traffic.pcap}")
 
-    s = _Reader(path, "sweep", doc.get("sweep", {}), ("gbps",))
+    s = _Reader(path, "sweep", doc.get("sweep", {}), ("gbps", "reference_gbps"))
     loads = s.get("gbps", [1, 2, 4, 8, 12, 16, 20], list)
     for i, g in enumerate(loads):
         if isinstance(g, bool) or not isinstance(g, (int, float)) or g <= 0:
             s.fail(f"gbps[{i}]", f"must be a positive number of Gb/s, not {g!r}")
     if not loads or list(loads) != sorted(set(loads)):
         s.fail("gbps", "must be a non-empty, strictly increasing list of offered loads")
+    reference = float(s.get("reference_gbps", loads[0], (int, float)))
+    if reference not in [float(g) for g in loads]:
+        s.fail("reference_gbps", f"must be one of the sweep's loads {list(loads)}, not {reference:g}")
 
     chains_raw = doc.get("chain", {})
     c = _Reader(path, "chain", chains_raw, tuple(v.name for v in vms))
@@ -296,7 +301,8 @@ def parse_scenario(doc: dict, path: Path) -> Scenario:
     if not isinstance(nic, dict):
         top.fail("nic", f"must be a table, not {type(nic).__name__}")
     scenario = Scenario(name=name, path=path, host=host, vms=tuple(vms), traffic=traffic,
-                        sweep_gbps=tuple(float(g) for g in loads), chains=chains, storm=storm, nic=dict(nic),
+                        sweep_gbps=tuple(float(g) for g in loads), reference_gbps=reference, chains=chains,
+                        storm=storm, nic=dict(nic),
                         calibration=calibration)
     scenario.nic_config()       # a bad [nic] option fails now, naming the file
     return scenario

@@ -72,9 +72,8 @@ def _rules(scenario: Scenario) -> dict:
 
 
 def reference_load(scenario: Scenario) -> float:
-    """The sweep load closest to the host's nominal traffic (sum of the VMs' ``gbps``)."""
-    nominal = sum(v.gbps for v in scenario.vms)
-    return min(scenario.sweep_gbps, key=lambda g: (abs(g - nominal), g))
+    """The load of the capacity answer, the chaining and the loop storm (``[sweep] reference_gbps``)."""
+    return scenario.reference_gbps
 
 
 def plan(scenario: Scenario) -> list[dict]:
@@ -367,7 +366,8 @@ def run_points(ctx: Context, points: Sequence[dict], *, scheduler: str | None = 
     cluster = None
     if scheduler == "local":
         n = workers or os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.WARNING)
         client = Client(cluster)
     else:
         client = Client(scheduler)

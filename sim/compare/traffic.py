@@ -37,7 +37,7 @@ class Frame:
         return len(self.data)
 
 
-def _ipv4_checksum(header: bytes) -> int:
+def ipv4_checksum(header: bytes) -> int:
     s = sum(struct.unpack("!10H", header))
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
@@ -49,7 +49,7 @@ def _build(src_mac, dst_mac, src_ip, dst_ip, proto, sport, dport, length, payloa
     payload_len = max(0, length - 14 - 20 - l4_len)
     total = 20 + l4_len + payload_len
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, proto, 0, src_ip, dst_ip)
-    ip = ip[:10] + struct.pack("!H", _ipv4_checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip)) + ip[12:]
     if proto == 6:
         l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
     else:
