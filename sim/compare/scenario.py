@@ -46,6 +46,7 @@ and for TOML syntax errors line and column as tomllib gives them.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,8 +219,9 @@ def load_scenario(path: str | Path) -> Scenario:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message ends in "(at line L, column C)"; lead with file:line:col as compilers do.
-        line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
-        where = f"{path}:{line}:{col}" if line else str(path)
+        # (Python 3.11's exception has no lineno/colno attributes: read them from the message.)
+        m = re.search(r"at line (\d+), column (\d+)", str(exc))
+        where = f"{path}:{m.group(1)}:{m.group(2)}" if m else str(path)
         raise ScenarioError(f"{where}: TOML syntax error: {exc}") from None
     return parse_scenario(doc, path.resolve())
 

@@ -64,9 +64,10 @@ def test_mm1k_blocking():
 
 def test_interrupt_wake_cost_and_poll_cores():
     """A packet finding its stage idle pays the wake-up; a polling stage counts all its cores."""
-    pkts = [Packet(t, 64, (("s", 100.0),)) for t in (0.0, 10_000.0)]
+    pkts = [Packet(t, 64, (("s", 100.0),)) for t in (0.0, 50.0, 10_000.0)]
     res = simulate([Stage("s", cores=2, ring=8, mode="interrupt", wake_ns=50.0)], pkts)
-    assert [o.latency for o in res.outcomes] == [150.0, 150.0]
+    # The second packet finds the stage busy (no wake-up); the third finds it idle again.
+    assert [o.latency for o in res.outcomes] == [150.0, 100.0, 150.0]
     res = simulate([Stage("s", cores=2, ring=8, mode="poll")], pkts)
     assert res.cores_used("s") == 2.0
 
