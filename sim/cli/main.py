@@ -313,7 +313,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                     help="NIC build options ([nic] table; default: the built-in NIC)")
     rm.set_defaults(func=cmd_regmap)
 
-    demo = add("demo", help="run the demo traffic mix through the NIC (what `make sim` runs)")
+    demo = add("demo", help="run the demo traffic mix through the NIC (what `make demo` runs)")
     demo.add_argument("--engine", choices=("model", "verilator", "icarus"), default="verilator",
                       help="simulator or golden model")
     demo.add_argument("--out", default="build/sim", metavar="DIR",

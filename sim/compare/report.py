@@ -195,13 +195,15 @@ def _plots(report: dict, out: Path) -> None:
                 ys = [p[k] if p[k] is not None else float("nan") for p in pts]
                 label = f"{LABELS[path]} {k}" if len(keys) > 1 else LABELS[path]
                 ax.plot(xs, ys, style, color=colors[path], label=label)
+        if extra:
+            extra(ax)
+        top = ax.get_ylim()[1]          # once every curve is drawn, so both labels sit at the top
+        for path in PATHS:
             knee = report["knees"][path]
             if knee is not None:
                 ax.axvline(knee["offered_gbps"], color=colors[path], linestyle=":", alpha=0.8)
-                ax.annotate(f"knee {knee['offered_gbps']:g}", (knee["offered_gbps"], ax.get_ylim()[1]),
+                ax.annotate(f"knee {knee['offered_gbps']:.3g} Gb/s", (knee["offered_gbps"], top),
                             color=colors[path], fontsize=8, ha="right", va="top", rotation=90)
-        if extra:
-            extra(ax)
         ax.set_xlabel("offered load (Gb/s)")
         ax.set_ylabel(ylabel)
         if log:

@@ -363,6 +363,9 @@ def run_points(ctx: Context, points: Sequence[dict], *, scheduler: str | None = 
     import os
 
     from dask.distributed import Client, LocalCluster, as_completed
+    if not log.isEnabledFor(logging.INFO):
+        # distributed logs its scheduler's life at INFO through its own handler: quiet unless -v.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = None
     if scheduler == "local":
         n = workers or os.cpu_count() or 1
