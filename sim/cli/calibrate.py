@@ -29,7 +29,8 @@ def register(add) -> None:
     from sim.compare.calibration import FRAMES_PER_RUN
     ap = add("calibrate", help="measure OVS, nftables and Hyperscan costs here; write a calibration file",
              description="Measure the software path's per-hop costs on this machine. See docs/compare.md.")
-    ap.add_argument("--out", required=True, metavar="FILE.json", help="calibration file to write (required)")
+    ap.add_argument("--out", required=True, metavar="FILE.json",
+                    help="calibration file to write (required, no default)")
     ap.add_argument("--scenario", metavar="SCENARIO.toml",
                     help="scenario whose rules are measured (default: scenarios/default.toml)")
     ap.add_argument("--frames", type=int, default=FRAMES_PER_RUN, metavar="N",

@@ -92,3 +92,18 @@ def test_punt_rule_matches_header(rec, expected):
     both = parse_rules('alert tcp any any <> 10.0.0.0/8 80 (content:"x"; sid:1;)\n', file="t.rules")[0]
     reverse = {"ip_proto": 6, "ip_src": "10.1.0.5", "ip_dst": "198.18.0.1", "sport": 80, "dport": 40000}
     assert rule_matches(both, reverse)
+
+
+def test_calibrate_without_root_says_so_and_keeps_shipped_figures(tmp_path, monkeypatch, capsys):
+    from sim.cli.main import main
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "not root" in err and "shipped calibration" in err
+    doc = json.loads(out.read_text())
+    for name in ("vswitch.per_packet_ns", "firewall.per_rule_ns"):
+        assert doc["figures"][name]["value"] == SHIPPED["figures"][name]["value"]
+        assert doc["figures"][name]["source"].startswith("shipped (not root")
+    assert doc["figures"]["ids_match.per_byte_ns"]["source"] == "measured"
+    assert doc["machine"]["cores"] >= 1
