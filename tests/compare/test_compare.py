@@ -130,3 +130,26 @@ def test_out_dir_of_someone_else_is_refused(small, tmp_path, capsys):
     assert run(small, out, "--scheduler", "none") == 2
     assert "holds no previous secnic run" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.sim
+def test_bulk_mode_nic_agrees_with_the_golden_model(small):
+    """The offloaded path's NIC in bulk-mode Verilator gives the golden model's records and punt set;
+    its timing is simulated (the model's an estimate)."""
+    from conftest import require_simulator
+
+    from sim.compare.sweep import Context, _load, _nic
+    from sim.compare.traffic import arrivals
+    require_simulator("verilator")
+    runs = {}
+    for engine in ("model", "verilator"):
+        ctx = Context(str(small), str(REPO_ROOT / "calibration" / "calibration.json"), engine)
+        scenario, _, frames, _ = _load(ctx)
+        nic = _nic(ctx)
+        nic.prepare()
+        runs[engine] = nic.run(frames, arrivals(frames, 2.0, 1))
+    model, bulk = runs["model"], runs["verilator"]
+    assert bulk.run["sim_mode"] == "bulk" and bulk.run["timing"] == "simulated"
+    assert bulk.records == model.records and bulk.punted == model.punted and bulk.punted
+    assert bulk.egress_packets == model.egress_packets
+    assert sum(bulk.egress_packets.values()) == len(frames)      # a bump in the wire forwards every frame
