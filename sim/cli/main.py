@@ -8,6 +8,8 @@
                [--bulk | --no-bulk] [--jobs N] --out DIR [--force]
     secnic regmap --format md|json [--config nic.toml]
     secnic rules check FILE.rules [--vars vars.toml] [--capacity N]
+    secnic compare SCENARIO.toml --out DIR [--scheduler local|none|ADDRESS] [--engine verilator|model]
+    secnic calibrate --out FILE.json [--scenario SCENARIO.toml]
     secnic demo [--engine verilator|icarus|model] [--out build/sim] [--count N] [--seed S] [--waves]
                 [--bulk | --no-bulk] [--jobs N]
 
@@ -338,7 +340,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                     help="NIC build options ([nic] table; default: the built-in NIC)")
     rm.set_defaults(func=cmd_regmap)
 
-    demo = add("demo", help="run the demo traffic mix through the NIC (what `make sim` runs)")
+    demo = add("demo", help="run the demo traffic mix through the NIC (what `make demo` runs)")
     demo.add_argument("--engine", choices=("model", "verilator", "icarus"), default="verilator",
                       help="simulator or golden model")
     demo.add_argument("--out", default="build/sim", metavar="DIR",
@@ -367,10 +369,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           "(default: the board's: "
                           + ", ".join(f"{b.name} {b.pnr_tries}" for b in BOARDS.values()) + ")")
     bit.set_defaults(func=cmd_bitstream)
-    from sim.cli import board, rules, testbench  # subcommands kept in their own modules
+    from sim.cli import board, calibrate, compare, rules, testbench  # subcommands kept in their own modules
     testbench.register(add)
     board.register(add)
     rules.register(add)
+    compare.register(add)
+    calibrate.register(add)
     return ap, parsers
 
 

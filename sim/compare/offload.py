@@ -1,0 +1,120 @@
+"""The offloaded path: the NIC behind a narrow interface that later blocks plug into.
+
+:class:`NicPath` is all the comparison asks of the NIC: given the scenario's frames with their
+arrival times, run them and return a :class:`NicRun`: per-frame records (verdict, reason, egress
+ports), packets per egress port, the counters, run.json, and the **punt set** (the frames that go
+to the host for software inspection). :class:`SimulatedNic` implements it with the NIC as it is
+today: :func:`sim.run.engine.run_engine` in bulk mode (Verilator), or the golden model.
+
+What stands in for blocks that have not landed (said in every report under ``offload.basis``):
+
+* **Switch fabric** (hdl/top.py is a two-port bump in the wire): frames from the uplink enter the
+  NIC's first port, frames between VMs its last; the per-port line rate bounds each direction.
+* **Classifier and matcher**: a frame is punted when the NIC's own record says ``punt``, and,
+  while the NIC has no classifier or matcher, when it matches the header of a rule that the rule
+  compiler (:mod:`host_driver.rules`) leaves to the host (``host path``) or to the payload matcher
+  (``payload``): such traffic is inspected on the host. Once the matcher lands, set
+  ``rule_split_punts=False`` and the NIC's records alone decide.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["NicRun", "NicPath", "SimulatedNic", "rule_matches", "PUNT_VERDICTS"]
+
+log = logging.getLogger(__name__)
+
+#: Rule verdicts (host_driver.rules) whose traffic is inspected on the host until the matcher lands.
+PUNT_VERDICTS = ("host path", "payload")
+_PROTO = {"tcp": {6}, "udp": {17}, "icmp": {1}, "ip": None, "pkthdr": None}
+
+
+@dataclass
+class NicRun:
+    """What the NIC did with a batch of frames (the offloaded path's side of the comparison)."""
+    records: list[dict]
+    egress_packets: dict[str, int]
+    counters: dict
+    run: dict
+    punted: list[int] = field(default_factory=list)
+    basis: str = ""
+
+
+class NicPath:
+    """The interface: ``run(frames, arrivals_ns) -> NicRun``. Frames are :class:`sim.compare.traffic.Frame`."""
+
+    def run(self, frames: Sequence, arrivals_ns: Sequence[float]) -> NicRun:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def rule_matches(rule, rec: dict) -> bool:
+    """Whether a parsed frame (a trace.jsonl record) matches a rule's header (protocol, addresses, ports)."""
+    protos = _PROTO.get(rule.proto, set())
+    if rec.get("ip_proto") is None:
+        return False
+    if protos is not None and rec["ip_proto"] not in protos:
+        return False
+    try:
+        src, dst = ipaddress.ip_address(rec["ip_src"]), ipaddress.ip_address(rec["ip_dst"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+    def has(aset, addr) -> bool:
+        iv = aset.v4 if addr.version == 4 else aset.v6
+        return any(lo <= int(addr) <= hi for lo, hi in iv.intervals)
+
+    def port_in(pset, port) -> bool:
+        if protos is None or protos == {1}:
+            return True
+        return port is not None and any(lo <= port <= hi for lo, hi in pset.intervals)
+
+    def one_way(s, sp, d, dp) -> bool:
+        return has(rule.src, s) and has(rule.dst, d) and port_in(rule.sport, sp) and port_in(rule.dport, dp)
+    sport, dport = rec.get("sport"), rec.get("dport")
+    return one_way(src, sport, dst, dport) or (rule.bidirectional and one_way(dst, dport, src, sport))
+
+
+class SimulatedNic(NicPath):
+    """The NIC of ``config`` run by ``engine`` ("verilator": bulk mode; "model": the golden model),
+    with the punt set also taken from ``rules`` (compiled rules) while ``rule_split_punts``."""
+
+    def __init__(self, config, rules: Sequence = (), engine: str = "verilator", rule_split_punts: bool = True):
+        self.config, self.engine = config, engine
+        self.punt_rules = [r for r in rules if r.verdict in PUNT_VERDICTS] if rule_split_punts else []
+        self.rule_split_punts = rule_split_punts
+
+    def prepare(self) -> None:
+        """Build the simulator model once (before sweep points run it in parallel)."""
+        if self.engine == "verilator":
+            from sim.bulk.run import build_model
+            build_model(self.config)
+
+    def run(self, frames, arrivals_ns) -> NicRun:
+        from sim.run.engine import InputFrame, run_engine
+        first, last = self.config.ports[0], self.config.ports[-1]
+        inputs = [InputFrame(first if f.src_vm is None else last, "compare", i + 1, f.data, round(t))
+                  for i, (f, t) in enumerate(zip(frames, arrivals_ns, strict=True))]
+        with tempfile.TemporaryDirectory(prefix="secnic-compare-") as tmp:
+            out = Path(tmp) / "run"
+            run = run_engine(self.config, inputs, engine=self.engine, pace="pcap", out_dir=out,
+                             bulk=True if self.engine == "verilator" else None)
+            records = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+            counters = json.loads((out / "counters.json").read_text())
+        punted = [i for i, r in enumerate(records)
+                  if r.get("verdict") == "punt" or any(rule_matches(rule, r) for rule in self.punt_rules)]
+        egress: dict[str, int] = {}
+        for r in records:
+            for p in r.get("egress") or []:
+                egress[p] = egress.get(p, 0) + 1
+        basis = (f"{self.engine} ({run.get('sim_mode') or run.get('timing')}); switch fabric: two-port bump in "
+                 "the wire (uplink frames on the first port, VM-to-VM on the last); punts: NIC records"
+                 + (f" + rule split ({len(self.punt_rules)} payload/host-path rules' traffic inspected on the host "
+                    "until the matcher lands)" if self.rule_split_punts else ""))
+        return NicRun(records, egress, counters, run, punted, basis)

@@ -1,0 +1,410 @@
+"""The comparison's points, run locally or as Dask tasks, and the answers drawn from them.
+
+A point is a plain dict (``{"task": "software", "gbps": 4.0}``) and :func:`run_point` a pure
+function of the scenario file, the calibration file, the NIC engine and the point: every random
+draw is seeded from the scenario, so a point gives the same result in this process, in a
+LocalCluster worker or on a remote Dask cluster, and report.json is identical either way.
+
+Tasks:
+
+* ``software`` / ``offload``: one offered load through one path (metrics: :func:`_metrics`);
+* ``chain``: the software path at the reference load with 1, 2 or 3 appliances per chain;
+* ``storm_software`` / ``storm_nic``: the loop storm (three uplinks into one external switch, so
+  every broadcast that leaves comes back on the two other uplinks) with the scenario's traffic.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim.compare.costs import Costs, load_calibration
+from sim.compare.des import Packet, Stage, percentile, simulate
+from sim.compare.scenario import Scenario, load_scenario
+from sim.compare.traffic import Frame, arrivals, make_frames
+
+__all__ = ["Context", "plan", "run_point", "run_points", "find_knee", "KNEE_DROP", "KNEE_LATENCY_FACTOR",
+           "STORM_UPLINKS", "STORM_LOOP_DELAY_NS"]
+
+log = logging.getLogger(__name__)
+
+#: A curve's knee: the first load where more than this share of frames is dropped ...
+KNEE_DROP = 0.01
+#: ... or p99 latency is this many times its value at the lowest load.
+KNEE_LATENCY_FACTOR = 5.0
+#: The loop storm's topology: this many uplinks into one flooding external switch.
+STORM_UPLINKS = 3
+#: Time a frame spends outside the host between leaving one uplink and returning on another.
+STORM_LOOP_DELAY_NS = 2000.0
+#: Broadcast frame of the storm (an ARP request's size).
+STORM_FRAME = 60
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a worker needs, as paths and names (small to ship to a Dask worker)."""
+    scenario: str
+    calibration: str
+    engine: str = "verilator"
+
+
+@functools.lru_cache(maxsize=4)
+def _load(ctx: Context):
+    scenario = load_scenario(ctx.scenario)
+    cal = load_calibration(ctx.calibration)
+    costs = Costs.from_calibration(cal, scenario.host.clock_ghz)
+    frames = make_frames(scenario)
+    rules = _rules(scenario)
+    return scenario, costs, frames, rules
+
+
+def _rules(scenario: Scenario) -> dict:
+    """Compiled rules per rule file (the rule compiler's split: offloaded / payload / host path)."""
+    from host_driver.rules import compile_rules, read_rules
+    out = {}
+    for path in scenario.rule_files():
+        out[path] = compile_rules(read_rules(path))
+    return out
+
+
+def reference_load(scenario: Scenario) -> float:
+    """The load of the capacity answer, the chaining and the loop storm (``[sweep] reference_gbps``)."""
+    return scenario.reference_gbps
+
+
+def plan(scenario: Scenario) -> list[dict]:
+    """Every point of the comparison, in report order."""
+    points = [{"task": path, "gbps": g} for path in ("software", "offload") for g in scenario.sweep_gbps]
+    ref = reference_load(scenario)
+    points += [{"task": "chain", "gbps": ref, "hops": n} for n in (1, 2, 3)]
+    points += [{"task": "storm_software", "gbps": ref}, {"task": "storm_nic", "gbps": ref}]
+    return points
+
+
+# -- software path ---------------------------------------------------------------------------------
+
+def _chain_hops(scenario: Scenario, vm: str, n: int | None):
+    hops = list(scenario.chains[vm].hops)
+    if n is None or not hops:
+        return hops
+    return [hops[min(i, len(hops) - 1)] for i in range(n)]
+
+
+def _software_stages(scenario: Scenario, costs: Costs, n: int | None) -> list[Stage]:
+    h = scenario.host
+    stages = [Stage("vswitch", h.vswitch_cores, h.ring, h.mode, costs.wake_ns)]
+    for vm in scenario.vms:
+        for i, hop in enumerate(_chain_hops(scenario, vm.name, n)):
+            stages.append(Stage(f"{vm.name}.{i}.{hop.kind}", hop.cores, h.ring, h.mode, costs.wake_ns))
+    return stages
+
+
+def _software_route(scenario, costs: Costs, rules, frame: Frame, n: int | None) -> tuple[tuple[str, float], ...]:
+    """vSwitch -> appliance -> vSwitch -> ... -> destination VM: n appliances, n + 1 vSwitch passes,
+    each pass paying one VM-boundary crossing per VM end (the uplink is not a VM)."""
+    length = frame.length
+    hops = _chain_hops(scenario, frame.vm, n)
+    chain = scenario.chains[frame.vm]
+    n_rules = _firewall_rules(rules, chain.rules)
+    route = []
+    from_vm = frame.src_vm is not None
+    for i, hop in enumerate(hops):
+        route.append(("vswitch", costs.vswitch(length) + costs.virtio(length) * (from_vm + 1)))
+        cost = costs.firewall(length, n_rules) if hop.kind == "firewall" else costs.ids(length)
+        route.append((f"{frame.vm}.{i}.{hop.kind}", cost))
+        from_vm = True
+    route.append(("vswitch", costs.vswitch(length) + costs.virtio(length) * (from_vm + 1)))
+    return tuple(route)
+
+
+def _firewall_rules(rules: dict, path) -> int:
+    """Rules a firewall VM evaluates: the header-only rules of its chain's file (nftables rules)."""
+    table = rules.get(path)
+    return 0 if table is None else sum(r.verdict == "offloaded" for r in table.rules)
+
+
+def _baseline_ns(costs: Costs, frame: Frame) -> float:
+    """A host without security: one vSwitch pass to the VM."""
+    return costs.vswitch(frame.length) + costs.virtio(frame.length) * (1 + (frame.src_vm is not None))
+
+
+def _metrics(frames: Sequence[Frame], times: Sequence[float], delivered: Sequence[bool],
+             latencies: Sequence[float], span_ns: float) -> dict:
+    offered_span = (times[-1] - times[0]) or 1.0
+    offered_bytes = sum(f.length for f in frames)
+    delivered_bytes = sum(f.length for f, ok in zip(frames, delivered) if ok)
+    return {
+        "offered_gbps": round(offered_bytes * 8 / offered_span, 4),
+        "throughput_gbps": round(delivered_bytes * 8 / max(span_ns, offered_span), 4),
+        "drop_rate": round(1 - sum(delivered) / len(frames), 5),
+        "latency_p50_ns": _r(percentile(latencies, 50)),
+        "latency_p99_ns": _r(percentile(latencies, 99)),
+    }
+
+
+def _r(x, nd=1):
+    return None if x is None else round(x, nd)
+
+
+def _software_point(ctx: Context, gbps: float, n: int | None = None) -> dict:
+    scenario, costs, frames, rules = _load(ctx)
+    times = arrivals(frames, gbps, scenario.traffic.seed)
+    stages = _software_stages(scenario, costs, n)
+    packets = [Packet(t, f.length, _software_route(scenario, costs, rules, f, n)) for f, t in zip(frames, times)]
+    res = simulate(stages, packets)
+    delivered = [o.done is not None for o in res.outcomes]
+    lat = [o.latency for o in res.outcomes if o.done is not None]
+    out = _metrics(frames, times, delivered, lat, res.span_ns)
+    by_stage = {s.name: round(res.cores_used(s.name), 3) for s in stages}
+    baseline = sum(_baseline_ns(costs, f) for f in frames) / max(res.span_ns, 1.0)
+    total = sum(by_stage.values())
+    out.update({"cores_used": round(total, 3), "cores_by_stage": by_stage,
+                "security_cores": round(max(0.0, total - baseline), 3),
+                "drops_by_stage": _drops(res.outcomes)})
+    return out
+
+
+def _drops(outcomes) -> dict:
+    d: dict[str, int] = {}
+    for o in outcomes:
+        if o.dropped_at:
+            d[o.dropped_at] = d.get(o.dropped_at, 0) + 1
+    return dict(sorted(d.items()))
+
+
+# -- offloaded path ------------------------------------------------------------------------------
+
+def _nic(ctx: Context):
+    from sim.compare.offload import SimulatedNic
+    scenario, _, _, rules = _load(ctx)
+    all_rules = [r for table in rules.values() for r in table.rules]
+    return SimulatedNic(scenario.nic_config(), all_rules, engine=ctx.engine)
+
+
+def _offload_point(ctx: Context, gbps: float) -> dict:
+    scenario, costs, frames, _ = _load(ctx)
+    times = arrivals(frames, gbps, scenario.traffic.seed)
+    nr = _nic(ctx).run(frames, times)
+    run = nr.run
+    ns_per_cycle = 1000 / run["clock_mhz"]
+    nic_ns = run["cycles"] * ns_per_cycle
+    offered_span = (times[-1] - times[0]) or 1.0
+    # The simulated source holds back what a port cannot take; a real MAC would drop the excess.
+    accepted = min(1.0, offered_span / nic_ns) if nic_ns else 1.0
+    punted = set(nr.punted)
+    h = scenario.host
+    host = Stage("host", h.vswitch_cores, h.ring, h.mode, costs.wake_ns)
+    # A punted frame crosses to the host and back (two ring crossings) and is inspected there.
+    packets = [Packet(times[i], frames[i].length,
+                      (("host", 2 * costs.virtio(frames[i].length) + costs.ids(frames[i].length)),))
+               for i in sorted(punted)]
+    res = simulate([host], packets)
+    host_lost = {i for i, o in zip(sorted(punted), res.outcomes) if o.done is None}
+    forwarded = [bool(r.get("egress")) and i not in host_lost for i, r in enumerate(nr.records)]
+    nic_lat = run.get("latency_ns") or {}
+    punt_lat = [o.latency for o in res.outcomes if o.done is not None]
+    delivered_bytes = sum(f.length for f, ok in zip(frames, forwarded) if ok) * accepted
+    offered_bytes = sum(f.length for f in frames)
+    host_cores = res.cores_used("host") if packets else 0.0
+    return {
+        "offered_gbps": round(offered_bytes * 8 / offered_span, 4),
+        "throughput_gbps": round(delivered_bytes * 8 / offered_span, 4),
+        "drop_rate": round(1 - sum(forwarded) * accepted / len(frames), 5),
+        "latency_p50_ns": _r(nic_lat.get("p50")),
+        "latency_p99_ns": _r(nic_lat.get("p99")),
+        "punt_rate": round(len(punted) / len(frames), 5),
+        "punt_latency_p99_ns": _r(None if not punt_lat else (nic_lat.get("p50") or 0) + percentile(punt_lat, 99)),
+        "cores_used": round(host_cores, 3),
+        "security_cores": round(host_cores, 3),
+        "nic_accepted": round(accepted, 5),
+        "nic_cycles": run["cycles"],
+        "nic_packets_out": run["packets_out"],
+        "basis": nr.basis,
+    }
+
+
+# -- loop storm ------------------------------------------------------------------------------------
+
+def _storm_window(scenario, frames, gbps):
+    duration = scenario.storm.duration_us * 1000
+    times = arrivals(frames, gbps, scenario.traffic.seed + 1)
+    keep = [(f, t) for f, t in zip(frames, times) if t < duration]
+    return duration, keep
+
+
+def _storm_software(ctx: Context, gbps: float) -> dict:
+    """The vSwitch floods a looped broadcast to the other uplinks and every VM; each copy that leaves an
+    uplink returns on the two others after the loop delay, and nothing stops it."""
+    scenario, costs, frames, rules = _load(ctx)
+    duration, keep = _storm_window(scenario, frames, gbps)
+    stages = _software_stages(scenario, costs, None)
+    n_vms = len(scenario.vms)
+    fan_out = (STORM_UPLINKS - 1) * (STORM_UPLINKS - 1)
+    cost = costs.vswitch(STORM_FRAME) + costs.virtio(STORM_FRAME) * n_vms
+
+    def spawn(now: float, stage: str) -> list[Packet]:
+        return [Packet(now + STORM_LOOP_DELAY_NS, STORM_FRAME, (("vswitch", cost),), spawn, "storm")] * fan_out
+    packets = [Packet(t, f.length, _software_route(scenario, costs, rules, f, None)) for f, t in keep]
+    packets.append(Packet(1000.0, STORM_FRAME, (("vswitch", cost),), spawn, "storm"))
+    res = simulate(stages, packets, until=duration)
+    normal = res.select("traffic")
+    storm = res.select("storm")
+    return {
+        "duration_us": scenario.storm.duration_us,
+        "normal_frames": len(normal),
+        "normal_delivered": round(sum(o.done is not None for o in normal) / max(1, len(normal)), 4),
+        "storm_frames_switched": sum(o.done is not None for o in storm),
+        "storm_mpps": round(sum(o.done is not None for o in storm) / duration * 1000, 3),
+        "vswitch_cores_busy": round(res.cores_used("vswitch"), 3),
+        "vswitch_cores": scenario.host.vswitch_cores,
+        "basis": f"DES: vSwitch floods each looped broadcast to {STORM_UPLINKS - 1} uplinks and {n_vms} VMs; "
+                 f"each copy returns on {STORM_UPLINKS - 1} uplinks after {STORM_LOOP_DELAY_NS / 1000:g} us",
+    }
+
+
+def _storm_nic(ctx: Context, gbps: float) -> dict:
+    """The same loop against the NIC's switch with broadcast storm control, run on the golden model
+    (host_driver.model.switch.SwitchModel) until the switch gateware lands."""
+    from host_driver.model.switch import PortVlan, StormClass, StormLimit, SwitchModel
+    scenario, _, frames, _ = _load(ctx)
+    config = scenario.nic_config()
+    duration, keep = _storm_window(scenario, frames, gbps)
+    clock = config.clock_mhz
+    line_gbps = config.data_width * clock / 1000
+    uplinks = [f"phy{i}" for i in range(STORM_UPLINKS)]
+    vms = [v.name for v in scenario.vms]
+    limit_mbps = scenario.storm.broadcast_limit_mbps
+    storm = {(p, StormClass.BROADCAST): StormLimit.from_rate(limit_mbps, 2 * 1514, clock) for p in uplinks} \
+        if limit_mbps > 0 else {}
+    switch = SwitchModel({p: PortVlan() for p in uplinks + vms}, storm=storm)
+    cycles_per_ns = clock / 1000
+    end = int(duration * cycles_per_ns)
+    delay = int(STORM_LOOP_DELAY_NS * cycles_per_ns)
+    frame = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x06" + bytes(STORM_FRAME - 14)
+    beats = -(-STORM_FRAME // (config.data_width // 8))
+    egress_free = dict.fromkeys(uplinks + vms, 0)
+    egress_frames = dict.fromkeys(uplinks + vms, 0)
+    queue_limit = config.buffer_bytes // STORM_FRAME       # frames an egress queue holds
+    events = [(1, 0, "phy0")]
+    seq = 1
+    processed = 0
+    while events:
+        now, _, port = heapq.heappop(events)
+        if now >= end:
+            break
+        processed += 1
+        res = switch.process(port, frame, now)
+        for out in res.egress:
+            start = max(now, egress_free[out])
+            if (start - now) / beats > queue_limit:
+                continue                          # egress queue full: dropped
+            egress_free[out] = start + beats
+            egress_frames[out] += 1
+            if out in uplinks:
+                for back in uplinks:
+                    if back != out:
+                        seq += 1
+                        heapq.heappush(events, (start + beats + delay, seq, back))
+    window_s = duration / 1e9
+    storm_gbps = {p: round(n * STORM_FRAME * 8 / window_s / 1e9, 4) for p, n in egress_frames.items()}
+    # Normal traffic shares each VM port's egress with the storm's flood copies.
+    normal_gbps = sum(f.length for f, _ in keep) * 8 / duration
+    per_vm = normal_gbps / max(1, len(vms))
+    worst = max((storm_gbps[v] for v in vms), default=0.0)
+    delivered = 1.0 if per_vm <= 0 else min(1.0, max(0.0, line_gbps - worst) / per_vm)
+    return {
+        "duration_us": scenario.storm.duration_us,
+        "broadcast_limit_mbps": limit_mbps,
+        "frames_switched": processed,
+        "storm_gbps_by_port": storm_gbps,
+        "storm_drops": {f"{p}:{w.value}": n for (p, w), n in sorted(switch.drops.items(), key=lambda kv: str(kv[0]))},
+        "normal_delivered": round(delivered, 4),
+        "host_cores": 0.0,
+        "basis": "golden model host_driver.model.switch.SwitchModel with broadcast storm control on each uplink "
+                 "(the switch gateware has not landed); line rate per egress port, egress queue of buffer_bytes",
+    }
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+def run_point(ctx: Context, point: dict) -> dict:
+    """One point's result (pure: the same inputs give the same dict on any worker)."""
+    task = point["task"]
+    if task == "software":
+        res = _software_point(ctx, point["gbps"])
+    elif task == "offload":
+        res = _offload_point(ctx, point["gbps"])
+    elif task == "chain":
+        res = _software_point(ctx, point["gbps"], point["hops"])
+    elif task == "storm_software":
+        res = _storm_software(ctx, point["gbps"])
+    elif task == "storm_nic":
+        res = _storm_nic(ctx, point["gbps"])
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return {**point, **res}
+
+
+def run_points(ctx: Context, points: Sequence[dict], *, scheduler: str | None = "local",
+               progress: Callable[[int], None] | None = None, workers: int | None = None) -> list[dict]:
+    """Run ``points`` in this process (``scheduler=None``), on a LocalCluster (``"local"``) or on the
+    Dask scheduler at an address; results in the order of ``points``."""
+    if scheduler is None:
+        out = []
+        for p in points:
+            out.append(run_point(ctx, p))
+            if progress:
+                progress(1)
+        return out
+    import os
+
+    from dask.distributed import Client, LocalCluster, as_completed
+    if not log.isEnabledFor(logging.INFO):
+        # distributed logs its scheduler's life at INFO through its own handler: quiet unless -v.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = None
+    if scheduler == "local":
+        n = workers or os.cpu_count() or 1
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.WARNING)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        # Offload points first: each is a simulator run, the longest tasks.
+        order = sorted(range(len(points)), key=lambda i: points[i]["task"] != "offload")
+        futures = {client.submit(run_point, ctx, points[i], pure=False, key=f"secnic-compare-{i}-{os.getpid()}"): i
+                   for i in order}
+        results: list[dict | None] = [None] * len(points)
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(1)
+        return results  # type: ignore[return-value]
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def find_knee(points: Sequence[dict]) -> dict | None:
+    """The first point (by offered load) where drops exceed :data:`KNEE_DROP` or p99 latency exceeds
+    :data:`KNEE_LATENCY_FACTOR` times the lowest load's; None if the curve never bends."""
+    pts = sorted(points, key=lambda p: p["offered_gbps"])
+    base = next((p["latency_p99_ns"] for p in pts if p.get("latency_p99_ns")), None)
+    for p in pts:
+        if p["drop_rate"] > KNEE_DROP:
+            return {"offered_gbps": p["offered_gbps"], "why": f"drops {p['drop_rate']:.1%}"}
+        if base and p.get("latency_p99_ns") and p["latency_p99_ns"] > KNEE_LATENCY_FACTOR * base:
+            return {"offered_gbps": p["offered_gbps"],
+                    "why": f"p99 latency {p['latency_p99_ns'] / base:.1f}x the lowest load's"}
+    return None
+
+
+def scenario_paths(scenario_file: str | Path, calibration: str | Path | None) -> tuple[str, str]:
+    sc = load_scenario(scenario_file)
+    return str(sc.path), str(Path(calibration).resolve() if calibration else sc.calibration)

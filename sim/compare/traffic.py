@@ -1,0 +1,117 @@
+"""The offered traffic of a scenario: frames, their flows, VMs and arrival times.
+
+Both paths see the same frames at the same arrival times (seeded: the same scenario gives the
+same traffic on every machine). A synthetic mix is the simple IMIX (7 : 4 : 1 frames of 64, 594
+and 1518 bytes on the wire, i.e. 60, 590 and 1514 without FCS) over ``flows`` TCP/UDP flows; a
+pcap is replayed in order (looped to ``frames``). Arrivals are Poisson at the offered load, which
+counts frame bytes as the NIC's ``--pace`` does (no preamble, gap or FCS).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass
+
+__all__ = ["Frame", "IMIX", "make_frames", "arrivals", "HOME_PREFIX"]
+
+#: Frame lengths without FCS and their weights (simple IMIX).
+IMIX = ((60, 7), (590, 4), (1514, 1))
+#: VM addresses are 10.<vm>.0.<host>; the uplink's peers are 198.18.0.0/15 (benchmarking range).
+HOME_PREFIX = "10.0.0.0/8"
+#: Destination ports of the synthetic flows and their weights (web, DNS, SSH, database, other).
+_DPORTS = ((443, 40), (80, 20), (53, 10), (22, 5), (3306, 5), (None, 20))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of the traffic: bytes, the VM it belongs to, whether it comes from another VM of the
+    host (east-west: ``src_vm``) or the uplink (``src_vm`` None), and its flow number."""
+    data: bytes
+    vm: str
+    src_vm: str | None
+    flow: int
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+
+def ipv4_checksum(header: bytes) -> int:
+    s = sum(struct.unpack("!10H", header))
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _build(src_mac, dst_mac, src_ip, dst_ip, proto, sport, dport, length, payload_rng) -> bytes:
+    l4_len = 20 if proto == 6 else 8
+    payload_len = max(0, length - 14 - 20 - l4_len)
+    total = 20 + l4_len + payload_len
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, proto, 0, src_ip, dst_ip)
+    ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip)) + ip[12:]
+    if proto == 6:
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
+    else:
+        l4 = struct.pack("!HHHH", sport, dport, l4_len + payload_len, 0)
+    payload = payload_rng.randbytes(payload_len)
+    frame = dst_mac + src_mac + b"\x08\x00" + ip + l4 + payload
+    return frame + bytes(max(0, 60 - len(frame)))
+
+
+def make_frames(scenario) -> list[Frame]:
+    """The scenario's frames in order (synthetic IMIX or its pcap), each with its VM and flow."""
+    t = scenario.traffic
+    rng = random.Random(t.seed)
+    vms = [v.name for v in scenario.vms]
+    weights = [max(v.gbps, 1e-9) for v in scenario.vms]
+    flows = []
+    for _ in range(t.flows):
+        vm = rng.choices(vms, weights)[0]
+        east_west = len(vms) > 1 and rng.random() < t.east_west
+        src_vm = rng.choice([v for v in vms if v != vm]) if east_west else None
+        if len(vms) == 1 and rng.random() < t.east_west:
+            src_vm = vm          # a lone VM's east-west traffic is between its own vNICs
+        proto = 6 if rng.random() < 0.8 else 17
+        dport = rng.choices([p for p, _ in _DPORTS], [w for _, w in _DPORTS])[0] or rng.randrange(1024, 65536)
+        flows.append((vm, src_vm, proto, rng.randrange(1024, 65536), dport, rng.randrange(1, 250)))
+    frames: list[Frame] = []
+    if t.kind == "pcap":
+        from sim.run.pcapio import read_capture
+        cap = read_capture(t.pcap)
+        data = [f.data for f in cap.frames if f.data]
+        if not data:
+            raise ValueError(f"{t.pcap}: no frames to replay")
+        for i in range(t.frames):
+            flow = i % len(flows)
+            vm, src_vm = flows[flow][:2]
+            frames.append(Frame(data[i % len(data)], vm, src_vm, flow))
+        return frames
+    sizes, size_w = [s for s, _ in IMIX], [w for _, w in IMIX]
+    for _ in range(t.frames):
+        flow = rng.randrange(len(flows))
+        vm, src_vm, proto, sport, dport, host = flows[flow]
+        vi = vms.index(vm) + 1
+        dst_ip = bytes((10, vi, 0, host))
+        if src_vm is None:
+            src_ip = bytes((198, 18, flow >> 8 & 0xFF, flow & 0xFF))
+        else:
+            src_ip = bytes((10, vms.index(src_vm) + 1, 1, host))
+        src_mac = b"\x02\x00" + src_ip
+        dst_mac = b"\x02\x01" + dst_ip
+        length = rng.choices(sizes, size_w)[0]
+        frames.append(Frame(_build(src_mac, dst_mac, src_ip, dst_ip, proto, sport, dport, length, rng),
+                            vm, src_vm, flow))
+    return frames
+
+
+def arrivals(frames: list[Frame], gbps: float, seed: int) -> list[float]:
+    """Poisson arrival times in ns for ``frames`` offered at ``gbps`` on average (first at 0)."""
+    rng = random.Random(seed)
+    mean_bytes = sum(f.length for f in frames) / len(frames)
+    rate_per_ns = gbps / 8 / mean_bytes            # frames per ns
+    t, out = 0.0, []
+    for _ in frames:
+        out.append(t)
+        t += rng.expovariate(rate_per_ns)
+    return out

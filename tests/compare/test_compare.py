@@ -1,0 +1,155 @@
+"""``secnic compare`` end to end on a small scenario: report files and plots, bad scenarios, Dask.
+
+The NIC runs on the golden model here (``--engine model``) to keep the default suite fast; the
+bulk-mode path is the same code with ``engine="verilator"`` (``make sim`` runs it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+from sim.cli.main import main
+
+RULES = REPO_ROOT / "scenarios" / "rules" / "default.rules"
+
+SMALL = f"""
+name = "small"
+[host]
+cores = 16
+vswitch_cores = 2
+ring = 64
+[[vm]]
+name = "vm1"
+cores = 2
+gbps = 0.25
+[[vm]]
+name = "vm2"
+cores = 2
+gbps = 0.25
+[traffic]
+frames = 400
+flows = 32
+east_west = 0.5
+[sweep]
+gbps = [0.25, 4]
+reference_gbps = 0.25
+[chain.vm1]
+rules = "{RULES}"
+hops = [{{kind = "firewall", cores = 1}}, {{kind = "ids", cores = 1}}]
+[chain.vm2]
+rules = "{RULES}"
+hops = [{{kind = "ids", cores = 1}}]
+[storm]
+duration_us = 40
+"""
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def run(scenario, out, *extra) -> int:
+    return main(["compare", str(scenario), "--out", str(out), "--engine", "model", *extra])
+
+
+def test_report_files_and_fields(small, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(small, out, "--scheduler", "none") == 0
+    printed = capsys.readouterr().out
+    assert "security cores per 10 Gb/s" in printed and "VMs per 16-core host" in printed
+    for name in ("report.md", "report.json", "throughput.png", "latency.png", "cores.png", "chaining.png"):
+        assert (out / name).is_file(), name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["sweep"]) == {"software", "offload"}
+    for path in ("software", "offload"):
+        assert [p["gbps"] for p in rep["sweep"][path]] == [0.25, 4.0]
+        for p in rep["sweep"][path]:
+            for key in ("offered_gbps", "throughput_gbps", "drop_rate", "latency_p50_ns", "latency_p99_ns",
+                        "cores_used", "security_cores"):
+                assert p[key] is not None, (path, key)
+    low_sw, high_sw = rep["sweep"]["software"]
+    # 2 vSwitch cores at ~4 us a pass cannot carry 4 Gb/s of IMIX: the software path falls off there.
+    assert low_sw["drop_rate"] == 0 and high_sw["drop_rate"] > 0.2
+    assert rep["knees"]["software"]["offered_gbps"] == high_sw["offered_gbps"]
+    # The NIC carries 4 Gb/s; its host cost is the punted share only.
+    low_off, high_off = rep["sweep"]["offload"]
+    assert high_off["drop_rate"] < 0.01 and 0 < low_off["punt_rate"] < 1
+    assert low_off["cores_used"] < low_sw["cores_used"]
+    cap = rep["capacity"]
+    assert cap["reference_gbps"] == 0.25
+    assert cap["per_path"]["software"]["security_cores_per_10g"] > cap["per_path"]["offload"]["security_cores_per_10g"]
+    assert cap["consolidation"]["extra_vms_offloaded"] >= 0
+    assert [c["appliances"] for c in rep["chaining"]] == [1, 2, 3]
+    cores = [c["software"]["cores_used"] for c in rep["chaining"]]
+    assert cores[0] < cores[1] < cores[2]        # every appliance adds a VM hop and a vSwitch pass
+    assert rep["storm"]["software"]["vswitch_cores_busy"] > 1.5     # the vSwitch spins
+    assert rep["storm"]["nic"]["normal_delivered"] == 1.0 and rep["storm"]["nic"]["host_cores"] == 0
+    assert "## Headline" in (out / "report.md").read_text()
+
+
+def test_dask_and_local_give_identical_report(small, tmp_path):
+    assert run(small, tmp_path / "local", "--scheduler", "none") == 0
+    assert run(small, tmp_path / "dask", "--scheduler", "local", "--workers", "2") == 0
+    assert (tmp_path / "local" / "report.json").read_bytes() == (tmp_path / "dask" / "report.json").read_bytes()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace('hops = [{kind = "ids", cores = 1}]', 'hops = [{kind = "ids"}, {kind = "idz"}]'),
+     "chain.vm2.hops[1].kind: unknown kind 'idz' (known: firewall, ids)"),
+    (lambda s: s.replace("cores = 16", "cores = 16\nthreads = 2"),
+     "host.threads: unknown key (known: cores, clock_ghz, vswitch_cores, ring, mode)"),
+    (lambda s: s.replace("frames = 400", "frames = -1"), "traffic.frames: must be at least 100, not -1"),
+    (lambda s: s.replace("[chain.vm2]", "[chain.vm9]"), "chain.vm9: unknown key (known: vm1, vm2)"),
+    (lambda s: s.replace("reference_gbps = 0.25", "reference_gbps = 3"),
+     "sweep.reference_gbps: must be one of the sweep's loads [0.25, 4], not 3"),
+    (lambda s: s.replace("cores = 16", "cores = = 16"), "small.toml:4:9: TOML syntax error"),
+])
+def test_bad_scenario_exits_2_naming_the_key(tmp_path, capsys, edit, message):
+    path = tmp_path / "small.toml"
+    path.write_text(edit(SMALL))
+    out = tmp_path / "out"
+    assert run(path, out, "--scheduler", "none") == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err
+    assert not out.exists()
+
+
+def test_out_dir_of_someone_else_is_refused(small, tmp_path, capsys):
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert run(small, out, "--scheduler", "none") == 2
+    assert "holds no previous secnic run" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.sim
+def test_bulk_mode_nic_agrees_with_the_golden_model(small):
+    """The offloaded path's NIC in bulk-mode Verilator gives the golden model's records and punt set;
+    its timing is simulated (the model's an estimate)."""
+    from conftest import require_simulator
+
+    from sim.compare.sweep import Context, _load, _nic
+    from sim.compare.traffic import arrivals
+    require_simulator("verilator")
+    runs = {}
+    for engine in ("model", "verilator"):
+        ctx = Context(str(small), str(REPO_ROOT / "calibration" / "calibration.json"), engine)
+        scenario, _, frames, _ = _load(ctx)
+        nic = _nic(ctx)
+        nic.prepare()
+        runs[engine] = nic.run(frames, arrivals(frames, 2.0, 1))
+    model, bulk = runs["model"], runs["verilator"]
+    assert bulk.run["sim_mode"] == "bulk" and bulk.run["timing"] == "simulated"
+    assert bulk.records == model.records and bulk.punted == model.punted and bulk.punted
+    assert bulk.egress_packets == model.egress_packets
+    assert sum(bulk.egress_packets.values()) == len(frames)      # a bump in the wire forwards every frame
