@@ -185,10 +185,13 @@ class PipeBus(Bus):
 
 
 def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
-             progress: Callable[[int], None] | None = None) -> dict:
+             progress: Callable[[int], None] | None = None, before=None, after=None) -> dict:
     """Run ``frames`` through the NIC in bulk mode in ``workdir``; return the results.
 
     ``progress(records)`` is called between chunks with the number of frames that have a record.
+    ``before(nic)`` and ``after(nic)`` (async, given the host driver's discovered
+    :class:`~host_driver.driver.Nic` over the harness's bus) run before the traffic starts (to
+    program the NIC) and after it ended; what ``after`` returns is in the results as ``"after"``.
     """
     from host_driver.driver import Nic
     workdir = Path(workdir)
@@ -198,6 +201,12 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
     frames_bin = write_frames(workdir / "frames.bin", config, frames, timeout_cycles(config, frames))
     wall0 = time.monotonic()
     with BulkSim(exe, frames_bin, out, workdir) as sim:
+        if before is not None:
+            async def program():
+                nic = Nic(PipeBus(sim))
+                await nic.discover()
+                await before(nic)
+            asyncio.run(program())
         sim.go()
         done = False
         while not done:
@@ -210,11 +219,12 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
             from host_driver.blocks.switch import frozen_recorder
             nic = Nic(PipeBus(sim))
             await nic.discover()
-            return await nic.counters(), await nic.identity(), await frozen_recorder(nic)
-        counters, identity, recorder = asyncio.run(read_back())
+            return (await nic.counters(), await nic.identity(), await frozen_recorder(nic),
+                    await after(nic) if after is not None else None)
+        counters, identity, recorder, after_result = asyncio.run(read_back())
         total = sim.cycles(0)
     res = read_outputs(out, config, len(frames))
-    res.update(counters=counters, identity=identity, recorder=recorder, total_cycles=total,
+    res.update(counters=counters, identity=identity, recorder=recorder, after=after_result, total_cycles=total,
                sim_cycles=res["status"]["done_cycle"], wall_s=res["status"]["wall_s"],
                process_wall_s=time.monotonic() - wall0)
     return res

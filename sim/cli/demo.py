@@ -2,7 +2,7 @@
 
 The mix is :func:`sim.tb.traffic.demo_mix` (both ports, valid traffic plus some malformed frames). It
 runs at line rate through the chosen engine (Verilator by default) and the usual run files land in
-the output directory (``build/sim/`` by default): trace.jsonl, egress/*.pcap, counters.json,
+the output directory (``build/demo/`` by default): trace.jsonl, egress/*.pcap, counters.json,
 eve.json, run.json.
 """
 
@@ -34,7 +34,7 @@ def demo_inputs(config: NicConfig, n: int = 2000, seed: int = 1) -> list[InputFr
     return out
 
 
-def run_demo(config: NicConfig | None = None, *, engine: str = "verilator", out_dir: str | Path = "build/sim",
+def run_demo(config: NicConfig | None = None, *, engine: str = "verilator", out_dir: str | Path = "build/demo",
              n: int = 2000, seed: int = 1, waves: bool = False, force: bool = False,
              bulk: bool | None = None, jobs: int = 1) -> str:
     """Run the demo mix and return the summary text (the same summary as ``secnic run``)."""

@@ -10,7 +10,7 @@
     secnic rules check FILE.rules [--vars vars.toml] [--capacity N]
     secnic compare SCENARIO.toml --out DIR [--scheduler local|none|ADDRESS] [--engine verilator|model]
     secnic calibrate --out FILE.json [--scenario SCENARIO.toml]
-    secnic demo [--engine verilator|icarus|model] [--out build/sim] [--count N] [--seed S] [--waves]
+    secnic demo [--engine verilator|icarus|model] [--out build/demo] [--count N] [--seed S] [--waves]
                 [--bulk | --no-bulk] [--jobs N]
 
 Exit status: 0 success; 2 bad input (unreadable or non-Ethernet pcap, unknown port, bad option,
@@ -343,7 +343,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     demo = add("demo", help="run the demo traffic mix through the NIC (what `make demo` runs)")
     demo.add_argument("--engine", choices=("model", "verilator", "icarus"), default="verilator",
                       help="simulator or golden model")
-    demo.add_argument("--out", default="build/sim", metavar="DIR",
+    demo.add_argument("--out", default="build/demo", metavar="DIR",
                       help="output directory: new, empty or a previous run's")
     demo.add_argument("--force", action="store_true",
                       help="write beside files secnic did not write (default: refuse)")

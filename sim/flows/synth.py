@@ -111,6 +111,27 @@ def _top(cfg):
     return NicTop(cfg)
 
 
+def _switch_config(cfg):
+    """The default ``switch`` profile (seven ports) at ``cfg``'s width."""
+    from host_driver.switch_config import PROFILES, SwitchConfig, nic_config
+    return nic_config(SwitchConfig.from_toml(PROFILES["switch"]), {"data_width": cfg.data_width})
+
+
+def _switch_stage(cfg):
+    from hdl.switch.stage import SwitchStage
+    return SwitchStage(_switch_config(cfg))
+
+
+def _egress_fanout(cfg):
+    from hdl.switch.egress import EgressFanout
+    return EgressFanout(_switch_config(cfg))
+
+
+def _switch_top(cfg):
+    from hdl.top import NicTop
+    return NicTop(_switch_config(cfg))
+
+
 #: Block name -> factory taking a NicConfig. Every hdl block with a data path is here.
 BLOCKS = {
     "register_slice": _slice,
@@ -122,7 +143,10 @@ BLOCKS = {
     "csr": _CsrHarness,
     "tag_edit": _tag_edit,
     "mac_table": _mac_table,
+    "switch_stage": _switch_stage,
+    "egress_fanout": _egress_fanout,
     "nic_top": _top,
+    "switch_top": _switch_top,
 }
 
 

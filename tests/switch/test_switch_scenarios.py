@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 
@@ -59,29 +58,14 @@ def _eth(dst: bytes, src: bytes, n: int = 46) -> bytes:
 
 def _bulk(config: NicConfig, frames, workdir, before=None):
     """Run ``frames`` ((port, frame, start cycle)) in bulk mode; ``before(nic)`` programs the NIC
-    through the driver before the traffic starts. (records, egress, counters, driver)."""
-    from host_driver.driver import Nic
-    from sim.bulk.harness import read_outputs, write_frames
-    from sim.bulk.run import CHUNK_CYCLES, SETTLE_CYCLES, BulkSim, PipeBus, build_model, timeout_cycles
-    out = workdir / "out"
-    out.mkdir(parents=True)
+    through the driver before the traffic starts. (results, counters, the MAC table dump)."""
+    from sim.bulk.run import run_bulk
     idx = [(config.ports.index(p), f, False, t) for p, f, t in frames]
-    exe = build_model(config)
-    frames_bin = write_frames(workdir / "frames.bin", config, idx, timeout_cycles(config, idx))
-    with BulkSim(exe, frames_bin, out, workdir) as sim:
-        nic = Nic(PipeBus(sim))
-        asyncio.run(nic.discover())
-        if before is not None:
-            asyncio.run(before(nic))
-        sim.go()
-        done = False
-        while not done:
-            _, _, done = sim.run(CHUNK_CYCLES)
-        sim.cycles(SETTLE_CYCLES)
-        counters = asyncio.run(nic.counters())
-        table = asyncio.run(nic.mac_table())
-    res = read_outputs(out, config, len(idx))
-    return res, counters, table
+
+    async def dump(nic):
+        return await nic.mac_table()
+    res = run_bulk(config, idx, workdir, before=before, after=dump)
+    return res, res["counters"], res["after"]
 
 
 FLOOD_PORTS = {"phy0": {"mode": "trunk", "native": 1}, "vm1": {"vlan": 1}, "vm2": {"vlan": 1}, "vm3": {"vlan": 1}}
