@@ -15,6 +15,10 @@ For each data width (W=64 and W=512 by default), on one traffic: the demo mix
     ceiling alternate ``--repeat`` times and the medians are reported (the machine is shared);
     both time the traffic phase in C++ (first edge to the last frame), and their output files
     must be identical;
+* the **switch's delivered rate** at full load (``--switch-widths``, the ``switch`` profile): two
+  or six ports sending back to back to known hosts, 64- and 1500-byte frames: Mpps, Gb/s and
+  drops (0 when the width carries the load; the sources wait otherwise, as a MAC's pause would
+  make them);
 * the **parser's sustained beats per cycle** for back-to-back 64-byte and 1500-byte frames on
   one port (bulk mode): beats of frames 2..N over the cycles between the first and the last
   record. The design target is 1.0 (II=1); anything lower fails the bench.
@@ -105,6 +109,39 @@ def parser_beats_per_cycle(config: NicConfig, size: int, n: int, workdir: Path) 
             "beats_per_cycle": round(bpc, 4)}
 
 
+def _switch_config(width: int) -> NicConfig:
+    from host_driver.switch_config import PROFILES, SwitchConfig, nic_config
+    return nic_config(SwitchConfig.from_toml(PROFILES["switch"]), {"data_width": width})
+
+
+def switch_throughput(config: NicConfig, active: int, size: int, n: int, workdir: Path) -> dict:
+    """The switch at full load: ports 0..``active``-1 each send a broadcast (so every host is
+    learned), then ``n`` back-to-back ``size``-byte frames to the next active port's host (bulk
+    mode). Delivered Mpps and Gb/s over the cycles from the first to the last egress beat, the
+    drops (switch reasons and output queues: lossless means 0) and the simulation speed."""
+    import time as _time
+
+    from sim.bulk.run import run_bulk
+    hosts = [bytes([2, 0, 0, 0, 0, i + 1]) for i in range(active)]
+    frames = [(i, b"\xff" * 6 + hosts[i] + b"\x88\xb5" + bytes(46), False, 0) for i in range(active)]
+    for _ in range(n):
+        for i in range(active):
+            frames.append((i, hosts[(i + 1) % active] + hosts[i] + b"\x88\xb5" + bytes(size - 14), False, 100))
+    t0 = _time.monotonic()
+    res = run_bulk(config, frames, workdir)
+    wall = _time.monotonic() - t0
+    ends = [e for p in res["egress"].values() for e in p if len(e["data"]) == size]
+    first, last = min(e["start"] for e in ends), max(e["end"] for e in ends)
+    cycles = last - first + 1
+    per_s = config.clock_mhz * 1e6 / cycles
+    drops = sum(v for c in res["counters"]["ports"].values() for k, v in c.get("switch", {}).items()
+                if k.startswith("drop_") or k == "tx_queue_drop")
+    return {"active_ports": active, "size": size, "frames": len(ends), "cycles": cycles,
+            "mpps": round(len(ends) * per_s / 1e6, 3), "gbps": round(len(ends) * size * 8 * per_s / 1e9, 3),
+            "drops": drops, "sim_cycles_per_s": round(res["status"]["cycles"] / res["status"]["wall_s"]),
+            "wall_s": round(wall, 1)}
+
+
 def _machine() -> str:
     import os
     cpu = "unknown CPU"
@@ -128,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cocotb-frames", type=int, default=2000,
                     help="the first frames of the same traffic for the cocotb path (default: 2000)")
     ap.add_argument("--repeat", type=int, default=3, help="bulk/ceiling alternations (default: 3)")
+    ap.add_argument("--switch-widths", default="64,256",
+                    help="data widths for the switch's throughput at full load (default: 64,256; '' for none)")
     ap.add_argument("--out", default=str(BUILD_ROOT / "bench.json"), help="JSON report (default: build/bench.json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -153,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
                 entry["parser"].append(r)
                 ok &= r["beats_per_cycle"] >= 1.0
             report["widths"][w] = entry
+        report["switch"] = []
+        for w in [int(x) for x in args.switch_widths.split(",") if x.strip()]:
+            config = _switch_config(w)
+            for active, size, n in ((2, 64, 4000), (6, 64, 1500), (6, 1500, 100)):
+                print(f"W={w}: switch, {active} ports at full load, {size}-byte frames ...", file=sys.stderr)
+                report["switch"].append({"data_width": w, **switch_throughput(
+                    config, active, size, n, Path(tmp) / f"switch-w{w}-{active}-{size}")})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -174,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{w:>4} {'ceiling (C++ main)':<22} {ceiling:>10,} {b['cycles']:>9,} {1:>10.3f}")
         p = {r["size"]: r["beats_per_cycle"] for r in e["parser"]}
         print(f"{w:>4} parser beats/cycle: 64 B {p[64]}, 1500 B {p[1500]} (target 1.0)")
+    if report["switch"]:
+        print(f"switch ({len(_switch_config(64).ports)}-port profile), every active port at full load to a "
+              "known host: delivered")
+        print(f"{'W':>4} {'ports':>5} {'bytes':>5} {'Mpps':>8} {'Gb/s':>8} {'drops':>6} {'sim cycles/s':>12}")
+        for r in report["switch"]:
+            print(f"{r['data_width']:>4} {r['active_ports']:>5} {r['size']:>5} {r['mpps']:>8} {r['gbps']:>8} "
+                  f"{r['drops']:>6} {r['sim_cycles_per_s']:>12,}")
     print(f"wrote {out}")
     if not ok:
         print("FAIL: the parser did not sustain 1.0 beats per cycle", file=sys.stderr)
