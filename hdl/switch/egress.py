@@ -16,8 +16,8 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
-from hdl.lib.ram import RamFifo
 from hdl.lib.stream import AXIStreamSignature
+from hdl.profile import target_for
 from hdl.switch.stage import make_switch_descriptor_layout
 from hdl.switch.tag_edit import EDIT_LAYOUT, TagEdit, TagOp
 
@@ -47,8 +47,11 @@ class EgressFanout(wiring.Component):
 
     def __init__(self, config: NicConfig):
         self.config = config
+        self.target = target_for(config)
         n, w = len(config.ports), config.data_width
-        self.queue_beats = config.switch.egress_queue_bytes // config.bytes_per_beat
+        beats = config.switch.egress_queue_bytes // config.bytes_per_beat
+        #: Each queue's capacity in beats: the configured bytes, rounded up to a power of two.
+        self.queue_beats = 1 << (beats - 1).bit_length()
         members = {
             "s_axis": In(AXIStreamSignature(w, 1)),
             "s_desc": In(make_switch_descriptor_layout(config)),
@@ -76,41 +79,50 @@ class EgressFanout(wiring.Component):
         with m.If(s.tvalid):
             m.d.sync += [a_beat.eq(Cat(s.tdata, s.tkeep, s.tlast)), a_desc.eq(self.s_desc), a_sof.eq(~in_frame),
                          in_frame.eq(~s.tlast)]
+        # A second stage: whether each queue has room for the frame, decided from the stage-A
+        # descriptor and a queue level at most one write old (hence the one beat kept spare).
+        b_valid, b_sof = Signal(), Signal()
+        b_beat = Signal(w + bpb + 1, reset_less=True)
+        b_desc = Signal.like(self.s_desc)
+        b_room = Signal(n)
+        m.d.sync += [b_valid.eq(a_valid), b_sof.eq(a_sof), b_beat.eq(a_beat), b_desc.eq(a_desc)]
         admit_reg = Signal(n)
 
         for i, out in enumerate(self.outputs):
-            beats = RamFifo(w + bpb + 1, self.queue_beats)
+            # The target's beat FIFO: block RAM with its output register, then flip-flops
+            # (why: the RAM output straight into the tag editor's decisions missed the clock).
+            beats = self.target.fifo(w + bpb + 1, self.queue_beats, slack=2)
+            level = Signal(range(self.queue_beats + 1), name=f"queue_level_{i}")
             edits = fifo.SyncFIFO(width=EDIT_LAYOUT.size, depth=EDIT_QUEUE_DEPTH)
             tag = TagEdit(w)
             m.submodules[f"queue_{i}"], m.submodules[f"edits_{i}"], m.submodules[f"tag_{i}"] = beats, edits, tag
 
-            room = Signal(name=f"room_{i}")
-            m.d.comb += room.eq((self.queue_beats - beats.level) >= a_desc.beats)
-            admit_now = a_desc.egress[i] & room & edits.w_rdy
-            admit = Mux(a_sof, admit_now, admit_reg[i])
-            m.d.comb += [beats.w_en.eq(a_valid & admit), beats.w_data.eq(a_beat)]
-            with m.If(a_valid & a_sof):
+            m.d.sync += b_room[i].eq((self.queue_beats - 1 - level) >= a_desc.beats)
+            admit_now = b_desc.egress[i] & b_room[i] & edits.w_rdy
+            admit = Mux(b_sof, admit_now, admit_reg[i])
+            m.d.comb += [beats.w_en.eq(b_valid & admit), beats.w_data.eq(b_beat)]
+            with m.If(b_valid & b_sof):
                 m.d.sync += admit_reg[i].eq(admit_now)
-            m.d.comb += self.queue_drop[i].eq(a_valid & a_sof & a_desc.egress[i] & ~admit_now)
+            m.d.comb += self.queue_drop[i].eq(b_valid & b_sof & b_desc.egress[i] & ~admit_now)
 
             # This port's tagging of the frame.
             pvid = getattr(self, f"port_pvid_{i}")
-            untagged_out = ~self.port_trunk[i] | (pvid == a_desc.vlan)
-            plain = a_desc.mirror_plain & (self.mirror_to == i)
-            pcp_dei = Mux(plain, 0, a_desc.pcp_dei)
-            tpid = Mux(a_desc.qinq, TPID_8021AD, TPID_8021Q)
+            untagged_out = ~self.port_trunk[i] | (pvid == b_desc.vlan)
+            plain = b_desc.mirror_plain & (self.mirror_to == i)
+            pcp_dei = Mux(plain, 0, b_desc.pcp_dei)
+            tpid = Mux(b_desc.qinq, TPID_8021AD, TPID_8021Q)
             edit = EDIT_LAYOUT(edits.w_data)
             op = Signal(TagOp, name=f"tag_op_{i}")
             with m.If(untagged_out):
-                m.d.comb += op.eq(Mux(a_desc.in_tagged, TagOp.STRIP, TagOp.KEEP))
-            with m.Elif(~a_desc.in_tagged):
+                m.d.comb += op.eq(Mux(b_desc.in_tagged, TagOp.STRIP, TagOp.KEEP))
+            with m.Elif(~b_desc.in_tagged):
                 m.d.comb += op.eq(TagOp.INSERT)
-            with m.Elif(a_desc.in_priority | plain):
+            with m.Elif(b_desc.in_priority | plain):
                 m.d.comb += op.eq(TagOp.REWRITE)
             with m.Else():
                 m.d.comb += op.eq(TagOp.KEEP)
-            m.d.comb += [edit.op.eq(op), edit.tag.eq(Cat(a_desc.vlan, pcp_dei, tpid)),
-                         edits.w_en.eq(a_valid & a_sof & admit_now)]
+            m.d.comb += [edit.op.eq(op), edit.tag.eq(Cat(b_desc.vlan, pcp_dei, tpid)),
+                         edits.w_en.eq(b_valid & b_sof & admit_now)]
 
             m.d.comb += [tag.edit.payload.eq(edits.r_data), tag.edit.valid.eq(edits.r_rdy),
                          edits.r_en.eq(tag.edit.ready)]
@@ -118,5 +130,7 @@ class EgressFanout(wiring.Component):
             m.d.comb += [tag.s_axis.tdata.eq(q_data[:w]), tag.s_axis.tkeep.eq(q_data[w:w + bpb]),
                          tag.s_axis.tlast.eq(q_data[w + bpb]), tag.s_axis.tuser.eq(0),
                          tag.s_axis.tvalid.eq(beats.r_rdy), beats.r_en.eq(tag.s_axis.tready)]
+            # The words in the queue (the FIFO's own count keeps a reserve: this one is exact).
+            m.d.sync += level.eq(level + beats.w_en - (beats.r_en & beats.r_rdy))
             wiring.connect(m, tag.m_axis, wiring.flipped(out))
         return m

@@ -146,10 +146,14 @@ class SwitchStage(wiring.Component):
         ctx_layout = data.StructLayout({"reason": DropReason, "vlan": 12, "members": n, "qinq": 1, "pcp_dei": 4,
                                         "in_tagged": 1, "in_priority": 1, "admitted": 1})
         m.submodules.ctx = ctx_fifo = fifo.SyncFIFO(width=ctx_layout.size, depth=4)
-        p = st_front.data
+        # The store is LUT RAM read without a register: each end copies its entry into flip-flops
+        # first (why: the read mux of a 700-bit wide, 4-deep LUT RAM spread over the die, then
+        # the decisions, did not fit a cycle).
+        p = Signal(parsed_layout, name="front_entry")
+        m.d.sync += p.eq(st_front.data)
         meta = p.meta
         f_reason = Signal(DropReason)
-        f_vlan, f_members = Signal(12), Signal(n)
+        f_vlan, f_members, f_row = Signal(12), Signal(n), Signal(n)
         f_qinq, f_pcp_dei, f_tagged, f_vid_tagged = Signal(), Signal(4), Signal(), Signal()
         f_in_port = Signal(pb)
         f_dst, f_src = Signal(48), Signal(48)
@@ -171,25 +175,32 @@ class SwitchStage(wiring.Component):
         with m.FSM(name="front"):
             with m.State("IDLE"):
                 with m.If((front_ptr != w_ptr) & ctx_fifo.w_rdy):
-                    # The outer tag classifies (0x8100 or 0x88a8, as the parser reads tags).
-                    tagged = meta.vlan_count != 0
-                    vid = meta.vlan0_vid
-                    m.d.sync += [
-                        f_in_port.eq(p.in_port), f_dst.eq(meta.eth_dst), f_src.eq(meta.eth_src),
-                        f_tagged.eq(tagged), f_vid_tagged.eq(tagged & (vid != 0)),
-                        f_qinq.eq(tagged & meta.vlan0_tpid_qinq), f_pcp_dei.eq(Mux(tagged, meta.vlan0_pcp << 1, 0)),
-                        f_reason.eq(bad),
-                    ]
-                    # The pvid of the ingress port, or the tag's VID: the VLAN table row to read.
-                    in_pvid = Signal(12)
-                    with m.Switch(p.in_port):
-                        for i in range(n):
-                            with m.Case(i):
-                                m.d.comb += in_pvid.eq(pvid[i])
-                    m.d.sync += f_vlan.eq(Mux(tagged & (vid != 0), vid, in_pvid))
-                    m.next = "VLAN"
+                    m.next = "DECODE"           # `front_entry` holds the frame from the next cycle
+            with m.State("DECODE"):
+                # The outer tag classifies (0x8100 or 0x88a8, as the parser reads tags).
+                tagged = meta.vlan_count != 0
+                vid = meta.vlan0_vid
+                m.d.sync += [
+                    f_in_port.eq(p.in_port), f_dst.eq(meta.eth_dst), f_src.eq(meta.eth_src),
+                    f_tagged.eq(tagged), f_vid_tagged.eq(tagged & (vid != 0)),
+                    f_qinq.eq(tagged & meta.vlan0_tpid_qinq), f_pcp_dei.eq(Mux(tagged, meta.vlan0_pcp << 1, 0)),
+                    f_reason.eq(bad),
+                ]
+                # The pvid of the ingress port, or the tag's VID: the VLAN table row to read.
+                in_pvid = Signal(12)
+                with m.Switch(p.in_port):
+                    for i in range(n):
+                        with m.Case(i):
+                            m.d.comb += in_pvid.eq(pvid[i])
+                m.d.sync += f_vlan.eq(Mux(tagged & (vid != 0), vid, in_pvid))
+                m.next = "VLAN"
             with m.State("VLAN"):
                 m.d.comb += vl_r.addr.eq(f_vlan)
+                m.next = "VLAN_READ"
+            with m.State("VLAN_READ"):
+                # The block RAM's output into a register before any decision (why: it has no
+                # output register of its own, and its clock-to-out is most of a cycle).
+                m.d.sync += f_row.eq(vl_r.data)
                 m.next = "ADMIT"
             with m.State("ADMIT"):
                 in_bit = Const(1, n) << f_in_port
@@ -207,13 +218,13 @@ class SwitchStage(wiring.Component):
                     m.d.comb += reason.eq(DropReason.TAGGED_ON_ACCESS)
                 with m.Elif(~f_vid_tagged & (f_vlan == 0)):
                     m.d.comb += reason.eq(DropReason.NO_NATIVE_VLAN)
-                with m.Elif(f_vid_tagged & ~(vl_r.data & in_bit).any()):
+                with m.Elif(f_vid_tagged & ~(f_row & in_bit).any()):
                     m.d.comb += reason.eq(DropReason.VLAN_NOT_MEMBER)
                 with m.Else():
                     m.d.comb += admitted.eq(1)
                     with m.If(reserved):
                         m.d.comb += reason.eq(DropReason.RESERVED)
-                m.d.sync += [f_members.eq(vl_r.data), f_admitted.eq(admitted),
+                m.d.sync += [f_members.eq(f_row), f_admitted.eq(admitted),
                              f_learn.eq(admitted & ~reserved & ~f_src[40]), f_reason.eq(reason)]
                 m.next = "REQUEST"
             with m.State("REQUEST"):
@@ -229,86 +240,85 @@ class SwitchStage(wiring.Component):
                     m.d.sync += front_ptr.eq(front_ptr + 1)
                     m.next = "IDLE"
 
-        # --- back: the MAC table's answer, storm control, loop guard, masks ----------------------
-        bp = st_back.data
+        # --- back: the MAC table's answer, then storm control, loop guard and masks ------------
+        # Two steps. `take` (B0): the answer and the frame's context are taken, everything that
+        # reads state (buckets, move counts, recent broadcasts, blocks) is registered, and the
+        # loop-guard state is updated. B1, a cycle later: the drop reason, the masks, the mirror
+        # copy, the bucket's payment and the outputs. Frames come at least 6 cycles apart (the
+        # MAC table's rate), so the two steps never hold two frames that share state.
+        bp = Signal(parsed_layout, name="back_entry")
+        m.d.sync += bp.eq(st_back.data)
         bmeta = bp.meta
         ctx = ctx_layout(ctx_fifo.r_data)
         resp = table.resp.payload
+        take = Signal()
+        b1 = Signal(name="b1_valid")
+        b1_q = Signal()                 # `back_entry` follows `back_ptr` two cycles after B1
+        m.d.sync += b1_q.eq(b1)
+        m.d.comb += take.eq(table.resp.valid & ctx_fifo.r_rdy & ~b1 & ~b1_q)
+        m.d.comb += [table.resp.ready.eq(take), ctx_fifo.r_en.eq(take)]
+
         in_bit = Signal(n)
         m.d.comb += in_bit.eq(Const(1, n) << bp.in_port)
         dst = bmeta.eth_dst
         group = dst[40]
         broadcast = dst == (1 << 48) - 1
-        known = ~group & resp.dst_hit
         storm_cls = Signal(range(3))
         m.d.comb += storm_cls.eq(Mux(broadcast, StormClass.BROADCAST,
                                      Mux(group, StormClass.MULTICAST, StormClass.UNKNOWN_UNICAST)))
+        was_blocked = Signal()
+        m.d.comb += was_blocked.eq((blocked & in_bit).any())
 
-        # Storm buckets, one per (port, class), refilled every cycle (the model's arithmetic).
+        # Storm buckets, one per (port, class), refilled every cycle (the model's arithmetic); the
+        # frame's bucket is read at B0 and pays at B1.
         tokens = [[Signal(STORM_TOKEN_BITS, name=f"storm_tokens_{i}_{c.label}",
                           init=s.storm_limit(i, c)[1] << 10) for c in StormClass] for i in range(n)]
-        take_tokens = Signal()              # the back admits the frame: its bucket pays
         frame_tokens = Signal(STORM_TOKEN_BITS)
         m.d.comb += frame_tokens.eq(bmeta.frame_len << 10)
-        policed_any = Signal()
-        enough = Signal()
+        policed_any, enough = Signal(), Signal()
         for i in range(n):
             for c in StormClass:
                 rate = getattr(self, f"storm_rate_{i}_{c.label}")
-                cap = Cat(Const(0, 10), getattr(self, f"storm_burst_{i}_{c.label}"))
-                tk = tokens[i][c]
-                mine = (bp.in_port == i) & (storm_cls == c)
-                refill = tk + rate
-                refilled = Mux(refill > cap, cap, refill)
-                with m.If(mine):
-                    m.d.comb += [policed_any.eq((rate != 0) | (cap != 0)), enough.eq(tk >= frame_tokens)]
-                with m.If(take_tokens & mine):
-                    m.d.sync += tk.eq(refilled - frame_tokens)
-                with m.Else():
-                    m.d.sync += tk.eq(refilled)
+                burst = getattr(self, f"storm_burst_{i}_{c.label}")
+                with m.If((bp.in_port == i) & (storm_cls == c)):
+                    m.d.comb += [policed_any.eq((rate != 0) | (burst != 0)), enough.eq(tokens[i][c] >= frame_tokens)]
 
-        # Loop guard: MAC moves onto a port within a window of ticks.
+        # Loop guard: MAC moves onto a port within a window of ticks. Whether each port's window
+        # ran out is a register (a cycle late: a tick is 1024 cycles).
         move_count = [Signal(16, name=f"loop_moves_{i}") for i in range(n)]
         window_start = [Signal(TIME_BITS, name=f"loop_start_{i}") for i in range(n)]
-
-        emit = Signal()
-        m.d.comb += emit.eq(table.resp.valid & ctx_fifo.r_rdy)
-        m.d.comb += [table.resp.ready.eq(emit), ctx_fifo.r_en.eq(emit)]
-
-        reason = Signal(DropReason)
-        egress = Signal(n)
-        flood = Signal(n)
-        loop_now = Signal()
-        storm_drop = Signal()
-        m.d.comb += flood.eq(ctx.members & ~in_bit & ~mirror_dest)
+        window_over = Signal(n, init=(1 << n) - 1)
+        for i in range(n):
+            m.d.sync += window_over[i].eq((self.now - window_start[i])[:TIME_BITS] >= self.loop_window)
         moved = resp.outcome == LearnOutcome.MOVED
-        was_blocked = Signal()
-        m.d.comb += was_blocked.eq((blocked & in_bit).any())
         moves_loop = Signal()
-        m.d.comb += loop_now.eq(moves_loop)
-        with m.If(emit & moved & (self.loop_moves != 0) & ~was_blocked):
+        with m.If(take & moved & (self.loop_moves != 0) & ~was_blocked):
             for i in range(n):
                 with m.If(bp.in_port == i):
-                    restart = (self.now - window_start[i])[:TIME_BITS] >= self.loop_window
-                    count = Mux(restart, 1, move_count[i] + 1)
-                    m.d.sync += [move_count[i].eq(count)]
-                    with m.If(restart):
-                        m.d.sync += window_start[i].eq(self.now)
+                    count = Mux(window_over[i], 1, move_count[i] + 1)
+                    m.d.sync += move_count[i].eq(count)
+                    with m.If(window_over[i]):
+                        m.d.sync += [window_start[i].eq(self.now), window_over[i].eq(0)]
                     m.d.comb += moves_loop.eq(count == self.loop_moves)
+
         # ... and broadcasts coming back: the source MAC and length of one of the last few
         # broadcasts, on another port within the window (the golden model's LoopGuard).
         recent_sig = [Signal(48 + 14, name=f"bcast_sig_{k}") for k in range(RECENT_BROADCASTS)]
         recent_port = [Signal(pb, name=f"bcast_port_{k}") for k in range(RECENT_BROADCASTS)]
         recent_tick = [Signal(TIME_BITS, name=f"bcast_tick_{k}") for k in range(RECENT_BROADCASTS)]
+        recent_fresh = Signal(RECENT_BROADCASTS)       # registered: within the window
         recent_valid = Signal(RECENT_BROADCASTS)
+        for k in range(RECENT_BROADCASTS):
+            m.d.sync += recent_fresh[k].eq(recent_valid[k]
+                                           & ((self.now - recent_tick[k])[:TIME_BITS] < self.loop_window))
         replace = Signal(range(RECENT_BROADCASTS))
         sig = Cat(bmeta.eth_src, bmeta.frame_len)
         same = Cat(recent_valid[k] & (recent_sig[k] == sig) for k in range(RECENT_BROADCASTS))
-        back = Cat(same[k] & (recent_port[k] != bp.in_port)
-                   & ((self.now - recent_tick[k])[:TIME_BITS] < self.loop_window) for k in range(RECENT_BROADCASTS))
-        bcast_check = emit & broadcast & (ctx.reason == DropReason.NONE) & (self.loop_moves != 0) & ~was_blocked
+        back = Cat(same[k] & recent_fresh[k] & (recent_port[k] != bp.in_port) for k in range(RECENT_BROADCASTS))
+        bcast_check = take & broadcast & (ctx.reason == DropReason.NONE) & (self.loop_moves != 0) & ~was_blocked
+        bcast_loop = Signal()
         with m.If(bcast_check):
-            m.d.comb += loop_now.eq(moves_loop | back.any())
+            m.d.comb += bcast_loop.eq(back.any())
             first_same = Signal(range(RECENT_BROADCASTS))
             for k in reversed(range(RECENT_BROADCASTS)):
                 with m.If(same[k]):
@@ -320,34 +330,72 @@ class SwitchStage(wiring.Component):
                                  recent_valid[k].eq(1)]
             with m.If(~same.any()):
                 m.d.sync += replace.eq(replace + 1)
-        newly_blocked = Mux(loop_now & self.loop_block, in_bit, 0)
 
+        # B0 -> B1 registers.
+        b1_reason, b1_in_bit = Signal(DropReason), Signal(n)
+        b1_known, b1_same_port, b1_dst_bit = Signal(), Signal(), Signal(n)
+        b1_policed, b1_enough, b1_cls, b1_loop = Signal(), Signal(), Signal(range(3)), Signal()
+        b1_blocked, b1_flood, b1_vlan, b1_admitted = Signal(), Signal(n), Signal(12), Signal()
+        b1_qinq, b1_pcp_dei, b1_tagged, b1_priority = Signal(), Signal(4), Signal(), Signal()
+        b1_tokens, b1_outcome = Signal(STORM_TOKEN_BITS), Signal(LearnOutcome)
+        m.d.sync += b1.eq(take)
+        with m.If(take):
+            m.d.sync += [
+                b1_reason.eq(ctx.reason), b1_in_bit.eq(in_bit),
+                b1_known.eq(~group & resp.dst_hit), b1_same_port.eq(resp.dst_port == bp.in_port),
+                b1_dst_bit.eq(Const(1, n) << resp.dst_port),
+                b1_policed.eq(policed_any), b1_enough.eq(enough), b1_cls.eq(storm_cls),
+                b1_loop.eq(moves_loop | bcast_loop), b1_blocked.eq(was_blocked),
+                b1_flood.eq(ctx.members & ~in_bit & ~mirror_dest), b1_vlan.eq(ctx.vlan),
+                b1_admitted.eq(ctx.admitted), b1_qinq.eq(ctx.qinq), b1_pcp_dei.eq(ctx.pcp_dei),
+                b1_tagged.eq(ctx.in_tagged), b1_priority.eq(ctx.in_priority),
+                b1_tokens.eq(frame_tokens), b1_outcome.eq(resp.outcome),
+            ]
+
+        # B1: the decision.
+        reason = Signal(DropReason)
+        egress = Signal(n)
+        storm_drop = Signal()
+        pay = Signal()
+        newly_blocked = Mux(b1_loop & self.loop_block, b1_in_bit, 0)
         # A block set by the frame before is seen here even if this frame passed the front before
         # it (the golden model checks blocks first; only bad frames and the monitor port come
         # before). Its source was already learned, which the model does not do: docs/switch.md.
-        early = ((ctx.reason == DropReason.RX_ERROR) | (ctx.reason == DropReason.OVERSIZE)
-                 | (ctx.reason == DropReason.MALFORMED) | (ctx.reason == DropReason.MONITOR_PORT))
+        early = ((b1_reason == DropReason.RX_ERROR) | (b1_reason == DropReason.OVERSIZE)
+                 | (b1_reason == DropReason.MALFORMED) | (b1_reason == DropReason.MONITOR_PORT))
         with m.If(early):
-            m.d.comb += reason.eq(ctx.reason)
-        with m.Elif(was_blocked):
+            m.d.comb += reason.eq(b1_reason)
+        with m.Elif(b1_blocked):
             m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
-        with m.Elif(ctx.reason != DropReason.NONE):
-            m.d.comb += reason.eq(ctx.reason)
+        with m.Elif(b1_reason != DropReason.NONE):
+            m.d.comb += reason.eq(b1_reason)
         with m.Elif(newly_blocked.any()):
             m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
-        with m.Elif(known):
-            with m.If(resp.dst_port == bp.in_port):
+        with m.Elif(b1_known):
+            with m.If(b1_same_port):
                 m.d.comb += reason.eq(DropReason.SAME_PORT)
             with m.Else():
-                m.d.comb += egress.eq((Const(1, n) << resp.dst_port) & ~blocked)
+                m.d.comb += egress.eq(b1_dst_bit & ~blocked)
         with m.Else():
-            with m.If(policed_any & ~enough):
-                m.d.comb += [reason.eq(Mux(storm_cls == StormClass.BROADCAST, DropReason.STORM_BROADCAST,
-                                           Mux(storm_cls == StormClass.MULTICAST, DropReason.STORM_MULTICAST,
+            with m.If(b1_policed & ~b1_enough):
+                m.d.comb += [reason.eq(Mux(b1_cls == StormClass.BROADCAST, DropReason.STORM_BROADCAST,
+                                           Mux(b1_cls == StormClass.MULTICAST, DropReason.STORM_MULTICAST,
                                                DropReason.STORM_UNKNOWN))),
                              storm_drop.eq(1)]
             with m.Else():
-                m.d.comb += [egress.eq(flood & ~blocked), take_tokens.eq(emit & policed_any)]
+                m.d.comb += [egress.eq(b1_flood & ~blocked), pay.eq(b1 & b1_policed)]
+
+        # Bucket refill every cycle; the frame's bucket pays at B1.
+        for i in range(n):
+            for c in StormClass:
+                rate = getattr(self, f"storm_rate_{i}_{c.label}")
+                cap = Cat(Const(0, 10), getattr(self, f"storm_burst_{i}_{c.label}"))
+                tk = tokens[i][c]
+                refill = tk + rate
+                refilled = Mux(refill > cap, cap, refill)
+                mine = Signal(name=f"storm_pays_{i}_{c.label}")
+                m.d.comb += mine.eq(pay & b1_in_bit[i] & (b1_cls == c))
+                m.d.sync += tk.eq(Mux(mine, refilled - b1_tokens, refilled))
 
         # The mirror session: what a selected port received (once admitted into a VLAN) or sent.
         mirror = Signal()
@@ -355,29 +403,29 @@ class SwitchStage(wiring.Component):
         sent_selected = egress & self.mirror_egress
         sent_tagged = Signal(n)
         for i in range(n):
-            m.d.comb += sent_tagged[i].eq(self.port_trunk[i] & (pvid[i] != ctx.vlan))
-        with m.If(self.mirror_enable & ctx.admitted):
-            with m.If((self.mirror_ingress & in_bit).any()):
+            m.d.comb += sent_tagged[i].eq(self.port_trunk[i] & (pvid[i] != b1_vlan))
+        with m.If(self.mirror_enable & b1_admitted):
+            with m.If((self.mirror_ingress & b1_in_bit).any()):
                 m.d.comb += mirror.eq(1)
             with m.Elif(sent_selected.any()):
                 m.d.comb += [mirror.eq(1), mirror_plain.eq(~(sent_selected & sent_tagged).any())]
         all_egress = egress | Mux(mirror, mirror_dest, 0)
 
-        m.d.sync += [self.desc.valid.eq(emit), self.record.valid.eq(emit),
-                     self.loop_event.eq(emit & loop_now), self.storm_event.eq(emit & storm_drop),
-                     self.learn_outcome.eq(Mux(emit, resp.outcome, LearnOutcome.NONE))]
+        m.d.sync += [self.desc.valid.eq(b1), self.record.valid.eq(b1),
+                     self.loop_event.eq(b1 & b1_loop), self.storm_event.eq(b1 & storm_drop),
+                     self.learn_outcome.eq(Mux(b1, b1_outcome, LearnOutcome.NONE))]
         d, rec = self.desc.payload, self.record.payload
-        with m.If(emit):
+        with m.If(b1):
             m.d.sync += back_ptr.eq(back_ptr + 1)
             m.d.sync += [
                 d.drop.eq(all_egress == 0), d.egress.eq(all_egress),
                 d.beats.eq((bmeta.frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)),
-                d.vlan.eq(ctx.vlan), d.qinq.eq(ctx.qinq), d.pcp_dei.eq(ctx.pcp_dei), d.in_tagged.eq(ctx.in_tagged),
-                d.in_priority.eq(ctx.in_priority), d.mirror_plain.eq(mirror_plain),
+                d.vlan.eq(b1_vlan), d.qinq.eq(b1_qinq), d.pcp_dei.eq(b1_pcp_dei), d.in_tagged.eq(b1_tagged),
+                d.in_priority.eq(b1_priority), d.mirror_plain.eq(mirror_plain),
                 rec.meta.eq(bmeta), rec.in_port.eq(bp.in_port), rec.rx_error.eq(bp.rx_error),
                 rec.verdict.eq(Mux(reason == DropReason.NONE, Verdict.FORWARD, Verdict.DROP)),
                 rec.reason.eq(reason), rec.egress.eq(all_egress),
             ]
         # Blocks: set by loop guard, cleared by the driver.
-        m.d.sync += blocked.eq((blocked | Mux(emit, newly_blocked, 0)) & ~self.unblock)
+        m.d.sync += blocked.eq((blocked | Mux(b1, newly_blocked, 0)) & ~self.unblock)
         return m

@@ -28,7 +28,7 @@ from scapy.layers.inet6 import (  # noqa: E402
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
-__all__ = ["edge_case_frames", "demo_mix", "udp_frames", "DEFAULT_MAX_FRAME", "IMIX_WIRE_SIZES"]
+__all__ = ["edge_case_frames", "demo_mix", "udp_frames", "switch_frames", "DEFAULT_MAX_FRAME", "IMIX_WIRE_SIZES"]
 
 log = logging.getLogger(__name__)
 
@@ -351,3 +351,50 @@ def udp_frames(count: int, size: int = 128, *, src: str = "10.0.0.1", dst: str =
     rng = random.Random(seed)
     return [bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst) / UDP(sport=sport + k, dport=dport)
                   / rng.randbytes(size - UDP_HEADER_BYTES)) for k in range(count)]
+
+
+def switch_frames(ports, seed: int, n: int, *, ethertype: bytes = b"\x08\x00",
+                  payload: tuple[int, int] = (42, 90)) -> list[tuple[str, bytes]]:
+    """``n`` random frames over a switch's ``ports`` (name -> an object with ``mode``, "access" or
+    "trunk", such as :class:`host_driver.model.switch.PortVlan`): each port's three hosts talk to
+    each other's, with every kind of destination and tag a switch must tell apart (known and
+    unknown unicast, broadcast, IPv4 multicast, IEEE and Cisco reserved addresses, 802.1Q tags of
+    VLANs carried and not, priority tags, QinQ on trunks, tags on access ports). A frame is
+    destination, source, tag, ``ethertype``, a 4-byte sequence number and zeros (``payload``:
+    the range of their count)."""
+    rng = random.Random(seed)
+    names = list(ports)
+    hosts = {p: [bytes([0x02, 0, 0, 0, i + 1, k]) for k in range(3)] for i, p in enumerate(names)}
+    everyone = [m for ms in hosts.values() for m in ms]
+    out = []
+    for seq in range(n):
+        port = rng.choice(names)
+        src = rng.choice(hosts[port])
+        kind = rng.random()
+        if kind < 0.55:
+            dst = rng.choice(everyone)
+        elif kind < 0.65:
+            dst = bytes([0x02, 0xEE, 0, 0, 0, rng.randrange(4)])           # nobody's: unknown unicast
+        elif kind < 0.8:
+            dst = b"\xff" * 6
+        elif kind < 0.9:
+            dst = bytes([0x01, 0x00, 0x5E, 0, 0, rng.randrange(1, 4)])     # IPv4 multicast
+        else:
+            dst = rng.choice([bytes([0x01, 0x80, 0xC2, 0, 0, rng.choice([0x00, 0x02, 0x0E, 0x0F, 0x10])]),
+                              bytes.fromhex("01000ccccccc")])
+        tag = b""
+        t = rng.random()
+        if ports[port].mode == "trunk":
+            if t < 0.45:
+                tag = b"\x81\x00" + (rng.randrange(8) << 13 | rng.choice([1, 2, 2, 3, 100])).to_bytes(2, "big")
+            elif t < 0.5:
+                tag = b"\x81\x00" + (5 << 13).to_bytes(2, "big")          # priority tag
+            elif t < 0.55:
+                tag = b"\x88\xa8" + (100).to_bytes(2, "big") + b"\x81\x00" + (7).to_bytes(2, "big")
+        elif t < 0.05:
+            tag = b"\x81\x00" + (2).to_bytes(2, "big")                    # tagged on an access port
+        elif t < 0.08:
+            tag = b"\x81\x00" + (3 << 13).to_bytes(2, "big")              # priority tag
+        body = seq.to_bytes(4, "big") + bytes(rng.randrange(*payload))
+        out.append((port, dst + src + tag + ethertype + body))
+    return out

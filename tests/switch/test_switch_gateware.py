@@ -11,8 +11,6 @@ them in the order the gateware's records say it did (its arbiter's order), at th
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from hdl.config import NicConfig
@@ -20,6 +18,7 @@ from hdl.packet.meta import DropReason
 from host_driver.model.switch import PortVlan
 from host_driver.switch_config import SwitchConfig
 from sim.run.engine import _record_decoder
+from sim.tb.traffic import switch_frames
 
 pytestmark = pytest.mark.sim
 
@@ -51,43 +50,8 @@ def nic_config(cfg: SwitchConfig, width: int = 64) -> NicConfig:
 
 
 def random_frames(seed: int, n: int) -> list[tuple[str, bytes]]:
-    """Frames over the switch's ports (not its monitor port), every kind of destination and tag."""
-    rng = random.Random(seed)
-    names = list(PORTS)
-    hosts = {p: [bytes([0x02, 0, 0, 0, i + 1, k]) for k in range(3)] for i, p in enumerate(names)}
-    everyone = [m for ms in hosts.values() for m in ms]
-    out = []
-    for seq in range(n):
-        port = rng.choice(names)
-        src = rng.choice(hosts[port])
-        kind = rng.random()
-        if kind < 0.55:
-            dst = rng.choice(everyone)
-        elif kind < 0.65:
-            dst = bytes([0x02, 0xEE, 0, 0, 0, rng.randrange(4)])
-        elif kind < 0.8:
-            dst = b"\xff" * 6
-        elif kind < 0.9:
-            dst = bytes([0x01, 0x00, 0x5E, 0, 0, rng.randrange(1, 4)])
-        else:
-            dst = rng.choice([bytes([0x01, 0x80, 0xC2, 0, 0, rng.choice([0x00, 0x0E, 0x0F, 0x10])]),
-                              bytes.fromhex("01000ccccccc")])
-        tag = b""
-        t = rng.random()
-        if PORTS[port].mode == "trunk":
-            if t < 0.45:
-                tag = b"\x81\x00" + (rng.randrange(8) << 13 | rng.choice([1, 2, 2, 3, 100])).to_bytes(2, "big")
-            elif t < 0.5:
-                tag = b"\x81\x00" + (5 << 13).to_bytes(2, "big")
-            elif t < 0.55:
-                tag = b"\x88\xa8" + (100).to_bytes(2, "big") + b"\x81\x00" + (7).to_bytes(2, "big")
-        elif t < 0.05:
-            tag = b"\x81\x00" + (2).to_bytes(2, "big")
-        elif t < 0.08:
-            tag = b"\x81\x00" + (3 << 13).to_bytes(2, "big")
-        payload = seq.to_bytes(4, "big") + bytes(rng.randrange(42, 200))
-        out.append((port, dst + src + tag + ETH_LOCAL + payload))
-    return out
+    """Frames over the switch's ports (not its monitor port): :func:`sim.tb.traffic.switch_frames`."""
+    return switch_frames(PORTS, seed, n, ethertype=ETH_LOCAL, payload=(42, 200))
 
 
 def check_against_model(nic: NicConfig, cfg: SwitchConfig, frames, res) -> None:

@@ -11,11 +11,10 @@ installs it when it runs as root).
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from host_driver.model.switch import PortVlan, SwitchModel, format_mac
+from sim.tb.traffic import switch_frames
 
 PORTS = {
     "phy0": PortVlan("trunk", 1, None),
@@ -38,44 +37,8 @@ def _mac(port_index: int, k: int) -> bytes:
 
 
 def random_frames(seed: int, n: int) -> list[tuple[str, bytes]]:
-    """``n`` frames over :data:`PORTS`: each port's hosts talk to each other's, with every kind of
-    destination and tag the switch must tell apart."""
-    rng = random.Random(seed)
-    names = list(PORTS)
-    hosts = {p: [_mac(i, k) for k in range(3)] for i, p in enumerate(names)}
-    everyone = [m for ms in hosts.values() for m in ms]
-    out = []
-    for seq in range(n):
-        port = rng.choice(names)
-        src = rng.choice(hosts[port])
-        kind = rng.random()
-        if kind < 0.55:
-            dst = rng.choice(everyone)
-        elif kind < 0.65:
-            dst = bytes([0x02, 0xEE, 0, 0, 0, rng.randrange(4)])           # nobody's: unknown unicast
-        elif kind < 0.8:
-            dst = b"\xff" * 6
-        elif kind < 0.9:
-            dst = bytes([0x01, 0x00, 0x5E, 0, 0, rng.randrange(1, 4)])     # IPv4 multicast
-        else:
-            dst = rng.choice([bytes([0x01, 0x80, 0xC2, 0, 0, rng.choice([0x00, 0x02, 0x0E, 0x0F, 0x10])]),
-                              bytes.fromhex("01000ccccccc")])
-        tag = b""
-        t = rng.random()
-        if PORTS[port].mode == "trunk":
-            if t < 0.45:
-                tag = b"\x81\x00" + (rng.randrange(8) << 13 | rng.choice([1, 2, 2, 3, 100])).to_bytes(2, "big")
-            elif t < 0.5:
-                tag = b"\x81\x00" + (5 << 13).to_bytes(2, "big")          # priority tag
-            elif t < 0.55:
-                tag = b"\x88\xa8" + (100).to_bytes(2, "big") + b"\x81\x00" + (7).to_bytes(2, "big")
-        elif t < 0.05:
-            tag = b"\x81\x00" + (2).to_bytes(2, "big")                    # tagged on an access port
-        elif t < 0.08:
-            tag = b"\x81\x00" + (3 << 13).to_bytes(2, "big")              # priority tag
-        payload = seq.to_bytes(4, "big") + bytes(rng.randrange(42, 90))
-        out.append((port, dst + src + tag + b"\x08\x00" + payload))
-    return out
+    """Frames over the switch's ports (not its monitor port): :func:`sim.tb.traffic.switch_frames`."""
+    return switch_frames(PORTS, seed, n)
 
 
 @pytest.fixture(scope="module")
