@@ -106,6 +106,14 @@ def _mac_table(cfg):
     return MacTable(sets=1024, ways=4, port_bits=3)
 
 
+def _matcher(index_bits):
+    # Pattern capacity: the compiler fills at most half the buckets (docs/matcher.md).
+    def make(cfg):
+        from hdl.matcher import Matcher
+        return Matcher(cfg.data_width, index_bits=index_bits)
+    return make
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -122,6 +130,9 @@ BLOCKS = {
     "csr": _CsrHarness,
     "tag_edit": _tag_edit,
     "mac_table": _mac_table,
+    "matcher_256": _matcher(9),
+    "matcher": _matcher(11),        # the default build: 1024 literals
+    "matcher_4096": _matcher(13),
     "nic_top": _top,
 }
 
