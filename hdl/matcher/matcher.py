@@ -166,9 +166,10 @@ class Matcher(wiring.Component):
 
         # --- banks: writes into the shadow, commit between frames --------------------------------
         active, pending, in_frame = Signal(), Signal(), Signal()
+        write = Signal()      # a shadow-bank write reaches the RAMs this cycle
         drain = Signal(range(PIPELINE_BEATS + 1))
         swap = Signal()
-        m.d.comb += [swap.eq(pending & ~in_frame), self.commit_pending.eq(pending | (drain != 0)),
+        m.d.comb += [swap.eq(pending & ~in_frame & ~write), self.commit_pending.eq(pending | (drain != 0)),
                      self.active_bank.eq(active)]
         with m.If(fire):
             m.d.sync += in_frame.eq(~sx.tlast)
@@ -179,8 +180,11 @@ class Matcher(wiring.Component):
         with m.If(self.commit):
             m.d.sync += pending.eq(1)
         m.d.comb += self.table_w.ready.eq(~pending & (drain == 0) & ~self.commit)
-        write = Signal()
-        m.d.comb += write.eq(self.table_w.valid & self.table_w.ready)
+        # The write goes to the block RAMs from registers: one cycle later, off the handshake's path.
+        w_addr = Signal(ib + 1)
+        w_data = Signal(entry_layout(tb).size)
+        m.d.sync += [write.eq(self.table_w.valid & self.table_w.ready),
+                     w_addr.eq(Cat(self.table_w.payload.index, ~active)), w_data.eq(self.table_w.payload.entry)]
         beat_bank = Signal()
         m.d.comb += beat_bank.eq(active ^ swap)
 
@@ -237,8 +241,7 @@ class Matcher(wiring.Component):
         for i in range(B):
             ram = PipelinedRam(width, 2 << ib)
             m.submodules[f"table_{i}"] = ram
-            m.d.comb += [ram.w_addr.eq(Cat(self.table_w.payload.index, ~active)),
-                         ram.w_data.eq(self.table_w.payload.entry), ram.w_en.eq(write),
+            m.d.comb += [ram.w_addr.eq(w_addr), ram.w_data.eq(w_data), ram.w_en.eq(write),
                          ram.r_addr.eq(Cat(s2["index"][i], s2["bank"])), ram.r_en.eq(1)]
             entries.append(data.View(entry_layout(tb), ram.r_data))
 
