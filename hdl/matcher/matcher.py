@@ -46,6 +46,7 @@ OFFSET_BITS = 16
 #: Beats between a beat's acceptance and its hits reaching the collector (S0..S7).
 PIPELINE_BEATS = 9
 _RESULT_FIFO_DEPTH = 16
+assert _RESULT_FIFO_DEPTH - PIPELINE_BEATS - 3 >= 1
 
 
 def entry_layout(tag_bits: int) -> data.StructLayout:
@@ -158,8 +159,9 @@ class Matcher(wiring.Component):
         m.d.comb += [self.result.valid.eq(fifo.r_rdy), self.result.payload.eq(fifo.r_data),
                      fifo.r_en.eq(self.result.ready)]
         # Room for every frame that can still be in the pipeline (one per beat at most).
+        # Registered (so one cycle stale: the level grows by one a cycle at most, hence the extra 1).
         room = Signal()
-        m.d.comb += room.eq(fifo.level <= _RESULT_FIFO_DEPTH - PIPELINE_BEATS - 2)
+        m.d.sync += room.eq(fifo.level <= _RESULT_FIFO_DEPTH - PIPELINE_BEATS - 3)
         m.d.comb += sx.tready.eq(self.meta.valid & room)
         fire = Signal()
         m.d.comb += [fire.eq(sx.tvalid & sx.tready), self.meta.ready.eq(fire & sx.tlast)]

@@ -18,8 +18,9 @@ only`` is ignored (Suricata 7 treats it as plain ``fast_pattern``); ``fast_patte
 bytes O..O+L of the content.
 
 Each literal occupies one bucket through one of its 4-byte windows; the compiler picks, per
-literal, a window whose bucket is free or already holds the same folded window (literals with
-the fewest windows are placed first), and keeps at most half the buckets full.
+literal, the first window whose bucket is free (so a hit names few rules), else one whose bucket
+already holds the same folded window (no table space); literals with the fewest windows are placed
+first, and at most half the buckets are filled.
 
 Nothing here imports :mod:`sim`.
 """
@@ -291,7 +292,7 @@ def _choose_fast(cr: ContentRule) -> str:
         cr.fast = max(positive, key=lambda i: (len(cr.contents[i].pattern), -i))
     lit, _ = cr.fast_literal()
     if len(lit) < WINDOW:
-        return f"fast pattern of {len(lit)} bytes, shorter than the {WINDOW}-byte window"
+        return f"fast pattern shorter than the {WINDOW}-byte window: {len(lit)} bytes"
     return ""
 
 
@@ -333,10 +334,11 @@ def compile_content(rules: Sequence[Rule], index_bits: int = DEFAULT_INDEX_BITS,
                    for wo in range(len(lit) - WINDOW + 1)]
         shared = [w for w in windows if tags.get(w[1]) == w[2]]
         free = [w for w in windows if w[1] not in tags]
-        if shared:
-            wo, index, tag = shared[0]
-        elif free and len(tags) < program.capacity:
+        # A bucket of its own keeps the candidates per hit few; sharing one costs no table space.
+        if free and len(tags) < program.capacity:
             wo, index, tag = free[0]
+        elif shared:
+            wo, index, tag = shared[0]
         else:
             cr.status = "host only"
             cr.reason = ("pattern table full" if len(tags) >= program.capacity
@@ -365,9 +367,9 @@ def compile_content(rules: Sequence[Rule], index_bits: int = DEFAULT_INDEX_BITS,
 def _prefilter_reason(cr: ContentRule, c: Content, lit: bytes, exact: bool) -> str:
     """Why the host still verifies a prefiltered rule (the first reason that applies)."""
     if len(cr.contents) > 1:
-        return f"{len(cr.contents)} contents"
+        return f"several contents: {len(cr.contents)}"
     if len(lit) > WINDOW or c.chop is not None:
-        return f"{len(c.pattern)}-byte content, the window checks {WINDOW}"
+        return f"content longer than the {WINDOW}-byte window: {len(c.pattern)} bytes"
     if not c.nocase and _has_letters(c.pattern):
         return "case-sensitive letters (the window is case-folded)"
     if c.positional:
