@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["WINDOW", "MIX_ROWS", "fold", "fold_bytes", "window_word", "mix", "split", "fingerprint"]
+__all__ = ["WINDOW", "MIX_ROWS", "fold", "fold_bytes", "window_word", "mix", "window_mixes", "split", "fingerprint"]
 
 #: Bytes per fingerprint window: the shortest literal the hardware prefilter takes.
 WINDOW = 4
@@ -58,9 +58,26 @@ def window_word(window: bytes) -> int:
     return int.from_bytes(fold_bytes(window), "little")
 
 
+def _mix_bits(word: int) -> int:
+    return sum(((word & row).bit_count() & 1) << j for j, row in enumerate(MIX_ROWS))
+
+
+# The map is linear, so it is the XOR of one 256-entry table per byte lane (fast in Python).
+_LANE_TABLES = tuple(tuple(_mix_bits(v << (8 * lane)) for v in range(256)) for lane in range(WINDOW))
+_FOLD = bytes(fold(b) for b in range(256))
+
+
 def mix(word: int) -> int:
     """The invertible GF(2) map (an XOR network of the word's bits in gateware)."""
-    return sum(((word & row).bit_count() & 1) << j for j, row in enumerate(MIX_ROWS))
+    t0, t1, t2, t3 = _LANE_TABLES
+    return t0[word & 0xFF] ^ t1[word >> 8 & 0xFF] ^ t2[word >> 16 & 0xFF] ^ t3[word >> 24 & 0xFF]
+
+
+def window_mixes(data: bytes) -> list[int]:
+    """:func:`mix` of the folded window at every position of ``data`` (``len(data) - 3`` values)."""
+    f = data.translate(_FOLD)
+    t0, t1, t2, t3 = _LANE_TABLES
+    return [t0[a] ^ t1[b] ^ t2[c] ^ t3[d] for a, b, c, d in zip(f, f[1:], f[2:], f[3:])]
 
 
 def split(mixed: int, index_bits: int, tag_bits: int) -> tuple[int, int]:

@@ -36,6 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.lib.ram import PipelinedRam
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import keep_copy
 from hdl.matcher.hashing import MIX_ROWS, WINDOW, fold
 
 __all__ = ["Matcher", "entry_layout", "write_layout", "meta_layout", "hit_layout", "result_layout",
@@ -43,9 +44,16 @@ __all__ = ["Matcher", "entry_layout", "write_layout", "meta_layout", "hit_layout
 
 #: Width of payload offsets, lengths and hit positions (frames up to 64 KiB).
 OFFSET_BITS = 16
-#: Beats between a beat's acceptance and its hits reaching the collector (S0..S7).
-PIPELINE_BEATS = 9
-_RESULT_FIFO_DEPTH = 16
+#: Beats between a beat's acceptance and its hits reaching the collector (S0..S9).
+PIPELINE_BEATS = 11
+_RESULT_FIFO_DEPTH = 32
+
+
+def _group_bits(depth: int) -> int:
+    """Entry bits per group of block RAMs that share one copy of the read address: whole DP16KD
+    words (18/9/4/2/1 bits wide at 1K/2K/4K/8K/16K deep, Lattice TN1264), about 8 bits a group."""
+    word = {10: 18, 11: 9, 12: 4, 13: 2, 14: 1}.get(max(10, (depth - 1).bit_length()), 1)
+    return word if word >= 8 else (8 // word) * word
 assert _RESULT_FIFO_DEPTH - PIPELINE_BEATS - 3 >= 1
 
 
@@ -171,8 +179,10 @@ class Matcher(wiring.Component):
         write = Signal()      # a shadow-bank write reaches the RAMs this cycle
         drain = Signal(range(PIPELINE_BEATS + 1))
         swap = Signal()
-        m.d.comb += [swap.eq(pending & ~in_frame & ~write), self.commit_pending.eq(pending | (drain != 0)),
-                     self.active_bank.eq(active)]
+        write_late = Signal()   # the write one cycle later, through the per-group copies
+        m.d.sync += write_late.eq(write)
+        m.d.comb += [swap.eq(pending & ~in_frame & ~write & ~write_late),
+                     self.commit_pending.eq(pending | (drain != 0)), self.active_bank.eq(active)]
         with m.If(fire):
             m.d.sync += in_frame.eq(~sx.tlast)
         with m.If(swap):
@@ -206,13 +216,22 @@ class Matcher(wiring.Component):
             m.d.sync += base.eq(Mux(sx.tlast, 0, base + B))
         off, length = self.meta.payload.payload_offset, self.meta.payload.payload_len
 
-        def clamp(value):   # value: signed; lanes 0..B
+        def clamp(value):   # value: signed; lanes 0..B, from OR trees and a small compare (no carry chain)
             out = Signal(range(B + 1))
-            m.d.comb += out.eq(Mux(value[-1], 0, Mux(value > B, B, value)))
+            low = len(out)
+            big = value[low:-1].any() | (value[:low] > B)
+            m.d.comb += out.eq(Mux(value[-1], 0, Mux(big, B, value[:low])))
             return out
 
         def signed(v):      # an unsigned value as a (non-negative) signed one, for the differences below
             return Cat(v, Const(0, 1)).as_signed()
+
+        def delay(sig, n, name):
+            for k in range(n):
+                nxt = Signal.like(sig, name=f"{name}_d{k + 1}")
+                m.d.sync += nxt.eq(sig)
+                sig = nxt
+            return sig
 
         s1 = dict(valid=Signal(), last=Signal(), first=Signal(), bank=Signal(), keep=Signal(B),
                   diff=Signal(signed_shape(OFFSET_BITS + 2)), len=Signal(OFFSET_BITS),
@@ -229,40 +248,60 @@ class Matcher(wiring.Component):
                   keep=Signal(B), lo=Signal(signed_shape(OFFSET_BITS + 4)), hi=Signal(signed_shape(OFFSET_BITS + 4)),
                   index=[Signal(ib, name=f"s2_index_{i}") for i in range(B)],
                   tag=[Signal(tb, name=f"s2_tag_{i}") for i in range(B)])
-        for k in ("valid", "last", "first", "bank", "keep"):
-            m.d.sync += s2[k].eq(s1[k])
-        m.d.sync += s2["rel"].eq(-s1["diff"] - (WINDOW - 1))     # window start of lane 0 in the payload
-        m.d.sync += [s2["lo"].eq(s1["diff"] + (WINDOW - 1)), s2["hi"].eq(s1["diff"] + signed(s1["len"]))]
+        # The mix in two stages: per lane, each output bit's XOR over each byte of the window (S1),
+        # then the four byte parts (S1.5, one LUT4 per bit).
+        s15 = {k: delay(s1[k], 1, f"s15_{k}") for k in ("valid", "last", "first", "bank", "keep", "diff", "len")}
+        used = ib + tb
+        parts = []
         for i, w in enumerate(s1["words"]):
-            bits = [Cat(*(w[b] for b in range(32) if row >> b & 1)).xor() for row in MIX_ROWS]
-            m.d.sync += [s2["index"][i].eq(Cat(*bits[:ib])), s2["tag"][i].eq(Cat(*bits[ib:ib + tb]))]
+            lane_parts = []
+            for byte in range(WINDOW):
+                part = Signal(used, name=f"s15_part_{i}_{byte}")
+                m.d.sync += part.eq(Cat(*(Cat(*(w[b] for b in range(8 * byte, 8 * byte + 8) if row >> b & 1)).xor()
+                                          for row in MIX_ROWS[:used])))
+                lane_parts.append(part)
+            parts.append(lane_parts)
+        for k in ("valid", "last", "first", "bank", "keep"):
+            m.d.sync += s2[k].eq(s15[k])
+        m.d.sync += s2["rel"].eq(-s15["diff"] - (WINDOW - 1))     # window start of lane 0 in the payload
+        m.d.sync += [s2["lo"].eq(s15["diff"] + (WINDOW - 1)), s2["hi"].eq(s15["diff"] + signed(s15["len"]))]
+        for i, lane_parts in enumerate(parts):
+            mixed = lane_parts[0] ^ lane_parts[1] ^ lane_parts[2] ^ lane_parts[3]
+            m.d.sync += [s2["index"][i].eq(mixed[:ib]), s2["tag"][i].eq(mixed[ib:ib + tb])]
 
-        # --- S2..S4: one table copy per lane, read latency two --------------------------------------
+        # --- S2..S5: one table copy per lane, in column groups, read latency two ---------------------
+        # Each group of block RAMs gets its own copy of the read address (S2 -> S3) and of the write
+        # (accept -> RAM): one register feeding a whole lane's RAMs spread over the die missed timing
+        # at 4096 literals.
         width = entry_layout(tb).size
+        group_bits = _group_bits(2 << ib)
         entries = []
         for i in range(B):
-            ram = PipelinedRam(width, 2 << ib)
-            m.submodules[f"table_{i}"] = ram
-            m.d.comb += [ram.w_addr.eq(w_addr), ram.w_data.eq(w_data), ram.w_en.eq(write),
-                         ram.r_addr.eq(Cat(s2["index"][i], s2["bank"])), ram.r_en.eq(1)]
-            entries.append(data.View(entry_layout(tb), ram.r_data))
+            words = []
+            for g, lo_bit in enumerate(range(0, width, group_bits)):
+                bits = min(group_bits, width - lo_bit)
+                ram = PipelinedRam(bits, 2 << ib)
+                m.submodules[f"table_{i}_{g}"] = ram
+                r_addr = keep_copy(Cat(s2["index"][i], s2["bank"]), name=f"r_addr_{i}_{g}")
+                wr = keep_copy(write, name=f"w_en_{i}_{g}")
+                wa = keep_copy(w_addr, name=f"w_addr_{i}_{g}")
+                wd = keep_copy(w_data[lo_bit:lo_bit + bits], name=f"w_data_{i}_{g}")
+                m.d.sync += [r_addr.eq(Cat(s2["index"][i], s2["bank"])), wr.eq(write), wa.eq(w_addr),
+                             wd.eq(w_data[lo_bit:lo_bit + bits])]
+                m.d.comb += [ram.w_addr.eq(wa), ram.w_data.eq(wd), ram.w_en.eq(wr),
+                             ram.r_addr.eq(r_addr), ram.r_en.eq(1)]
+                words.append(ram.r_data)
+            entries.append(data.View(entry_layout(tb), Cat(*words)))
 
-        def delay(sig, n, name):
-            for k in range(n):
-                nxt = Signal.like(sig, name=f"{name}_d{k + 1}")
-                m.d.sync += nxt.eq(sig)
-                sig = nxt
-            return sig
-
-        # The lane bounds clamped to 0..B in S2, the lane mask from them in S3 (short paths each).
+        # The lane bounds clamped to 0..B in S3, the lane mask from them in S4 (short paths each).
         lo3, hi3 = Signal(range(B + 1)), Signal(range(B + 1))
-        m.d.sync += [lo3.eq(clamp(s2["lo"])), hi3.eq(clamp(s2["hi"]))]
-        keep3 = delay(s2["keep"], 1, "keep3")
-        s4 = {k: delay(s2[k], 2, f"s4_{k}") for k in ("valid", "last", "first", "rel")}
+        m.d.sync += [lo3.eq(clamp(delay(s2["lo"], 1, "lo3"))), hi3.eq(clamp(delay(s2["hi"], 1, "hi3")))]
+        keep3 = delay(s2["keep"], 2, "keep3")
+        s4 = {k: delay(s2[k], 3, f"s4_{k}") for k in ("valid", "last", "first", "rel")}
         s4["mask"] = Signal(B)
         m.d.sync += s4["mask"].eq(Cat(*((lo3 <= i) & (hi3 > i) & keep3[i] for i in range(B))))
-        s4_index = [delay(x, 2, f"s4_index_{i}") for i, x in enumerate(s2["index"])]
-        s4_tag = [delay(x, 2, f"s4_tag_{i}") for i, x in enumerate(s2["tag"])]
+        s4_index = [delay(x, 3, f"s4_index_{i}") for i, x in enumerate(s2["index"])]
+        s4_tag = [delay(x, 3, f"s4_tag_{i}") for i, x in enumerate(s2["tag"])]
 
         # --- S4: compare the stored tag in 2-bit chunks (one LUT each, next to the block RAM output) ---
         chunks = (tb + 1) // 2

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hdl.matcher.hashing import WINDOW, fingerprint
+from hdl.matcher.hashing import WINDOW, split, window_mixes
 
 __all__ = ["Entry", "Hit", "FrameResult", "MatcherModel"]
 
@@ -91,8 +91,8 @@ class MatcherModel:
         """(payload position, bucket, settled) of every window of the payload that hits."""
         bank = self.banks[self.active]
         out = []
-        for pos in range(len(payload) - WINDOW + 1):
-            index, tag = fingerprint(payload[pos:pos + WINDOW], self.index_bits, self.tag_bits)
+        for pos, mixed in enumerate(window_mixes(payload)):
+            index, tag = split(mixed, self.index_bits, self.tag_bits)
             e = bank.get(index)
             if e is not None and e.valid and e.tag == tag:
                 out.append((pos, index, e.settled))

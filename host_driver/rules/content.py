@@ -18,8 +18,9 @@ only`` is ignored (Suricata 7 treats it as plain ``fast_pattern``); ``fast_patte
 bytes O..O+L of the content.
 
 Each literal occupies one bucket through one of its 4-byte windows; the compiler picks, per
-literal, the first window whose bucket is free (so a hit names few rules), else one whose bucket
-already holds the same folded window (no table space); literals with the fewest windows are placed
+literal, the rarest window (by a rough byte-frequency score) whose bucket is free, so a hit names
+few rules and ordinary traffic rarely hits, else one whose bucket already holds the same folded
+window (no table space); literals with the fewest windows are placed
 first, and at most half the buckets are filled.
 
 Nothing here imports :mod:`sim`.
@@ -227,6 +228,40 @@ def parse_content_rule(rule: Rule) -> ContentRule:
     return ContentRule(rule, out, dsize)
 
 
+def _byte_weight(b: int) -> int:
+    """How common a byte is in traffic, roughly (Hyperscan and Pigasus rank fast-pattern windows by
+    byte frequency likewise): NUL, space, 0xFF and letters are everywhere; other bytes are rarer."""
+    if b in (0x00, 0x20, 0xFF):
+        return 8
+    if 0x61 <= b <= 0x7A or 0x41 <= b <= 0x5A:
+        return 4
+    if 0x30 <= b <= 0x39 or b in b"\r\n/.:=-_,;&?\t":
+        return 3
+    return 2 if 0x21 <= b <= 0x7E else 1
+
+
+#: Ordinary protocol text: a window seen here is a poor fast pattern (it would hit on most web or
+#: mail traffic). Typical HTTP/1.1 request and response headers, SMTP and FTP commands.
+_BACKGROUND = fold_bytes(
+    b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64)"
+    b"\r\nAccept: text/html,application/xhtml+xml,application/json;q=0.9,*/*;q=0.8\r\nAccept-Language: en-US,en"
+    b"\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nCookie: session=; expires=\r\n"
+    b"POST /api/v1/login HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\n"
+    b"HTTP/1.1 200 OK\r\nServer: Apache\r\nDate: \r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+    b"Set-Cookie: Location: http://https://Referer: Authorization: Basic \r\n\r\n<html><head><title></title>"
+    b"<script type=\"text/javascript\"></script></head><body></body></html>\r\nEHLO HELO MAIL FROM:<> RCPT TO:<>"
+    b" DATA QUIT USER PASS RETR STOR 220 250 331 530 Subject: From: To: Message-ID: MIME-Version: 1.0\r\n")
+_BACKGROUND_WINDOWS = {_BACKGROUND[i:i + WINDOW] for i in range(len(_BACKGROUND) - WINDOW + 1)}
+
+
+def _commonness(window: bytes) -> tuple[int, int]:
+    """Rank of a 4-byte window as a fast pattern, lower is better: seen in ordinary protocol text
+    first, then a byte-frequency score (one repeated byte worst)."""
+    folded = fold_bytes(window)
+    score = sum(_byte_weight(b) for b in window) + (12 if len(set(folded)) == 1 else 0)
+    return (folded in _BACKGROUND_WINDOWS, score)
+
+
 def _has_letters(data: bytes) -> bool:
     return any(0x41 <= b <= 0x5A or 0x61 <= b <= 0x7A for b in data)
 
@@ -332,6 +367,8 @@ def compile_content(rules: Sequence[Rule], index_bits: int = DEFAULT_INDEX_BITS,
         lit, _ = cr.fast_literal()
         windows = [(wo, *fingerprint(lit[wo:wo + WINDOW], index_bits, tag_bits))
                    for wo in range(len(lit) - WINDOW + 1)]
+        # Rarest window first (see _commonness), then the first in the literal.
+        windows.sort(key=lambda w: (_commonness(lit[w[0]:w[0] + WINDOW]), w[0]))
         shared = [w for w in windows if tags.get(w[1]) == w[2]]
         free = [w for w in windows if w[1] not in tags]
         # A bucket of its own keeps the candidates per hit few; sharing one costs no table space.
