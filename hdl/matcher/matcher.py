@@ -47,14 +47,13 @@ OFFSET_BITS = 16
 #: Beats between a beat's acceptance and its hits reaching the collector (S0..S9).
 PIPELINE_BEATS = 11
 _RESULT_FIFO_DEPTH = 32
+assert _RESULT_FIFO_DEPTH - PIPELINE_BEATS - 3 >= 1
 
 
 def _group_bits(depth: int) -> int:
-    """Entry bits per group of block RAMs that share one copy of the read address: whole DP16KD
-    words (18/9/4/2/1 bits wide at 1K/2K/4K/8K/16K deep, Lattice TN1264), about 8 bits a group."""
-    word = {10: 18, 11: 9, 12: 4, 13: 2, 14: 1}.get(max(10, (depth - 1).bit_length()), 1)
-    return word if word >= 8 else (8 // word) * word
-assert _RESULT_FIFO_DEPTH - PIPELINE_BEATS - 3 >= 1
+    """Entry bits per block RAM (one DP16KD word: 18/9/4/2/1 bits at 1K/2K/4K/8K/16K deep, Lattice
+    TN1264): each block RAM gets its own copy of the read address and of the write."""
+    return {10: 18, 11: 9, 12: 4, 13: 2, 14: 1}.get(max(10, (depth - 1).bit_length()), 1)
 
 
 def entry_layout(tag_bits: int) -> data.StructLayout:
@@ -179,9 +178,9 @@ class Matcher(wiring.Component):
         write = Signal()      # a shadow-bank write reaches the RAMs this cycle
         drain = Signal(range(PIPELINE_BEATS + 1))
         swap = Signal()
-        write_late = Signal()   # the write one cycle later, through the per-group copies
-        m.d.sync += write_late.eq(write)
-        m.d.comb += [swap.eq(pending & ~in_frame & ~write & ~write_late),
+        write_late = Signal(2)   # the write one and two cycles later, through the lane and group copies
+        m.d.sync += write_late.eq(Cat(write, write_late[0]))
+        m.d.comb += [swap.eq(pending & ~in_frame & ~write & ~write_late.any()),
                      self.commit_pending.eq(pending | (drain != 0)), self.active_bank.eq(active)]
         with m.If(fire):
             m.d.sync += in_frame.eq(~sx.tlast)
@@ -269,25 +268,30 @@ class Matcher(wiring.Component):
             mixed = lane_parts[0] ^ lane_parts[1] ^ lane_parts[2] ^ lane_parts[3]
             m.d.sync += [s2["index"][i].eq(mixed[:ib]), s2["tag"][i].eq(mixed[ib:ib + tb])]
 
-        # --- S2..S5: one table copy per lane, in column groups, read latency two ---------------------
-        # Each group of block RAMs gets its own copy of the read address (S2 -> S3) and of the write
-        # (accept -> RAM): one register feeding a whole lane's RAMs spread over the die missed timing
-        # at 4096 literals.
+        # --- S2..S5: one table copy per lane, read latency two ----------------------------------------
+        # Each block RAM gets its own copy of the read address (S2 -> S3) and of the write (accept ->
+        # lane -> RAM): a register feeding a group of a lane's RAMs, spread over a nearly full die,
+        # missed timing at 4096 literals (8 ns of routing to the farthest).
         width = entry_layout(tb).size
         group_bits = _group_bits(2 << ib)
         entries = []
         for i in range(B):
+            # The write fans out in two register levels (lane, then group of RAMs).
+            lane_w = keep_copy(write, name=f"w_en_{i}")
+            lane_wa = keep_copy(w_addr, name=f"w_addr_{i}")
+            lane_wd = keep_copy(w_data, name=f"w_data_{i}")
+            m.d.sync += [lane_w.eq(write), lane_wa.eq(w_addr), lane_wd.eq(w_data)]
             words = []
             for g, lo_bit in enumerate(range(0, width, group_bits)):
                 bits = min(group_bits, width - lo_bit)
                 ram = PipelinedRam(bits, 2 << ib)
                 m.submodules[f"table_{i}_{g}"] = ram
                 r_addr = keep_copy(Cat(s2["index"][i], s2["bank"]), name=f"r_addr_{i}_{g}")
-                wr = keep_copy(write, name=f"w_en_{i}_{g}")
-                wa = keep_copy(w_addr, name=f"w_addr_{i}_{g}")
-                wd = keep_copy(w_data[lo_bit:lo_bit + bits], name=f"w_data_{i}_{g}")
-                m.d.sync += [r_addr.eq(Cat(s2["index"][i], s2["bank"])), wr.eq(write), wa.eq(w_addr),
-                             wd.eq(w_data[lo_bit:lo_bit + bits])]
+                wr = keep_copy(lane_w, name=f"w_en_{i}_{g}")
+                wa = keep_copy(lane_wa, name=f"w_addr_{i}_{g}")
+                wd = keep_copy(lane_wd[lo_bit:lo_bit + bits], name=f"w_data_{i}_{g}")
+                m.d.sync += [r_addr.eq(Cat(s2["index"][i], s2["bank"])), wr.eq(lane_w), wa.eq(lane_wa),
+                             wd.eq(lane_wd[lo_bit:lo_bit + bits])]
                 m.d.comb += [ram.w_addr.eq(wa), ram.w_data.eq(wd), ram.w_en.eq(wr),
                              ram.r_addr.eq(r_addr), ram.r_en.eq(1)]
                 words.append(ram.r_data)
@@ -326,15 +330,30 @@ class Matcher(wiring.Component):
 
         # --- S5: the lowest hitting lane; S6: its bucket and position; S7: into the frame's slots ---
         hit = s5["hit"]
+        def lowest(bits):     # (any set, index of the lowest set bit) as a tree of muxes
+            if len(bits) == 1:
+                return bits[0], Const(0, 1)
+            half = 1 << ((len(bits) - 1).bit_length() - 1)
+            a0, i0 = lowest(bits[:half])
+            a1, i1 = lowest(bits[half:])
+            width = (half - 1).bit_length() + 1
+            return a0 | a1, Mux(a0, i0, Cat(i1, Const(0, width))[:width - 1] | (1 << (width - 1)))
+
         lane = Signal(range(B))
-        for i in reversed(range(B)):
-            with m.If(hit[i]):
-                m.d.comb += lane.eq(i)
+        m.d.comb += lane.eq(lowest(hit)[1])
         s6 = {k: delay(s5[k], 1, f"s6_{k}") for k in ("valid", "last", "first", "rel")}
         s6_index = [delay(x, 1, f"s6_index_{i}") for i, x in enumerate(s5["index"])]
         s6_settled = delay(s5["settled"], 1, "s6_settled")
         s6_lane, s6_any, s6_multi = Signal(range(B)), Signal(), Signal()
-        m.d.sync += [s6_lane.eq(lane), s6_any.eq(hit.any()), s6_multi.eq((hit & (hit - 1)) != 0)]
+        def any_multi(bits):    # (any set, more than one set) as a tree of LUTs, no carry chain
+            if len(bits) == 1:
+                return bits[0], Const(0, 1)
+            a0, m0 = any_multi(bits[:len(bits) // 2])
+            a1, m1 = any_multi(bits[len(bits) // 2:])
+            return a0 | a1, m0 | m1 | (a0 & a1)
+
+        hit_any, hit_multi = any_multi(hit)
+        m.d.sync += [s6_lane.eq(lane), s6_any.eq(hit_any), s6_multi.eq(hit_multi)]
 
         s7 = {k: delay(s6[k], 1, f"s7_{k}") for k in ("valid", "last", "first")}
         any_hit, multi = delay(s6_any, 1, "s7_any"), delay(s6_multi, 1, "s7_multi")

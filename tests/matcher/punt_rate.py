@@ -59,16 +59,17 @@ def punt_figures(program, model, host, raw_frames):
         n += 1
         result = model.frame(frame, bounds[0], bounds[1] - bounds[0])
         punted += result.punt
-        if result.punt:     # the host finds a candidate's contents in the payload (headers aside)
+        if result.punt:     # the host finds a candidate rule's payload part (contents, dsize) satisfied
             confirmed += bool(host.matches(frame[bounds[0]:bounds[1]], program.candidates(result)))
         overflow += result.overflow
         hits += len(result.hits)
         host_only += any(host.header_matches(r, meta) for r in program.host_only())
     return {"frames with payload": n, "punted by the matcher": punted, "of which overflow": overflow,
-            "punted with a candidate's contents present": confirmed,
+            "punted, a candidate's payload part matches": confirmed,
             "hits": hits, "matched by a host-only rule's header": host_only,
             "punt rate": round(punted / n, 4) if n else None,
-            "false-positive punt rate": round((punted - confirmed) / n, 4) if n else None}
+            "punted, no candidate matches": punted - confirmed,
+            "punt rate without a match": round((punted - confirmed) / n, 4) if n else None}
 
 
 def main(argv=None) -> int:
