@@ -9,8 +9,9 @@ from hdl.matcher.matcher import (
     hit_layout,
     meta_layout,
     result_layout,
+    table_block_rams,
     write_layout,
 )
 
-__all__ = ["Matcher", "entry_layout", "write_layout", "meta_layout", "hit_layout", "result_layout", "OFFSET_BITS",
-           "PIPELINE_BEATS", "WINDOW", "fingerprint", "fold", "fold_bytes", "mix", "window_word"]
+__all__ = ["Matcher", "entry_layout", "write_layout", "meta_layout", "hit_layout", "result_layout", "table_block_rams",
+           "OFFSET_BITS", "PIPELINE_BEATS", "WINDOW", "fingerprint", "fold", "fold_bytes", "mix", "window_word"]

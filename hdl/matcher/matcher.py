@@ -39,7 +39,7 @@ from hdl.lib.stream import AXIStreamSignature
 from hdl.lib.timing import keep_copy
 from hdl.matcher.hashing import MIX_ROWS, WINDOW, fold
 
-__all__ = ["Matcher", "entry_layout", "write_layout", "meta_layout", "hit_layout", "result_layout",
+__all__ = ["Matcher", "table_block_rams", "entry_layout", "write_layout", "meta_layout", "hit_layout", "result_layout",
            "OFFSET_BITS", "PIPELINE_BEATS"]
 
 #: Width of payload offsets, lengths and hit positions (frames up to 64 KiB).
@@ -54,6 +54,13 @@ def _group_bits(depth: int) -> int:
     """Entry bits per block RAM (one DP16KD word: 18/9/4/2/1 bits at 1K/2K/4K/8K/16K deep, Lattice
     TN1264): each block RAM gets its own copy of the read address and of the write."""
     return {10: 18, 11: 9, 12: 4, 13: 2, 14: 1}.get(max(10, (depth - 1).bit_length()), 1)
+
+
+def table_block_rams(data_width: int, index_bits: int, tag_bits: int | None = None) -> int:
+    """DP16KD block RAMs a :class:`Matcher`'s tables take on ECP5: per byte lane, one per DP16KD
+    word of an entry (both banks in one RAM)."""
+    tag_bits = 32 - index_bits if tag_bits is None else tag_bits
+    return data_width // 8 * -(-entry_layout(tag_bits).size // _group_bits(2 << index_bits))
 
 
 def entry_layout(tag_bits: int) -> data.StructLayout:
@@ -150,6 +157,11 @@ class Matcher(wiring.Component):
     def exact(self) -> bool:
         """True when the stored tag is whole, so a hit proves the folded 4-byte window."""
         return self.tag_bits == 32 - self.index_bits
+
+    @property
+    def block_rams(self) -> int:
+        """DP16KD block RAMs of the tables on ECP5 (:func:`table_block_rams`)."""
+        return table_block_rams(self.data_width, self.index_bits, self.tag_bits)
 
     def __repr__(self):
         return (f"Matcher(data_width={self.data_width}, index_bits={self.index_bits}, "

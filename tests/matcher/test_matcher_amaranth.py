@@ -24,7 +24,7 @@ import pytest
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
-from hdl.matcher import Matcher
+from hdl.matcher import Matcher, table_block_rams
 from hdl.matcher.hashing import WINDOW
 from host_driver.model.matcher import Entry, FrameResult, Hit, MatcherModel
 from host_driver.rules import parse_rules
@@ -252,3 +252,8 @@ def test_bad_parameters_are_refused():
         Matcher(64, index_bits=11, tag_bits=22)
     assert WINDOW == 4
     assert Entry().valid is False
+
+
+def test_block_ram_count_matches_synthesis():
+    """The DP16KD counts yowasp-nextpnr reported for the three sizes at W=64 (docs/matcher.md)."""
+    assert [table_block_rams(64, bits) for bits in (9, 11, 13)] == [16, 48, 168]
