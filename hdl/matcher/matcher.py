@@ -95,7 +95,7 @@ class Matcher(wiring.Component):
     """Multi-literal prefilter over a frame's payload at ``data_width/8`` bytes per cycle (II=1).
 
     A sink: it takes every beat of every frame (``s_axis``), one ``meta`` per frame, and gives one
-    ``result`` per frame in order, ``PIPELINE_BEATS`` + 1 cycles after the frame's last beat.
+    ``result`` per frame in order, 11 cycles after the frame's last beat (docs/matcher.md).
 
     Timing contract: ``s_axis.tready`` is high while a ``meta`` is waiting (it is taken with the
     frame's last beat) and the result FIFO has room; the block never stalls otherwise, so

@@ -16,6 +16,7 @@ after the payload, at W=64 and W=128, with idle cycles on the input and back-pre
 
 from __future__ import annotations
 
+import gc
 import random
 import warnings
 
@@ -245,11 +246,13 @@ def test_settled_bucket_does_not_punt():
 
 
 def test_bad_parameters_are_refused():
-    warnings.simplefilter("ignore", UnusedElaboratable)   # the half-built components
-    with pytest.raises(ValueError, match=r"^data width must be a positive multiple of 8, not 12$"):
-        Matcher(12)
-    with pytest.raises(ValueError, match=r"^tag_bits must be an integer in 0..21, not 22$"):
-        Matcher(64, index_bits=11, tag_bits=22)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)   # the half-built components
+        with pytest.raises(ValueError, match=r"^data width must be a positive multiple of 8, not 12$"):
+            Matcher(12)
+        with pytest.raises(ValueError, match=r"^tag_bits must be an integer in 0..21, not 22$"):
+            Matcher(64, index_bits=11, tag_bits=22)
+        gc.collect()
     assert WINDOW == 4
     assert Entry().valid is False
 
@@ -257,3 +260,45 @@ def test_bad_parameters_are_refused():
 def test_block_ram_count_matches_synthesis():
     """The DP16KD counts yowasp-nextpnr reported for the three sizes at W=64 (docs/matcher.md)."""
     assert [table_block_rams(64, bits) for bits in (9, 11, 13)] == [16, 48, 168]
+
+
+def test_back_to_back_frames_at_one_beat_per_cycle():
+    """II=1: with the result consumer ready, ``s_axis.tready`` never drops, frames back to back
+    (short ones included), a loaded table, hits and all (W/8 bytes per cycle)."""
+    rng = random.Random(5)
+    literals = random_literals(rng, 12, (4, 6))
+    program = compile_literals(literals, 9)
+    dut = Matcher(64, index_bits=9)
+    frames = [random_frame(rng, literals) for _ in range(40)]
+    stalls = []
+
+    async def bench(ctx):
+        ctx.set(dut.result.ready, 1)
+        for index, e in sorted(program.table.items()):
+            ctx.set(dut.table_w.payload, {"index": index, "entry": {"valid": 1, "settled": e.settled, "tag": e.tag}})
+            ctx.set(dut.table_w.valid, 1)
+            await ctx.tick().until(dut.table_w.ready)
+        ctx.set(dut.table_w.valid, 0)
+        ctx.set(dut.commit, 1)
+        await ctx.tick()
+        ctx.set(dut.commit, 0)
+        await ctx.tick().until(~dut.commit_pending)
+        ctx.set(dut.meta.valid, 1)
+        for frame, offset, plen in frames:
+            ctx.set(dut.meta.payload, {"payload_offset": offset, "payload_len": plen})
+            beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
+            for k, beat in enumerate(beats):
+                ctx.set(dut.s_axis.tdata, int.from_bytes(beat, "little"))
+                ctx.set(dut.s_axis.tkeep, (1 << len(beat)) - 1)
+                ctx.set(dut.s_axis.tlast, k == len(beats) - 1)
+                ctx.set(dut.s_axis.tvalid, 1)
+                _, _, ready = await ctx.tick().sample(dut.s_axis.tready)
+                while not ready:
+                    stalls.append(len(stalls))
+                    _, _, ready = await ctx.tick().sample(dut.s_axis.tready)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert stalls == []
