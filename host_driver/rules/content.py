@@ -33,6 +33,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hdl.matcher import entry_layout
 from hdl.matcher.hashing import WINDOW, fingerprint, fold_bytes
 from host_driver.model.matcher import Entry, FrameResult
 from host_driver.rules.expr import RuleSyntaxError
@@ -284,6 +285,15 @@ class MatcherProgram:
     def capacity(self) -> int:
         """Literals the table takes: half its buckets."""
         return (1 << self.index_bits) // 2
+
+    def table_writes(self) -> list[tuple[int, int]]:
+        """(bucket, packed entry) for every bucket, invalid ones included (after a commit the shadow
+        bank holds the previous table, so the driver rewrites all of it), packed with the gateware's
+        own :func:`hdl.matcher.entry_layout`."""
+        layout = entry_layout(self.tag_bits)
+        return [(index, layout.const({"valid": e.valid, "settled": e.settled, "tag": e.tag}).as_bits())
+                for index in range(1 << self.index_bits)
+                for e in [self.table.get(index, Entry())]]
 
     def by_status(self) -> dict[str, list[ContentRule]]:
         out: dict[str, list[ContentRule]] = {s: [] for s in STATUSES}

@@ -117,16 +117,17 @@ def to_result(payload) -> FrameResult:
 
 
 def simulate(dut: Matcher, tables, frames, seed, idle=0.2, backpressure=0.3):
-    """Run ``frames`` through ``dut``; ``tables`` maps a frame index to the table committed before it.
+    """Run ``frames`` through ``dut``; ``tables`` maps a frame index to the program whose table is
+    written (every bucket) and committed before it.
     Returns the results in order."""
     rng = random.Random(seed)
     results = []
     B = dut.data_width // 8
 
-    async def load(ctx, table):
-        for index, e in sorted(table.items()):
-            ctx.set(dut.table_w.payload, {"index": index, "entry": {"valid": e.valid, "settled": e.settled,
-                                                                     "tag": e.tag}})
+    async def load(ctx, program):
+        for index, word in program.table_writes():      # packed as the driver packs them
+            ctx.set(dut.table_w.payload.index, index)
+            ctx.set(dut.table_w.payload.entry.as_value(), word)
             ctx.set(dut.table_w.valid, 1)
             await ctx.tick().until(dut.table_w.ready)
         ctx.set(dut.table_w.valid, 0)
@@ -155,7 +156,7 @@ def simulate(dut: Matcher, tables, frames, seed, idle=0.2, backpressure=0.3):
             ctx.set(dut.meta.valid, 0)
 
     async def collector(ctx):
-        limit = 50 * sum(len(f) // B + 8 for f, _, _ in frames) + 40 * sum(len(t) + 20 for t in tables.values())
+        limit = 50 * sum(len(f) // B + 8 for f, _, _ in frames) + 4 * sum(1 << t.index_bits for t in tables.values())
         for _ in range(limit):
             if len(results) == len(frames):
                 return
@@ -190,7 +191,7 @@ def test_gateware_model_and_hyperscan_agree(data_width, lengths, exact):
     expected = [check_against_hyperscan(program, model, literals, *f, exact) for f in frames]
     assert sum(len(r.hits) for r in expected) > 20, "the random cases should hit"
     assert any(r.overflow for r in expected) and not all(r.overflow for r in expected)
-    got = simulate(Matcher(data_width, index_bits=index_bits), {0: program.table}, frames, seed=data_width)
+    got = simulate(Matcher(data_width, index_bits=index_bits), {0: program}, frames, seed=data_width)
     for n, (g, e) in enumerate(zip(got, expected)):
         assert g == e, f"frame {n} {frames[n]!r}: gateware {g} vs model {e}"
 
@@ -211,7 +212,7 @@ def test_literal_at_every_offset_across_beats():
                 frames.append((bytes(offset) + payload, offset, len(payload)))
                 expected.append(FrameResult([Hit(program.rules[0].placement.bucket, at + wo, False)], False, True))
     assert [model.frame(*f) for f in frames] == expected
-    assert simulate(Matcher(64, index_bits=9), {0: program.table}, frames, seed=1) == expected
+    assert simulate(Matcher(64, index_bits=9), {0: program}, frames, seed=1) == expected
 
 
 def test_commit_swaps_tables_between_frames():
@@ -228,7 +229,7 @@ def test_commit_swaps_tables_between_frames():
         if n in (0, 15):
             model.load((prog_a if n == 0 else prog_b).table)
         expected.append(model.frame(*f))
-    got = simulate(Matcher(64, index_bits=9), {0: prog_a.table, 15: prog_b.table}, frames, seed=3)
+    got = simulate(Matcher(64, index_bits=9), {0: prog_a, 15: prog_b}, frames, seed=3)
     assert got == expected
     assert got[15:] != [MatcherModel(64, 9).frame(*f) for f in frames[15:]], "table B must hit something"
 
@@ -242,7 +243,7 @@ def test_settled_bucket_does_not_punt():
     frame = bytes(20) + b"xxAB\x00Dyy"
     want = FrameResult([Hit(program.rules[0].placement.bucket, 2, True)], False, False)
     assert model.frame(frame, 20, 8) == want
-    assert simulate(Matcher(64, index_bits=9), {0: program.table}, [(frame, 20, 8)], seed=2) == [want]
+    assert simulate(Matcher(64, index_bits=9), {0: program}, [(frame, 20, 8)], seed=2) == [want]
 
 
 def test_bad_parameters_are_refused():
