@@ -11,7 +11,8 @@ Literals are found by Hyperscan (the multi-literal matcher inside Suricata), eve
 every content of the loaded rules in one scan of the payload; the positional constraints are
 then checked with Suricata's backtracking (detect-engine-content-inspection.c): a relative content
 starts ``distance`` after the previous content's match end and must end within ``distance +
-within`` of it; if a later content fails, earlier ones are retried at their next occurrence.
+within`` of it; if a later content fails, the previous one is retried at its next occurrence
+when that later content is bound to it by ``within`` (Suricata's DETECT_CONTENT_WITHIN_NEXT).
 
 Every punted frame is counted in and out (``frames_in == reinjected + dropped``). Nothing here
 imports :mod:`sim`.
@@ -101,7 +102,15 @@ def match_contents(contents: Sequence[Content], payload_len: int, starts: Sequen
         hits = [p for p in starts[i] if fits(c, p, lo, hi)]
         if c.negated:
             return not hits and step(i + 1, prev_end)
-        return any(step(i + 1, p + len(c.pattern)) for p in hits)
+        # Suricata retries this content's next occurrence only when the next content is bound to
+        # it by ``within`` (DETECT_CONTENT_WITHIN_NEXT); otherwise the first occurrence decides.
+        retry = i + 1 < len(contents) and contents[i + 1].within is not None
+        for p in hits:
+            if step(i + 1, p + len(c.pattern)):
+                return True
+            if not retry:
+                return False
+        return False
 
     return step(0, 0)
 

@@ -64,6 +64,9 @@ def test_content_values():
     # Backtracking: the first "ab" has no "cd" right after it, the second has.
     ('content:"ab"; content:"cd"; within:2;', b"ab..abcd", True),
     ('content:"ab"; content:!"cd"; within:4;', b"ab..cd", False),
+    # No retry without within: the first "ab" decides (Suricata gives up), with within it retries.
+    ('content:"ab"; content:!"cd"; distance:0;', b"ab cd ab", False),
+    ('content:"ab"; content:!"cd"; within:4;', b"ab..cd ab", True),
     ('content:"ab"; content:!"cd"; within:4;', b"ab...cd", True),
     ('content:"abc"; dsize:>5;', b"abc", False),
     ('content:"abc"; dsize:3;', b"abc", True),
