@@ -303,3 +303,17 @@ def test_back_to_back_frames_at_one_beat_per_cycle():
     sim.add_testbench(bench)
     sim.run()
     assert stalls == []
+
+
+def test_default_build_size():
+    """The default build's table (index_bits=11, 1024 literals) at W=64: gateware == model, and
+    Hyperscan finds nothing the model misses."""
+    rng = random.Random(11)
+    literals = random_literals(rng, 30, (4, 5, 8))
+    program = compile_literals(literals, 11)
+    model = MatcherModel(64, index_bits=11)
+    model.load(program.table)
+    frames = [random_frame(rng, literals) for _ in range(25)]
+    expected = [check_against_hyperscan(program, model, literals, *f, False) for f in frames]
+    assert sum(len(r.hits) for r in expected) > 5
+    assert simulate(Matcher(64, index_bits=11), {0: program}, frames, seed=11) == expected
