@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from host_driver.rules.content import compile_content
 from host_driver.rules.expr import IntervalSet, range_to_prefixes
 from host_driver.rules.parse import PROTOCOLS, Rule
 
@@ -205,6 +206,8 @@ class CompiledRules:
     ternary_entries: int
     entries_by_sid: dict[tuple[int, int], int] = field(default_factory=dict)
     ternary_by_sid: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: The payload rules compiled for the matcher (host_driver/rules/content.py), or None.
+    matcher: object = None
 
     @property
     def verdicts(self) -> Counter:
@@ -251,4 +254,5 @@ def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY) -> Co
         by_sid[(rule.gid, rule.sid)] = need
         ternary_by_sid[(rule.gid, rule.sid)] = rule_ternary
     log.info("%d rules, %d entries of %d, %d ternary", len(rules), len(entries), capacity, ternary)
-    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid)
+    # Payload rules go to the matcher's tables.
+    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid, compile_content(rules))

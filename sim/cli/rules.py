@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["register", "cmd_rules_check", "format_report"]
+__all__ = ["register", "cmd_rules_check", "format_report", "format_matcher"]
 
 #: Files with more rules than this get a summary instead of one line per rule.
 FULL_TABLE_MAX = 40
@@ -63,12 +63,12 @@ def cmd_rules_check(args) -> int:
             raise BadInput(f"{cls_path}: no such classification file")
         classifications = load_classifications(cls_path) if cls_path.is_file() else None
         rules = read_rules(path, address_groups, port_groups, classifications)
+        table = compile_rules(rules, capacity=args.capacity)    # content values are checked here
     except RuleSyntaxError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     except OSError as exc:
         raise BadInput(f"{path}: cannot read ({exc.strerror or exc})") from None
-    table = compile_rules(rules, capacity=args.capacity)
     print(format_report(str(path), table, full=args.all or len(rules) <= FULL_TABLE_MAX))
     return 0
 
@@ -95,6 +95,28 @@ def format_report(name: str, table, full: bool) -> str:
             for (verdict, reason), sids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
                 shown = ", ".join(map(str, sids[:SIDS_PER_GROUP])) + (", ..." if len(sids) > SIDS_PER_GROUP else "")
                 lines.append(f"{len(sids):>6}  {verdict:<11} {reason:<40}  {shown}")
+    lines += format_matcher(table.matcher, full)
     lines.append(f"capacity: {len(table.entries)} of {table.capacity} entries with range matching; "
                  f"{table.ternary_entries} of {table.capacity} as ternary (TCAM) entries after range expansion")
     return "\n".join(lines)
+
+
+def format_matcher(program, full: bool) -> list[str]:
+    """The payload rules' matcher statuses (docs/matcher.md): fully offloaded, prefiltered in hardware
+    and verified on the host, or host only, each with its reason; nothing when there are none."""
+    if program is None or not program.rules:
+        return []
+    groups = program.by_status()
+    lines = [f"payload matcher: {len(program.rules)} rules: " + ", ".join(
+        f"{len(groups[s])} {s}" for s in groups) + f"; {len(program.table)} of {program.capacity} literals"]
+    if full:
+        for r in program.rules:
+            lines.append(f"{r.sid:>10}  {r.status:<10}  {r.reason}")
+    else:
+        by_reason = defaultdict(list)
+        for r in program.rules:
+            by_reason[(r.status, r.reason.split(":")[0])].append(r.sid)
+        for (status, reason), sids in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            shown = ", ".join(map(str, sids[:SIDS_PER_GROUP])) + (", ..." if len(sids) > SIDS_PER_GROUP else "")
+            lines.append(f"{len(sids):>6}  {status:<10}  {reason:<50}  {shown}")
+    return lines

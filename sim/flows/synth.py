@@ -106,6 +106,22 @@ def _mac_table(cfg):
     return MacTable(sets=1024, ways=4, port_bits=3)
 
 
+def _matcher(index_bits):
+    # Pattern capacity: the compiler fills at most half the buckets (docs/matcher.md). The table is
+    # copied per byte lane, so at wide W a large table does not fit the LFE5U-85F's 208 DP16KD:
+    # there the block is built with the largest table that fits (logged; docs/matcher.md).
+    def make(cfg):
+        from hdl.matcher import Matcher, table_block_rams
+        bits = index_bits
+        while table_block_rams(cfg.data_width, bits) > 192 and bits > 4:
+            bits -= 1
+        if bits != index_bits:
+            log.warning("matcher at W=%d: %d literals do not fit the ECP5-85; built with %d",
+                        cfg.data_width, 1 << (index_bits - 1), 1 << (bits - 1))
+        return Matcher(cfg.data_width, index_bits=bits)
+    return make
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -145,6 +161,9 @@ BLOCKS = {
     "mac_table": _mac_table,
     "switch_stage": _switch_stage,
     "egress_fanout": _egress_fanout,
+    "matcher_256": _matcher(9),
+    "matcher": _matcher(11),        # the default build: 1024 literals
+    "matcher_4096": _matcher(13),
     "nic_top": _top,
     "switch_top": _switch_top,
 }

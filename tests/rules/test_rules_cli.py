@@ -50,9 +50,12 @@ def test_many_rules_give_a_summary_grouped_by_reason(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{path}: 51 rules: 1 offloaded, 50 payload, 0 host path, 0 unsupported"
     assert out[3].split() == ["50", "payload", "content", "1,", "2,", "3,", "4,", "5,", "6,", "7,", "8,", "..."]
-    assert len(out) == 5
+    # The payload rules' matcher summary (docs/matcher.md): one line per status and reason.
+    assert out[4] == "payload matcher: 50 rules: 0 offloaded, 0 prefilter, 50 host only; 0 of 1024 literals"
+    assert out[5].split()[:3] == ["50", "host", "only"]
+    assert len(out) == 7
     assert main(["rules", "check", str(path), "--all"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2 + 51 + 1
+    assert len(capsys.readouterr().out.splitlines()) == 2 + 51 + 1 + 51
 
 
 def test_syntax_error_exits_2_with_file_line_column(tmp_path, capsys):
