@@ -16,6 +16,7 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
+from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXIStreamSignature
 from hdl.profile import target_for
 from hdl.switch.stage import make_switch_descriptor_layout
@@ -126,10 +127,14 @@ class EgressFanout(wiring.Component):
 
             m.d.comb += [tag.edit.payload.eq(edits.r_data), tag.edit.valid.eq(edits.r_rdy),
                          edits.r_en.eq(tag.edit.ready)]
+            # A register slice between the queue and the tag editor (why: the queue's output mux
+            # and the editor's decisions in one cycle did not fit).
+            m.submodules[f"queue_slice_{i}"] = qslice = RegisterSlice(w, 1)
             q_data = beats.r_data
-            m.d.comb += [tag.s_axis.tdata.eq(q_data[:w]), tag.s_axis.tkeep.eq(q_data[w:w + bpb]),
-                         tag.s_axis.tlast.eq(q_data[w + bpb]), tag.s_axis.tuser.eq(0),
-                         tag.s_axis.tvalid.eq(beats.r_rdy), beats.r_en.eq(tag.s_axis.tready)]
+            m.d.comb += [qslice.s_axis.tdata.eq(q_data[:w]), qslice.s_axis.tkeep.eq(q_data[w:w + bpb]),
+                         qslice.s_axis.tlast.eq(q_data[w + bpb]), qslice.s_axis.tuser.eq(0),
+                         qslice.s_axis.tvalid.eq(beats.r_rdy), beats.r_en.eq(qslice.s_axis.tready)]
+            wiring.connect(m, qslice.m_axis, tag.s_axis)
             # The words in the queue (the FIFO's own count keeps a reserve: this one is exact).
             m.d.sync += level.eq(level + beats.w_en - (beats.r_en & beats.r_rdy))
             wiring.connect(m, tag.m_axis, wiring.flipped(out))

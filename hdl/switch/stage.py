@@ -24,7 +24,7 @@ paths are limited to one frame per 8 cycles until the table is pipelined, docs/s
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -385,17 +385,26 @@ class SwitchStage(wiring.Component):
             with m.Else():
                 m.d.comb += [egress.eq(b1_flood & ~blocked), pay.eq(b1 & b1_policed)]
 
-        # Bucket refill every cycle; the frame's bucket pays at B1.
+        # Bucket refill every cycle, min(cap, tokens + rate), and the frame's payment once, in the
+        # cycle after B1: min(cap, tokens + rate) - paid = min(cap - paid, tokens + rate - paid).
+        # Every operand is a register, so the update is one add and one compare side by side
+        # (why: add, compare, subtract in a row was the stage's critical path).
         for i in range(n):
             for c in StormClass:
                 rate = getattr(self, f"storm_rate_{i}_{c.label}")
                 cap = Cat(Const(0, 10), getattr(self, f"storm_burst_{i}_{c.label}"))
                 tk = tokens[i][c]
-                refill = tk + rate
-                refilled = Mux(refill > cap, cap, refill)
+                wide = signed(STORM_TOKEN_BITS + 2)
+                rate0, burst0 = s.storm_limit(i, c)        # the registers' reset values
+                cap_less_rate = Signal(wide, name=f"storm_cap_less_rate_{i}_{c.label}", init=(burst0 << 10) - rate0)
+                addend = Signal(wide, name=f"storm_addend_{i}_{c.label}", init=rate0)
+                ceiling = Signal(STORM_TOKEN_BITS, name=f"storm_ceiling_{i}_{c.label}", init=burst0 << 10)
                 mine = Signal(name=f"storm_pays_{i}_{c.label}")
                 m.d.comb += mine.eq(pay & b1_in_bit[i] & (b1_cls == c))
-                m.d.sync += tk.eq(Mux(mine, refilled - b1_tokens, refilled))
+                m.d.sync += [cap_less_rate.eq(cap - rate),
+                             addend.eq(Mux(mine, rate - b1_tokens, rate)),
+                             ceiling.eq(Mux(mine, cap - b1_tokens, cap))]
+                m.d.sync += tk.eq(Mux(tk > cap_less_rate, ceiling, (tk + addend)[:STORM_TOKEN_BITS]))
 
         # The mirror session: what a selected port received (once admitted into a VLAN) or sent.
         mirror = Signal()
