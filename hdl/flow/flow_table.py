@@ -21,16 +21,19 @@ from hdl.lib.ram import PipelinedRam
 from hdl.lib.timing import keep_copy
 
 __all__ = ["FlowState", "Outcome", "MgmtOp", "FlowTable", "entry_layout", "request_layout", "set_index",
-           "DEFAULT_TIMEOUTS", "TIME_UNIT_S", "PACKET_CYCLES", "MGMT_CYCLES", "TCP", "LATENCY"]
+           "DEFAULT_TIMEOUTS", "TIME_UNIT_S", "PACKET_CYCLES", "MGMT_CYCLES", "TCP", "LATENCY", "MGMT_READ_LATENCY"]
 
 #: IP protocol number of TCP: the only protocol with a handshake.
 TCP = 6
 #: Cycles between two packet requests taken back to back (see :class:`FlowTable`).
-PACKET_CYCLES = 7
-#: Cycles a management read or write holds the table.
+PACKET_CYCLES = 8
+#: Cycles of packet time a management write takes (a read takes none: it uses the read port
+#: while a packet is in flight).
 MGMT_CYCLES = 1
 #: Cycles from a packet request taken to its response valid (with ``resp.ready`` high).
-LATENCY = 8
+LATENCY = 9
+#: Cycles from a management read taken to its answer valid.
+MGMT_READ_LATENCY = 6
 #: The unit of ``now``, the stamps and the timeouts, in seconds: the top counts milliseconds
 #: (156,250 cycles at 156.25 MHz). 32-bit stamps wrap after 49.7 days.
 TIME_UNIT_S = 0.001
@@ -138,24 +141,26 @@ class FlowTable(wiring.Component):
     * TCP flows are established after the three-way handshake, other protocols once seen both
       ways; ``established`` is Suricata's per-packet flag (for TCP the state before the packet).
 
-    Timing (ECP5, 156.25 MHz). A packet request is taken every :data:`PACKET_CYCLES` (7) cycles
-    at most; its response is valid :data:`LATENCY` (8) cycles after it was taken. A management
-    read or write holds the table one cycle (:data:`MGMT_CYCLES`); when both kinds wait they
-    alternate, so a packet goes through every 8 cycles even while the driver dumps the table:
-    one minimum frame (60 bytes + FCS, 8 beats at W=64) per 8 cycles, 19.5 Mpps. ``CLEAR`` holds
-    the table ``sets`` cycles.
+    Timing (ECP5, 156.25 MHz). A packet request is taken every :data:`PACKET_CYCLES` (8) cycles
+    at most: one minimum frame (60 bytes + FCS, 8 beats at W=64) per 8 cycles, 19.5 Mpps. Its
+    response is valid :data:`LATENCY` (9) cycles after it was taken. A management read uses the
+    RAMs' read port while a packet is in flight, so dumping the table as fast as the port answers
+    (one entry per 7 cycles, :data:`MGMT_READ_LATENCY` 6) costs packets nothing; a write holds the
+    table one cycle (packets and writes alternate when both wait); ``CLEAR`` holds it ``sets``
+    cycles.
 
     The cycles of a packet request taken in cycle t:
 
     * t: the set index (XOR network) into the RAMs' read-address registers; the two endpoints
       compared in 2-bit chunks (greater, less);
     * t+1: the chunks combined (``swap``: the source is the larger endpoint); the set is read;
-    * t+2: the canonical key into a register (a 2:1 mux by ``swap``);
-    * t+3..t+5: the compare of each way, three register stages: key in 2-bit chunks and the age
+    * t+2: the canonical key into a register (a 2:1 mux by ``swap``), t+3 a copy per way;
+    * t+3: the set's entries into a register beside each way's block RAMs;
+    * t+4..t+6: the compare of each way, three register stages: key in 2-bit chunks and the age
       ``now - stamp``; chunks in groups of 4 and the timeout of the entry's state; live / hit /
       free and each way's next state;
-    * t+6: the decision: write enable, data and the response into registers;
-    * t+7: the write; the next request can be taken (its read comes after the write).
+    * t+7: the decision: write enable, data and the response into registers;
+    * t+8: the write; the next request can be taken (its read comes after the write).
 
     A reset does not clear the RAMs (they start zero, all invalid, at power-up); ``CLEAR`` does.
 
@@ -247,7 +252,12 @@ class FlowTable(wiring.Component):
         for w in ways:
             ram = PipelinedRam(self.entry_layout.size, self.sets)
             m.submodules[f"way_{w}"] = ram
-            stored.append(self.entry_layout(ram.r_data))
+            # A third read stage, a register between the block RAMs (spread over the die: 76 of
+            # them at 4096 flows) and any logic: straight from the RAM, the data's route alone
+            # took 5-6 ns of the 6.4 ns cycle (108 MHz at 4096 flows, 98 at 16384).
+            stored_r = Signal(self.entry_layout, name=f"stored_r_{w}")
+            m.d.sync += stored_r.eq(ram.r_data)
+            stored.append(stored_r)
             read_addr = keep_copy(next_read_addr, name=f"read_addr_{w}")
             write_addr = keep_copy(next_write_addr, name=f"write_addr_{w}")
             write_en = keep_copy(next_write_en[w], name=f"write_en_{w}", reset_less=False)
@@ -257,12 +267,15 @@ class FlowTable(wiring.Component):
                          ram.w_addr.eq(write_addr), ram.w_data.eq(write_data), ram.w_en.eq(write_en)]
 
         # --- Arbitration -------------------------------------------------------------------
-        # Requests are taken only in IDLE; a packet keeps the table busy 6 more cycles (P1..P6),
-        # a read or write none (its answer comes from a small pipeline beside the FSM), CLEAR
-        # `sets` cycles. A packet needs a free place for its answer (`pending` or `resp`).
+        # Packet requests are taken only in IDLE; a packet keeps the table busy 7 more cycles
+        # (P1..P7). A management read only needs the read port, free in P1..P6 (in P7 its read
+        # would meet the packet's write): reads cost packets nothing. Writes and CLEAR are taken
+        # in IDLE only; CLEAR holds the table `sets` cycles. A packet needs a free place for its
+        # answer (`pending` or `resp`). One management request at a time.
         is_idle = Signal(init=1)
+        read_free = Signal()                     # P1..P6: the read port is the management's
         pending = Signal()                       # a decided answer waits for `resp`
-        m_rd = Signal(3)                         # a management read 1, 2, 3 cycles ago
+        m_rd = Signal(5)                         # a management read 1..5 cycles ago
         m_busy = Signal()                        # a management answer is on its way
         prefer_mgmt = Signal()
         mgmt_ok, take_pkt, take_mgmt = Signal(), Signal(), Signal()
@@ -270,7 +283,8 @@ class FlowTable(wiring.Component):
             m_busy.eq(m_rd.any() | self.mgmt_resp.valid),
             mgmt_ok.eq(self.mgmt_req.valid & ~m_busy),
             take_pkt.eq(is_idle & self.req.valid & (~pending | ~self.resp.valid) & ~(mgmt_ok & prefer_mgmt)),
-            take_mgmt.eq(is_idle & mgmt_ok & ~take_pkt),
+            take_mgmt.eq((is_idle & mgmt_ok & ~take_pkt)
+                         | (read_free & mgmt_ok & (self.mgmt_req.payload.op == MgmtOp.READ))),
             self.req.ready.eq(take_pkt),
             self.mgmt_req.ready.eq(take_mgmt),
         ]
@@ -318,11 +332,19 @@ class FlowTable(wiring.Component):
             is_tcp.eq(req.proto == TCP), unsupported.eq(req.ipv6 & Const(int(A < 128), 1)), fl.eq(req.flags),
         ]
 
-        # --- t+3..t+5: the compare of each way (free-running register stages) -----------------
+        # --- t+4..t+6: the compare of each way (free-running register stages) -----------------
         def stored_key(e):
             return Cat(e.ipv6, e.proto, e.lo_addr, e.hi_addr, e.lo_port, e.hi_port)
 
         key = Cat(ckey.ipv6, ckey.proto, ckey.lo_addr, ckey.hi_addr, ckey.lo_port, ckey.hi_port)
+        # Each way's compare sits by its block RAMs: it gets copies of the key and of `now`.
+        key_w, now_w = [], []
+        for w in ways:
+            key_w.append(keep_copy(Signal(len(key)), name=f"key_{w}"))
+            now_w.append(keep_copy(now, name=f"now_{w}"))
+            m.d.sync += key_w[w].eq(key)
+            with m.If(is_idle):
+                m.d.sync += now_w[w].eq(self.now)
         key_chunks = range(0, len(key), _CHUNK_BITS)
         n_groups = -(-len(key_chunks) // _GROUP)
         chunk_eq = [Signal(len(key_chunks), name=f"chunk_eq_{w}") for w in ways]
@@ -339,14 +361,15 @@ class FlowTable(wiring.Component):
         for w in ways:
             e = stored[w]
             sk = stored_key(e)
-            m.d.sync += chunk_eq[w].eq(Cat(*(sk[c:c + _CHUNK_BITS] == key[c:c + _CHUNK_BITS] for c in key_chunks)))
+            m.d.sync += chunk_eq[w].eq(Cat(*(sk[c:c + _CHUNK_BITS] == key_w[w][c:c + _CHUNK_BITS]
+                                             for c in key_chunks)))
             tcp_e = e.proto == TCP
             est_e = (e.state == FlowState.ESTABLISHED) | (e.state == FlowState.FIN_CLIENT) | \
                 (e.state == FlowState.FIN_SERVER)
             closed_e = e.state == FlowState.CLOSED
             new_e = ~est_e & ~closed_e
             m.d.sync += [
-                age_1[w].eq(now - e.stamp),
+                age_1[w].eq(now_w[w] - e.stamp),
                 cls_1[w].eq(Cat(tcp_e & new_e, tcp_e & est_e, tcp_e & closed_e, ~tcp_e & new_e, ~tcp_e & est_e)),
                 valid_1[w].eq(e.valid), chi_1[w].eq(e.client_hi), state_1[w].eq(e.state),
             ]
@@ -410,7 +433,7 @@ class FlowTable(wiring.Component):
             """One-hot of the lowest set bit (priority to way 0)."""
             return Cat(*(bits[w] & ~bits[:w].any() if w else bits[0] for w in ways))
 
-        # --- t+6: the decision -------------------------------------------------------------
+        # --- t+7: the decision -------------------------------------------------------------
         answer = Signal(self.response_layout)
         events = Signal(len(Outcome))    # one-hot by Outcome value - 1, for one cycle
         m.d.sync += events.eq(0)
@@ -471,19 +494,23 @@ class FlowTable(wiring.Component):
         m_way = Signal(self.way_bits)
         with m.If(self.mgmt_resp.valid & self.mgmt_resp.ready):
             m.d.sync += self.mgmt_resp.valid.eq(0)
-        m.d.sync += m_rd.eq(Cat(take_mgmt & (mp.op == MgmtOp.READ), m_rd[:2]))
+        m.d.sync += m_rd.eq(Cat(take_mgmt & (mp.op == MgmtOp.READ), m_rd[:4]))
         with m.If(take_mgmt):
             m.d.sync += m_way.eq(mp.way)
         with m.If(take_mgmt & (mp.op == MgmtOp.WRITE)):
             m.d.comb += [next_write_addr.eq(mp.set), next_write_data.eq(mp.entry),
                          next_write_en.eq(1 << mp.way)]       # truncated: a way >= ways writes nothing
             m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(mp.entry)]
-        # A read's entry is in `stored` three cycles after it was taken.
-        with m.If(m_rd[2]):
-            m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(0)]
+        # A read's entry is in `stored` four cycles after it was taken; the way is chosen into a
+        # register of its own (`m_entry`), then loaded into the answer.
+        m_entry = Signal(self.entry_layout)
+        with m.If(m_rd[3]):
+            m.d.sync += m_entry.eq(0)
             for w in ways:
                 with m.If(m_way == w):
-                    m.d.sync += self.mgmt_resp.payload.eq(stored[w])
+                    m.d.sync += m_entry.eq(stored[w])
+        with m.If(m_rd[4]):
+            m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_entry)]
         clear_addr = Signal(self.set_bits)
 
         with m.FSM():
@@ -494,10 +521,11 @@ class FlowTable(wiring.Component):
                 with m.Elif(take_mgmt & (mp.op == MgmtOp.CLEAR)):
                     m.d.sync += [is_idle.eq(0), clear_addr.eq(0)]
                     m.next = "CLEAR"
-            for i in range(1, 6):
+            for i in range(1, 7):
                 with m.State(f"P{i}"):
+                    m.d.comb += read_free.eq(1)
                     m.next = f"P{i + 1}"
-            with m.State("P6"):
+            with m.State("P7"):
                 decide()
                 m.d.sync += is_idle.eq(1)
                 m.next = "IDLE"

@@ -106,6 +106,18 @@ def _mac_table(cfg):
     return MacTable(sets=1024, ways=4, port_bits=3)
 
 
+def _flow_table(cfg):
+    # Independent of the data width: one request per frame. 4096 flows, IPv4 and IPv6 keys.
+    from hdl.flow.flow_table import FlowTable
+    return FlowTable(sets=1024, ways=4, addr_bits=128)
+
+
+def _flow_table_16k(cfg):
+    # 16384 flows: full IPv6 keys would need 336 DP16KD (the 85F has 208), so IPv4 keys only.
+    from hdl.flow.flow_table import FlowTable
+    return FlowTable(sets=4096, ways=4, addr_bits=32)
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -122,6 +134,8 @@ BLOCKS = {
     "csr": _CsrHarness,
     "tag_edit": _tag_edit,
     "mac_table": _mac_table,
+    "flow_table": _flow_table,
+    "flow_table_16k": _flow_table_16k,
     "nic_top": _top,
 }
 
