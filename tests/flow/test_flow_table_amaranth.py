@@ -101,7 +101,7 @@ def run(dut, bench, *extra):
 # --- The hash ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bits,addr_bits", [(1, 128), (5, 128), (12, 128), (32, 128), (10, 32)])
+@pytest.mark.parametrize("bits,addr_bits", [(1, 128), (12, 128), (10, 32)])
 def test_set_index_is_flow_hash(bits, addr_bits):
     """The XOR network equals the model's CRC-based ``flow_hash``, and is the same both ways."""
     rng = random.Random(bits)
@@ -116,7 +116,7 @@ def test_set_index_is_flow_hash(bits, addr_bits):
     amax = (1 << addr_bits) - 1
     pkts = [FlowPacket(6, 0, 0), FlowPacket(255, amax, amax, 65535, 65535, 0, True)]
     pkts += [FlowPacket(rng.choice([6, 17, 1]), rng.getrandbits(addr_bits), rng.getrandbits(addr_bits),
-                        rng.getrandbits(16), rng.getrandbits(16), 0, rng.random() < 0.5) for _ in range(200)]
+                        rng.getrandbits(16), rng.getrandbits(16), 0, rng.random() < 0.5) for _ in range(100)]
 
     async def bench(ctx):
         for p in pkts:
@@ -147,7 +147,7 @@ def test_random_traffic_matches_model(sets, ways, addr_bits, seed, start):
     rng = random.Random(seed)
     dut = FlowTable(sets=sets, ways=ways, addr_bits=addr_bits)
     model = ModelTable(sets=sets, ways=ways, addr_bits=addr_bits, timeouts=SHORT)
-    pkts = list(traffic(rng, 900, flows=3 * sets * ways, jumps=(60, 200), start=start))
+    pkts = list(traffic(rng, 600, flows=3 * sets * ways, jumps=(60, 200), start=start))
     seen_outcomes, seen_states, established = set(), set(), 0
 
     async def bench(ctx):
