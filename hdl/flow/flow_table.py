@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -246,7 +246,8 @@ class FlowTable(wiring.Component):
         # registers loaded the cycle before, addresses and enables one copy per way.
         next_read_addr = Signal(self.set_bits)
         next_write_addr, next_write_en = Signal(self.set_bits), Signal(self.ways)
-        next_write_data = Signal(self.entry_layout)
+        # The write data is made per way, beside each way's copy of the key (see the decision).
+        next_write_data = [Signal(self.entry_layout, name=f"next_write_data_{w}") for w in ways]
         stored = []
         for w in ways:
             ram = PipelinedRam(self.entry_layout.size, self.sets)
@@ -260,10 +261,9 @@ class FlowTable(wiring.Component):
             read_addr = keep_copy(next_read_addr, name=f"read_addr_{w}")
             write_addr = keep_copy(next_write_addr, name=f"write_addr_{w}")
             write_en = keep_copy(next_write_en[w], name=f"write_en_{w}", reset_less=False)
-            # The write data too: one register's 334 bits fanned out to every way's RAMs would cross the die.
-            write_data = keep_copy(next_write_data, name=f"write_data_{w}")
+            write_data = Signal(self.entry_layout, name=f"write_data_{w}")
             m.d.sync += [read_addr.eq(next_read_addr), write_addr.eq(next_write_addr),
-                         write_en.eq(next_write_en[w]), write_data.eq(next_write_data)]
+                         write_en.eq(next_write_en[w]), write_data.eq(next_write_data[w])]
             m.d.comb += [ram.r_addr.eq(read_addr), ram.r_en.eq(1),
                          ram.w_addr.eq(write_addr), ram.w_data.eq(write_data), ram.w_en.eq(write_en)]
 
@@ -346,7 +346,7 @@ class FlowTable(wiring.Component):
         # Each way's compare sits by its block RAMs: it gets copies of the key and of `now`.
         key_w, now_w = [], []
         for w in ways:
-            key_w.append(keep_copy(Signal(len(key)), name=f"key_{w}"))
+            key_w.append(keep_copy(Signal(ckey.shape()), name=f"key_{w}"))
             now_w.append(keep_copy(now, name=f"now_{w}"))
             m.d.sync += key_w[w].eq(key)
             with m.If(is_idle):
@@ -365,13 +365,13 @@ class FlowTable(wiring.Component):
         # Timeout class of the stored entry, one-hot: tcp new/established/closed, other new/established.
         cls_1 = [Signal(5, name=f"cls_1_{w}") for w in ways]
         valid_1, valid_2 = Signal(self.ways), Signal(self.ways)
-        chi_1, chi_2, chi_3 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
+        chi_1, chi_2, to_server_2 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
         state_1 = [Signal(FlowState, name=f"state_1_{w}") for w in ways]
         state_2 = [Signal(FlowState, name=f"state_2_{w}") for w in ways]
         for w in ways:
             e = stored[w]
             sk = stored_key(e)
-            m.d.sync += chunk_eq[w].eq(Cat(*(sk[c:c + _CHUNK_BITS] == key_w[w][c:c + _CHUNK_BITS]
+            m.d.sync += chunk_eq[w].eq(Cat(*(sk[c:c + _CHUNK_BITS] == key_w[w].as_value()[c:c + _CHUNK_BITS]
                                              for c in key_chunks)))
             tcp_e = e.proto == TCP
             est_e = (e.state == FlowState.ESTABLISHED) | (e.state == FlowState.FIN_CLIENT) | \
@@ -388,46 +388,57 @@ class FlowTable(wiring.Component):
             m.d.sync += group_eq[w].eq(Cat(*(chunk_eq[w][g * _GROUP:(g + 1) * _GROUP].all()
                                              for g in range(n_groups))))
             m.d.sync += young_2[w].eq(Cat(*(age_1[w] < tmo[name] for name in DEFAULT_TIMEOUTS)))
-            m.d.sync += [cls_2[w].eq(cls_1[w]), valid_2[w].eq(valid_1[w]),
+            m.d.sync += [cls_2[w].eq(cls_1[w]), valid_2[w].eq(valid_1[w]), to_server_2[w].eq(swap == chi_1[w]),
                          chi_2[w].eq(chi_1[w]), state_2[w].eq(state_1[w])]
-            m.d.sync += chi_3[w].eq(chi_2[w])
 
-        # Stage 3: live, hit, free; each way's next state as if it were the packet's flow.
-        live_3, hit_3 = Signal(self.ways), Signal(self.ways)
-        next_state_3 = [Signal(FlowState, name=f"next_state_3_{w}") for w in ways]
-        est_3, to_server_3, restart_3 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
+        # The packet's transitions, as a table by (stored state, direction): its flags are known
+        # from t+3, so the table is ready long before stage 3, which only looks it up (a 16:1
+        # mux). Decided in stage 3 from the flags, the transition took six LUT levels (127.3 MHz
+        # at 4096 flows).
         fin, syn, rst, ack = fl[_TCP_FIN], fl[_TCP_SYN], fl[_TCP_RST], fl[_TCP_ACK]
-        for w in ways:
-            live = valid_2[w] & (young_2[w] & cls_2[w]).any()
-            m.d.sync += [live_3[w].eq(live), hit_3[w].eq(live & group_eq[w].all())]
-            s = state_2[w]
-            to_server = swap == chi_2[w]
-            nxt = Signal(FlowState, name=f"next_state_{w}")
-            restart = is_tcp & syn & ~ack & ~rst & ((s == FlowState.TCP_MIDSTREAM) | (s == FlowState.CLOSED))
-            m.d.comb += nxt.eq(s)
+        trans_layout = data.StructLayout({"next": FlowState, "restart": 1, "established": 1})
+        trans = [Signal(trans_layout, name=f"trans_{st.name.lower()}_{int(d)}") for st in FlowState for d in (0, 1)]
+        for i, (st, to_server) in enumerate((st, d) for st in FlowState for d in (False, True)):
+            nxt = Signal(FlowState, name=f"trans_next_{i}")
+            restart = is_tcp & syn & ~ack & ~rst & (st in (FlowState.TCP_MIDSTREAM, FlowState.CLOSED))
+            m.d.comb += nxt.eq(st)
             with m.If(is_tcp):
                 with m.If(rst):
                     m.d.comb += nxt.eq(FlowState.CLOSED)
                 with m.Elif(syn):
                     with m.If(restart):
                         m.d.comb += nxt.eq(FlowState.SYN_SENT)
-                    with m.Elif(ack & (s == FlowState.SYN_SENT) & ~to_server):
+                    with m.Elif(ack & (st == FlowState.SYN_SENT) & (not to_server)):
                         m.d.comb += nxt.eq(FlowState.SYN_RECV)
-                with m.Elif((s == FlowState.SYN_RECV) & ack & to_server):
+                with m.Elif(ack & (st == FlowState.SYN_RECV) & to_server):
                     m.d.comb += nxt.eq(FlowState.ESTABLISHED)
                 with m.Elif(fin):
-                    with m.If(s == FlowState.ESTABLISHED):
-                        m.d.comb += nxt.eq(Mux(to_server, FlowState.FIN_CLIENT, FlowState.FIN_SERVER))
-                    with m.Elif(((s == FlowState.FIN_CLIENT) & ~to_server) | ((s == FlowState.FIN_SERVER) & to_server)):
+                    if st == FlowState.ESTABLISHED:
+                        m.d.comb += nxt.eq(FlowState.FIN_CLIENT if to_server else FlowState.FIN_SERVER)
+                    elif (st == FlowState.FIN_CLIENT and not to_server) or (st == FlowState.FIN_SERVER and to_server):
                         m.d.comb += nxt.eq(FlowState.CLOSED)
-            with m.Elif((s == FlowState.NEW) & ~to_server):
+            with m.Elif(Const(int(st == FlowState.NEW and not to_server))):
                 m.d.comb += nxt.eq(FlowState.ESTABLISHED)
-            was_est = (s == FlowState.ESTABLISHED) | (s == FlowState.FIN_CLIENT) | (s == FlowState.FIN_SERVER)
+            was_est = Const(int(st in ESTABLISHED_STATES))
+            m.d.sync += [trans[i].next.eq(nxt), trans[i].restart.eq(restart),
+                         trans[i].established.eq(Mux(is_tcp, was_est & ~restart, nxt == FlowState.ESTABLISHED))]
+        trans_table = Array(trans)
+
+        # Stage 3: live, hit, free; each way's transition as if it were the packet's flow.
+        live_3, hit_3 = Signal(self.ways), Signal(self.ways)
+        next_state_3 = [Signal(FlowState, name=f"next_state_3_{w}") for w in ways]
+        est_3, to_server_3, restart_3 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
+        write_chi_3 = Signal(self.ways)          # client_hi to write if this way is the hit
+        for w in ways:
+            live = valid_2[w] & (young_2[w] & cls_2[w]).any()
+            m.d.sync += [live_3[w].eq(live), hit_3[w].eq(live & group_eq[w].all())]
+            t = trans_table[Cat(to_server_2[w], state_2[w].as_value())]
             m.d.sync += [
-                next_state_3[w].eq(nxt),
-                est_3[w].eq(Mux(is_tcp, was_est & ~restart, nxt == FlowState.ESTABLISHED)),
-                to_server_3[w].eq(to_server | restart),
-                restart_3[w].eq(restart),
+                next_state_3[w].eq(t.next),
+                est_3[w].eq(t.established),
+                to_server_3[w].eq(to_server_2[w] | t.restart),
+                restart_3[w].eq(t.restart),
+                write_chi_3[w].eq(Mux(t.restart, swap, chi_2[w])),
             ]
 
         # The state a new flow starts in.
@@ -451,13 +462,21 @@ class FlowTable(wiring.Component):
 
         def decide():
             hit_way, free_way = lowest(hit_3), lowest(~live_3)
-            m.d.comb += [
-                next_write_addr.eq(pkt_set_2),
-                next_write_data.valid.eq(1), next_write_data.ipv6.eq(ckey.ipv6),
-                next_write_data.proto.eq(ckey.proto), next_write_data.lo_addr.eq(ckey.lo_addr),
-                next_write_data.hi_addr.eq(ckey.hi_addr), next_write_data.lo_port.eq(ckey.lo_port),
-                next_write_data.hi_port.eq(ckey.hi_port), next_write_data.stamp.eq(now),
-            ]
+            any_hit = hit_3.any()
+            m.d.comb += next_write_addr.eq(pkt_set_2)
+            # Each way's write data from that way's copies of the key and `now` and its own
+            # stage-3 results: only `any_hit` crosses between the ways (one mux level), since
+            # only the enabled way's data is written. (Chosen centrally by the hit way and copied
+            # to the ways, the data's logic and a die crossing missed the cycle: 126.2 MHz.)
+            for w in ways:
+                kv, wd = key_w[w], next_write_data[w]
+                m.d.comb += [
+                    wd.valid.eq(1), wd.ipv6.eq(kv.ipv6), wd.proto.eq(kv.proto), wd.lo_addr.eq(kv.lo_addr),
+                    wd.hi_addr.eq(kv.hi_addr), wd.lo_port.eq(kv.lo_port), wd.hi_port.eq(kv.hi_port),
+                    wd.stamp.eq(now_w[w]),
+                    wd.state.eq(Mux(any_hit, next_state_3[w].as_value(), first_state.as_value())),
+                    wd.client_hi.eq(Mux(any_hit, write_chi_3[w], swap_3)),
+                ]
             m.d.sync += pending.eq(1)
             with m.If(unsupported):
                 m.d.sync += [answer.eq(0), answer.outcome.eq(Outcome.UNSUPPORTED),
@@ -468,8 +487,7 @@ class FlowTable(wiring.Component):
                 for w in ways:
                     hit_state = hit_state | Mux(hit_way[w], next_state_3[w].as_value(), 0)
                     hit_restart = hit_restart | (hit_way[w] & restart_3[w])
-                m.d.comb += [next_write_en.eq(hit_way), next_write_data.state.eq(hit_state),
-                             next_write_data.client_hi.eq(Mux(hit_restart, swap_3, (hit_way & chi_3).any()))]
+                m.d.comb += next_write_en.eq(hit_way)
                 m.d.sync += [answer.found.eq(1), answer.established.eq((hit_way & est_3).any()),
                              answer.to_server.eq((hit_way & to_server_3).any()),
                              answer.outcome.eq(Mux(hit_restart, Outcome.NEW, Outcome.EXISTING)),
@@ -477,8 +495,7 @@ class FlowTable(wiring.Component):
                              events.eq(Mux(hit_restart, 1 << (Outcome.NEW.value - 1),
                                            1 << (Outcome.EXISTING.value - 1)))]
             with m.Elif((~live_3).any()):
-                m.d.comb += [next_write_en.eq(free_way), next_write_data.state.eq(first_state),
-                             next_write_data.client_hi.eq(swap_3)]
+                m.d.comb += next_write_en.eq(free_way)
                 m.d.sync += [answer.found.eq(1), answer.established.eq(0), answer.to_server.eq(1),
                              answer.outcome.eq(Outcome.NEW), answer.state.eq(first_state),
                              events.eq(1 << (Outcome.NEW.value - 1))]
@@ -504,12 +521,13 @@ class FlowTable(wiring.Component):
         with m.If(self.mgmt_resp.valid & self.mgmt_resp.ready):
             m.d.sync += self.mgmt_resp.valid.eq(0)
         m.d.sync += m_rd.eq(Cat(take_mgmt & (mp.op == MgmtOp.READ), m_rd[:4]))
-        # A write is held in registers and done the next cycle (M_WRITE), away from the arbitration.
+        # A write is held in registers, done and answered the next cycle (M_WRITE), away from the
+        # arbitration. The registers load whenever no management request is in flight, taken or
+        # not, so that their enable is not the arbitration's (the write's answer, loaded on
+        # `take_mgmt`, put the arbitration in front of a 334-bit load across the die: 130.1 MHz).
         m_set, m_write_entry = Signal(self.set_bits), Signal(self.entry_layout)
-        with m.If(take_mgmt):
+        with m.If(~m_busy & ~is_m_write):
             m.d.sync += [m_way.eq(mp.way), m_set.eq(mp.set), m_write_entry.eq(mp.entry)]
-        with m.If(take_mgmt & (mp.op == MgmtOp.WRITE)):
-            m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(mp.entry)]
         # A read's entry is in `stored` four cycles after it was taken; the way is chosen into a
         # register of its own (`m_entry`), then loaded into the answer.
         m_entry = Signal(self.entry_layout)
@@ -526,11 +544,12 @@ class FlowTable(wiring.Component):
         with m.If(is_decide):
             decide()
         with m.Elif(is_m_write):
-            m.d.comb += [next_write_addr.eq(m_set), next_write_data.eq(m_write_entry),
-                         next_write_en.eq(1 << m_way)]       # truncated: a way >= ways writes nothing
+            m.d.comb += [next_write_addr.eq(m_set), next_write_en.eq(1 << m_way)]  # a way >= ways: none
+            m.d.comb += [wd.eq(m_write_entry) for wd in next_write_data]
+            m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_write_entry)]
         with m.Elif(is_clear):
-            m.d.comb += [next_write_addr.eq(clear_addr), next_write_data.eq(0),
-                         next_write_en.eq((1 << self.ways) - 1)]
+            m.d.comb += [next_write_addr.eq(clear_addr), next_write_en.eq((1 << self.ways) - 1)]
+            m.d.comb += [wd.eq(0) for wd in next_write_data]
             m.d.sync += clear_addr.eq(clear_addr + 1)
 
         with m.FSM():

@@ -3,7 +3,6 @@
 
 import gc
 import random
-import time
 import warnings
 
 import pytest
@@ -234,7 +233,7 @@ def test_cycles_per_request():
 
 def test_latency():
     """Response valid LATENCY (9) cycles after a packet request was taken, MGMT_READ_LATENCY (6)
-    after a management read, 1 after a write."""
+    after a management read, 2 after a write."""
     dut = FlowTable(sets=16, ways=4)
     seen = []
     pkt = request(FlowPacket.of("10.0.0.1", "10.0.0.2", TCP, 1, 2, TCP_SYN))
@@ -257,7 +256,7 @@ def test_latency():
                     break
 
     run(dut, bench)
-    assert seen == [("pkt", LATENCY), ("read", MGMT_READ_LATENCY), ("write", 1)]
+    assert seen == [("pkt", LATENCY), ("read", MGMT_READ_LATENCY), ("write", 2)]
 
 
 @pytest.mark.parametrize("idle,stall", [(0, 0), (0.3, 0.6)])
@@ -376,19 +375,10 @@ def check_flood(stats, model, sets, ways, flood):
 
 def test_syn_flood_small():
     """A SYN flood of 300 random flows into a 32-flow table while established flows keep
-    passing (the default suite's cut of test_syn_flood_100k)."""
+    passing. The issue's 100,000-flow flood runs in Verilator (test_flow_table_cocotb.py):
+    amaranth.sim takes about 30 ms a packet on this block."""
     stats, model = syn_flood(8, 4, 300, 5)
     check_flood(stats, model, 8, 4, 300)
-
-
-@pytest.mark.slow
-def test_syn_flood_100k():
-    """The issue's SYN flood in the gateware: 100,000 random flows into a full 256-flow table
-    while established flows keep passing; gateware == model on every packet."""
-    start = time.monotonic()
-    stats, model = syn_flood(64, 4, 100_000, 6)
-    check_flood(stats, model, 64, 4, 100_000)
-    print(f"syn flood 100k in amaranth.sim: {time.monotonic() - start:.0f} s")
 
 
 # --- Parameters -----------------------------------------------------------------------------
