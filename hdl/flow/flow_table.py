@@ -284,11 +284,12 @@ class FlowTable(wiring.Component):
         is_decide, is_m_write, is_clear, clear_done = Signal(), Signal(), Signal(), Signal()
         pending = Signal()                       # a decided answer waits for `resp`
         m_rd = Signal(5)                         # a management read 1..5 cycles ago
-        m_busy = Signal()                        # a management answer is on its way
+        m_busy = Signal()                        # a management request taken, not yet answered
+        m_active = Signal()
         prefer_mgmt = Signal()
         mgmt_ok, take_pkt, take_mgmt = Signal(), Signal(), Signal()
         m.d.comb += [
-            m_busy.eq(m_rd.any() | clear_done | self.mgmt_resp.valid),
+            m_busy.eq(m_active),
             mgmt_ok.eq(self.mgmt_req.valid & ~m_busy),
             take_pkt.eq(is_idle & self.req.valid & (~pending | ~self.resp.valid) & ~(mgmt_ok & prefer_mgmt)),
             take_mgmt.eq((is_idle & mgmt_ok & ~take_pkt & (self.mgmt_req.payload.op != MgmtOp.READ))
@@ -296,6 +297,13 @@ class FlowTable(wiring.Component):
             self.req.ready.eq(take_pkt),
             self.mgmt_req.ready.eq(take_mgmt),
         ]
+        # One flip-flop says a management request is in flight (taken, its answer not yet taken):
+        # derived from the read pipeline, CLEAR's flag and the answer's valid, it put six LUT
+        # levels in front of the arbitration's enables (128.2 MHz at 4096 flows).
+        with m.If(self.mgmt_resp.valid & self.mgmt_resp.ready):
+            m.d.sync += m_active.eq(0)
+        with m.If(take_mgmt):
+            m.d.sync += m_active.eq(1)
         with m.If(take_pkt):
             m.d.sync += prefer_mgmt.eq(1)
         with m.Elif(take_mgmt):
