@@ -272,9 +272,10 @@ class FlowTable(wiring.Component):
         # --- Arbitration -------------------------------------------------------------------
         # Packet requests are taken only in IDLE; a packet keeps the table busy 7 more cycles
         # (P1..P7). A management read only needs the read port, free in P1..P6 (in P7 its read
-        # would meet the packet's write): reads cost packets nothing. Writes and CLEAR are taken
-        # in IDLE only; CLEAR holds the table `sets` cycles. A packet needs a free place for its
-        # answer (`pending` or `resp`). One management request at a time.
+        # would meet the packet's write): reads cost packets nothing; with no packet in flight a
+        # read goes through M_READ. Writes and CLEAR are taken in IDLE only; CLEAR holds the
+        # table `sets` cycles. A packet needs a free place for its answer (`pending` or `resp`).
+        # One management request at a time.
         # One-hot copies of the FSM states the datapath looks at, kept beside the FSM: the
         # arbitration and the write port read a flip-flop instead of decoding the state (decoded,
         # the state's path through the arbitration into the write enables, by the RAMs across
