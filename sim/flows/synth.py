@@ -122,6 +122,18 @@ def _matcher(index_bits):
     return make
 
 
+def _flow_table(cfg):
+    # Independent of the data width: one request per frame. 4096 flows, IPv4 and IPv6 keys.
+    from hdl.flow.flow_table import FlowTable
+    return FlowTable(sets=1024, ways=4, addr_bits=128)
+
+
+def _flow_table_16k(cfg):
+    # 16384 flows: full IPv6 keys would need 336 DP16KD (the 85F has 208), so IPv4 keys only.
+    from hdl.flow.flow_table import FlowTable
+    return FlowTable(sets=4096, ways=4, addr_bits=32)
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -164,6 +176,8 @@ BLOCKS = {
     "matcher_256": _matcher(9),
     "matcher": _matcher(11),        # the default build: 1024 literals
     "matcher_4096": _matcher(13),
+    "flow_table": _flow_table,
+    "flow_table_16k": _flow_table_16k,
     "nic_top": _top,
     "switch_top": _switch_top,
 }
