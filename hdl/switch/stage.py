@@ -253,9 +253,11 @@ class SwitchStage(wiring.Component):
         resp = table.resp.payload
         take = Signal()
         b1 = Signal(name="b1_valid")
-        b1_q = Signal()                 # `back_entry` follows `back_ptr` two cycles after B1
-        m.d.sync += b1_q.eq(b1)
-        m.d.comb += take.eq(table.resp.valid & ctx_fifo.r_rdy & ~b1 & ~b1_q)
+        # `back_entry` follows `back_ptr` two cycles after B1, and the registered compares made
+        # from it a cycle later: no take in the three cycles after a B1.
+        b1_q, b1_qq = Signal(), Signal()
+        m.d.sync += [b1_q.eq(b1), b1_qq.eq(b1_q)]
+        m.d.comb += take.eq(table.resp.valid & ctx_fifo.r_rdy & ~b1 & ~b1_q & ~b1_qq)
         m.d.comb += [table.resp.ready.eq(take), ctx_fifo.r_en.eq(take)]
 
         in_bit = Signal(n)
@@ -290,16 +292,21 @@ class SwitchStage(wiring.Component):
         window_over = Signal(n, init=(1 << n) - 1)
         for i in range(n):
             m.d.sync += window_over[i].eq((self.now - window_start[i])[:TIME_BITS] >= self.loop_window)
+        # Whether one more move reaches the limit: a register per port, ahead of the move (why:
+        # the increment, the compare and the port mux in the cycle of the move did not fit).
+        at_limit = Signal(n)
+        for i in range(n):
+            m.d.sync += at_limit[i].eq(Mux(window_over[i], self.loop_moves == 1,
+                                           move_count[i] + 1 == self.loop_moves))
         moved = resp.outcome == LearnOutcome.MOVED
         moves_loop = Signal()
         with m.If(take & moved & (self.loop_moves != 0) & ~was_blocked):
             for i in range(n):
                 with m.If(bp.in_port == i):
-                    count = Mux(window_over[i], 1, move_count[i] + 1)
-                    m.d.sync += move_count[i].eq(count)
+                    m.d.sync += move_count[i].eq(Mux(window_over[i], 1, move_count[i] + 1))
                     with m.If(window_over[i]):
                         m.d.sync += [window_start[i].eq(self.now), window_over[i].eq(0)]
-                    m.d.comb += moves_loop.eq(count == self.loop_moves)
+                    m.d.comb += moves_loop.eq(at_limit[i])
 
         # ... and broadcasts coming back: the source MAC and length of one of the last few
         # broadcasts, on another port within the window (the golden model's LoopGuard).
@@ -313,7 +320,11 @@ class SwitchStage(wiring.Component):
                                            & ((self.now - recent_tick[k])[:TIME_BITS] < self.loop_window))
         replace = Signal(range(RECENT_BROADCASTS))
         sig = Cat(bmeta.eth_src, bmeta.frame_len)
-        same = Cat(recent_valid[k] & (recent_sig[k] == sig) for k in range(RECENT_BROADCASTS))
+        # Registered compares (why: a 62-bit compare, the slot choice and the table's enables in
+        # one cycle did not fit); `sig` and the table are stable for cycles before a take.
+        same = Signal(RECENT_BROADCASTS)
+        for k in range(RECENT_BROADCASTS):
+            m.d.sync += same[k].eq(recent_valid[k] & (recent_sig[k] == sig))
         back = Cat(same[k] & recent_fresh[k] & (recent_port[k] != bp.in_port) for k in range(RECENT_BROADCASTS))
         bcast_check = take & broadcast & (ctx.reason == DropReason.NONE) & (self.loop_moves != 0) & ~was_blocked
         bcast_loop = Signal()
