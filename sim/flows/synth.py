@@ -106,6 +106,14 @@ def _mac_table(cfg):
     return MacTable(sets=1024, ways=4, port_bits=3)
 
 
+def _acl(entries, cycles_per_key=8):
+    # Independent of the data width: one key per packet, every ``cycles_per_key`` cycles.
+    def factory(cfg):
+        from hdl.acl.classifier import AclClassifier
+        return AclClassifier(entries, cycles_per_key)
+    return factory
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -122,6 +130,10 @@ BLOCKS = {
     "csr": _CsrHarness,
     "tag_edit": _tag_edit,
     "mac_table": _mac_table,
+    "acl_256": _acl(256),
+    "acl_1024": _acl(1024),
+    "acl_1024_r16": _acl(1024, 16),
+    "acl_4096": _acl(4096),
     "nic_top": _top,
 }
 
