@@ -282,11 +282,16 @@ def test_random_tables_equal_model_key_by_key(seed):
 
 
 def test_atomic_replacement_while_keys_stream():
-    """Tables replaced three times while keys stream back to back: every result is the whole old
+    """Tables replaced five times while keys stream back to back: every result is the whole old
     table's answer or the whole new table's, as the generation the key was taken with says."""
     rng = random.Random(7)
     dut = AclClassifier(CAPACITY, 8)
-    tables = [random_table(rng, CAPACITY // 2, first_sid=100 * (i + 1)) for i in range(4)]
+    # Each table ends in a catch-all IPv4 rule of its own, so every IPv4 key has a different answer
+    # in consecutive tables (index, slot): a key searched with a mix of both is always seen.
+    catch_all = [ClassifierEntry(action="alert", sid=100 * (i + 1) + 99, gid=1, rev=1, priority=4, ethertype=0x0800,
+                                 src=ipaddress.ip_network("0.0.0.0/0"), dst=ipaddress.ip_network("0.0.0.0/0"))
+                 for i in range(6)]
+    tables = [random_table(rng, CAPACITY // 2 - 1, first_sid=100 * (i + 1)) + [catch_all[i]] for i in range(6)]
     table = AclTable(dut.geometry)
     first_ops = table.replace(tables[0])
     first_expect = Expect(tables[0], table)
@@ -294,7 +299,7 @@ def test_atomic_replacement_while_keys_stream():
     for entries in tables[1:]:
         ops = table.replace(entries)
         plans.append((ops, table.generation, Expect(entries, table)))
-    all_keys = make_keys(rng, [e for t in tables for e in t], 1200)
+    all_keys = make_keys(rng, [e for t in tables for e in t], 1800)
     stream = Stream(dut)
     epochs = []   # (first cycle the new generation was live, generation, Expect)
 
@@ -302,7 +307,7 @@ def test_atomic_replacement_while_keys_stream():
         for ops, gen, exp in plans:
             await apply_ops(ctx, dut, ops)
             epochs.append((gen, exp))
-            for _ in range(rng.randrange(50, 300)):
+            for _ in range(rng.randrange(50, 200)):
                 await ctx.tick()
 
     async def main(ctx):
@@ -322,7 +327,7 @@ def test_atomic_replacement_while_keys_stream():
         await stream.collect(ctx)
 
     run(dut, [main, delayed_manage, collect])
-    assert len(epochs) == 3 and len(stream.results) == len(all_keys)
+    assert len(epochs) == 5 and len(stream.results) == len(all_keys)
     # Generation g alternates: walk the keys in order and move to the next table at each flip.
     sequence = [first_expect] + [exp for _, exp in epochs]
     at, flips, bad = 0, 0, []
@@ -333,7 +338,7 @@ def test_atomic_replacement_while_keys_stream():
         ok, got, want = sequence[at].check(key, res)
         if not ok:
             bad.append((at, key, got, want))
-    assert flips == 3, f"{flips} generation flips seen while keys streamed, expected 3"
+    assert flips == 5, f"{flips} generation flips seen while keys streamed, expected 5"
     assert not bad, f"{len(bad)} keys answered from neither whole table; first: {bad[0]}"
 
 
