@@ -44,6 +44,8 @@ __all__ = ["AclClassifier", "AclResult", "acl_key_from_meta", "COUNTER_BITS"]
 COUNTER_BITS = 64
 #: Leaves of the priority encoder tree.
 _LEAF_BITS = 8
+#: Columns served by one copy of the registered row write.
+_WRITE_FANOUT = 4
 
 
 class AclResult(data.Struct):
@@ -214,9 +216,18 @@ class AclClassifier(wiring.Component):
         # once per RAM, so each copy can sit by its RAM (the RAMs of a group span the die).
         # Row writes are registered once on the way in.
         padded = Cat(search, Const(0, geo.chunks * k - len(search)))
+        # Row writes are registered twice: in, then one copy per 4 columns (a row reaches every
+        # column of the die; programming is not in a hurry).
         w_addr, w_data = Signal(len(self.row_addr)), Signal(len(self.row_data))
         w_en = Signal()
         m.d.sync += [w_addr.eq(self.row_addr), w_data.eq(self.row_data), w_en.eq(self.row_we)]
+        w_copies = []
+        for i in range(-(-geo.columns // _WRITE_FANOUT)):
+            ca = keep_copy(w_addr, name=f"w_addr_{i}")
+            cd = keep_copy(w_data, name=f"w_data_{i}")
+            ce = keep_copy(w_en, name=f"w_en_{i}", reset_less=False)
+            m.d.sync += [ca.eq(w_addr), cd.eq(w_data), ce.eq(w_en)]
+            w_copies.append((ca, cd, ce))
         rams = [[None] * geo.columns for _ in range(geo.groups)]
         for g in range(geo.groups):
             # The chunk this group reads at each cycle of a key (zero past the search word).
@@ -234,10 +245,11 @@ class AclClassifier(wiring.Component):
                 rams[g][col] = ram
                 addr = keep_copy(addr_g, name=f"raddr_g{g}_c{col}")
                 m.d.sync += addr.eq(addr_g)
+                ca, cd, ce = w_copies[col // _WRITE_FANOUT]
                 m.d.comb += [ram.r_addr.eq(addr),
-                             ram.w_addr.eq(w_addr[:9]),
-                             ram.w_data.eq(w_data[g * COLUMN_ENTRIES:(g + 1) * COLUMN_ENTRIES]),
-                             ram.w_en.eq(w_en & (w_addr[9:] == col))]
+                             ram.w_addr.eq(ca[:9]),
+                             ram.w_data.eq(cd[g * COLUMN_ENTRIES:(g + 1) * COLUMN_ENTRIES]),
+                             ram.w_en.eq(ce & (ca[9:] == col))]
 
         # -- AND of every chunk's row, accumulated over the key's R cycles -------------------------
         # RAM data arrives two cycles after the read; the AND over groups is registered once more
@@ -271,13 +283,18 @@ class AclClassifier(wiring.Component):
                 v = v & t
             m.d.sync += bits.eq(v)
             anded.append(bits)
-        anded_all = Cat(*anded)
-        acc_next = Mux(and_cyc == 0, anded_all, acc & anded_all)
-        m.d.sync += vec_valid.eq(0)
-        with m.If(and_valid):
-            m.d.sync += acc.eq(acc_next)
-            with m.If(and_cyc == r - 1):
-                m.d.sync += [vec.eq(acc_next), vec_valid.eq(1)]
+        # The accumulate controls reach every entry bit: one copy of them per column.
+        for col, bits in enumerate(anded):
+            first, last = keep_copy(Signal(), name=f"first_c{col}"), keep_copy(Signal(), name=f"last_c{col}")
+            valid = keep_copy(Signal(), name=f"valid_c{col}", reset_less=False)
+            m.d.sync += [first.eq(d_cyc[3] == 0), last.eq(d_cyc[3] == r - 1), valid.eq(d_valid[3])]
+            sl = slice(col * COLUMN_ENTRIES, (col + 1) * COLUMN_ENTRIES)
+            acc_next = Mux(first, bits, acc[sl] & bits)
+            with m.If(valid):
+                m.d.sync += acc[sl].eq(acc_next)
+                with m.If(last):
+                    m.d.sync += vec[sl].eq(acc_next)
+        m.d.sync += vec_valid.eq(and_valid & (and_cyc == r - 1))
         # Entries past the capacity never match (their rows are never written, but say so here).
         live_vec = Cat(vec[:self.entries], Const(0, width - self.entries))
 
@@ -323,7 +340,8 @@ class AclClassifier(wiring.Component):
         hit, multi, index = level[0]
 
         # -- action RAM, then the result ----------------------------------------------------------
-        m.submodules.actions = actions = PipelinedRam(len(AclActionWord.const({}).as_value()), self.slots)
+        # At least 512 words: PipelinedRam then uses the ECP5 RAM's output register (hdl/lib/ram.py).
+        m.submodules.actions = actions = PipelinedRam(len(AclActionWord.const({}).as_value()), max(512, self.slots))
         m.d.comb += [actions.w_addr.eq(self.act_index), actions.w_data.eq(self.act_data.as_value()),
                      actions.w_en.eq(self.act_we), actions.r_addr.eq(index), actions.r_en.eq(tvalid)]
         p_valid, p_hit, p_multi = Signal(2), Signal(2), Signal(2)
@@ -345,21 +363,22 @@ class AclClassifier(wiring.Component):
             m.d.sync += busy_count.eq(busy_count - 1)
 
         # -- hit counters: read-modify-write per hit; management between increments --------------
-        # Read at t, word at t+2, registered at t+3 and written back plus one at t+3: the next
-        # increment (R >= 4 cycles later) reads after the write, so no forwarding is needed.
-        m.submodules.counters = cnt = PipelinedRam(COUNTER_BITS, self.slots)
+        # Read at t, word at t+2, the sum registered at t+3 and written then: the next increment
+        # (R >= 4 cycles later) reads after the write, so no forwarding is needed. Only a register
+        # and one gate sit in front of the RAM's write data (the RAM is far from the adder).
+        m.submodules.counters = cnt = PipelinedRam(COUNTER_BITS, max(512, self.slots))
         inc = self.m_result.valid & res.hit
-        inc_pipe = Signal(3)
+        inc_pipe = Signal(2)
         mgmt_pipe = Signal(2)
-        slot_pipe = [Signal(SLOT_BITS, name=f"cnt_slot_{i}") for i in range(3)]
-        current = Signal(COUNTER_BITS)
-        m.d.comb += self.cnt_ack.eq(self.cnt_en & ~inc & ~inc_pipe.any())
-        m.d.sync += [inc_pipe.eq(Cat(inc, inc_pipe[:2])), mgmt_pipe.eq(Cat(self.cnt_ack, mgmt_pipe[0])),
-                     slot_pipe[0].eq(res.slot), slot_pipe[1].eq(slot_pipe[0]), slot_pipe[2].eq(slot_pipe[1]),
-                     current.eq(cnt.r_data)]
+        slot_pipe = [Signal(SLOT_BITS, name=f"cnt_slot_{i}") for i in range(2)]
+        sum_en, sum_slot, sum_val = Signal(), Signal(SLOT_BITS), Signal(COUNTER_BITS)
+        m.d.comb += self.cnt_ack.eq(self.cnt_en & ~inc & ~inc_pipe.any() & ~sum_en)
+        m.d.sync += [inc_pipe.eq(Cat(inc, inc_pipe[0])), mgmt_pipe.eq(Cat(self.cnt_ack, mgmt_pipe[0])),
+                     slot_pipe[0].eq(res.slot), slot_pipe[1].eq(slot_pipe[0]),
+                     sum_en.eq(inc_pipe[1]), sum_slot.eq(slot_pipe[1]), sum_val.eq(cnt.r_data + 1)]
         m.d.comb += [cnt.r_addr.eq(Mux(inc, res.slot, self.cnt_slot)), cnt.r_en.eq(inc | self.cnt_ack)]
-        with m.If(inc_pipe[2]):
-            m.d.comb += [cnt.w_addr.eq(slot_pipe[2]), cnt.w_data.eq(current + 1), cnt.w_en.eq(1)]
+        with m.If(sum_en):
+            m.d.comb += [cnt.w_addr.eq(sum_slot), cnt.w_data.eq(sum_val), cnt.w_en.eq(1)]
         with m.Elif(self.cnt_ack & self.cnt_clear):
             m.d.comb += [cnt.w_addr.eq(self.cnt_slot), cnt.w_data.eq(0), cnt.w_en.eq(1)]
         m.d.comb += [self.cnt_valid.eq(mgmt_pipe[1]), self.cnt_data.eq(cnt.r_data)]

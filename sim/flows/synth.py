@@ -131,6 +131,7 @@ BLOCKS = {
     "tag_edit": _tag_edit,
     "mac_table": _mac_table,
     "acl_256": _acl(256),
+    "acl_864": _acl(864),          # the largest full-key table of one key per 8 cycles on the ECP5-85
     "acl_1024": _acl(1024),
     "acl_1024_r16": _acl(1024, 16),
     "acl_4096": _acl(4096),
