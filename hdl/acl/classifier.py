@@ -189,7 +189,7 @@ class AclClassifier(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a key taken to its result: latch, R reads, RAM, vector, tree, action RAM."""
-        return self.cycles_per_key + self.tree_levels + 9
+        return self.cycles_per_key + self.tree_levels + 11
 
     def elaborate(self, platform):
         m = Module()
@@ -252,34 +252,42 @@ class AclClassifier(wiring.Component):
                              ram.w_en.eq(ce & (ca[9:] == col))]
 
         # -- AND of every chunk's row, accumulated over the key's R cycles -------------------------
-        # RAM data arrives two cycles after the read; the AND over groups is registered once more
-        # (the RAMs of one column spread over the die), then accumulated.
-        d_valid = Signal(5)
-        d_cyc = [Signal(cbits, name=f"d_cyc_{i}") for i in range(5)]
-        m.d.sync += [d_valid.eq(Cat(busy, d_valid[:4])), d_cyc[0].eq(cyc)]
-        m.d.sync += [d_cyc[i + 1].eq(d_cyc[i]) for i in range(4)]
-        data_cyc = d_cyc[3]
-        and_valid, and_cyc = d_valid[4], d_cyc[4]
+        # RAM data arrives two cycles after the read. The RAMs of one column spread over the die,
+        # so their AND is a registered tree: each RAM's word is registered by its RAM, ANDed in
+        # pairs and registered again, then ANDed into the column's word, then accumulated.
+        d_valid = Signal(7)
+        d_cyc = [Signal(cbits, name=f"d_cyc_{i}") for i in range(7)]
+        m.d.sync += [d_valid.eq(Cat(busy, d_valid[:6])), d_cyc[0].eq(cyc)]
+        m.d.sync += [d_cyc[i + 1].eq(d_cyc[i]) for i in range(6)]
+        data_cyc, ctl_cyc, ctl_valid = d_cyc[3], d_cyc[5], d_valid[5]
+        and_valid, and_cyc = d_valid[6], d_cyc[6]
         width = geo.columns * COLUMN_ENTRIES
         acc = Signal(width)
         vec = Signal(width)
         vec_valid = Signal()
         anded = []
+        ones = Const((1 << COLUMN_ENTRIES) - 1, COLUMN_ENTRIES)
         for col in range(geo.columns):
             bits = Signal(COLUMN_ENTRIES, name=f"and_c{col}")
-            terms = []
+            words = []
             for g in range(geo.groups):
                 # Cycles at which this group reads past the search word count as "all accept".
                 live = [c for c in range(r) if geo.chunk_of(g, c) is not None]
                 if not live:
                     continue
+                word = Signal(COLUMN_ENTRIES, name=f"rd_g{g}_c{col}")
                 if len(live) == r:
-                    terms.append(rams[g][col].r_data)
+                    m.d.sync += word.eq(rams[g][col].r_data)
                 else:
-                    ones = Const((1 << COLUMN_ENTRIES) - 1, COLUMN_ENTRIES)
-                    terms.append(rams[g][col].r_data | Mux(data_cyc > live[-1], ones, 0))
-            v = terms[0]
-            for t in terms[1:]:
+                    m.d.sync += word.eq(rams[g][col].r_data | Mux(data_cyc > live[-1], ones, 0))
+                words.append(word)
+            pairs = []
+            for i in range(0, len(words), 2):
+                pair = Signal(COLUMN_ENTRIES, name=f"pair_{i // 2}_c{col}")
+                m.d.sync += pair.eq(words[i] & words[i + 1] if i + 1 < len(words) else words[i])
+                pairs.append(pair)
+            v = pairs[0]
+            for t in pairs[1:]:
                 v = v & t
             m.d.sync += bits.eq(v)
             anded.append(bits)
@@ -287,7 +295,7 @@ class AclClassifier(wiring.Component):
         for col, bits in enumerate(anded):
             first, last = keep_copy(Signal(), name=f"first_c{col}"), keep_copy(Signal(), name=f"last_c{col}")
             valid = keep_copy(Signal(), name=f"valid_c{col}", reset_less=False)
-            m.d.sync += [first.eq(d_cyc[3] == 0), last.eq(d_cyc[3] == r - 1), valid.eq(d_valid[3])]
+            m.d.sync += [first.eq(ctl_cyc == 0), last.eq(ctl_cyc == r - 1), valid.eq(ctl_valid)]
             sl = slice(col * COLUMN_ENTRIES, (col + 1) * COLUMN_ENTRIES)
             acc_next = Mux(first, bits, acc[sl] & bits)
             with m.If(valid):
