@@ -372,22 +372,27 @@ class AclClassifier(wiring.Component):
 
         # -- hit counters: read-modify-write per hit; management between increments --------------
         # Read at t, word at t+2, the sum registered at t+3 and written then: the next increment
-        # (R >= 4 cycles later) reads after the write, so no forwarding is needed. Only a register
-        # and one gate sit in front of the RAM's write data (the RAM is far from the adder).
+        # (R >= 4 cycles later) reads after the write, so no forwarding is needed. A management
+        # clear is registered and written the cycle after it is taken; an increment whose read
+        # meets that write (same slot, same edge) counts from zero. Every RAM write input comes
+        # from a register through at most one gate (the RAM is far from the logic).
         m.submodules.counters = cnt = PipelinedRam(COUNTER_BITS, max(512, self.slots))
         inc = self.m_result.valid & res.hit
         inc_pipe = Signal(2)
         mgmt_pipe = Signal(2)
         slot_pipe = [Signal(SLOT_BITS, name=f"cnt_slot_{i}") for i in range(2)]
+        zero_pipe = Signal(2)
         sum_en, sum_slot, sum_val = Signal(), Signal(SLOT_BITS), Signal(COUNTER_BITS)
-        m.d.comb += self.cnt_ack.eq(self.cnt_en & ~inc & ~inc_pipe.any() & ~sum_en)
+        clr_en, clr_slot = Signal(), Signal(SLOT_BITS)
+        m.d.comb += self.cnt_ack.eq(self.cnt_en & ~inc & ~inc_pipe.any() & ~sum_en & ~clr_en)
         m.d.sync += [inc_pipe.eq(Cat(inc, inc_pipe[0])), mgmt_pipe.eq(Cat(self.cnt_ack, mgmt_pipe[0])),
                      slot_pipe[0].eq(res.slot), slot_pipe[1].eq(slot_pipe[0]),
-                     sum_en.eq(inc_pipe[1]), sum_slot.eq(slot_pipe[1]), sum_val.eq(cnt.r_data + 1)]
-        m.d.comb += [cnt.r_addr.eq(Mux(inc, res.slot, self.cnt_slot)), cnt.r_en.eq(inc | self.cnt_ack)]
-        with m.If(sum_en):
-            m.d.comb += [cnt.w_addr.eq(sum_slot), cnt.w_data.eq(sum_val), cnt.w_en.eq(1)]
-        with m.Elif(self.cnt_ack & self.cnt_clear):
-            m.d.comb += [cnt.w_addr.eq(self.cnt_slot), cnt.w_data.eq(0), cnt.w_en.eq(1)]
+                     zero_pipe.eq(Cat(inc & clr_en & (res.slot == clr_slot), zero_pipe[0])),
+                     sum_en.eq(inc_pipe[1]), sum_slot.eq(slot_pipe[1]),
+                     sum_val.eq(Mux(zero_pipe[1], 0, cnt.r_data) + 1),
+                     clr_en.eq(self.cnt_ack & self.cnt_clear), clr_slot.eq(self.cnt_slot)]
+        m.d.comb += [cnt.r_addr.eq(Mux(inc, res.slot, self.cnt_slot)), cnt.r_en.eq(inc | self.cnt_ack),
+                     cnt.w_en.eq(sum_en | clr_en), cnt.w_addr.eq(Mux(sum_en, sum_slot, clr_slot)),
+                     cnt.w_data.eq(Mux(sum_en, sum_val, 0))]
         m.d.comb += [self.cnt_valid.eq(mgmt_pipe[1]), self.cnt_data.eq(cnt.r_data)]
         return m
