@@ -131,7 +131,7 @@ class AclClassifier(wiring.Component):
     entries:
         Table capacity in ternary entries (1..4096).
     cycles_per_key:
-        R, cycles between two keys (a power of two, 4..64): 8 for W=64 back-to-back 64-byte
+        R, cycles between two keys (a power of two, 8..64): 8 for W=64 back-to-back 64-byte
         frames. Fewer cycles need more block RAM (docs/acl.md); W=256 (R=2) needs the counter
         bank split in two, see docs/acl.md.
 
@@ -156,14 +156,14 @@ class AclClassifier(wiring.Component):
     cnt_ack: Out(1)
         The request was taken this cycle (counter increments go first).
     cnt_valid, cnt_data: Out
-        ``cnt_data`` is the counter's value before any clear, two cycles after ``cnt_ack``.
+        ``cnt_data`` is the counter's value before any clear, three cycles after ``cnt_ack``.
     """
 
     def __init__(self, entries: int = 256, cycles_per_key: int = 8):
-        if cycles_per_key < 4:
+        if cycles_per_key < 8:
             # The TCAM itself takes a key every 2 cycles (TcamGeometry); the counter bank's
-            # read-modify-write does not: it needs two banks taking alternate keys (docs/acl.md).
-            raise ValueError(f"cycles_per_key must be at least 4 with the hit counter bank, not {cycles_per_key!r}")
+            # read-modify-write does not: it needs banks taking alternate keys (docs/acl.md).
+            raise ValueError(f"cycles_per_key must be at least 8 with the hit counter bank, not {cycles_per_key!r}")
         self.geometry = geo = TcamGeometry(entries, cycles_per_key)
         self.entries, self.cycles_per_key = entries, cycles_per_key
         self.slots = max(2, 1 << (entries - 1).bit_length())
@@ -371,28 +371,34 @@ class AclClassifier(wiring.Component):
             m.d.sync += busy_count.eq(busy_count - 1)
 
         # -- hit counters: read-modify-write per hit; management between increments --------------
-        # Read at t, word at t+2, the sum registered at t+3 and written then: the next increment
-        # (R >= 4 cycles later) reads after the write, so no forwarding is needed. A management
-        # clear is registered and written the cycle after it is taken; an increment whose read
-        # meets that write (same slot, same edge) counts from zero. Every RAM write input comes
-        # from a register through at most one gate (the RAM is far from the logic).
+        # A hit at t: read request registered (t+1), word at t+3, registered at t+4 (the RAM is far
+        # from the adder), the sum registered and written at t+5: the next increment (R >= 8
+        # cycles later) reads after the write, so no forwarding is needed. A management clear is
+        # written two cycles after it is taken (after its own read); an increment whose read
+        # meets that write (same slot, same edge) counts from zero. Every RAM input comes from a
+        # register through at most one gate.
         m.submodules.counters = cnt = PipelinedRam(COUNTER_BITS, max(512, self.slots))
         inc = self.m_result.valid & res.hit
-        inc_pipe = Signal(2)
-        mgmt_pipe = Signal(2)
-        slot_pipe = [Signal(SLOT_BITS, name=f"cnt_slot_{i}") for i in range(2)]
-        zero_pipe = Signal(2)
+        inc_pipe = Signal(4)
+        mgmt_pipe = Signal(3)
+        slot_pipe = [Signal(SLOT_BITS, name=f"cnt_slot_{i}") for i in range(4)]
+        zero_pipe = Signal(4)
+        word = Signal(COUNTER_BITS)
+        rd_en, rd_addr = Signal(), Signal(SLOT_BITS)
         sum_en, sum_slot, sum_val = Signal(), Signal(SLOT_BITS), Signal(COUNTER_BITS)
-        clr_en, clr_slot = Signal(), Signal(SLOT_BITS)
-        m.d.comb += self.cnt_ack.eq(self.cnt_en & ~inc & ~inc_pipe.any() & ~sum_en & ~clr_en)
-        m.d.sync += [inc_pipe.eq(Cat(inc, inc_pipe[0])), mgmt_pipe.eq(Cat(self.cnt_ack, mgmt_pipe[0])),
-                     slot_pipe[0].eq(res.slot), slot_pipe[1].eq(slot_pipe[0]),
-                     zero_pipe.eq(Cat(inc & clr_en & (res.slot == clr_slot), zero_pipe[0])),
-                     sum_en.eq(inc_pipe[1]), sum_slot.eq(slot_pipe[1]),
-                     sum_val.eq(Mux(zero_pipe[1], 0, cnt.r_data) + 1),
-                     clr_en.eq(self.cnt_ack & self.cnt_clear), clr_slot.eq(self.cnt_slot)]
-        m.d.comb += [cnt.r_addr.eq(Mux(inc, res.slot, self.cnt_slot)), cnt.r_en.eq(inc | self.cnt_ack),
-                     cnt.w_en.eq(sum_en | clr_en), cnt.w_addr.eq(Mux(sum_en, sum_slot, clr_slot)),
+        clr_en, clr_slot = Signal(2), [Signal(SLOT_BITS, name=f"clr_slot_{i}") for i in range(2)]
+        m.d.comb += self.cnt_ack.eq(self.cnt_en & ~inc & ~inc_pipe.any() & ~clr_en.any())
+        m.d.sync += [inc_pipe.eq(Cat(inc, inc_pipe[:3])), mgmt_pipe.eq(Cat(self.cnt_ack, mgmt_pipe[:2])),
+                     slot_pipe[0].eq(res.slot)] + [slot_pipe[i + 1].eq(slot_pipe[i]) for i in range(3)]
+        m.d.sync += [zero_pipe.eq(Cat(inc & clr_en[0] & (res.slot == clr_slot[0]), zero_pipe[:3])),
+                     rd_en.eq(inc | self.cnt_ack), rd_addr.eq(Mux(inc, res.slot, self.cnt_slot)),
+                     word.eq(cnt.r_data),
+                     sum_en.eq(inc_pipe[3]), sum_slot.eq(slot_pipe[3]),
+                     sum_val.eq(Mux(zero_pipe[3], 0, word) + 1),
+                     clr_en.eq(Cat(self.cnt_ack & self.cnt_clear, clr_en[0])),
+                     clr_slot[0].eq(self.cnt_slot), clr_slot[1].eq(clr_slot[0])]
+        m.d.comb += [cnt.r_addr.eq(rd_addr), cnt.r_en.eq(rd_en),
+                     cnt.w_en.eq(sum_en | clr_en[1]), cnt.w_addr.eq(Mux(sum_en, sum_slot, clr_slot[1])),
                      cnt.w_data.eq(Mux(sum_en, sum_val, 0))]
-        m.d.comb += [self.cnt_valid.eq(mgmt_pipe[1]), self.cnt_data.eq(cnt.r_data)]
+        m.d.comb += [self.cnt_valid.eq(mgmt_pipe[2]), self.cnt_data.eq(cnt.r_data)]
         return m
