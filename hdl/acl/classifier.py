@@ -61,6 +61,16 @@ class AclResult(data.Struct):
     slot: SLOT_BITS
 
 
+def _two_or_more(bits) -> Value:
+    """At least two of ``bits`` are set, as a tree of small functions (no carry chain)."""
+    n = len(bits)
+    if n <= 4:
+        terms = [bits[i] & bits[j] for i in range(n) for j in range(i + 1, n)]
+        return Cat(*terms).any() if terms else Const(0)
+    a, b = bits[:n // 2], bits[n // 2:]
+    return _two_or_more(a) | _two_or_more(b) | (a.any() & b.any())
+
+
 def acl_key_from_meta(meta, in_port, flow_established, flow_to_server) -> AclKey:
     """The classifier key of a parsed frame, as an :class:`AclKey` view.
 
@@ -189,7 +199,7 @@ class AclClassifier(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a key taken to its result: latch, R reads, RAM, vector, tree, action RAM."""
-        return self.cycles_per_key + self.tree_levels + 11
+        return self.cycles_per_key + self.tree_levels + 12
 
     def elaborate(self, platform):
         m = Module()
@@ -225,9 +235,11 @@ class AclClassifier(wiring.Component):
         for i in range(-(-geo.columns // _WRITE_FANOUT)):
             ca = keep_copy(w_addr, name=f"w_addr_{i}")
             cd = keep_copy(w_data, name=f"w_data_{i}")
-            ce = keep_copy(w_en, name=f"w_en_{i}", reset_less=False)
-            m.d.sync += [ca.eq(w_addr), cd.eq(w_data), ce.eq(w_en)]
-            w_copies.append((ca, cd, ce))
+            m.d.sync += [ca.eq(w_addr), cd.eq(w_data)]
+            w_copies.append((ca, cd))
+        # The column decode is registered at the same stage, so a RAM's write enable is a wire.
+        we_col = Signal(geo.columns)
+        m.d.sync += we_col.eq(Mux(w_en, 1 << w_addr[9:], 0))
         rams = [[None] * geo.columns for _ in range(geo.groups)]
         for g in range(geo.groups):
             # The chunk this group reads at each cycle of a key (zero past the search word).
@@ -245,11 +257,11 @@ class AclClassifier(wiring.Component):
                 rams[g][col] = ram
                 addr = keep_copy(addr_g, name=f"raddr_g{g}_c{col}")
                 m.d.sync += addr.eq(addr_g)
-                ca, cd, ce = w_copies[col // _WRITE_FANOUT]
+                ca, cd = w_copies[col // _WRITE_FANOUT]
                 m.d.comb += [ram.r_addr.eq(addr),
                              ram.w_addr.eq(ca[:9]),
                              ram.w_data.eq(cd[g * COLUMN_ENTRIES:(g + 1) * COLUMN_ENTRIES]),
-                             ram.w_en.eq(ce & (ca[9:] == col))]
+                             ram.w_en.eq(we_col[col])]
 
         # -- AND of every chunk's row, accumulated over the key's R cycles -------------------------
         # RAM data arrives two cycles after the read. The RAMs of one column spread over the die,
@@ -318,7 +330,7 @@ class AclClassifier(wiring.Component):
             first = 0
             for b in reversed(range(len(v))):
                 first = Mux(lo[b], b, first)
-            m.d.sync += [anyb.eq(lo.any()), multi.eq((lo & (lo - 1)[:len(lo)]).any()), idx.eq(first)]
+            m.d.sync += [anyb.eq(lo.any()), multi.eq(_two_or_more(lo)), idx.eq(first)]
             level.append((anyb, multi, idx))
         tvalid = Signal(name="tree_valid_0")
         m.d.sync += tvalid.eq(vec_valid)
@@ -358,7 +370,8 @@ class AclClassifier(wiring.Component):
                      p_multi.eq(Cat(multi, p_multi[0])), p_index[0].eq(index), p_index[1].eq(p_index[0])]
         word = AclActionWord(actions.r_data)
         res = self.m_result.payload
-        m.d.comb += [self.m_result.valid.eq(p_valid[1]), res.hit.eq(p_hit[1]), res.multi.eq(p_multi[1]),
+        # The result leaves from registers (the top's logic and the counter bank start from them).
+        m.d.sync += [self.m_result.valid.eq(p_valid[1]), res.hit.eq(p_hit[1]), res.multi.eq(p_multi[1]),
                      res.index.eq(Mux(p_hit[1], p_index[1], 0)),
                      res.action.eq(Mux(p_hit[1], word.action, 0)), res.slot.eq(Mux(p_hit[1], word.slot, 0))]
 
