@@ -448,3 +448,16 @@ def test_counter_read_and_clear_while_hits_stream():
         model.classify(key)
     assert len(clears) > 100, f"only {len(clears)} clears raced the keys"
     assert totals == {rule: model.hits.get(rule, 0) for rule in table.slots}
+
+
+def test_parameters_are_checked():
+    from hdl.acl.layouts import TcamGeometry
+    with pytest.raises(ValueError, match=r"^cycles_per_key must be at least 8 with the hit counter bank, not 4$"):
+        AclClassifier(256, 4)
+    with pytest.raises(ValueError, match=r"^cycles_per_key must be a power of two in 2\.\.64, not 6$"):
+        TcamGeometry(256, 6)
+    with pytest.raises(ValueError, match=r"^entries must be an integer in 1\.\.4096, not 5000$"):
+        TcamGeometry(5000, 8)
+    # The geometry the docs quote: 8 groups x 8 columns at 256 entries, 8 x 29 at 1024, 5 x 29 at R=16.
+    geometries = (TcamGeometry(256, 8), TcamGeometry(1024, 8), TcamGeometry(1024, 16))
+    assert [(g.groups, g.columns, g.chunk_bits) for g in geometries] == [(8, 8, 6), (8, 29, 6), (5, 29, 5)]
