@@ -134,6 +134,14 @@ def _flow_table_16k(cfg):
     return FlowTable(sets=4096, ways=4, addr_bits=32)
 
 
+def _acl(entries, cycles_per_key=8):
+    # Independent of the data width: one key per packet, every ``cycles_per_key`` cycles.
+    def factory(cfg):
+        from hdl.acl.classifier import AclClassifier
+        return AclClassifier(entries, cycles_per_key)
+    return factory
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -178,6 +186,11 @@ BLOCKS = {
     "matcher_4096": _matcher(13),
     "flow_table": _flow_table,
     "flow_table_16k": _flow_table_16k,
+    "acl_256": _acl(256),
+    "acl_864": _acl(864),          # the largest full-key table of one key per 8 cycles on the ECP5-85
+    "acl_1024": _acl(1024),
+    "acl_1024_r16": _acl(1024, 16),
+    "acl_4096": _acl(4096),
     "nic_top": _top,
     "switch_top": _switch_top,
 }
