@@ -300,13 +300,17 @@ class SwitchStage(wiring.Component):
                                            move_count[i] + 1 == self.loop_moves))
         moved = resp.outcome == LearnOutcome.MOVED
         moves_loop = Signal()
-        with m.If(take & moved & (self.loop_moves != 0) & ~was_blocked):
+        count_move = moved & (self.loop_moves != 0) & ~was_blocked
+        m.d.comb += moves_loop.eq(count_move & (at_limit & in_bit).any())
+        # The counts themselves move at B1, from registers (why: port decode, conditions and
+        # every port's enables in the cycle of the take did not fit).
+        b1_count_move, b1_port = Signal(), Signal(pb)
+        with m.If(b1 & b1_count_move):
             for i in range(n):
-                with m.If(bp.in_port == i):
+                with m.If(b1_port == i):
                     m.d.sync += move_count[i].eq(Mux(window_over[i], 1, move_count[i] + 1))
                     with m.If(window_over[i]):
                         m.d.sync += [window_start[i].eq(self.now), window_over[i].eq(0)]
-                    m.d.comb += moves_loop.eq(at_limit[i])
 
         # ... and broadcasts coming back: the source MAC and length of one of the last few
         # broadcasts, on another port within the window (the golden model's LoopGuard).
@@ -326,20 +330,22 @@ class SwitchStage(wiring.Component):
         for k in range(RECENT_BROADCASTS):
             m.d.sync += same[k].eq(recent_valid[k] & (recent_sig[k] == sig))
         back = Cat(same[k] & recent_fresh[k] & (recent_port[k] != bp.in_port) for k in range(RECENT_BROADCASTS))
-        bcast_check = take & broadcast & (ctx.reason == DropReason.NONE) & (self.loop_moves != 0) & ~was_blocked
+        bcast_check = broadcast & (ctx.reason == DropReason.NONE) & (self.loop_moves != 0) & ~was_blocked
         bcast_loop = Signal()
-        with m.If(bcast_check):
-            m.d.comb += bcast_loop.eq(back.any())
+        m.d.comb += bcast_loop.eq(bcast_check & back.any())
+        # The table takes the broadcast at B1, from registers (as the move counts).
+        b1_bcast, b1_same, b1_sig = Signal(), Signal(RECENT_BROADCASTS), Signal(48 + 14)
+        with m.If(b1 & b1_bcast):
             first_same = Signal(range(RECENT_BROADCASTS))
             for k in reversed(range(RECENT_BROADCASTS)):
-                with m.If(same[k]):
+                with m.If(b1_same[k]):
                     m.d.comb += first_same.eq(k)
-            slot = Mux(same.any(), first_same, replace)
+            slot = Mux(b1_same.any(), first_same, replace)
             for k in range(RECENT_BROADCASTS):
                 with m.If(slot == k):
-                    m.d.sync += [recent_sig[k].eq(sig), recent_port[k].eq(bp.in_port), recent_tick[k].eq(self.now),
+                    m.d.sync += [recent_sig[k].eq(b1_sig), recent_port[k].eq(b1_port), recent_tick[k].eq(self.now),
                                  recent_valid[k].eq(1)]
-            with m.If(~same.any()):
+            with m.If(~b1_same.any()):
                 m.d.sync += replace.eq(replace + 1)
 
         # B0 -> B1 registers.
@@ -361,6 +367,8 @@ class SwitchStage(wiring.Component):
                 b1_admitted.eq(ctx.admitted), b1_qinq.eq(ctx.qinq), b1_pcp_dei.eq(ctx.pcp_dei),
                 b1_tagged.eq(ctx.in_tagged), b1_priority.eq(ctx.in_priority),
                 b1_tokens.eq(frame_tokens), b1_outcome.eq(resp.outcome),
+                b1_count_move.eq(count_move), b1_port.eq(bp.in_port),
+                b1_bcast.eq(bcast_check), b1_same.eq(same), b1_sig.eq(sig),
             ]
 
         # B1: the decision.
