@@ -170,12 +170,14 @@ class AclClassifier(wiring.Component):
     """
 
     def __init__(self, entries: int = 256, cycles_per_key: int = 8):
+        # First, so that repr() works on an instance whose checks failed (the garbage
+        # collector's UnusedElaboratable warning formats it).
+        self.entries, self.cycles_per_key = entries, cycles_per_key
         if cycles_per_key < 8:
             # The TCAM itself takes a key every 2 cycles (TcamGeometry); the counter bank's
             # read-modify-write does not: it needs banks taking alternate keys (docs/acl.md).
             raise ValueError(f"cycles_per_key must be at least 8 with the hit counter bank, not {cycles_per_key!r}")
         self.geometry = geo = TcamGeometry(entries, cycles_per_key)
-        self.entries, self.cycles_per_key = entries, cycles_per_key
         self.slots = max(2, 1 << (entries - 1).bit_length())
         col_bits = max(1, (geo.columns - 1).bit_length())
         super().__init__({

@@ -2,10 +2,13 @@
 (host_driver/model/acl.py): random entry sets and random keys, key by key; the key rate; the hit
 counters; and atomic replacement of the table while keys stream."""
 
+import gc
 import ipaddress
 import random
+import warnings
 
 import pytest
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from hdl.acl.classifier import AclClassifier
@@ -452,8 +455,12 @@ def test_counter_read_and_clear_while_hits_stream():
 
 def test_parameters_are_checked():
     from hdl.acl.layouts import TcamGeometry
-    with pytest.raises(ValueError, match=r"^cycles_per_key must be at least 8 with the hit counter bank, not 4$"):
-        AclClassifier(256, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)   # the half-built component
+        with pytest.raises(ValueError, match=r"^cycles_per_key must be at least 8 with the hit counter bank, not 4$"):
+            AclClassifier(256, 4)
+        gc.collect()
+    assert repr(AclClassifier(256, 8)) == "AclClassifier(entries=256, cycles_per_key=8)"
     with pytest.raises(ValueError, match=r"^cycles_per_key must be a power of two in 2\.\.64, not 6$"):
         TcamGeometry(256, 6)
     with pytest.raises(ValueError, match=r"^entries must be an integer in 1\.\.4096, not 5000$"):

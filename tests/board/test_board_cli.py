@@ -17,15 +17,10 @@ import time
 import pytest
 from conftest import require_simulator
 
-import sim.cli.board  # noqa: F401  (compiled at collection; see below)
 from hdl.board.linetest import DEFAULT_SEED
 from sim.cli.main import main
 from sim.runner import run_cocotb
 from sim.tb.bridge_top import sim_config
-
-# `secnic board`'s module is imported above, at collection, not by the first test: once in the
-# full suite, pytest's assertion rewriting of it during a test died in CPython 3.11.7's AST
-# recursion check ("SystemError: AST constructor recursion depth mismatch"), an interpreter bug.
 
 #: The simulated board: the default NIC with bridge and line tester, UART at clock/8.
 BOARD_CONFIG = sim_config(uart_bridge=True, line_tester=True)
