@@ -459,8 +459,8 @@ def test_parameters_are_checked():
         warnings.simplefilter("ignore", UnusedElaboratable)   # the half-built component
         with pytest.raises(ValueError, match=r"^cycles_per_key must be at least 8 with the hit counter bank, not 4$"):
             AclClassifier(256, 4)
+        assert repr(AclClassifier(256, 8)) == "AclClassifier(entries=256, cycles_per_key=8)"
         gc.collect()
-    assert repr(AclClassifier(256, 8)) == "AclClassifier(entries=256, cycles_per_key=8)"
     with pytest.raises(ValueError, match=r"^cycles_per_key must be a power of two in 2\.\.64, not 6$"):
         TcamGeometry(256, 6)
     with pytest.raises(ValueError, match=r"^entries must be an integer in 1\.\.4096, not 5000$"):
