@@ -241,42 +241,17 @@ def _offered_cycles(config, inputs, starts) -> int:
 
 
 def _estimate_timing(config, inputs, starts, forwarded) -> tuple[int, list[int]]:
-    """Ideal schedule of the NIC: each port offers its frames in order (from its start cycle, or as
-    soon as its previous frame was taken), a packet-granular round-robin arbiter feeds one shared
-    pipeline at one beat per cycle, and the buffer sends one frame at a time at one beat per cycle.
-    Returns (cycles from the first offered beat to the last egress beat or record, (input index,
-    latency from offered to first egress beat) of the forwarded frames)."""
-    queues: dict[int, list[int]] = {}
-    port_of = {name: i for i, name in enumerate(config.ports)}
-    for i, f in enumerate(inputs):
-        queues.setdefault(port_of[f.port], []).append(i)
-    heads = dict.fromkeys(queues, 0)
-    free = dict.fromkeys(queues, 0)     # when each port may offer its next frame
-    n_ports = len(config.ports)
-    t, last, end, egress_free = 0, n_ports - 1, 0, 0
-    first = None
+    """Ideal schedule of the NIC (:func:`_service_order`), and the buffer sends one frame at a time
+    at one beat per cycle. Returns (cycles from the first offered beat to the last egress beat or
+    record, (input index, latency from offered to first egress beat) of the forwarded frames)."""
+    end, egress_free, first = 0, 0, None
     latency = []
-    remaining = len(inputs)
-    while remaining:
-        offered = {p: max(starts[q[heads[p]]] or 0, free[p]) for p, q in queues.items() if heads[p] < len(q)}
-        ready = [p for p, when in offered.items() if when <= t]
-        if not ready:
-            t = min(offered.values())
-            continue
-        p = min(ready, key=lambda p: (p - last - 1) % n_ports)   # round robin after the last served
-        i = queues[p][heads[p]]
-        heads[p] += 1
-        remaining -= 1
-        first = offered[p] if first is None else min(first, offered[p])
-        beats = _beats(config, inputs[i].frame)
-        t += _frame_cycles(config, inputs[i].frame)
-        free[p] = t
-        last = p
-        record = t + _record_cycles(config)
+    for i, offered, record in _service_order(config, inputs, starts):
+        first = offered if first is None else min(first, offered)
         if forwarded[i]:
             start = max(record + _egress_cycles(config), egress_free)
-            egress_free = start + beats
-            latency.append((i, start - offered[p]))
+            egress_free = start + _beats(config, inputs[i].frame)
+            latency.append((i, start - offered))
             end = max(end, egress_free)
         else:
             end = max(end, record + 1)
@@ -285,15 +260,17 @@ def _estimate_timing(config, inputs, starts, forwarded) -> tuple[int, list[int]]
 
 # -- engines ------------------------------------------------------------------------------------
 
-def _service_order(config, inputs, starts) -> list[tuple[int, int]]:
-    """(input index, record cycle) of every frame in the order the ideal schedule of
-    :func:`_estimate_timing` serves them (the round-robin arbiter's order)."""
+def _service_order(config, inputs, starts) -> list[tuple[int, int, int]]:
+    """The ideal schedule of the NIC: each port offers its frames in order (from its start cycle,
+    or as soon as its previous frame was taken) and a packet-granular round-robin arbiter feeds one
+    shared pipeline at one beat per cycle (a switch: at least FRAME_CYCLES per frame). (input
+    index, cycle it was offered, cycle of its record) of every frame, in the order served."""
     queues: dict[int, list[int]] = {}
     port_of = {name: i for i, name in enumerate(config.ports)}
     for i, f in enumerate(inputs):
         queues.setdefault(port_of[f.port], []).append(i)
     heads = dict.fromkeys(queues, 0)
-    free = dict.fromkeys(queues, 0)
+    free = dict.fromkeys(queues, 0)     # when each port may offer its next frame
     n_ports = len(config.ports)
     t, last, order = 0, n_ports - 1, []
     while len(order) < len(inputs):
@@ -302,12 +279,12 @@ def _service_order(config, inputs, starts) -> list[tuple[int, int]]:
         if not ready:
             t = min(offered.values())
             continue
-        p = min(ready, key=lambda p: (p - last - 1) % n_ports)
+        p = min(ready, key=lambda p: (p - last - 1) % n_ports)   # round robin after the last served
         i = queues[p][heads[p]]
         heads[p] += 1
         t += _frame_cycles(config, inputs[i].frame)
         free[p], last = t, p
-        order.append((i, t + _record_cycles(config)))
+        order.append((i, offered[p], t + _record_cycles(config)))
     return order
 
 
@@ -331,7 +308,7 @@ def _run_model(config, inputs, starts):
     if config.switch is None:
         order = [(i, 0) for i in range(len(inputs))]      # the bump's decisions do not depend on order
     else:
-        order = _service_order(config, inputs, starts)
+        order = [(i, record) for i, _, record in _service_order(config, inputs, starts)]
     results = [None] * len(inputs)
     egress_src = {q: [] for q in range(len(config.ports))}
     for i, now in order:
