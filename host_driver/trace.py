@@ -18,7 +18,7 @@ from amaranth.lib import data
 from hdl.packet.layouts import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ethernet
 from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
 
-__all__ = ["trace_record", "dumps_jsonl", "meta_from_bits", "meta_to_bits", "format_mac", "format_ip",
+__all__ = ["trace_record", "dumps_jsonl", "meta_from_bits", "field_decoder", "meta_to_bits", "format_mac", "format_ip",
            "malformed_labels"]
 
 _FIELDS = [(name, f.offset, Shape.cast(f.shape).width) for name, f in data.Layout.cast(PacketMeta)]
@@ -28,10 +28,19 @@ _L4_PORTS = {(L3Type.IPV4, IPPROTO_TCP), (L3Type.IPV6, IPPROTO_TCP),
 _L4_ICMP = {(L3Type.IPV4, IPPROTO_ICMP), (L3Type.IPV6, IPPROTO_ICMPV6)}
 
 
-def meta_from_bits(bits: int) -> dict:
-    """Convert a raw PacketMeta value (as read from a record port) into the model's field dict."""
-    bits = int(bits)
-    return {name: bits >> offset & ((1 << width) - 1) for name, offset, width in _FIELDS}
+def field_decoder(layout):
+    """A function turning an integer laid out as ``layout`` (an ``amaranth.lib.data`` layout)
+    into ``{field: int}``; field offsets are resolved once (a long run decodes millions)."""
+    fields = [(name, f.offset, (1 << Shape.cast(f.shape).width) - 1) for name, f in data.Layout.cast(layout)]
+
+    def decode(bits: int) -> dict[str, int]:
+        bits = int(bits)
+        return {name: bits >> offset & mask for name, offset, mask in fields}
+    return decode
+
+
+#: Convert a raw PacketMeta value (as read from a record port) into the model's field dict.
+meta_from_bits = field_decoder(PacketMeta)
 
 
 def meta_to_bits(meta: dict) -> int:

@@ -13,14 +13,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from amaranth.lib import data
-
 from hdl.packet.meta import DropReason
 from hdl.switch.mac_table import entry_layout
 from hdl.switch.recorder import Trigger, record_layout
 from hdl.switch.regs import ARG_WORDS, ENTRY_WORDS, RECORD_WORDS, RESULT_WORDS, STORM_REGISTERS, Command
 from hdl.switch.settings import TIME_BITS, StormClass
 from host_driver.driver import DiscoveredBlock, Nic
+from host_driver.trace import field_decoder
 
 __all__ = ["Switch", "SwitchError", "MacEntryView", "RecorderState", "frozen_recorder"]
 
@@ -54,14 +53,6 @@ class RecorderState:
     trigger: str
     port: str | None
     count: int
-
-
-def _fields(layout: data.StructLayout, bits: int) -> dict[str, int]:
-    out = {}
-    for name, f in layout:
-        width = f.width
-        out[name] = bits >> f.offset & ((1 << width) - 1)
-    return out
 
 
 class Switch:
@@ -113,7 +104,7 @@ class Switch:
 
     async def read_entry(self, set_index: int, way: int) -> dict:
         words = await self.command(Command.MAC_READ, set_index | way << 16, results=ENTRY_WORDS)
-        return _fields(self._entry_layout(), sum(w << 32 * i for i, w in enumerate(words)))
+        return field_decoder(self._entry_layout())(sum(w << 32 * i for i, w in enumerate(words)))
 
     async def mac_table(self) -> list[MacEntryView]:
         """Every valid entry by (set, way): the whole table, which a software switch under a MAC
@@ -182,11 +173,11 @@ class Switch:
         """The kept records, oldest first (the triggering frame's last when frozen by a trigger)."""
         state = await self.recorder_state()
         names = await self._port_names()
-        layout = record_layout(max(1, (len(self.ports) - 1).bit_length()), len(self.ports))
+        decode = field_decoder(record_layout(max(1, (len(self.ports) - 1).bit_length()), len(self.ports)))
         out = []
         for i in range(state.count):
             words = await self.command(Command.RECORDER_READ, i, results=RECORD_WORDS)
-            r = _fields(layout, sum(w << 32 * k for k, w in enumerate(words)))
+            r = decode(sum(w << 32 * k for k, w in enumerate(words)))
             out.append({"tick": r["time"], "in_port": names[r["in_port"]], "vlan": r["vlan"], "length": r["length"],
                         "dst": ":".join(f"{b:02x}" for b in r["dst"].to_bytes(6, "big")),
                         "src": ":".join(f"{b:02x}" for b in r["src"].to_bytes(6, "big")),

@@ -192,16 +192,13 @@ def decode_record(config: NicConfig, bits: int) -> dict:
 def _record_decoder(config: NicConfig):
     """A fast decoder for ``config``'s record layout (field offsets resolved once: a million-frame
     run decodes a million records)."""
-    from amaranth.hdl import Shape
-
     from hdl.packet.meta import make_verdict_record
-    from host_driver.trace import meta_from_bits
-    layout = make_verdict_record(config.port_bits, len(config.ports))
-    fields = [(name, f.offset, (1 << Shape.cast(f.shape).width) - 1) for name, f in layout]
+    from host_driver.trace import field_decoder, meta_from_bits
+    fields = field_decoder(make_verdict_record(config.port_bits, len(config.ports)))
     ports = range(len(config.ports))
 
     def decode(bits: int) -> dict:
-        out = {name: bits >> offset & mask for name, offset, mask in fields}
+        out = fields(bits)
         out["meta"] = meta_from_bits(out["meta"])
         egress = out["egress"]
         out["egress"] = [i for i in ports if egress >> i & 1]
