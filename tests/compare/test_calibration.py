@@ -24,6 +24,9 @@ def within(measured: dict, name: str) -> None:
     assert abs(measured["value"] - fig["value"]) <= fig["uncertainty"], (name, measured, fig)
 
 
+# A timing measurement: on a loaded 2-core machine (the rest of the suite) it moved twice its
+# stated uncertainty, so it runs with the other calibration reruns in `make test-slow`.
+@pytest.mark.slow
 def test_hyperscan_rerun_within_uncertainty():
     res = measure_hyperscan(rule_literals(read_rules(RULES)))
     within(res["per_packet_ns"], "ids_match.per_packet_ns")
