@@ -115,8 +115,6 @@ class NicConfig:
             raise ValueError(
                 f"buffer_bytes must hold at least two maximum frames ({2 * self.max_frame}), "
                 f"not {self.buffer_bytes!r}")
-        if len(self.ports) > 4 and self.line_tester:
-            raise ValueError("the line tester supports at most four ports")
         if not 300 <= self.uart_baud <= self.clock_mhz * 1e6 / 8:
             raise ValueError(f"uart_baud must be in 300..clock/8, not {self.uart_baud!r}")
         if self.counter_width not in (32, 64):

@@ -242,7 +242,8 @@ class NicTop(wiring.Component):
             gen.frame_len.eq(Mux(len_short, 60, Mux(len_long, cfg.max_frame, len_raw))),
             gen.gap.eq(csr.rw(regs, linetest.GAP)),
             gen.seed.eq(csr.rw(regs, linetest.SEED)),
-            gen.template.eq(Cat(*(csr.rw(regs, word) for word in linetest.TEMPLATE))),
+            # Marked with the port number (linetest.port_mark: peers address each other).
+            gen.template.eq(Cat(*(csr.rw(regs, word) for word in linetest.TEMPLATE)) ^ linetest.port_mark(index)),
         ]
         if not slices:
             gen_stream, gen_busy = gen.m_axis, gen.busy

@@ -13,9 +13,17 @@ from host_driver import regmap
 from host_driver.bus import Bus
 from host_driver.regmap import BLOCK_TYPES, IDENTITY, MAGIC, PORT, Access, BlockType
 
-__all__ = ["Nic", "DiscoveredBlock", "DiscoveryError", "IdentityError"]
+__all__ = ["Nic", "DiscoveredBlock", "DiscoveryError", "IdentityError", "received_drops"]
 
 log = logging.getLogger(__name__)
+
+
+def received_drops(port: dict) -> int:
+    """Frames a port received and dropped, every reason, from its entry of :meth:`Nic.counters`:
+    the PORT block's ``drop_*`` and, on a switch, the SWPORT block's (``port["switch"]``; its
+    ``tx_queue_drop`` counts frames for the port, not from it). Received = forwarded + this."""
+    return (sum(v for k, v in port.items() if k.startswith("drop_"))
+            + sum(v for k, v in port.get("switch", {}).items() if k.startswith("drop_")))
 
 
 class DiscoveryError(RuntimeError):

@@ -12,9 +12,41 @@ from amaranth import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instanc
 from amaranth.lib.cdc import ResetSynchronizer
 
 from hdl.config import NicConfig
+from hdl.switch.settings import TICK_SHIFT, SwitchPort, SwitchSettings
 from hdl.top import NicTop
 
-__all__ = ["Board", "BOARDS", "BoardTop", "ecp5_pll_params", "ice40_pll_params"]
+__all__ = ["Board", "BOARDS", "BoardTop", "ecp5_pll_params", "ice40_pll_params", "linetest_switch",
+           "switch_port_names"]
+
+def switch_port_names(ports: int) -> tuple[str, ...]:
+    """Port names of a board's switch: the ``switch`` profile's (phy0, vm1.., host, mon) with as
+    many VMs as fit; an odd count ends with the monitor port ``mon``, two ports are phy0 and vm1."""
+    if not 2 <= ports <= 8:
+        raise ValueError(f"a switch has 2..8 ports, not {ports}")
+    if ports == 2:
+        return ("phy0", "vm1")
+    tail = ("host", "mon") if ports % 2 else ("host",)
+    return ("phy0", *(f"vm{i}" for i in range(1, ports - len(tail))), *tail)
+
+
+def linetest_switch(ports: int, clock_mhz: float, **sizes) -> SwitchSettings:
+    """The power-on settings of a board's switch: the line tester's peers in VLANs of their own.
+
+    The line tester (hdl.board.linetest) sends from every port to its peer (port ``i ^ 1``, by
+    MAC address), and its check needs each checker to see its peer's frames alone. So port 0 is a
+    trunk whose native VLAN 1 it shares with port 1, the pair (2k, 2k+1) is VLAN k+1, and with an odd
+    port count the last port is the mirror session's monitor port (it receives nothing, mirrors
+    nothing until the driver says so). Loop guard and aging as the ``switch`` profile: 16 moves in
+    1 ms, 300 s. Every one of these is a register the driver may rewrite; ``sizes`` are the build's
+    table and queue sizes (:class:`~hdl.switch.settings.SwitchSettings`).
+    """
+    tick_hz = clock_mhz * 1e6 / (1 << TICK_SHIFT)
+    members = [SwitchPort(trunk=True, pvid=1, vlans=())] + [SwitchPort(pvid=i // 2 + 1) for i in range(1, ports)]
+    mirror = {}
+    if ports % 2:
+        mirror = {"mirror_to": ports - 1}
+    return SwitchSettings(ports=tuple(members), aging=int(300 * tick_hz), loop_moves=16,
+                          loop_window=max(1, int(1e-3 * tick_hz)), **mirror, **sizes)
 
 
 @dataclass(frozen=True)
@@ -29,10 +61,21 @@ class Board:
     #: Place-and-route runs a build may make, one seed each, until the core clock meets its
     #: target (see sim.flows.bitstream.build_bitstream).
     pnr_tries: int = 1
+    #: The switch the board builds: its port count and sizes (``{"ports": 7, "mac_sets": ...}``,
+    #: :func:`linetest_switch`); None: the two-port bump in the wire.
+    switch: dict | None = None
 
-    def config(self, overrides: dict | None = None) -> NicConfig:
+    def config(self, overrides: dict | None = None, *, bump: bool = False) -> NicConfig:
+        """The board's NicConfig: its own options, then ``overrides`` (a ``[nic]`` table). With a
+        switch (unless ``bump``, or ``overrides`` has its own ``switch`` settings) its ports are
+        :func:`switch_port_names` and its power-on settings :func:`linetest_switch` at the clock."""
         params = {"clock_mhz": self.core_mhz, "uart_bridge": True, "line_tester": True, **self.nic,
                   **(overrides or {})}
+        if self.switch is not None and not bump and "switch" not in params:
+            sizes = dict(self.switch)
+            n = sizes.pop("ports")
+            params.setdefault("ports", switch_port_names(n))
+            params["switch"] = linetest_switch(n, params["clock_mhz"], **sizes)
         return NicConfig.from_dict(params, source=f"board {self.name}")
 
     def make_platform(self):

@@ -16,6 +16,7 @@ from hdl.mgmt.regs import Access, BlockType, Register
 from hdl.packet.layouts import Ethernet, encode
 
 __all__ = ["FrameGenerator", "CompactFrameGenerator", "SignatureChecker", "TEMPLATE_BYTES", "default_template",
+           "port_mark", "port_template", "MAX_PORTS",
            "LFSR_TAPS", "DEFAULT_SEED", "LINETEST", "CONTROL", "FRAME_LEN", "GAP", "SEED", "SIGNATURE", "TEMPLATE"]
 
 #: Galois LFSR feedback mask of the payload generator: x^32 + x^22 + x^2 + x + 1.
@@ -43,6 +44,31 @@ def default_template() -> bytes:
 
 
 
+#: Generators and checkers: one per port of a NIC of up to eight ports.
+MAX_PORTS = 8
+
+
+def port_mark(port: int) -> int:
+    """What generator ``port`` XORs into the template (as a little-endian integer over its bytes):
+    the port number into the last byte of both MAC addresses.
+
+    Why: a switch learns source addresses, so generators that all sent the same frame would move
+    one MAC between ports at line rate (loop guard's signature of a loop). Marked, generator ``i``
+    sends from ``MAC ^ i`` to ``MAC' ^ i``; with the reset template (destination = source ^ 1) that
+    is the source address of generator ``i ^ 1``, its peer. A bump in the wire forwards every frame
+    unchanged whatever its addresses.
+    """
+    if not 0 <= port < MAX_PORTS:
+        raise ValueError(f"port must be 0..{MAX_PORTS - 1}, not {port!r}")
+    return port << (8 * 5) | port << (8 * 11)
+
+
+def port_template(template: bytes, port: int) -> bytes:
+    """The first :data:`TEMPLATE_BYTES` bytes generator ``port`` sends for TEMPLATE ``template``."""
+    template = bytes(template).ljust(TEMPLATE_BYTES, b"\0")[:TEMPLATE_BYTES]
+    return (int.from_bytes(template, "little") ^ port_mark(port)).to_bytes(TEMPLATE_BYTES, "little")
+
+
 def _template_word(i: int) -> int:
     return int.from_bytes(default_template()[4 * i:4 * i + 4], "little")
 
@@ -54,7 +80,8 @@ GAP = Register("GAP", 0x18, Access.RW, "Idle cycles between generated frames (bi
                reset=0)
 SEED = Register("SEED", 0x1C, Access.RW, "Payload LFSR seed (nonzero).", reset=DEFAULT_SEED)
 SIGNATURE = tuple(Register(f"SIGNATURE_{i}", 0x20 + 4 * i, Access.STATUS,
-                           f"Egress port {i}: XOR-rotate signature of every byte sent since reset.") for i in range(4))
+                           f"Egress port {i}: XOR-rotate signature of every byte sent since reset.")
+                  for i in range(MAX_PORTS))
 TEMPLATE = tuple(Register(f"TEMPLATE_{i}", 0x40 + 4 * i, Access.RW,
                           f"Generated frame bytes {4 * i}..{4 * i + 3} (first in bits 7:0); reset: an "
                           "Ethernet/IPv4/UDP header.", reset=_template_word(i)) for i in range(TEMPLATE_BYTES // 4))

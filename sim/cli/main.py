@@ -79,9 +79,33 @@ def load_config(spec: str | Path | None, *, default: str | None = DEFAULT_PROFIL
         raise BadInput(str(exc)) from None
 
 
-def read_nic_table(path: str | Path) -> dict:
-    """The ``[nic]`` table of a TOML file, unvalidated (bad file or syntax: :class:`BadInput`)."""
-    return _nic_table(_read_toml(path), path)
+def board_config(board, spec: str | Path | None):
+    """The NicConfig ``secnic bitstream --board B --config SPEC`` builds: the board's own (its
+    line-test switch, or the bump in the wire) when SPEC is None; a built-in profile by name
+    (``bump-in-the-wire``: the board's NIC without a switch; ``switch``: that profile's seven ports
+    and VLANs); a TOML file: its ``[nic]`` options over the board's, and its ``[switch]`` table,
+    if any, instead of the board's switch. A mistake is :class:`BadInput` naming the key."""
+    from host_driver.switch_config import PROFILES, SwitchConfig, SwitchConfigError, nic_config
+    base = board.config(bump=True).as_dict()
+    for key in ("switch", "ports", "physical_ports"):
+        base.pop(key, None)
+    try:
+        if spec is None:
+            return board.config()
+        if str(spec) in PROFILES and not Path(spec).exists():
+            switch = SwitchConfig.from_toml(PROFILES[str(spec)])
+            if switch.wire:
+                return board.config(bump=True)
+            return nic_config(switch, base, source=f"board {board.name}, profile {spec}")
+        doc = _read_toml(spec)
+        nic = _nic_table(doc, spec)
+        if "switch" not in doc:
+            return board.config(nic)
+        return nic_config(SwitchConfig.from_toml(doc["switch"]), base | nic, source=f"{spec}")
+    except SwitchConfigError as exc:
+        raise BadInput(f"{spec}: {exc}") from None
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _nic_table(doc: dict, path) -> dict:
@@ -243,14 +267,9 @@ def cmd_bitstream(args) -> int:
         raise BadInput(f"unknown board {args.board!r}; known boards: {', '.join(BOARDS)}")
     if args.tries is not None and args.tries < 1:
         raise BadInput(f"--tries must be at least 1, not {args.tries}")
-    overrides = read_nic_table(args.config) if args.config else {}
+    config = board_config(BOARDS[args.board], args.config)     # validated before any tool runs
     try:
-        BOARDS[args.board].config(overrides)     # validate before any tool runs
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    try:
-        report = build_bitstream(args.board, Path(args.out), overrides=overrides, seed=args.seed,
-                                 tries=args.tries)
+        report = build_bitstream(args.board, Path(args.out), config=config, seed=args.seed, tries=args.tries)
     except TimingError as exc:
         print(f"secnic bitstream: timing not met: {exc}", file=sys.stderr)
         return 1
@@ -360,8 +379,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
               description="Boards: " + "; ".join(f"{b.name}: {b.doc}" for b in BOARDS.values()))
     bit.add_argument("--board", required=True, metavar="NAME",
                      help=f"one of {', '.join(BOARDS)} (required, no default)")
-    bit.add_argument("--config", metavar="nic.toml",
-                     help="NIC option overrides ([nic] table; default: the board's own configuration)")
+    bit.add_argument("--config", metavar="nic.toml|PROFILE",
+                     help="a TOML file ([nic] options over the board's; a [switch] table instead of the "
+                          "board's switch) or a profile name (bump-in-the-wire, switch); default: the "
+                          "board's own configuration")
     bit.add_argument("--out", required=True, metavar="DIR", help="output directory (required, no default)")
     bit.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (of the first run)")
     bit.add_argument("--tries", type=int, metavar="N",

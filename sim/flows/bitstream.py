@@ -110,12 +110,15 @@ NEXTPNR_OPTS = {"ecp5": ("--placer-heap-timingweight", "60"), "ice40": ()}
 
 
 def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = None, seed: int = 1,
-                    tries: int | None = None) -> dict:
+                    tries: int | None = None, config=None) -> dict:
     """Build ``board_name`` into ``out_dir`` and return the report (also written as report.json).
 
     Place and route runs with seed ``seed``; while the core clock misses its target it runs again
     with the next seed, up to ``tries`` runs in all (default: the board's ``pnr_tries``), and the
     build keeps the fastest. Synthesis runs once. ``report.json`` lists every seed tried.
+
+    ``config``: the NIC to build (a :class:`hdl.config.NicConfig`), instead of the board's own
+    configuration with ``overrides``.
 
     Raises :class:`KeyError` for an unknown board, :class:`TimingError` when the core clock
     misses its target (report still written), :class:`DoesNotFitError` when the design needs more
@@ -126,7 +129,7 @@ def build_bitstream(board_name: str, out_dir: Path, *, overrides: dict | None = 
     tries = board.pnr_tries if tries is None else tries
     if tries < 1:
         raise ValueError(f"tries must be at least 1, not {tries}")
-    config = board.config(overrides)
+    config = board.config(overrides) if config is None else config
     platform = board.make_platform()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

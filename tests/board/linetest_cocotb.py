@@ -11,14 +11,16 @@ frames are collected by :class:`sim.tb.nic.TB`'s sinks and records by its record
 
 * on every egress port, whole frames equal to the reference generator's
   (:func:`host_driver.blocks.linetest.expected_frames`), in order, the LFSR starting from the seed;
-* every record: generated on port ``i``, forwarded out of port ``i ^ 1`` (hdl/datapath/forward.py), and as
-  many frames out of port ``i ^ 1`` as records from port ``i``;
+* every record: generated on port ``i``, forwarded out of port ``i ^ 1`` (the bump's forwarder, or a
+  board switch's VLAN of the pair: hdl.board.boards.linetest_switch), and as many frames out of port
+  ``i ^ 1`` as records from port ``i``; a switch's odd port out (its monitor port) sends nothing and
+  has its own frames dropped as ``monitor_port``;
 
 and before each reset, over everything sent since the previous one:
 
 * SIGNATURE_i equals :func:`host_driver.blocks.linetest.expected_signature` of what left port ``i``;
-* the counters: per port, received = sent by the peer + dropped (no drops), RX/TX packets and
-  bytes equal to the frames seen.
+* the counters: per port, received = sent by the peer + dropped (no drops but the monitor port's),
+  RX/TX packets and bytes equal to the frames seen.
 
 Tests: ``generated_frames_signatures_counters`` and ``frame_len_is_clamped`` reset the NIC between
 runs; ``stop_and_restart`` starts the tester again after a stop without a reset.
@@ -33,13 +35,21 @@ import os
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from hdl.board.linetest import default_template
+from hdl.board.linetest import TEMPLATE_BYTES, default_template, port_mark
 from hdl.config import NicConfig
+from hdl.packet.meta import DropReason
 from host_driver.blocks.linetest import LineTester, expected_signature
-from host_driver.driver import Nic
+from host_driver.driver import Nic, received_drops
 from sim.tb.nic import TB
 
 log = logging.getLogger(__name__)
+
+
+def _marked(frame: bytes, port: int) -> bytes:
+    """``frame`` with its addresses marked as generator ``port`` marks them (hdl.board.linetest.port_mark)."""
+    head = len(frame[:TEMPLATE_BYTES])
+    mark = port_mark(port).to_bytes(TEMPLATE_BYTES, "little")[:head]
+    return bytes(a ^ b for a, b in zip(frame[:head], mark)) + frame[head:]
 
 
 def _config() -> NicConfig:
@@ -142,15 +152,22 @@ class LineTestBench:
         what = f"run frame_len={frame_len} gap={gap} seed=0x{seed:x}"
         for rec in records:
             peer = rec.in_port ^ 1
+            if peer >= self.n_ports:
+                assert rec.egress_ports == [] and rec.reason == DropReason.MONITOR_PORT, \
+                    f"{what}: frame generated on the monitor port: {rec}"
+                continue
             assert rec.egress_ports == [peer], \
                 f"{what}: frame generated on port {rec.in_port} left by {rec.egress_ports}, expected [{peer}]"
         for j, frames in enumerate(egress):
             name = self.config.ports[j]
+            if j ^ 1 >= self.n_ports:
+                assert frames == [], f"{what}: the monitor port {name} sent {len(frames)} frames"
+                continue
             generated = sum(1 for rec in records if rec.in_port == j ^ 1)
             assert len(frames) == generated, \
                 f"{what}: egress {name}: {len(frames)} frames for {generated} generated on its peer"
             assert len(frames) >= min_frames, f"{what}: egress {name}: only {len(frames)} frame(s)"
-            want = lt.expected_frames(len(frames))
+            want = lt.expected_frames(len(frames), port=j ^ 1)   # marked by the peer generator
             for k, (got, exp) in enumerate(zip(frames, want)):
                 assert got == exp, (f"{what}: egress {name} frame {k}: got {len(got)} bytes {got[:80].hex()}..., "
                                     f"expected {len(exp)} bytes {exp[:80].hex()}...")
@@ -158,8 +175,10 @@ class LineTestBench:
         return egress
 
     async def send_external(self, frames: dict[int, bytes]) -> None:
-        """Send one frame on each given ingress port; check it leaves by the peer port unchanged."""
+        """Send one frame on each given ingress port; check it leaves by the peer port unchanged.
+        Each is marked like the port's generator marks its frames (a switch forwards by address)."""
         tb = self.tb
+        frames = {port: _marked(frame, port) for port, frame in frames.items()}
         for port, frame in frames.items():
             await tb.sources[self.config.ports[port]].send(tb.make_frame(frame, False))
         counts = {name: 0 for name in self.config.ports}
@@ -183,8 +202,14 @@ class LineTestBench:
         names = list(self.config.ports)
         for i, name in enumerate(names):
             c = counters[name]
+            drops = received_drops(c)
+            records = sum(1 for r in self.tb.records if r.in_port == i)
+            if i ^ 1 >= self.n_ports:            # the monitor port: everything it received dropped
+                monitor_drops = c["switch"]["drop_monitor_port"]
+                assert c["rx_packets"] == records == drops == monitor_drops and c["tx_packets"] == 0, \
+                    f"monitor port {name} counters {c}, {records} records"
+                continue
             peer = names[i ^ 1]
-            drops = sum(v for k, v in c.items() if k.startswith("drop_"))
             sent_by_peer = self.sent[i ^ 1]
             expected = {"rx_packets": len(sent_by_peer), "rx_bytes": sum(map(len, sent_by_peer)),
                         "tx_packets": len(self.sent[i]), "tx_bytes": sum(map(len, self.sent[i]))}
@@ -192,7 +217,6 @@ class LineTestBench:
             assert got == expected and drops == 0, f"port {name} counters {c}, expected {expected}, no drops"
             assert c["rx_packets"] == counters[peer]["tx_packets"] + drops, \
                 f"port {name}: rx_packets {c['rx_packets']} != tx_packets({peer}) + drops {drops}"
-            records = sum(1 for r in self.tb.records if r.in_port == i)
             assert c["rx_packets"] == records, f"port {name}: rx_packets {c['rx_packets']}, {records} records"
 
 

@@ -41,9 +41,17 @@ def _icebreaker() -> NicConfig:
     return BOARDS["icebreaker"].config({"uart_bridge": False, "line_tester": True})
 
 
+def _switch() -> NicConfig:
+    """A board's switch (hdl.board.boards.linetest_switch) of three ports: a peer pair in VLAN 1
+    and the monitor port, with a small MAC table."""
+    from hdl.board.boards import linetest_switch, switch_port_names
+    return NicConfig(ports=switch_port_names(3), line_tester=True, uart_bridge=False,
+                     switch=linetest_switch(3, 156.25, mac_sets=64, mac_ways=2, recorder_depth=16))
+
+
 #: (simulator, build) pairs: the default build on both simulators, the compact one on Icarus only
-#: (a second Verilator build costs more than the whole Icarus run).
-SIM_CASES = [("verilator", "default"), ("icarus", "default"), ("icarus", "icebreaker")]
+#: (a second Verilator build costs more than the whole Icarus run), a switch on Verilator.
+SIM_CASES = [("verilator", "default"), ("icarus", "default"), ("icarus", "icebreaker"), ("verilator", "switch")]
 
 
 def run(coro):
@@ -244,7 +252,8 @@ def _run(sim: str, build: str, test_filter: str, tmp_path):
         check_simulator(sim)
     except SimulatorUnavailable as exc:
         pytest.skip(str(exc))
-    config = SIM_CONFIG if build == "default" else _icebreaker()
+    config = {"default": SIM_CONFIG, "icebreaker": _icebreaker, "switch": _switch}[build]
+    config = config() if callable(config) else config
     run_cocotb(config, sim, "linetest_cocotb", test_dir=tmp_path / "sim", test_filter=test_filter)
 
 
