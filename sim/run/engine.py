@@ -603,12 +603,6 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
                     empty[0].pcap_cnt)
         inputs = [f for f in inputs if f.frame]
     pace = parse_pace(pace) if isinstance(pace, str) else float(pace)
-    if config.ingress_fifos and engine == "verilator":
-        # Bulk mode's C++ capture does not record which frames the ingress FIFOs dropped, and the
-        # gateware == model check needs to know (docs/switch.md, "Ingress").
-        if bulk or jobs > 1:
-            raise ValueError('ingress = "drop" runs through the cocotb testbench only: use --no-bulk and --jobs 1')
-        bulk = False
     bulk = use_bulk(engine, len(inputs), bulk, waves, jobs)
     out_dir = check_out_dir(out_dir, force=force)
     starts = schedule(config, inputs, pace)

@@ -97,6 +97,25 @@ def check_run(out, frames: list[InputFrame]) -> None:
 def test_line_rate_bursts_drop_whole_frames_at_ingress(tmp_path, engine):
     cfg = config()
     frames = inputs()
-    run = run_engine(cfg, frames, engine=engine, pace="pcap", out_dir=tmp_path / "out")
-    assert run["packets_in"] == len(frames)
+    run = run_engine(cfg, frames, engine=engine, pace="pcap", out_dir=tmp_path / "out", bulk=False)
+    assert run["packets_in"] == len(frames) and run["sim_mode"] == "cocotb"
     check_run(tmp_path / "out", frames)
+
+
+#: Run files a bulk run and a cocotb run of the same frames must agree on byte for byte.
+FILES = ["trace.jsonl", "counters.json", *(f"egress/{p}.pcap" for p in PORTS)]
+
+
+@pytest.mark.slow      # builds the bulk-mode model: over a minute
+def test_bulk_mode_records_the_same_ingress_drops(tmp_path):
+    """Bulk mode's C++ capture of the ingress fates, held to the cocotb testbench's (whose sources
+    are cocotbext-axi's): the same files byte for byte and the same cycle count."""
+    cfg = config()
+    frames = inputs()
+    runs = {bulk: run_engine(cfg, frames, engine="verilator", pace="pcap", out_dir=tmp_path / str(bulk), bulk=bulk)
+            for bulk in (True, False)}
+    assert (runs[True]["sim_mode"], runs[False]["sim_mode"]) == ("bulk", "cocotb")
+    assert runs[True]["cycles"] == runs[False]["cycles"]
+    for name in FILES:
+        assert (tmp_path / "True" / name).read_bytes() == (tmp_path / "False" / name).read_bytes(), name
+    check_run(tmp_path / "True", frames)
