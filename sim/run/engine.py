@@ -49,6 +49,12 @@ a host, before the NIC pads them: the NIC drops them as runts) and truncated cap
 Zero-length input frames (possible in a pcap, impossible on an AXI-Stream port) are skipped with
 a warning by every engine.
 
+**Ingress FIFOs** (``ingress = "drop"``, docs/switch.md, "Ingress"): the simulators report which
+frames each port's FIFO dropped; those get ``verdict`` drop and ``reason`` ``ingress_full`` or
+``ingress_too_long`` in trace.jsonl, the golden model sees the others only, and every counter of
+the gateware must equal the model's plus those drops. The model engine has no FIFOs: no ingress
+drops.
+
 Outputs are staged on ``out_dir``'s file system and moved into place only when everything
 succeeded, so a failed run never leaves half-written files; a directory secnic did not write is
 never emptied (:mod:`sim.run.outdir`).
@@ -456,13 +462,13 @@ def _collate(config, inputs, res, sim, port_of):
             sent = want.egress_frames
         for q in rec["egress"]:
             egress_src[q].append((idx, sent[q]))
-    if model is not None and config.ingress_fifos:
-        _reconcile_ingress(config, model, ingress_drops, inputs, res["counters"], sim)
     if None in decisions:
         # Records come in each port's order, so the first frame without one is the one stuck.
         why = "timed out" if res.get("status", {}).get("timed_out") else "ended"
         raise EngineError(f"{sim}: the simulation {why} before {_where(inputs[decisions.index(None)])} got its "
                           f"record ({len(res['records'])} of {len(inputs)} frames have one)")
+    if model is not None and config.ingress_fifos:
+        _reconcile_ingress(config, model, ingress_drops, inputs, res["counters"], sim)
     latency = []
     ends = list(rec_cycle.values())
     for q, name in enumerate(config.ports):
