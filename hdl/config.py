@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from hdl.switch.settings import SwitchSettings
 
-__all__ = ["NicConfig", "VALID_DATA_WIDTHS", "PARSER_ARCHITECTURES", "MIN_PHYSICAL_FRAME", "MAX_FRAME"]
+__all__ = ["NicConfig", "VALID_DATA_WIDTHS", "PARSER_ARCHITECTURES", "MIN_PHYSICAL_FRAME", "MAX_FRAME",
+           "INGRESS_MODES"]
 
 VALID_DATA_WIDTHS = (64, 128, 256, 512)
 #: Parser architectures (docs/parser.md, "Two architectures").
@@ -19,6 +20,13 @@ PARSER_ARCHITECTURES = ("pipelined", "sequential")
 MIN_PHYSICAL_FRAME = 60
 #: Largest frame the NIC carries (jumbo, without FCS). Longer frames are dropped whole.
 MAX_FRAME = 9216
+#: What a switch port does when the shared pipeline cannot take its frames (docs/switch.md,
+#: "Ingress"): hold the source back (``tready`` low), or take everything into a FIFO and drop whole
+#: frames when it is full, as a MAC must.
+INGRESS_MODES = ("pause", "drop")
+#: Build options added later: left out of :meth:`NicConfig.as_dict` (and so of :meth:`NicConfig.key`)
+#: while at these defaults, so existing configurations keep their dict and key.
+_QUIET_DEFAULTS = {"ingress": "pause", "ingress_fifo_bytes": 16384}
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,15 @@ class NicConfig:
         The switch fabric (:class:`hdl.switch.settings.SwitchSettings`: learning, VLANs, storm
         control, loop guard, mirroring, per-port output queues; docs/switch.md), or None for the
         two-port bump in the wire (every good frame to the other port, unchanged).
+    ingress:
+        ``"pause"`` (the default): each port enters through a two-entry register slice and holds
+        its source back while the shared pipeline is busy. ``"drop"`` (switch builds only): each
+        port has an ingress FIFO of ``ingress_fifo_bytes`` (:class:`hdl.switch.ingress.IngressFifo`)
+        that takes every beat and drops whole frames when full, counted per port in SWPORT
+        (``INGRESS_FULL``, ``INGRESS_TOO_LONG``). docs/switch.md, "Ingress".
+    ingress_fifo_bytes:
+        Each port's ingress FIFO in ``"drop"`` mode: a power of two, 256..1 MiB (0: no FIFO, only
+        with ``"pause"``). A frame longer than the FIFO is always dropped (``INGRESS_TOO_LONG``).
     """
 
     data_width: int = 64
@@ -86,6 +103,8 @@ class NicConfig:
     parser: str = "pipelined"
     compact: bool = False
     switch: SwitchSettings | None = None
+    ingress: str = "pause"
+    ingress_fifo_bytes: int = 16384
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -124,10 +143,31 @@ class NicConfig:
                              f"not {self.parser!r}")
         if self.clock_mhz <= 0:
             raise ValueError(f"clock_mhz must be positive, not {self.clock_mhz!r}")
+        if self.ingress not in INGRESS_MODES:
+            raise ValueError(f"ingress must be one of {', '.join(map(repr, INGRESS_MODES))}, not {self.ingress!r}")
+        fifo = self.ingress_fifo_bytes
+        if isinstance(fifo, bool) or not isinstance(fifo, int) or (
+                fifo != 0 and (fifo & (fifo - 1) or not 256 <= fifo <= 1 << 20)):
+            raise ValueError(f"ingress_fifo_bytes must be 0 or a power of two in 256..1048576, not {fifo!r}")
+        if self.ingress == "drop":
+            if self.switch is None:
+                raise ValueError('ingress = "drop" needs the switch fabric (its SWPORT blocks count the drops)')
+            if fifo == 0:
+                raise ValueError('ingress = "drop" needs an ingress FIFO: ingress_fifo_bytes must not be 0')
 
     @property
     def bytes_per_beat(self) -> int:
         return self.data_width // 8
+
+    @property
+    def ingress_fifos(self) -> bool:
+        """Whether each port enters through an ingress FIFO that drops whole frames (``ingress = "drop"``)."""
+        return self.ingress == "drop"
+
+    @property
+    def ingress_depth(self) -> int:
+        """Beats each port's ingress FIFO holds."""
+        return self.ingress_fifo_bytes // self.bytes_per_beat
 
     @property
     def port_bits(self) -> int:
@@ -155,6 +195,9 @@ class NicConfig:
         d["switch"] = self.switch.as_dict() if self.switch is not None else None
         d["ports"] = list(self.ports)
         d["physical_ports"] = list(self.physical_ports)
+        for key, default in _QUIET_DEFAULTS.items():
+            if d[key] == default:
+                del d[key]
         return d
 
     def key(self) -> str:

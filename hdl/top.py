@@ -37,8 +37,9 @@ from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
 from hdl.switch.control import wire_switch
 from hdl.switch.egress import EgressFanout
+from hdl.switch.ingress import IngressFifo
 from hdl.switch.recorder import FlightRecorder
-from hdl.switch.regs import SWITCH, SWPORT, switch_values, swport_values
+from hdl.switch.regs import SWITCH, SWPORT, SwportCounter, switch_values, swport_values
 from hdl.switch.stage import FRAME_CYCLES, SwitchStage, make_switch_descriptor_layout
 
 __all__ = ["NicTop", "build_register_map", "TOP_NAME"]
@@ -64,6 +65,10 @@ class NicTop(wiring.Component):
         Management plane (register map: :func:`hdl.top.build_register_map`).
     record: Out(stream.Signature(verdict record, always_ready=True))
         One pulse per frame with its metadata and verdict; left unconnected in board builds.
+    ingress_end, ingress_drop: Out(n_ports), only with ``config.ingress = "drop"``
+        Bit i: a frame's last beat entered port i's ingress FIFO; ``ingress_drop``: and the FIFO
+        dropped that frame whole. Port i's frames get their fate in order, so a testbench learns
+        which frames never reached the pipeline (:mod:`sim.run.nic_cocotb`); unconnected on boards.
 
     With ``reset_tree`` (by default ``target.reset_tree``: on in SPEED builds, off in AREA ones)
     each block takes its reset from a register of its own, in a clock domain of its own on the
@@ -89,6 +94,10 @@ class NicTop(wiring.Component):
             members["s_axil"] = In(AXILiteSignature(self.regmap.address_width))
         members["record"] = Out(stream.Signature(make_verdict_record(config.port_bits, len(config.ports)),
                                                  always_ready=True))
+        if config.ingress_fifos:
+            n = len(config.ports)
+            members["ingress_end"] = Out(n)
+            members["ingress_drop"] = Out(n)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -129,6 +138,8 @@ class NicTop(wiring.Component):
                 # No register slices (they only cut long routes on a big ECP5).
                 if cfg.line_tester:
                     port_in = self._line_tester_ingress(m, csr, i, name, port_in)
+                if cfg.ingress_fifos:
+                    port_in = self._ingress_fifo(m, csr, i, name, port_in)
                 connect(m, port_in, arbiter.inputs[i])
                 connect(m, port_sources[i], port_out)
             else:
@@ -136,6 +147,9 @@ class NicTop(wiring.Component):
                 egress = self._add(m, f"egress_{name}", RegisterSlice(w, 1))
                 if cfg.line_tester:
                     port_in = self._line_tester_ingress(m, csr, i, name, port_in)
+                if cfg.ingress_fifos:
+                    # The slice then sits between the FIFO and the arbiter (the long route).
+                    port_in = self._ingress_fifo(m, csr, i, name, port_in)
                 connect(m, port_in, ingress.s_axis)
                 connect(m, ingress.m_axis, arbiter.inputs[i])
                 connect(m, port_sources[i], egress.s_axis)
@@ -215,6 +229,20 @@ class NicTop(wiring.Component):
             return block
         m.submodules[name] = local_reset_domain(m, name, block)
         return block
+
+    def _ingress_fifo(self, m, csr, index, name, port_in):
+        """Put port ``index``'s ingress FIFO (``ingress = "drop"``) after ``port_in``; count its drops
+        in the port's SWPORT block and show them on ``ingress_end``/``ingress_drop``. Returns the
+        FIFO's output stream."""
+        cfg = self.config
+        fifo = self._add(m, f"ingress_fifo_{name}", IngressFifo(cfg.data_width, cfg.ingress_depth))
+        connect(m, port_in, fifo.s_axis)
+        block = self.regmap.block(SWPORT, index)
+        m.d.comb += [csr.count(block.event(SwportCounter.INGRESS_FULL)).eq(fifo.drop_full),
+                     csr.count(block.event(SwportCounter.INGRESS_TOO_LONG)).eq(fifo.drop_too_long),
+                     self.ingress_end[index].eq(fifo.frame_end),
+                     self.ingress_drop[index].eq(fifo.drop_full | fifo.drop_too_long)]
+        return fifo.m_axis
 
     def _line_tester_ingress(self, m, csr, index, name, port_in):
         """Put a frame generator in front of ingress port ``index``; it takes over while enabled.

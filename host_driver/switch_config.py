@@ -20,6 +20,9 @@ limits, mirror sessions, the MAC table's aging and port limit, loop guard. Build
     moves = 16
     window_us = 1000
     block = true
+    [switch]                                      # (keys of the [switch] table itself)
+    ingress = "drop"                              # per-port ingress FIFOs that drop whole frames;
+    ingress_fifo_bytes = 16384                    # "pause" (default): hold the source back
 
 A mistake raises :class:`SwitchConfigError` naming the key (``switch.ports.vm1.vlan``); the
 command line turns it into exit status 2.
@@ -30,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from hdl.config import INGRESS_MODES
 from hdl.switch.settings import TICK_SHIFT, SwitchPort, SwitchSettings
 from hdl.switch.settings import StormClass as HwStormClass
 from host_driver.model.switch import (
@@ -84,12 +88,16 @@ class SwitchConfig:
     ways: int = 4
     egress_queue_bytes: int = 16384
     recorder_depth: int = 512
+    #: Ingress (``[switch]``): "pause" or "drop", and each port's ingress FIFO in bytes; None leaves
+    #: :class:`hdl.config.NicConfig`'s own value (docs/switch.md, "Ingress").
+    ingress: str | None = None
+    ingress_fifo_bytes: int | None = None
 
     @classmethod
     def from_toml(cls, table: Mapping, *, key: str = "switch") -> SwitchConfig:
         """Read a ``[switch]`` table (already parsed TOML)."""
         _only(table, key, {"ports", "storm", "mirror", "table", "loop_guard", "wire", "egress_queue_bytes",
-                           "recorder_depth"})
+                           "recorder_depth", "ingress", "ingress_fifo_bytes"})
         ports_t = _table(table.get("ports"), f"{key}.ports", required=True)
         if not ports_t:
             raise SwitchConfigError(f"{key}.ports: a switch needs ports")
@@ -160,8 +168,18 @@ class SwitchConfig:
                 raise SwitchConfigError(f"{w}.block: must be true or false, not {block!r}")
             loop_guard = LoopGuardSetting(int(_number(lg_t, "moves", w, 2, 1 << 16, integer=True) or 16),
                                           _number(lg_t, "window_us", w, 1, 1e7) or 1000.0, block)
+        ingress = table.get("ingress")
+        if ingress is not None and ingress not in INGRESS_MODES:
+            raise SwitchConfigError(f"{key}.ingress: must be {' or '.join(map(repr, INGRESS_MODES))}, not {ingress!r}")
+        fifo = _number(table, "ingress_fifo_bytes", key, 0, 1 << 20, integer=True)
+        if fifo is not None and fifo != 0 and (fifo & (fifo - 1) or fifo < 256):
+            raise SwitchConfigError(f"{key}.ingress_fifo_bytes: must be 0 or a power of two in 256..1048576, "
+                                    f"not {fifo}")
+        if ingress == "drop" and fifo == 0:
+            raise SwitchConfigError(f"{key}.ingress_fifo_bytes: ingress = \"drop\" needs a FIFO, not 0")
         return cls(ports, storm, tuple(mirrors), aging, int(limit) if limit else None, loop_guard,
-                   sets=sets, ways=ways, egress_queue_bytes=queue, recorder_depth=depth)
+                   sets=sets, ways=ways, egress_queue_bytes=queue, recorder_depth=depth, ingress=ingress,
+                   ingress_fifo_bytes=fifo)
 
     def aging_ticks(self, clock_mhz: float) -> int:
         """The aging time in the switch's ticks (2**TICK_SHIFT cycles)."""
@@ -322,6 +340,13 @@ def nic_config(switch: SwitchConfig, nic: Mapping | None = None, *, source: str 
     nic.setdefault("physical_ports", [names[0]])
     if "switch" in nic:
         raise SwitchConfigError("nic.switch: the switch is configured in the [switch] table")
+    for name in ("ingress", "ingress_fifo_bytes"):
+        value = getattr(switch, name)
+        if value is None:
+            continue
+        if name in nic and nic[name] != value:
+            raise SwitchConfigError(f"nic.{name}: {nic[name]!r} differs from switch.{name} {value!r}; set it once")
+        nic[name] = value
     if not switch.wire:
         clock = nic.get("clock_mhz", NicConfig.clock_mhz)
         if isinstance(clock, bool) or not isinstance(clock, int | float) or clock <= 0:

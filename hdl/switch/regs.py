@@ -51,8 +51,10 @@ class SwitchCounter(enum.Enum):
 
 
 class SwportCounter(enum.Enum):
-    """Per-port egress event."""
+    """Per-port events outside the switch stage: output queue and ingress FIFO drops."""
     TX_QUEUE_DROP = "tx_queue_drop"
+    INGRESS_FULL = "ingress_full"
+    INGRESS_TOO_LONG = "ingress_too_long"
 
 
 #: (class, rate register, burst register) per storm class.
@@ -98,7 +100,12 @@ SWPORT = BlockType(0x0051, 1, "SWPORT", "One per port of a switch: VLAN membersh
 ) + counters(0x30, [(r, f"DROP_{r.name}", f"Frames received on this port and dropped: {r.label}.")
                     for r in SWITCH_DROP_REASONS]
              + [(SwportCounter.TX_QUEUE_DROP, "TX_QUEUE_DROP", "Frames for this port dropped: its output queue "
-                 "was full.")]))
+                 "was full."),
+                (SwportCounter.INGRESS_FULL, "INGRESS_FULL", "Frames received on this port and dropped whole "
+                 "before the pipeline: its ingress FIFO was full (ingress = \"drop\"; not in RX_PACKETS)."),
+                (SwportCounter.INGRESS_TOO_LONG, "INGRESS_TOO_LONG", "Frames received on this port and dropped "
+                 "whole before the pipeline: longer than its ingress FIFO (ingress = \"drop\"; not in "
+                 "RX_PACKETS).")]))
 
 
 def switch_values(config: NicConfig) -> dict[str, int]:

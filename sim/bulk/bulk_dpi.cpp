@@ -75,6 +75,9 @@ struct Bulk {
     std::string out_dir;
     FILE* records_file = nullptr;
     FILE* egress_file = nullptr;
+    FILE* drops_file = nullptr;
+    std::vector<uint32_t> ingress_ends;  // per port: frames whose last beat entered its ingress FIFO
+    uint64_t ingress_drops = 0, ingress_stalls = 0;
     uint64_t cycle = 0, records = 0, done_cycle = 0;
     uint32_t record_words = 0;
     std::vector<uint64_t> record_buf;
@@ -139,6 +142,8 @@ void load() {
     g.record_buf.assign(1 + g.record_words, 0);
     g.records_file = open_out("records.bin");
     g.egress_file = open_out("egress.bin");
+    g.drops_file = open_out("ingress_drops.bin");
+    g.ingress_ends.assign(g.h.n_ports, 0);
 }
 
 inline bool bit(const svBitVecVal* v, uint32_t i) { return (v[i >> 5] >> (i & 31)) & 1u; }
@@ -223,8 +228,22 @@ void step_record(const svBitVecVal* payload) {
         if (bit(payload, g.h.egress_offset + q)) g.snk[q].expected++;
 }
 
+// A frame's fate at an ingress FIFO (drop-mode builds; all zero otherwise): port p's k-th frame
+// end is its k-th frame.
+void step_ingress(const svBitVecVal* ends, const svBitVecVal* drops) {
+    for (uint32_t p = 0; p < g.h.n_ports; p++) {
+        if (!bit(ends, p)) continue;
+        if (bit(drops, p)) {
+            uint32_t row[2] = {p, g.ingress_ends[p]};
+            std::fwrite(row, 4, 2, g.drops_file);
+            g.ingress_drops++;
+        }
+        g.ingress_ends[p]++;
+    }
+}
+
 bool all_done() {
-    if (g.records < g.h.n_frames) return false;
+    if (g.records + g.ingress_drops < g.h.n_frames) return false;
     for (auto& k : g.snk)
         if (k.active || k.received < k.expected) return false;
     for (auto& s : g.src)
@@ -237,7 +256,8 @@ bool all_done() {
 extern "C" void secnic_bulk_cycle(svBit go, const svBitVecVal* s_tready, const svBitVecVal* m_tvalid,
                                   const svBitVecVal* m_tlast, const svBitVecVal* m_tuser,
                                   const svBitVecVal* m_tdata, const svBitVecVal* m_tkeep, svBit rec_valid,
-                                  const svBitVecVal* rec_payload, svBitVecVal* o_tvalid, svBitVecVal* o_tlast,
+                                  const svBitVecVal* rec_payload, const svBitVecVal* ing_end,
+                                  const svBitVecVal* ing_drop, svBitVecVal* o_tvalid, svBitVecVal* o_tlast,
                                   svBitVecVal* o_tuser, svBitVecVal* o_tdata, svBitVecVal* o_tkeep,
                                   svBit* o_done, int* o_records) {
     if (!g.loaded) load();
@@ -267,6 +287,7 @@ extern "C" void secnic_bulk_cycle(svBit go, const svBitVecVal* s_tready, const s
         }
     }
     if (rec_valid) step_record(rec_payload);
+    step_ingress(ing_end, ing_drop);
     std::memset(o_tvalid, 0, 4 * port_words);
     std::memset(o_tlast, 0, 4 * port_words);
     std::memset(o_tuser, 0, 4 * port_words);
@@ -275,6 +296,7 @@ extern "C" void secnic_bulk_cycle(svBit go, const svBitVecVal* s_tready, const s
     std::memset(out_bytes, 0, 4 * data_words);
     for (uint32_t p = 0; p < n; p++) {
         Source& s = g.src[p];
+        if (s.tvalid && !bit(s_tready, p)) g.ingress_stalls++;
         step_source(s, bit(s_tready, p));
         if (s.tvalid) set_bit(o_tvalid, p);
         if (s.tlast) set_bit(o_tlast, p);
@@ -296,7 +318,7 @@ extern "C" void secnic_bulk_cycle(svBit go, const svBitVecVal* s_tready, const s
         }
     }
     *o_done = g.done;
-    *o_records = static_cast<int>(g.records);
+    *o_records = static_cast<int>(g.records + g.ingress_drops);
 }
 
 extern "C" void secnic_bulk_final() {
@@ -304,6 +326,7 @@ extern "C" void secnic_bulk_final() {
     g.finished = true;
     std::fclose(g.records_file);
     std::fclose(g.egress_file);
+    std::fclose(g.drops_file);
     std::string path = g.out_dir + "/ingress.bin";
     FILE* f = std::fopen(path.c_str(), "wb");
     if (!f) fail("cannot write " + path);
@@ -314,9 +337,11 @@ extern "C" void secnic_bulk_final() {
     f = std::fopen(path.c_str(), "w");
     if (!f) fail("cannot write " + path);
     std::fprintf(f, "{\"cycles\": %llu, \"done_cycle\": %llu, \"wall_s\": %.6f, \"records\": %llu, "
-                    "\"timed_out\": %s, \"done\": %s, \"egress\": [",
+                    "\"ingress_drops\": %llu, \"ingress_stalls\": %llu, \"timed_out\": %s, \"done\": %s, "
+                    "\"egress\": [",
                  static_cast<unsigned long long>(g.cycle), static_cast<unsigned long long>(g.done_cycle), wall,
-                 static_cast<unsigned long long>(g.records), g.timed_out ? "true" : "false",
+                 static_cast<unsigned long long>(g.records), static_cast<unsigned long long>(g.ingress_drops),
+                 static_cast<unsigned long long>(g.ingress_stalls), g.timed_out ? "true" : "false",
                  g.done ? "true" : "false");
     for (uint32_t p = 0; p < g.h.n_ports; p++)
         std::fprintf(f, "%s%llu", p ? ", " : "", static_cast<unsigned long long>(g.snk[p].received));

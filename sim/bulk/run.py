@@ -188,7 +188,8 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
              progress: Callable[[int], None] | None = None, before=None, after=None) -> dict:
     """Run ``frames`` through the NIC in bulk mode in ``workdir``; return the results.
 
-    ``progress(records)`` is called between chunks with the number of frames that have a record.
+    ``progress(records)`` is called between chunks with the number of frames that have a record
+    (or, ``ingress = "drop"``, were dropped at ingress).
     ``before(nic)`` and ``after(nic)`` (async, given the host driver's discovered
     :class:`~host_driver.driver.Nic` over the harness's bus) run before the traffic starts (to
     program the NIC) and after it ended; what ``after`` returns is in the results as ``"after"``.

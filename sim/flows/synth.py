@@ -75,6 +75,11 @@ def _slice(cfg):
     return RegisterSlice(cfg.data_width, 1 + cfg.port_bits)
 
 
+def _ingress_fifo(cfg):
+    from hdl.switch.ingress import IngressFifo
+    return IngressFifo(cfg.data_width, cfg.ingress_depth)
+
+
 def _parser(cfg):
     from hdl.parser.pipelined import Parser
     return Parser(cfg)
@@ -172,6 +177,7 @@ def _switch_top(cfg):
 BLOCKS = {
     "register_slice": _slice,
     "arbiter": _arbiter,
+    "ingress_fifo": _ingress_fifo,    # one port's, 16 KiB
     "parser": _parser,
     "parser_sequential": _parser_sequential,
     "forwarder": _forwarder,

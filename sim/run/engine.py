@@ -49,6 +49,12 @@ a host, before the NIC pads them: the NIC drops them as runts) and truncated cap
 Zero-length input frames (possible in a pcap, impossible on an AXI-Stream port) are skipped with
 a warning by every engine.
 
+**Ingress FIFOs** (``ingress = "drop"``, docs/switch.md, "Ingress"): the simulators report which
+frames each port's FIFO dropped; those get ``verdict`` drop and ``reason`` ``ingress_full`` or
+``ingress_too_long`` in trace.jsonl, the golden model sees the others only, and every counter of
+the gateware must equal the model's plus those drops. The model engine has no FIFOs: no ingress
+drops.
+
 Outputs are staged on ``out_dir``'s file system and moved into place only when everything
 succeeded, so a failed run never leaves half-written files; a directory secnic did not write is
 never emptied (:mod:`sim.run.outdir`).
@@ -418,8 +424,13 @@ def _collate(config, inputs, res, sim, port_of):
     per_port: dict[int, list[int]] = {}
     for i, f in enumerate(inputs):
         per_port.setdefault(port_of[f.port], []).append(i)
-    taken = dict.fromkeys(per_port, 0)
     decisions: list[dict | None] = [None] * len(inputs)
+    ingress_drops = _ingress_drops(config, inputs, res, sim, per_port)
+    for idx, reason in ingress_drops.items():
+        decisions[idx] = _ingress_decision(config, inputs[idx], reason)
+    # The pipeline saw each port's frames in order, less those its ingress FIFO dropped.
+    per_port = {p: [i for i in idxs if i not in ingress_drops] for p, idxs in per_port.items()}
+    taken = dict.fromkeys(per_port, 0)
     egress_src: dict[int, list[tuple[int, bytes]]] = {q: [] for q in range(len(config.ports))}
     rec_cycle = {}
     decode = _record_decoder(config)
@@ -456,6 +467,8 @@ def _collate(config, inputs, res, sim, port_of):
         why = "timed out" if res.get("status", {}).get("timed_out") else "ended"
         raise EngineError(f"{sim}: the simulation {why} before {_where(inputs[decisions.index(None)])} got its "
                           f"record ({len(res['records'])} of {len(inputs)} frames have one)")
+    if model is not None and config.ingress_fifos:
+        _reconcile_ingress(config, model, ingress_drops, inputs, res["counters"], sim)
     latency = []
     ends = list(rec_cycle.values())
     for q, name in enumerate(config.ports):
@@ -476,6 +489,77 @@ def _collate(config, inputs, res, sim, port_of):
               "latency_cycles": latency, "sim_cycles": res.get("sim_cycles", res["total_cycles"]),
               "sim_wall_s": res["wall_s"]}
     return decisions, egress_src, res["counters"], timing
+
+
+#: trace.jsonl's ``reason`` of a frame an ingress FIFO dropped (not a DropReason: no record carries it).
+INGRESS_REASONS = ("ingress_full", "ingress_too_long")
+
+
+def _ingress_drops(config, inputs, res, sim, per_port) -> dict[int, str]:
+    """Input index -> reason of each frame an ingress FIFO dropped (``ingress = "drop"``), from the
+    simulation's per-port list of dropped frame numbers. The reason follows from the length: a
+    frame of more beats than the FIFO holds is ``ingress_too_long``, any other ``ingress_full``."""
+    if not config.ingress_fifos:
+        return {}
+    drops = res.get("ingress_drops")
+    if drops is None:
+        raise EngineError(f"{sim}: ingress = \"drop\" but the simulation did not report which frames its "
+                          "ingress FIFOs dropped")
+    if res.get("ingress_stalls"):
+        raise EngineError(f"{sim}: an ingress FIFO held its source back for {res['ingress_stalls']} cycles; "
+                          "in ingress = \"drop\" a port takes every beat")
+    out = {}
+    for port, numbers in drops.items():
+        frames = per_port.get(int(port), [])
+        for k in numbers:
+            if k >= len(frames):
+                raise EngineError(f"{sim}: port {config.ports[int(port)]} dropped its frame {k + 1} at ingress, "
+                                  f"but it was sent only {len(frames)}")
+            idx = frames[k]
+            too_long = _beats(config, inputs[idx].frame) > config.ingress_depth
+            out[idx] = INGRESS_REASONS[too_long]
+    return out
+
+
+def _ingress_decision(config, f: InputFrame, reason: str) -> dict:
+    """A trace decision for a frame dropped at ingress: the model's parse of it (no record carries
+    the gateware's), verdict drop, ``ingress_reason`` in place of a DropReason."""
+    from hdl.packet.meta import DropReason, Verdict
+    from host_driver.model.nic import parse_frame
+    meta = parse_frame(f.frame, physical=config.is_physical(f.port), header_window=config.header_window,
+                       max_frame=config.max_frame)
+    return {"meta": meta, "verdict": int(Verdict.DROP), "reason": int(DropReason.NONE), "egress": [],
+            "ingress_reason": reason}
+
+
+def _reconcile_ingress(config, model, ingress_drops, inputs, counters, sim) -> None:
+    """The gateware's counters must be the golden model's (fed the frames that passed the ingress
+    FIFOs) plus the ingress drops, counter for counter. Raises EngineError naming the first that
+    differs."""
+    import asyncio
+
+    from hdl.switch.regs import SWPORT, SwportCounter
+    from host_driver.driver import Nic
+    from host_driver.model.nic import ModelBus
+
+    for idx, reason in ingress_drops.items():
+        block = model.regmap.block(SWPORT, config.port_index(inputs[idx].port))
+        model.count(block.event(SwportCounter(reason)))
+
+    async def read():
+        nic = Nic(ModelBus(model))
+        await nic.discover()
+        return await nic.counters()
+    want = asyncio.run(read())
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        elif a != b:
+            raise EngineError(f"{sim}: counter {path} reads {b} from the gateware, the golden model with the "
+                              f"ingress drops says {a}")
+    walk(want, counters, "")
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -570,6 +654,9 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
                             verdict=d["verdict"], reason=d["reason"],
                             egress_names=[config.ports[q] for q in d["egress"]])
                for f, d in zip(inputs, decisions, strict=True)]
+    for r, d in zip(records, decisions, strict=True):
+        if d.get("ingress_reason"):
+            r["reason"] = d["ingress_reason"]
     (tmp / "trace.jsonl").write_text(dumps_jsonl(records))
     (tmp / "egress").mkdir()
     for q, name in enumerate(config.ports):

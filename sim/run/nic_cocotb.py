@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import cocotb
-from cocotb.triggers import ClockCycles, Timer
+from cocotb.triggers import ClockCycles, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
 from hdl.config import NicConfig
@@ -128,9 +128,19 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
     beats = sum(-(-max(len(f[1]), 1) // config.bytes_per_beat) + 2 for f in frames)
     last_start = max((f[3] or 0) for f in frames) if paced and frames else 0
     timeout = 8 * beats + last_start + 50_000   # idle pattern pauses 3 of 4 cycles, plus backpressure
+    fates = _IngressMonitor(dut, config) if config.ingress_fifos else None
     for port, indices in per_port.items():
         cocotb.start_soon(drive(port, indices))
-    await tb.wait_records(n, timeout)
+    if fates is None:
+        await tb.wait_records(n, timeout)
+    else:
+        # Frames an ingress FIFO dropped get no record.
+        deadline = tb.cycle() + timeout
+        while len(tb.records) + fates.dropped() < n:
+            if tb.cycle() > deadline:
+                raise AssertionError(f"timeout: {len(tb.records)} records and {fates.dropped()} ingress drops "
+                                     f"of {n} frames after {timeout} cycles")
+            await ClockCycles(dut.clk, 64)
     egress_counts = {p: 0 for p in config.ports}
     for rec in tb.records:
         for q in rec.egress_ports:
@@ -164,11 +174,50 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
         "counters": counters,
         "identity": identity,
         "recorder": recorder,
+        # ingress = "drop": per port (index as a string), the 0-based numbers of its frames (in the
+        # port's input order) that its ingress FIFO dropped, and cycles a port held its source back.
+        "ingress_drops": None if fates is None else {str(p): d for p, d in fates.drops.items()},
+        "ingress_stalls": None if fates is None else fates.stalls,
         "cycles": sim_cycles,
         "total_cycles": tb.cycle(),
         "wall_s": time.monotonic() - wall0,
     }
     return tb, results
+
+
+class _IngressMonitor:
+    """Which frames the ingress FIFOs dropped (``ingress = "drop"``): samples ``ingress_end`` and
+    ``ingress_drop`` at every clock edge; port i's k-th frame end is its k-th input frame. Also
+    counts cycles in which a port offered a beat and was not ready (a MAC never waits: 0)."""
+
+    def __init__(self, dut, config: NicConfig):
+        self.drops: dict[int, list[int]] = {i: [] for i in range(len(config.ports))}
+        self.stalls = 0
+        self._ends = [0] * len(config.ports)
+        self._ports = [(getattr(dut, f"s_axis_{name}__tvalid"), getattr(dut, f"s_axis_{name}__tready"))
+                       for name in config.ports]
+        cocotb.start_soon(self._run(dut))
+
+    def dropped(self) -> int:
+        return sum(len(d) for d in self.drops.values())
+
+    async def _run(self, dut) -> None:
+        edge = RisingEdge(dut.clk)
+        end, drop = dut.ingress_end, dut.ingress_drop
+        while True:
+            await edge
+            for valid, ready in self._ports:
+                if valid.value == 1 and ready.value != 1:
+                    self.stalls += 1
+            ends = int(end.value)
+            if not ends:
+                continue
+            drops = int(drop.value)
+            for i in range(len(self._ends)):
+                if ends >> i & 1:
+                    if drops >> i & 1:
+                        self.drops[i].append(self._ends[i])
+                    self._ends[i] += 1
 
 
 async def _report_progress(tb: TB, path: Path) -> None:
