@@ -7,13 +7,21 @@ from pathlib import Path
 __all__ = ["format_summary", "drops_by_reason"]
 
 
+#: A switch port's SWPORT counters of frames lost outside the switch stage's decision.
+_SWPORT_LOSSES = ("tx_queue_drop", "ingress_full", "ingress_too_long")
+
+
 def drops_by_reason(counters: dict) -> dict[str, int]:
-    """Drops summed over ports, by reason (``drop_<reason>`` counters that are not zero)."""
+    """Drops summed over ports, by reason (``drop_<reason>`` counters that are not zero, a switch
+    port's among them, and its output queue and ingress FIFO losses)."""
     drops: dict[str, int] = {}
     for port in counters.get("ports", {}).values():
-        for key, value in port.items():
-            if key.startswith("drop_") and value:
-                drops[key[5:]] = drops.get(key[5:], 0) + value
+        switch = port.get("switch", {})
+        found = [(k[5:], v) for k, v in [*port.items(), *switch.items()] if k.startswith("drop_")]
+        found += [(k, switch[k]) for k in _SWPORT_LOSSES if k in switch]
+        for reason, value in found:
+            if value:
+                drops[reason] = drops.get(reason, 0) + value
     return dict(sorted(drops.items()))
 
 

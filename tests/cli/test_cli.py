@@ -612,3 +612,17 @@ def test_output_into_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert "Broken pipe" not in err and "Traceback" not in err, err
+
+
+def test_drops_by_reason_counts_switch_losses():
+    """The run summary's drops include a switch port's SWPORT counters (its drop reasons, output
+    queue and ingress FIFO losses), not only the PORT block's."""
+    from sim.cli.summary import drops_by_reason
+    counters = {"ports": {
+        "phy0": {"rx_packets": 9, "drop_malformed": 1, "drop_oversize": 0,
+                 "switch": {"drop_loop_blocked": 3, "drop_storm_broadcast": 0, "tx_queue_drop": 2,
+                            "ingress_full": 4, "ingress_too_long": 1}},
+        "vm1": {"rx_packets": 5, "drop_malformed": 2, "switch": {"drop_loop_blocked": 1}},
+    }}
+    assert drops_by_reason(counters) == {"ingress_full": 4, "ingress_too_long": 1, "loop_blocked": 4,
+                                         "malformed": 3, "tx_queue_drop": 2}
