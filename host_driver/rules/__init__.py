@@ -45,14 +45,17 @@ from host_driver.rules.expr import (
 from host_driver.rules.parse import (
     DEFAULT_ADDRESS_GROUPS,
     DEFAULT_PORT_GROUPS,
+    Classification,
     Rule,
     load_classifications,
     parse_rule,
     parse_rules,
+    read_classifications,
     read_rules,
 )
 
 __all__ = ["read_rules", "parse_rules", "parse_rule", "compile_rules", "load_vars", "load_classifications",
+           "read_classifications", "Classification",
            "Rule", "ClassifierEntry", "CompiledRules", "Range", "RuleSyntaxError", "AddressSet", "IntervalSet",
            "parse_address", "parse_ports", "range_to_prefixes", "ACTION_ORDER", "DEFAULT_CAPACITY",
            "DEFAULT_ADDRESS_GROUPS", "DEFAULT_PORT_GROUPS"]

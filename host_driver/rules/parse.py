@@ -22,7 +22,8 @@ import idstools.rule
 
 from host_driver.rules.expr import AddressSet, IntervalSet, RuleSyntaxError, parse_address, parse_ports
 
-__all__ = ["Rule", "Option", "IntSet", "TcpFlags", "FlowMatch", "read_rules", "parse_rule", "load_classifications",
+__all__ = ["Rule", "Classification", "read_classifications",
+           "Option", "IntSet", "TcpFlags", "FlowMatch", "read_rules", "parse_rule", "load_classifications",
            "ACTIONS", "PROTOCOLS", "DEFAULT_ADDRESS_GROUPS", "DEFAULT_PORT_GROUPS", "DEFAULT_PRIORITY"]
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,17 @@ class Rule:
     reason: str = ""
 
 
-def load_classifications(path: str | Path) -> dict[str, int]:
-    """``classtype`` name -> priority from a classification.config (``config classification: name,desc,prio``)."""
+@dataclass(frozen=True)
+class Classification:
+    """One ``config classification: name,description,priority`` line of classification.config."""
+    name: str
+    description: str
+    priority: int
+
+
+def read_classifications(path: str | Path) -> dict[str, Classification]:
+    """Every classification of a classification.config, by name (a line that is neither a
+    comment nor a classification: :class:`RuleSyntaxError` with file and line)."""
     out = {}
     path = Path(path)
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -143,8 +153,14 @@ def load_classifications(path: str | Path) -> dict[str, int]:
         m = re.fullmatch(r"config\s+classification\s*:\s*([^,]+),([^,]*),\s*(\d+)\s*", line)
         if not m:
             raise RuleSyntaxError("expected 'config classification: name,description,priority'", 1, n, str(path))
-        out[m.group(1).strip()] = int(m.group(3))
+        name = m.group(1).strip()
+        out[name] = Classification(name, m.group(2).strip(), int(m.group(3)))
     return out
+
+
+def load_classifications(path: str | Path) -> dict[str, int]:
+    """``classtype`` name -> priority from a classification.config (:func:`read_classifications`)."""
+    return {name: c.priority for name, c in read_classifications(path).items()}
 
 
 def read_rules(path: str | Path, address_groups: Mapping[str, str] | None = None,
