@@ -65,21 +65,30 @@ def test_frames_carry_the_addresses_the_switch_forwards_by(tmp_path):
 
 
 def _shipped(name: str, tmp_path, frames: int):
-    """A shipped scenario with fewer frames (rule paths made absolute)."""
+    """A shipped scenario with fewer frames (rule paths made absolute); ``default+vlans``: the default
+    with vm3 and vm4 in VLAN 7 (their uplink frames tagged, east-west only within a VLAN)."""
     import re
+    vlans = name.endswith("+vlans")
+    name = name.removesuffix("+vlans") + ".toml" if vlans else name
     text = (SCENARIOS / name).read_text().replace('"rules/', f'"{SCENARIOS}/rules/')
+    if vlans:
+        for vm in ("vm3", "vm4"):
+            text = text.replace(f'name = "{vm}"\ncores = 4', f'name = "{vm}"\nvlan = 7\ncores = 4')
+        assert text.count("vlan = 7") == 2
     path = tmp_path / name
     path.write_text(re.sub(r"(?m)^frames = \d+", f"frames = {frames}", text))
     return path
 
 
-@pytest.mark.parametrize("scenario", ["default.toml", "east-west.toml"])
+@pytest.mark.parametrize("scenario", ["default.toml", "east-west.toml", "default+vlans"])
 def test_the_switch_delivers_each_frame_to_its_vm_port(scenario, tmp_path):
     """The golden-model NIC of the offloaded path, run as a point runs it: each frame leaves by the
     port of the VM the scenario sends it to, once (no flooding: every VM was learned first)."""
     from sim.compare.sweep import Context, _load, _nic
     from sim.compare.traffic import arrivals
     path = _shipped(scenario, tmp_path, 1000)
+    if scenario.endswith("+vlans"):
+        assert {v.vlan for v in load_scenario(path).vms} == {1, 7}
     ctx = Context(str(path), str(REPO_ROOT / "calibration" / "calibration.json"), "model")
     sc, _, frames, _ = _load(ctx)
     nic = _nic(ctx)
