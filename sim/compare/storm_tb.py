@@ -59,12 +59,16 @@ def prepare_storm(config) -> None:
 
 def run_storm(config, spec: StormSpec, sim: str = "verilator") -> dict:
     """Run ``spec`` on the gateware of ``config``; the testbench's results (see the module docstring).
-    Raises :class:`sim.runner.CocotbTestFailure` when the simulation fails."""
-    from sim.runner import run_cocotb
+    Raises :class:`sim.run.engine.EngineError` when the simulator is missing or the simulation fails."""
+    from sim.run.engine import EngineError
+    from sim.runner import CocotbTestFailure, SimulatorUnavailable, run_cocotb
     with tempfile.TemporaryDirectory(prefix="secnic-storm-") as tmp:
         tmp = Path(tmp)
         spec_file = tmp / "spec.json"
         out = tmp / "result.json"
         spec_file.write_text(json.dumps({**asdict(spec), "out": str(out)}))
-        run_cocotb(config, sim, TEST_MODULE, env={SPEC_ENV: str(spec_file)}, test_dir=tmp / "sim")
+        try:
+            run_cocotb(config, sim, TEST_MODULE, env={SPEC_ENV: str(spec_file)}, test_dir=tmp / "sim")
+        except (CocotbTestFailure, SimulatorUnavailable, RuntimeError) as exc:
+            raise EngineError(f"loop storm testbench ({sim}) failed: {exc}") from exc
         return json.loads(out.read_text())
