@@ -107,3 +107,19 @@ def test_the_switch_delivers_each_frame_to_its_vm_port(scenario, tmp_path):
     came_from = Counter("phy0" if f.src_vm is None else topo.port_of[f.src_vm] for f in frames if not topo.bridged(f))
     came_from.update(topo.port_of[v.name] for v in sc.vms)
     assert {p: c["rx_packets"] for p, c in run.counters["ports"].items() if c["rx_packets"]} == dict(came_from)
+
+
+def test_the_nic_bound_names_the_switch_frame_rate_where_it_binds():
+    """One frame per 8 cycles (19.53 Mpps at 156.25 MHz, measured in docs/performance.md "The switch
+    at full load") binds 60-byte frames at W=128; at W=64 their 8 beats bind first."""
+    from sim.compare.offload import frame_rate_bound
+    from sim.compare.traffic import Frame
+    sc = load_scenario(SCENARIOS / "default.toml")
+    small = [Frame(bytes(60), "vm1", None, 0)] * 10
+    wide = frame_rate_bound(topology(sc).nic_config({"data_width": 128}, source="test"), small)
+    assert wide["by"] == "frame rate" and wide["gbps"] == pytest.approx(19.53e6 * 60 * 8 / 1e9, rel=1e-3)
+    assert wide["data_path_gbps"] == pytest.approx(2 * wide["gbps"], rel=1e-3)    # 4 beats, not 8
+    narrow = frame_rate_bound(topology(sc).nic_config({}, source="test"), small)
+    assert narrow["by"] == "data path" and narrow["gbps"] == wide["gbps"]
+    jumbo = frame_rate_bound(topology(sc).nic_config({}, source="test"), [Frame(bytes(1514), "vm1", None, 0)])
+    assert jumbo["by"] == "data path" and jumbo["gbps"] == pytest.approx(1514 * 8 * 156.25e6 / 190 / 1e9, rel=1e-3)
