@@ -79,9 +79,9 @@ def cmd_compare(args) -> int:
     ctx = Context(str(scenario.path), str(cal_path), args.engine)
     scheduler = None if args.scheduler == "none" else args.scheduler
     wall0 = time.monotonic()
-    from sim.compare.sweep import _nic
+    from sim.compare.sweep import prepare
     from sim.run.engine import EngineError
-    _nic(ctx).prepare()               # build the simulator once, before workers run it side by side
+    prepare(ctx)                      # build the simulators once, before workers run them side by side
     points = plan(scenario)
     from tqdm import tqdm
     with tqdm(total=len(points), desc=f"compare {scenario.name}", unit="point",

@@ -4,12 +4,14 @@
 arrival times, run them and return a :class:`NicRun`: per-frame records (verdict, reason, egress
 ports), packets per egress port, the counters, run.json, and the **punt set** (the frames that go
 to the host for software inspection). :class:`SimulatedNic` implements it with the NIC as it is
-today: :func:`sim.run.engine.run_engine` in bulk mode (Verilator), or the golden model.
+today: :func:`sim.run.engine.run_engine` in bulk mode (Verilator), or the golden model, on a
+**switch** built for the scenario (:mod:`sim.compare.topology`): frames from the uplink enter
+``phy0``, a VM's frames its own port, and the switch forwards each to its VM's port by MAC
+address, after one learning frame per VM port. Egress per port and the switch's counters are the
+gateware's (run_engine holds every decision and byte to the golden model).
 
 What stands in for blocks that have not landed (said in every report under ``offload.basis``):
 
-* **Switch fabric** (hdl/top.py is a two-port bump in the wire): frames from the uplink enter the
-  NIC's first port, frames between VMs its last; the per-port line rate bounds each direction.
 * **Classifier and matcher**: a frame is punted when the NIC's own record says ``punt``, and,
   while the NIC has no classifier or matcher, when it matches the header of a rule that the rule
   compiler (:mod:`host_driver.rules`) leaves to the host (``host path``) or to the payload matcher
@@ -27,12 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NicRun", "NicPath", "SimulatedNic", "rule_matches", "PUNT_VERDICTS"]
+__all__ = ["NicRun", "NicPath", "SimulatedNic", "rule_matches", "PUNT_VERDICTS", "WARMUP_NS", "frame_rate_bound"]
 
 log = logging.getLogger(__name__)
 
 #: Rule verdicts (host_driver.rules) whose traffic is inspected on the host until the matcher lands.
 PUNT_VERDICTS = ("host path", "payload")
+#: The traffic starts this long after the learning frames (which take well under 1 us).
+WARMUP_NS = 2000
 _PROTO = {"tcp": {6}, "udp": {17}, "icmp": {1}, "ip": None, "pkthdr": None}
 
 
@@ -45,6 +49,10 @@ class NicRun:
     run: dict
     punted: list[int] = field(default_factory=list)
     basis: str = ""
+    #: Frames between two VMs behind one NIC port (bridged on the host; their records are None).
+    bridged: list[int] = field(default_factory=list)
+    #: Cycles of the learning frames before the traffic (not part of its span).
+    warmup_cycles: int = 0
 
 
 class NicPath:
@@ -81,12 +89,27 @@ def rule_matches(rule, rec: dict) -> bool:
     return one_way(src, sport, dst, dport) or (rule.bidirectional and one_way(dst, dport, src, sport))
 
 
-class SimulatedNic(NicPath):
-    """The NIC of ``config`` run by ``engine`` ("verilator": bulk mode; "model": the golden model),
-    with the punt set also taken from ``rules`` (compiled rules) while ``rule_split_punts``."""
+def frame_rate_bound(config, frames) -> dict:
+    """What the NIC's shared pipeline can carry of this traffic mix: each frame holds it for its
+    beats, and a switch for at least ``FRAME_CYCLES`` (one frame per 8 cycles: the MAC table is
+    sequential; docs/switch.md). Gb/s and what binds: ``data path`` or ``frame rate``."""
+    from hdl.switch.stage import FRAME_CYCLES
+    nbytes = sum(f.length for f in frames)
+    beats = sum(-(-f.length // config.bytes_per_beat) for f in frames)
+    cycles = sum(max(-(-f.length // config.bytes_per_beat), FRAME_CYCLES) for f in frames)
+    gbps = nbytes * 8 * config.clock_mhz / 1000 / cycles
+    return {"gbps": round(gbps, 3), "by": "frame rate" if cycles > beats else "data path",
+            "frame_cycles": FRAME_CYCLES, "data_path_gbps": round(nbytes * 8 * config.clock_mhz / 1000 / beats, 3)}
 
-    def __init__(self, config, rules: Sequence = (), engine: str = "verilator", rule_split_punts: bool = True):
-        self.config, self.engine = config, engine
+
+class SimulatedNic(NicPath):
+    """The NIC of ``config`` (a switch: ``topology``, :class:`sim.compare.topology.Topology`) run by
+    ``engine`` ("verilator": bulk mode; "model": the golden model), with the punt set also taken from
+    ``rules`` (compiled rules) while ``rule_split_punts``."""
+
+    def __init__(self, config, rules: Sequence = (), engine: str = "verilator", rule_split_punts: bool = True,
+                 topology=None):
+        self.config, self.engine, self.topology = config, engine, topology
         self.punt_rules = [r for r in rules if r.verdict in PUNT_VERDICTS] if rule_split_punts else []
         self.rule_split_punts = rule_split_punts
 
@@ -98,23 +121,55 @@ class SimulatedNic(NicPath):
 
     def run(self, frames, arrivals_ns) -> NicRun:
         from sim.run.engine import InputFrame, run_engine
-        first, last = self.config.ports[0], self.config.ports[-1]
-        inputs = [InputFrame(first if f.src_vm is None else last, "compare", i + 1, f.data, round(t))
-                  for i, (f, t) in enumerate(zip(frames, arrivals_ns, strict=True))]
+        topo = self.topology
+        if topo is None:                     # a bump in the wire: uplink frames first port, VM-to-VM the last
+            first, last = self.config.ports[0], self.config.ports[-1]
+            learn, bridged = [], set()
+            warmup = 0
+
+            def port(f):
+                return first if f.src_vm is None else last
+        else:
+            learn = topo.learning_frames()
+            bridged = {i for i, f in enumerate(frames) if topo.bridged(f)}
+            warmup = WARMUP_NS
+            port = topo.ingress_port
+        inputs = [InputFrame(p, "compare", k + 1, data, 0) for k, (p, data) in enumerate(learn)]
+        index = []                           # input position -> frame index
+        for i, (f, t) in enumerate(zip(frames, arrivals_ns, strict=True)):
+            if i not in bridged:
+                index.append(i)
+                inputs.append(InputFrame(port(f), "compare", len(inputs) + 1, f.data, round(t) + warmup))
         with tempfile.TemporaryDirectory(prefix="secnic-compare-") as tmp:
             out = Path(tmp) / "run"
             run = run_engine(self.config, inputs, engine=self.engine, pace="pcap", out_dir=out,
                              bulk=True if self.engine == "verilator" else None)
-            records = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+            trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
             counters = json.loads((out / "counters.json").read_text())
-        punted = [i for i, r in enumerate(records)
-                  if r.get("verdict") == "punt" or any(rule_matches(rule, r) for rule in self.punt_rules)]
+        for k, r in enumerate(trace[:len(learn)]):
+            if r.get("egress") or r.get("reason") != "same_port":
+                raise RuntimeError(f"learning frame {k + 1} was not learned and kept on its port: {r}")
+        records: list[dict | None] = [None] * len(frames)
+        for i, r in zip(index, trace[len(learn):], strict=True):
+            records[i] = r
+        punted = [i for i, r in enumerate(records) if r is not None and (
+                  r.get("verdict") == "punt" or any(rule_matches(rule, r) for rule in self.punt_rules))]
         egress: dict[str, int] = {}
         for r in records:
-            for p in r.get("egress") or []:
+            for p in (r or {}).get("egress") or []:
                 egress[p] = egress.get(p, 0) + 1
-        basis = (f"{self.engine} ({run.get('sim_mode') or run.get('timing')}); switch fabric: two-port bump in "
-                 "the wire (uplink frames on the first port, VM-to-VM on the last); punts: NIC records"
+        mode = run.get("sim_mode") or run.get("timing")
+        if topo is None:
+            fabric = "two-port bump in the wire (uplink frames on the first port, VM-to-VM on the last)"
+        else:
+            bound = frame_rate_bound(self.config, frames)
+            source = "the golden model" if self.engine == "model" else "the gateware"
+            fabric = (f"{topo.describe()}; forwarding, egress per port and counters from {source} "
+                      f"(one learning frame per VM port first); the shared pipeline carries at most "
+                      f"{bound['gbps']:g} Gb/s of this mix (bound by the {bound['by']}: W={self.config.data_width} "
+                      f"at {self.config.clock_mhz:g} MHz, one frame per {bound['frame_cycles']} cycles at most)")
+        basis = (f"{self.engine} ({mode}); switch fabric: {fabric}; punts: NIC records"
                  + (f" + rule split ({len(self.punt_rules)} payload/host-path rules' traffic inspected on the host "
                     "until the matcher lands)" if self.rule_split_punts else ""))
-        return NicRun(records, egress, counters, run, punted, basis)
+        warmup_cycles = round(warmup * self.config.clock_mhz / 1000)
+        return NicRun(records, egress, counters, run, punted, basis, sorted(bridged), warmup_cycles)

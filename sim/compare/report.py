@@ -104,9 +104,13 @@ def headline(report: dict) -> list[str]:
     k = report["knees"]
 
     def knee(path):
-        if k[path] is None:
-            return "no knee in the sweep"
-        return f"knee at {k[path]['offered_gbps']:g} Gb/s ({k[path]['why']})"
+        text = "no knee in the sweep" if k[path] is None else \
+            f"knee at {k[path]['offered_gbps']:g} Gb/s ({k[path]['why']})"
+        bound = report["sweep"][path][0].get("nic_bound_gbps")
+        if bound is not None:
+            text += f"; the NIC's pipeline carries at most {bound:g} Gb/s of this mix " \
+                    f"(its {report['sweep'][path][0]['nic_bound_by']})"
+        return text
 
     def per10(x):
         return "n/a" if x is None else f"{x:g}"
@@ -167,7 +171,13 @@ def _markdown(report: dict) -> str:
               f"- NIC: {st['nic']['basis']}. Broadcast limit {st['nic']['broadcast_limit_mbps']:g} Mb/s per uplink; "
               f"storm on the VM ports {max(st['nic']['storm_gbps_by_port'].values()):g} Gb/s at most; normal traffic "
               f"delivered {st['nic']['normal_delivered']:.1%}; no host cores.",
-              "", "## Offloaded path: what stands in for blocks not yet integrated", "", f"{report['offload_basis']}",
+              "- NIC storm per egress port (Gb/s): "
+              + ", ".join(f"{p} {g:g}" for p, g in st["nic"]["storm_gbps_by_port"].items())
+              + "; storm drops (switch counters): "
+              + (", ".join(f"{k} {v}" for k, v in st["nic"]["storm_drops"].items()) or "none")
+              + f"; lost in the external switch's queues: {st['nic'].get('external_switch_lost', 0)}.",
+              "", "## Offloaded path: what the NIC runs, and what stands in for blocks not yet integrated", "",
+              f"{report['offload_basis']}",
               "", "## Calibration", "",
               f"Machine: {report['calibration']['machine'].get('cpu')} at "
               f"{report['calibration']['machine'].get('clock_ghz')} GHz, measured "

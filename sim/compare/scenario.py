@@ -17,6 +17,7 @@
     cores = 4             # the VM's own (application) cores
     vnics = 1
     gbps = 2.0            # traffic the VM sends and receives at its nominal load (consolidation)
+    vlan = 1              # its VLAN (its NIC port's access VLAN; tagged on the uplink unless 1)
 
     [traffic]
     kind = "imix"         # or "pcap" (then pcap = "FILE")
@@ -78,11 +79,12 @@ class Host:
 
 @dataclass(frozen=True)
 class Vm:
-    """A tenant VM: its own cores, vNICs and nominal traffic in Gb/s (for consolidation)."""
+    """A tenant VM: its own cores, vNICs and nominal traffic in Gb/s (for consolidation), its VLAN."""
     name: str
     cores: int = 4
     vnics: int = 1
     gbps: float = 2.0
+    vlan: int = 1
 
 
 @dataclass(frozen=True)
@@ -244,11 +246,11 @@ def parse_scenario(doc: dict, path: Path) -> Scenario:
         top.fail("vm", "needs at least one [[vm]] table")
     vms = []
     for i, raw in enumerate(vm_list):
-        r = _Reader(path, f"vm[{i}]", raw, ("name", "cores", "vnics", "gbps"))
+        r = _Reader(path, f"vm[{i}]", raw, ("name", "cores", "vnics", "gbps", "vlan"))
         if "name" not in raw:
             r.fail("name", "missing (every VM needs a name)")
         vm = Vm(name=r.get("name", "", str), cores=r.get("cores", 4, int, low=1), vnics=r.get("vnics", 1, int, low=1),
-                gbps=float(r.get("gbps", 2.0, (int, float), low=0)))
+                gbps=float(r.get("gbps", 2.0, (int, float), low=0)), vlan=r.get("vlan", 1, int, low=1, high=4094))
         if any(v.name == vm.name for v in vms):
             r.fail("name", f"duplicate VM name {vm.name!r}")
         vms.append(vm)

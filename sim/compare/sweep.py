@@ -27,7 +27,8 @@ from sim.compare.des import Packet, Stage, percentile, simulate
 from sim.compare.scenario import Scenario, load_scenario
 from sim.compare.traffic import Frame, arrivals, make_frames
 
-__all__ = ["Context", "plan", "run_point", "run_points", "find_knee", "KNEE_DROP", "KNEE_LATENCY_FACTOR",
+__all__ = ["Context", "plan", "prepare", "run_point", "storm_spec", "storm_on_model",
+           "run_points", "find_knee", "KNEE_DROP", "KNEE_LATENCY_FACTOR",
            "STORM_UPLINKS", "STORM_LOOP_DELAY_NS"]
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ STORM_UPLINKS = 3
 STORM_LOOP_DELAY_NS = 2000.0
 #: Broadcast frame of the storm (an ARP request's size).
 STORM_FRAME = 60
+#: Burst of the uplinks' broadcast storm buckets (bytes).
+STORM_BURST = 2 * 1514
+#: Frames the external switch queues towards each uplink; more are lost there.
+STORM_CABLE_FRAMES = 64
 
 
 @dataclass(frozen=True)
@@ -180,49 +185,88 @@ def _drops(outcomes) -> dict:
 
 def _nic(ctx: Context):
     from sim.compare.offload import SimulatedNic
+    from sim.compare.topology import topology
     scenario, _, _, rules = _load(ctx)
     all_rules = [r for table in rules.values() for r in table.rules]
-    return SimulatedNic(scenario.nic_config(), all_rules, engine=ctx.engine)
+    topo = topology(scenario)
+    config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
+    return SimulatedNic(config, all_rules, engine=ctx.engine, topology=topo)
+
+
+def prepare(ctx: Context) -> None:
+    """Build the simulator models the points run (the offloaded path's bulk-mode model and the loop
+    storm's cocotb model) once, in this process, before workers run them side by side."""
+    if ctx.engine == "model":
+        return
+    from sim.compare.storm_tb import prepare_storm
+    _nic(ctx).prepare()
+    prepare_storm(_storm_config(_load(ctx)[0]))
+
+
+def _switch_drops(counters: dict) -> dict:
+    """The switch's drops by reason over every port (SWPORT counters, as the driver read them)."""
+    out: dict[str, int] = {}
+    for port in counters.get("ports", {}).values():
+        for k, v in (port.get("switch") or {}).items():
+            if (k.startswith("drop_") or k in ("tx_queue_drop", "ingress_full", "ingress_too_long")) and v:
+                out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
 
 
 def _offload_point(ctx: Context, gbps: float) -> dict:
+    from sim.compare.offload import frame_rate_bound
     scenario, costs, frames, _ = _load(ctx)
     times = arrivals(frames, gbps, scenario.traffic.seed)
-    nr = _nic(ctx).run(frames, times)
+    nic = _nic(ctx)
+    nr = nic.run(frames, times)
     run = nr.run
     ns_per_cycle = 1000 / run["clock_mhz"]
-    nic_ns = run["cycles"] * ns_per_cycle
+    nic_ns = (run["cycles"] - nr.warmup_cycles) * ns_per_cycle
     offered_span = (times[-1] - times[0]) or 1.0
     # The simulated source holds back what a port cannot take; a real MAC would drop the excess.
-    accepted = min(1.0, offered_span / nic_ns) if nic_ns else 1.0
-    punted = set(nr.punted)
+    accepted = min(1.0, offered_span / nic_ns) if nic_ns > 0 else 1.0
+    punted, bridged = set(nr.punted), set(nr.bridged)
     h = scenario.host
     host = Stage("host", h.vswitch_cores, h.ring, h.mode, costs.wake_ns)
-    # A punted frame crosses to the host and back (two ring crossings) and is inspected there.
-    packets = [Packet(times[i], frames[i].length,
-                      (("host", 2 * costs.virtio(frames[i].length) + costs.ids(frames[i].length)),))
-               for i in sorted(punted)]
+
+    def host_work(i):
+        length = frames[i].length
+        if i in bridged:          # between two VMs behind one NIC port: a bridge pass on the host
+            return costs.vswitch(length) + 2 * costs.virtio(length)
+        # A punted frame crosses to the host and back (two ring crossings) and is inspected there.
+        return 2 * costs.virtio(length) + costs.ids(length)
+    on_host = sorted(punted | bridged)
+    packets = [Packet(times[i], frames[i].length, (("host", host_work(i)),)) for i in on_host]
     res = simulate([host], packets)
-    host_lost = {i for i, o in zip(sorted(punted), res.outcomes) if o.done is None}
-    forwarded = [bool(r.get("egress")) and i not in host_lost for i, r in enumerate(nr.records)]
+    host_lost = {i for i, o in zip(on_host, res.outcomes) if o.done is None}
+    forwarded = [i not in host_lost and (i in bridged or bool(r.get("egress"))) for i, r in enumerate(nr.records)]
+    weight = [1.0 if i in bridged else accepted for i in range(len(frames))]
     nic_lat = run.get("latency_ns") or {}
-    punt_lat = [o.latency for o in res.outcomes if o.done is not None]
-    delivered_bytes = sum(f.length for f, ok in zip(frames, forwarded) if ok) * accepted
+    punt_lat = [o.latency for i, o in zip(on_host, res.outcomes) if o.done is not None and i in punted]
+    delivered_bytes = sum(f.length * w for f, ok, w in zip(frames, forwarded, weight) if ok)
     offered_bytes = sum(f.length for f in frames)
     host_cores = res.cores_used("host") if packets else 0.0
+    work = sum(host_work(i) for i in on_host)
+    security = host_cores * (sum(host_work(i) for i in punted) / work) if work else 0.0
+    bound = frame_rate_bound(nic.config, frames)
     return {
         "offered_gbps": round(offered_bytes * 8 / offered_span, 4),
         "throughput_gbps": round(delivered_bytes * 8 / offered_span, 4),
-        "drop_rate": round(1 - sum(forwarded) * accepted / len(frames), 5),
+        "drop_rate": round(1 - sum(w for ok, w in zip(forwarded, weight) if ok) / len(frames), 5),
         "latency_p50_ns": _r(nic_lat.get("p50")),
         "latency_p99_ns": _r(nic_lat.get("p99")),
         "punt_rate": round(len(punted) / len(frames), 5),
         "punt_latency_p99_ns": _r(None if not punt_lat else (nic_lat.get("p50") or 0) + percentile(punt_lat, 99)),
         "cores_used": round(host_cores, 3),
-        "security_cores": round(host_cores, 3),
+        "security_cores": round(security, 3),
         "nic_accepted": round(accepted, 5),
-        "nic_cycles": run["cycles"],
+        "nic_cycles": run["cycles"] - nr.warmup_cycles,
         "nic_packets_out": run["packets_out"],
+        "nic_bound_gbps": bound["gbps"],
+        "nic_bound_by": bound["by"],
+        "egress_packets": dict(sorted(nr.egress_packets.items())),
+        "switch_drops": _switch_drops(nr.counters),
+        "bridged_rate": round(len(bridged) / len(frames), 5),
         "basis": nr.basis,
     }
 
@@ -266,66 +310,153 @@ def _storm_software(ctx: Context, gbps: float) -> dict:
     }
 
 
-def _storm_nic(ctx: Context, gbps: float) -> dict:
-    """The same loop against the NIC's switch with broadcast storm control, run on the golden model
-    (host_driver.model.switch.SwitchModel) until the switch gateware lands."""
-    from host_driver.model.switch import PortVlan, StormClass, StormLimit, SwitchModel
+def _storm_topology(scenario):
+    from sim.compare.topology import topology
+    return topology(scenario, uplinks=STORM_UPLINKS, broadcast_limit_mbps=scenario.storm.broadcast_limit_mbps,
+                    burst=STORM_BURST, loop_guard=False)
+
+
+def _storm_config(scenario):
+    return _storm_topology(scenario).nic_config(scenario.nic, source=f"{scenario.path} [nic]")
+
+
+def storm_spec(ctx: Context, gbps: float):
+    """The loop storm's testbench input (:class:`sim.compare.storm_tb.StormSpec`) for the scenario at ``gbps``."""
+    from sim.compare.storm_tb import StormSpec
     scenario, _, frames, _ = _load(ctx)
-    config = scenario.nic_config()
+    topo = _storm_topology(scenario)
+    clock = scenario.nic_config().clock_mhz
     duration, keep = _storm_window(scenario, frames, gbps)
+    normal = tuple((topo.ingress_port(f), round(t * clock / 1000), f.data.hex(), topo.port_of[f.vm])
+                   for f, t in keep if not topo.bridged(f))
+    return StormSpec(uplinks=topo.uplinks, learn=tuple((p, d.hex()) for p, d in topo.learning_frames()),
+                     normal=normal, storm_frame=_storm_frame().hex(), storm_at_cycle=round(1000.0 * clock / 1000),
+                     loop_delay_cycles=round(STORM_LOOP_DELAY_NS * clock / 1000),
+                     duration_cycles=round(duration * clock / 1000), cable_frames=STORM_CABLE_FRAMES)
+
+
+def _storm_frame() -> bytes:
+    return b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x06" + bytes(STORM_FRAME - 14)
+
+
+def _storm_nic(ctx: Context, gbps: float) -> dict:
+    """The same loop against the NIC's switch with broadcast storm control on each uplink: the
+    switch gateware in a looped cocotb testbench (:mod:`sim.compare.storm_tb`); with ``--engine
+    model``, the golden model (:func:`storm_on_model`)."""
+    if ctx.engine == "model":
+        return storm_on_model(ctx, gbps)
+    from sim.compare.storm_tb import run_storm
+    scenario, _, _, _ = _load(ctx)
+    topo = _storm_topology(scenario)
+    config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
+    spec = storm_spec(ctx, gbps)
+    res = run_storm(config, spec)
+    window_s = spec.duration_cycles / config.clock_mhz / 1e6
+    ports = config.ports
+
+    def gbps_of(nbytes):
+        return round(nbytes * 8 / window_s / 1e9, 4)
+    sw = {p: res["counters"]["ports"][p].get("switch") or {} for p in ports}
+    drops = {f"{p}:{k[len('drop_'):]}": v for p in ports for k, v in sorted(sw[p].items())
+             if k.startswith("drop_") and v and k != "drop_same_port"}
+    return {
+        "duration_us": scenario.storm.duration_us,
+        "broadcast_limit_mbps": scenario.storm.broadcast_limit_mbps,
+        "frames_switched": sum(res["counters"]["ports"][p]["rx_packets"] for p in ports) - len(spec.learn),
+        "storm_gbps_by_port": {p: gbps_of(res["storm_bytes_out"][p]) for p in ports},
+        "normal_gbps_by_port": {p: gbps_of(res["normal_bytes_out"][p]) for p in ports},
+        "storm_drops": drops,
+        "tx_queue_drops": {p: sw[p]["tx_queue_drop"] for p in ports if sw[p].get("tx_queue_drop")},
+        "external_switch_lost": res["cable_lost"],
+        "normal_frames": res["normal_frames"],
+        "normal_delivered": round(res["normal_delivered_frames"] / max(1, res["normal_frames"]), 4),
+        "host_cores": 0.0,
+        "basis": f"switch gateware (Verilator, cocotb) with {STORM_UPLINKS} uplinks looped through one external "
+                 f"flooding switch (each frame back on the other uplinks after {STORM_LOOP_DELAY_NS / 1000:g} us, "
+                 f"{spec.cable_frames} frames queued per uplink), broadcast storm control on each uplink, loop guard "
+                 f"off; {_storm_topology(scenario).describe()}",
+    }
+
+
+def storm_on_model(ctx: Context, gbps: float) -> dict:
+    """The loop storm on the golden model (:meth:`SwitchConfig.model`, the same switch as the
+    gateware's) in the same loop, timed here: each uplink's ingress link and the shared pipeline
+    carry one frame at a time (at least ``FRAME_CYCLES`` per frame), the fixed pipeline latency of
+    :func:`sim.run.engine.pipeline_cycles`, line rate and an output queue per egress port, the
+    external switch's queue of :data:`STORM_CABLE_FRAMES` per uplink. The normal traffic's share is
+    computed from the storm's rate on the VM ports. The gateware's cross-check (tests/compare) and
+    ``--engine model``."""
+    from hdl.switch.stage import FRAME_CYCLES
+    from sim.run.engine import pipeline_cycles
+    scenario, _, frames, _ = _load(ctx)
+    topo = _storm_topology(scenario)
+    config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
     clock = config.clock_mhz
+    switch = topo.switch.model(clock, sets=config.switch.mac_sets, ways=config.switch.mac_ways)
+    duration, keep = _storm_window(scenario, frames, gbps)
     line_gbps = config.data_width * clock / 1000
-    uplinks = [f"phy{i}" for i in range(STORM_UPLINKS)]
-    vms = [v.name for v in scenario.vms]
-    limit_mbps = scenario.storm.broadcast_limit_mbps
-    storm = {(p, StormClass.BROADCAST): StormLimit.from_rate(limit_mbps, 2 * 1514, clock) for p in uplinks} \
-        if limit_mbps > 0 else {}
-    switch = SwitchModel({p: PortVlan() for p in uplinks + vms}, storm=storm)
-    cycles_per_ns = clock / 1000
-    end = int(duration * cycles_per_ns)
-    delay = int(STORM_LOOP_DELAY_NS * cycles_per_ns)
-    frame = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x06" + bytes(STORM_FRAME - 14)
-    beats = -(-STORM_FRAME // (config.data_width // 8))
-    egress_free = dict.fromkeys(uplinks + vms, 0)
-    egress_frames = dict.fromkeys(uplinks + vms, 0)
-    queue_limit = config.buffer_bytes // STORM_FRAME       # frames an egress queue holds
-    events = [(1, 0, "phy0")]
-    seq = 1
-    processed = 0
+    end = round(duration * clock / 1000)
+    delay = round(STORM_LOOP_DELAY_NS * clock / 1000)
+    frame = _storm_frame()
+    beats = -(-STORM_FRAME // config.bytes_per_beat)
+    latency = pipeline_cycles(config, STORM_FRAME) - beats     # from the last beat in to the first out
+    ports, uplinks = config.ports, topo.uplinks
+    queue_limit = config.switch.egress_queue_bytes // STORM_FRAME
+    link_free = dict.fromkeys(uplinks, 0)       # each uplink's ingress link
+    waiting = dict.fromkeys(uplinks, 0)         # the external switch's queue towards each uplink
+    egress_free = dict.fromkeys(ports, 0)
+    egress_bytes = dict.fromkeys(ports, 0)
+    pipe_free = lost = processed = seq = 0
+    # (cycle the frame is in at the port, sequence, port, from the loop?)
+    events = [(round(1000.0 * clock / 1000) + beats, 0, uplinks[0], False)]
     while events:
-        now, _, port = heapq.heappop(events)
+        ready, _, port, looped = heapq.heappop(events)
+        if looped:
+            waiting[port] -= 1
+        now = max(ready, pipe_free)
         if now >= end:
             break
+        pipe_free = now + max(beats, FRAME_CYCLES)
         processed += 1
         res = switch.process(port, frame, now)
         for out in res.egress:
-            start = max(now, egress_free[out])
-            if (start - now) / beats > queue_limit:
-                continue                          # egress queue full: dropped
+            start = max(now + latency, egress_free[out])
+            if (start - now - latency) // beats > queue_limit:
+                continue                          # output queue full: dropped
             egress_free[out] = start + beats
-            egress_frames[out] += 1
-            if out in uplinks:
-                for back in uplinks:
-                    if back != out:
-                        seq += 1
-                        heapq.heappush(events, (start + beats + delay, seq, back))
+            if start < end:
+                egress_bytes[out] += STORM_FRAME
+            if out not in uplinks:
+                continue
+            for back in uplinks:                  # the external switch floods it to the other uplinks
+                if back == out:
+                    continue
+                if waiting[back] >= STORM_CABLE_FRAMES:
+                    lost += 1
+                    continue
+                waiting[back] += 1
+                link_free[back] = max(start + beats + delay, link_free[back]) + beats
+                seq += 1
+                heapq.heappush(events, (link_free[back], seq, back, True))
     window_s = duration / 1e9
-    storm_gbps = {p: round(n * STORM_FRAME * 8 / window_s / 1e9, 4) for p, n in egress_frames.items()}
+    storm_gbps = {p: round(n * 8 / window_s / 1e9, 4) for p, n in egress_bytes.items()}
     # Normal traffic shares each VM port's egress with the storm's flood copies.
+    vm_ports = sorted(set(topo.port_of.values()))
     normal_gbps = sum(f.length for f, _ in keep) * 8 / duration
-    per_vm = normal_gbps / max(1, len(vms))
-    worst = max((storm_gbps[v] for v in vms), default=0.0)
+    per_vm = normal_gbps / max(1, len(vm_ports))
+    worst = max((storm_gbps[v] for v in vm_ports), default=0.0)
     delivered = 1.0 if per_vm <= 0 else min(1.0, max(0.0, line_gbps - worst) / per_vm)
     return {
         "duration_us": scenario.storm.duration_us,
-        "broadcast_limit_mbps": limit_mbps,
+        "broadcast_limit_mbps": scenario.storm.broadcast_limit_mbps,
         "frames_switched": processed,
         "storm_gbps_by_port": storm_gbps,
         "storm_drops": {f"{p}:{w.value}": n for (p, w), n in sorted(switch.drops.items(), key=lambda kv: str(kv[0]))},
+        "external_switch_lost": lost,
         "normal_delivered": round(delivered, 4),
         "host_cores": 0.0,
-        "basis": "golden model host_driver.model.switch.SwitchModel with broadcast storm control on each uplink "
-                 "(the switch gateware has not landed); line rate per egress port, egress queue of buffer_bytes",
+        "basis": f"golden model host_driver.model.switch.SwitchModel (--engine model) in the same loop, timed by "
+                 f"the comparison (ingress links, shared pipeline, output queues); {topo.describe()}",
     }
 
 

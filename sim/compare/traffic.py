@@ -5,6 +5,12 @@ same traffic on every machine). A synthetic mix is the simple IMIX (7 : 4 : 1 fr
 and 1518 bytes on the wire, i.e. 60, 590 and 1514 without FCS) over ``flows`` TCP/UDP flows; a
 pcap is replayed in order (looped to ``frames``). Arrivals are Poisson at the offered load, which
 counts frame bytes as the NIC's ``--pace`` does (no preamble, gap or FCS).
+
+Addresses: a frame to a VM carries that VM's MAC (:func:`sim.compare.topology.vm_mac`) as its
+destination and, from another VM, that VM's MAC as its source; frames from the uplink come from
+its router (:data:`sim.compare.topology.ROUTER_MAC`) and carry an 802.1Q tag when their VM is in a
+VLAN other than 1 (the uplink trunk's native VLAN). A pcap's frames get the same addresses. East-
+west flows pair VMs of one VLAN.
 """
 
 from __future__ import annotations
@@ -59,17 +65,30 @@ def _build(src_mac, dst_mac, src_ip, dst_ip, proto, sport, dport, length, payloa
     return frame + bytes(max(0, 60 - len(frame)))
 
 
+def _addresses(scenario, vm: str, src_vm: str | None, data: bytes) -> bytes:
+    """``data`` with the MAC addresses (and uplink VLAN tag) of a frame to ``vm`` from ``src_vm``."""
+    from sim.compare.topology import ROUTER_MAC, vm_mac
+    names = [v.name for v in scenario.vms]
+    dst = vm_mac(names.index(vm))
+    src = ROUTER_MAC if src_vm is None else vm_mac(names.index(src_vm))
+    vlan = scenario.vms[names.index(vm)].vlan
+    tag = struct.pack("!HH", 0x8100, vlan) if src_vm is None and vlan != 1 else b""
+    return dst + src + tag + data[12:]
+
+
 def make_frames(scenario) -> list[Frame]:
     """The scenario's frames in order (synthetic IMIX or its pcap), each with its VM and flow."""
     t = scenario.traffic
     rng = random.Random(t.seed)
     vms = [v.name for v in scenario.vms]
+    vlan = {v.name: v.vlan for v in scenario.vms}
     weights = [max(v.gbps, 1e-9) for v in scenario.vms]
     flows = []
     for _ in range(t.flows):
         vm = rng.choices(vms, weights)[0]
-        east_west = len(vms) > 1 and rng.random() < t.east_west
-        src_vm = rng.choice([v for v in vms if v != vm]) if east_west else None
+        peers = [v for v in vms if v != vm and vlan[v] == vlan[vm]]
+        east_west = len(vms) > 1 and rng.random() < t.east_west and bool(peers)
+        src_vm = rng.choice(peers) if east_west else None
         if len(vms) == 1 and rng.random() < t.east_west:
             src_vm = vm          # a lone VM's east-west traffic is between its own vNICs
         proto = 6 if rng.random() < 0.8 else 17
@@ -85,7 +104,7 @@ def make_frames(scenario) -> list[Frame]:
         for i in range(t.frames):
             flow = i % len(flows)
             vm, src_vm = flows[flow][:2]
-            frames.append(Frame(data[i % len(data)], vm, src_vm, flow))
+            frames.append(Frame(_addresses(scenario, vm, src_vm, data[i % len(data)]), vm, src_vm, flow))
         return frames
     sizes, size_w = [s for s, _ in IMIX], [w for _, w in IMIX]
     for _ in range(t.frames):
@@ -97,11 +116,9 @@ def make_frames(scenario) -> list[Frame]:
             src_ip = bytes((198, 18, flow >> 8 & 0xFF, flow & 0xFF))
         else:
             src_ip = bytes((10, vms.index(src_vm) + 1, 1, host))
-        src_mac = b"\x02\x00" + src_ip
-        dst_mac = b"\x02\x01" + dst_ip
         length = rng.choices(sizes, size_w)[0]
-        frames.append(Frame(_build(src_mac, dst_mac, src_ip, dst_ip, proto, sport, dport, length, rng),
-                            vm, src_vm, flow))
+        data = _build(bytes(6), bytes(6), src_ip, dst_ip, proto, sport, dport, length, rng)
+        frames.append(Frame(_addresses(scenario, vm, src_vm, data), vm, src_vm, flow))
     return frames
 
 
