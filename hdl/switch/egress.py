@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.config import NicConfig
 from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXIStreamSignature
+from hdl.lib.timing import Fanout
 from hdl.profile import target_for
 from hdl.switch.stage import make_switch_descriptor_layout
 from hdl.switch.tag_edit import EDIT_LAYOUT, TagEdit, TagOp
@@ -82,11 +83,14 @@ class EgressFanout(wiring.Component):
                          in_frame.eq(~s.tlast)]
         # A second stage: whether each queue has room for the frame, decided from the stage-A
         # descriptor and a queue level at most one write old (hence the one beat kept spare).
-        b_valid, b_sof = Signal(), Signal()
+        # Stage B's valid and start-of-frame are kept as one copy per port (why: one flip-flop
+        # fanned out to seven admissions spread over the die was the critical path).
+        b_valid, b_start = Fanout(n, name="b_valid"), Fanout(n, name="b_start")
         b_beat = Signal(w + bpb + 1, reset_less=True)
         b_desc = Signal.like(self.s_desc)
-        b_room = Signal(n)
-        m.d.sync += [b_valid.eq(a_valid), b_sof.eq(a_sof), b_beat.eq(a_beat), b_desc.eq(a_desc)]
+        # Per port: the frame is for the port and its queue has room for the whole frame.
+        b_cand = Signal(n)
+        m.d.sync += [*b_valid.eq(a_valid), *b_start.eq(a_valid & a_sof), b_beat.eq(a_beat), b_desc.eq(a_desc)]
         admit_reg = Signal(n)
 
         for i, out in enumerate(self.outputs):
@@ -98,32 +102,43 @@ class EgressFanout(wiring.Component):
             tag = TagEdit(w)
             m.submodules[f"queue_{i}"], m.submodules[f"edits_{i}"], m.submodules[f"tag_{i}"] = beats, edits, tag
 
-            m.d.sync += b_room[i].eq((self.queue_beats - 1 - level) >= a_desc.beats)
-            admit_now = b_desc.egress[i] & b_room[i] & edits.w_rdy
-            admit = Mux(b_sof, admit_now, admit_reg[i])
-            m.d.comb += [beats.w_en.eq(b_valid & admit), beats.w_data.eq(b_beat)]
-            with m.If(b_valid & b_sof):
+            # The edit queue's room as a register (why: the FIFO's own w_rdy, a compare of its
+            # level, in front of the admission and then across the die to the beat FIFO's write
+            # register was the critical path). Exactly the FIFO's w_rdy one cycle later: a read
+            # frees a slot, a write without a read takes one.
+            edit_room = Signal(init=1, name=f"edit_room_{i}")
+            edit_read = edits.r_en & edits.r_rdy
+            m.d.sync += edit_room.eq(edit_read | Mux(edits.w_en, edits.level < EDIT_QUEUE_DEPTH - 1,
+                                                     edits.level < EDIT_QUEUE_DEPTH))
+            m.d.sync += b_cand[i].eq(a_desc.egress[i] & ((self.queue_beats - 1 - level) >= a_desc.beats))
+            admit_now = b_cand[i] & edit_room
+            admit = Mux(b_start[i], admit_now, admit_reg[i])
+            m.d.comb += [beats.w_en.eq(b_valid[i] & admit), beats.w_data.eq(b_beat)]
+            with m.If(b_start[i]):
                 m.d.sync += admit_reg[i].eq(admit_now)
-            m.d.comb += self.queue_drop[i].eq(b_valid & b_sof & b_desc.egress[i] & ~admit_now)
+            m.d.comb += self.queue_drop[i].eq(b_start[i] & b_desc.egress[i] & ~admit_now)
 
-            # This port's tagging of the frame.
+            # This port's tagging of the frame, decided from the stage-A descriptor into registers of
+            # this port (why: decided from the shared stage-B descriptor, the VLAN compare sat between
+            # a register on one side of the die and the edit queue's LUT-RAM on the other).
             pvid = getattr(self, f"port_pvid_{i}")
-            untagged_out = ~self.port_trunk[i] | (pvid == b_desc.vlan)
-            plain = b_desc.mirror_plain & (self.mirror_to == i)
+            untagged_out = ~self.port_trunk[i] | (pvid == a_desc.vlan)
+            a_plain = a_desc.mirror_plain & (self.mirror_to == i)
+            op, plain = Signal(TagOp, name=f"tag_op_{i}"), Signal(name=f"tag_plain_{i}")
+            m.d.sync += plain.eq(a_plain)
+            with m.If(untagged_out):
+                m.d.sync += op.eq(Mux(a_desc.in_tagged, TagOp.STRIP, TagOp.KEEP))
+            with m.Elif(~a_desc.in_tagged):
+                m.d.sync += op.eq(TagOp.INSERT)
+            with m.Elif(a_desc.in_priority | a_plain):
+                m.d.sync += op.eq(TagOp.REWRITE)
+            with m.Else():
+                m.d.sync += op.eq(TagOp.KEEP)
             pcp_dei = Mux(plain, 0, b_desc.pcp_dei)
             tpid = Mux(b_desc.qinq, TPID_8021AD, TPID_8021Q)
             edit = EDIT_LAYOUT(edits.w_data)
-            op = Signal(TagOp, name=f"tag_op_{i}")
-            with m.If(untagged_out):
-                m.d.comb += op.eq(Mux(b_desc.in_tagged, TagOp.STRIP, TagOp.KEEP))
-            with m.Elif(~b_desc.in_tagged):
-                m.d.comb += op.eq(TagOp.INSERT)
-            with m.Elif(b_desc.in_priority | plain):
-                m.d.comb += op.eq(TagOp.REWRITE)
-            with m.Else():
-                m.d.comb += op.eq(TagOp.KEEP)
             m.d.comb += [edit.op.eq(op), edit.tag.eq(Cat(b_desc.vlan, pcp_dei, tpid)),
-                         edits.w_en.eq(b_valid & b_sof & admit_now)]
+                         edits.w_en.eq(b_start[i] & admit_now)]
 
             m.d.comb += [tag.edit.payload.eq(edits.r_data), tag.edit.valid.eq(edits.r_rdy),
                          edits.r_en.eq(tag.edit.ready)]
