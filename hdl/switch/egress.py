@@ -92,6 +92,13 @@ class EgressFanout(wiring.Component):
         b_cand = Signal(n)
         m.d.sync += [*b_valid.eq(a_valid), *b_start.eq(a_valid & a_sof), b_beat.eq(a_beat), b_desc.eq(a_desc)]
         admit_reg = Signal(n)
+        # A third stage: the beat written into the queues that admitted its frame (why: the
+        # admission went straight into each beat FIFO's write logic by its block RAMs, across the
+        # die). The queue levels count the admissions, a cycle ahead of the writes: never less
+        # than the words in the queue.
+        c_beat = Signal(w + bpb + 1, reset_less=True)
+        c_write = Signal(n)
+        m.d.sync += c_beat.eq(b_beat)
 
         for i, out in enumerate(self.outputs):
             # The target's beat FIFO: block RAM with its output register, then flip-flops
@@ -102,18 +109,12 @@ class EgressFanout(wiring.Component):
             tag = TagEdit(w)
             m.submodules[f"queue_{i}"], m.submodules[f"edits_{i}"], m.submodules[f"tag_{i}"] = beats, edits, tag
 
-            # The edit queue's room as a register (why: the FIFO's own w_rdy, a compare of its
-            # level, in front of the admission and then across the die to the beat FIFO's write
-            # register was the critical path). Exactly the FIFO's w_rdy one cycle later: a read
-            # frees a slot, a write without a read takes one.
-            edit_room = Signal(init=1, name=f"edit_room_{i}")
-            edit_read = edits.r_en & edits.r_rdy
-            m.d.sync += edit_room.eq(edit_read | Mux(edits.w_en, edits.level < EDIT_QUEUE_DEPTH - 1,
-                                                     edits.level < EDIT_QUEUE_DEPTH))
+            edit_room = self._edit_room(m, edits, i)
             m.d.sync += b_cand[i].eq(a_desc.egress[i] & ((self.queue_beats - 1 - level) >= a_desc.beats))
             admit_now = b_cand[i] & edit_room
             admit = Mux(b_start[i], admit_now, admit_reg[i])
-            m.d.comb += [beats.w_en.eq(b_valid[i] & admit), beats.w_data.eq(b_beat)]
+            m.d.sync += c_write[i].eq(b_valid[i] & admit)
+            m.d.comb += [beats.w_en.eq(c_write[i]), beats.w_data.eq(c_beat)]
             with m.If(b_start[i]):
                 m.d.sync += admit_reg[i].eq(admit_now)
             m.d.comb += self.queue_drop[i].eq(b_start[i] & b_desc.egress[i] & ~admit_now)
@@ -151,6 +152,20 @@ class EgressFanout(wiring.Component):
                          qslice.s_axis.tvalid.eq(beats.r_rdy), beats.r_en.eq(qslice.s_axis.tready)]
             wiring.connect(m, qslice.m_axis, tag.s_axis)
             # The words in the queue (the FIFO's own count keeps a reserve: this one is exact).
-            m.d.sync += level.eq(level + beats.w_en - (beats.r_en & beats.r_rdy))
+            m.d.sync += level.eq(level + (b_valid[i] & admit) - (beats.r_en & beats.r_rdy))
             wiring.connect(m, tag.m_axis, wiring.flipped(out))
         return m
+
+    def _edit_room(self, m, edits, port):
+        """Whether ``edits`` takes a write in this cycle: the SyncFIFO's ``w_rdy`` as a register.
+
+        Why: the FIFO's own ``w_rdy``, a compare of its level, in front of the admission and then
+        across the die to the beat FIFO's write register was the critical path. The register is
+        exactly ``w_rdy`` (tests/switch/test_egress_amaranth.py holds it to it): a read frees a slot
+        (the FIFO is not empty after a write), a write without a read takes one.
+        """
+        room = Signal(init=1, name=f"edit_room_{port}")
+        read = edits.r_en & edits.r_rdy
+        m.d.sync += room.eq(read | Mux(edits.w_en, edits.level < EDIT_QUEUE_DEPTH - 1,
+                                       edits.level < EDIT_QUEUE_DEPTH))
+        return room

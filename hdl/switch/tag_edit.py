@@ -89,7 +89,7 @@ class TagEdit(wiring.Component):
         # keep and rewrite always; insert before the split beat (a short frame takes no tag) or with
         # its 4 spill lanes empty; strip from the held split beat on, with its bytes in 4 lanes.
         end_short_lanes = sorted({nb - tb, tb})
-        end_last = Signal(init=1)
+        end_last = Signal()
         end_short = {n: Signal(name=f"end_short_{n}") for n in end_short_lanes}
 
         def end_flags(ins, strip, value):
@@ -218,10 +218,11 @@ class TagEdit(wiring.Component):
         starts_flush = Signal()
         strip_waits = is_strip & ~held_valid   # the first beat of a strip only fills `held`
         m.d.comb += nxt["tvalid"].eq(Mux(flush, 1, take & ~strip_waits))
-        with m.If(flush):
-            m.d.comb += ends.eq(out_free)
-        with m.Elif(take):
-            m.d.comb += [ends.eq(ends_if_taken), starts_flush.eq(s.tlast & ~ends_if_taken)]
+        # `flush ? out_free : take & ends_if_taken` without `cur_valid` (fewer inputs): while no edit
+        # is current the frame state is already at a frame's start, which `ends` only sets again.
+        m.d.comb += ends.eq(out_free & (flush | (s.tvalid & ends_if_taken)))
+        with m.If(take):
+            m.d.comb += starts_flush.eq(s.tlast & ~ends_if_taken)
             with m.If(is_ins):
                 m.d.sync += [carry.eq(Cat(*x[nb - tb:])), carry_keep.eq(Mux(ins_short, 0, spill_keep)),
                              carry_user.eq(s.tuser)]
