@@ -12,7 +12,8 @@ itself (:class:`hdl.switch.tag_edit.TagEdit`: insert, strip or rewrite the 802.1
 from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
@@ -23,7 +24,7 @@ from hdl.profile import target_for
 from hdl.switch.stage import make_switch_descriptor_layout
 from hdl.switch.tag_edit import EDIT_LAYOUT, TagEdit, TagOp
 
-__all__ = ["EgressFanout", "EDIT_QUEUE_DEPTH"]
+__all__ = ["EgressFanout", "EditQueue", "EDIT_QUEUE_DEPTH"]
 
 #: Frames a port's queue can hold at once (its edit commands wait in a LUT-RAM FIFO this deep).
 EDIT_QUEUE_DEPTH = 32
@@ -104,16 +105,18 @@ class EgressFanout(wiring.Component):
             # The target's beat FIFO: block RAM with its output register, then flip-flops
             # (why: the RAM output straight into the tag editor's decisions missed the clock).
             beats = self.target.fifo(w + bpb + 1, self.queue_beats, slack=2)
-            level = Signal(range(self.queue_beats + 1), name=f"queue_level_{i}")
-            edits = fifo.SyncFIFO(width=EDIT_LAYOUT.size, depth=EDIT_QUEUE_DEPTH)
+            edits = self._edit_queue()
             tag = TagEdit(w)
             m.submodules[f"queue_{i}"], m.submodules[f"edits_{i}"], m.submodules[f"tag_{i}"] = beats, edits, tag
 
             edit_room = self._edit_room(m, edits, i)
-            m.d.sync += b_cand[i].eq(a_desc.egress[i] & ((self.queue_beats - 1 - level) >= a_desc.beats))
+            admitted = Signal(name=f"admitted_{i}")     # a word for this queue, written next cycle
+            room = self._queue_room(m, i, admitted, beats.r_en & beats.r_rdy, a_desc.beats)
+            m.d.sync += b_cand[i].eq(a_desc.egress[i] & room)
             admit_now = b_cand[i] & edit_room
             admit = Mux(b_start[i], admit_now, admit_reg[i])
-            m.d.sync += c_write[i].eq(b_valid[i] & admit)
+            m.d.comb += admitted.eq(b_valid[i] & admit)
+            m.d.sync += c_write[i].eq(admitted)
             m.d.comb += [beats.w_en.eq(c_write[i]), beats.w_data.eq(c_beat)]
             with m.If(b_start[i]):
                 m.d.sync += admit_reg[i].eq(admit_now)
@@ -151,10 +154,29 @@ class EgressFanout(wiring.Component):
                          qslice.s_axis.tlast.eq(q_data[w + bpb]), qslice.s_axis.tuser.eq(0),
                          qslice.s_axis.tvalid.eq(beats.r_rdy), beats.r_en.eq(qslice.s_axis.tready)]
             wiring.connect(m, qslice.m_axis, tag.s_axis)
-            # The words in the queue (the FIFO's own count keeps a reserve: this one is exact).
-            m.d.sync += level.eq(level + (b_valid[i] & admit) - (beats.r_en & beats.r_rdy))
             wiring.connect(m, tag.m_axis, wiring.flipped(out))
         return m
+
+    def _queue_room(self, m, port, admitted, read, need):
+        """Whether beat queue ``port`` has room for ``need`` more words, one kept spare (stage B).
+
+        From a count of its free words (the FIFO's own count keeps a reserve: this one is exact),
+        which takes ``admitted`` words a cycle before they are written (never fewer than the queue
+        holds) and the reader's ``read`` a cycle late (why: the read straight into the count,
+        across the die, was the critical path). The late read is added back by choosing between
+        two compares, each one carry chain from registers: ``free`` and ``free + 1`` are kept side
+        by side (a carry-in to the compare made it two chains in a row).
+        """
+        # Down to -1 when the spare beat is in use, one less until a late read is added back.
+        free = Signal(range(-2, self.queue_beats), init=self.queue_beats - 1, name=f"queue_free_{port}")
+        free_1 = Signal(range(-1, self.queue_beats + 1), init=self.queue_beats, name=f"queue_free1_{port}")
+        read_q = Signal(name=f"queue_read_{port}")
+        m.d.sync += [read_q.eq(read), free.eq(free + read_q - admitted), free_1.eq(free_1 + read_q - admitted)]
+        return Mux(read_q, free_1 >= need, free >= need)
+
+    def _edit_queue(self):
+        """The per-port FIFO of edit commands (:class:`EditQueue`)."""
+        return EditQueue(EDIT_LAYOUT.size, EDIT_QUEUE_DEPTH)
 
     def _edit_room(self, m, edits, port):
         """Whether ``edits`` takes a write in this cycle: the SyncFIFO's ``w_rdy`` as a register.
@@ -169,3 +191,37 @@ class EgressFanout(wiring.Component):
         m.d.sync += room.eq(read | Mux(edits.w_en, edits.level < EDIT_QUEUE_DEPTH - 1,
                                        edits.level < EDIT_QUEUE_DEPTH))
         return room
+
+
+class EditQueue(wiring.Component):
+    """First-word-fall-through FIFO of LUT-RAM whose writer keeps to its room: a write is never
+    refused here. Members and timing as ``amaranth.lib.fifo.SyncFIFO`` (``r_data`` straight from the
+    RAM), less ``w_rdy``.
+
+    Why: SyncFIFO gates every write with its ``w_rdy``, a compare of its level, which put that
+    compare between the fan-out's admission and the LUT-RAM's write enable (the critical path);
+    the fan-out decides the room itself, a cycle ahead (:meth:`EgressFanout._edit_room`).
+
+    Members
+    -------
+    w_data, w_en: In; r_data, r_rdy: Out; r_en: In; level: Out(range(depth + 1))
+    """
+
+    def __init__(self, width: int, depth: int):
+        if depth < 2 or depth & (depth - 1):
+            raise ValueError(f"EditQueue depth must be a power of two of at least 2, not {depth!r}")
+        self.width, self.depth = width, depth
+        super().__init__({"w_data": In(width), "w_en": In(1), "r_data": Out(width), "r_rdy": Out(1),
+                          "r_en": In(1), "level": Out(range(depth + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.storage = storage = Memory(shape=self.width, depth=self.depth, init=[])
+        wr, rd = storage.write_port(), storage.read_port(domain="comb")
+        w_ptr, r_ptr = Signal(range(self.depth)), Signal(range(self.depth))
+        do_read = self.r_en & self.r_rdy
+        m.d.comb += [wr.addr.eq(w_ptr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
+                     rd.addr.eq(r_ptr), self.r_data.eq(rd.data), self.r_rdy.eq(self.level != 0)]
+        m.d.sync += [w_ptr.eq(w_ptr + self.w_en), r_ptr.eq(r_ptr + do_read),
+                     self.level.eq(self.level + self.w_en - do_read)]
+        return m
