@@ -71,11 +71,6 @@ class TagEdit(wiring.Component):
         # flip-flop (not the edit port) and the next frame's edit is there when its first beat is.
         op, tag, cur_valid = Signal(TagOp), Signal(32), Signal()
         nxt_op, nxt_tag, nxt_valid = Signal(TagOp), Signal(32), Signal()
-        m.d.comb += self.edit.ready.eq(~nxt_valid)
-        with m.If(self.edit.valid & ~nxt_valid):
-            m.d.sync += [nxt_op.eq(self.edit.payload.op), nxt_tag.eq(self.edit.payload.tag), nxt_valid.eq(1)]
-        with m.If(~cur_valid & nxt_valid):
-            m.d.sync += [op.eq(nxt_op), tag.eq(nxt_tag), cur_valid.eq(1), nxt_valid.eq(0)]
         tag_lanes = [tag[24 - 8 * i:32 - 8 * i] for i in range(tb)]
 
         # Input beats taken in this frame, saturating past the split beat: insert and rewrite look at
@@ -86,9 +81,44 @@ class TagEdit(wiring.Component):
         in_lt, in_eq = Signal(init=split > 0), Signal(init=split == 0)
         h_lt, h_eq = Signal(init=True), Signal()
 
+        # Whether a taken last beat ends the output frame, as flags registered with the state they
+        # come from (why: `ends` loads the next edit and resets the frame state; decoded from `op`,
+        # the beat counter and `held_valid` it took three LUT levels before the handshake, and with
+        # seven editors spread over the die that was the fan-out's critical path). The beat ends the
+        # frame when `end_last` is set, or when it is packed short of lane n and `end_short[n]` is:
+        # keep and rewrite always; insert before the split beat (a short frame takes no tag) or with
+        # its 4 spill lanes empty; strip from the held split beat on, with its bytes in 4 lanes.
+        end_short_lanes = sorted({nb - tb, tb})
+        end_last = Signal()
+        end_short = {n: Signal(name=f"end_short_{n}") for n in end_short_lanes}
+
+        def end_flags(ins, strip, value):
+            short = {n: 0 for n in end_short_lanes}
+            short[nb - tb] = short[nb - tb] | ins
+            short[tb] = short[tb] | (strip & (value >= split + 1))
+            return [end_last.eq(~(ins | strip) | (ins & (value < split)))] + \
+                   [end_short[n].eq(short[n]) for n in end_short_lanes]
+
+        # The current edit's decoded flags and the next edit's (decoded as it arrives, so a load
+        # is a copy).
+        is_ins, is_strip = Signal(), Signal()
+        nxt_ins, nxt_strip = Signal(), Signal()
+        m.d.comb += self.edit.ready.eq(~nxt_valid)
+        with m.If(self.edit.valid & ~nxt_valid):
+            m.d.sync += [nxt_op.eq(self.edit.payload.op), nxt_tag.eq(self.edit.payload.tag), nxt_valid.eq(1),
+                         nxt_ins.eq(self.edit.payload.op == TagOp.INSERT),
+                         nxt_strip.eq(self.edit.payload.op == TagOp.STRIP)]
+
+        def load_next_edit():
+            m.d.sync += [op.eq(nxt_op), tag.eq(nxt_tag), is_ins.eq(nxt_ins), is_strip.eq(nxt_strip),
+                         cur_valid.eq(1), nxt_valid.eq(0), *end_flags(nxt_ins, nxt_strip, 0)]
+        with m.If(~cur_valid & nxt_valid):
+            load_next_edit()
+
         def set_beat(value):
             m.d.sync += [beat.eq(value), in_lt.eq(value < split), in_eq.eq(value == split),
-                         h_lt.eq(value < split + 1), h_eq.eq(value == split + 1)]
+                         h_lt.eq(value < split + 1), h_eq.eq(value == split + 1),
+                         *end_flags(is_ins, is_strip, value)]
         carry = Signal(8 * tb)            # insert: the last 4 bytes of the previous input beat
         carry_keep = Signal(tb)
         carry_user = Signal.like(s.tuser)
@@ -131,7 +161,9 @@ class TagEdit(wiring.Component):
                      [carry_keep[i] if i < tb else xk[i - tb] for i in range(nb)])
         spill_keep = Cat(*xk[nb - tb:])
         ins_short = in_lt | (in_eq & s.tlast & at_most(at))
-        ins_spills = s.tlast & spill_keep.any() & ~ins_short
+        # A taken last beat that does not end the frame leaves one more output beat (a flush):
+        # insert's spilled 4 bytes, or strip's held beat whose end did not fit in 4 lanes.
+        ends_if_taken = s.tlast & (end_last | Cat(*(at_most(n) & end_short[n] for n in end_short_lanes)).any())
         # -- strip: output from the held beat A and 4 bytes of the next beat N -----------------------
         a, ak = lanes(held), [held_keep[i] for i in range(nb)]
         def emit_strip(n_lanes, n_keep, last, user):
@@ -146,8 +178,8 @@ class TagEdit(wiring.Component):
                      [ak[i + tb] if i < nb - tb else n_keep[i - (nb - tb)] for i in range(nb)], last, user)
 
         # N completes the output beat (and the frame) when it is the last and all its bytes fit in
-        # the 4 lanes the shift takes from it; an A before the split takes none of N.
-        n_consumed = held_valid & s.tlast & at_most(tb) & ~h_lt
+        # the 4 lanes the shift takes from it; an A before the split takes none of N (strip's
+        # `ends_if_taken`).
 
         # What the next output beat holds depends on registered state only (flush, op, beat): the
         # data registers never wait for the handshake decode. Whether a beat goes out, and how the
@@ -176,35 +208,31 @@ class TagEdit(wiring.Component):
                         emit(x, xk, s.tlast, s.tuser)
                     with m.Elif(in_eq):
                         emit(ins_at[0], [Mux(short_here, xk[i], ins_at[1][i]) for i in range(nb)],
-                             s.tlast & ~ins_spills, s.tuser)
+                             ends_if_taken, s.tuser)
                     with m.Else():
-                        emit(*ins_after, s.tlast & ~ins_spills, s.tuser)
+                        emit(*ins_after, ends_if_taken, s.tuser)
                 with m.Case(TagOp.STRIP):
-                    emit_strip(x[:tb], xk[:tb], n_consumed, s.tuser)
+                    emit_strip(x[:tb], xk[:tb], ends_if_taken, s.tuser)
 
         ends = Signal()                   # the frame's last output beat goes out this cycle
         starts_flush = Signal()
-        strip_waits = (op == TagOp.STRIP) & ~held_valid   # the first beat of a strip only fills `held`
+        strip_waits = is_strip & ~held_valid   # the first beat of a strip only fills `held`
         m.d.comb += nxt["tvalid"].eq(Mux(flush, 1, take & ~strip_waits))
-        with m.If(flush):
-            m.d.comb += ends.eq(out_free)
-        with m.Elif(take):
-            with m.Switch(op):
-                with m.Case(TagOp.KEEP, TagOp.REWRITE):
-                    m.d.comb += ends.eq(s.tlast)
-                with m.Case(TagOp.INSERT):
-                    m.d.sync += [carry.eq(Cat(*x[nb - tb:])), carry_keep.eq(Mux(ins_short, 0, spill_keep)),
-                                 carry_user.eq(s.tuser)]
-                    m.d.comb += [ends.eq(s.tlast & ~ins_spills), starts_flush.eq(ins_spills)]
-                with m.Case(TagOp.STRIP):
-                    m.d.sync += [held.eq(s.tdata), held_keep.eq(s.tkeep), held_user.eq(s.tuser),
-                                 held_valid.eq(1)]
-                    m.d.comb += [ends.eq(n_consumed), starts_flush.eq(s.tlast & ~n_consumed)]
+        # `flush ? out_free : take & ends_if_taken` without `cur_valid` (fewer inputs): while no edit
+        # is current the frame state is already at a frame's start, which `ends` only sets again.
+        m.d.comb += ends.eq(out_free & (flush | (s.tvalid & ends_if_taken)))
+        with m.If(take):
+            m.d.comb += starts_flush.eq(s.tlast & ~ends_if_taken)
+            with m.If(is_ins):
+                m.d.sync += [carry.eq(Cat(*x[nb - tb:])), carry_keep.eq(Mux(ins_short, 0, spill_keep)),
+                             carry_user.eq(s.tuser)]
+            with m.If(is_strip):
+                m.d.sync += [held.eq(s.tdata), held_keep.eq(s.tkeep), held_user.eq(s.tuser), held_valid.eq(1)]
         with m.If(starts_flush):
             m.d.sync += flush.eq(1)
         with m.If(ends):
             set_beat(0)
-            m.d.sync += [held_valid.eq(0), flush.eq(0), cur_valid.eq(nxt_valid)]
+            m.d.sync += [held_valid.eq(0), flush.eq(0), cur_valid.eq(0)]
             with m.If(nxt_valid):
-                m.d.sync += [op.eq(nxt_op), tag.eq(nxt_tag), nxt_valid.eq(0)]
+                load_next_edit()
         return m
