@@ -24,7 +24,7 @@ paths are limited to one frame per 8 cycles until the table is pipelined, docs/s
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -33,13 +33,13 @@ from hdl.config import NicConfig
 from hdl.packet.meta import DropReason, MalformedReason, Verdict, make_parsed_layout, make_verdict_record
 from hdl.switch.mac_table import LearnOutcome, MacTable
 from hdl.switch.settings import RECENT_BROADCASTS, STORM_BURST_BITS, STORM_RATE_BITS, TIME_BITS, VLAN_COUNT, StormClass
+from hdl.switch.storm import LATENCY as STORM_LATENCY
+from hdl.switch.storm import StormBuckets
 
-__all__ = ["SwitchStage", "make_switch_descriptor_layout", "FRAME_CYCLES", "STORM_TOKEN_BITS"]
+__all__ = ["SwitchStage", "make_switch_descriptor_layout", "FRAME_CYCLES"]
 
 #: Fewest cycles between two frames the stage takes (its MAC table's rate with a driver dump).
 FRAME_CYCLES = 8
-#: Storm buckets count 1/1024 bytes.
-STORM_TOKEN_BITS = STORM_BURST_BITS + 10
 _QINQ_BIT = 0     # bit of the parsed outer tag TPID flag
 
 
@@ -241,11 +241,14 @@ class SwitchStage(wiring.Component):
                     m.next = "IDLE"
 
         # --- back: the MAC table's answer, then storm control, loop guard and masks ------------
-        # Two steps. `take` (B0): the answer and the frame's context are taken, everything that
-        # reads state (buckets, move counts, recent broadcasts, blocks) is registered, and the
-        # loop-guard state is updated. B1, a cycle later: the drop reason, the masks, the mirror
-        # copy, the bucket's payment and the outputs. Frames come at least 6 cycles apart (the
-        # MAC table's rate), so the two steps never hold two frames that share state.
+        # `take` (B0): the answer and the frame's context are taken, everything that reads
+        # state (move counts, recent broadcasts, blocks) is registered, and the frame's storm
+        # bucket is checked. B1, a cycle later: the loop-guard state is updated. B3, when the
+        # bucket's verdict comes (storm.LATENCY after the check): the drop reason, the masks,
+        # the mirror copy, the bucket's payment and the outputs. The `b1_*` registers hold the
+        # frame from its take to B3. A take waits until the frame before has left B3 (see
+        # below): frames come at least 6 cycles apart (the MAC table's rate), so the steps never
+        # hold two frames that share state.
         bp = Signal(parsed_layout, name="back_entry")
         m.d.sync += bp.eq(st_back.data)
         bmeta = bp.meta
@@ -253,11 +256,13 @@ class SwitchStage(wiring.Component):
         resp = table.resp.payload
         take = Signal()
         b1 = Signal(name="b1_valid")
-        # `back_entry` follows `back_ptr` two cycles after B1, and the registered compares made
-        # from it a cycle later: no take in the three cycles after a B1.
-        b1_q, b1_qq = Signal(), Signal()
-        m.d.sync += [b1_q.eq(b1), b1_qq.eq(b1_q)]
-        m.d.comb += take.eq(table.resp.valid & ctx_fifo.r_rdy & ~b1 & ~b1_q & ~b1_qq)
+        b3 = Signal(name="b3_valid")
+        # B0 -> B3: the frame's steps; `back_entry` follows `back_ptr` two cycles after B3, and
+        # the registered compares made from it a cycle later: no take in the three cycles after.
+        back_busy = Signal(STORM_LATENCY + 1)
+        m.d.sync += back_busy.eq(Cat(b1, back_busy[:-1]))
+        m.d.comb += b3.eq(back_busy[STORM_LATENCY - 2])
+        m.d.comb += take.eq(table.resp.valid & ctx_fifo.r_rdy & ~b1 & ~back_busy.any())
         m.d.comb += [table.resp.ready.eq(take), ctx_fifo.r_en.eq(take)]
 
         in_bit = Signal(n)
@@ -271,19 +276,18 @@ class SwitchStage(wiring.Component):
         was_blocked = Signal()
         m.d.comb += was_blocked.eq((blocked & in_bit).any())
 
-        # Storm buckets, one per (port, class), refilled every cycle (the model's arithmetic); the
-        # frame's bucket is read at B0 and pays at B1.
-        tokens = [[Signal(STORM_TOKEN_BITS, name=f"storm_tokens_{i}_{c.label}",
-                          init=s.storm_limit(i, c)[1] << 10) for c in StormClass] for i in range(n)]
-        frame_tokens = Signal(STORM_TOKEN_BITS)
-        m.d.comb += frame_tokens.eq(bmeta.frame_len << 10)
-        policed_any, enough = Signal(), Signal()
+        # Storm buckets, one per (port, class), in their own block (hdl/switch/storm.py): the
+        # frame's bucket is checked at B0, answers at B3 and is paid there. The check's operands
+        # are registered from `back_entry` a cycle ahead, like the broadcast compares below.
+        m.submodules.storm = storm = StormBuckets(n)
         for i in range(n):
             for c in StormClass:
-                rate = getattr(self, f"storm_rate_{i}_{c.label}")
-                burst = getattr(self, f"storm_burst_{i}_{c.label}")
-                with m.If((bp.in_port == i) & (storm_cls == c)):
-                    m.d.comb += [policed_any.eq((rate != 0) | (burst != 0)), enough.eq(tokens[i][c] >= frame_tokens)]
+                m.d.comb += [getattr(storm, f"rate_{i}_{c.label}").eq(getattr(self, f"storm_rate_{i}_{c.label}")),
+                             getattr(storm, f"burst_{i}_{c.label}").eq(getattr(self, f"storm_burst_{i}_{c.label}"))]
+        check = storm.check.payload
+        m.d.sync += [check.port.eq(bp.in_port), check.cls.eq(storm_cls), check.length.eq(bmeta.frame_len)]
+        m.d.comb += storm.check.valid.eq(take)
+        verdict = storm.verdict.payload
 
         # Loop guard: MAC moves onto a port within a window of ticks. Whether each port's window
         # ran out is a register (a cycle late: a tick is 1024 cycles).
@@ -351,27 +355,27 @@ class SwitchStage(wiring.Component):
         # B0 -> B1 registers.
         b1_reason, b1_in_bit = Signal(DropReason), Signal(n)
         b1_known, b1_same_port, b1_dst_bit = Signal(), Signal(), Signal(n)
-        b1_policed, b1_enough, b1_cls, b1_loop = Signal(), Signal(), Signal(range(3)), Signal()
+        b1_cls, b1_loop = Signal(range(3)), Signal()
         b1_blocked, b1_flood, b1_vlan, b1_admitted = Signal(), Signal(n), Signal(12), Signal()
         b1_qinq, b1_pcp_dei, b1_tagged, b1_priority = Signal(), Signal(4), Signal(), Signal()
-        b1_tokens, b1_outcome = Signal(STORM_TOKEN_BITS), Signal(LearnOutcome)
+        b1_outcome = Signal(LearnOutcome)
         m.d.sync += b1.eq(take)
         with m.If(take):
             m.d.sync += [
                 b1_reason.eq(ctx.reason), b1_in_bit.eq(in_bit),
                 b1_known.eq(~group & resp.dst_hit), b1_same_port.eq(resp.dst_port == bp.in_port),
                 b1_dst_bit.eq(Const(1, n) << resp.dst_port),
-                b1_policed.eq(policed_any), b1_enough.eq(enough), b1_cls.eq(storm_cls),
+                b1_cls.eq(storm_cls),
                 b1_loop.eq(moves_loop | bcast_loop), b1_blocked.eq(was_blocked),
                 b1_flood.eq(ctx.members & ~in_bit & ~mirror_dest), b1_vlan.eq(ctx.vlan),
                 b1_admitted.eq(ctx.admitted), b1_qinq.eq(ctx.qinq), b1_pcp_dei.eq(ctx.pcp_dei),
                 b1_tagged.eq(ctx.in_tagged), b1_priority.eq(ctx.in_priority),
-                b1_tokens.eq(frame_tokens), b1_outcome.eq(resp.outcome),
+                b1_outcome.eq(resp.outcome),
                 b1_count_move.eq(count_move), b1_port.eq(bp.in_port),
                 b1_bcast.eq(bcast_check), b1_same.eq(same), b1_sig.eq(sig),
             ]
 
-        # B1: the decision.
+        # B3: the decision.
         reason = Signal(DropReason)
         egress = Signal(n)
         storm_drop = Signal()
@@ -396,34 +400,14 @@ class SwitchStage(wiring.Component):
             with m.Else():
                 m.d.comb += egress.eq(b1_dst_bit & ~blocked)
         with m.Else():
-            with m.If(b1_policed & ~b1_enough):
+            with m.If(verdict.policed & ~verdict.enough):
                 m.d.comb += [reason.eq(Mux(b1_cls == StormClass.BROADCAST, DropReason.STORM_BROADCAST,
                                            Mux(b1_cls == StormClass.MULTICAST, DropReason.STORM_MULTICAST,
                                                DropReason.STORM_UNKNOWN))),
                              storm_drop.eq(1)]
             with m.Else():
-                m.d.comb += [egress.eq(b1_flood & ~blocked), pay.eq(b1 & b1_policed)]
-
-        # Bucket refill every cycle, min(cap, tokens + rate), and the frame's payment once, in the
-        # cycle after B1: min(cap, tokens + rate) - paid = min(cap - paid, tokens + rate - paid).
-        # Every operand is a register, so the update is one add and one compare side by side
-        # (why: add, compare, subtract in a row was the stage's critical path).
-        for i in range(n):
-            for c in StormClass:
-                rate = getattr(self, f"storm_rate_{i}_{c.label}")
-                cap = Cat(Const(0, 10), getattr(self, f"storm_burst_{i}_{c.label}"))
-                tk = tokens[i][c]
-                wide = signed(STORM_TOKEN_BITS + 2)
-                rate0, burst0 = s.storm_limit(i, c)        # the registers' reset values
-                cap_less_rate = Signal(wide, name=f"storm_cap_less_rate_{i}_{c.label}", init=(burst0 << 10) - rate0)
-                addend = Signal(wide, name=f"storm_addend_{i}_{c.label}", init=rate0)
-                ceiling = Signal(STORM_TOKEN_BITS, name=f"storm_ceiling_{i}_{c.label}", init=burst0 << 10)
-                mine = Signal(name=f"storm_pays_{i}_{c.label}")
-                m.d.comb += mine.eq(pay & b1_in_bit[i] & (b1_cls == c))
-                m.d.sync += [cap_less_rate.eq(cap - rate),
-                             addend.eq(Mux(mine, rate - b1_tokens, rate)),
-                             ceiling.eq(Mux(mine, cap - b1_tokens, cap))]
-                m.d.sync += tk.eq(Mux(tk > cap_less_rate, ceiling, (tk + addend)[:STORM_TOKEN_BITS]))
+                m.d.comb += [egress.eq(b1_flood & ~blocked), pay.eq(verdict.policed)]
+        m.d.comb += storm.pay.eq(b3 & pay)
 
         # The mirror session: what a selected port received (once admitted into a VLAN) or sent.
         mirror = Signal()
@@ -439,11 +423,11 @@ class SwitchStage(wiring.Component):
                 m.d.comb += [mirror.eq(1), mirror_plain.eq(~(sent_selected & sent_tagged).any())]
         all_egress = egress | Mux(mirror, mirror_dest, 0)
 
-        m.d.sync += [self.desc.valid.eq(b1), self.record.valid.eq(b1),
-                     self.loop_event.eq(b1 & b1_loop), self.storm_event.eq(b1 & storm_drop),
-                     self.learn_outcome.eq(Mux(b1, b1_outcome, LearnOutcome.NONE))]
+        m.d.sync += [self.desc.valid.eq(b3), self.record.valid.eq(b3),
+                     self.loop_event.eq(b3 & b1_loop), self.storm_event.eq(b3 & storm_drop),
+                     self.learn_outcome.eq(Mux(b3, b1_outcome, LearnOutcome.NONE))]
         d, rec = self.desc.payload, self.record.payload
-        with m.If(b1):
+        with m.If(b3):
             m.d.sync += back_ptr.eq(back_ptr + 1)
             m.d.sync += [
                 d.drop.eq(all_egress == 0), d.egress.eq(all_egress),
