@@ -375,53 +375,73 @@ class SwitchStage(wiring.Component):
                 b1_bcast.eq(bcast_check), b1_same.eq(same), b1_sig.eq(sig),
             ]
 
-        # B3: the decision.
-        reason = Signal(DropReason)
-        egress = Signal(n)
-        storm_drop = Signal()
-        pay = Signal()
-        newly_blocked = Mux(b1_loop & self.loop_block, b1_in_bit, 0)
+        # The decision, in three steps (why: the priority of the drop reasons, the masks and the
+        # mirror copy after them did not fit one cycle). B1: what comes before the MAC table's
+        # answer, the masks and the mirror's inputs, into registers. B2: the decision as if
+        # the frame's storm bucket lets it through, and what changes if it does not. B3: the
+        # bucket's verdict picks.
         # A block set by the frame before is seen here even if this frame passed the front before
         # it (the golden model checks blocks first; only bad frames and the monitor port come
         # before). Its source was already learned, which the model does not do: docs/switch.md.
+        newly_blocked = Mux(b1_loop & self.loop_block, b1_in_bit, 0)
         early = ((b1_reason == DropReason.RX_ERROR) | (b1_reason == DropReason.OVERSIZE)
                  | (b1_reason == DropReason.MALFORMED) | (b1_reason == DropReason.MONITOR_PORT))
+        b2_dropped, b2_reason = Signal(), Signal(DropReason)
         with m.If(early):
-            m.d.comb += reason.eq(b1_reason)
+            m.d.sync += [b2_dropped.eq(1), b2_reason.eq(b1_reason)]
         with m.Elif(b1_blocked):
-            m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
+            m.d.sync += [b2_dropped.eq(1), b2_reason.eq(DropReason.LOOP_BLOCKED)]
         with m.Elif(b1_reason != DropReason.NONE):
-            m.d.comb += reason.eq(b1_reason)
+            m.d.sync += [b2_dropped.eq(1), b2_reason.eq(b1_reason)]
         with m.Elif(newly_blocked.any()):
-            m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
-        with m.Elif(b1_known):
-            with m.If(b1_same_port):
-                m.d.comb += reason.eq(DropReason.SAME_PORT)
-            with m.Else():
-                m.d.comb += egress.eq(b1_dst_bit & ~blocked)
+            m.d.sync += [b2_dropped.eq(1), b2_reason.eq(DropReason.LOOP_BLOCKED)]
         with m.Else():
-            with m.If(verdict.policed & ~verdict.enough):
-                m.d.comb += [reason.eq(Mux(b1_cls == StormClass.BROADCAST, DropReason.STORM_BROADCAST,
-                                           Mux(b1_cls == StormClass.MULTICAST, DropReason.STORM_MULTICAST,
-                                               DropReason.STORM_UNKNOWN))),
-                             storm_drop.eq(1)]
-            with m.Else():
-                m.d.comb += [egress.eq(b1_flood & ~blocked), pay.eq(verdict.policed)]
-        m.d.comb += storm.pay.eq(b3 & pay)
-
-        # The mirror session: what a selected port received (once admitted into a VLAN) or sent.
-        mirror = Signal()
-        mirror_plain = Signal()
-        sent_selected = egress & self.mirror_egress
-        sent_tagged = Signal(n)
+            m.d.sync += [b2_dropped.eq(0), b2_reason.eq(DropReason.NONE)]
+        b2_known, b2_same_port, b2_dst, b2_flood = Signal(), Signal(), Signal(n), Signal(n)
+        b2_tagged, b2_mirror_in, b2_mirror_out, b2_storm_reason = Signal(n), Signal(), Signal(), Signal(DropReason)
+        m.d.sync += [b2_known.eq(b1_known), b2_same_port.eq(b1_same_port),
+                     b2_dst.eq(b1_dst_bit & ~blocked), b2_flood.eq(b1_flood & ~blocked),
+                     b2_mirror_in.eq(self.mirror_enable & b1_admitted & (self.mirror_ingress & b1_in_bit).any()),
+                     b2_mirror_out.eq(self.mirror_enable & b1_admitted),
+                     b2_storm_reason.eq(Mux(b1_cls == StormClass.BROADCAST, DropReason.STORM_BROADCAST,
+                                            Mux(b1_cls == StormClass.MULTICAST, DropReason.STORM_MULTICAST,
+                                                DropReason.STORM_UNKNOWN)))]
+        # A port sends the frame tagged when it is a trunk and the VLAN is not its native one.
         for i in range(n):
-            m.d.comb += sent_tagged[i].eq(self.port_trunk[i] & (pvid[i] != b1_vlan))
-        with m.If(self.mirror_enable & b1_admitted):
-            with m.If((self.mirror_ingress & b1_in_bit).any()):
-                m.d.comb += mirror.eq(1)
-            with m.Elif(sent_selected.any()):
-                m.d.comb += [mirror.eq(1), mirror_plain.eq(~(sent_selected & sent_tagged).any())]
-        all_egress = egress | Mux(mirror, mirror_dest, 0)
+            m.d.sync += b2_tagged[i].eq(self.port_trunk[i] & (pvid[i] != b1_vlan))
+
+        # B2: the decision if storm control passes the frame.
+        reason_pass, egress_pass, policeable = Signal(DropReason), Signal(n), Signal()
+        with m.If(b2_dropped):
+            m.d.comb += reason_pass.eq(b2_reason)
+        with m.Elif(b2_known):
+            with m.If(b2_same_port):
+                m.d.comb += reason_pass.eq(DropReason.SAME_PORT)
+            with m.Else():
+                m.d.comb += egress_pass.eq(b2_dst)
+        with m.Else():
+            m.d.comb += [egress_pass.eq(b2_flood), policeable.eq(1)]
+        # The mirror session: what a selected port received (once admitted into a VLAN) or sent.
+        # A storm drop sends nothing, so only the ingress copy is left then.
+        sent_selected = egress_pass & self.mirror_egress
+        b3_reason_pass, b3_egress_pass, b3_policeable = Signal(DropReason), Signal(n), Signal()
+        b3_mirror_pass, b3_plain_pass, b3_mirror_in, b3_storm_reason = Signal(), Signal(), Signal(), Signal(DropReason)
+        m.d.sync += [b3_reason_pass.eq(reason_pass), b3_egress_pass.eq(egress_pass), b3_policeable.eq(policeable),
+                     b3_mirror_pass.eq(b2_mirror_in | (b2_mirror_out & sent_selected.any())),
+                     b3_plain_pass.eq(~b2_mirror_in & b2_mirror_out & sent_selected.any()
+                                      & ~(sent_selected & b2_tagged).any()),
+                     b3_mirror_in.eq(b2_mirror_in), b3_storm_reason.eq(b2_storm_reason)]
+
+        # B3: the storm bucket's verdict.
+        storm_drop = Signal()
+        m.d.comb += [storm_drop.eq(b3_policeable & verdict.policed & ~verdict.enough),
+                     storm.pay.eq(b3 & b3_policeable & verdict.policed & verdict.enough)]
+        reason = Mux(storm_drop, b3_storm_reason, b3_reason_pass)
+        egress = Mux(storm_drop, 0, b3_egress_pass)
+        mirror = Mux(storm_drop, b3_mirror_in, b3_mirror_pass)
+        mirror_plain = ~storm_drop & b3_plain_pass
+        all_egress = Signal(n)
+        m.d.comb += all_egress.eq(egress | Mux(mirror, mirror_dest, 0))
 
         m.d.sync += [self.desc.valid.eq(b3), self.record.valid.eq(b3),
                      self.loop_event.eq(b3 & b1_loop), self.storm_event.eq(b3 & storm_drop),
