@@ -30,6 +30,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
+from hdl.lib.ram import PipelinedRam
 from hdl.packet.meta import DropReason, MalformedReason, Verdict, make_parsed_layout, make_verdict_record
 from hdl.switch.mac_table import LearnOutcome, MacTable
 from hdl.switch.settings import RECENT_BROADCASTS, STORM_BURST_BITS, STORM_RATE_BITS, TIME_BITS, VLAN_COUNT, StormClass
@@ -112,9 +113,21 @@ class SwitchStage(wiring.Component):
                 members[f"storm_burst_{i}_{c.label}"] = In(STORM_BURST_BITS)
         super().__init__(members)
 
+    def _power_on_row(self, vid):
+        """The VLAN table's power-on row ``vid`` as logic: the ports that carry it
+        (:meth:`SwitchPort.carries <hdl.switch.settings.SwitchPort.carries>`)."""
+        in_range = (vid != 0) & (vid != VLAN_COUNT - 1)
+        bits = []
+        for p in self.settings.ports:
+            carried = vid == p.pvid
+            if p.trunk:
+                carried = Const(1) if p.vlans is None else Cat(carried, *(vid == v for v in p.vlans)).any()
+            bits.append(in_range & carried)
+        return Cat(bits)
+
     def elaborate(self, platform):
         m = Module()
-        cfg, s = self.config, self.settings
+        cfg = self.config
         n, pb, bpb = len(cfg.ports), cfg.port_bits, cfg.bytes_per_beat
         m.submodules.mac_table = table = self.mac_table
         wiring.connect(m, wiring.flipped(self.mac_mgmt_req), table.mgmt_req)
@@ -135,12 +148,14 @@ class SwitchStage(wiring.Component):
             m.d.sync += w_ptr.eq(w_ptr + 1)
 
         # --- VLAN table: row = port mask of the VLAN's members ---------------------------------
-        m.submodules.vlans = vlans = Memory(shape=n, depth=VLAN_COUNT,
-                                            init=[s.vlan_members(v) for v in range(VLAN_COUNT)])
-        vl_w = vlans.write_port()
-        vl_r = vlans.read_port(transparent_for=(vl_w,))
-        m.d.comb += [vl_w.addr.eq(self.vlan_write.payload.vid), vl_w.data.eq(self.vlan_write.payload.members),
-                     vl_w.en.eq(self.vlan_write.valid)]
+        # A block RAM read through its own output register (why: without it the row arrives
+        # 5.8 ns after the clock). That RAM starts empty, so it holds each row XOR its power-on
+        # value, which logic makes from the VID (the settings' `vlan_members`).
+        m.submodules.vlans = vlans = PipelinedRam(n, VLAN_COUNT)
+        m.d.comb += [vlans.w_addr.eq(self.vlan_write.payload.vid),
+                     vlans.w_data.eq(self.vlan_write.payload.members ^ self._power_on_row(self.vlan_write.payload.vid)),
+                     vlans.w_en.eq(self.vlan_write.valid)]
+        row_init = Signal(n)
 
         # --- front: admission and the MAC table request ----------------------------------------
         ctx_layout = data.StructLayout({"reason": DropReason, "vlan": 12, "members": n, "qinq": 1, "pcp_dei": 4,
@@ -195,12 +210,15 @@ class SwitchStage(wiring.Component):
                 m.d.sync += f_vlan.eq(Mux(tagged & (vid != 0), vid, in_pvid))
                 m.next = "VLAN"
             with m.State("VLAN"):
-                m.d.comb += vl_r.addr.eq(f_vlan)
+                m.d.comb += [vlans.r_addr.eq(f_vlan), vlans.r_en.eq(1)]
+                m.d.sync += row_init.eq(self._power_on_row(f_vlan))
+                m.next = "VLAN_WAIT"
+            with m.State("VLAN_WAIT"):
                 m.next = "VLAN_READ"
             with m.State("VLAN_READ"):
-                # The block RAM's output into a register before any decision (why: it has no
-                # output register of its own, and its clock-to-out is most of a cycle).
-                m.d.sync += f_row.eq(vl_r.data)
+                # The row into a register before any decision (why: the RAM's output register
+                # is placed by the RAM, far from the decisions).
+                m.d.sync += f_row.eq(vlans.r_data ^ row_init)
                 m.next = "ADMIT"
             with m.State("ADMIT"):
                 in_bit = Const(1, n) << f_in_port
