@@ -26,7 +26,7 @@ reads its bucket, and the answer comes :data:`LATENCY` cycles later::
 
     check (cycle 0): base from the RAM; the port's clock, ceiling and flags per class -> registers
     cycle 1:         the class's; room = ceiling - cost; spent = base + cost
-    cycle 2:         left = clock - spent (the level less the cost); enough -> register
+    cycle 2:         left = clock - spent (the level less the cost); enough; left > room
     verdict (3):     with ``pay``: tokens min(room, left), as base: spent, or clock - room
     cycle 4:         the RAM and the bucket's flags take it
 
@@ -89,8 +89,8 @@ class StormBuckets(wiring.Component):
         # ceiling; a check's advance may miss one flip (its save lands SPACING - 1 cycles
         # later), so that many cycles of the highest rate must stay below one flip. An advance
         # is then below 3 * 2**token_bits, and (tokens + advance - cost) must fit the clock's
-        # range as a signed number.
-        self.clock_bits = max(self.token_bits + 3, length_bits + TOKEN_SHIFT + 1)
+        # range as a signed number, and so must (tokens + advance - cap).
+        self.clock_bits = max(self.token_bits + 4, length_bits + TOKEN_SHIFT + 2)
         if SPACING << rate_bits > 1 << self.token_bits:
             raise ValueError(f"storm rate of {rate_bits} bits too wide for a burst of {burst_bits} bits")
         self.port_bits = max(1, (ports - 1).bit_length())
@@ -182,21 +182,23 @@ class StormBuckets(wiring.Component):
                 with m.Case(c):
                     m.d.comb += sel.eq(s1_group[c])
         s2_valid, s2_clock, s2_room, s2_spent = Signal(), Signal(kw), Signal(wide), Signal(kw)
-        s2_full, s2_policed, s2_idx = Signal(), Signal(), Signal.like(idx)
+        s2_full, s2_policed, s2_idx, s2_base_cap = Signal(), Signal(), Signal.like(idx), Signal(kw)
         m.d.sync += [s2_valid.eq(s1_valid), s2_clock.eq(sel.clock), s2_room.eq((sel.burst << TOKEN_SHIFT) - s1_cost),
-                     s2_spent.eq(s1_base + s1_cost), s2_full.eq(sel.full), s2_policed.eq(sel.policed),
-                     s2_idx.eq(s1_idx)]
+                     s2_spent.eq(s1_base + s1_cost), s2_base_cap.eq(s1_base + (sel.burst << TOKEN_SHIFT)),
+                     s2_full.eq(sel.full), s2_policed.eq(sel.policed), s2_idx.eq(s1_idx)]
 
         # Cycle 2: the level less the cost, `left` = clock - (base + cost) = tokens + advance - cost
         # (modulo the clock's range, which holds it as a signed number). min(cap, tokens +
         # advance) >= cost holds when both cap >= cost and tokens + advance >= cost; a full
         # bucket's level is cap.
-        left = Signal(signed(kw))
-        m.d.comb += left.eq(s2_clock - s2_spent)
-        s3_valid, s3_left, s3_room, s3_full = Signal(), Signal(signed(kw)), Signal(wide), Signal()
+        # Whether the level is the ceiling, left > room, is clock - (base + cap) > 0 (the cost
+        # cancels), beside `left` rather than after it.
+        left, over = Signal(signed(kw)), Signal(signed(kw))
+        m.d.comb += [left.eq(s2_clock - s2_spent), over.eq(s2_clock - s2_base_cap)]
+        s3_valid, s3_capped_level = Signal(), Signal()
         s3_spent, s3_capped, s3_idx = Signal(kw), Signal(kw), Signal.like(idx)
         enough, verdict_policed = Signal(), Signal()
-        m.d.sync += [s3_valid.eq(s2_valid), s3_left.eq(left), s3_room.eq(s2_room), s3_full.eq(s2_full),
+        m.d.sync += [s3_valid.eq(s2_valid), s3_capped_level.eq(s2_full | (over > 0)),
                      s3_spent.eq(s2_spent), s3_capped.eq(s2_clock - s2_room), s3_idx.eq(s2_idx),
                      verdict_policed.eq(s2_policed), enough.eq((s2_room >= 0) & (s2_full | (left >= 0)))]
         m.d.comb += [self.verdict.valid.eq(s3_valid), self.verdict.payload.policed.eq(verdict_policed),
@@ -209,6 +211,6 @@ class StormBuckets(wiring.Component):
         new_base = Signal(kw)
         m.d.sync += wrote.eq(s3_valid & self.pay)
         with m.If(s3_valid):
-            m.d.sync += [new_base.eq(Mux(s3_full | (s3_left > s3_room), s3_capped, s3_spent)), write_idx.eq(s3_idx)]
+            m.d.sync += [new_base.eq(Mux(s3_capped_level, s3_capped, s3_spent)), write_idx.eq(s3_idx)]
         m.d.comb += [wr.addr.eq(write_idx), wr.en.eq(wrote), wr.data.eq(new_base)]
         return m
