@@ -187,6 +187,12 @@ class SwitchStage(wiring.Component):
         with m.Elif(meta.malformed.any()):
             m.d.comb += bad.eq(DropReason.MALFORMED)
 
+        # The MAC table request from registers only (why: the state decode in front of the
+        # table's acceptance and read-address select did not fit a cycle).
+        req_valid = Signal()
+        req = table.req.payload
+        m.d.comb += [table.req.valid.eq(req_valid), req.vlan.eq(f_vlan), req.dst.eq(f_dst), req.src.eq(f_src),
+                     req.in_port.eq(f_in_port), req.learn.eq(f_learn)]
         with m.FSM(name="front"):
             with m.State("IDLE"):
                 with m.If((front_ptr != w_ptr) & ctx_fifo.w_rdy):
@@ -244,16 +250,15 @@ class SwitchStage(wiring.Component):
                         m.d.comb += reason.eq(DropReason.RESERVED)
                 m.d.sync += [f_members.eq(f_row), f_admitted.eq(admitted),
                              f_learn.eq(admitted & ~reserved & ~f_src[40]), f_reason.eq(reason)]
+                m.d.sync += req_valid.eq(1)
                 m.next = "REQUEST"
             with m.State("REQUEST"):
-                req = table.req.payload
-                m.d.comb += [table.req.valid.eq(1), req.vlan.eq(f_vlan), req.dst.eq(f_dst), req.src.eq(f_src),
-                             req.in_port.eq(f_in_port), req.learn.eq(f_learn)]
                 ctx = ctx_layout(ctx_fifo.w_data)
                 m.d.comb += [ctx.reason.eq(f_reason), ctx.vlan.eq(f_vlan), ctx.members.eq(f_members),
                              ctx.qinq.eq(f_qinq), ctx.pcp_dei.eq(f_pcp_dei), ctx.in_tagged.eq(f_tagged),
                              ctx.in_priority.eq(f_tagged & ~f_vid_tagged), ctx.admitted.eq(f_admitted)]
                 with m.If(table.req.ready):
+                    m.d.sync += req_valid.eq(0)
                     m.d.comb += ctx_fifo.w_en.eq(1)
                     m.d.sync += front_ptr.eq(front_ptr + 1)
                     m.next = "IDLE"
