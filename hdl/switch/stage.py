@@ -24,22 +24,23 @@ paths are limited to one frame per 8 cycles until the table is pipelined, docs/s
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
+from hdl.lib.ram import PipelinedRam
 from hdl.packet.meta import DropReason, MalformedReason, Verdict, make_parsed_layout, make_verdict_record
 from hdl.switch.mac_table import LearnOutcome, MacTable
 from hdl.switch.settings import RECENT_BROADCASTS, STORM_BURST_BITS, STORM_RATE_BITS, TIME_BITS, VLAN_COUNT, StormClass
+from hdl.switch.storm import LATENCY as STORM_LATENCY
+from hdl.switch.storm import StormBuckets
 
-__all__ = ["SwitchStage", "make_switch_descriptor_layout", "FRAME_CYCLES", "STORM_TOKEN_BITS"]
+__all__ = ["SwitchStage", "make_switch_descriptor_layout", "FRAME_CYCLES"]
 
 #: Fewest cycles between two frames the stage takes (its MAC table's rate with a driver dump).
 FRAME_CYCLES = 8
-#: Storm buckets count 1/1024 bytes.
-STORM_TOKEN_BITS = STORM_BURST_BITS + 10
 _QINQ_BIT = 0     # bit of the parsed outer tag TPID flag
 
 
@@ -112,9 +113,21 @@ class SwitchStage(wiring.Component):
                 members[f"storm_burst_{i}_{c.label}"] = In(STORM_BURST_BITS)
         super().__init__(members)
 
+    def _power_on_row(self, vid):
+        """The VLAN table's power-on row ``vid`` as logic: the ports that carry it
+        (:meth:`SwitchPort.carries <hdl.switch.settings.SwitchPort.carries>`)."""
+        in_range = (vid != 0) & (vid != VLAN_COUNT - 1)
+        bits = []
+        for p in self.settings.ports:
+            carried = vid == p.pvid
+            if p.trunk:
+                carried = Const(1) if p.vlans is None else Cat(carried, *(vid == v for v in p.vlans)).any()
+            bits.append(in_range & carried)
+        return Cat(bits)
+
     def elaborate(self, platform):
         m = Module()
-        cfg, s = self.config, self.settings
+        cfg = self.config
         n, pb, bpb = len(cfg.ports), cfg.port_bits, cfg.bytes_per_beat
         m.submodules.mac_table = table = self.mac_table
         wiring.connect(m, wiring.flipped(self.mac_mgmt_req), table.mgmt_req)
@@ -135,12 +148,14 @@ class SwitchStage(wiring.Component):
             m.d.sync += w_ptr.eq(w_ptr + 1)
 
         # --- VLAN table: row = port mask of the VLAN's members ---------------------------------
-        m.submodules.vlans = vlans = Memory(shape=n, depth=VLAN_COUNT,
-                                            init=[s.vlan_members(v) for v in range(VLAN_COUNT)])
-        vl_w = vlans.write_port()
-        vl_r = vlans.read_port(transparent_for=(vl_w,))
-        m.d.comb += [vl_w.addr.eq(self.vlan_write.payload.vid), vl_w.data.eq(self.vlan_write.payload.members),
-                     vl_w.en.eq(self.vlan_write.valid)]
+        # A block RAM read through its own output register (why: without it the row arrives
+        # 5.8 ns after the clock). That RAM starts empty, so it holds each row XOR its power-on
+        # value, which logic makes from the VID (the settings' `vlan_members`).
+        m.submodules.vlans = vlans = PipelinedRam(n, VLAN_COUNT)
+        m.d.comb += [vlans.w_addr.eq(self.vlan_write.payload.vid),
+                     vlans.w_data.eq(self.vlan_write.payload.members ^ self._power_on_row(self.vlan_write.payload.vid)),
+                     vlans.w_en.eq(self.vlan_write.valid)]
+        row_init = Signal(n)
 
         # --- front: admission and the MAC table request ----------------------------------------
         ctx_layout = data.StructLayout({"reason": DropReason, "vlan": 12, "members": n, "qinq": 1, "pcp_dei": 4,
@@ -172,6 +187,12 @@ class SwitchStage(wiring.Component):
         with m.Elif(meta.malformed.any()):
             m.d.comb += bad.eq(DropReason.MALFORMED)
 
+        # The MAC table request from registers only (why: the state decode in front of the
+        # table's acceptance and read-address select did not fit a cycle).
+        req_valid = Signal()
+        req = table.req.payload
+        m.d.comb += [table.req.valid.eq(req_valid), req.vlan.eq(f_vlan), req.dst.eq(f_dst), req.src.eq(f_src),
+                     req.in_port.eq(f_in_port), req.learn.eq(f_learn)]
         with m.FSM(name="front"):
             with m.State("IDLE"):
                 with m.If((front_ptr != w_ptr) & ctx_fifo.w_rdy):
@@ -195,12 +216,15 @@ class SwitchStage(wiring.Component):
                 m.d.sync += f_vlan.eq(Mux(tagged & (vid != 0), vid, in_pvid))
                 m.next = "VLAN"
             with m.State("VLAN"):
-                m.d.comb += vl_r.addr.eq(f_vlan)
+                m.d.comb += [vlans.r_addr.eq(f_vlan), vlans.r_en.eq(1)]
+                m.d.sync += row_init.eq(self._power_on_row(f_vlan))
+                m.next = "VLAN_WAIT"
+            with m.State("VLAN_WAIT"):
                 m.next = "VLAN_READ"
             with m.State("VLAN_READ"):
-                # The block RAM's output into a register before any decision (why: it has no
-                # output register of its own, and its clock-to-out is most of a cycle).
-                m.d.sync += f_row.eq(vl_r.data)
+                # The row into a register before any decision (why: the RAM's output register
+                # is placed by the RAM, far from the decisions).
+                m.d.sync += f_row.eq(vlans.r_data ^ row_init)
                 m.next = "ADMIT"
             with m.State("ADMIT"):
                 in_bit = Const(1, n) << f_in_port
@@ -226,26 +250,28 @@ class SwitchStage(wiring.Component):
                         m.d.comb += reason.eq(DropReason.RESERVED)
                 m.d.sync += [f_members.eq(f_row), f_admitted.eq(admitted),
                              f_learn.eq(admitted & ~reserved & ~f_src[40]), f_reason.eq(reason)]
+                m.d.sync += req_valid.eq(1)
                 m.next = "REQUEST"
             with m.State("REQUEST"):
-                req = table.req.payload
-                m.d.comb += [table.req.valid.eq(1), req.vlan.eq(f_vlan), req.dst.eq(f_dst), req.src.eq(f_src),
-                             req.in_port.eq(f_in_port), req.learn.eq(f_learn)]
                 ctx = ctx_layout(ctx_fifo.w_data)
                 m.d.comb += [ctx.reason.eq(f_reason), ctx.vlan.eq(f_vlan), ctx.members.eq(f_members),
                              ctx.qinq.eq(f_qinq), ctx.pcp_dei.eq(f_pcp_dei), ctx.in_tagged.eq(f_tagged),
                              ctx.in_priority.eq(f_tagged & ~f_vid_tagged), ctx.admitted.eq(f_admitted)]
                 with m.If(table.req.ready):
+                    m.d.sync += req_valid.eq(0)
                     m.d.comb += ctx_fifo.w_en.eq(1)
                     m.d.sync += front_ptr.eq(front_ptr + 1)
                     m.next = "IDLE"
 
         # --- back: the MAC table's answer, then storm control, loop guard and masks ------------
-        # Two steps. `take` (B0): the answer and the frame's context are taken, everything that
-        # reads state (buckets, move counts, recent broadcasts, blocks) is registered, and the
-        # loop-guard state is updated. B1, a cycle later: the drop reason, the masks, the mirror
-        # copy, the bucket's payment and the outputs. Frames come at least 6 cycles apart (the
-        # MAC table's rate), so the two steps never hold two frames that share state.
+        # `take` (B0): the answer and the frame's context are taken, everything that reads
+        # state (move counts, recent broadcasts, blocks) is registered, and the frame's storm
+        # bucket is checked. B1, a cycle later: the loop-guard state is updated. B3, when the
+        # bucket's verdict comes (storm.LATENCY after the check): the drop reason, the masks,
+        # the mirror copy, the bucket's payment and the outputs. The `b1_*` registers hold the
+        # frame from its take to B3. A take waits until the frame before has left B3 (see
+        # below): frames come at least 6 cycles apart (the MAC table's rate), so the steps never
+        # hold two frames that share state.
         bp = Signal(parsed_layout, name="back_entry")
         m.d.sync += bp.eq(st_back.data)
         bmeta = bp.meta
@@ -253,11 +279,13 @@ class SwitchStage(wiring.Component):
         resp = table.resp.payload
         take = Signal()
         b1 = Signal(name="b1_valid")
-        # `back_entry` follows `back_ptr` two cycles after B1, and the registered compares made
-        # from it a cycle later: no take in the three cycles after a B1.
-        b1_q, b1_qq = Signal(), Signal()
-        m.d.sync += [b1_q.eq(b1), b1_qq.eq(b1_q)]
-        m.d.comb += take.eq(table.resp.valid & ctx_fifo.r_rdy & ~b1 & ~b1_q & ~b1_qq)
+        b3 = Signal(name="b3_valid")
+        # B0 -> B3: the frame's steps; `back_entry` follows `back_ptr` two cycles after B3, and
+        # the registered compares made from it a cycle later: no take in the three cycles after.
+        back_busy = Signal(STORM_LATENCY + 1)
+        m.d.sync += back_busy.eq(Cat(b1, back_busy[:-1]))
+        m.d.comb += b3.eq(back_busy[STORM_LATENCY - 2])
+        m.d.comb += take.eq(table.resp.valid & ctx_fifo.r_rdy & ~b1 & ~back_busy.any())
         m.d.comb += [table.resp.ready.eq(take), ctx_fifo.r_en.eq(take)]
 
         in_bit = Signal(n)
@@ -271,19 +299,18 @@ class SwitchStage(wiring.Component):
         was_blocked = Signal()
         m.d.comb += was_blocked.eq((blocked & in_bit).any())
 
-        # Storm buckets, one per (port, class), refilled every cycle (the model's arithmetic); the
-        # frame's bucket is read at B0 and pays at B1.
-        tokens = [[Signal(STORM_TOKEN_BITS, name=f"storm_tokens_{i}_{c.label}",
-                          init=s.storm_limit(i, c)[1] << 10) for c in StormClass] for i in range(n)]
-        frame_tokens = Signal(STORM_TOKEN_BITS)
-        m.d.comb += frame_tokens.eq(bmeta.frame_len << 10)
-        policed_any, enough = Signal(), Signal()
+        # Storm buckets, one per (port, class), in their own block (hdl/switch/storm.py): the
+        # frame's bucket is checked at B0, answers at B3 and is paid there. The check's operands
+        # are registered from `back_entry` a cycle ahead, like the broadcast compares below.
+        m.submodules.storm = storm = StormBuckets(n)
         for i in range(n):
             for c in StormClass:
-                rate = getattr(self, f"storm_rate_{i}_{c.label}")
-                burst = getattr(self, f"storm_burst_{i}_{c.label}")
-                with m.If((bp.in_port == i) & (storm_cls == c)):
-                    m.d.comb += [policed_any.eq((rate != 0) | (burst != 0)), enough.eq(tokens[i][c] >= frame_tokens)]
+                m.d.comb += [getattr(storm, f"rate_{i}_{c.label}").eq(getattr(self, f"storm_rate_{i}_{c.label}")),
+                             getattr(storm, f"burst_{i}_{c.label}").eq(getattr(self, f"storm_burst_{i}_{c.label}"))]
+        check = storm.check.payload
+        m.d.sync += [check.port.eq(bp.in_port), check.cls.eq(storm_cls), check.length.eq(bmeta.frame_len)]
+        m.d.comb += storm.check.valid.eq(take)
+        verdict = storm.verdict.payload
 
         # Loop guard: MAC moves onto a port within a window of ticks. Whether each port's window
         # ran out is a register (a cycle late: a tick is 1024 cycles).
@@ -351,99 +378,99 @@ class SwitchStage(wiring.Component):
         # B0 -> B1 registers.
         b1_reason, b1_in_bit = Signal(DropReason), Signal(n)
         b1_known, b1_same_port, b1_dst_bit = Signal(), Signal(), Signal(n)
-        b1_policed, b1_enough, b1_cls, b1_loop = Signal(), Signal(), Signal(range(3)), Signal()
+        b1_cls, b1_loop = Signal(range(3)), Signal()
         b1_blocked, b1_flood, b1_vlan, b1_admitted = Signal(), Signal(n), Signal(12), Signal()
         b1_qinq, b1_pcp_dei, b1_tagged, b1_priority = Signal(), Signal(4), Signal(), Signal()
-        b1_tokens, b1_outcome = Signal(STORM_TOKEN_BITS), Signal(LearnOutcome)
+        b1_outcome = Signal(LearnOutcome)
         m.d.sync += b1.eq(take)
         with m.If(take):
             m.d.sync += [
                 b1_reason.eq(ctx.reason), b1_in_bit.eq(in_bit),
                 b1_known.eq(~group & resp.dst_hit), b1_same_port.eq(resp.dst_port == bp.in_port),
                 b1_dst_bit.eq(Const(1, n) << resp.dst_port),
-                b1_policed.eq(policed_any), b1_enough.eq(enough), b1_cls.eq(storm_cls),
+                b1_cls.eq(storm_cls),
                 b1_loop.eq(moves_loop | bcast_loop), b1_blocked.eq(was_blocked),
                 b1_flood.eq(ctx.members & ~in_bit & ~mirror_dest), b1_vlan.eq(ctx.vlan),
                 b1_admitted.eq(ctx.admitted), b1_qinq.eq(ctx.qinq), b1_pcp_dei.eq(ctx.pcp_dei),
                 b1_tagged.eq(ctx.in_tagged), b1_priority.eq(ctx.in_priority),
-                b1_tokens.eq(frame_tokens), b1_outcome.eq(resp.outcome),
+                b1_outcome.eq(resp.outcome),
                 b1_count_move.eq(count_move), b1_port.eq(bp.in_port),
                 b1_bcast.eq(bcast_check), b1_same.eq(same), b1_sig.eq(sig),
             ]
 
-        # B1: the decision.
-        reason = Signal(DropReason)
-        egress = Signal(n)
-        storm_drop = Signal()
-        pay = Signal()
-        newly_blocked = Mux(b1_loop & self.loop_block, b1_in_bit, 0)
+        # The decision, in three steps (why: the priority of the drop reasons, the masks and the
+        # mirror copy after them did not fit one cycle). B1: what comes before the MAC table's
+        # answer, the masks and the mirror's inputs, into registers. B2: the decision as if
+        # the frame's storm bucket lets it through, and what changes if it does not. B3: the
+        # bucket's verdict picks.
         # A block set by the frame before is seen here even if this frame passed the front before
         # it (the golden model checks blocks first; only bad frames and the monitor port come
         # before). Its source was already learned, which the model does not do: docs/switch.md.
+        newly_blocked = Mux(b1_loop & self.loop_block, b1_in_bit, 0)
         early = ((b1_reason == DropReason.RX_ERROR) | (b1_reason == DropReason.OVERSIZE)
                  | (b1_reason == DropReason.MALFORMED) | (b1_reason == DropReason.MONITOR_PORT))
+        b2_dropped, b2_reason = Signal(), Signal(DropReason)
         with m.If(early):
-            m.d.comb += reason.eq(b1_reason)
+            m.d.sync += [b2_dropped.eq(1), b2_reason.eq(b1_reason)]
         with m.Elif(b1_blocked):
-            m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
+            m.d.sync += [b2_dropped.eq(1), b2_reason.eq(DropReason.LOOP_BLOCKED)]
         with m.Elif(b1_reason != DropReason.NONE):
-            m.d.comb += reason.eq(b1_reason)
+            m.d.sync += [b2_dropped.eq(1), b2_reason.eq(b1_reason)]
         with m.Elif(newly_blocked.any()):
-            m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
-        with m.Elif(b1_known):
-            with m.If(b1_same_port):
-                m.d.comb += reason.eq(DropReason.SAME_PORT)
-            with m.Else():
-                m.d.comb += egress.eq(b1_dst_bit & ~blocked)
+            m.d.sync += [b2_dropped.eq(1), b2_reason.eq(DropReason.LOOP_BLOCKED)]
         with m.Else():
-            with m.If(b1_policed & ~b1_enough):
-                m.d.comb += [reason.eq(Mux(b1_cls == StormClass.BROADCAST, DropReason.STORM_BROADCAST,
-                                           Mux(b1_cls == StormClass.MULTICAST, DropReason.STORM_MULTICAST,
-                                               DropReason.STORM_UNKNOWN))),
-                             storm_drop.eq(1)]
+            m.d.sync += [b2_dropped.eq(0), b2_reason.eq(DropReason.NONE)]
+        b2_known, b2_same_port, b2_dst, b2_flood = Signal(), Signal(), Signal(n), Signal(n)
+        b2_tagged, b2_mirror_in, b2_mirror_out, b2_storm_reason = Signal(n), Signal(), Signal(), Signal(DropReason)
+        m.d.sync += [b2_known.eq(b1_known), b2_same_port.eq(b1_same_port),
+                     b2_dst.eq(b1_dst_bit & ~blocked), b2_flood.eq(b1_flood & ~blocked),
+                     b2_mirror_in.eq(self.mirror_enable & b1_admitted & (self.mirror_ingress & b1_in_bit).any()),
+                     b2_mirror_out.eq(self.mirror_enable & b1_admitted),
+                     b2_storm_reason.eq(Mux(b1_cls == StormClass.BROADCAST, DropReason.STORM_BROADCAST,
+                                            Mux(b1_cls == StormClass.MULTICAST, DropReason.STORM_MULTICAST,
+                                                DropReason.STORM_UNKNOWN)))]
+        # A port sends the frame tagged when it is a trunk and the VLAN is not its native one.
+        for i in range(n):
+            m.d.sync += b2_tagged[i].eq(self.port_trunk[i] & (pvid[i] != b1_vlan))
+
+        # B2: the decision if storm control passes the frame.
+        reason_pass, egress_pass, policeable = Signal(DropReason), Signal(n), Signal()
+        with m.If(b2_dropped):
+            m.d.comb += reason_pass.eq(b2_reason)
+        with m.Elif(b2_known):
+            with m.If(b2_same_port):
+                m.d.comb += reason_pass.eq(DropReason.SAME_PORT)
             with m.Else():
-                m.d.comb += [egress.eq(b1_flood & ~blocked), pay.eq(b1 & b1_policed)]
-
-        # Bucket refill every cycle, min(cap, tokens + rate), and the frame's payment once, in the
-        # cycle after B1: min(cap, tokens + rate) - paid = min(cap - paid, tokens + rate - paid).
-        # Every operand is a register, so the update is one add and one compare side by side
-        # (why: add, compare, subtract in a row was the stage's critical path).
-        for i in range(n):
-            for c in StormClass:
-                rate = getattr(self, f"storm_rate_{i}_{c.label}")
-                cap = Cat(Const(0, 10), getattr(self, f"storm_burst_{i}_{c.label}"))
-                tk = tokens[i][c]
-                wide = signed(STORM_TOKEN_BITS + 2)
-                rate0, burst0 = s.storm_limit(i, c)        # the registers' reset values
-                cap_less_rate = Signal(wide, name=f"storm_cap_less_rate_{i}_{c.label}", init=(burst0 << 10) - rate0)
-                addend = Signal(wide, name=f"storm_addend_{i}_{c.label}", init=rate0)
-                ceiling = Signal(STORM_TOKEN_BITS, name=f"storm_ceiling_{i}_{c.label}", init=burst0 << 10)
-                mine = Signal(name=f"storm_pays_{i}_{c.label}")
-                m.d.comb += mine.eq(pay & b1_in_bit[i] & (b1_cls == c))
-                m.d.sync += [cap_less_rate.eq(cap - rate),
-                             addend.eq(Mux(mine, rate - b1_tokens, rate)),
-                             ceiling.eq(Mux(mine, cap - b1_tokens, cap))]
-                m.d.sync += tk.eq(Mux(tk > cap_less_rate, ceiling, (tk + addend)[:STORM_TOKEN_BITS]))
-
+                m.d.comb += egress_pass.eq(b2_dst)
+        with m.Else():
+            m.d.comb += [egress_pass.eq(b2_flood), policeable.eq(1)]
         # The mirror session: what a selected port received (once admitted into a VLAN) or sent.
-        mirror = Signal()
-        mirror_plain = Signal()
-        sent_selected = egress & self.mirror_egress
-        sent_tagged = Signal(n)
-        for i in range(n):
-            m.d.comb += sent_tagged[i].eq(self.port_trunk[i] & (pvid[i] != b1_vlan))
-        with m.If(self.mirror_enable & b1_admitted):
-            with m.If((self.mirror_ingress & b1_in_bit).any()):
-                m.d.comb += mirror.eq(1)
-            with m.Elif(sent_selected.any()):
-                m.d.comb += [mirror.eq(1), mirror_plain.eq(~(sent_selected & sent_tagged).any())]
-        all_egress = egress | Mux(mirror, mirror_dest, 0)
+        # A storm drop sends nothing, so only the ingress copy is left then.
+        sent_selected = egress_pass & self.mirror_egress
+        b3_reason_pass, b3_egress_pass, b3_policeable = Signal(DropReason), Signal(n), Signal()
+        b3_mirror_pass, b3_plain_pass, b3_mirror_in, b3_storm_reason = Signal(), Signal(), Signal(), Signal(DropReason)
+        m.d.sync += [b3_reason_pass.eq(reason_pass), b3_egress_pass.eq(egress_pass), b3_policeable.eq(policeable),
+                     b3_mirror_pass.eq(b2_mirror_in | (b2_mirror_out & sent_selected.any())),
+                     b3_plain_pass.eq(~b2_mirror_in & b2_mirror_out & sent_selected.any()
+                                      & ~(sent_selected & b2_tagged).any()),
+                     b3_mirror_in.eq(b2_mirror_in), b3_storm_reason.eq(b2_storm_reason)]
 
-        m.d.sync += [self.desc.valid.eq(b1), self.record.valid.eq(b1),
-                     self.loop_event.eq(b1 & b1_loop), self.storm_event.eq(b1 & storm_drop),
-                     self.learn_outcome.eq(Mux(b1, b1_outcome, LearnOutcome.NONE))]
+        # B3: the storm bucket's verdict.
+        storm_drop = Signal()
+        m.d.comb += [storm_drop.eq(b3_policeable & verdict.policed & ~verdict.enough),
+                     storm.pay.eq(b3 & b3_policeable & verdict.policed & verdict.enough)]
+        reason = Mux(storm_drop, b3_storm_reason, b3_reason_pass)
+        egress = Mux(storm_drop, 0, b3_egress_pass)
+        mirror = Mux(storm_drop, b3_mirror_in, b3_mirror_pass)
+        mirror_plain = ~storm_drop & b3_plain_pass
+        all_egress = Signal(n)
+        m.d.comb += all_egress.eq(egress | Mux(mirror, mirror_dest, 0))
+
+        m.d.sync += [self.desc.valid.eq(b3), self.record.valid.eq(b3),
+                     self.loop_event.eq(b3 & b1_loop), self.storm_event.eq(b3 & storm_drop),
+                     self.learn_outcome.eq(Mux(b3, b1_outcome, LearnOutcome.NONE))]
         d, rec = self.desc.payload, self.record.payload
-        with m.If(b1):
+        with m.If(b3):
             m.d.sync += back_ptr.eq(back_ptr + 1)
             m.d.sync += [
                 d.drop.eq(all_egress == 0), d.egress.eq(all_egress),
