@@ -93,10 +93,27 @@ class MacTable(wiring.Component):
     * learning (``learn`` = 1, source not a group address) finds the source's live entry: a
       static one is left alone (``static``, or ``static_move`` when seen on another port); a
       dynamic one takes ``in_port`` and ``now`` (``refreshed``, or ``moved``). Without one, the
-      entry goes into the **lowest-numbered way that is free or expired** (``learned``); with
-      none, nothing is evicted (``table_full``);
+      entry goes into the **lowest-numbered way that is free or expired** (``learned``), unless
+      ``in_port`` holds its ``limit`` (``learn_limit``: nothing written); with none, nothing is
+      evicted (``table_full``);
     * learning comes before the lookup, as in the golden model's ``SwitchModel.process`` and in
       Open vSwitch: a frame sent to its own source address finds the entry it just learned.
+
+    **Per-port learning limit.** Each port's ``held_<p>`` counts the dynamic entries it holds: +1
+    on ``learned`` (and on a move onto it, -1 for the port it left), -1 when the driver
+    overwrites a live entry; an aged-out entry is held until its **release**, which is decided
+    by the requests' times alone, so the golden model's ``MacTable`` gives the same counts
+    request by request (docs/switch.md, "Port limit and the scrubber"): time is cut into epochs
+    of ``2**epoch_bits`` units; at the first request (or idle cycle) of a new epoch the table
+    *steps*: pending releases take effect, and the stamp epochs up to the new epoch -
+    ``ceil(aging / 2**epoch_bits) - 1`` (aged out by then) are handed to the **scrubber**. The
+    scrubber reads every set once during the epoch, only in read slots that no request uses
+    (the three cycles after a packet's two reads, a management read's second cycle, idle
+    cycles), so it never delays a request, and adds each dynamic entry of that window to its
+    port's pending releases. A learn or a management write over an aged-out entry pends it
+    unless the scrubber already did or it was released. A sweep needs ``sets`` read slots, at
+    worst one per two cycles; ``scrub_overrun`` is set (sticky) if an epoch ended first (the
+    counts may then lag the model's). The scrubber only counts: it writes nothing.
 
     Timing (ECP5, 156.25 MHz). A packet request is taken every :data:`PACKET_CYCLES` (6)
     cycles at most, and its response is valid 8 cycles after it was taken. A management read
@@ -105,7 +122,9 @@ class MacTable(wiring.Component):
     packet requests; when both kinds wait they alternate, so while the driver dumps the table
     as fast as it can a packet request still goes through every 8 cycles: one minimum-size
     frame (60 bytes, 8 beats at W=64) per 8 cycles. Wider data paths give fewer cycles per
-    frame and need the pipelined table of docs/switch.md.
+    frame and need the pipelined table of docs/switch.md. A management **write** goes through
+    the packet cycles (it reads its set to give back the count of the entry it replaces): it
+    holds the table :data:`PACKET_CYCLES` cycles and answers 7 cycles after it was taken.
 
     The cycles of a packet request taken in cycle t:
 
@@ -115,30 +134,18 @@ class MacTable(wiring.Component):
       register is the block RAM's output register on ECP5, :class:`~hdl.lib.ram.PipelinedRam`);
     * t+3..t+5: the compare of each set, in three register stages (2-bit chunks of key and
       stamp; the chunks combined; live / hit / free), the destination's one cycle behind;
-    * t+5: the learning write is chosen (its enables, address and data into registers);
-    * t+6: the write; the outcome and the destination's result are decided, and the next
-      request can be taken;
+    * t+5: the learning write is chosen (its enables, address and data into registers), the
+      port's limit checked (a registered compare of its count, made at t+4);
+    * t+6: the write; the outcome, the destination's result and the counts are decided, and
+      the next request can be taken;
     * t+7: the response goes into ``resp`` (or as soon as ``resp`` is free).
 
     The RAMs are read in every cycle (the read enable stays off the arbitration's path); a read
     in the cycle of a write may collide with it, but its data is never used.
 
-    Not built yet:
-
-    * **Per-port learning limit** (``learn_limit``). Design: a counter of dynamic entries per
-      port (``2**port_bits`` registers); ``learned`` adds one to ``in_port``, ``moved`` moves one;
-      a learn is refused with ``learn_limit`` when its port's count is at the limit (checked in
-      the decide cycle, from a registered copy of the count). Entries that age out must give
-      their count back, which no request sees: a **scrubber** walks every (set, way) in the
-      cycles the table is idle (one set per idle slot: a sweep of 1024 sets takes a few thousand
-      cycles, far below any useful aging), invalidates dynamic entries that have expired and
-      decrements their port's count; learning into an expired way that the scrubber has not
-      reached yet decrements the old entry's port the same way (its port is in the compare
-      register). The scrubber also keeps stamps from wrapping: without it, an entry untouched
-      for ``2**time_bits`` time units looks fresh again. Note that the golden model's count
-      drops only when a request touches the aged entry's set (its expiry is lazy), so its
-      ``learn_limit`` depends on that history; the rule needs settling before this is built.
-    * CSR registers and counters of the outcomes; integration into the fabric (NicTop).
+    Not done: an entry untouched for ``2**time_bits`` time units looks fresh again (stamps
+    wrap; the scrubber does not invalidate aged-out entries). A longer ``aging`` set while
+    entries are aged out but not yet live again can leave counts low (docs/switch.md).
 
     A reset does not clear the RAMs (they start zero, all invalid, at power-up); the driver
     clears entries through the management port.
@@ -151,6 +158,11 @@ class MacTable(wiring.Component):
         Entries per set, one RAM each.
     port_bits : int
         Width of a port number.
+    ports : int
+        Ports with a learning limit and a count (default ``2**port_bits``).
+    epoch_bits : int
+        The scrubber's epoch is ``2**epoch_bits`` time units; it must hold a sweep (``sets`` read
+        slots, at worst one per two cycles), or ``scrub_overrun`` is set.
     time_bits : int
         Width of ``now``, ``aging`` and the stamps. The unit is the caller's: 32 bits of
         156.25 MHz cycles wrap in 27.5 s, less than Open vSwitch's default aging of 300 s, so the
@@ -171,6 +183,12 @@ class MacTable(wiring.Component):
         of ``ways`` or more reads as an empty entry, and a write to it stores nothing.
     mgmt_resp : Out(stream.Signature(entry_layout))
         One entry per management request, in order.
+    limit_<p> : In(count_bits)
+        Port ``p``'s learning limit (0: none); sampled when its request is decided.
+    held_<p> : Out(count_bits)
+        The dynamic entries port ``p`` holds (see above).
+    scrub_overrun : Out(1)
+        Sticky: an epoch ended before the scrubber's sweep did.
     now, aging : In(time_bits)
         The time, and the age at which a dynamic entry expires; both sampled when a packet
         request is taken.
@@ -204,6 +222,8 @@ class MacTable(wiring.Component):
         self.response_layout = data.StructLayout({"dst_hit": 1, "dst_port": port_bits, "outcome": LearnOutcome})
         self.mgmt_request_layout = data.StructLayout({"write": 1, "set": self.set_bits, "way": self.way_bits,
                                                       "entry": self.entry_layout})
+        # One signal per port, not an array: Yosys' ABC9 pass fails on wires named `held[0]`
+        # next to the bits of a wire `held` (YosysHQ/yosys#4349).
         super().__init__({
             "req": In(stream.Signature(self.request_layout)),
             "resp": Out(stream.Signature(self.response_layout)),
@@ -211,10 +231,20 @@ class MacTable(wiring.Component):
             "mgmt_resp": Out(stream.Signature(self.entry_layout)),
             "now": In(time_bits),
             "aging": In(time_bits),
-            "limit": In(data.ArrayLayout(self.count_bits, ports)),
-            "held": Out(data.ArrayLayout(self.count_bits, ports)),
+            **{f"limit_{p}": In(self.count_bits) for p in range(ports)},
+            **{f"held_{p}": Out(self.count_bits) for p in range(ports)},
             "scrub_overrun": Out(1),
         })
+
+    @property
+    def limit(self) -> list:
+        """``limit_<p>`` of every port, in port order."""
+        return [getattr(self, f"limit_{p}") for p in range(self.ports)]
+
+    @property
+    def held(self) -> list:
+        """``held_<p>`` of every port, in port order."""
+        return [getattr(self, f"held_{p}") for p in range(self.ports)]
 
     def __repr__(self):
         return (f"MacTable(sets={self.sets}, ways={self.ways}, port_bits={self.port_bits}, "
@@ -254,6 +284,9 @@ class MacTable(wiring.Component):
         # the same cycles so that it can give back the count of the entry it overwrites.
         req = Signal(self.request_layout)
         op = Signal()
+        req_new_epoch = Signal()  # the request's time is in another epoch than the table's
+        eb = self.time_bits - self.epoch_bits
+        epoch, sweep_lo, sweep_hi = Signal(eb), Signal(eb), Signal(eb)     # see "Per-port learning limit"
         src_set, dst_set = Signal(self.set_bits), Signal(self.set_bits)
         now, aging = Signal(self.time_bits), Signal(self.time_bits)
         same_key = Signal()       # dst == src: the lookup must see what learning did
@@ -305,6 +338,7 @@ class MacTable(wiring.Component):
                 dst_set.eq(set_index(p.vlan, p.dst, self.set_bits)),
                 same_key.eq(p.src == p.dst),
                 learn_src.eq(p.learn & ~p.src[_GROUP_BIT]),
+                req_new_epoch.eq(self.now[self.epoch_bits:] != epoch),
             ]
         # The management registers likewise, but not while a management request is in flight.
         with m.If(accepting & ~m_in_flight & ~m_resp_load):
@@ -323,14 +357,12 @@ class MacTable(wiring.Component):
         # epoch in read slots no request uses and adds each dynamic entry of that window to
         # `pending`. A learn or a management write over an aged-out entry adds it to `pending`
         # unless the scrubber already did (its window and set already swept) or it was released.
-        eb = self.time_bits - self.epoch_bits
         held = [Signal(self.count_bits, name=f"held_{p}") for p in ports]
         pending = [Signal(self.count_bits, name=f"pending_{p}") for p in ports]
         at_limit = Signal(self.ports)
         for p in ports:
             m.d.comb += self.held[p].eq(held[p])
             m.d.sync += at_limit[p].eq((self.limit[p] != 0) & (held[p] >= self.limit[p]))
-        epoch, sweep_lo, sweep_hi = Signal(eb), Signal(eb), Signal(eb)
         first_step = Signal(init=1)
         lo_wraps_hi, lo_wraps_epoch = Signal(), Signal()     # the windows wrap around 2**eb
         m.d.sync += [lo_wraps_hi.eq(sweep_lo > sweep_hi), lo_wraps_epoch.eq(sweep_lo > epoch)]
@@ -340,22 +372,28 @@ class MacTable(wiring.Component):
         scrub_ptr = Signal(range(self.sets + 1), init=self.sets)     # nothing to sweep before a step
         sweep_done = scrub_ptr[self.set_bits]
         scrub_slot, scrub_read = Signal(), Signal()
-        scrub_flight = Signal(5)       # a scrub read 1..5 cycles ago; bit 4: its compare is ready
-        m.d.sync += scrub_flight.eq(Cat(scrub_read, scrub_flight[:4]))
-        # The step: in RD_SRC with the request's time, or idle with the time of a cycle ago.
-        step_req = Signal()
-        step_idle = Signal()
-        m.d.comb += [step_req.eq(in_rd_src & (now[self.epoch_bits:] != epoch)),
-                     step_idle.eq(is_idle & (now_q[self.epoch_bits:] != epoch))]
+        scrub_flight = Signal(6)       # a scrub read 1..6 cycles ago; bit 5: its finds are counted
+        m.d.sync += scrub_flight.eq(Cat(scrub_read, scrub_flight[:5]))
+        # The step, in two cycles (why: the state's mux and two subtractions in a row did not
+        # fit): first the epoch and the candidate window end `epoch - D`, in RD_SRC with the
+        # request's time or in an idle cycle (no request waiting) with the time of a cycle ago;
+        # then (`step_2`) the window, the scrubber's restart and the releases. Steps are at least
+        # two cycles apart.
+        step_req, step_idle, step_2 = Signal(), Signal(), Signal()
+        idle_new_epoch = Signal()
+        m.d.sync += idle_new_epoch.eq(now_q[self.epoch_bits:] != epoch)
+        m.d.comb += [step_req.eq(in_rd_src & req_new_epoch),
+                     step_idle.eq(is_idle & ~self.req.valid & ~self.mgmt_req.valid & idle_new_epoch & ~step_2)]
         step = step_req | step_idle
+        m.d.sync += step_2.eq(step)
         new_epoch = Mux(in_rd_src, now[self.epoch_bits:], now_q[self.epoch_bits:])
         candidate = Signal(eb)
-        m.d.comb += candidate.eq(new_epoch - delay)
+        with m.If(step):
+            m.d.sync += [epoch.eq(new_epoch), candidate.eq(new_epoch - delay)]
         ahead = Signal(eb)
         m.d.comb += ahead.eq(candidate - sweep_hi)
-        with m.If(step):
-            m.d.sync += [epoch.eq(new_epoch), first_step.eq(0), scrub_ptr.eq(0),
-                         sweep_lo.eq(Mux(first_step, candidate, sweep_hi))]
+        with m.If(step_2):
+            m.d.sync += [first_step.eq(0), scrub_ptr.eq(0), sweep_lo.eq(Mux(first_step, candidate, sweep_hi))]
             # The window only moves forward (a longer `aging` leaves it where it was).
             with m.If(first_step | ((ahead != 0) & ~ahead[-1])):
                 m.d.sync += sweep_hi.eq(candidate)
@@ -363,7 +401,7 @@ class MacTable(wiring.Component):
                 m.d.sync += self.scrub_overrun.eq(1)
         with m.Elif(scrub_read):
             m.d.sync += scrub_ptr.eq(scrub_ptr + 1)
-        m.d.comb += scrub_read.eq(scrub_slot & ~sweep_done & ~step_idle)
+        m.d.comb += scrub_read.eq(scrub_slot & ~sweep_done & ~step_idle & ~step_2)
 
         # The next read: the destination's set after the source's; else the scrubber's set in a
         # cycle no request reads in; else the set of whichever request would win the
@@ -446,10 +484,11 @@ class MacTable(wiring.Component):
                 window_port[w].eq(port_1[w]),
             ]
 
-        # The scrubber's finds, five cycles after its read: into `pending`, per port.
+        # The scrubber's finds, five cycles after its read, counted per port (into `pending` a
+        # cycle later).
         scrub_add = [Signal(range(self.ways + 1), name=f"scrub_add_{p}") for p in ports]
         for p in ports:
-            m.d.comb += scrub_add[p].eq(Mux(scrub_flight[4], sum(swept_window[w] & (window_port[w] == p)
+            m.d.sync += scrub_add[p].eq(Mux(scrub_flight[4], sum(swept_window[w] & (window_port[w] == p)
                                                                  for w in ways), 0))
 
         def stage_2():
@@ -491,18 +530,21 @@ class MacTable(wiring.Component):
         own_hit, own_port = Signal(), Signal(self.port_bits)
 
         # What the decision does to the counts: one port gains an entry, one loses one, one
-        # entry is added to `pending`.
+        # entry is added to `pending`; applied a cycle later, from registers (never in the
+        # cycle of a step's second half: a decision is at least two cycles from a step).
         gain, lose, release = Signal(), Signal(), Signal()
         gain_port, lose_port, release_port = Signal(self.port_bits), Signal(self.port_bits), Signal(self.port_bits)
+        plus, minus, pend = Signal(self.ports), Signal(self.ports), Signal(self.ports)
         for p in ports:
-            plus = gain & (gain_port == p)
-            minus = lose & (lose_port == p)
-            with m.If(step):
+            m.d.sync += [plus[p].eq(gain & (gain_port == p)), minus[p].eq(lose & (lose_port == p)),
+                         pend[p].eq(release & (release_port == p))]
+        for p in ports:
+            with m.If(step_2):
                 m.d.sync += [held[p].eq(Mux(held[p] > pending[p], held[p] - pending[p], 0)),
                              pending[p].eq(scrub_add[p])]
             with m.Else():
-                m.d.sync += [held[p].eq(Mux(minus & (held[p] == 0), held[p], held[p] + plus - minus)),
-                             pending[p].eq(pending[p] + scrub_add[p] + (release & (release_port == p)))]
+                m.d.sync += [held[p].eq(Mux(minus[p] & (held[p] == 0), held[p], held[p] + plus[p] - minus[p])),
+                             pending[p].eq(pending[p] + scrub_add[p] + pend[p])]
 
         def accept(fsm_m):
             m.d.sync += op.eq(take_mgmt & self.mgmt_req.payload.write)

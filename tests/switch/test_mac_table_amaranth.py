@@ -96,7 +96,7 @@ class TB:
         way = (same or free or [None])[0]
         if way is not None:
             new = {"valid": 1, "static": 1, "vlan": vlan, "mac": mac, "port": port, "stamp": 0}
-            assert await self.mgmt(set_, way, new, now, aging, settle=self.dut.sets) == new, \
+            assert await self.mgmt(set_, way, new, now, aging, settle=self.dut.sets + 8) == new, \
                 "a write answers with the entry written"
         return way
 
@@ -211,7 +211,7 @@ def test_random_requests_match_model(sets, ways, seed, start, limits):
                 # The driver deletes an entry (live, aged out, static or empty).
                 set_, way = rng.randrange(sets), rng.randrange(ways)
                 await tb.mgmt(set_, way, dict.fromkeys(("valid", "static", "vlan", "mac", "port", "stamp"), 0),
-                              now % (1 << TIME_BITS), aging, settle=sets)
+                              now % (1 << TIME_BITS), aging, settle=sets + 8)
                 model.write(set_, way, None, now)
             else:
                 dst, src = rng.choice(pool), rng.choice(pool[:-1])
@@ -221,7 +221,7 @@ def test_random_requests_match_model(sets, ways, seed, start, limits):
                 in_port = home[src] if rng.random() < 0.8 else rng.randrange(8)
                 learn = int(rng.random() < 0.9)
                 want = model_packet(model, vlan, dst, src, in_port, learn, now)
-                got = await tb.packet(vlan, dst, src, in_port, learn, now % (1 << TIME_BITS), aging, settle=sets)
+                got = await tb.packet(vlan, dst, src, in_port, learn, now % (1 << TIME_BITS), aging, settle=sets + 8)
                 assert got == want, f"request {i}: VLAN {vlan} dst {dst:012x} src {src:012x} port {in_port} at {now}"
                 seen[got[2]] += 1
             assert tb.held() == [model.held.get(port_name(p), 0) for p in range(8)], f"held counts after {i}"
