@@ -17,7 +17,8 @@ from hdl.mgmt.regs import Access, BlockType, Register, counters
 from hdl.packet.meta import SWITCH_DROP_REASONS
 from hdl.switch.settings import StormClass
 
-__all__ = ["SWITCH", "SWPORT", "SwitchCounter", "SwportCounter", "Command", "switch_values", "swport_values",
+__all__ = ["SWITCH", "SWPORT", "SwitchCounter", "SwportCounter", "SwportLimitCounter", "Command", "switch_values",
+           "swport_values",
            "RECORD_WORDS", "ENTRY_WORDS", "RESULT_WORDS", "ARG_WORDS", "STORM_REGISTERS"]
 
 ARG_WORDS = 5
@@ -53,6 +54,11 @@ class SwitchCounter(enum.Enum):
 class SwportCounter(enum.Enum):
     """Per-port egress event."""
     TX_QUEUE_DROP = "tx_queue_drop"
+
+
+class SwportLimitCounter(enum.Enum):
+    """Per-port learning limit (port security) event."""
+    LEARN_LIMIT = "learn_limit"
 
 
 #: (class, rate register, burst register) per storm class.
@@ -98,7 +104,14 @@ SWPORT = BlockType(0x0051, 1, "SWPORT", "One per port of a switch: VLAN membersh
 ) + counters(0x30, [(r, f"DROP_{r.name}", f"Frames received on this port and dropped: {r.label}.")
                     for r in SWITCH_DROP_REASONS]
              + [(SwportCounter.TX_QUEUE_DROP, "TX_QUEUE_DROP", "Frames for this port dropped: its output queue "
-                 "was full.")]))
+                 "was full.")])
+    # The per-port learning limit (docs/switch.md, "Port limit and the scrubber"), at the block's end.
+    + (Register("PORT_LIMIT", 0xE0, Access.RW, "Learning limit: dynamic MAC table entries this port may hold "
+                "(0: no limit). A new source beyond it is not learned (the frame is still forwarded)."),
+       Register("PORT_HELD", 0xE4, Access.STATUS, "Dynamic MAC table entries this port holds now (what the limit "
+                "is checked against; an aged-out entry until its release)."))
+    + counters(0xE8, [(SwportLimitCounter.LEARN_LIMIT, "LEARN_LIMIT", "New source addresses received on this port "
+                       "and not learned: the port held its learning limit.")]))
 
 
 def switch_values(config: NicConfig) -> dict[str, int]:
@@ -117,7 +130,7 @@ def swport_values(config: NicConfig, index: int) -> dict[str, int]:
     """Reset values of port ``index``'s SWPORT block."""
     s = config.switch
     p = s.ports[index]
-    values = {"VLAN": int(p.trunk) | p.pvid << 16}
+    values = {"VLAN": int(p.trunk) | p.pvid << 16, "PORT_LIMIT": s.port_limit(index)}
     for c, rate_name, burst_name in STORM_REGISTERS:
         values[rate_name], values[burst_name] = s.storm_limit(index, c)
     return values
