@@ -366,19 +366,21 @@ class MacTable(wiring.Component):
         first_step = Signal(init=1)
         lo_wraps_hi, lo_wraps_epoch = Signal(), Signal()     # the windows wrap around 2**eb
         m.d.sync += [lo_wraps_hi.eq(sweep_lo > sweep_hi), lo_wraps_epoch.eq(sweep_lo > epoch)]
-        now_q, delay = Signal(self.time_bits), Signal(eb)
+        # D (`delay`) follows `aging` at once when it shrinks, by one per step when it grows: so
+        # the window's end `epoch - D` never moves back (no compare of it in the step).
+        now_q, delay, delay_target = Signal(self.time_bits), Signal(eb), Signal(eb)
         m.d.sync += [now_q.eq(self.now),
-                     delay.eq(((self.aging + (1 << self.epoch_bits) - 1) >> self.epoch_bits) + 1)]
+                     delay_target.eq(((self.aging + (1 << self.epoch_bits) - 1) >> self.epoch_bits) + 1)]
         scrub_ptr = Signal(range(self.sets + 1), init=self.sets)     # nothing to sweep before a step
         sweep_done = scrub_ptr[self.set_bits]
         scrub_slot, scrub_read = Signal(), Signal()
         scrub_flight = Signal(6)       # a scrub read 1..6 cycles ago; bit 5: its finds are counted
         m.d.sync += scrub_flight.eq(Cat(scrub_read, scrub_flight[:5]))
         # The step, in two cycles (why: the state's mux and two subtractions in a row did not
-        # fit): first the epoch and the candidate window end `epoch - D`, in RD_SRC with the
-        # request's time or in an idle cycle (no request waiting) with the time of a cycle ago;
-        # then (`step_2`) the window, the scrubber's restart and the releases. Steps are at least
-        # two cycles apart.
+        # fit): first the epoch, in RD_SRC with the request's time or in an idle cycle (no
+        # request waiting) with the time of a cycle ago; then (`step_2`) the window up to
+        # `epoch - D`, the scrubber's restart and the releases. Steps are at least two cycles
+        # apart.
         step_req, step_idle, step_2 = Signal(), Signal(), Signal()
         idle_new_epoch = Signal()
         m.d.sync += idle_new_epoch.eq(now_q[self.epoch_bits:] != epoch)
@@ -386,17 +388,14 @@ class MacTable(wiring.Component):
                      step_idle.eq(is_idle & ~self.req.valid & ~self.mgmt_req.valid & idle_new_epoch & ~step_2)]
         step = step_req | step_idle
         m.d.sync += step_2.eq(step)
-        new_epoch = Mux(in_rd_src, now[self.epoch_bits:], now_q[self.epoch_bits:])
-        candidate = Signal(eb)
         with m.If(step):
-            m.d.sync += [epoch.eq(new_epoch), candidate.eq(new_epoch - delay)]
-        ahead = Signal(eb)
-        m.d.comb += ahead.eq(candidate - sweep_hi)
+            m.d.sync += epoch.eq(Mux(in_rd_src, now[self.epoch_bits:], now_q[self.epoch_bits:]))
+        window_end = Signal(eb)
+        m.d.comb += window_end.eq(epoch - Mux(first_step, delay_target, delay))
         with m.If(step_2):
-            m.d.sync += [first_step.eq(0), scrub_ptr.eq(0), sweep_lo.eq(Mux(first_step, candidate, sweep_hi))]
-            # The window only moves forward (a longer `aging` leaves it where it was).
-            with m.If(first_step | ((ahead != 0) & ~ahead[-1])):
-                m.d.sync += sweep_hi.eq(candidate)
+            m.d.sync += [first_step.eq(0), scrub_ptr.eq(0), sweep_lo.eq(Mux(first_step, window_end, sweep_hi)),
+                         sweep_hi.eq(window_end),
+                         delay.eq(Mux(first_step | (delay_target <= delay), delay_target, delay + 1))]
             with m.If(~sweep_done | scrub_flight.any()):
                 m.d.sync += self.scrub_overrun.eq(1)
         with m.Elif(scrub_read):
@@ -529,12 +528,38 @@ class MacTable(wiring.Component):
         # Kept apart from `req`, which the next request overwrites before the response leaves.
         own_hit, own_port = Signal(), Signal(self.port_bits)
 
-        # What the decision does to the counts: one port gains an entry, one loses one, one
-        # entry is added to `pending`; applied a cycle later, from registers (never in the
-        # cycle of a step's second half: a decision is at least two cycles from a step).
+        # What the request does to the counts: one port gains an entry, one loses one, one entry
+        # is added to `pending`. Worked out in the first LEARN cycle (t+6) from the source's
+        # stage 3, whether the response waits or not (the outcome does, the counts need not),
+        # and applied in the next (t+7, from registers): never in the cycle of a step's second
+        # half (a step is in RD_SRC or idle, a request at least one cycle after t+6).
+        m_way_bit = Signal(self.ways)
+        m.d.comb += m_way_bit.eq(1 << m_way)     # truncated: a way >= ways writes nothing
+        learn_first = Signal()        # t+6
+        hit_way_q, free_way_q = Signal(self.ways), Signal(self.ways)
+        moves, learns = Signal(), Signal()
         gain, lose, release = Signal(), Signal(), Signal()
-        gain_port, lose_port, release_port = Signal(self.port_bits), Signal(self.port_bits), Signal(self.port_bits)
-        plus, minus, pend = Signal(self.ports), Signal(self.ports), Signal(self.ports)
+        gain_port = Signal(self.port_bits, name="gain_port")
+        lose_port = Signal(self.port_bits, name="lose_port")
+        release_port = Signal(self.port_bits, name="release_port")
+        plus = Signal(self.ports, name="plus")
+        minus = Signal(self.ports, name="minus")
+        pend = Signal(self.ports, name="pend")
+        m.d.sync += learn_first.eq(0)
+        with m.If(learn_first & op):
+            # A management write: the entry it replaced stops counting (at once if live, at the
+            # next step if aged out); a dynamic entry written counts.
+            old = m_way_bit
+            old_dynamic = (old & src_dynamic).any()
+            m.d.comb += [lose.eq(old_dynamic & (old & src_live).any()), lose_port.eq(port_of(old, src_port)),
+                         release.eq(old_dynamic & (old & ~src_live & src_release).any()),
+                         release_port.eq(port_of(old, src_port)),
+                         gain.eq(old.any() & m_entry.valid & ~m_entry.static), gain_port.eq(m_entry.port)]
+        with m.Elif(learn_first):
+            m.d.comb += [gain.eq(moves | learns), gain_port.eq(req.in_port),
+                         lose.eq(moves), lose_port.eq(port_of(hit_way_q, src_port)),
+                         release.eq(learns & (free_way_q & src_dynamic & src_release).any()),
+                         release_port.eq(port_of(free_way_q, src_port))]
         for p in ports:
             m.d.sync += [plus[p].eq(gain & (gain_port == p)), minus[p].eq(lose & (lose_port == p)),
                          pend[p].eq(release & (release_port == p))]
@@ -577,8 +602,6 @@ class MacTable(wiring.Component):
                 with m.If(m_way == w):
                     m.d.sync += self.mgmt_resp.payload.eq(stored[w])
 
-        m_way_bit = Signal(self.ways)
-        m.d.comb += m_way_bit.eq(1 << m_way)     # truncated: a way >= ways writes nothing
 
         with m.FSM():
             with m.State("IDLE"):
@@ -625,6 +648,10 @@ class MacTable(wiring.Component):
                              src_same_port.eq(same_port_2), src_live.eq(live), src_dynamic.eq(valid_2 & ~static_2),
                              src_release.eq(release_window & ~(swept_window & Mux(swept, ~0, 0)))]
                 m.d.sync += [src_port[w].eq(port_2[w]) for w in ways]
+                packet_learns = learn_src & ~op
+                m.d.sync += [learn_first.eq(1), hit_way_q.eq(lowest(hit)), free_way_q.eq(lowest(free)),
+                             moves.eq(packet_learns & (lowest(hit) & ~static_2 & ~same_port_2).any()),
+                             learns.eq(packet_learns & ~hit.any() & ~src_at_limit & free.any())]
                 m.next = "LEARN"
                 m.d.sync += is_learn.eq(1)
             with m.State("LEARN"):
@@ -635,25 +662,14 @@ class MacTable(wiring.Component):
                     with m.If(op):
                         # The management write answers with the entry written; the entry it
                         # replaced stops counting (at once if live, at the step if aged out).
-                        old = m_way_bit
-                        old_dynamic = (old & src_dynamic).any()
                         m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_entry)]
-                        m.d.comb += [lose.eq(old_dynamic & (old & src_live).any()),
-                                     lose_port.eq(port_of(old, src_port)),
-                                     release.eq(old_dynamic & (old & ~src_live & src_release).any()),
-                                     release_port.eq(port_of(old, src_port)),
-                                     gain.eq(old.any() & m_entry.valid & ~m_entry.static),
-                                     gain_port.eq(m_entry.port)]
                     with m.Else():
                         m.d.sync += dst_hit.eq(hit)
                         m.d.sync += [dst_port[w].eq(port_2[w]) for w in ways]
                         hit_way = lowest(src_hit)
                         hit_static = (hit_way & src_static).any()
                         hit_same_port = (hit_way & src_same_port).any()
-                        free_way = lowest(src_free)
                         m.d.sync += [own_hit.eq(0), own_port.eq(req.in_port), resp_pending.eq(1)]
-                        m.d.comb += [gain_port.eq(req.in_port), lose_port.eq(port_of(hit_way, src_port)),
-                                     release_port.eq(port_of(free_way, src_port))]
                         with m.If(~learn_src):
                             m.d.sync += outcome.eq(LearnOutcome.NONE)
                         with m.Elif(src_hit.any()):
@@ -664,12 +680,10 @@ class MacTable(wiring.Component):
                                 m.d.sync += [outcome.eq(Mux(hit_same_port, LearnOutcome.REFRESHED,
                                                             LearnOutcome.MOVED)),
                                              own_hit.eq(same_key)]
-                                m.d.comb += [gain.eq(~hit_same_port), lose.eq(~hit_same_port)]
                         with m.Elif(src_at_limit):
                             m.d.sync += outcome.eq(LearnOutcome.LEARN_LIMIT)
                         with m.Elif(src_free.any()):
                             m.d.sync += [outcome.eq(LearnOutcome.LEARNED), own_hit.eq(same_key)]
-                            m.d.comb += [gain.eq(1), release.eq((free_way & src_dynamic & src_release).any())]
                         with m.Else():
                             m.d.sync += outcome.eq(LearnOutcome.TABLE_FULL)
                     accept(m)

@@ -211,6 +211,7 @@ class MacTable:
         self._pending: dict[str, int] = {}     # released at the next epoch step
         self._epoch: int | None = None
         self._swept = 0                         # stamp epochs up to this one were swept
+        self._d = 0                             # D as the last step used it
         self._now = 0
 
     def _count(self, what: str) -> None:
@@ -229,7 +230,8 @@ class MacTable:
         return self.port_limit or 0
 
     def _delay(self) -> int:
-        """Epochs from a stamp's epoch to the sweep that finds it aged out."""
+        """Epochs from a stamp's epoch to the sweep that finds it aged out (for ``aging`` now; the
+        steps follow a longer one by one epoch per step, so that the window never moves back)."""
         return -(-self.aging >> self.epoch_bits) + 1
 
     def advance(self, now: int, *, continuous: bool = False) -> None:
@@ -240,7 +242,8 @@ class MacTable:
         self._now = now
         epoch = now >> self.epoch_bits
         if self._epoch is None:
-            self._epoch, self._swept = epoch, epoch - self._delay()
+            self._epoch, self._d = epoch, self._delay()
+            self._swept = epoch - self._d
             return
         if continuous and epoch - 1 > self._epoch:
             self._step(epoch - 1)
@@ -252,7 +255,9 @@ class MacTable:
             self.held[port] = max(0, self.held.get(port, 0) - n)
             self.counts["aged_out"] = self.counts.get("aged_out", 0) + n
         self._pending = {}
-        swept = max(self._swept, epoch - self._delay())
+        swept = epoch - self._d
+        target = self._delay()
+        self._d = target if target <= self._d else self._d + 1
         for entries in self._slots:
             for e in entries:
                 if e is not None and not e.static and self._swept < e.last_seen >> self.epoch_bits <= swept:

@@ -175,7 +175,8 @@ def test_set_index_is_mac_hash(bits):
 def test_random_requests_match_model(sets, ways, seed, start, limits):
     """Small sets fill up; a small MAC pool moves between ports; statics and deletes through the
     management port; time steps past ``aging`` and through many scrubber epochs (8 time units
-    each); some ports have a learning limit. After every request each port's count of held
+    each), with the aging made longer, then shorter, on the way; some ports have a learning
+    limit. After every request each port's count of held
     entries equals the model's, and after every 100 the dump does. Time starts at 0 (younger
     than ``aging``) or wraps around 2**32 (the model's does not)."""
     rng = random.Random(seed)
@@ -193,8 +194,11 @@ def test_random_requests_match_model(sets, ways, seed, start, limits):
         tb = TB(dut, ctx)
         for p, v in limits.items():
             ctx.set(dut.limit[p], v)
+        nonlocal aging
         now = start
         for i in range(1, 801):
+            if i in (400, 600):     # the driver changes the aging: longer, then shorter
+                aging = model.aging = {400: 100, 600: 40}[i]
             now += rng.choice([0, 0, 1, 2, 5, 11, 30])
             vlan = rng.choice(vlans)
             if rng.random() < 0.02:
