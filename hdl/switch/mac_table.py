@@ -82,6 +82,14 @@ def set_index(vlan, mac, bits: int) -> Value:
     return Cat(*out)
 
 
+def _or_each(select, words):
+    """The OR of ``words[w]`` for every ``w`` set in ``select``."""
+    out = 0
+    for w, word in enumerate(words):
+        out = out | Mux(select[w], word, 0)
+    return out
+
+
 class MacTable(wiring.Component):
     """MAC learning table: ``sets`` x ``ways`` entries keyed by (VLAN, MAC), one block RAM per way.
 
@@ -301,6 +309,7 @@ class MacTable(wiring.Component):
 
         # Management request being served.
         m_set, m_way = Signal(self.set_bits), Signal(self.way_bits)
+        m_way_bit = Signal(self.ways)    # one-hot; none for a way >= ways (it writes nothing)
         m_entry = Signal(self.entry_layout)
         m_resp_load = Signal()     # the entry read is in `stored` now: into `mgmt_resp`
 
@@ -343,7 +352,7 @@ class MacTable(wiring.Component):
         # The management registers likewise, but not while a management request is in flight.
         with m.If(accepting & ~m_in_flight & ~m_resp_load):
             p = self.mgmt_req.payload
-            m.d.sync += [m_set.eq(p.set), m_way.eq(p.way), m_entry.eq(p.entry)]
+            m.d.sync += [m_set.eq(p.set), m_way.eq(p.way), m_way_bit.eq(1 << p.way), m_entry.eq(p.entry)]
 
         # --- Per-port learning limit: counts, epochs and the scrubber ---------------------------
         # A port *holds* a dynamic entry from its learning (or its move onto the port) until it
@@ -368,9 +377,12 @@ class MacTable(wiring.Component):
         m.d.sync += [lo_wraps_hi.eq(sweep_lo > sweep_hi), lo_wraps_epoch.eq(sweep_lo > epoch)]
         # D (`delay`) follows `aging` at once when it shrinks, by one per step when it grows: so
         # the window's end `epoch - D` never moves back (no compare of it in the step).
-        now_q, delay, delay_target = Signal(self.time_bits), Signal(eb), Signal(eb)
+        now_q = Signal(self.time_bits, name="now_q")
+        delay, delay_target = Signal(eb, name="delay"), Signal(eb, name="delay_target")
+        delay_grows = Signal()     # registered (why: compare and increment in a row did not fit)
         m.d.sync += [now_q.eq(self.now),
-                     delay_target.eq(((self.aging + (1 << self.epoch_bits) - 1) >> self.epoch_bits) + 1)]
+                     delay_target.eq(((self.aging + (1 << self.epoch_bits) - 1) >> self.epoch_bits) + 1),
+                     delay_grows.eq(delay_target > delay)]
         scrub_ptr = Signal(range(self.sets + 1), init=self.sets)     # nothing to sweep before a step
         sweep_done = scrub_ptr[self.set_bits]
         scrub_slot, scrub_read = Signal(), Signal()
@@ -395,12 +407,13 @@ class MacTable(wiring.Component):
         with m.If(step_2):
             m.d.sync += [first_step.eq(0), scrub_ptr.eq(0), sweep_lo.eq(Mux(first_step, window_end, sweep_hi)),
                          sweep_hi.eq(window_end),
-                         delay.eq(Mux(first_step | (delay_target <= delay), delay_target, delay + 1))]
+                         delay.eq(Mux(first_step | ~delay_grows, delay_target, delay + 1))]
             with m.If(~sweep_done | scrub_flight.any()):
                 m.d.sync += self.scrub_overrun.eq(1)
         with m.Elif(scrub_read):
             m.d.sync += scrub_ptr.eq(scrub_ptr + 1)
-        m.d.comb += scrub_read.eq(scrub_slot & ~sweep_done & ~step_idle & ~step_2)
+        # (No scrub read starts in a step's cycles: the sweep is done by then, or it overran.)
+        m.d.comb += scrub_read.eq(scrub_slot & ~sweep_done & ~step_2)
 
         # The next read: the destination's set after the source's; else the scrubber's set in a
         # cycle no request reads in; else the set of whichever request would win the
@@ -507,7 +520,6 @@ class MacTable(wiring.Component):
         src_hit, src_free = Signal(self.ways), Signal(self.ways)
         src_static, src_same_port = Signal(self.ways), Signal(self.ways)
         src_live, src_dynamic, src_release = Signal(self.ways), Signal(self.ways), Signal(self.ways)
-        src_port = [Signal(self.port_bits, name=f"src_port_{w}") for w in ways]
         src_at_limit = Signal()
         # Stage 3 of the destination's set (t+6), for the response (t+7).
         dst_hit = Signal(self.ways)
@@ -533,36 +545,32 @@ class MacTable(wiring.Component):
         # stage 3, whether the response waits or not (the outcome does, the counts need not),
         # and applied in the next (t+7, from registers): never in the cycle of a step's second
         # half (a step is in RD_SRC or idle, a request at least one cycle after t+6).
-        m_way_bit = Signal(self.ways)
-        m.d.comb += m_way_bit.eq(1 << m_way)     # truncated: a way >= ways writes nothing
         learn_first = Signal()        # t+6
         hit_way_q, free_way_q = Signal(self.ways), Signal(self.ways)
         moves, learns = Signal(), Signal()
-        gain, lose, release = Signal(), Signal(), Signal()
-        gain_port = Signal(self.port_bits, name="gain_port")
-        lose_port = Signal(self.port_bits, name="lose_port")
-        release_port = Signal(self.port_bits, name="release_port")
+        # Ports one-hot (each way's from CMP_3), so that the counts' enables are two LUT levels
+        # from registers (why: port muxes, then a compare per port, did not fit).
+        src_port_bit = [Signal(self.ports, name=f"src_port_bit_{w}") for w in ways]
         plus = Signal(self.ports, name="plus")
         minus = Signal(self.ports, name="minus")
         pend = Signal(self.ports, name="pend")
         m.d.sync += learn_first.eq(0)
+        # The ways whose entry stops counting at once (`lose`) or at the next step (`release`):
+        # for a management write the way it overwrites (dynamic, live or aged out), for a packet
+        # the entry that moves away or the aged-out entry a learn replaces.
+        lose_ways, release_ways, gain_bit = Signal(self.ways), Signal(self.ways), Signal(self.ports)
         with m.If(learn_first & op):
-            # A management write: the entry it replaced stops counting (at once if live, at the
-            # next step if aged out); a dynamic entry written counts.
-            old = m_way_bit
-            old_dynamic = (old & src_dynamic).any()
-            m.d.comb += [lose.eq(old_dynamic & (old & src_live).any()), lose_port.eq(port_of(old, src_port)),
-                         release.eq(old_dynamic & (old & ~src_live & src_release).any()),
-                         release_port.eq(port_of(old, src_port)),
-                         gain.eq(old.any() & m_entry.valid & ~m_entry.static), gain_port.eq(m_entry.port)]
+            m.d.comb += [lose_ways.eq(m_way_bit & src_dynamic & src_live),
+                         release_ways.eq(m_way_bit & src_dynamic & ~src_live & src_release),
+                         gain_bit.eq(Mux(m_way_bit.any() & m_entry.valid & ~m_entry.static,
+                                         Const(1, self.ports) << m_entry.port, 0))]
         with m.Elif(learn_first):
-            m.d.comb += [gain.eq(moves | learns), gain_port.eq(req.in_port),
-                         lose.eq(moves), lose_port.eq(port_of(hit_way_q, src_port)),
-                         release.eq(learns & (free_way_q & src_dynamic & src_release).any()),
-                         release_port.eq(port_of(free_way_q, src_port))]
-        for p in ports:
-            m.d.sync += [plus[p].eq(gain & (gain_port == p)), minus[p].eq(lose & (lose_port == p)),
-                         pend[p].eq(release & (release_port == p))]
+            m.d.comb += [lose_ways.eq(Mux(moves, hit_way_q, 0)),
+                         release_ways.eq(Mux(learns, free_way_q & src_dynamic & src_release, 0)),
+                         gain_bit.eq(Mux(moves | learns, Const(1, self.ports) << req.in_port, 0))]
+        m.d.sync += [plus.eq(gain_bit),
+                     minus.eq(_or_each(lose_ways, src_port_bit)),
+                     pend.eq(_or_each(release_ways, src_port_bit))]
         for p in ports:
             with m.If(step_2):
                 m.d.sync += [held[p].eq(Mux(held[p] > pending[p], held[p] - pending[p], 0)),
@@ -647,7 +655,7 @@ class MacTable(wiring.Component):
                 m.d.sync += [src_hit.eq(hit), src_free.eq(free), src_static.eq(static_2),
                              src_same_port.eq(same_port_2), src_live.eq(live), src_dynamic.eq(valid_2 & ~static_2),
                              src_release.eq(release_window & ~(swept_window & Mux(swept, ~0, 0)))]
-                m.d.sync += [src_port[w].eq(port_2[w]) for w in ways]
+                m.d.sync += [src_port_bit[w].eq(Const(1, self.ports) << port_2[w]) for w in ways]
                 packet_learns = learn_src & ~op
                 m.d.sync += [learn_first.eq(1), hit_way_q.eq(lowest(hit)), free_way_q.eq(lowest(free)),
                              moves.eq(packet_learns & (lowest(hit) & ~static_2 & ~same_port_2).any()),
