@@ -402,8 +402,11 @@ class MacTable(wiring.Component):
         m.d.sync += step_2.eq(step)
         with m.If(step):
             m.d.sync += epoch.eq(Mux(in_rd_src, now[self.epoch_bits:], now_q[self.epoch_bits:]))
-        window_end = Signal(eb)
-        m.d.comb += window_end.eq(epoch - Mux(first_step, delay_target, delay))
+        window_end, delay_now = Signal(eb), Signal(eb)
+        # D of the next step, registered (first_step and D change only in a step's second half,
+        # two cycles or more before the next one).
+        m.d.sync += delay_now.eq(Mux(first_step, delay_target, delay))
+        m.d.comb += window_end.eq(epoch - delay_now)
         with m.If(step_2):
             m.d.sync += [first_step.eq(0), scrub_ptr.eq(0), sweep_lo.eq(Mux(first_step, window_end, sweep_hi)),
                          sweep_hi.eq(window_end),
@@ -555,6 +558,11 @@ class MacTable(wiring.Component):
         minus = Signal(self.ports, name="minus")
         pend = Signal(self.ports, name="pend")
         m.d.sync += learn_first.eq(0)
+        with m.If(learn_first & op):
+            # A management write answers with the entry written, without waiting for the
+            # packet response slot (why: the state and `resp_pending` in front of the answer's
+            # 70 flip-flops did not fit).
+            m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_entry)]
         # The ways whose entry stops counting at once (`lose`) or at the next step (`release`):
         # for a management write the way it overwrites (dynamic, live or aged out), for a packet
         # the entry that moves away or the aged-out entry a learn replaces.
@@ -667,11 +675,7 @@ class MacTable(wiring.Component):
                 # the destination's result wait for the previous response to have left them
                 # (`resp_pending`), so the next request can be taken now.
                 with m.If(~resp_pending):
-                    with m.If(op):
-                        # The management write answers with the entry written; the entry it
-                        # replaced stops counting (at once if live, at the step if aged out).
-                        m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_entry)]
-                    with m.Else():
+                    with m.If(~op):     # (a management write answered already: learn_first)
                         m.d.sync += dst_hit.eq(hit)
                         m.d.sync += [dst_port[w].eq(port_2[w]) for w in ways]
                         hit_way = lowest(src_hit)
