@@ -415,8 +415,9 @@ class MacTable(wiring.Component):
                 m.d.sync += self.scrub_overrun.eq(1)
         with m.Elif(scrub_read):
             m.d.sync += scrub_ptr.eq(scrub_ptr + 1)
-        # (No scrub read starts in a step's cycles: the sweep is done by then, or it overran.)
-        m.d.comb += scrub_read.eq(scrub_slot & ~sweep_done & ~step_2)
+        # (No scrub read starts in a step's cycles: the sweep is done by then, or it overran and
+        # `scrub_overrun` says so.)
+        m.d.comb += scrub_read.eq(scrub_slot & ~sweep_done)
 
         # The next read: the destination's set after the source's; else the scrubber's set in a
         # cycle no request reads in; else the set of whichever request would win the
