@@ -16,6 +16,7 @@ limits, mirror sessions, the MAC table's aging and port limit, loop guard. Build
     [switch.table]
     aging_s = 300
     port_limit = 64                               # dynamic entries per port; 0: no limit
+    # or per port: port_limit = { vm1 = 16, vm2 = 16 }   (ports not named: no limit)
     [switch.loop_guard]
     moves = 16
     window_us = 1000
@@ -77,7 +78,8 @@ class SwitchConfig:
     storm: Mapping[tuple[str, StormClass], StormSetting] = field(default_factory=dict)
     mirrors: tuple[MirrorSession, ...] = ()
     aging_s: float = 300.0
-    port_limit: int | None = None
+    #: Learning limit: one for every port, or per port name (0 / None / a port not named: none).
+    port_limit: int | Mapping[str, int] | None = None
     loop_guard: LoopGuardSetting | None = LoopGuardSetting()
     #: A bump in the wire: two ports, every frame to the other one untouched (no learning, no
     #: VLAN rules): the NIC before the switch, :class:`host_driver.model.nic.NicModel`.
@@ -148,7 +150,17 @@ class SwitchConfig:
         table_t = _table(table.get("table", {}), f"{key}.table")
         _only(table_t, f"{key}.table", {"aging_s", "port_limit", "sets", "ways"})
         aging = _number(table_t, "aging_s", f"{key}.table", 1, 1e6) or 300.0
-        limit = _number(table_t, "port_limit", f"{key}.table", 0, 1 << 20, integer=True)
+        if isinstance(table_t.get("port_limit"), dict):
+            w = f"{key}.table.port_limit"
+            for name in table_t["port_limit"]:
+                if name not in ports:
+                    raise SwitchConfigError(f"{w}.{name}: no port {name!r} in {key}.ports")
+            limit = {name: int(_number(table_t["port_limit"], name, w, 0, 1 << 20, integer=True))
+                     for name in table_t["port_limit"]}
+            limit = {name: v for name, v in limit.items() if v} or None
+        else:
+            limit = _number(table_t, "port_limit", f"{key}.table", 0, 1 << 20, integer=True)
+            limit = int(limit) if limit else None
         sets = int(_number(table_t, "sets", f"{key}.table", 2, 1 << 16, integer=True) or 1024)
         if sets & (sets - 1):
             raise SwitchConfigError(f"{key}.table.sets: must be a power of two, not {sets}")
@@ -177,7 +189,7 @@ class SwitchConfig:
                                     f"not {fifo}")
         if ingress == "drop" and fifo == 0:
             raise SwitchConfigError(f"{key}.ingress_fifo_bytes: ingress = \"drop\" needs a FIFO, not 0")
-        return cls(ports, storm, tuple(mirrors), aging, int(limit) if limit else None, loop_guard,
+        return cls(ports, storm, tuple(mirrors), aging, limit, loop_guard,
                    sets=sets, ways=ways, egress_queue_bytes=queue, recorder_depth=depth, ingress=ingress,
                    ingress_fifo_bytes=fifo)
 
@@ -188,6 +200,12 @@ class SwitchConfig:
     def window_ticks(self, clock_mhz: float) -> int:
         """Loop guard's window in ticks (at least 1)."""
         return max(1, int(self.loop_guard.window_us * clock_mhz) >> TICK_SHIFT)
+
+    def limit_of(self, port: str) -> int:
+        """The learning limit of ``port`` (0: none)."""
+        if isinstance(self.port_limit, Mapping):
+            return self.port_limit.get(port, 0)
+        return self.port_limit or 0
 
     def model(self, clock_mhz: float, *, sets: int = 1024, ways: int = 4,
               recorder_depth: int = 1024) -> SwitchModel:
@@ -200,19 +218,19 @@ class SwitchConfig:
         guard = None
         if self.loop_guard is not None:
             guard = LoopGuard(self.loop_guard.moves, self.window_ticks(clock_mhz), self.loop_guard.block)
-        table = MacTable(sets=sets, ways=ways, aging=self.aging_ticks(clock_mhz), port_limit=self.port_limit)
+        limits = {p: min(self.limit_of(p), sets * ways) for p in self.ports if self.limit_of(p)}
+        table = MacTable(sets=sets, ways=ways, aging=self.aging_ticks(clock_mhz), port_limit=limits or None,
+                         epoch_bits=SwitchSettings(ports=(SwitchPort(),) * 2, mac_sets=sets).scrub_epoch_bits)
         return SwitchModel(self.ports, table, storm, guard, FlightRecorder(recorder_depth), self.mirrors,
                            tick_shift=TICK_SHIFT)
 
     def settings(self, port_names, clock_mhz: float, **build) -> SwitchSettings:
         """The gateware's build settings for NIC ports ``port_names`` (same names, in NIC order),
         with this configuration as the registers' power-on values; ``build`` passes table and
-        queue sizes (:class:`hdl.switch.settings.SwitchSettings`). ValueError for a bump in the wire,
-        or a port limit (not built in the gateware yet)."""
+        queue sizes (:class:`hdl.switch.settings.SwitchSettings`). ValueError for a bump in the wire.
+        A port limit above the table's size is that size (a port cannot hold more)."""
         if self.wire:
             raise ValueError("a bump in the wire has no switch settings")
-        if self.port_limit:
-            raise ValueError("switch.table.port_limit: the gateware has no per-port learning limit yet")
         names = list(port_names)
         if sorted(names) != sorted(self.ports):
             raise ValueError(f"switch ports {sorted(self.ports)} differ from the NIC's {names}")
@@ -241,8 +259,10 @@ class SwitchConfig:
                      "loop_block": self.loop_guard.block}
         sizes = {"mac_sets": self.sets, "mac_ways": self.ways, "egress_queue_bytes": self.egress_queue_bytes,
                  "recorder_depth": self.recorder_depth} | build
+        size = sizes["mac_sets"] * sizes["mac_ways"]
+        limits = tuple(min(self.limit_of(name), size) for name in names)
         return SwitchSettings(ports=tuple(ports), aging=self.aging_ticks(clock_mhz), storm=tuple(sorted(storm)),
-                              **mirror, **guard, **sizes)
+                              **mirror, **guard, **sizes, port_limits=limits if any(limits) else ())
 
 
 def _only(table: Mapping, key: str, allowed: set[str]) -> None:

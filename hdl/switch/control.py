@@ -10,7 +10,7 @@ port is saturated.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 
 from hdl.packet.meta import SWITCH_DROP_REASONS
 from hdl.switch.mac_table import LearnOutcome
@@ -23,6 +23,7 @@ from hdl.switch.regs import (
     Command,
     SwitchCounter,
     SwportCounter,
+    SwportLimitCounter,
 )
 from hdl.switch.settings import TICK_SHIFT, TIME_BITS
 
@@ -62,6 +63,10 @@ def wire_switch(m: Module, csr, regmap, config, stage, fanout, recorder) -> None
         for c, rate, burst in STORM_REGISTERS:
             m.d.comb += [getattr(stage, f"storm_rate_{i}_{c.label}").eq(rw(block, rate)),
                          getattr(stage, f"storm_burst_{i}_{c.label}").eq(rw(block, burst))]
+        # The learning limit; one above what the table can hold is never reached (saturated).
+        limit, count_max = rw(block, "PORT_LIMIT"), (1 << stage.mac_table.count_bits) - 1
+        m.d.comb += [getattr(stage, f"port_limit_{i}").eq(Mux(limit > count_max, count_max, limit)),
+                     csr.status(block, SWPORT.register("PORT_HELD")).eq(getattr(stage, f"port_held_{i}"))]
 
     # Commands: a new sequence number in CMD starts one; CMD_DONE echoes it when finished.
     cmd = rw(sw, "CMD")
@@ -149,3 +154,5 @@ def wire_switch(m: Module, csr, regmap, config, stage, fanout, recorder) -> None
         for reason in SWITCH_DROP_REASONS:
             m.d.comb += csr.count(block.event(reason)).eq(mine & (rec.reason == reason))
         m.d.comb += csr.count(block.event(SwportCounter.TX_QUEUE_DROP)).eq(fanout.queue_drop[i])
+        m.d.comb += csr.count(block.event(SwportLimitCounter.LEARN_LIMIT)).eq(
+            mine & (outcome == LearnOutcome.LEARN_LIMIT))

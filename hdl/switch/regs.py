@@ -17,7 +17,8 @@ from hdl.mgmt.regs import Access, BlockType, Register, counters
 from hdl.packet.meta import SWITCH_DROP_REASONS
 from hdl.switch.settings import StormClass
 
-__all__ = ["SWITCH", "SWPORT", "SwitchCounter", "SwportCounter", "Command", "switch_values", "swport_values",
+__all__ = ["SWITCH", "SWPORT", "SwitchCounter", "SwportCounter", "SwportLimitCounter", "Command", "switch_values",
+           "swport_values",
            "RECORD_WORDS", "ENTRY_WORDS", "RESULT_WORDS", "ARG_WORDS", "STORM_REGISTERS"]
 
 ARG_WORDS = 5
@@ -55,6 +56,11 @@ class SwportCounter(enum.Enum):
     TX_QUEUE_DROP = "tx_queue_drop"
     INGRESS_FULL = "ingress_full"
     INGRESS_TOO_LONG = "ingress_too_long"
+
+
+class SwportLimitCounter(enum.Enum):
+    """Per-port learning limit (port security) event."""
+    LEARN_LIMIT = "learn_limit"
 
 
 #: (class, rate register, burst register) per storm class.
@@ -105,7 +111,14 @@ SWPORT = BlockType(0x0051, 1, "SWPORT", "One per port of a switch: VLAN membersh
                  "before the pipeline: its ingress FIFO was full (ingress = \"drop\"; not in RX_PACKETS)."),
                 (SwportCounter.INGRESS_TOO_LONG, "INGRESS_TOO_LONG", "Frames received on this port and dropped "
                  "whole before the pipeline: longer than its ingress FIFO (ingress = \"drop\"; not in "
-                 "RX_PACKETS).")]))
+                 "RX_PACKETS).")])
+    # The per-port learning limit (docs/switch.md, "Port limit and the scrubber"), at the block's end.
+    + (Register("PORT_LIMIT", 0xE0, Access.RW, "Learning limit: dynamic MAC table entries this port may hold "
+                "(0: no limit). A new source beyond it is not learned (the frame is still forwarded)."),
+       Register("PORT_HELD", 0xE4, Access.STATUS, "Dynamic MAC table entries this port holds now (what the limit "
+                "is checked against; an aged-out entry until its release)."))
+    + counters(0xE8, [(SwportLimitCounter.LEARN_LIMIT, "LEARN_LIMIT", "New source addresses received on this port "
+                       "and not learned: the port held its learning limit.")]))
 
 
 def switch_values(config: NicConfig) -> dict[str, int]:
@@ -124,7 +137,7 @@ def swport_values(config: NicConfig, index: int) -> dict[str, int]:
     """Reset values of port ``index``'s SWPORT block."""
     s = config.switch
     p = s.ports[index]
-    values = {"VLAN": int(p.trunk) | p.pvid << 16}
+    values = {"VLAN": int(p.trunk) | p.pvid << 16, "PORT_LIMIT": s.port_limit(index)}
     for c, rate_name, burst_name in STORM_REGISTERS:
         values[rate_name], values[burst_name] = s.storm_limit(index, c)
     return values

@@ -110,6 +110,17 @@ class SwitchSettings:
     loop_moves: int = 0
     loop_window: int = 153
     loop_block: bool = True
+    port_limits: tuple[int, ...] = ()
+
+    @property
+    def scrub_epoch_bits(self) -> int:
+        """The MAC table scrubber's epoch is ``2**scrub_epoch_bits`` ticks: long enough for a sweep
+        of every set at one set per two cycles (its worst case), twice over."""
+        return max(4, (4 * self.mac_sets - 1).bit_length() - TICK_SHIFT)
+
+    def port_limit(self, port: int) -> int:
+        """Power-on learning limit of ``port`` (0: none)."""
+        return self.port_limits[port] if port < len(self.port_limits) else 0
 
     def __post_init__(self):
         n = len(self.ports)
@@ -135,6 +146,9 @@ class SwitchSettings:
                 raise ValueError("a mirror session cannot mirror its own destination")
         if (self.mirror_ingress | self.mirror_egress) >> n:
             raise ValueError("mirror masks name ports the switch does not have")
+        if len(self.port_limits) > n or any(not 0 <= v <= self.mac_sets * self.mac_ways for v in self.port_limits):
+            raise ValueError(f"port_limits must be one per port at most, each 0..{self.mac_sets * self.mac_ways} "
+                             f"(the table's size), not {self.port_limits}")
         if not 0 <= self.loop_moves < 1 << 16 or not 0 < self.loop_window < 1 << 24:
             raise ValueError("loop_moves must be 0..65535 and loop_window 1..2**24-1 ticks")
 
@@ -156,7 +170,8 @@ class SwitchSettings:
                 "recorder_depth": self.recorder_depth, "aging": self.aging,
                 "storm": [[p, c.label, r, b] for p, c, r, b in self.storm], "mirror_to": self.mirror_to,
                 "mirror_ingress": self.mirror_ingress, "mirror_egress": self.mirror_egress,
-                "loop_moves": self.loop_moves, "loop_window": self.loop_window, "loop_block": self.loop_block}
+                "loop_moves": self.loop_moves, "loop_window": self.loop_window, "loop_block": self.loop_block,
+                "port_limits": list(self.port_limits)}
 
     @classmethod
     def from_dict(cls, d: dict) -> SwitchSettings:
@@ -164,4 +179,5 @@ class SwitchSettings:
         d["ports"] = tuple(SwitchPort(p["trunk"], p["pvid"], tuple(p["vlans"]) if p.get("vlans") is not None else None)
                            for p in d["ports"])
         d["storm"] = tuple((p, StormClass[c.upper()], r, b) for p, c, r, b in d.get("storm", ()))
+        d["port_limits"] = tuple(d.get("port_limits", ()))
         return cls(**d)

@@ -69,7 +69,8 @@ class SwitchStage(wiring.Component):
     Configuration inputs (from the switch's registers): ``port_trunk`` (mask), ``port_pvid_<i>``,
     ``aging``, ``storm_rate_<i>_<c>`` / ``storm_burst_<i>_<c>``, ``mirror_enable``,
     ``mirror_to``, ``mirror_ingress``, ``mirror_egress``, ``loop_moves``, ``loop_window``,
-    ``loop_block``, ``unblock`` (mask, one-cycle strobes).
+    ``loop_block``, ``unblock`` (mask, one-cycle strobes), ``port_limit_<i>`` (learning limit,
+    0: none; ``port_held_<i>`` out: the entries the port holds).
     vlan_write: In(stream.Signature({vid, members}, always_ready=True))
         Writes a row of the VLAN table (the driver's VLAN command).
     mac_mgmt_req / mac_mgmt_resp:
@@ -89,7 +90,7 @@ class SwitchStage(wiring.Component):
         self.config = config
         self.settings = s = config.switch
         n, pb = len(config.ports), config.port_bits
-        self.mac_table = MacTable(s.mac_sets, s.mac_ways, pb, TIME_BITS)
+        self.mac_table = MacTable(s.mac_sets, s.mac_ways, pb, TIME_BITS, ports=n, epoch_bits=s.scrub_epoch_bits)
         members = {
             "parsed": In(stream.Signature(make_parsed_layout(pb), always_ready=True)),
             "desc": Out(stream.Signature(make_switch_descriptor_layout(config), always_ready=True)),
@@ -108,6 +109,9 @@ class SwitchStage(wiring.Component):
         }
         for i in range(n):
             members[f"port_pvid_{i}"] = In(12)
+            # Learning limit in, entries held out (the MAC table's, per port).
+            members[f"port_limit_{i}"] = In(self.mac_table.count_bits)
+            members[f"port_held_{i}"] = Out(self.mac_table.count_bits)
             for c in StormClass:
                 members[f"storm_rate_{i}_{c.label}"] = In(STORM_RATE_BITS)
                 members[f"storm_burst_{i}_{c.label}"] = In(STORM_BURST_BITS)
@@ -133,6 +137,9 @@ class SwitchStage(wiring.Component):
         wiring.connect(m, wiring.flipped(self.mac_mgmt_req), table.mgmt_req)
         wiring.connect(m, table.mgmt_resp, wiring.flipped(self.mac_mgmt_resp))
         m.d.comb += [table.now.eq(self.now), table.aging.eq(self.aging)]
+        for i in range(len(cfg.ports)):
+            m.d.comb += [table.limit[i].eq(getattr(self, f"port_limit_{i}")),
+                         getattr(self, f"port_held_{i}").eq(table.held[i])]
         pvid = [getattr(self, f"port_pvid_{i}") for i in range(n)]
 
         # --- meta store: every parsed frame waits here until its record leaves ---------------

@@ -1,8 +1,8 @@
 """Driver for the switch fabric (SWITCH and SWPORT blocks of a build with ``NicConfig.switch``).
 
 Through a discovered :class:`~host_driver.driver.Nic`, :class:`Switch` dumps the MAC table, writes
-static entries and VLAN table rows, programs port VLANs, storm limits, aging, loop guard and the
-mirror session, clears loop-guard blocks and reads the flight recorder, all while traffic runs:
+static entries and VLAN table rows, programs port VLANs, storm limits, learning limits, aging,
+loop guard and the mirror session, clears loop-guard blocks and reads the flight recorder, all while traffic runs:
 the tables are reached through the SWITCH block's command interface (:mod:`hdl.switch.regs`),
 whose MAC-table accesses alternate with packets in the gateware.
 """
@@ -146,6 +146,23 @@ class Switch:
     async def set_vlan_members(self, vid: int, ports_mask: int) -> None:
         """Row ``vid`` of the VLAN table: the ports that carry VLAN ``vid``."""
         await self.command(Command.VLAN_WRITE, vid, ports_mask)
+
+    async def set_port_limit(self, port: int, limit: int) -> None:
+        """Port ``port``'s learning limit: the dynamic MAC table entries it may hold (0: none).
+        Lowering it below what the port holds forgets nothing: the port learns again once
+        enough of its entries moved, were deleted or were released after aging out."""
+        if not 0 <= limit <= _MASK32:
+            raise ValueError(f"a port limit must be 0..2**32-1, not {limit!r}")
+        await self.nic.write(self.ports[port], "PORT_LIMIT", limit)
+
+    async def port_limit(self, port: int) -> int:
+        """Port ``port``'s learning limit (0: none)."""
+        return await self.nic.read(self.ports[port], "PORT_LIMIT")
+
+    async def port_held(self, port: int) -> int:
+        """The dynamic MAC table entries port ``port`` holds now, as its limit counts them (an
+        aged-out entry until its release: docs/switch.md, "Port limit and the scrubber")."""
+        return await self.nic.read(self.ports[port], "PORT_HELD")
 
     async def set_storm_limit(self, port: int, cls: StormClass, rate: int, burst: int) -> None:
         _, rate_reg, burst_reg = STORM_REGISTERS[cls]

@@ -46,7 +46,7 @@ from hdl.packet.layouts import (
 )
 from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
 from hdl.parser.counters import PARSER, ParserCounter
-from hdl.switch.regs import SWITCH, SWPORT, SwitchCounter
+from hdl.switch.regs import SWITCH, SWPORT, SwitchCounter, SwportLimitCounter
 from host_driver.bus import AxiResp, Bus, BusError
 from host_driver.model.switch import SwitchModel
 from host_driver.regmap import Access, build_register_map
@@ -380,6 +380,11 @@ class NicModel:
             if total != self._table_counts.get(name, 0):
                 self.count(self._switch_block.event(counter), total - self._table_counts.get(name, 0))
                 self._table_counts[name] = total
+        limited = self.switch.table.limited.get(names[port], 0)     # per-port learning limit
+        if limited != self._table_counts.get(("limited", port), 0):
+            self.count(self._swports[port].event(SwportLimitCounter.LEARN_LIMIT),
+                       limited - self._table_counts.get(("limited", port), 0))
+            self._table_counts[("limited", port)] = limited
         loops = sum(1 for e in self.switch.events if e.kind.startswith("loop"))
         if loops != self._table_counts.get("loops", 0):
             self.count(self._switch_block.event(SwitchCounter.LOOP_EVENTS), loops - self._table_counts.get("loops", 0))

@@ -166,27 +166,53 @@ class MacEntry:
     static: bool = False
 
 
+#: The scrubber's epoch is ``2**DEFAULT_EPOCH_BITS`` time units unless a table says otherwise
+#: (:attr:`hdl.switch.settings.SwitchSettings.scrub_epoch_bits` for a build).
+DEFAULT_EPOCH_BITS = 4
+
+
 @dataclass
 class MacTable:
-    """Hashed set-associative MAC table: ``sets`` x ``ways`` entries keyed by (VLAN, MAC).
+    """Hashed set-associative MAC table: ``sets`` x ``ways`` entries keyed by (VLAN, MAC), way by
+    way as the gateware stores them.
 
-    Learning a key not in its set takes a free or aged-out way; a set with neither learns nothing
-    and counts ``table_full`` (no eviction of live entries). ``port_limit`` caps the dynamic
-    entries per port (port security; ``learn_limit`` counted). Static entries never age and never
-    move.
+    Learning a key not live in its set takes the lowest way that is free or aged out; a set with
+    neither learns nothing and counts ``table_full`` (no eviction of live entries). Static entries
+    never age and never move.
+
+    **Port limit** (port security): ``port_limit`` (one number for every port, or a mapping of
+    port name to limit; 0 or None: no limit) caps the dynamic entries a port *holds*; a new
+    source on a port holding its limit is not learned (``learn_limit``, also counted per port in
+    :attr:`limited`). A port holds an entry from its learning (or its move onto the port) until
+    the entry moves away, the driver overwrites a live entry, or, once it aged out, its
+    **release** (docs/switch.md, "Port limit and the scrubber"): time is cut into epochs of
+    ``2**epoch_bits`` units; the gateware's scrubber sweeps the table once per epoch, and an
+    aged-out entry is released at the end of the epoch whose sweep finds it (stamp epoch +
+    ``D`` with ``D = ceil(aging / 2**epoch_bits) + 1``), or at the end of the epoch in which a
+    learn or the driver overwrites its way, whichever is first. Releases take effect at the
+    first request of a new epoch (:meth:`advance`).
     """
     sets: int = 1024
     ways: int = 4
     aging: int = 300
-    port_limit: int | None = None
+    port_limit: int | Mapping[str, int] | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    epoch_bits: int = DEFAULT_EPOCH_BITS
 
     def __post_init__(self):
         if self.sets < 1 or self.sets & (self.sets - 1):
             raise ValueError(f"sets must be a power of two, not {self.sets}")
         self._bits = self.sets.bit_length() - 1
-        self._sets: list[list[MacEntry]] = [[] for _ in range(self.sets)]
-        self._per_port: dict[str, int] = {}
+        self._slots: list[list[MacEntry | None]] = [[None] * self.ways for _ in range(self.sets)]
+        #: Dynamic entries each port holds (what the limit is checked against).
+        self.held: dict[str, int] = {}
+        #: Over-limit sources per port (``learn_limit``).
+        self.limited: dict[str, int] = {}
+        self._pending: dict[str, int] = {}     # released at the next epoch step
+        self._epoch: int | None = None
+        self._swept = 0                         # stamp epochs up to this one were swept
+        self._d = 0                             # D as the last step used it
+        self._now = 0
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -194,74 +220,134 @@ class MacTable:
     def _live(self, e: MacEntry, now: int) -> bool:
         return e.static or now - e.last_seen < self.aging
 
-    def _set(self, vlan: int, mac: bytes) -> list[MacEntry]:
-        return self._sets[mac_hash(vlan, mac, self._bits)]
+    def _set(self, vlan: int, mac: bytes) -> list[MacEntry | None]:
+        return self._slots[mac_hash(vlan, mac, self._bits)]
 
-    def _expire(self, entries: list[MacEntry], now: int) -> None:
-        for e in [e for e in entries if not self._live(e, now)]:
-            entries.remove(e)
-            self._per_port[e.port] -= 1
-            self._count("aged_out")
+    def limit_of(self, port: str) -> int:
+        """The port's limit (0: none)."""
+        if isinstance(self.port_limit, Mapping):
+            return self.port_limit.get(port, 0) or 0
+        return self.port_limit or 0
+
+    def _delay(self) -> int:
+        """Epochs from a stamp's epoch to the sweep that finds it aged out (for ``aging`` now; the
+        steps follow a longer one by one epoch per step, so that the window never moves back)."""
+        return -(-self.aging >> self.epoch_bits) + 1
+
+    def advance(self, now: int, *, continuous: bool = False) -> None:
+        """Step to ``now``'s epoch, as the gateware does at a request of a new epoch: release what
+        is pending, then sweep stamp epochs up to ``epoch - D``. ``continuous``: as a table whose
+        time runs on (the switch), which steps at every epoch: the same as a step to the epoch
+        before ``now``'s and then to ``now``'s."""
+        self._now = now
+        epoch = now >> self.epoch_bits
+        if self._epoch is None:
+            self._epoch, self._d = epoch, self._delay()
+            self._swept = epoch - self._d
+            return
+        if continuous and epoch - 1 > self._epoch:
+            self._step(epoch - 1)
+        if epoch != self._epoch:
+            self._step(epoch)
+
+    def _step(self, epoch: int) -> None:
+        for port, n in self._pending.items():
+            self.held[port] = max(0, self.held.get(port, 0) - n)
+            self.counts["aged_out"] = self.counts.get("aged_out", 0) + n
+        self._pending = {}
+        swept = epoch - self._d
+        target = self._delay()
+        self._d = target if target <= self._d else self._d + 1
+        for entries in self._slots:
+            for e in entries:
+                if e is not None and not e.static and self._swept < e.last_seen >> self.epoch_bits <= swept:
+                    self._pending[e.port] = self._pending.get(e.port, 0) + 1
+        self._epoch, self._swept = epoch, swept
+
+    def _drop(self, e: MacEntry | None, now: int) -> None:
+        """``e``'s way is overwritten at ``now``: a live dynamic entry stops counting at once; an
+        aged-out one that no sweep found yet is released at the end of this epoch."""
+        if e is None or e.static:
+            return
+        if self._live(e, now):
+            self.held[e.port] = max(0, self.held.get(e.port, 0) - 1)
+        elif self._swept < e.last_seen >> self.epoch_bits <= now >> self.epoch_bits:
+            self._pending[e.port] = self._pending.get(e.port, 0) + 1
 
     def lookup(self, vlan: int, mac: bytes, now: int) -> str | None:
-        entries = self._set(vlan, mac)
-        self._expire(entries, now)
-        for e in entries:
-            if e.vlan == vlan and e.mac == mac:
+        self.advance(now)
+        for e in self._set(vlan, mac):
+            if e is not None and e.vlan == vlan and e.mac == mac and self._live(e, now):
                 return e.port
         return None
 
     def learn(self, vlan: int, mac: bytes, port: str, now: int) -> str:
         """Learn (VLAN, MAC) on ``port``; the outcome: ``learned``, ``refreshed``, ``moved``,
         ``static``, ``static_move``, ``learn_limit`` or ``table_full`` (the last four learn nothing)."""
+        self.advance(now)
         entries = self._set(vlan, mac)
-        self._expire(entries, now)
         for e in entries:
-            if e.vlan == vlan and e.mac == mac:
+            if e is not None and e.vlan == vlan and e.mac == mac and self._live(e, now):
                 if e.static:
                     if e.port != port:
                         self._count("static_move")   # a locked MAC seen elsewhere: not learned
                         return "static_move"
                     return "static"
                 outcome = "refreshed"
-                if e.port != port:
-                    self._per_port[e.port] -= 1
-                    self._per_port[port] = self._per_port.get(port, 0) + 1
+                if e.port != port:                   # a move is not limited (the MAC is not new)
+                    self.held[e.port] -= 1
+                    self.held[port] = self.held.get(port, 0) + 1
                     e.port = port
                     self._count("moved")
                     outcome = "moved"
                 e.last_seen = now
                 return outcome
-        if self.port_limit is not None and self._per_port.get(port, 0) >= self.port_limit:
+        limit = self.limit_of(port)
+        if limit and self.held.get(port, 0) >= limit:
             self._count("learn_limit")
+            self.limited[port] = self.limited.get(port, 0) + 1
             return "learn_limit"
-        if len(entries) >= self.ways:
-            self._count("table_full")
-            return "table_full"
-        entries.append(MacEntry(vlan, bytes(mac), port, now))
-        self._per_port[port] = self._per_port.get(port, 0) + 1
-        self._count("learned")
-        return "learned"
+        for way, e in enumerate(entries):
+            if e is None or not self._live(e, now):
+                self._drop(e, now)
+                entries[way] = MacEntry(vlan, bytes(mac), port, now)
+                self.held[port] = self.held.get(port, 0) + 1
+                self._count("learned")
+                return "learned"
+        self._count("table_full")
+        return "table_full"
 
-    def add_static(self, vlan: int, mac: bytes, port: str) -> None:
-        """Lock (VLAN, MAC) to ``port``; ValueError if its set has no room."""
+    def write(self, set_index: int, way: int, entry: MacEntry | None, now: int) -> None:
+        """The driver writes ``entry`` (None: an invalid entry, a delete) at (set, way) at ``now``,
+        as the gateware's management write does (a way number >= ``ways`` writes nothing)."""
+        self.advance(now)
+        if way >= self.ways:
+            return
+        entries = self._slots[set_index]
+        self._drop(entries[way], now)
+        entries[way] = entry
+        if entry is not None and not entry.static:
+            self.held[entry.port] = self.held.get(entry.port, 0) + 1
+
+    def read(self, set_index: int, way: int) -> MacEntry | None:
+        """The entry stored at (set, way), aged out or not (None: invalid)."""
+        return self._slots[set_index][way] if way < self.ways else None
+
+    def add_static(self, vlan: int, mac: bytes, port: str, now: int | None = None) -> None:
+        """Lock (VLAN, MAC) to ``port`` as the driver does: over the key's live entry, else into the
+        lowest free or aged-out way; ValueError if its set has none."""
+        now = self._now if now is None else now
         entries = self._set(vlan, mac)
-        for e in list(entries):
-            if e.vlan == vlan and e.mac == mac:
-                entries.remove(e)
-                if not e.static:
-                    self._per_port[e.port] -= 1
-        if len(entries) >= self.ways:
+        same = [w for w, e in enumerate(entries)
+                if e is not None and e.vlan == vlan and e.mac == mac and self._live(e, now)]
+        free = [w for w, e in enumerate(entries) if e is None or not self._live(e, now)]
+        if not same and not free:
             raise ValueError(f"no room for static {format_mac(mac)} VLAN {vlan}: its set is full")
-        entries.append(MacEntry(vlan, bytes(mac), port, 0, static=True))
+        self.write(mac_hash(vlan, mac, self._bits), (same or free)[0], MacEntry(vlan, bytes(mac), port, 0, True), now)
 
     def entries(self, now: int) -> list[MacEntry]:
         """Every live entry, by set and way (the order a driver's dump reads them)."""
-        out = []
-        for entries in self._sets:
-            self._expire(entries, now)
-            out += entries
-        return out
+        return [e for entries in self._slots for e in entries if e is not None and self._live(e, now)]
 
 
 @dataclass
@@ -456,7 +542,9 @@ class SwitchModel:
         guard = None
         if settings.loop_moves:
             guard = LoopGuard(settings.loop_moves, settings.loop_window, settings.loop_block)
-        table = MacTable(sets=settings.mac_sets, ways=settings.mac_ways, aging=settings.aging)
+        limits = {names[i]: limit for i, limit in enumerate(settings.port_limits) if limit}
+        table = MacTable(sets=settings.mac_sets, ways=settings.mac_ways, aging=settings.aging,
+                         port_limit=limits or None, epoch_bits=settings.scrub_epoch_bits)
         return cls(ports, table, storm, guard, FlightRecorder(settings.recorder_depth), mirrors,
                    tick_shift=TICK_SHIFT)
 
@@ -517,6 +605,7 @@ class SwitchModel:
         if dst[:5] == RESERVED_PREFIX and dst[5] <= 0x0F or dst == CISCO_RESERVED:
             return self._drop(in_port, SwitchDrop.RESERVED, vlan, admitted)
         tick = now >> self.tick_shift
+        self.table.advance(tick, continuous=True)
         if not src[0] & 1:
             learned = self.table.learn(vlan, src, in_port, tick)
             if learned == "moved" and self.loop_guard is not None and self.loop_guard.mac_moved(in_port, tick):
@@ -575,10 +664,12 @@ class SwitchModel:
         tag = tpid.to_bytes(2, "big") + (pcp_dei | vlan).to_bytes(2, "big")
         return inner[:12] + tag + inner[12:]
 
-    def add_static(self, vlan: int, mac: str | bytes, port: str) -> None:
+    def add_static(self, vlan: int, mac: str | bytes, port: str, now: int | None = None) -> None:
+        """Lock (VLAN, MAC) to ``port`` (at ``now`` in cycles; default: the last frame's time)."""
         if port not in self.ports:
             raise ValueError(f"unknown port {port!r}")
-        self.table.add_static(vlan, parse_mac(mac) if isinstance(mac, str) else mac, port)
+        tick = None if now is None else now >> self.tick_shift
+        self.table.add_static(vlan, parse_mac(mac) if isinstance(mac, str) else mac, port, tick)
 
     def mac_table(self, now: int = 0) -> list[tuple[str, int, str, bool]]:
         """(port, VLAN, MAC, static) of every live entry."""

@@ -1,5 +1,6 @@
 """Amaranth-level tests of the MAC learning table (hdl/switch/mac_table.py) against the golden
-model's ``MacTable`` (host_driver/model/switch.py): request by request, and the table dump."""
+model's ``MacTable`` (host_driver/model/switch.py): request by request, the table dump, and each
+port's count of held entries (the per-port learning limit and its scrubber)."""
 
 import gc
 import random
@@ -34,8 +35,9 @@ class TB:
         ctx.set(dut.resp.ready, 1)
         ctx.set(dut.mgmt_resp.ready, 1)
 
-    async def packet(self, vlan, dst, src, in_port, learn, now, aging):
-        """(dst_hit, dst_port, outcome name) of one packet request."""
+    async def packet(self, vlan, dst, src, in_port, learn, now, aging, settle=0):
+        """(dst_hit, dst_port, outcome name) of one packet request; then ``settle`` idle cycles
+        (the scrubber's read slots)."""
         ctx, dut = self.ctx, self.dut
         ctx.set(dut.now, now)
         ctx.set(dut.aging, aging)
@@ -46,12 +48,24 @@ class TB:
         for _ in range(20):
             _, _, valid, payload = await ctx.tick().sample(dut.resp.valid, dut.resp.payload)
             if valid:
-                return bool(payload.dst_hit), payload.dst_port, payload.outcome.name.lower()
+                answer = bool(payload.dst_hit), payload.dst_port, payload.outcome.name.lower()
+                if settle:
+                    await ctx.tick().repeat(settle)
+                return answer
         raise AssertionError("no response to a packet request within 20 cycles")
 
-    async def mgmt(self, set_, way, entry=None):
-        """The entry at (set, way); with ``entry``, write it there (the answer is ``entry``)."""
+    def held(self):
+        """Each port's count of held dynamic entries."""
+        return [self.ctx.get(self.dut.held[p]) for p in range(self.dut.ports)]
+
+    async def mgmt(self, set_, way, entry=None, now=None, aging=None, settle=0):
+        """The entry at (set, way); with ``entry``, write it there (the answer is ``entry``), at
+        ``now`` with ``aging`` if given (a write gives back the count of what it replaces); then
+        ``settle`` idle cycles."""
         ctx, dut = self.ctx, self.dut
+        if now is not None:
+            ctx.set(dut.now, now)
+            ctx.set(dut.aging, aging)
         ctx.set(dut.mgmt_req.payload, {"write": entry is not None, "set": set_, "way": way,
                                        "entry": entry or {}})
         ctx.set(dut.mgmt_req.valid, 1)
@@ -60,6 +74,8 @@ class TB:
         for _ in range(20):
             _, _, valid, payload = await ctx.tick().sample(dut.mgmt_resp.valid, dut.mgmt_resp.payload)
             if valid:
+                if settle:
+                    await ctx.tick().repeat(settle)
                 return {f: getattr(payload, f) for f in ("valid", "static", "vlan", "mac", "port", "stamp")}
         raise AssertionError("no response to a management request within 20 cycles")
 
@@ -80,7 +96,8 @@ class TB:
         way = (same or free or [None])[0]
         if way is not None:
             new = {"valid": 1, "static": 1, "vlan": vlan, "mac": mac, "port": port, "stamp": 0}
-            assert await self.mgmt(set_, way, new) == new, "a write answers with the entry written"
+            assert await self.mgmt(set_, way, new, now, aging, settle=self.dut.sets + 8) == new, \
+                "a write answers with the entry written"
         return way
 
     async def dump(self, now, aging):
@@ -105,12 +122,6 @@ def model_packet(table: ModelTable, vlan, dst, src, in_port, learn, now):
 def model_dump(table: ModelTable, now, set_bits):
     return [(mac_hash(e.vlan, e.mac, set_bits), e.vlan, int.from_bytes(e.mac, "big"), int(e.port[1:]), e.static)
             for e in table.entries(now)]
-
-
-def by_set(dump):
-    """A dump with each set's entries sorted: the model keeps a set's entries in the order they
-    came (compacted as they expire), the gateware in way order (see test_dump_way_order)."""
-    return sorted(dump)
 
 
 def run(dut, bench, *extra):
@@ -156,15 +167,23 @@ def test_set_index_is_mac_hash(bits):
 # --- Random request sequences against the model ---------------------------------------------
 
 
-@pytest.mark.parametrize("sets,ways,seed,start", [(4, 2, 1, 0), (8, 4, 2, 1000), (2, 3, 3, (1 << TIME_BITS) - 2000)])
-def test_random_requests_match_model(sets, ways, seed, start):
-    """Small sets fill up; a small MAC pool moves between ports; statics through the management
-    port; time steps past ``aging``; after every 100 requests the dump equals the model's. Time
-    starts at 0 (younger than ``aging``) or wraps around 2**32 (the model's does not)."""
+@pytest.mark.parametrize("sets,ways,seed,start,limits", [
+    (4, 2, 1, 0, {}),
+    (8, 4, 2, 1000, {1: 3, 2: 5, 5: 1}),
+    (2, 3, 3, (1 << TIME_BITS) - 2000, {0: 2, 3: 2}),
+])
+def test_random_requests_match_model(sets, ways, seed, start, limits):
+    """Small sets fill up; a small MAC pool moves between ports; statics and deletes through the
+    management port; time steps past ``aging`` and through many scrubber epochs (8 time units
+    each), with the aging made longer, then shorter, on the way; some ports have a learning
+    limit. After every request each port's count of held
+    entries equals the model's, and after every 100 the dump does. Time starts at 0 (younger
+    than ``aging``) or wraps around 2**32 (the model's does not)."""
     rng = random.Random(seed)
     aging = 60
-    dut = MacTable(sets=sets, ways=ways, port_bits=3)
-    model = ModelTable(sets=sets, ways=ways, aging=aging)
+    dut = MacTable(sets=sets, ways=ways, port_bits=3, epoch_bits=3)
+    model = ModelTable(sets=sets, ways=ways, aging=aging, epoch_bits=3,
+                       port_limit={port_name(p): v for p, v in limits.items()})
     pool = mac_pool(rng, 4 * sets * ways // 3)
     vlans = [1, 7, 4094]
     home = {mac: rng.randrange(8) for mac in pool}
@@ -173,46 +192,60 @@ def test_random_requests_match_model(sets, ways, seed, start):
 
     async def bench(ctx):
         tb = TB(dut, ctx)
+        for p, v in limits.items():
+            ctx.set(dut.limit[p], v)
+        nonlocal aging
         now = start
         for i in range(1, 801):
+            if i in (400, 600):     # the driver changes the aging: longer, then shorter
+                aging = model.aging = {400: 100, 600: 40}[i]
             now += rng.choice([0, 0, 1, 2, 5, 11, 30])
             vlan = rng.choice(vlans)
             if rng.random() < 0.02:
                 mac = rng.choice(pool[:-2])
                 port = home[mac] if rng.random() < 0.7 else rng.randrange(8)
                 way = await tb.add_static(vlan, mac, port, now % (1 << TIME_BITS), aging)
-                model.entries(now)     # expire every set, as the driver's read of the set did
                 try:
-                    model.add_static(vlan, mac_bytes(mac), port_name(port))
+                    model.add_static(vlan, mac_bytes(mac), port_name(port), now)
                 except ValueError:
                     assert way is None, "the model's set is full, the gateware's is not"
                 else:
                     assert way is not None, "the gateware's set is full, the model's is not"
-                continue
-            dst, src = rng.choice(pool), rng.choice(pool[:-1])
-            if rng.random() < 0.05:
-                dst = src
-            # Mostly a MAC's own port, sometimes another (a move).
-            in_port = home[src] if rng.random() < 0.8 else rng.randrange(8)
-            learn = int(rng.random() < 0.9)
-            want = model_packet(model, vlan, dst, src, in_port, learn, now)
-            got = await tb.packet(vlan, dst, src, in_port, learn, now % (1 << TIME_BITS), aging)
-            assert got == want, f"request {i}: VLAN {vlan} dst {dst:012x} src {src:012x} port {in_port} at {now}"
-            seen[got[2]] += 1
+            elif rng.random() < 0.03:
+                # The driver deletes an entry (live, aged out, static or empty).
+                set_, way = rng.randrange(sets), rng.randrange(ways)
+                await tb.mgmt(set_, way, dict.fromkeys(("valid", "static", "vlan", "mac", "port", "stamp"), 0),
+                              now % (1 << TIME_BITS), aging, settle=sets + 8)
+                model.write(set_, way, None, now)
+            else:
+                dst, src = rng.choice(pool), rng.choice(pool[:-1])
+                if rng.random() < 0.05:
+                    dst = src
+                # Mostly a MAC's own port, sometimes another (a move).
+                in_port = home[src] if rng.random() < 0.8 else rng.randrange(8)
+                learn = int(rng.random() < 0.9)
+                want = model_packet(model, vlan, dst, src, in_port, learn, now)
+                got = await tb.packet(vlan, dst, src, in_port, learn, now % (1 << TIME_BITS), aging, settle=sets + 8)
+                assert got == want, f"request {i}: VLAN {vlan} dst {dst:012x} src {src:012x} port {in_port} at {now}"
+                seen[got[2]] += 1
+            assert tb.held() == [model.held.get(port_name(p), 0) for p in range(8)], f"held counts after {i}"
             if i % 100 == 0:
                 got_dump = await tb.dump(now % (1 << TIME_BITS), aging)
-                assert by_set(got_dump) == by_set(model_dump(model, now, dut.set_bits)), f"dump after {i}"
+                assert got_dump == model_dump(model, now, dut.set_bits), f"dump after {i}"
                 dumps.append(len(got_dump))
+        assert not ctx.get(dut.scrub_overrun), "the scrubber finished every sweep within its epoch"
 
     run(dut, bench)
-    # The sequence reached every outcome, and the table was not empty when dumped.
-    assert all(seen.values()), seen
+    # The sequence reached every outcome (the limit's only with limits), counts were released by
+    # aging, and the table was not empty when dumped.
+    assert all(n for o, n in seen.items() if o != "learn_limit" or limits), seen
+    assert bool(seen["learn_limit"]) == bool(limits)
+    assert model.counts.get("aged_out", 0) > 10
     assert max(dumps) > 0
 
 
 def test_dump_way_order():
-    """A new entry takes the lowest free or expired way. The model appends it to its set's list
-    instead, so once a lower way has expired the two orders differ (set by set the entries agree)."""
+    """A new entry takes the lowest free or expired way, in the model as in the gateware."""
     dut = MacTable(sets=2, ways=2, port_bits=3)
     model = ModelTable(sets=2, ways=2, aging=10)
     rng = random.Random(5)
@@ -230,7 +263,49 @@ def test_dump_way_order():
             want = model_packet(model, 1, mac, mac, 2, 1, now)
             assert await tb.packet(1, mac, mac, 2, 1, now, 10) == want == (True, 2, "learned")
         assert [e["mac"] for e in await tb.read_set(0)] == [c, b]
-        assert [int.from_bytes(e.mac, "big") for e in model.entries(12)] == [b, c]
+        assert [int.from_bytes(e.mac, "big") for e in model.entries(12)] == [c, b]
+
+    run(dut, bench)
+
+
+def test_port_flood_is_held_to_its_limit():
+    """A MAC flood from one port (random sources, as scenario 2 of docs/switch.md) learns only
+    its limit; another port without one keeps learning; a static entry does not count. Once the
+    flood's entries age out and the scrubber releases them, the port learns again."""
+    limit, aging = 6, 40
+    dut = MacTable(sets=64, ways=4, port_bits=3, epoch_bits=2)
+    model = ModelTable(sets=64, ways=4, aging=aging, epoch_bits=2, port_limit={"p1": limit})
+    rng = random.Random(31)
+    flood = [rng.getrandbits(48) & ~(1 << 40) for _ in range(60)]
+    others = [rng.getrandbits(48) & ~(1 << 40) for _ in range(12)]
+    locked = 0x0200000000AA
+
+    async def bench(ctx):
+        tb = TB(dut, ctx)
+        ctx.set(dut.limit[1], limit)
+        assert await tb.add_static(1, locked, 1, 0, aging) is not None
+        model.add_static(1, mac_bytes(locked), "p1", 0)
+        outcomes = {"p1": [], "p2": []}
+        for k in range(60):
+            for port, macs in ((1, flood), (2, others)):
+                if port == 2 and k >= len(others):
+                    continue
+                src = macs[k]
+                want = model_packet(model, 1, 0xFFFFFFFFFFFF, src, port, 1, k // 4)
+                got = await tb.packet(1, 0xFFFFFFFFFFFF, src, port, 1, k // 4, aging, settle=64)
+                assert got == want
+                outcomes[port_name(port)].append(got[2])
+        assert outcomes["p1"].count("learned") == limit and outcomes["p1"].count("learn_limit") == 60 - limit
+        assert outcomes["p2"] == ["learned"] * len(others)
+        assert tb.held()[1:3] == [limit, len(others)]
+        # The flood's entries age out at 40 + (their stamps 0..1); their release follows within
+        # two epochs (8 time units): before, the port still holds its limit; after, it learns.
+        late = rng.getrandbits(48) & ~(1 << 40)
+        assert await tb.packet(1, 0xFFFFFFFFFFFF, late, 1, 1, 44, aging, settle=64) == (False, 0, "learn_limit")
+        model_packet(model, 1, 0xFFFFFFFFFFFF, late, 1, 1, 44)
+        assert await tb.packet(1, 0xFFFFFFFFFFFF, late, 1, 1, 60, aging, settle=64) == (False, 0, "learned")
+        assert model_packet(model, 1, 0xFFFFFFFFFFFF, late, 1, 1, 60) == (False, 0, "learned")
+        assert tb.held()[1] == model.held["p1"] == 1
 
     run(dut, bench)
 
@@ -360,7 +435,7 @@ def test_cycles_per_request():
 
 
 def test_latency():
-    """Response valid 8 cycles after a packet request was taken, 4 after a management read, 2
+    """Response valid 8 cycles after a packet request was taken, 4 after a management read, 7
     after a write (the figures of the MacTable docstring)."""
     dut = MacTable(sets=16, ways=4, port_bits=3)
     seen = []
@@ -384,7 +459,7 @@ def test_latency():
                     break
 
     run(dut, bench)
-    assert seen == [("pkt", 8), ("read", 4), ("write", 2)]
+    assert seen == [("pkt", 8), ("read", 4), ("write", PACKET_CYCLES + 1)]
 
 
 # --- Parameters -----------------------------------------------------------------------------
@@ -408,5 +483,5 @@ def test_bad_parameters(kwargs, message):
 def test_repr_and_defaults():
     table = MacTable()
     Fragment.get(table, None)    # the default size elaborates
-    assert repr(table) == "MacTable(sets=1024, ways=4, port_bits=3, time_bits=32)"
+    assert repr(table) == "MacTable(sets=1024, ways=4, port_bits=3, time_bits=32, ports=8, epoch_bits=4)"
     assert (table.set_bits, table.way_bits) == (10, 2)

@@ -71,7 +71,8 @@ def test_nic_toml_with_a_storm_writes_the_recorder(tmp_path):
 
 @pytest.mark.parametrize("text, key", [
     ("[switch.ports]\nvm1 = { vlan = 5000 }\n", "switch.ports.vm1.vlan"),
-    ("[switch.ports]\nvm1 = {}\nvm2 = {}\n[switch.table]\nport_limit = 4\n", "port_limit"),
+    ("[switch.ports]\nvm1 = {}\nvm2 = {}\n[switch.table]\nport_limit = { vm3 = 4 }\n", "switch.table.port_limit.vm3"),
+    ("[switch.ports]\nvm1 = {}\nvm2 = {}\n[switch.table]\nport_limit = -1\n", "switch.table.port_limit"),
     ("[nic]\nports = ['a', 'b']\n[switch.ports]\nvm1 = {}\nvm2 = {}\n", "nic.ports"),
 ])
 def test_bad_switch_config_exits_2_naming_the_key(tmp_path, capsys, text, key):

@@ -43,7 +43,7 @@ def test_example_reads_as_written():
     assert (cfg.loop_guard.moves, cfg.loop_guard.window_us, cfg.loop_guard.block) == (4, 10, False)
     model = cfg.model(156.25)
     # aging and loop guard's window count ticks of 1024 cycles, as the gateware does
-    assert model.table.aging == 60 * 156_250_000 // 1024 and model.table.port_limit == 8
+    assert model.table.aging == 60 * 156_250_000 // 1024 and model.table.limit_of("vm1") == 8
     assert model.loop_guard.window == 1562 // 1024 and not model.loop_guard.block
     assert model.storm[("vm1", StormClass.BROADCAST)].rate == 81
     # and it switches: a broadcast from vm2 (VLAN 2) reaches both trunks tagged, nothing else

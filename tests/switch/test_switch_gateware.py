@@ -35,10 +35,12 @@ NAMES = list(PORTS) + ["mon"]
 ETH_LOCAL = b"\x88\xb5"          # IEEE local experimental ethertype: the parser reads L2 only
 
 
-def switch_config(mirror: bool = True) -> SwitchConfig:
+def switch_config(mirror: bool = True, port_limit: dict | None = None) -> SwitchConfig:
     ports = _port_specs()
     ports["mon"] = {"mode": "trunk", "native": 1}
     table = {"ports": ports, "loop_guard": False}
+    if port_limit:
+        table["table"] = {"port_limit": port_limit}
     if mirror:
         table["mirror"] = [{"to": "mon", "ingress": ["vm1"], "egress": ["up2"]}]
     return SwitchConfig.from_toml(table)
@@ -129,10 +131,53 @@ def test_switch_equals_model_verilator(tmp_path, seed):
 
 
 def test_switch_equals_model_icarus(tmp_path):
-    cfg = switch_config()
+    """On Icarus with learning limits on two ports (vm1's three hosts, the phy0 trunk's hosts in
+    several VLANs reach them); Verilator runs without limits above and with them below."""
+    cfg = switch_config(port_limit={"vm1": 2, "phy0": 4})
     nic = nic_config(cfg)
     frames = random_frames(3, 120)
-    check_against_model(nic, cfg, frames, _run("icarus", nic, frames, tmp_path))
+    res = _run("icarus", nic, frames, tmp_path)
+    check_against_model(nic, cfg, frames, res)
+    limited = {p: c["switch"]["learn_limit"] for p, c in res["counters"]["ports"].items()}
+    assert limited["vm1"] > 0 and limited["phy0"] > 0, limited
+
+
+def test_switch_port_limit_verilator(tmp_path):
+    """Learning limits on two ports (port security): vm1 may hold 2 entries (its hosts are 3),
+    the phy0 trunk 4 (its hosts in several VLANs). Random traffic, then a MAC flood from vm1
+    (40 random source addresses) while vm2's hosts keep talking: every decision, every byte and
+    every counter equal the model's; vm1 never holds more than its limit, each refused source
+    is counted on its port, and vm2 learns all its hosts."""
+    import random
+
+    from sim.bulk.run import run_bulk
+    cfg = switch_config(port_limit={"vm1": 2, "phy0": 4})
+    nic = nic_config(cfg)
+    rng = random.Random(9)
+    flood = []
+    for k in range(40):
+        flood.append(("vm1", b"\xff" * 6 + bytes([0x02, 0xF1, 0, 0, 0, k]) + ETH_LOCAL + bytes(46)))
+        if k % 4 == 0:
+            flood.append(("vm2", b"\xff" * 6 + bytes([0x02, 0, 0, 0, 3, rng.randrange(3)]) + ETH_LOCAL + bytes(46)))
+    frames = random_frames(4, 300) + flood
+
+    async def dump(n):
+        from host_driver.blocks.switch import Switch
+        sw = Switch(n)
+        ports = range(len(NAMES))
+        return (await n.mac_table(), [await sw.port_limit(i) for i in ports], [await sw.port_held(i) for i in ports])
+    res = run_bulk(nic, [(NAMES.index(p), f, False, 0) for p, f in frames], tmp_path, after=dump)
+    check_against_model(nic, cfg, frames, res)
+    check_counters(nic, frames, res)
+    table, limits, held_csr = res["after"]
+    held = {p: sum(1 for e in table if e.port == p and not e.static) for p in NAMES}
+    assert held["vm1"] == 2 and held["phy0"] == 4
+    # The driver reads the limits (the build's reset values) and what each port holds.
+    assert limits == [4, 2, 0, 0, 0, 0, 0] and held_csr == [held[p] for p in NAMES]
+    assert {e.mac for e in table if e.port == "vm2"} == {f"02:00:00:00:03:0{k}" for k in range(3)}
+    limited = {p: c["switch"]["learn_limit"] for p, c in res["counters"]["ports"].items()}
+    assert limited["vm1"] >= 40 and limited["phy0"] > 0
+    assert all(n == 0 for p, n in limited.items() if p not in ("vm1", "phy0"))
 
 
 def test_switch_equals_ovs_verilator(tmp_path):

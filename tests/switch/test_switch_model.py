@@ -258,3 +258,23 @@ def test_mirror_sessions_copy_to_the_monitor_port_only():
     assert sw.run([("vm2", eth(A, B))])["mon"] == [], "unicast to vm1 leaves through no mirrored port"
     with pytest.raises(ValueError):
         SwitchModel(ports, mirrors=[MirrorSession("mon", ingress=frozenset({"mon"}))])
+
+
+def test_port_limit_release_follows_the_epochs():
+    """An aged-out entry stops counting against its port's limit at the start of scrubber epoch
+    ``(stamp >> k) + D + 1`` (``D = ceil(aging / 2**k) + 1``), or at the start of the epoch
+    after a learn took its way, whichever comes first (docs/switch.md, "Port limit and the
+    scrubber")."""
+    a, b, c = (parse_mac(f"02:00:00:00:00:0{k}") for k in (1, 2, 3))
+    t = MacTable(aging=20, epoch_bits=3, port_limit={"p1": 1})        # epochs of 8, D = 4
+    assert t.learn(1, a, "p1", 5) == "learned"                        # stamp epoch 0
+    assert t.learn(1, b, "p1", 25) == "learn_limit"                   # a aged out at 25, still held
+    assert t.learn(1, b, "p1", 39) == "learn_limit"                   # epoch 4 found it: pending
+    assert t.learn(1, b, "p1", 40) == "learned" and t.held == {"p1": 1}   # epoch 5: released
+    assert t.limited == {"p1": 2} and t.counts["aged_out"] == 1
+    # A learn into the aged-out entry's way releases it at the next epoch instead.
+    t = MacTable(sets=1, ways=2, aging=20, epoch_bits=3, port_limit={"p1": 1})
+    assert t.learn(1, a, "p1", 5) == "learned"
+    assert t.learn(1, b, "p2", 26) == "learned"                       # into a's way (way 0)
+    assert t.learn(1, c, "p1", 31) == "learn_limit"
+    assert t.learn(1, c, "p1", 32) == "learned"                       # epoch 4, not 5
