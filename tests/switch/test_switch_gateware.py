@@ -142,6 +142,7 @@ def test_switch_equals_model_icarus(tmp_path):
     assert limited["vm1"] > 0 and limited["phy0"] > 0, limited
 
 
+@pytest.mark.slow   # a Verilator build of its own; the Icarus comparison keeps the limits in the default suite
 def test_switch_port_limit_verilator(tmp_path):
     """Learning limits on two ports (port security): vm1 may hold 2 entries (its hosts are 3),
     the phy0 trunk 4 (its hosts in several VLANs). Random traffic, then a MAC flood from vm1
