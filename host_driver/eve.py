@@ -27,16 +27,16 @@ renames it when closed without an error.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from host_driver.rules.parse import Classification, read_classifications
+from host_driver.rules.parse import Classification
+from host_driver.trace import format_ip
 
-__all__ = ["Classification", "read_classifications", "alert_event", "flow_id", "eve_timestamp", "proto_name",
+__all__ = ["alert_event", "flow_id", "eve_timestamp", "proto_name",
            "EveWriter", "ACTION_ALLOWED", "ACTION_BLOCKED"]
 
 ACTION_ALLOWED = "allowed"
@@ -47,7 +47,6 @@ _PROTO_NAMES = {1: "ICMP", 2: "IGMP", 4: "IP-in-IP", 6: "TCP", 17: "UDP", 41: "I
                 51: "AH", 58: "IPv6-ICMP", 103: "PIM", 132: "SCTP"}
 _PORT_PROTOS = {6, 17, 132}
 _ICMP_PROTOS = {1, 58}
-_L3_IPV4, _L3_IPV6 = 1, 2
 #: Suricata's flow ids are positive 51-bit numbers (they stay exact in a JSON double).
 _FLOW_ID_BITS = 51
 
@@ -64,10 +63,6 @@ def eve_timestamp(seconds: float) -> str:
 def proto_name(ip_proto: int) -> str:
     """``proto`` of an event: Suricata's name of the IP protocol, or its number."""
     return _PROTO_NAMES.get(ip_proto, str(ip_proto))
-
-
-def _ip_text(value: int, l3_type: int) -> str:
-    return str(ipaddress.IPv4Address(value) if l3_type == _L3_IPV4 else ipaddress.IPv6Address(value))
 
 
 def _vlans(meta: Mapping) -> list[int]:
@@ -118,10 +113,10 @@ def alert_event(rule, meta: Mapping, *, timestamp: float, action: str = ACTION_A
     if vlans:
         event["vlan"] = vlans
     l3, proto = meta["l3_type"], meta["ip_proto"]
-    event["src_ip"] = _ip_text(meta["ip_src"], l3)
+    event["src_ip"] = format_ip(meta["ip_src"], l3)
     if proto in _PORT_PROTOS and meta.get("has_l4"):
         event["src_port"] = meta["sport"]
-    event["dest_ip"] = _ip_text(meta["ip_dst"], l3)
+    event["dest_ip"] = format_ip(meta["ip_dst"], l3)
     if proto in _PORT_PROTOS and meta.get("has_l4"):
         event["dest_port"] = meta["dport"]
     event["proto"] = proto_name(proto)

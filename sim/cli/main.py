@@ -86,9 +86,12 @@ def board_config(board, spec: str | Path | None):
     and VLANs); a TOML file: its ``[nic]`` options over the board's, and its ``[switch]`` table,
     if any, instead of the board's switch. A mistake is :class:`BadInput` naming the key."""
     from host_driver.switch_config import PROFILES, SwitchConfig, SwitchConfigError, nic_config
-    base = board.config(bump=True).as_dict()
-    for key in ("switch", "ports", "physical_ports"):
-        base.pop(key, None)
+    def board_options() -> dict:
+        """The board's own NIC options, without its ports and switch (a [switch] table gives those)."""
+        base = board.config(bump=True).as_dict()
+        for key in ("switch", "ports", "physical_ports"):
+            base.pop(key, None)
+        return base
     try:
         if spec is None:
             return board.config()
@@ -96,12 +99,12 @@ def board_config(board, spec: str | Path | None):
             switch = SwitchConfig.from_toml(PROFILES[str(spec)])
             if switch.wire:
                 return board.config(bump=True)
-            return nic_config(switch, base, source=f"board {board.name}, profile {spec}")
+            return nic_config(switch, board_options(), source=f"board {board.name}, profile {spec}")
         doc = _read_toml(spec)
         nic = _nic_table(doc, spec)
         if "switch" not in doc:
             return board.config(nic)
-        return nic_config(SwitchConfig.from_toml(doc["switch"]), base | nic, source=f"{spec}")
+        return nic_config(SwitchConfig.from_toml(doc["switch"]), board_options() | nic, source=f"{spec}")
     except SwitchConfigError as exc:
         raise BadInput(f"{spec}: {exc}") from None
     except ValueError as exc:

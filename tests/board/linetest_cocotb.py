@@ -35,7 +35,7 @@ import os
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from hdl.board.linetest import TEMPLATE_BYTES, default_template, port_mark
+from hdl.board.linetest import TEMPLATE_BYTES, default_template, port_template
 from hdl.config import NicConfig
 from hdl.packet.meta import DropReason
 from host_driver.blocks.linetest import LineTester, expected_signature
@@ -46,10 +46,9 @@ log = logging.getLogger(__name__)
 
 
 def _marked(frame: bytes, port: int) -> bytes:
-    """``frame`` with its addresses marked as generator ``port`` marks them (hdl.board.linetest.port_mark)."""
-    head = len(frame[:TEMPLATE_BYTES])
-    mark = port_mark(port).to_bytes(TEMPLATE_BYTES, "little")[:head]
-    return bytes(a ^ b for a, b in zip(frame[:head], mark)) + frame[head:]
+    """``frame`` with its addresses marked as generator ``port`` marks them (hdl.board.linetest.port_template)."""
+    head = min(len(frame), TEMPLATE_BYTES)
+    return port_template(frame[:head], port)[:head] + frame[head:]
 
 
 def _config() -> NicConfig:

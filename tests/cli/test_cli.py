@@ -626,3 +626,27 @@ def test_drops_by_reason_counts_switch_losses():
     }}
     assert drops_by_reason(counters) == {"ingress_full": 4, "ingress_too_long": 1, "loop_blocked": 4,
                                          "malformed": 3, "tx_queue_drop": 2}
+
+
+def test_bitstream_config_takes_profiles_and_switch_tables(tmp_path):
+    """`secnic bitstream --config`: the board's own NIC, a profile by name, a [nic]-only file over
+    the board's options, a file with its own [switch]; a bad key is BadInput naming it."""
+    from hdl.board.boards import BOARDS
+    from sim.cli.main import BadInput, board_config
+    board = BOARDS["ulx3s-85f"]
+    assert board_config(board, None) == board.config()
+    assert board_config(board, "bump-in-the-wire").switch is None
+    switch = board_config(board, "switch")
+    assert len(switch.ports) == 7 and switch.switch is not None and switch.clock_mhz == board.core_mhz
+    nic_only = tmp_path / "nic.toml"
+    nic_only.write_text("[nic]\nmax_frame = 1518\n")
+    assert board_config(board, nic_only) == board.config({"max_frame": 1518})
+    own = tmp_path / "own.toml"
+    own.write_text('[nic]\nmax_frame = 1518\n[switch.ports]\na = { mode = "trunk", native = 1 }\nb = { vlan = 2 }\n'
+                   "[switch.table]\nsets = 64\n")
+    cfg = board_config(board, own)
+    assert cfg.ports == ("a", "b") and cfg.max_frame == 1518 and cfg.switch.mac_sets == 64 and cfg.line_tester
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[switch.ports]\na = { vlan = 5000 }\n')
+    with pytest.raises(BadInput, match=r"bad\.toml: switch\.ports\.a\.vlan"):
+        board_config(board, bad)
