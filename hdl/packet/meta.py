@@ -173,5 +173,7 @@ def make_verdict_record(port_bits: int, n_ports: int, security: bool = False) ->
         from hdl.flow.flow_table import Outcome
         fields.update({"acl_hit": 1, "acl_action": AclAction, "acl_index": SLOT_BITS, "acl_slot": SLOT_BITS,
                        "acl_multi": 1, "flow_found": 1, "flow_established": 1, "flow_to_server": 1,
-                       "flow_outcome": Outcome})
+                       # An Outcome value, 0 when the frame made no flow request (not an enum view: 0
+                       # is no Outcome).
+                       "flow_outcome": Outcome.as_shape()})
     return data.StructLayout(fields)

@@ -1,0 +1,243 @@
+"""The security stage: one flow-table request and one ACL lookup per frame, in frame order.
+
+:class:`SecurityStage` takes the parser's per-frame metadata (the same pulse the forwarder or the
+switch stage takes) and answers one :data:`result layout <result_layout>` per frame, in frame
+order, some tens of cycles later; :class:`SecurityGate` joins those answers with the forwarder's
+(or the switch stage's) descriptor and record and applies the verdict before the packet buffer.
+The semantics are docs/security.md's (the contract the golden model ``SecurityModel`` follows):
+
+* **bypass** (no flow request, no ACL key, nothing decided): ``rx_error``, any malformed bit
+  (oversize included: the frame is dropped anyway), or received on ``bypass_port``;
+* **flow**: an IPv4/IPv6 frame with ``has_l3`` makes one request (ports 0 without L4; TCP flags
+  byte for TCP, 0 otherwise); others are "no flow";
+* **ACL**: the key is :func:`~hdl.acl.classifier.acl_key_from_meta` with the flow bits (0 unless
+  the flow was found);
+* **verdict**: DROP / REJECT hits drop (``ACL_DROP`` / ``ACL_REJECT``); with ``default_deny`` an
+  IP frame no entry hit is dropped (``DEFAULT_DENY``) unless its flow was found and is
+  established or the frame goes to the client (``table_full`` / ``unsupported``: no flow).
+
+Pipeline (each step a first-word-fall-through FIFO, so a stall anywhere holds, never loses, a
+frame): ``parsed`` -> ``pending`` (16 frames: key, bypass, request) -> the flow request (the
+table takes one per :data:`~hdl.flow.flow_table.PACKET_CYCLES` cycles; a management write or
+``CLEAR`` holds it) -> ``waiting`` (frames whose flow answer is due) -> the ACL key (one per
+:data:`CYCLES_PER_KEY` cycles) -> ``deciding`` (frames whose ACL answer is due; the answers,
+which cannot wait, go into ``answers`` of the same depth) -> the verdict, registered, on
+``result``. ``space`` is low while ``pending`` has fewer than :data:`SPACE_MARGIN` free entries:
+the top stops taking frames then (frames already in the parser still fit).
+
+Latency at 8 cycles per frame with nothing waiting: see :attr:`SecurityStage.latency`
+(docs/security.md gives the figure for the default build).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hdl.acl.classifier import AclClassifier, acl_key_from_meta
+from hdl.acl.layouts import SLOT_BITS, AclAction, AclKey
+from hdl.config import NicConfig
+from hdl.flow.flow_table import LATENCY as FLOW_LATENCY
+from hdl.flow.flow_table import TCP, FlowTable, Outcome
+from hdl.packet.meta import DropReason, L3Type, MalformedReason, make_parsed_layout
+from hdl.security.regs import CYCLES_PER_KEY
+
+__all__ = ["SecurityStage", "result_layout", "PENDING_DEPTH", "SPACE_MARGIN", "ANSWER_DEPTH"]
+
+#: Frames the stage's input FIFO holds.
+PENDING_DEPTH = 16
+#: ``space`` falls while fewer than this many input entries are free: the frames between the
+#: arbiter and the parser's metadata (a 128-byte window at W=64 and at least 8 cycles a frame:
+#: at most a few) still find room.
+SPACE_MARGIN = 8
+#: Frames between the flow request and the ACL key, and between the key and the verdict.
+WAIT_DEPTH = 4
+ANSWER_DEPTH = 8
+#: The classifier's management ports, passed through as ``acl_<name>``.
+_ACL_MGMT_IN = ("row_we", "row_addr", "row_data", "act_we", "act_index", "act_data", "commit", "cnt_en",
+                "cnt_slot", "cnt_clear")
+_ACL_MGMT_OUT = ("generation", "commit_busy", "cnt_ack", "cnt_valid", "cnt_data")
+
+
+def result_layout() -> data.StructLayout:
+    """One frame's security answer (the record's security fields, plus the stage's verdict)."""
+    return data.StructLayout({
+        "acl_hit": 1, "acl_action": AclAction, "acl_index": SLOT_BITS, "acl_slot": SLOT_BITS, "acl_multi": 1,
+        "flow_found": 1, "flow_established": 1, "flow_to_server": 1,
+        "flow_outcome": 3,       # an Outcome value; 0: no flow request
+        "inspected": 1,          # not bypassed
+        "drop": 1,               # the stage drops the frame, for ``reason``
+        "reason": DropReason,
+    })
+
+
+class SecurityStage(wiring.Component):
+    """Flow table + ACL classifier per frame (see the module docstring).
+
+    Parameters
+    ----------
+    config:
+        The NIC build; ``config.security`` must be set.
+
+    Members
+    -------
+    parsed: In(stream.Signature(parsed layout, always_ready=True))
+        One pulse per frame from the parser, at most one per :data:`CYCLES_PER_KEY` cycles.
+    result: Out(stream.Signature(:func:`result_layout`))
+        One answer per frame, in frame order.
+    space: Out(1)
+        The stage can take the frames now in the parser and more (see the module docstring).
+    default_deny: In(1)
+        SECURITY CONTROL bit 0 (sampled when a frame's verdict is made).
+    now, tcp_new, tcp_established, tcp_closed, other_new, other_established: In(32)
+        The flow table's time (ms) and timeouts (ms), from the SECURITY block.
+    acl_<port>: the :class:`~hdl.acl.classifier.AclClassifier`'s management ports (``row_*``,
+        ``act_*``, ``commit``, ``generation``, ``commit_busy``, ``cnt_*``), passed through.
+    flow_mgmt_req, flow_mgmt_resp: the :class:`~hdl.flow.flow_table.FlowTable`'s management port.
+        Both are driven by the command engine (:func:`hdl.security.control.wire_security`) or a
+        testbench. The flow table's ``event_*`` strobes are left unused (the counters count from
+        the joined records).
+    """
+
+    def __init__(self, config: NicConfig):
+        if config.security is None:
+            raise ValueError("SecurityStage needs a build with config.security set")
+        self.config = config
+        s = config.security
+        self.acl = AclClassifier(s.acl_entries, CYCLES_PER_KEY)
+        self.flow = FlowTable(s.flow_sets, s.flow_ways, s.flow_addr_bits)
+        acl_sig = self.acl.signature.members
+        super().__init__({
+            **{f"acl_{name}": In(acl_sig[name].shape, init=acl_sig[name].init) for name in _ACL_MGMT_IN},
+            **{f"acl_{name}": Out(acl_sig[name].shape) for name in _ACL_MGMT_OUT},
+            "flow_mgmt_req": In(stream.Signature(self.flow.mgmt_request_layout)),
+            "flow_mgmt_resp": Out(stream.Signature(self.flow.entry_layout)),
+            "parsed": In(stream.Signature(make_parsed_layout(config.port_bits), always_ready=True)),
+            "result": Out(stream.Signature(result_layout())),
+            "space": Out(1),
+            "default_deny": In(1, init=int(s.default_deny)),
+            "now": In(32),
+            **{name: In(32, init=getattr(self.flow, name).init) for name in
+               ("tcp_new", "tcp_established", "tcp_closed", "other_new", "other_established")},
+        })
+
+    def __repr__(self):
+        return f"SecurityStage({self.config.security!r})"
+
+    @property
+    def latency(self) -> int:
+        """Cycles from ``parsed`` to ``result`` for an inspected IP frame, nothing waiting."""
+        # pending FIFO (2), request taken, flow answer, waiting FIFO (2), key taken, ACL
+        # answer, answers FIFO (2), registered verdict.
+        return 2 + FLOW_LATENCY + 2 + self.acl.latency + 2 + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self.config.security
+        m.submodules.acl = acl = self.acl
+        m.submodules.flow = flow = self.flow
+
+        # -- in: the frame's key (flow bits still 0), whether it bypasses, whether it asks the
+        # flow table -------------------------------------------------------------------------
+        entry = data.StructLayout({"key": AclKey, "bypass": 1, "request": 1, "ipv6": 1})
+        p = self.parsed.payload
+        meta = p.meta
+        bypass = p.rx_error | meta.malformed.any()
+        if s.bypass_port is not None:
+            bypass = bypass | (p.in_port == s.bypass_port)
+        request = ((meta.l3_type == L3Type.IPV4) | (meta.l3_type == L3Type.IPV6)) & meta.has_l3
+        m.submodules.pending = pending = SyncFIFOBuffered(width=entry.size, depth=PENDING_DEPTH)
+        new = Signal(entry)
+        m.d.comb += [new.key.eq(acl_key_from_meta(meta, p.in_port, 0, 0)), new.bypass.eq(bypass),
+                     new.request.eq(request), new.ipv6.eq(meta.l3_type == L3Type.IPV6),
+                     pending.w_data.eq(new), pending.w_en.eq(self.parsed.valid),
+                     self.space.eq(pending.level <= PENDING_DEPTH - SPACE_MARGIN)]
+        # The malformed bits are here only so that bypass frames need no field of their own.
+        assert len(meta.malformed) == len(MalformedReason)
+
+        # -- flow request ------------------------------------------------------------------------
+        head = entry(pending.r_data)
+        m.submodules.waiting = waiting = SyncFIFOBuffered(width=entry.size, depth=WAIT_DEPTH)
+        ask = head.request & ~head.bypass
+        req = flow.req.payload
+        k = head.key
+        m.d.comb += [
+            req.proto.eq(k.ip_proto), req.ipv6.eq(head.ipv6), req.src_addr.eq(k.ip_src), req.dst_addr.eq(k.ip_dst),
+            req.src_port.eq(k.sport), req.dst_port.eq(k.dport),
+            req.flags.eq(Mux(k.ip_proto == TCP, k.tcp_flags, 0)),
+            flow.req.valid.eq(pending.r_rdy & ask & waiting.w_rdy),
+            waiting.w_data.eq(pending.r_data),
+        ]
+        moved = pending.r_rdy & waiting.w_rdy & (~ask | flow.req.ready)
+        m.d.comb += [pending.r_en.eq(moved), waiting.w_en.eq(moved)]
+
+        # -- ACL key -----------------------------------------------------------------------------
+        w = entry(waiting.r_data)
+        deciding_entry = data.StructLayout({"inspected": 1, "request": 1, "found": 1, "established": 1,
+                                            "to_server": 1, "outcome": Outcome})
+        m.submodules.deciding = deciding = SyncFIFOBuffered(width=deciding_entry.size, depth=ANSWER_DEPTH)
+        ans = flow.resp.payload
+        w_ask = w.request & ~w.bypass
+        found = w_ask & ans.found
+        est, to_server = found & ans.established, found & ans.to_server
+        have_flow = ~w_ask | flow.resp.valid
+        key = Signal(AclKey)
+        m.d.comb += [key.eq(w.key), key.flow_established.eq(est), key.flow_to_server.eq(to_server),
+                     acl.s_key.payload.eq(key),
+                     acl.s_key.valid.eq(waiting.r_rdy & ~w.bypass & have_flow & deciding.w_rdy)]
+        go = waiting.r_rdy & have_flow & deciding.w_rdy & (w.bypass | acl.s_key.ready)
+        d_new = Signal(deciding_entry)
+        m.d.comb += [d_new.inspected.eq(~w.bypass), d_new.request.eq(w_ask), d_new.found.eq(found),
+                     d_new.established.eq(est), d_new.to_server.eq(to_server),
+                     d_new.outcome.eq(Mux(w_ask, ans.outcome, 0)),
+                     waiting.r_en.eq(go), flow.resp.ready.eq(go & w_ask),
+                     deciding.w_data.eq(d_new), deciding.w_en.eq(go)]
+
+        # -- ACL answers (they cannot wait) and the verdict -------------------------------------
+        res_layout = data.Layout.cast(acl.m_result.payload.shape())
+        m.submodules.answers = answers = SyncFIFOBuffered(width=res_layout.size, depth=ANSWER_DEPTH)
+        m.d.comb += [answers.w_data.eq(acl.m_result.payload), answers.w_en.eq(acl.m_result.valid)]
+        d = deciding_entry(deciding.r_data)
+        a = res_layout(answers.r_data)
+        ready_out = ~self.result.valid | self.result.ready
+        decide = deciding.r_rdy & (~d.inspected | answers.r_rdy) & ready_out
+        m.d.comb += [deciding.r_en.eq(decide), answers.r_en.eq(decide & d.inspected)]
+        hit = d.inspected & a.hit
+        admitted = d.found & (d.established | ~d.to_server)   # established, or return traffic
+        deny = d.inspected & ~a.hit & d.request & self.default_deny & ~admitted
+        out = self.result.payload
+        with m.If(self.result.valid & self.result.ready):
+            m.d.sync += self.result.valid.eq(0)
+        with m.If(decide):
+            m.d.sync += [
+                self.result.valid.eq(1),
+                out.inspected.eq(d.inspected),
+                out.acl_hit.eq(hit), out.acl_multi.eq(hit & a.multi),
+                out.acl_action.eq(Mux(hit, a.action, 0)), out.acl_index.eq(Mux(hit, a.index, 0)),
+                out.acl_slot.eq(Mux(hit, a.slot, 0)),
+                out.flow_found.eq(d.found), out.flow_established.eq(d.established),
+                out.flow_to_server.eq(d.to_server), out.flow_outcome.eq(d.outcome),
+            ]
+            with m.If(hit & (a.action == AclAction.DROP)):
+                m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.ACL_DROP)]
+            with m.Elif(hit & (a.action == AclAction.REJECT)):
+                m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.ACL_REJECT)]
+            with m.Elif(deny):
+                m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.DEFAULT_DENY)]
+            with m.Else():
+                m.d.sync += [out.drop.eq(0), out.reason.eq(DropReason.NONE)]
+
+        # -- time and timeouts into the flow table -------------------------------------------------
+        m.d.comb += [flow.now.eq(self.now)] + [
+            getattr(flow, name).eq(getattr(self, name)) for name in
+            ("tcp_new", "tcp_established", "tcp_closed", "other_new", "other_established")]
+        # -- management ports straight through ---------------------------------------------------
+        for name in _ACL_MGMT_IN:
+            m.d.comb += getattr(acl, name).eq(getattr(self, f"acl_{name}"))
+        for name in _ACL_MGMT_OUT:
+            m.d.comb += getattr(self, f"acl_{name}").eq(getattr(acl, name))
+        wiring.connect(m, wiring.flipped(self.flow_mgmt_req), flow.mgmt_req)
+        wiring.connect(m, flow.mgmt_resp, wiring.flipped(self.flow_mgmt_resp))
+        return m
