@@ -7,6 +7,7 @@ docs/security.md."""
 
 from __future__ import annotations
 
+import pytest
 from amaranth.sim import Simulator
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
@@ -255,3 +256,77 @@ def test_command_engine_programs_the_stage():
     assert counts == {"SECURITY0.FLOW_NEW": 2, "SECURITY0.FLOW_EXISTING": 1, "SECURITY0.ACL_DROP": 1,
                       "SECURITY0.DEFAULT_DENY": 1, "SECPORT1.DROP_ACL": 1, "SECPORT1.ALERTS": 1,
                       "SECPORT0.DROP_DEFAULT_DENY": 1}
+
+
+def test_default_deny_in_the_switch():
+    """The switch build: the switch learns from every frame, the denied one too (so the answer is
+    unicast to the inside port), a security drop overrides the switch's forward, and a frame
+    re-injected on the host port (the bypass port) is not inspected."""
+    from hdl.switch.settings import SwitchPort, SwitchSettings
+
+    ports = ("phy0", "vm1", "host")
+    config = NicConfig(ports=ports, switch=SwitchSettings(ports=(SwitchPort(),) * 3, mac_sets=16, recorder_depth=16),
+                       security=SecuritySettings(acl_entries=36, flow_sets=16, default_deny=True))
+    assert config.security.bypass_port == 2
+    dut = NicTop(config, reset_tree=False)
+    mac_in, mac_out = "02:00:00:00:00:01", "02:00:00:00:00:02"
+    inside, outside = "10.0.0.1", "192.168.1.10"
+
+    def udp(src_mac, dst_mac, src, dst, sport, dport):
+        return bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport)
+                     / (b"p" * 30))
+
+    frames = [("vm1", udp(mac_in, mac_out, inside, outside, 5000, 53)),     # 0 denied (flooded otherwise)
+              ("phy0", udp(mac_out, mac_in, outside, inside, 53, 5000)),    # 1 return traffic: unicast to vm1
+              ("host", udp(mac_in, mac_out, inside, outside, 6000, 53)),    # 2 bypass: forwarded to phy0
+              ("phy0", udp(mac_out, mac_in, outside, inside, 4444, 22))]    # 3 unsolicited: denied
+    records = []
+
+    async def send(ctx):
+        for port, frame in frames:
+            s = getattr(dut, f"s_axis_{port}")
+            beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
+            for i, beat in enumerate(beats):
+                ctx.set(s.tdata, int.from_bytes(beat.ljust(8, b"\0"), "little"))
+                ctx.set(s.tkeep, (1 << len(beat)) - 1)
+                ctx.set(s.tlast, i == len(beats) - 1)
+                ctx.set(s.tvalid, 1)
+                await ctx.tick().until(s.tready)
+            ctx.set(s.tvalid, 0)
+            await ctx.tick().repeat(60)
+        await ctx.tick().repeat(200)
+
+    egress = {name: [] for name in ports}
+
+    async def watch(ctx):
+        layout = make_verdict_record(config.port_bits, 3, security=True)
+        current = dict.fromkeys(ports, b"")
+        for name in ports:
+            ctx.set(getattr(dut, f"m_axis_{name}").tready, 1)
+        outs = [getattr(dut, f"m_axis_{name}") for name in ports]
+        sampled = [dut.record.valid, dut.record.payload.as_value()]
+        for o in outs:
+            sampled += [o.tvalid, o.tdata, o.tkeep, o.tlast]
+        async for _, _, valid, payload, *beats in ctx.tick().sample(*sampled):
+            if valid:
+                records.append(layout.from_bits(payload))
+            for i, name in enumerate(ports):
+                tvalid, tdata, tkeep, tlast = beats[4 * i:4 * i + 4]
+                if tvalid:
+                    current[name] += tdata.to_bytes(8, "little")[:bin(tkeep).count("1")]
+                    if tlast:
+                        egress[name].append(current[name])
+                        current[name] = b""
+
+    sim = Simulator(dut)
+    sim.add_clock(6.4e-9)
+    sim.add_testbench(send)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    got = [(int(r.in_port), Verdict(r.verdict), DropReason(r.reason), int(r.egress), int(r.flow_found),
+            int(r.flow_outcome)) for r in records]
+    assert got == [(1, Verdict.DROP, DropReason.DEFAULT_DENY, 0, 1, Outcome.NEW.value),
+                   (0, Verdict.FORWARD, DropReason.NONE, 0b010, 1, Outcome.EXISTING.value),
+                   (2, Verdict.FORWARD, DropReason.NONE, 0b001, 0, 0),
+                   (0, Verdict.DROP, DropReason.DEFAULT_DENY, 0, 1, Outcome.NEW.value)]
+    assert egress == {"phy0": [frames[2][1]], "vm1": [frames[1][1]], "host": []}
