@@ -7,7 +7,6 @@ docs/security.md."""
 
 from __future__ import annotations
 
-import pytest
 from amaranth.sim import Simulator
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
