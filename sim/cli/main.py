@@ -71,12 +71,27 @@ def load_config(spec: str | Path | None, *, default: str | None = DEFAULT_PROFIL
     nic = _nic_table(doc, spec)
     try:
         if "switch" not in doc:
-            return NicConfig.from_dict(nic, source=f"{spec} [nic]")
-        return nic_config(SwitchConfig.from_toml(doc["switch"]), nic, source=f"{spec}")
+            config = NicConfig.from_dict(nic, source=f"{spec} [nic]")
+        else:
+            config = nic_config(SwitchConfig.from_toml(doc["switch"]), nic, source=f"{spec}")
+        return _with_security(config, doc, spec)
     except SwitchConfigError as exc:
         raise BadInput(f"{spec}: {exc}") from None
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+
+
+def _with_security(config, doc: dict, spec):
+    """``config`` with the security stage of the file's ``[security]`` table, if it has one."""
+    import dataclasses
+
+    from host_driver.switch_config import security_settings
+    if "security" not in doc:
+        return config
+    if "security" in _nic_table(doc, spec):
+        raise BadInput(f"{spec}: nic.security: the security stage is configured in the [security] table")
+    settings = security_settings(doc["security"], config.ports)
+    return dataclasses.replace(config, security=settings)
 
 
 def board_config(board, spec: str | Path | None):
