@@ -101,7 +101,8 @@ def frame_alerts(sec: Mapping[str, int] | None, meta: Mapping, in_port: int, rul
         return FrameAlerts()
     rule = slots.get(sec["acl_slot"])
     if rule is None:
-        raise ValueError(f"the record names ACL counter slot {sec['acl_slot']}, which holds no programmed rule")
+        from sim.run.engine import EngineError
+        raise EngineError(f"the record names ACL counter slot {sec['acl_slot']}, which holds no programmed rule")
     action = AclAction(sec["acl_action"])
     out = FrameAlerts(acl_rule=rule[1])
     if action is AclAction.PASS:
