@@ -177,12 +177,22 @@ def _acl_reference():
     return module
 
 
+def _flow_only(ref, case) -> bool:
+    """A case tests/acl leaves out only because its rules use ``flow`` (the flow table is in the NIC now)."""
+    return (case["test"] not in ref.SV_NOT_APPLICABLE
+            and set(case["keywords"]) - ref.META_OPTIONS - ref.HEADER_OPTIONS == {"flow"})
+
+
 def test_suricata_verify_header_only_cases_through_secnic_run(tmp_path):
     """docs/acl.md "suricata-verify": each case's capture and rules through ``secnic run --engine
     model`` (a bump with no physical port, so their short frames are not runts) give the sids
-    Suricata fired; counts exactly where every rule has a per-packet option."""
+    Suricata fired; counts exactly where every rule has a per-packet option (``flow`` is one:
+    Suricata evaluates such rules per packet). With the flow table in the NIC, the cases whose
+    rules also use ``flow`` are compared too (like-ip-only-01: 17 alerts, bug-1401-04, bug-5066-*,
+    ips/firewall-02)."""
     ref = _acl_reference()
-    cases = [c for c in ref.sv_cases() if ref.sv_applicable(c) is None and c["test"] not in SV_RUN_SKIP]
+    cases = [c for c in ref.sv_cases() if (ref.sv_applicable(c) is None or _flow_only(ref, c))
+             and c["test"] not in SV_RUN_SKIP]
     if not cases:
         pytest.skip("../shared/data/suricata-verify absent")
     cfg = tmp_path / "nic.toml"
@@ -201,7 +211,7 @@ def test_suricata_verify_header_only_cases_through_secnic_run(tmp_path):
             counts[sid] = counts.get(sid, 0) + 1
         total = sum(counts.values())
         rules_text = (folder / case["rules"]).read_text()
-        per_packet = all(set(re.findall(r"(\w+)\s*:", line.split("(", 1)[1])) & ref.HEADER_OPTIONS
+        per_packet = all(set(re.findall(r"(\w+)\s*:", line.split("(", 1)[1])) & (ref.HEADER_OPTIONS | {"flow"})
                          for line in rules_text.splitlines() if line.strip() and not line.startswith("#"))
         for check in case["expected_alerts"]:
             m = re.fullmatch(r"(any|\d+):(\d+)(\+)?(\[.*\])?", check)
@@ -213,4 +223,4 @@ def test_suricata_verify_header_only_cases_through_secnic_run(tmp_path):
             if (got > 0) != (want > 0) or (per_packet and got != want):
                 failures.append(f"{case['test']} {check}: secnic run {got}")
     assert not failures, failures
-    assert len(compared) >= 8, sorted(compared)
+    assert len(compared) >= 14, sorted(compared)
