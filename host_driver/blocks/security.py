@@ -120,11 +120,15 @@ class Security:
     async def program(self, entries: Sequence[ClassifierEntry]) -> int:
         """Replace the ACL table by ``entries`` atomically (the old table keeps deciding until the
         commit; frames see the whole old or the whole new table); returns the commands written.
+        The first call of a driver takes the table to be empty, as after reset: entries another
+        driver wrote are not cleared.
         :class:`host_driver.rules.program.TableFullError` (nothing written) when the new table
         does not fit beside the live one."""
         geo = (await self.geometry())["acl"]
         if self.table is None:
-            self.table = AclTable(geo)
+            # A new driver takes the table as empty (as after reset) but searched with whatever
+            # generation the NIC is at, so that its commit makes the new entries live.
+            self.table = AclTable(geo, generation=await self.generation())
         ops = self.table.replace(entries)
         for op in ops:
             await self._apply(op)

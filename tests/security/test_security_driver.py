@@ -99,3 +99,16 @@ def test_no_security_stage_is_a_clear_error():
     asyncio.run(nic.discover())
     with pytest.raises(SecurityError, match="this NIC has no security stage"):
         nic.security  # noqa: B018
+
+
+def test_a_new_driver_commits_into_the_generation_the_nic_searches(nic):
+    """A second driver (a restarted host) programs a NIC a first driver had programmed: its table,
+    not the first one, decides after its commit."""
+    model, first = nic
+    udp = frame("10.0.0.1", "10.0.0.2", UDP(sport=1, dport=53))
+    asyncio.run(first.security.program(compile_rules(parse_rules('alert udp any any -> any 53 (sid:1;)')).entries))
+    assert model.process(udp, 0).reason is DropReason.NONE
+    second = Nic(ModelBus(model))
+    asyncio.run(second.discover())
+    asyncio.run(second.security.program(compile_rules(parse_rules('drop udp any any -> any 53 (sid:2;)')).entries))
+    assert model.process(udp, 0).reason is DropReason.ACL_DROP
