@@ -120,7 +120,7 @@ SECURITY = BlockType(0x0060, 1, "SECURITY", "Security stage: flow table + ACL cl
     *(Register(f"RESULT{i}", _DONE + 4 + 4 * i, Access.STATUS, f"Command result word {i}.")
       for i in range(RESULT_WORDS)),
     Register("NOW", _NOW, Access.STATUS, "Flow table time in ms since reset (wraps at 2**32)."),
-) + counters(_NOW + 4, [
+) + counters(_NOW + 8, [        # 64-bit counters are 8-byte aligned
     (SecurityCounter.FLOW_NEW, "FLOW_NEW", "Frames that created a flow."),
     (SecurityCounter.FLOW_EXISTING, "FLOW_EXISTING", "Frames of a live flow."),
     (SecurityCounter.FLOW_TABLE_FULL, "FLOW_TABLE_FULL", "IP frames of no live flow whose set was full: no flow."),
