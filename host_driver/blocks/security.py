@@ -74,6 +74,10 @@ class Security:
         self.block: DiscoveredBlock = found[0]
         self.ports: list[DiscoveredBlock] = nic.find("SECPORT")
         self._seq = None
+        # ARG values this driver last wrote: an unchanged word is not written again (a row of a
+        # sparse table is mostly zero words; over a UART bridge every write costs a millisecond).
+        # The gateware never changes ARG registers; one driver at a time programs a NIC.
+        self._args: dict[int, int] = {}
         self.table: AclTable | None = None
         #: The entries of the live table, in classifier order (what :attr:`table` indexes).
         self.entries: list[ClassifierEntry] = []
@@ -104,7 +108,9 @@ class Security:
         if self._seq is None:
             self._seq = await self.nic.read(self.block, "CMD_DONE") >> 24
         for i, a in enumerate(args):
-            await self.nic.write(self.block, f"ARG{i}", a & _MASK32)
+            if self._args.get(i) != a & _MASK32:
+                await self.nic.write(self.block, f"ARG{i}", a & _MASK32)
+                self._args[i] = a & _MASK32
         self._seq = (self._seq + 1) & 0xFF
         await self.nic.write(self.block, "CMD", int(op) | self._seq << 24)
         for _ in range(COMMAND_POLLS):
