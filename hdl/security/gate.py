@@ -81,7 +81,7 @@ class SecurityGate(wiring.Component):
             "m_desc": Out(stream.Signature(self.desc_layout, always_ready=True)),
             "m_record": Out(stream.Signature(make_verdict_record(pb, n, security=True), always_ready=True)),
             "m_denied": Out(1),
-            "space": Out(1),
+            "space": Out(1, init=1),
         })
 
     def elaborate(self, platform):
@@ -93,10 +93,11 @@ class SecurityGate(wiring.Component):
         new = Signal(both)
         m.d.comb += [new.desc.eq(self.s_desc.payload), new.record.eq(self.s_record.payload),
                      decisions.w_data.eq(new), decisions.w_en.eq(self.s_desc.valid),
-                     self.space.eq(decisions.level <= DECISION_DEPTH - DECISION_MARGIN),
                      results.w_data.eq(self.s_result.payload), results.w_en.eq(self.s_result.valid),
                      self.s_result.ready.eq(results.w_rdy)]
 
+        # A register (one cycle late; the margin covers it): it reaches the arbiter's ready.
+        m.d.sync += self.space.eq(decisions.level <= DECISION_DEPTH - DECISION_MARGIN)
         head = both(decisions.r_data)
         res = result_layout()(results.r_data)
         join = decisions.r_rdy & results.r_rdy

@@ -33,14 +33,14 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hdl.acl.classifier import AclClassifier, acl_key_from_meta
 from hdl.acl.layouts import SLOT_BITS, AclAction, AclKey
 from hdl.config import NicConfig
 from hdl.flow.flow_table import LATENCY as FLOW_LATENCY
-from hdl.flow.flow_table import TCP, FlowTable, Outcome
+from hdl.flow.flow_table import TCP, FlowTable
 from hdl.packet.meta import DropReason, L3Type, MalformedReason, make_parsed_layout
 from hdl.security.regs import CYCLES_PER_KEY
 
@@ -116,7 +116,7 @@ class SecurityStage(wiring.Component):
             "flow_mgmt_resp": Out(stream.Signature(self.flow.entry_layout)),
             "parsed": In(stream.Signature(make_parsed_layout(config.port_bits), always_ready=True)),
             "result": Out(stream.Signature(result_layout())),
-            "space": Out(1),
+            "space": Out(1, init=1),
             "default_deny": In(1, init=int(s.default_deny)),
             "now": In(32),
             **{name: In(32, init=getattr(self.flow, name).init) for name in
@@ -148,86 +148,129 @@ class SecurityStage(wiring.Component):
         if s.bypass_port is not None:
             bypass = bypass | (p.in_port == s.bypass_port)
         request = ((meta.l3_type == L3Type.IPV4) | (meta.l3_type == L3Type.IPV6)) & meta.has_l3
-        m.submodules.pending = pending = SyncFIFOBuffered(width=entry.size, depth=PENDING_DEPTH)
+        m.submodules.pending = pending = SyncFIFO(width=entry.size, depth=PENDING_DEPTH)
         new = Signal(entry)
         m.d.comb += [new.key.eq(acl_key_from_meta(meta, p.in_port, 0, 0)), new.bypass.eq(bypass),
                      new.request.eq(request), new.ipv6.eq(meta.l3_type == L3Type.IPV6),
-                     pending.w_data.eq(new), pending.w_en.eq(self.parsed.valid),
-                     self.space.eq(pending.level <= PENDING_DEPTH - SPACE_MARGIN)]
+                     pending.w_data.eq(new), pending.w_en.eq(self.parsed.valid)]
+        # A register (one cycle late; the margin covers it): it reaches the arbiter's ready.
+        m.d.sync += self.space.eq(pending.level <= PENDING_DEPTH - SPACE_MARGIN)
         # The malformed bits are here only so that bypass frames need no field of their own.
         assert len(meta.malformed) == len(MalformedReason)
 
+        # Each step below takes a frame from its FIFO into registers, then hands it on; every
+        # valid and ready it drives comes from a register (a state, a latched head), and no
+        # block's ready reaches a FIFO's read enable in the same cycle (why: the chains of
+        # ready -> read enable -> FIFO pointers -> flag crossed both blocks in one cycle). A
+        # frame takes 3 cycles in the flow step and 4 or more in the key step, under the 8
+        # the classifier needs per key.
+
         # -- flow request ------------------------------------------------------------------------
-        head = entry(pending.r_data)
-        m.submodules.waiting = waiting = SyncFIFOBuffered(width=entry.size, depth=WAIT_DEPTH)
-        ask = head.request & ~head.bypass
+        m.submodules.waiting = waiting = SyncFIFO(width=entry.size, depth=WAIT_DEPTH)
+        cur = Signal(entry)
         req = flow.req.payload
-        k = head.key
+        k = cur.key
         m.d.comb += [
-            req.proto.eq(k.ip_proto), req.ipv6.eq(head.ipv6), req.src_addr.eq(k.ip_src), req.dst_addr.eq(k.ip_dst),
+            req.proto.eq(k.ip_proto), req.ipv6.eq(cur.ipv6), req.src_addr.eq(k.ip_src), req.dst_addr.eq(k.ip_dst),
             req.src_port.eq(k.sport), req.dst_port.eq(k.dport),
             req.flags.eq(Mux(k.ip_proto == TCP, k.tcp_flags, 0)),
-            flow.req.valid.eq(pending.r_rdy & ask & waiting.w_rdy),
-            waiting.w_data.eq(pending.r_data),
+            waiting.w_data.eq(cur),
         ]
-        moved = pending.r_rdy & waiting.w_rdy & (~ask | flow.req.ready)
-        m.d.comb += [pending.r_en.eq(moved), waiting.w_en.eq(moved)]
+        with m.FSM(name="flow_step"):
+            with m.State("TAKE"):
+                # The head is loaded every cycle of this state (its load enable is the state
+                # alone: it reaches some 370 flip-flops). Only this step writes `waiting`, so
+                # room now is room when the frame gets there.
+                m.d.sync += cur.eq(pending.r_data)
+                with m.If(pending.r_rdy & waiting.w_rdy):
+                    m.d.comb += pending.r_en.eq(1)
+                    m.next = "ASK"
+            with m.State("ASK"):
+                m.d.comb += flow.req.valid.eq(cur.request & ~cur.bypass)
+                with m.If(~cur.request | cur.bypass | flow.req.ready):
+                    m.next = "PASS"
+            with m.State("PASS"):
+                m.d.comb += waiting.w_en.eq(1)
+                m.next = "TAKE"
 
         # -- ACL key -----------------------------------------------------------------------------
-        w = entry(waiting.r_data)
         deciding_entry = data.StructLayout({"inspected": 1, "request": 1, "found": 1, "established": 1,
-                                            "to_server": 1, "outcome": Outcome})
-        m.submodules.deciding = deciding = SyncFIFOBuffered(width=deciding_entry.size, depth=ANSWER_DEPTH)
-        ans = flow.resp.payload
-        w_ask = w.request & ~w.bypass
-        found = w_ask & ans.found
-        est, to_server = found & ans.established, found & ans.to_server
-        have_flow = ~w_ask | flow.resp.valid
-        key = Signal(AclKey)
-        m.d.comb += [key.eq(w.key), key.flow_established.eq(est), key.flow_to_server.eq(to_server),
-                     acl.s_key.payload.eq(key),
-                     acl.s_key.valid.eq(waiting.r_rdy & ~w.bypass & have_flow & deciding.w_rdy)]
-        go = waiting.r_rdy & have_flow & deciding.w_rdy & (w.bypass | acl.s_key.ready)
+                                            "to_server": 1, "outcome": 3})
+        m.submodules.deciding = deciding = SyncFIFO(width=deciding_entry.size, depth=ANSWER_DEPTH)
+        w = Signal(entry)
         d_new = Signal(deciding_entry)
-        m.d.comb += [d_new.inspected.eq(~w.bypass), d_new.request.eq(w_ask), d_new.found.eq(found),
-                     d_new.established.eq(est), d_new.to_server.eq(to_server),
-                     d_new.outcome.eq(Mux(w_ask, ans.outcome, 0)),
-                     waiting.r_en.eq(go), flow.resp.ready.eq(go & w_ask),
-                     deciding.w_data.eq(d_new), deciding.w_en.eq(go)]
+        # Room for this frame and the one before it (this step writes `deciding` in PASS, the
+        # cycle before TAKE): a register, one cycle late.
+        deciding_room = Signal()
+        m.d.sync += deciding_room.eq(deciding.level <= ANSWER_DEPTH - 2)
+        key = Signal(AclKey)
+        ans = flow.resp.payload
+        m.d.comb += [key.eq(w.key), key.flow_established.eq(d_new.established),
+                     key.flow_to_server.eq(d_new.to_server), acl.s_key.payload.eq(key),
+                     deciding.w_data.eq(d_new)]
+        with m.FSM(name="key_step"):
+            with m.State("TAKE"):
+                head = entry(waiting.r_data)
+                m.d.sync += [w.eq(head), d_new.eq(0), d_new.inspected.eq(~head.bypass),
+                             d_new.request.eq(head.request & ~head.bypass)]
+                with m.If(waiting.r_rdy & deciding_room):
+                    m.d.comb += waiting.r_en.eq(1)
+                    m.next = "FLOW"
+            with m.State("FLOW"):
+                m.d.comb += flow.resp.ready.eq(d_new.request)
+                with m.If(~d_new.request | flow.resp.valid):
+                    with m.If(d_new.request):
+                        m.d.sync += [d_new.found.eq(ans.found), d_new.established.eq(ans.found & ans.established),
+                                     d_new.to_server.eq(ans.found & ans.to_server), d_new.outcome.eq(ans.outcome)]
+                    m.next = "KEY"
+            with m.State("KEY"):
+                m.d.comb += acl.s_key.valid.eq(d_new.inspected)
+                with m.If(~d_new.inspected | acl.s_key.ready):
+                    m.next = "PASS"
+            with m.State("PASS"):
+                m.d.comb += deciding.w_en.eq(1)
+                m.next = "TAKE"
 
         # -- ACL answers (they cannot wait) and the verdict -------------------------------------
         res_layout = data.Layout.cast(acl.m_result.payload.shape())
-        m.submodules.answers = answers = SyncFIFOBuffered(width=res_layout.size, depth=ANSWER_DEPTH)
+        m.submodules.answers = answers = SyncFIFO(width=res_layout.size, depth=ANSWER_DEPTH)
         m.d.comb += [answers.w_data.eq(acl.m_result.payload), answers.w_en.eq(acl.m_result.valid)]
-        d = deciding_entry(deciding.r_data)
-        a = res_layout(answers.r_data)
-        ready_out = ~self.result.valid | self.result.ready
-        decide = deciding.r_rdy & (~d.inspected | answers.r_rdy) & ready_out
-        m.d.comb += [deciding.r_en.eq(decide), answers.r_en.eq(decide & d.inspected)]
-        hit = d.inspected & a.hit
-        admitted = d.found & (d.established | ~d.to_server)   # established, or return traffic
-        deny = d.inspected & ~a.hit & d.request & self.default_deny & ~admitted
+        # The heads are loaded every cycle of TAKE; the verdict is made from those registers.
+        d = Signal(deciding_entry)
+        a = Signal(res_layout)
         out = self.result.payload
-        with m.If(self.result.valid & self.result.ready):
-            m.d.sync += self.result.valid.eq(0)
-        with m.If(decide):
-            m.d.sync += [
-                self.result.valid.eq(1),
-                out.inspected.eq(d.inspected),
-                out.acl_hit.eq(hit), out.acl_multi.eq(hit & a.multi),
-                out.acl_action.eq(Mux(hit, a.action, 0)), out.acl_index.eq(Mux(hit, a.index, 0)),
-                out.acl_slot.eq(Mux(hit, a.slot, 0)),
-                out.flow_found.eq(d.found), out.flow_established.eq(d.established),
-                out.flow_to_server.eq(d.to_server), out.flow_outcome.eq(d.outcome),
-            ]
-            with m.If(hit & (a.action == AclAction.DROP)):
-                m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.ACL_DROP)]
-            with m.Elif(hit & (a.action == AclAction.REJECT)):
-                m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.ACL_REJECT)]
-            with m.Elif(deny):
-                m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.DEFAULT_DENY)]
-            with m.Else():
-                m.d.sync += [out.drop.eq(0), out.reason.eq(DropReason.NONE)]
+        with m.FSM(name="verdict_step"):
+            with m.State("TAKE"):
+                d_head = deciding_entry(deciding.r_data)
+                m.d.sync += [d.eq(deciding.r_data), a.eq(answers.r_data)]
+                with m.If(deciding.r_rdy & (~d_head.inspected | answers.r_rdy)):
+                    m.d.comb += [deciding.r_en.eq(1), answers.r_en.eq(d_head.inspected)]
+                    m.next = "DECIDE"
+            with m.State("DECIDE"):
+                hit = d.inspected & a.hit
+                admitted = d.found & (d.established | ~d.to_server)   # established, or return traffic
+                deny = d.inspected & ~a.hit & d.request & self.default_deny & ~admitted
+                m.d.sync += [
+                    out.inspected.eq(d.inspected),
+                    out.acl_hit.eq(hit), out.acl_multi.eq(hit & a.multi),
+                    out.acl_action.eq(Mux(hit, a.action, 0)), out.acl_index.eq(Mux(hit, a.index, 0)),
+                    out.acl_slot.eq(Mux(hit, a.slot, 0)),
+                    out.flow_found.eq(d.found), out.flow_established.eq(d.established),
+                    out.flow_to_server.eq(d.to_server), out.flow_outcome.eq(d.outcome),
+                ]
+                with m.If(hit & (a.action == AclAction.DROP)):
+                    m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.ACL_DROP)]
+                with m.Elif(hit & (a.action == AclAction.REJECT)):
+                    m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.ACL_REJECT)]
+                with m.Elif(deny):
+                    m.d.sync += [out.drop.eq(1), out.reason.eq(DropReason.DEFAULT_DENY)]
+                with m.Else():
+                    m.d.sync += [out.drop.eq(0), out.reason.eq(DropReason.NONE)]
+                m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += self.result.valid.eq(1)
+                with m.If(self.result.ready):
+                    m.next = "TAKE"
 
         # -- time and timeouts into the flow table -------------------------------------------------
         m.d.comb += [flow.now.eq(self.now)] + [

@@ -2,7 +2,8 @@
 through host_driver.rules and random scapy traffic (TCP handshakes, UDP both ways, ICMP, IPv6,
 ARP, malformed and MAC-flagged frames, frames on the bypass port), frame by frame against the
 contract of docs/security.md composed from the golden models of its two blocks
-(host_driver.model.flow.FlowTable and host_driver.model.acl.classify); default deny with return
+(host_driver.model.flow.FlowTable and host_driver.model.acl.classify) and to the golden model the
+other engines run (host_driver.model.security.SecurityModel); default deny with return
 traffic and a full flow table written out by hand; atomic ACL replacement while frames stream."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hdl.switch.settings import SwitchPort, SwitchSettings
 from host_driver.model.acl import acl_key, classify, entry_matches
 from host_driver.model.flow import FlowPacket, FlowTable
 from host_driver.model.nic import parse_frame
+from host_driver.model.security import SecurityModel
 from host_driver.rules.compile import compile_rules
 from host_driver.rules.parse import parse_rules
 from host_driver.rules.program import AclTable, count_ternary
@@ -138,6 +140,12 @@ def random_rules(rng, first_sid=1, budget=60):
             opts.append("ttl:<10;")
         lines.append(f'{action} {proto} {src} {sp} -> {dst} {dp} (msg:"r{first_sid + i}"; {" ".join(opts)} '
                      f"sid:{first_sid + i}; rev:1;)")
+    # One sure hit of each action on the servers' ports (classifier order puts each in its group).
+    n = first_sid + len(lines)
+    lines += [f'drop udp any any -> any 53 (msg:"dns"; sid:{n}; rev:1;)',
+              f'reject tcp any any -> any 22 (msg:"ssh"; sid:{n + 1}; rev:1;)',
+              f'alert icmp any any -> any any (msg:"icmp"; sid:{n + 2}; rev:1;)',
+              f'pass udp any any -> any 443 (msg:"quic"; sid:{n + 3}; rev:1;)']
     compiled = compile_rules(parse_rules("\n".join(lines), "random.rules"), capacity=1 << 20)
     entries = []
     for e in compiled.entries:
@@ -332,12 +340,25 @@ def test_random_rules_and_traffic_equal_the_contract(seed, default_deny):
         if want.hardware(got) != exp:
             mismatches.append((i, port, err, want.hardware(got), exp))
     assert not mismatches, mismatches[:3]
+    # And frame for frame what the other engines run: the golden SecurityModel, programmed with
+    # the same operations (the model engine and the simulators must agree byte for byte).
+    model = SecurityModel.from_settings(config.security)
+    model.load(ops)
+    for i, ((meta, port, err), got) in enumerate(zip(metas(config, frames), bench.results)):
+        r = model.inspect(meta, port, rx_error=bool(err), now_ms=NOW)
+        want_model = dict(r.record_fields(), inspected=int(not r.bypass), drop=int(r.drop is not None),
+                          reason=DropReason[r.drop.name].value if r.drop else 0)
+        assert got == want_model, (i, got, want_model)
     # The traffic reached every branch of the contract.
     kinds = {(r["inspected"], r["acl_hit"] and r["acl_action"], r["reason"], r["flow_outcome"])
              for r in bench.results}
     assert any(not r["inspected"] for r in bench.results)
     assert any(r["flow_established"] for r in bench.results)
     assert any(r["acl_hit"] for r in bench.results) and len(kinds) > 4
+    assert len({r["acl_action"] for r in bench.results if r["acl_hit"]}) >= 3
+    assert DropReason.ACL_DROP.value in {r["reason"] for r in bench.results}
+    if default_deny:
+        assert DropReason.DEFAULT_DENY.value in {r["reason"] for r in bench.results}
 
 
 def _tcp(src, dst, sport, dport, flags):
