@@ -35,6 +35,10 @@ from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
+from hdl.security.control import wire_security
+from hdl.security.gate import SecurityGate
+from hdl.security.regs import SECPORT, SECURITY, secport_values, security_values
+from hdl.security.stage import SecurityStage
 from hdl.switch.control import wire_switch
 from hdl.switch.egress import EgressFanout
 from hdl.switch.ingress import IngressFifo
@@ -92,7 +96,8 @@ class NicTop(wiring.Component):
             members["uart_tx"] = Out(1, init=1)
         else:
             members["s_axil"] = In(AXILiteSignature(self.regmap.address_width))
-        members["record"] = Out(stream.Signature(make_verdict_record(config.port_bits, len(config.ports)),
+        members["record"] = Out(stream.Signature(make_verdict_record(config.port_bits, len(config.ports),
+                                                                     security=config.security is not None),
                                                  always_ready=True))
         if config.ingress_fifos:
             n = len(config.ports)
@@ -108,16 +113,19 @@ class NicTop(wiring.Component):
 
         parser = make_parser(cfg)                             # NicConfig.parser picks the architecture
         switch = cfg.switch is not None
+        security = cfg.security is not None
         buffer = PacketBuffer(cfg, target, desc_layout=make_switch_descriptor_layout(cfg) if switch else None)
         # The switch stage takes a frame per FRAME_CYCLES cycles: a frame's last beat waits until
-        # that many cycles have passed since the previous one (`frame_gap_ok`, a register).
+        # that many cycles have passed since the previous one (`frame_gap_ok`, a register). So
+        # does the security stage (one flow request and one ACL key per frame).
+        frame_paced = switch or security
         frame_gap_ok = Signal(init=1)
         # Each ingress port's ready comes from a flip-flop of its own (the buffer's space fan-out).
         ready_copies = None
         if buffer.space_fanout is not None:
             ready_copies = [copy & parser.space for copy in buffer.space_fanout]
         arbiter = self._add(m, "arbiter", PacketArbiter(w, len(cfg.ports), ready_copies=ready_copies,
-                                                        last_gate=frame_gap_ok if switch else None))
+                                                        last_gate=frame_gap_ok if frame_paced else None))
         self._add(m, "parser", parser)
         if switch:
             forwarder = self._add(m, "switch", SwitchStage(cfg))
@@ -128,6 +136,9 @@ class NicTop(wiring.Component):
         else:
             forwarder = self._add(m, "forwarder", Forwarder(cfg))
             port_sources = buffer.outputs
+        if security:
+            sec_stage = self._add(m, "security", SecurityStage(cfg))
+            gate = self._add(m, "security_gate", SecurityGate(cfg, buffer.desc_layout))
         self._add(m, "buffer", buffer)
         csr = self._add(m, "csr", target.csr(self.regmap))
 
@@ -170,11 +181,13 @@ class NicTop(wiring.Component):
         # compares is far from both).
         pipe = parser.s_axis
         space = buffer.space & parser.space
-        if switch:
+        if security:
+            space = space & sec_stage.space & gate.space
+        if frame_paced:
             space = space & (~arbiter.m_axis.tlast | frame_gap_ok)
         take = arbiter.m_axis.tvalid & space
         m.d.comb += arbiter.m_axis.tready.eq(space)
-        if switch:
+        if frame_paced:
             since_last = Signal(range(FRAME_CYCLES), init=FRAME_CYCLES - 1)
             with m.If(take & arbiter.m_axis.tlast):
                 m.d.sync += [since_last.eq(0), frame_gap_ok.eq(0)]
@@ -195,8 +208,22 @@ class NicTop(wiring.Component):
             m.d.comb += [*(getattr(buffer.s_axis, f).eq(reg) for f, reg in copies[1].items()),
                          parser.m_axis.tready.eq(buffer.s_axis.tready)]
         connect(m, parser.meta, forwarder.parsed)
-        connect(m, forwarder.desc, buffer.desc)
-        connect(m, forwarder.record, wiring.flipped(self.record))
+        record = forwarder.record
+        if not security:
+            connect(m, forwarder.desc, buffer.desc)
+            connect(m, forwarder.record, wiring.flipped(self.record))
+        else:
+            # The security stage sees the same metadata pulse as the forwarder; the gate holds the
+            # forwarder's decision until the stage's answer for the frame comes, then applies it.
+            m.d.comb += [sec_stage.parsed.valid.eq(forwarder.parsed.valid),
+                         sec_stage.parsed.payload.eq(forwarder.parsed.payload)]
+            connect(m, forwarder.desc, gate.s_desc)
+            connect(m, forwarder.record, gate.s_record)
+            connect(m, sec_stage.result, gate.s_result)
+            connect(m, gate.m_desc, buffer.desc)
+            connect(m, gate.m_record, wiring.flipped(self.record))
+            wire_security(m, csr, self.regmap, cfg, sec_stage, gate)
+            record = gate.m_record
         if switch:
             connect(m, buffer.outputs[0], fanout.s_axis)
             m.d.comb += fanout.s_desc.eq(buffer.m_desc)
@@ -219,7 +246,7 @@ class NicTop(wiring.Component):
         else:
             connect(m, wiring.flipped(self.s_axil), csr.s_axil)
 
-        self._count(m, csr, forwarder.record)
+        self._count(m, csr, record)
         return m
 
     def _add(self, m, name, block):
@@ -348,7 +375,8 @@ class NicTop(wiring.Component):
 
 def build_register_map(config: NicConfig) -> RegisterMap:
     """The register blocks of a build of ``config``, in chain order: IDENTITY, one PORT per port,
-    PARSER, then BRIDGE and LINETEST when the build has them.
+    PARSER, then SWITCH and one SWPORT per port, SECURITY and one SECPORT per port, BRIDGE and
+    LINETEST when the build has them.
 
     Each block type is declared next to the component that owns its registers; this is only
     where the NIC places the blocks of the components it instantiates.
@@ -362,6 +390,10 @@ def build_register_map(config: NicConfig) -> RegisterMap:
         regs.add(SWITCH, values=switch_values(config))
         for index in range(len(config.ports)):
             regs.add(SWPORT, index, swport_values(config, index))
+    if config.security is not None:
+        regs.add(SECURITY, values=security_values(config))
+        for index in range(len(config.ports)):
+            regs.add(SECPORT, index, secport_values(config, index))
     if config.uart_bridge:
         regs.add(BRIDGE)
     if config.line_tester:

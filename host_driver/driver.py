@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 def received_drops(port: dict) -> int:
     """Frames a port received and dropped, every reason, from its entry of :meth:`Nic.counters`:
-    the PORT block's ``drop_*`` and, on a switch, the SWPORT block's (``port["switch"]``; its
-    ``tx_queue_drop`` counts frames for the port, not from it). Received = forwarded + this."""
+    the PORT block's ``drop_*``, on a switch the SWPORT block's (``port["switch"]``; its
+    ``tx_queue_drop`` counts frames for the port, not from it), and with a security stage the
+    SECPORT block's (``port["security"]``). Received = forwarded + this."""
     return (sum(v for k, v in port.items() if k.startswith("drop_"))
-            + sum(v for k, v in port.get("switch", {}).items() if k.startswith("drop_")))
+            + sum(v for k, v in port.get("switch", {}).items() if k.startswith("drop_"))
+            + sum(v for k, v in port.get("security", {}).items() if k.startswith("drop_")))
 
 
 class DiscoveryError(RuntimeError):
@@ -64,6 +66,7 @@ class Nic:
     def __init__(self, bus: Bus):
         self.bus = bus
         self.blocks: list[DiscoveredBlock] = []
+        self._security = None
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -155,6 +158,15 @@ class Nic:
         from host_driver.blocks.switch import Switch
         return await Switch(self).mac_table()
 
+    @property
+    def security(self):
+        """The security stage's driver (:class:`host_driver.blocks.security.Security`; discover
+        first). :class:`~host_driver.blocks.security.SecurityError` when the NIC has none."""
+        if self._security is None:
+            from host_driver.blocks.security import Security
+            self._security = Security(self)
+        return self._security
+
     async def port_name(self, block: DiscoveredBlock) -> str:
         """Port name stored in a PORT block (NAME_LO/NAME_HI)."""
         return regmap.decode_name(await self.read(block, "NAME_LO"), await self.read(block, "NAME_HI"))
@@ -173,7 +185,8 @@ class Nic:
         """Every counter, JSON-ready, in a stable order (chain order, then address order).
 
         ``{"ports": {name: {...}}, "parser": {"packets": n, "malformed": {reason: n}}}`` (a switch
-        port's SWPORT counters under ``ports[name]["switch"]``); other
+        port's SWPORT counters under ``ports[name]["switch"]``, its SECPORT counters under
+        ``ports[name]["security"]``); other
         block types with counters get an entry named after the type (plus instance if not 0).
         """
         out: dict = {"ports": {}}
@@ -187,6 +200,9 @@ class Nic:
             elif block.type.name == "SWPORT":
                 # A switch port's own counters go with the port's, under "switch".
                 out["ports"].setdefault(names[block.instance], {})["switch"] = values
+            elif block.type.name == "SECPORT":
+                # ... and the security stage's, under "security".
+                out["ports"].setdefault(names[block.instance], {})["security"] = values
             else:
                 key = block.type.name.lower() + (str(block.instance) if block.instance else "")
                 out[key] = values

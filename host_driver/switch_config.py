@@ -27,6 +27,18 @@ limits, mirror sessions, the MAC table's aging and port limit, loop guard. Build
 
 A mistake raises :class:`SwitchConfigError` naming the key (``switch.ports.vm1.vlan``); the
 command line turns it into exit status 2.
+
+The security stage's build options come from a ``[security]`` table beside it (either NIC kind;
+:func:`security_settings`, docs/security.md)::
+
+    [security]
+    acl_entries = 256          # ternary ACL entries
+    flow_sets = 1024           # flow table: sets (a power of two) x ways
+    flow_ways = 4
+    flow_addr_bits = 128       # 32: IPv4 flows only
+    default_deny = false       # power-on value of CONTROL bit 0
+    bypass_port = "host"       # a port name or index, or false: frames from it are not inspected
+                               # (default: the "host" port when the NIC has one)
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ from host_driver.model.switch import (
 )
 
 __all__ = ["SwitchConfig", "SwitchConfigError", "StormSetting", "LoopGuardSetting", "PROFILES", "profile",
-           "nic_config"]
+           "nic_config", "security_settings"]
 
 
 class SwitchConfigError(ValueError):
@@ -376,3 +388,43 @@ def nic_config(switch: SwitchConfig, nic: Mapping | None = None, *, source: str 
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
     return NicConfig.from_dict(nic, source=f"{source} [nic]")
+
+
+def security_settings(table, ports, *, key: str = "security"):
+    """The :class:`hdl.security.settings.SecuritySettings` of a ``[security]`` table for a NIC with
+    port names ``ports`` (module docstring). :class:`SwitchConfigError` naming the key."""
+    from hdl.security.settings import AUTO_BYPASS, SecuritySettings
+    table = _table(table, key, required=True)
+    defaults = SecuritySettings()
+    _only(table, key, set(defaults.as_dict()))
+    values = {}
+    for name, lo, hi in (("acl_entries", 1, 4096), ("flow_sets", 2, 1 << 20), ("flow_ways", 1, 16),
+                         ("flow_addr_bits", 32, 128)):
+        v = _number(table, name, key, lo, hi, integer=True)
+        if v is not None:
+            values[name] = v
+    if values.get("flow_sets", 2) & (values.get("flow_sets", 2) - 1):
+        raise SwitchConfigError(f"{key}.flow_sets: must be a power of two, not {values['flow_sets']}")
+    if values.get("flow_addr_bits", 32) not in (32, 128):
+        raise SwitchConfigError(f"{key}.flow_addr_bits: must be 32 or 128, not {values['flow_addr_bits']}")
+    if "default_deny" in table:
+        if not isinstance(table["default_deny"], bool):
+            raise SwitchConfigError(f"{key}.default_deny: must be true or false, not {table['default_deny']!r}")
+        values["default_deny"] = table["default_deny"]
+    if "bypass_port" in table:
+        b = table["bypass_port"]
+        if b is False:
+            values["bypass_port"] = None
+        elif b == AUTO_BYPASS:
+            values["bypass_port"] = AUTO_BYPASS
+        elif isinstance(b, str) and b in ports:
+            values["bypass_port"] = list(ports).index(b)
+        elif not isinstance(b, bool) and isinstance(b, int) and 0 <= b < len(ports):
+            values["bypass_port"] = b
+        else:
+            raise SwitchConfigError(f"{key}.bypass_port: must name a port ({', '.join(ports)}), give its index, "
+                                    f"or be false, not {b!r}")
+    try:
+        return SecuritySettings(**values)
+    except ValueError as exc:
+        raise SwitchConfigError(f"{key}: {exc}") from None

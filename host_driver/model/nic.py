@@ -2,23 +2,28 @@
 
 * :func:`parse_frame` implements the parser spec literally and returns every
   :class:`hdl.packet.meta.PacketMeta` field as a plain ``int``;
-* :class:`NicModel` applies section 5 (drop precedence, bump-in-the-wire forwarding) and keeps
-  the counters, keyed like :meth:`hdl.mgmt.regs.RegisterMap.counter_events`;
+* :class:`NicModel` applies section 5 (drop precedence, bump-in-the-wire forwarding), the switch
+  (:mod:`host_driver.model.switch`) and the security stage
+  (:class:`host_driver.model.security.SecurityModel`) when the build has them, and keeps the
+  counters, keyed like :meth:`hdl.mgmt.regs.RegisterMap.counter_events`;
 * :class:`ModelBus` exposes those counters through the same register file the gateware has,
   so the :class:`host_driver.driver.Nic` driver runs unchanged on the model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
+from hdl.acl.layouts import SLOT_BITS
 from hdl.config import MIN_PHYSICAL_FRAME, NicConfig
 from hdl.datapath.ports import PORT, PortCounter
-from hdl.mgmt.regs import Event
+from hdl.flow.flow_table import entry_layout as flow_entry_layout
+from hdl.mgmt.regs import BLOCK_STRIDE, Event
 from hdl.packet.layouts import (
     ETH_ARP,
     ETH_IPV4,
@@ -46,10 +51,25 @@ from hdl.packet.layouts import (
 )
 from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
 from hdl.parser.counters import PARSER, ParserCounter
+from hdl.security.regs import ARG_WORDS as SECURITY_ARG_WORDS
+from hdl.security.regs import (
+    COUNTER_CLEAR_BIT,
+    FLOW_WAY_SHIFT,
+    SECPORT,
+    SECURITY,
+    TIMEOUT_REGISTERS,
+    SecportCounter,
+    SecurityCounter,
+)
+from hdl.security.regs import ROW_WORDS as ACL_ROW_WORDS
+from hdl.security.regs import Command as SecurityCommand
 from hdl.switch.regs import SWITCH, SWPORT, SwitchCounter, SwportLimitCounter
 from host_driver.bus import AxiResp, Bus, BusError
+from host_driver.model.flow import FlowEntry
+from host_driver.model.security import SecurityDrop, SecurityModel, SecurityResult
 from host_driver.model.switch import SwitchModel
 from host_driver.regmap import Access, build_register_map
+from host_driver.rules.program import Op as AclOp
 
 __all__ = ["parse_frame", "NicModel", "ModelResult", "ModelBus", "META_FIELDS", "META_WIDTHS",
            "HI_WITHOUT_LO_READS_LIVE", "COUNTER_BITS"]
@@ -77,6 +97,10 @@ _L4_HEADERS = {
 _ICMP_LAYOUT = {L3Type.IPV4: Icmp, L3Type.IPV6: Icmpv6}
 _ARP_CHECK_BYTES = 8   # htype, ptype, hlen, plen, oper
 _IPV6_MAX_EXT = 2
+
+
+#: SECURITY timeout register -> FlowTable timeout name.
+_TIMEOUT_NAMES = {reg: name for name, reg in TIMEOUT_REGISTERS}
 
 
 class _Stop(Exception):
@@ -288,6 +312,8 @@ class ModelResult:
     frame: bytes = b""
     #: The bytes each egress port sends (a switch tags them per port), by port number.
     egress_frames: dict[int, bytes] = field(default_factory=dict)
+    #: The security stage's result (builds with ``config.security``), else None.
+    security: SecurityResult | None = None
 
 
 class NicModel:
@@ -306,6 +332,14 @@ class NicModel:
             self._swports = self.regmap.blocks_of(SWPORT)
             self._switch_block = self.regmap.block(SWITCH)
             self._table_counts: dict[str, int] = {}
+        #: The security stage's model (``config.security``), or None.
+        self.security = None
+        if self.config.security is not None:
+            self.security = SecurityModel.from_settings(self.config.security)
+            self._security_block = self.regmap.block(SECURITY)
+            self._secports = self.regmap.blocks_of(SECPORT)
+        #: Flow table time (ms) of the last frame: the SECURITY block's NOW.
+        self.now_ms = 0
 
     def reset_counters(self) -> None:
         """Zero every counter."""
@@ -351,26 +385,65 @@ class NicModel:
             reason = DropReason.MALFORMED
         else:
             reason = DropReason.NONE
+        sec = self._inspect(meta, port, bool(rx_error), now)
         if reason is not DropReason.NONE:
             self.count(self._ports[port].event(reason))
-            return ModelResult(meta, port, bool(rx_error), Verdict.DROP, reason)
+            return ModelResult(meta, port, bool(rx_error), Verdict.DROP, reason, security=sec)
         if self.switch is not None:
-            return self._switch(meta, port, frame, now)
+            return self._switch(meta, port, frame, now, sec)
+        if sec is not None and sec.drop is not None:
+            return ModelResult(meta, port, False, Verdict.DROP, self._security_drop(port, sec), security=sec)
         egress = [1 - port]     # bump in the wire: the other port
         for out in egress:
             self.count(self._ports[out].event(PortCounter.TX_PACKETS))
             self.count(self._ports[out].event(PortCounter.TX_BYTES), meta["frame_len"])
-        return ModelResult(meta, port, bool(rx_error), Verdict.FORWARD, reason, egress, frame, {1 - port: frame})
+        return ModelResult(meta, port, bool(rx_error), Verdict.FORWARD, reason, egress, frame, {1 - port: frame},
+                           security=sec)
 
-    def _switch(self, meta: dict, port: int, frame: bytes, now: int) -> ModelResult:
+    def cycles_per_ms(self) -> float:
+        """Core clock cycles per millisecond of flow table time."""
+        return self.config.clock_mhz * 1000
+
+    def _inspect(self, meta: dict, port: int, rx_error: bool, now: int) -> SecurityResult | None:
+        """The security stage (docs/security.md): every frame, in order; counts its SECURITY events
+        and the port's alerts. Its drop is applied by the caller, after the switch has decided."""
+        if self.security is None:
+            return None
+        self.now_ms = int(now // self.cycles_per_ms()) % (1 << self.security.flows.time_bits)
+        sec = self.security.inspect(meta, port, rx_error=rx_error, now_ms=self.now_ms)
+        if sec.bypass:
+            return sec
+        if sec.flow is not None:
+            self.count(self._security_block.event(SecurityCounter["FLOW_" + sec.flow.outcome.name]))
+        if sec.acl_hit:
+            self.count(self._security_block.event(SecurityCounter["ACL_" + sec.acl_action.name]))
+        if sec.drop is SecurityDrop.DEFAULT_DENY:
+            self.count(self._security_block.event(SecurityCounter.DEFAULT_DENY))
+        if sec.alert:
+            self.count(self._secports[port].event(SecportCounter.ALERTS))
+        return sec
+
+    def _security_drop(self, port: int, sec: SecurityResult) -> DropReason:
+        """The security stage drops the frame (nobody dropped it before): count it on its port."""
+        reason = DropReason[sec.drop.name]
+        self.count(self._secports[port].event(reason))
+        return reason
+
+    def _switch(self, meta: dict, port: int, frame: bytes, now: int, sec: SecurityResult | None = None
+                ) -> ModelResult:
         names = self.config.ports
+        # The switch decides and learns from every frame, also from one the security stage drops.
         res = self.switch.process(names[port], frame, now)
         out = {names.index(q): sent for q, sent in [*res.egress.items(), *res.mirrored]}
+        reason = DropReason[res.drop.name] if res.drop is not None else DropReason.NONE
+        if reason is DropReason.NONE and sec is not None and sec.drop is not None:
+            # A security drop overrides the switch's decision (a frame the switch drops keeps its reason).
+            out = {}
+            reason = self._security_drop(port, sec)
         for q, sent in out.items():
             self.count(self._ports[q].event(PortCounter.TX_PACKETS))
             self.count(self._ports[q].event(PortCounter.TX_BYTES), len(sent))
-        reason = DropReason[res.drop.name] if res.drop is not None else DropReason.NONE
-        if reason is not DropReason.NONE:
+        if res.drop is not None:
             self.count(self._swports[port].event(reason))
         if reason.name.startswith("STORM"):
             self.count(self._switch_block.event(SwitchCounter.STORM_DROPS))
@@ -390,7 +463,7 @@ class NicModel:
             self.count(self._switch_block.event(SwitchCounter.LOOP_EVENTS), loops - self._table_counts.get("loops", 0))
             self._table_counts["loops"] = loops
         verdict = Verdict.FORWARD if reason is DropReason.NONE else Verdict.DROP
-        return ModelResult(meta, port, False, verdict, reason, sorted(out), frame if out else b"", out)
+        return ModelResult(meta, port, False, verdict, reason, sorted(out), frame if out else b"", out, security=sec)
 
 
 class ModelBus(Bus):
@@ -426,6 +499,7 @@ class ModelBus(Bus):
         self._latch_owner = None
         #: Values of STATUS registers, keyed (block type name, instance, register name); 0 if absent.
         self.status: dict[tuple, int] = {}
+        self._security = rmap.block(SECURITY) if model.security is not None else None
 
     async def read32(self, addr: int) -> int:
         entry = self._words.get(addr)
@@ -437,6 +511,10 @@ class ModelBus(Bus):
         if access is Access.RW:
             return self._rw[addr]
         if access is Access.STATUS:
+            if self._security is not None and what == ("SECURITY", 0, "STATUS"):
+                return self.model.security.generation      # commit is never busy: no keys in flight
+            if self._security is not None and what == ("SECURITY", 0, "NOW"):
+                return self.model.now_ms
             return self.status.get(what, 0)
         value = self.model.counters[what]
         if word == 0:
@@ -454,3 +532,57 @@ class ModelBus(Bus):
         if entry[0] is not Access.RW:
             raise BusError(addr, AxiResp.SLVERR, "write", f"{entry[0].value} register is read-only")
         self._rw[addr] = value & 0xFFFFFFFF
+        if self._security is not None and addr - self._security.base < BLOCK_STRIDE \
+                and addr >= self._security.base:
+            self._security_write(entry[1], value & 0xFFFFFFFF)
+
+    # -- the SECURITY block: settings and its command interface (hdl/security/regs.py) ----------
+
+    def _security_reg(self, name: str) -> int:
+        return self._rw[self._security.addr(name)]
+
+    def _security_write(self, name: str, value: int) -> None:
+        sec = self.model.security
+        if name == "CONTROL":
+            sec.default_deny = bool(value & 1)
+        elif name in _TIMEOUT_NAMES:
+            sec.flows.timeouts = dataclasses.replace(sec.flows.timeouts, **{_TIMEOUT_NAMES[name]: value})
+        elif name == "CMD":
+            results = self._security_command(SecurityCommand(value & 0xF))
+            for i, word in enumerate(results):
+                self.status[("SECURITY", 0, f"RESULT{i}")] = word
+            self.status[("SECURITY", 0, "CMD_DONE")] = value & 0xFF000000
+
+    def _security_command(self, op) -> list[int]:
+        sec = self.model.security
+        args = [self._security_reg(f"ARG{i}") for i in range(SECURITY_ARG_WORDS)]
+
+        def wide(words) -> int:
+            return sum(w << 32 * i for i, w in enumerate(words))
+
+        def split(value: int, n: int) -> list[int]:
+            return [value >> 32 * i & 0xFFFFFFFF for i in range(n)]
+        flows = sec.flows
+        entry_words = -(-Shape.cast(flow_entry_layout(flows.addr_bits)).width // 32)
+        if op is SecurityCommand.ACL_ROW:
+            sec.apply(AclOp("row", args[0], wide(args[1:1 + ACL_ROW_WORDS])))
+        elif op is SecurityCommand.ACL_ACTION:
+            sec.apply(AclOp("action", args[0], args[1]))
+        elif op is SecurityCommand.ACL_COMMIT:
+            sec.apply(AclOp("commit"))
+        elif op is SecurityCommand.ACL_COUNTER:
+            slot = args[0] & ((1 << SLOT_BITS) - 1)
+            kind = "clear_counter" if args[0] >> COUNTER_CLEAR_BIT & 1 else "read_counter"
+            return split(sec.apply(AclOp(kind, slot)), 2)
+        elif op in (SecurityCommand.FLOW_READ, SecurityCommand.FLOW_WRITE):
+            set_, way = args[0] & ((1 << FLOW_WAY_SHIFT) - 1), args[0] >> FLOW_WAY_SHIFT
+            if set_ >= flows.sets or way >= flows.ways:
+                log.warning("flow table command on set %d way %d: the table has %d x %d", set_, way, flows.sets,
+                            flows.ways)
+                return []
+            if op is SecurityCommand.FLOW_WRITE:
+                flows.write(set_, way, FlowEntry.from_bits(wide(args[1:1 + entry_words]), flows.addr_bits))
+            return split(flows.read(set_, way).to_bits(flows.addr_bits), entry_words)
+        elif op is SecurityCommand.FLOW_CLEAR:
+            flows.clear()
+        return []

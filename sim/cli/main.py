@@ -71,12 +71,27 @@ def load_config(spec: str | Path | None, *, default: str | None = DEFAULT_PROFIL
     nic = _nic_table(doc, spec)
     try:
         if "switch" not in doc:
-            return NicConfig.from_dict(nic, source=f"{spec} [nic]")
-        return nic_config(SwitchConfig.from_toml(doc["switch"]), nic, source=f"{spec}")
+            config = NicConfig.from_dict(nic, source=f"{spec} [nic]")
+        else:
+            config = nic_config(SwitchConfig.from_toml(doc["switch"]), nic, source=f"{spec}")
+        return _with_security(config, doc, spec)
     except SwitchConfigError as exc:
         raise BadInput(f"{spec}: {exc}") from None
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+
+
+def _with_security(config, doc: dict, spec):
+    """``config`` with the security stage of the file's ``[security]`` table, if it has one."""
+    import dataclasses
+
+    from host_driver.switch_config import security_settings
+    if "security" not in doc:
+        return config
+    if "security" in _nic_table(doc, spec):
+        raise BadInput(f"{spec}: nic.security: the security stage is configured in the [security] table")
+    settings = security_settings(doc["security"], config.ports)
+    return dataclasses.replace(config, security=settings)
 
 
 def board_config(board, spec: str | Path | None):
@@ -212,11 +227,15 @@ def cmd_run(args) -> int:
     from sim.cli.summary import format_summary
     from sim.run.engine import PaceError, line_rate_gbps, parse_pace, run_engine
     from sim.run.outdir import OutDirError
-    if args.rules:
-        raise BadInput(f"--rules {args.rules}: rule files are not yet supported by this NIC build "
-                       "(no classifier/matcher in this slice)")
     _check_waves(args)
     config = load_config(args.config)
+    rules = None
+    if args.vars and not args.rules:
+        raise BadInput("--vars gives the variables of --rules: give --rules too")
+    if args.rules:
+        config, rules = _load_rules(args.rules, args.vars, config)
+        if rules is None:
+            return 2
     try:
         pace = parse_pace(args.pace)
     except ValueError as exc:
@@ -229,13 +248,36 @@ def cmd_run(args) -> int:
     inputs, truncated = _parse_inputs(args, config)
     try:
         run = run_engine(config, inputs, engine=args.engine, pace=pace, waves=args.waves, out_dir=out,
-                         force=args.force, truncated_files=truncated, bulk=args.bulk, jobs=args.jobs)
+                         force=args.force, truncated_files=truncated, bulk=args.bulk, jobs=args.jobs, rules=rules)
     except (PaceError, OutDirError, ValueError) as exc:
         raise BadInput(str(exc)) from None
     warn_suspicious("run", run)
     counters = json.loads((out / "counters.json").read_text())
     print(format_summary("secnic run", run, counters, out))
     return 0
+
+
+def _load_rules(path, vars_path, config):
+    """(config, RuleSet) for ``--rules``: the build gets the default security stage if it has none
+    (docs/security.md, "Driver and secnic run"). A syntax error is printed as FILE:LINE:COL on
+    stderr and gives (config, None): exit status 2, nothing written."""
+    import dataclasses
+
+    from hdl.security.settings import SecuritySettings
+    from host_driver.rules import RuleSyntaxError
+    from sim.run.alerts import load_rule_set
+    if not Path(path).is_file():
+        raise BadInput(f"{path}: no such rule file")
+    if config.security is None:
+        log.info("--rules: the build has no [security] table; adding the default security stage")
+        config = dataclasses.replace(config, security=SecuritySettings())
+    try:
+        return config, load_rule_set(path, config.security.acl_entries, vars_path=vars_path)
+    except RuleSyntaxError as exc:
+        print(str(exc), file=sys.stderr)
+        return config, None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def cmd_regmap(args) -> int:
@@ -339,7 +381,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="frames of FILE enter port PORT (repeatable; default: none, give --in or --pcap)")
     run.add_argument("--pcap", action="append", metavar="FILE.pcap",
                      help="frames of FILE enter the first port (repeatable; default: none)")
-    run.add_argument("--rules", metavar="FILE.rules", help="Suricata rules (not yet supported; default: none)")
+    run.add_argument("--rules", metavar="FILE.rules",
+                     help="Suricata rules: their header rules program the ACL through the driver; alerts go to "
+                          "eve.json (a build without a [security] table gets the default security stage; "
+                          "default: none)")
+    run.add_argument("--vars", metavar="vars.toml",
+                     help="[address-groups] and [port-groups] for --rules (default: Suricata's suricata.yaml vars)")
     run.add_argument("--config", metavar="nic.toml",
                      help="NIC build options ([nic] table; default: the built-in NIC, W=64, phy0 + vm1)")
     run.add_argument("--engine", choices=("model", "verilator", "icarus"), default="model",

@@ -13,11 +13,12 @@ _SWPORT_LOSSES = ("tx_queue_drop", "ingress_full", "ingress_too_long")
 
 def drops_by_reason(counters: dict) -> dict[str, int]:
     """Drops summed over ports, by reason (``drop_<reason>`` counters that are not zero, a switch
-    port's among them, and its output queue and ingress FIFO losses)."""
+    port's and the security stage's among them, and its output queue and ingress FIFO losses)."""
     drops: dict[str, int] = {}
     for port in counters.get("ports", {}).values():
         switch = port.get("switch", {})
-        found = [(k[5:], v) for k, v in [*port.items(), *switch.items()] if k.startswith("drop_")]
+        security = port.get("security", {})
+        found = [(k[5:], v) for k, v in [*port.items(), *switch.items(), *security.items()] if k.startswith("drop_")]
         found += [(k, switch[k]) for k in _SWPORT_LOSSES if k in switch]
         for reason, value in found:
             if value:

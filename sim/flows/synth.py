@@ -147,6 +147,14 @@ def _acl(entries, cycles_per_key=8):
     return factory
 
 
+def _security_stage(cfg):
+    # The default security build: 256 ACL entries, 4096 flows with IPv6 keys.
+    from hdl.config import NicConfig
+    from hdl.security.settings import SecuritySettings
+    from hdl.security.stage import SecurityStage
+    return SecurityStage(NicConfig(data_width=cfg.data_width, security=SecuritySettings()))
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -197,6 +205,7 @@ BLOCKS = {
     "acl_1024": _acl(1024),
     "acl_1024_r16": _acl(1024, 16),
     "acl_4096": _acl(4096),
+    "security_stage": _security_stage,
     "nic_top": _top,
     "switch_top": _switch_top,
 }

@@ -7,7 +7,7 @@ the same files (DESIGN.md, "Command line and file formats")::
     trace.jsonl          one record per input frame, in input order (inputs as given, each file in order)
     egress/<PORT>.pcap   every port, possibly empty; frames in the order they left the port
     counters.json        CSR counters read back through the driver (Nic over ModelBus / AXI-Lite)
-    eve.json             alerts (empty: no rules in this slice)
+    eve.json             alerts of ``--rules`` (:mod:`sim.run.alerts`), one Suricata EVE event a line
     run.json             engine, packet counts, timing figures
     recorder.jsonl       only when a switch's flight recorder froze (a loop, a storm): what froze it,
                          then its records, oldest first, the triggering frame last
@@ -200,7 +200,7 @@ def _record_decoder(config: NicConfig):
     run decodes a million records)."""
     from hdl.packet.meta import make_verdict_record
     from host_driver.trace import field_decoder, meta_from_bits
-    fields = field_decoder(make_verdict_record(config.port_bits, len(config.ports)))
+    fields = field_decoder(make_verdict_record(config.port_bits, len(config.ports), config.security is not None))
     ports = range(len(config.ports))
 
     def decode(bits: int) -> dict:
@@ -266,7 +266,8 @@ def _estimate_timing(config, inputs, starts, forwarded) -> tuple[int, list[int]]
 def _service_order(config, inputs, starts) -> list[tuple[int, int, int]]:
     """The ideal schedule of the NIC: each port offers its frames in order (from its start cycle,
     or as soon as its previous frame was taken) and a packet-granular round-robin arbiter feeds one
-    shared pipeline at one beat per cycle (a switch: at least FRAME_CYCLES per frame). (input
+    shared pipeline at one beat per cycle (a switch or a security stage: at least FRAME_CYCLES per
+    frame). (input
     index, cycle it was offered, cycle of its record) of every frame, in the order served."""
     queues: dict[int, list[int]] = {}
     port_of = {name: i for i, name in enumerate(config.ports)}
@@ -293,24 +294,41 @@ def _service_order(config, inputs, starts) -> list[tuple[int, int, int]]:
 
 def _frame_cycles(config: NicConfig, frame: bytes) -> int:
     """Cycles a frame holds the shared pipeline: its beats, and at least the switch stage's
-    FRAME_CYCLES in a switch build."""
+    FRAME_CYCLES in a switch or security build."""
     beats = _beats(config, frame)
-    if config.switch is not None:
+    if config.switch is not None or config.security is not None:
         from hdl.switch.stage import FRAME_CYCLES
         return max(beats, FRAME_CYCLES)
     return beats
 
 
-def _run_model(config, inputs, starts):
+def _programmed_model(config, rules):
+    """A golden model of ``config`` with ``rules`` programmed through the driver (as on a NIC), and
+    the driver: (model, Nic over its ModelBus)."""
     import asyncio
 
     from host_driver.driver import Nic
     from host_driver.model.nic import ModelBus, NicModel
 
     model = NicModel(config)
-    if config.switch is None:
+    nic = Nic(ModelBus(model))
+
+    async def program():
+        await nic.discover()
+        if rules is not None:
+            await nic.security.program(rules.entries)
+    asyncio.run(program())
+    return model, nic
+
+
+def _run_model(config, inputs, starts, rules=None):
+    import asyncio
+
+    model, nic = _programmed_model(config, rules)
+    if config.switch is None and config.security is None:
         order = [(i, 0) for i in range(len(inputs))]      # the bump's decisions do not depend on order
     else:
+        # A switch's and the security stage's decisions depend on frame order and time.
         order = [(i, record) for i, _, record in _service_order(config, inputs, starts)]
     results = [None] * len(inputs)
     egress_src = {q: [] for q in range(len(config.ports))}
@@ -321,17 +339,23 @@ def _run_model(config, inputs, starts):
             egress_src[q].append((i, r.egress_frames[q]))
 
     async def read_counters():
-        nic = Nic(ModelBus(model))
-        await nic.discover()
-        return await nic.counters()
+        counters = await nic.counters()
+        if rules is not None:
+            counters["rule_hits"] = await _rule_hits(nic)
+        return counters
     counters = asyncio.run(read_counters())
     decisions = [{"meta": r.meta, "verdict": int(r.verdict), "reason": int(r.reason),
-                  "egress": list(r.egress)}
+                  "egress": list(r.egress), "security": r.security.record_fields() if r.security else None}
                  for r in results]
     cycles, latency = _estimate_timing(config, inputs, starts, [bool(d["egress"]) for d in decisions])
     timing = {"timing": "estimate", "cycles": cycles, "latency_cycles": latency, "sim_cycles": None,
               "recorder": _model_recorder(model)}
     return decisions, egress_src, counters, timing
+
+
+async def _rule_hits(nic) -> list[list[int]]:
+    """[gid, sid, hits] of every programmed rule, through the driver (JSON-ready)."""
+    return [[h.gid, h.sid, h.hits] for h in await nic.security.rule_hits()]
 
 
 def _model_recorder(model) -> dict | None:
@@ -347,7 +371,7 @@ def _model_recorder(model) -> dict | None:
     return {"trigger": trigger, "port": None if isinstance(why, str) else why.port, "records": records}
 
 
-def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs: int):
+def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs: int, rules=None):
     from sim.run import progress
 
     port_of = {name: i for i, name in enumerate(config.ports)}
@@ -370,24 +394,27 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
             except BulkError as exc:
                 raise EngineError(f"verilator bulk run failed: {exc}") from exc
         else:
-            res = _run_cocotb(config, frames, sim, waves, workdir, done)
+            res = _run_cocotb(config, frames, sim, waves, workdir, done, rules)
     except EngineError:
         raise
     except (OSError, RuntimeError) as exc:
         raise EngineError(f"{sim} run failed: {exc}") from exc
-    decisions, egress_src, counters, timing = _collate(config, inputs, res, sim, port_of)
+    decisions, egress_src, counters, timing = _collate(config, inputs, res, sim, port_of, rules)
+    if rules is not None:
+        counters["rule_hits"] = res["rule_hits"]
     timing["mode"] = "bulk" if bulk else "cocotb"
     timing["recorder"] = res.get("recorder")
     timing["segments"] = res.get("segments", 1)
     return decisions, egress_src, counters, timing
 
 
-def _run_cocotb(config, frames, sim, waves, workdir: Path, done: list[int]) -> dict:
+def _run_cocotb(config, frames, sim, waves, workdir: Path, done: list[int], rules=None) -> dict:
     from sim.run import progress
     from sim.run.nic_cocotb import PROGRESS_ENV, read_results, write_stimulus
     from sim.runner import CocotbTestFailure, SimulatorUnavailable, build, run_cocotb
 
-    stim = write_stimulus(workdir / "stimulus.pkl", config, frames, output=workdir / "results.json")
+    stim = write_stimulus(workdir / "stimulus.pkl", config, frames, output=workdir / "results.json",
+                          acl=None if rules is None else rules.entries)
     env = {"SECNIC_STIMULUS": str(stim)}
     progress_file = workdir / "progress"
     if progress.enabled():
@@ -419,7 +446,7 @@ def _decision_text(config, reason: int, egress) -> str:
     return "to " + (", ".join(config.ports[q] for q in egress) or "nowhere")
 
 
-def _collate(config, inputs, res, sim, port_of):
+def _collate(config, inputs, res, sim, port_of, rules=None):
     """Match a simulation's records and egress frames to the input frames."""
     per_port: dict[int, list[int]] = {}
     for i, f in enumerate(inputs):
@@ -437,9 +464,9 @@ def _collate(config, inputs, res, sim, port_of):
     # A switch tags each port's copy: its bytes come from the golden model, switching the frames
     # in the order and at the cycles of the gateware's records; the decisions must agree.
     model = None
-    if config.switch is not None:
-        from host_driver.model.nic import NicModel
-        model = NicModel(config)
+    if config.switch is not None or config.security is not None:
+        model, _ = _programmed_model(config, rules)
+    from sim.run.alerts import SECURITY_FIELDS
     for cycle, bits in res["records"]:
         rec = decode(bits)
         port = rec["in_port"]
@@ -448,7 +475,9 @@ def _collate(config, inputs, res, sim, port_of):
         idx = per_port[port][taken[port]]
         taken[port] += 1
         decisions[idx] = {"meta": rec["meta"], "verdict": rec["verdict"], "reason": rec["reason"],
-                          "egress": rec["egress"]}
+                          "egress": rec["egress"],
+                          "security": ({k: int(rec[k]) for k in SECURITY_FIELDS} if config.security is not None
+                                       else None)}
         rec_cycle[idx] = cycle
         f = inputs[idx]
         sent = {q: f.frame for q in rec["egress"]}
@@ -459,6 +488,10 @@ def _collate(config, inputs, res, sim, port_of):
                     f"{sim}: the gateware and the golden model disagree on {_where(f)}: gateware "
                     f"{_decision_text(config, rec['reason'], rec['egress'])}, model "
                     f"{_decision_text(config, int(want.reason), want.egress)}")
+            if want.security is not None and want.security.record_fields() != decisions[idx]["security"]:
+                raise EngineError(
+                    f"{sim}: the gateware and the golden model disagree on {_where(f)}'s security fields: "
+                    f"gateware {decisions[idx]['security']}, model {want.security.record_fields()}")
             sent = want.egress_frames
         for q in rec["egress"]:
             egress_src[q].append((idx, sent[q]))
@@ -583,13 +616,16 @@ def use_bulk(engine: str, n_frames: int, bulk: bool | None = None, waves: bool =
 def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "model",
                pace: str | float = "line", waves: bool = False, out_dir: str | Path = "out", *,
                force: bool = False, truncated_files: Sequence[tuple[str, str]] = (),
-               bulk: bool | None = None, jobs: int = 1) -> dict:
+               bulk: bool | None = None, jobs: int = 1, rules=None) -> dict:
     """Run ``inputs`` through ``engine`` and write the run files to ``out_dir``; return run.json's dict.
 
     ``out_dir`` follows :mod:`sim.run.outdir` (``force``: write beside files secnic did not write);
     it is checked before anything runs (:class:`OutDirError`). ``truncated_files`` lists
     ``(file, what is wrong)`` for inputs read from truncated captures, for run.json. ``bulk`` and
-    ``jobs``: :func:`use_bulk` (ValueError for a combination that cannot be).
+    ``jobs``: :func:`use_bulk` (ValueError for a combination that cannot be). ``rules``: a
+    :class:`sim.run.alerts.RuleSet` the driver programs into the security stage before the first
+    frame (the build must have one: ``config.security``); eve.json, trace.jsonl's ``acl_rule`` and
+    ``sids`` and counters.json's ``rules`` come from it.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -609,6 +645,13 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
                     empty[0].pcap_cnt)
         inputs = [f for f in inputs if f.frame]
     pace = parse_pace(pace) if isinstance(pace, str) else float(pace)
+    if rules is not None:
+        if config.security is None:
+            raise ValueError("rules need a build with a security stage (a [security] table in --config)")
+        if bulk or jobs > 1:
+            raise ValueError("--rules runs through the cocotb testbench: bulk mode cannot program the ACL yet "
+                             "(use --no-bulk and --jobs 1)")
+        bulk = False
     bulk = use_bulk(engine, len(inputs), bulk, waves, jobs)
     out_dir = check_out_dir(out_dir, force=force)
     starts = schedule(config, inputs, pace)
@@ -625,13 +668,18 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
         work = tmp / ".work"
         work.mkdir()
         if engine == "model":
-            decisions, egress_src, counters, timing = _run_model(config, inputs, starts)
+            decisions, egress_src, counters, timing = _run_model(config, inputs, starts, rules)
         else:
             decisions, egress_src, counters, timing = _run_sim(config, inputs, starts, engine, waves, work,
-                                                               bulk, jobs)
+                                                               bulk, jobs, rules)
         wall = time.monotonic() - wall0
-        _write_outputs(tmp, config, inputs, decisions, egress_src, counters, timing.get("recorder"))
+        host = _write_outputs(tmp, config, inputs, decisions, egress_src, counters, timing.get("recorder"), rules)
         run = _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, truncated_files)
+        if rules is not None:
+            run["security"] = {"rules": rules.source, "rules_programmed": len({(e.gid, e.sid) for e in rules.entries}),
+                               "acl_entries_used": sum(e.ternary_count() for e in rules.entries),
+                               "rules_not_offloaded": sum(1 for r in rules.compiled.rules if r.verdict != "offloaded"),
+                               "rules_left_out": len(rules.left_out), **host}
         (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n")
         if waves and engine != "model":
             from sim.runner import waves_file
@@ -647,13 +695,31 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
     return run
 
 
-def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, recorder=None) -> None:
+def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, recorder=None, rules=None) -> dict:
+    """Write trace.jsonl, egress/, counters.json, eve.json (and recorder.jsonl); returns the host
+    path's work for run.json (alerts, frames whose alert list the host finished)."""
     from host_driver.trace import dumps_jsonl, trace_record
+    from sim.run.alerts import alert_events, frame_alerts, rules_table, slot_rules
 
+    events, host = [], {"alerts": 0, "host_finished_frames": 0, "host_finished_alerts": 0}
+    per_frame = [None] * len(inputs)
+    if rules is not None:
+        slots = slot_rules(rules.entries, config.security.acl_entries)
+        for i, (f, d) in enumerate(zip(inputs, decisions, strict=True)):
+            a = per_frame[i] = frame_alerts(d.get("security"), d["meta"], config.port_index(f.port), rules, slots)
+            events += alert_events(a, rules, d["meta"], timestamp=f.ts_ns / 1e9, in_iface=f.port,
+                                   in_file=f.in_file, pcap_cnt=f.pcap_cnt)
+            if a.host_finished:
+                host["host_finished_frames"] += 1
+                host["host_finished_alerts"] += len(a.alerts) - 1
+        host["alerts"] = len(events)
+        hits = {(g, s): n for g, s, n in counters.pop("rule_hits")}
+        counters["rules"] = rules_table(rules, hits)
     records = [trace_record(d["meta"], in_port_name=f.port, in_file=f.in_file, pcap_cnt=f.pcap_cnt,
                             verdict=d["verdict"], reason=d["reason"],
-                            egress_names=[config.ports[q] for q in d["egress"]])
-               for f, d in zip(inputs, decisions, strict=True)]
+                            egress_names=[config.ports[q] for q in d["egress"]],
+                            **({} if a is None else {"acl_rule": a.acl_rule, "sids": [s for _, s in a.alerts]}))
+               for f, d, a in zip(inputs, decisions, per_frame, strict=True)]
     for r, d in zip(records, decisions, strict=True):
         if d.get("ingress_reason"):
             r["reason"] = d["ingress_reason"]
@@ -663,12 +729,13 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
         write_pcap(tmp / "egress" / f"{name}.pcap",
                    [(data, inputs[i].ts_ns) for i, data in egress_src[q]])
     (tmp / "counters.json").write_text(json.dumps(counters, indent=2) + "\n")
-    (tmp / "eve.json").write_text("")
+    (tmp / "eve.json").write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
     if recorder is not None:
         # The switch's flight recorder froze (a loop, a storm, or the driver): its records, oldest
         # first, the triggering frame last; the first line says what froze it.
         head = {"frozen_by": recorder["trigger"], "port": recorder["port"], "records": len(recorder["records"])}
         (tmp / "recorder.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [head, *recorder["records"]]))
+    return host
 
 
 def _suspicious(config, inputs, truncated_files) -> dict:

@@ -46,8 +46,10 @@ PROGRESS_ENV = "SECNIC_PROGRESS"
 _PROGRESS_CYCLES = 5000
 
 
-def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = None) -> Path:
-    """Write a stimulus file for this module; ``frames`` as in the module docstring."""
+def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = None, acl=None) -> Path:
+    """Write a stimulus file for this module; ``frames`` as in the module docstring; ``acl``: the
+    classifier entries (:class:`host_driver.rules.ClassifierEntry`, classifier order) the driver
+    programs into the security stage before the first frame, or None."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for n, (_, frame, _, _) in enumerate(frames):
@@ -55,7 +57,8 @@ def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = 
             raise ValueError(f"frame {n} is empty: an AXI-Stream frame carries at least one byte")
     data = {"config": config.as_dict(),
             "frames": [(int(p), bytes(f), bool(e), None if s is None else int(s)) for p, f, e, s in frames],
-            "output": None if output is None else str(output)}
+            "output": None if output is None else str(output),
+            "acl": None if acl is None else list(acl)}
     with open(path, "wb") as fh:
         pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return path
@@ -94,6 +97,13 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
     tb.set_idle_generator(idle_pattern if idle else None)
     tb.set_backpressure_generator(backpressure_pattern if backpressure else None)
     await tb.reset()
+    security = None
+    if stim.get("acl") is not None:
+        # The driver programs the ACL over the CSR bus, as a host would, before the first frame.
+        programmer = Nic(tb.bus)
+        await programmer.discover()
+        security = programmer.security
+        await security.program(stim["acl"])
     tb.start_record_monitor()
     t0 = tb.cycle()
     if os.environ.get(PROGRESS_ENV):
@@ -166,6 +176,9 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
     identity = await nic.identity()
     from host_driver.blocks.switch import frozen_recorder
     recorder = await frozen_recorder(nic)
+    rule_hits = None
+    if security is not None:
+        rule_hits = [[h.gid, h.sid, h.hits] for h in await security.rule_hits()]
     results = {
         "config": config.as_dict(),
         "records": [[r.cycle - t0, hex(r.bits)] for r in tb.records],
@@ -174,6 +187,7 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
         "counters": counters,
         "identity": identity,
         "recorder": recorder,
+        "rule_hits": rule_hits,
         # ingress = "drop": per port (index as a string), the 0-based numbers of its frames (in the
         # port's input order) that its ingress FIFO dropped, and cycles a port held its source back.
         "ingress_drops": None if fates is None else {str(p): d for p, d in fates.drops.items()},

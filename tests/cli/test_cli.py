@@ -242,7 +242,7 @@ def _bad_cases(tmp_path: Path, good: str):
         "bad toml": (["--pcap", good, "--config", str(bad_toml)], "at line 3, column"),
         "bad option": (["--pcap", good, "--config", str(bad_opt)], "data_width"),
         "unknown option": (["--pcap", good, "--config", str(unknown_opt)], "unknown NIC option"),
-        "rules": (["--pcap", good, "--rules", "x.rules"], "not yet supported"),
+        "rules": (["--pcap", good, "--rules", str(tmp_path / "x.rules")], "x.rules: no such rule file"),
         "bad engine": (["--pcap", good, "--engine", "modelsim"], "invalid choice"),
     }
     other = non_ethernet_pcap()
