@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from hdl.security.settings import SecuritySettings
 from hdl.switch.settings import SwitchSettings
 
 __all__ = ["NicConfig", "VALID_DATA_WIDTHS", "PARSER_ARCHITECTURES", "MIN_PHYSICAL_FRAME", "MAX_FRAME",
@@ -26,7 +27,7 @@ MAX_FRAME = 9216
 INGRESS_MODES = ("pause", "drop")
 #: Build options added later: left out of :meth:`NicConfig.as_dict` (and so of :meth:`NicConfig.key`)
 #: while at these defaults, so existing configurations keep their dict and key.
-_QUIET_DEFAULTS = {"ingress": "pause", "ingress_fifo_bytes": 16384}
+_QUIET_DEFAULTS = {"ingress": "pause", "ingress_fifo_bytes": 16384, "security": None}
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class NicConfig:
     ingress_fifo_bytes:
         Each port's ingress FIFO in ``"drop"`` mode: a power of two, 256..1 MiB (0: no FIFO, only
         with ``"pause"``). A frame longer than the FIFO is always dropped (``INGRESS_TOO_LONG``).
+    security:
+        The security stage (:class:`hdl.security.settings.SecuritySettings`: flow table and ACL
+        classifier between the parser and the packet buffer; docs/security.md), or None for none
+        (the build is then the same as before the stage existed). Its ``bypass_port`` ``"auto"``
+        is resolved here to the ``host`` port's index (or None).
     """
 
     data_width: int = 64
@@ -105,9 +111,16 @@ class NicConfig:
     switch: SwitchSettings | None = None
     ingress: str = "pause"
     ingress_fifo_bytes: int = 16384
+    security: SecuritySettings | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
+        if self.security is not None:
+            if not isinstance(self.security, SecuritySettings):
+                raise ValueError(f"security must be SecuritySettings or None, not {self.security!r}")
+            object.__setattr__(self, "security", self.security.resolved(tuple(self.ports)))
+            if len(self.ports) > 16:
+                raise ValueError("the security stage's ACL key holds port numbers up to 15")
         if self.data_width not in VALID_DATA_WIDTHS:
             raise ValueError(f"data_width must be one of {VALID_DATA_WIDTHS}, not {self.data_width!r}")
         if self.switch is None and len(self.ports) != 2:
@@ -193,6 +206,7 @@ class NicConfig:
         d = dataclasses.asdict(self)
         d.pop("extra")
         d["switch"] = self.switch.as_dict() if self.switch is not None else None
+        d["security"] = self.security.as_dict() if self.security is not None else None
         d["ports"] = list(self.ports)
         d["physical_ports"] = list(self.physical_ports)
         for key, default in _QUIET_DEFAULTS.items():
@@ -219,6 +233,8 @@ class NicConfig:
         try:
             if isinstance(kwargs.get("switch"), dict):
                 kwargs["switch"] = SwitchSettings.from_dict(kwargs["switch"])
+            if isinstance(kwargs.get("security"), dict):
+                kwargs["security"] = SecuritySettings.from_dict(kwargs["security"])
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from None

@@ -35,6 +35,7 @@ from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
+from hdl.security.regs import SECPORT, SECURITY, secport_values, security_values
 from hdl.switch.control import wire_switch
 from hdl.switch.egress import EgressFanout
 from hdl.switch.ingress import IngressFifo
@@ -348,7 +349,8 @@ class NicTop(wiring.Component):
 
 def build_register_map(config: NicConfig) -> RegisterMap:
     """The register blocks of a build of ``config``, in chain order: IDENTITY, one PORT per port,
-    PARSER, then BRIDGE and LINETEST when the build has them.
+    PARSER, then SWITCH and one SWPORT per port, SECURITY and one SECPORT per port, BRIDGE and
+    LINETEST when the build has them.
 
     Each block type is declared next to the component that owns its registers; this is only
     where the NIC places the blocks of the components it instantiates.
@@ -362,6 +364,10 @@ def build_register_map(config: NicConfig) -> RegisterMap:
         regs.add(SWITCH, values=switch_values(config))
         for index in range(len(config.ports)):
             regs.add(SWPORT, index, swport_values(config, index))
+    if config.security is not None:
+        regs.add(SECURITY, values=security_values(config))
+        for index in range(len(config.ports)):
+            regs.add(SECPORT, index, secport_values(config, index))
     if config.uart_bridge:
         regs.add(BRIDGE)
     if config.line_tester:

@@ -11,7 +11,8 @@ import enum
 from amaranth.lib import data
 from amaranth.lib import enum as hdl_enum
 
-__all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "SWITCH_DROP_REASONS", "Verdict", "L3Type",
+__all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "SWITCH_DROP_REASONS", "SECURITY_DROP_REASONS",
+           "Verdict", "L3Type",
            "PacketMeta",
            "make_verdict_record", "make_parsed_layout", "FRAME_LEN_BITS", "OFFSET_BITS"]
 
@@ -41,8 +42,11 @@ class MalformedReason(enum.IntEnum):
         return self.name.lower()
 
 
-class DropReason(hdl_enum.IntEnum, shape=4):
-    """Why the NIC dropped a frame; counted per ingress port."""
+class DropReason(hdl_enum.IntEnum, shape=5):
+    """Why the NIC dropped a frame; counted per ingress port.
+
+    Five bits since the security stage's reasons (16 values no longer fit in four).
+    """
     NONE = 0
     MALFORMED = 1   #: any malformed bit other than oversize
     OVERSIZE = 2    #: longer than max_frame
@@ -58,6 +62,10 @@ class DropReason(hdl_enum.IntEnum, shape=4):
     STORM_UNKNOWN = 11      #: unknown unicast over the port's storm limit
     LOOP_BLOCKED = 12       #: the port is blocked by loop guard
     MONITOR_PORT = 13       #: received on a mirror session's monitor port, which only sends
+    # The security stage's reasons (docs/security.md); counted in the SECPORT blocks.
+    ACL_DROP = 14           #: the first ACL entry it hit is a ``drop`` rule's
+    ACL_REJECT = 15         #: the first ACL entry it hit is a ``reject`` rule's (no RST is sent)
+    DEFAULT_DENY = 16       #: default deny: an IP frame no entry hit, not of an established flow nor to the client
 
     @property
     def label(self) -> str:
@@ -67,7 +75,10 @@ class DropReason(hdl_enum.IntEnum, shape=4):
 #: Drop reasons every build counts per port (in the PORT blocks).
 COUNTED_DROP_REASONS = (DropReason.MALFORMED, DropReason.OVERSIZE, DropReason.RX_ERROR)
 #: The switch fabric's drop reasons (counted per port in the SWPORT blocks of switch builds).
-SWITCH_DROP_REASONS = tuple(r for r in DropReason if r.value >= DropReason.TAGGED_ON_ACCESS.value)
+SWITCH_DROP_REASONS = tuple(r for r in DropReason
+                            if DropReason.TAGGED_ON_ACCESS.value <= r.value <= DropReason.MONITOR_PORT.value)
+#: The security stage's drop reasons (counted per port in the SECPORT blocks of security builds).
+SECURITY_DROP_REASONS = (DropReason.ACL_DROP, DropReason.ACL_REJECT, DropReason.DEFAULT_DENY)
 
 
 class Verdict(hdl_enum.IntEnum, shape=2):
@@ -138,13 +149,29 @@ def make_parsed_layout(port_bits: int) -> data.StructLayout:
     })
 
 
-def make_verdict_record(port_bits: int, n_ports: int) -> data.StructLayout:
-    """Layout of the record the forwarding stage emits per frame (sim monitor, flight recorder)."""
-    return data.StructLayout({
+def make_verdict_record(port_bits: int, n_ports: int, security: bool = False) -> data.StructLayout:
+    """Layout of the record the forwarding stage emits per frame (sim monitor, flight recorder).
+
+    With ``security`` (builds with ``NicConfig.security`` set) the record also carries the
+    security stage's result (docs/security.md, "The record"): the first ACL entry hit
+    (``acl_hit``, its ``acl_action``, entry ``acl_index``, counter ``acl_slot``, ``acl_multi``:
+    more entries hit too) and the flow table's answer (``flow_found``, ``flow_established``,
+    ``flow_to_server``, ``flow_outcome``: 0 when the frame made no flow request). All zero for a
+    frame the stage bypassed.
+    """
+    fields = {
         "meta": PacketMeta,
         "in_port": port_bits,
         "rx_error": 1,
         "verdict": Verdict,
         "reason": DropReason,
         "egress": n_ports,   # bit i set: the frame leaves through port i
-    })
+    }
+    if security:
+        # Imported here: the ACL and flow blocks' layouts are theirs; this module stays a leaf.
+        from hdl.acl.layouts import SLOT_BITS, AclAction
+        from hdl.flow.flow_table import Outcome
+        fields.update({"acl_hit": 1, "acl_action": AclAction, "acl_index": SLOT_BITS, "acl_slot": SLOT_BITS,
+                       "acl_multi": 1, "flow_found": 1, "flow_established": 1, "flow_to_server": 1,
+                       "flow_outcome": Outcome})
+    return data.StructLayout(fields)
