@@ -41,7 +41,6 @@ LANES = CFG.data_width // 8
 INDEX_BITS = 9            # a small table: 512 bucket writes to load it
 PARSER_LATENCY = 13       # hdl.parser.pipelined.Parser.latency: the record after the last beat
 ALPHABET = b"abcdeABCDE\x00\xff|;"
-RECORD = make_parsed_layout(CFG.port_bits)
 
 
 def compile_literals(rng, n):
@@ -117,9 +116,13 @@ def random_frame(rng, literals, program=None):
     return frame, rng.random() < 0.05
 
 
-def expected_result(model, frame, rx_error, too_long=False):
+def parse(cfg, frame):
+    return parse_frame(frame, physical=False, header_window=cfg.header_window, max_frame=cfg.max_frame)
+
+
+def expected_result(cfg, model, frame, rx_error, too_long=False):
     """The stage's result for one frame, from the model and the host path's payload bounds."""
-    meta = parse_frame(frame, physical=False, header_window=CFG.header_window, max_frame=CFG.max_frame)
+    meta = parse(cfg, frame)
     bounds = payload_bounds(frame, meta)
     skipped = bounds is None or bool(meta["malformed"]) or rx_error
     if skipped:
@@ -135,6 +138,9 @@ def simulate(dut, program, frames, *, delays=None, gap=0):
     each frame), each record ``delays[i]`` (default: the pipelined parser's 13) cycles after the
     frame's last beat. Returns ([(FrameResult, skipped, too_long)], event totals, [(record cycle,
     result cycle)])."""
+    cfg = dut.config
+    lanes = cfg.data_width // 8
+    record_layout = make_parsed_layout(cfg.port_bits)
     delays = delays or [PARSER_LATENCY] * len(frames)
     results, cycles = [], []
     events = dict.fromkeys((c.value for c in MATCHER_COUNTERS), 0)
@@ -143,13 +149,13 @@ def simulate(dut, program, frames, *, delays=None, gap=0):
     last_record = -1
     for (frame, rx_error), delay in zip(frames, delays):
         start = t
-        for k in range(0, len(frame), LANES):
-            chunk = frame[k:k + LANES]
-            beats[t] = (int.from_bytes(chunk, "little"), (1 << len(chunk)) - 1, k + LANES >= len(frame))
+        for k in range(0, len(frame), lanes):
+            chunk = frame[k:k + lanes]
+            beats[t] = (int.from_bytes(chunk, "little"), (1 << len(chunk)) - 1, k + lanes >= len(frame))
             t += 1
-        meta = parse_frame(frame, physical=False, header_window=CFG.header_window, max_frame=CFG.max_frame)
+        meta = parse(cfg, frame)
         at = max(t - 1 + delay, last_record + 1)
-        records[at] = RECORD.const({"meta": meta, "in_port": 0, "rx_error": int(rx_error)}).as_bits()
+        records[at] = record_layout.const({"meta": meta, "in_port": 0, "rx_error": int(rx_error)}).as_bits()
         last_record = at
         t = max(t, start + 8) + gap
     end = max(records) + 1
@@ -198,15 +204,15 @@ def simulate(dut, program, frames, *, delays=None, gap=0):
     return results, events, list(zip(sorted(records), cycles))
 
 
-def check(program, frames, got, events, too_long=()):
+def check(cfg, program, frames, got, events, too_long=()):
     """Every result against the model, every Hyperscan occurrence against the results, the events."""
-    model = MatcherModel(CFG.data_width, index_bits=INDEX_BITS)
+    model = MatcherModel(cfg.data_width, index_bits=INDEX_BITS)
     model.load(program.table)
     inspector = HostInspector(program.rules)
     assert len(got) == len(frames)
     occurrences = 0
     for n, ((frame, rx_error), (result, skipped, long)) in enumerate(zip(frames, got)):
-        want, want_skipped, want_long, bounds = expected_result(model, frame, rx_error, n in too_long)
+        want, want_skipped, want_long, bounds = expected_result(cfg, model, frame, rx_error, n in too_long)
         assert (result, skipped, long) == (want, want_skipped, want_long), \
             f"frame {n} {frame.hex()} (bounds {bounds}): stage {result, skipped, long} vs model {want}"
         if bounds is None or long:
@@ -231,34 +237,41 @@ def rules():
     return compile_literals(random.Random(15), 24)
 
 
-def test_random_frames_back_to_back_match_model_and_hyperscan(rules):
+@pytest.mark.parametrize("data_width", [64, 128])
+def test_random_frames_back_to_back_match_model_and_hyperscan(rules, data_width):
     """Random frames back to back at one beat per cycle, records 13 cycles after each last beat
-    (and, for a second run of the same frames, at random delays up to the sequential parser's)."""
+    (and, for a second run of the same frames at W=64, at random delays up to the sequential parser's)."""
     literals, program = rules
+    cfg = NicConfig(data_width=data_width)
     rng = random.Random(1)
-    frames = [random_frame(rng, literals, program) for _ in range(120)]
-    got, events, _ = simulate(PayloadStage(CFG, index_bits=INDEX_BITS), program, frames)
-    occurrences = check(program, frames, got, events)
+    frames = [random_frame(rng, literals, program) for _ in range(120 if data_width == 64 else 60)]
+    got, events, _ = simulate(PayloadStage(cfg, index_bits=INDEX_BITS), program, frames)
+    occurrences = check(cfg, program, frames, got, events)
     skipped = sum(s for _, s, _ in got)
-    assert occurrences > 40 and 10 < skipped < 80, (occurrences, skipped)
-    assert any(r.overflow for r, _, _ in got) and sum(r.punt for r, _, _ in got) > 30
-
+    assert occurrences > 20 and 5 < skipped < len(frames) * 2 // 3, (occurrences, skipped)
+    assert any(r.overflow for r, _, _ in got) and sum(r.punt for r, _, _ in got) > 15
+    if data_width != 64:
+        return
     delays = [rng.randrange(PARSER_LATENCY, 68) for _ in frames]
-    got2, events2, _ = simulate(PayloadStage(CFG, index_bits=INDEX_BITS), program, frames, delays=delays)
+    got2, events2, _ = simulate(PayloadStage(cfg, index_bits=INDEX_BITS), program, frames, delays=delays)
     assert got2 == got and events2 == events
 
 
-def test_jumbo_then_minimum_frames_fit_the_default_fifo(rules):
-    """A maximum frame then minimum frames every 8 cycles while it waits for its record and is
-    replayed: nothing is too long, every result in order (the FIFO and job queue sizing)."""
+def test_maximum_then_minimum_frames_fit_the_default_fifo(rules):
+    """Two maximum frames then minimum frames every 8 cycles while they wait for their records
+    (the sequential parser's 67 cycles) and are replayed: nothing is too long, every result in
+    order (the FIFO and job queue sizing; max_frame 1518 for a short run, so the depth has the least
+    rounding slack)."""
     literals, program = rules
+    cfg = NicConfig(max_frame=1518)
     rng = random.Random(2)
-    big = bytes(Ether() / IP() / UDP() / plant(rng, literals, CFG.max_frame - 42))
-    small = [(bytes(Ether() / IP() / UDP() / plant(rng, literals, 18)), False) for _ in range(170)]
+    big = bytes(Ether() / IP() / UDP() / plant(rng, literals, cfg.max_frame - 42))
+    small = [(bytes(Ether() / IP() / UDP() / plant(rng, literals, 18)), False) for _ in range(60)]
     frames = [(big, False), (big, False)] + small + [(big, False)] + small[:20]
-    got, events, _ = simulate(PayloadStage(CFG, index_bits=INDEX_BITS), program, frames,
-                              delays=[67] * len(frames))
-    check(program, frames, got, events)
+    stage = PayloadStage(cfg, index_bits=INDEX_BITS)
+    assert stage.fifo_beats == 512
+    got, events, _ = simulate(stage, program, frames, delays=[67] * len(frames))
+    check(cfg, program, frames, got, events)
     assert not any(long for _, _, long in got)
 
 
@@ -272,7 +285,7 @@ def test_frame_longer_than_the_fifo_is_punted_and_counted(rules):
     frames = [f for f in (random_frame(rng, literals, program) for _ in range(40)) if len(f[0]) <= 160][:6]
     frames = frames[:3] + [(ip_long, False), (other_long, False)] + frames[3:]
     got, events, _ = simulate(PayloadStage(CFG, index_bits=INDEX_BITS, fifo_beats=32), program, frames, gap=120)
-    check(program, frames, got, events, too_long={3, 4})
+    check(CFG, program, frames, got, events, too_long={3, 4})
     assert got[3][0].punt and not got[4][0].punt and got[4][1]
 
 
@@ -283,7 +296,7 @@ def test_latency_of_an_isolated_frame(rules):
     rng = random.Random(4)
     frames = [(bytes(Ether() / IP() / UDP() / plant(rng, literals, n)), False) for n in (18, 100, 1000)]
     got, events, timing = simulate(PayloadStage(CFG, index_bits=INDEX_BITS), program, frames, gap=200)
-    check(program, frames, got, events)
+    check(CFG, program, frames, got, events)
     latencies = [res - rec - -(-len(f) // LANES) for (f, _), (rec, res) in zip(frames, timing)]
     assert latencies == [PayloadStage.REPLAY_LATENCY] * 3
 
