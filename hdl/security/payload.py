@@ -17,13 +17,13 @@ places L3 can start (14, 18, 22: up to two VLAN tags, docs/parser.md).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
-from hdl.lib.ram import BeatFifo
+from hdl.lib.ram import BeatFifo, OutputQueue
+from hdl.lib.skid import RegisterSlice
 from hdl.matcher import OFFSET_BITS as MATCHER_OFFSET_BITS
 from hdl.matcher import PIPELINE_BEATS, Matcher, result_layout, write_layout
 from hdl.packet.meta import OFFSET_BITS as META_OFFSET_BITS
@@ -87,7 +87,8 @@ def _record_layout() -> data.StructLayout:
 def _job_layout(count_bits: int) -> data.StructLayout:
     """One frame to replay into the matcher."""
     return data.StructLayout({"payload_offset": META_OFFSET_BITS, "payload_len": MATCHER_OFFSET_BITS,
-                              "last_index": count_bits, "empty": 1, "skipped": 1, "too_long": 1, "punt": 1})
+                              "last_index": count_bits, "empty": 1, "one_beat": 1, "two_beats": 1,
+                              "skipped": 1, "too_long": 1, "punt": 1})
 
 
 class PayloadStage(wiring.Component):
@@ -105,7 +106,10 @@ class PayloadStage(wiring.Component):
     default depth holds two maximum frames plus the beats that arrive while a record is awaited,
     so with the NIC's arrival contract (one beat per cycle, at most one frame per
     :data:`FRAME_SPACING` cycles, frames of at most ``config.max_frame`` bytes: longer ones are
-    dropped as oversize) no frame is ever too long.
+    dropped as oversize, records at most :data:`RECORD_DELAY_MAX` cycles after the last beat) no
+    frame is ever too long. The queues between the tap, the records and the replay are sized by
+    the same contract (16 frames awaiting their record; every frame the FIFO can hold awaiting
+    its replay).
 
     Parameters
     ----------
@@ -130,16 +134,17 @@ class PayloadStage(wiring.Component):
         Pulse: the shadow bank becomes active between frames (MATCHER_COMMIT).
     commit_pending, active_bank : Out(1)
     events : Out(data.StructLayout({counter.value: 1 ...}))
-        One pulse per event of the SECURITY block's matcher counters (:data:`MATCHER_COUNTERS`),
+        One pulse per event of the SECMATCH block's counters (:data:`MATCHER_COUNTERS`),
         with the result: ``matcher_frames`` (a frame with a payload inspected), ``matcher_punts``,
         ``matcher_overflows`` (more hits than slots), ``matcher_too_long``.
     """
 
     #: ``result.valid`` rises this many cycles plus one per beat of the frame after the cycle its
     #: record comes in, when the frame does not wait behind others: the record queue, the bounds
-    #: (three registers), the job queue (a BeatFifo: five), the replay (one a beat), the matcher
-    #: (11 after the last beat) and the result register. Measured in simulation (the test checks it).
-    REPLAY_LATENCY = 23
+    #: (six registers), the job queue (a BeatFifo: five), the replay (one a beat), a register
+    #: slice, the matcher (11 after the last beat) and the result register. Measured in
+    #: simulation (the test checks it).
+    REPLAY_LATENCY = 27
 
     def __init__(self, config: NicConfig, *, index_bits: int = 11, tag_bits: int | None = None, max_hits: int = 4,
                  fifo_beats: int | None = None):
@@ -181,11 +186,13 @@ class PayloadStage(wiring.Component):
         m.submodules.matcher = mx = self.matcher
         m.submodules.beats = beats = BeatFifo(self.data_width, self.fifo_beats)
         info_lay, rec_lay, job_lay = _info_layout(count_bits), _record_layout(), _job_layout(count_bits)
-        m.submodules.infos = infos = SyncFIFOBuffered(width=info_lay.size, depth=_PENDING_FRAMES)
-        m.submodules.records = records = SyncFIFOBuffered(width=rec_lay.size, depth=_PENDING_FRAMES)
+        # Small queues as OutputQueues (SyncFIFOBuffered's interface): the level logic of a
+        # SyncFIFOBuffered was the critical path out of context (149.6 MHz).
+        m.submodules.infos = infos = OutputQueue(width=info_lay.size, depth=_PENDING_FRAMES)
+        m.submodules.records = records = OutputQueue(width=rec_lay.size, depth=_PENDING_FRAMES)
         m.submodules.jobs = jobs = BeatFifo(job_lay.size, self.job_depth)
         # Per frame inside the matcher: it holds at most its result FIFO's depth of frames.
-        m.submodules.flags = flags = SyncFIFOBuffered(width=3, depth=_FLAGS_DEPTH)
+        m.submodules.flags = flags = OutputQueue(width=3, depth=_FLAGS_DEPTH)
 
         # --- management: straight to the matcher ---------------------------------------------------
         wiring.connect(m, wiring.flipped(self.table_w), mx.table_w)
@@ -194,7 +201,7 @@ class PayloadStage(wiring.Component):
 
         # --- tap: beats into the FIFO, the length bytes kept, a frame's info at its last beat --------
         tap = self.beat
-        written = Signal(count_bits)        # beats of this frame in the FIFO so far
+        written = Signal(count_bits)        # index of this frame's last beat in the FIFO (if any_written)
         any_written = Signal()
         dropping = Signal()                 # a beat of this frame found the FIFO full: no more writes
         beat_limit = LENGTH_BYTES.stop // lanes + 1
@@ -240,68 +247,102 @@ class PayloadStage(wiring.Component):
             records.w_data.eq(rec), records.w_en.eq(self.parsed.valid),
         ]
 
-        # --- bounds: a frame's info and its record, pipelined (a frame per cycle) ---------------------
+        # --- bounds: a frame's info and its record, one short step per register ------------------
+        # (Frames come at most one per FRAME_SPACING cycles, so latency here costs no throughput.)
         go = Signal()
         m.d.comb += [go.eq(infos.r_rdy & records.r_rdy), infos.r_en.eq(go), records.r_en.eq(go)]
-        b_info, b_rec = data.View(info_lay, infos.r_data), data.View(rec_lay, records.r_data)
-        # B1: the length field at the record's L3 offset, the header length to add; then B2, B3 (the job).
-        b1 = dict(valid=Signal(), info=Signal(info_lay), rec=Signal(rec_lay), word=Signal(16), base=Signal(13),
-                  known_l3=Signal())
-        m.d.sync += [b1["valid"].eq(go), b1["info"].eq(b_info), b1["rec"].eq(b_rec)]
-        lb = b_info.length_bytes
-        is_v4 = b_rec.l3_type == L3Type.IPV4
+
+        def delay(value, n, name):
+            for k in range(n):
+                reg = Signal(value.shape(), name=f"{name}_d{k + 1}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        # Levels: `go` in cycle 0; Bk's registers hold the frame in cycle k + 1.
+        # B0: the queue heads into registers.
+        info0, rec0 = Signal(info_lay), Signal(rec_lay)
+        m.d.sync += [info0.eq(infos.r_data), rec0.eq(records.r_data)]
+        # B1: which L3 offset (one-hot), IPv4 or IPv6, and the header length to add to the field.
+        hits, v4, base = Signal(len(L3_OFFSETS)), Signal(), Signal(META_OFFSET_BITS + 1)
+        is_v4 = rec0.l3_type == L3Type.IPV4
+        m.d.sync += [hits.eq(Cat(*(rec0.l3_offset == l3 for l3 in L3_OFFSETS))), v4.eq(is_v4),
+                     base.eq(rec0.l3_offset + Mux(is_v4, 0, 40))]
+        lb = delay(info0.length_bytes, 1, "length_bytes")
 
         def field(at):      # the big-endian 16-bit field at frame byte `at`
             i = at - LENGTH_BYTES.start
             return Cat(lb[8 * i + 8:8 * i + 16], lb[8 * i:8 * i + 8])
 
-        word, known = Const(0, 16), Const(0)
-        for l3 in L3_OFFSETS:
-            hit = b_rec.l3_offset == l3
-            word = Mux(hit, Mux(is_v4, field(l3 + 2), field(l3 + 4)), word)
-            known = known | hit
-        m.d.sync += [b1["word"].eq(word), b1["known_l3"].eq(known),
-                     b1["base"].eq(b_rec.l3_offset + Mux(is_v4, 0, 40))]
-        # B2: the datagram's end. No clip to the frame is needed (payload_bounds clips): a datagram
+        # B2: the IP length field at that offset (an AND-OR over the one-hot offset).
+        word, known = Signal(16), Signal()
+        terms = [Mux(hits[k], Mux(v4, field(l3 + 2), field(l3 + 4)), 0) for k, l3 in enumerate(L3_OFFSETS)]
+        m.d.sync += [word.eq(terms[0] | terms[1] | terms[2]), known.eq(hits.any())]
+        # B3: the datagram's end. No clip to the frame is needed (payload_bounds clips): a datagram
         # longer than the frame is malformed (IP_LEN_MISMATCH, docs/parser.md), hence skipped.
-        b3 = dict(valid=Signal(), info=Signal(info_lay), rec=Signal(rec_lay), end=Signal(17), known_l3=Signal())
-        m.d.sync += [b3[k].eq(b1[k]) for k in ("valid", "info", "rec", "known_l3")]
-        m.d.sync += b3["end"].eq(b1["base"] + b1["word"])
+        end = Signal(17)
+        m.d.sync += end.eq(delay(base, 1, "base") + word)
+        # B4: the payload length (negative: no payload, never for a well-formed frame).
+        start_b3 = delay(rec0.payload_offset, 3, "payload_offset")
+        diff = Signal(signed(18))
+        m.d.sync += diff.eq(end - start_b3)
+        # B5: the job. A frame that did not fit, or (never, by the parser's spec) an L3 offset the
+        # stage cannot read, is not matched.
+        info4 = delay(info0, 4, "info")
+        known4 = delay(known, 2, "known")
+        has_payload = delay(rec0.has_payload, 4, "has_payload") & ~diff[-1]
+        unmatched = info4.too_long | ~known4
         job = Signal(job_lay)
-        start = b3["rec"].payload_offset
-        has_payload = b3["rec"].has_payload & (start <= b3["end"])
-        # A frame that did not fit, or (never, by the parser's spec) an L3 offset the stage cannot read.
-        unmatched = b3["info"].too_long | ~b3["known_l3"]
         m.d.sync += [
-            job.payload_offset.eq(start),
-            job.payload_len.eq(Mux(has_payload & ~unmatched, b3["end"] - start, 0)),
-            job.last_index.eq(b3["info"].last_index), job.empty.eq(b3["info"].empty),
-            job.skipped.eq(~has_payload), job.too_long.eq(b3["info"].too_long),
+            job.payload_offset.eq(delay(start_b3, 1, "payload_offset_b4")),
+            job.payload_len.eq(Mux(has_payload & ~unmatched, diff, 0)),
+            job.last_index.eq(info4.last_index), job.empty.eq(info4.empty),
+            job.one_beat.eq(info4.empty | (info4.last_index == 0)),
+            job.two_beats.eq(~info4.empty & (info4.last_index == 1)),
+            job.skipped.eq(~has_payload), job.too_long.eq(info4.too_long),
             job.punt.eq(has_payload & unmatched),
         ]
-        job_valid = Signal()
-        m.d.sync += job_valid.eq(b3["valid"])
+        job_valid = delay(go, 6, "job_valid")
         m.d.comb += [jobs.w_data.eq(job), jobs.w_en.eq(job_valid)]
 
-        # --- replay: each job's beats into the matcher ---------------------------------------------
+        # --- replay: each job's beats into the matcher, through a register slice -------------------
+        # The slice's registered tvalid/tready keep the matcher's beat fan-out off this logic; the
+        # frame's bounds ride in tuser with every beat (the matcher reads them with each beat).
+        # Whether a beat is its frame's last comes from registers (`one_beat`/`two_beats` of the
+        # job, `last_next`), not from a compare behind the job queue's output mux.
+        m.submodules.slice = slc = RegisterSlice(self.data_width, META_OFFSET_BITS + MATCHER_OFFSET_BITS)
         cur = data.View(job_lay, jobs.r_data)
-        count = Signal(count_bits)
-        is_last = cur.empty | (count == cur.last_index)
-        sx = mx.s_axis
+        started = Signal()                  # a beat of the head job has gone
+        left = Signal(count_bits)           # beats of the head job still to go
+        last_next = Signal()                # the head job's next beat is its last
+        is_last = Mux(started, last_next, cur.one_beat)
+        out = slc.s_axis
         fire = Signal()
         m.d.comb += [
-            mx.meta.valid.eq(jobs.r_rdy),
-            mx.meta.payload.payload_offset.eq(cur.payload_offset),
-            mx.meta.payload.payload_len.eq(cur.payload_len),
-            sx.tvalid.eq(jobs.r_rdy & (cur.empty | beats.r_rdy)),
-            sx.tdata.eq(beats.r_data), sx.tkeep.eq(Const(-1, lanes)), sx.tlast.eq(is_last), sx.tuser.eq(0),
-            fire.eq(sx.tvalid & sx.tready),
+            out.tvalid.eq(jobs.r_rdy & (cur.empty | beats.r_rdy)),
+            out.tdata.eq(beats.r_data), out.tkeep.eq(Const(-1, lanes)), out.tlast.eq(is_last),
+            out.tuser.eq(Cat(cur.payload_offset, cur.payload_len)),
+            fire.eq(out.tvalid & out.tready),
             beats.r_en.eq(fire & ~cur.empty),
             jobs.r_en.eq(fire & is_last),
-            flags.w_en.eq(fire & is_last), flags.w_data.eq(Cat(cur.skipped, cur.too_long, cur.punt)),
         ]
         with m.If(fire):
-            m.d.sync += count.eq(Mux(is_last, 0, count + 1))
+            with m.If(is_last):
+                m.d.sync += started.eq(0)
+            with m.Else():
+                m.d.sync += [started.eq(1), left.eq(Mux(started, left - 1, cur.last_index)),
+                             last_next.eq(Mux(started, left == 2, cur.two_beats))]
+        # The frame's flags, in frame order, for its result (a cycle late: the queue's level logic
+        # stays off the replay decision).
+        m.d.sync += [flags.w_en.eq(fire & is_last), flags.w_data.eq(Cat(cur.skipped, cur.too_long, cur.punt))]
+        sx = mx.s_axis
+        m.d.comb += [
+            sx.tvalid.eq(slc.m_axis.tvalid), sx.tdata.eq(slc.m_axis.tdata), sx.tkeep.eq(slc.m_axis.tkeep),
+            sx.tlast.eq(slc.m_axis.tlast), sx.tuser.eq(0), slc.m_axis.tready.eq(sx.tready),
+            mx.meta.valid.eq(slc.m_axis.tvalid),
+            mx.meta.payload.payload_offset.eq(slc.m_axis.tuser[:META_OFFSET_BITS]),
+            mx.meta.payload.payload_len.eq(slc.m_axis.tuser[META_OFFSET_BITS:]),
+        ]
 
         # --- result: the matcher's, with the frame's flags -----------------------------------------
         res = Signal(self.result.payload.shape())
