@@ -22,7 +22,13 @@ ACL_COUNTER               ARG0 = slot | clear << 31                             
 FLOW_READ                 ARG0 = set | way << 24                                 RESULT0.. the entry
 FLOW_WRITE                ARG0 = set | way << 24; ARG1.. the entry               RESULT0.. the entry
 FLOW_CLEAR                --                                                     --
+MATCHER_WRITE             ARG0 = bucket; ARG1 = the entry word                   --
+                          (:func:`hdl.matcher.entry_layout`: valid, settled, tag)
+MATCHER_COMMIT            --  (done once ``commit_pending`` has fallen)           --
 ========================  =====================================================  ======================
+
+MATCHER_WRITE writes one bucket of the payload matcher's shadow bank (``PayloadStage.table_w``,
+:mod:`hdl.security.payload`); MATCHER_COMMIT swaps the banks between frames (docs/matcher.md).
 
 Flow entries are :func:`hdl.flow.flow_table.entry_layout` of the build's ``flow_addr_bits``
 (:data:`ENTRY_WORDS` words at 128 bits); the ACL row word and action word are
@@ -45,7 +51,8 @@ from hdl.packet.meta import SECURITY_DROP_REASONS
 
 __all__ = ["SECURITY", "SECPORT", "Command", "SecurityCounter", "SecportCounter", "security_values",
            "secport_values", "CYCLES_PER_KEY", "ROW_WORDS", "ENTRY_WORDS", "ARG_WORDS", "RESULT_WORDS",
-           "TIMEOUT_REGISTERS", "FLOW_WAY_SHIFT", "COUNTER_CLEAR_BIT", "SECPORT_DROP_REGISTERS"]
+           "TIMEOUT_REGISTERS", "FLOW_WAY_SHIFT", "COUNTER_CLEAR_BIT", "SECPORT_DROP_REGISTERS", "MATCHER_COUNTERS",
+           "SECMATCH"]
 
 #: The classifier takes a key every 8 cycles (hdl.switch.stage.FRAME_CYCLES: one minimum frame at W=64).
 CYCLES_PER_KEY = 8
@@ -73,6 +80,8 @@ class Command(enum.IntEnum):
     FLOW_READ = 5     #: ARG0 = set | way << 24; RESULT0.. = the entry
     FLOW_WRITE = 6    #: ARG0 = set | way << 24, ARG1.. = the entry; RESULT0.. = the entry written
     FLOW_CLEAR = 7    #: empty the flow table
+    MATCHER_WRITE = 8   #: ARG0 = bucket, ARG1 = the matcher entry word (shadow bank)
+    MATCHER_COMMIT = 9  #: the matcher's shadow bank becomes active; done when commit_pending has fallen
 
 
 class SecurityCounter(enum.Enum):
@@ -86,6 +95,15 @@ class SecurityCounter(enum.Enum):
     ACL_DROP = "acl_drop"
     ACL_REJECT = "acl_reject"
     DEFAULT_DENY = "default_deny"
+    MATCHER_FRAMES = "matcher_frames"
+    MATCHER_PUNTS = "matcher_punts"
+    MATCHER_OVERFLOWS = "matcher_overflows"
+    MATCHER_TOO_LONG = "matcher_too_long"
+
+
+#: The payload matcher's counters (hdl.security.payload.PayloadStage.events), in the SECMATCH block.
+MATCHER_COUNTERS = (SecurityCounter.MATCHER_FRAMES, SecurityCounter.MATCHER_PUNTS,
+                    SecurityCounter.MATCHER_OVERFLOWS, SecurityCounter.MATCHER_TOO_LONG)
 
 
 class SecportCounter(enum.Enum):
@@ -130,6 +148,19 @@ SECURITY = BlockType(0x0060, 1, "SECURITY", "Security stage: flow table + ACL cl
     (SecurityCounter.ACL_DROP, "ACL_DROP", "Frames whose first ACL hit is a drop rule's."),
     (SecurityCounter.ACL_REJECT, "ACL_REJECT", "Frames whose first ACL hit is a reject rule's."),
     (SecurityCounter.DEFAULT_DENY, "DEFAULT_DENY", "Frames default deny dropped."),
+]))
+
+# The matcher's counters do not fit at the end of SECURITY (228 bytes + 4 x 8 > BLOCK_STRIDE): a block of
+# their own, after the SECPORT blocks.
+SECMATCH = BlockType(0x0062, 1, "SECMATCH", "Payload matcher of the security stage (docs/matcher.md, \"In the "
+                     "NIC\"): its frame counters. Its pattern table is written through the SECURITY block's "
+                     "MATCHER_WRITE and MATCHER_COMMIT commands.", counters(0x10, [
+    (SecurityCounter.MATCHER_FRAMES, "MATCHER_FRAMES", "Frames with a payload the matcher inspected."),
+    (SecurityCounter.MATCHER_PUNTS, "MATCHER_PUNTS", "Frames the matcher punted (an unsettled hit, more hits "
+     "than slots, or too long for its FIFO)."),
+    (SecurityCounter.MATCHER_OVERFLOWS, "MATCHER_OVERFLOWS", "Frames with more matcher hits than its slots."),
+    (SecurityCounter.MATCHER_TOO_LONG, "MATCHER_TOO_LONG", "Frames that did not fit in the matcher's beat FIFO "
+     "(punted unless they have no payload)."),
 ]))
 
 SECPORT = BlockType(0x0061, 1, "SECPORT", "One per port of a security build: frames received on the port that "

@@ -127,6 +127,12 @@ def _matcher(index_bits):
     return make
 
 
+def _payload_stage(cfg):
+    # The matcher behind its beat FIFO and the bounds from the parser's record: default table (2048 buckets).
+    from hdl.security.payload import PayloadStage
+    return PayloadStage(cfg)
+
+
 def _flow_table(cfg):
     # Independent of the data width: one request per frame. 4096 flows, IPv4 and IPv6 keys.
     from hdl.flow.flow_table import FlowTable
@@ -198,6 +204,7 @@ BLOCKS = {
     "matcher_256": _matcher(9),
     "matcher": _matcher(11),        # the default build: 1024 literals
     "matcher_4096": _matcher(13),
+    "payload_stage": _payload_stage,
     "flow_table": _flow_table,
     "flow_table_16k": _flow_table_16k,
     "acl_256": _acl(256),
