@@ -6,10 +6,12 @@ order, some tens of cycles later; :class:`SecurityGate` joins those answers with
 (or the switch stage's) descriptor and record and applies the verdict before the packet buffer.
 The semantics are docs/security.md's (the contract the golden model ``SecurityModel`` follows):
 
-* **bypass** (no flow request, no ACL key, nothing decided): ``rx_error``, any malformed bit
-  (oversize included: the frame is dropped anyway), or received on ``bypass_port``;
-* **flow**: an IPv4/IPv6 frame with ``has_l3`` makes one request (ports 0 without L4; TCP flags
-  byte for TCP, 0 otherwise); others are "no flow";
+* **bypass** (no flow request, no ACL key, nothing decided): ``rx_error``, oversize, another
+  malformed bit without a complete L3 header, or received on ``bypass_port``;
+* **flow**: an IPv4/IPv6 frame with ``has_l3`` and no malformed bit makes one request (ports 0
+  without L4; TCP flags byte for TCP, 0 otherwise); others are "no flow" (a malformed frame with
+  its L3 header is still looked up in the ACL, as Suricata's IP-only rules see it: it stays
+  dropped as malformed, and alerts);
 * **ACL**: the key is :func:`~hdl.acl.classifier.acl_key_from_meta` with the flow bits (0 unless
   the flow was found);
 * **verdict**: DROP / REJECT hits drop (``ACL_DROP`` / ``ACL_REJECT``); with ``default_deny`` an
@@ -149,10 +151,13 @@ class SecurityStage(wiring.Component):
         entry = data.StructLayout({"key": AclKey, "bypass": 1, "request": 1, "ipv6": 1})
         p = self.parsed.payload
         meta = p.meta
-        bypass = p.rx_error | meta.malformed.any()
+        # A malformed frame with a complete L3 header is still inspected (Suricata's IP-only rules
+        # see it), without a flow request; docs/security.md "Per frame".
+        malformed = meta.malformed.any()
+        bypass = p.rx_error | meta.malformed[MalformedReason.OVERSIZE] | (malformed & ~meta.has_l3)
         if s.bypass_port is not None:
             bypass = bypass | (p.in_port == s.bypass_port)
-        request = ((meta.l3_type == L3Type.IPV4) | (meta.l3_type == L3Type.IPV6)) & meta.has_l3
+        request = ((meta.l3_type == L3Type.IPV4) | (meta.l3_type == L3Type.IPV6)) & meta.has_l3 & ~malformed
         m.submodules.pending = pending = SyncFIFO(width=entry.size, depth=PENDING_DEPTH)
         new = Signal(entry)
         m.d.comb += [new.key.eq(acl_key_from_meta(meta, p.in_port, 0, 0)), new.bypass.eq(bypass),
@@ -160,8 +165,6 @@ class SecurityStage(wiring.Component):
                      pending.w_data.eq(new), pending.w_en.eq(self.parsed.valid)]
         # A register (one cycle late; the margin covers it): it reaches the arbiter's ready.
         m.d.sync += self.space.eq(pending.level <= PENDING_DEPTH - SPACE_MARGIN)
-        # The malformed bits are here only so that bypass frames need no field of their own.
-        assert len(meta.malformed) == len(MalformedReason)
 
         # Each step below takes a frame from its FIFO into registers, then hands it on; every
         # valid and ready it drives comes from a register (a state, a latched head), and no

@@ -3,10 +3,10 @@
 Written from the security contract (docs/security.md) and Suricata's documented semantics, not
 from the gateware. Per frame, in frame order, after the parser:
 
-* **Bypass**: a frame with ``rx_error``, any malformed bit (oversize included: it is dropped
-  anyway) or received on ``bypass_port`` (the host path's re-injections) makes no flow request and
-  no ACL lookup, and its verdict is left alone.
-* **Flow**: an IPv4 or IPv6 frame with ``has_l3`` makes one request of the flow table
+* **Bypass**: a frame with ``rx_error``, oversize, another malformed bit without a complete L3
+  header, or received on ``bypass_port`` (the host path's re-injections) makes no flow request and
+  no ACL lookup, and its verdict is left alone (:func:`bypassed`).
+* **Flow**: an IPv4 or IPv6 frame with ``has_l3`` and no malformed bit makes one request of the flow table
   (:class:`host_driver.model.flow.FlowTable`): protocol, family, addresses, ports as parsed (0
   without L4), TCP flags for TCP. Other frames have no flow.
 * **ACL**: one lookup of the key :func:`host_driver.model.acl.acl_key` (the flow bits only when
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hdl.acl.layouts import COLUMN_ENTRIES, KEY_BITS, AclAction, AclActionWord, TcamGeometry, key_fields
-from hdl.packet.meta import L3Type
+from hdl.packet.meta import L3Type, MalformedReason
 from host_driver.model.flow import TCP, FlowPacket, FlowResult, FlowTable, Timeouts
 
 __all__ = ["SecurityModel", "SecurityResult", "SecurityDrop", "SECURITY_COUNTS", "flow_request"]
@@ -104,6 +104,16 @@ class SecurityResult:
                 "acl_index": self.acl_index, "acl_slot": self.acl_slot, "acl_multi": int(self.acl_multi),
                 "flow_found": int(self.flow_found), "flow_established": int(self.flow_established),
                 "flow_to_server": int(self.flow_to_server), "flow_outcome": self.flow_outcome}
+
+
+def bypassed(meta: Mapping[str, int], in_port: int, rx_error: bool, bypass_port: int | None) -> bool:
+    """Whether the stage leaves a frame alone: ``rx_error``, oversize, another malformed bit without a
+    complete L3 header, or received on ``bypass_port``. A malformed frame with its L3 header (a bad
+    TCP offset, a short L4 header, an IP length that disagrees) is still inspected, without a flow
+    request, as Suricata inspects it with its IP-only rules; it stays dropped as malformed."""
+    malformed = meta["malformed"]
+    return bool(rx_error or malformed >> MalformedReason.OVERSIZE & 1 or (malformed and not meta["has_l3"])
+                or in_port == bypass_port)
 
 
 def flow_request(meta: Mapping[str, int]) -> FlowPacket | None:
@@ -220,10 +230,10 @@ class SecurityModel:
     def inspect(self, meta: Mapping[str, int], in_port: int, *, rx_error: bool = False, now_ms: int = 0
                 ) -> SecurityResult:
         """The security stage's decision for one parsed frame received on ``in_port`` at ``now_ms``."""
-        if rx_error or meta["malformed"] or in_port == self.bypass_port:
+        if bypassed(meta, in_port, rx_error, self.bypass_port):
             return SecurityResult(bypass=True)
         from host_driver.model.acl import acl_key  # host_driver.model.acl imports the NIC model
-        request = flow_request(meta)
+        request = None if meta["malformed"] else flow_request(meta)
         flow = None
         if request is not None:
             flow = self.flows.packet(request, now_ms)

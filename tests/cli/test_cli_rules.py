@@ -162,9 +162,7 @@ def test_bad_security_table_exits_2_naming_the_key(table, needle, case, tmp_path
 
 SV = SHARED_DATA / "suricata-verify"
 #: Cases of tests/acl/test_acl_model.py's comparison that secnic run cannot pose, and why.
-SV_RUN_SKIP = {"bug-4663-02": "its own action-order (drop first): secnic run compiles Suricata's default order",
-               "mac-eve-packet": "both frames have a TCP data offset beyond the IP payload: the NIC drops them as "
-                                 "malformed (bad_tcp_offset) and, by the security contract, does not inspect them"}
+SV_RUN_SKIP = {"bug-4663-02": "its own action-order (drop first): secnic run compiles Suricata's default order"}
 
 
 def _acl_reference():

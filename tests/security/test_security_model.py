@@ -300,6 +300,14 @@ def test_bypass_frames_are_not_inspected():
         assert r.bypass and r.flow is None and not r.acl_hit and r.drop is None
     assert not any(model.counts.values()) and not model.hits
     assert model.inspect(meta_of(frame), 0).drop is SecurityDrop.ACL_DROP
+    # Malformed with a complete L3 header (a TCP data offset past the IP payload): looked up (as
+    # Suricata's IP-only rules see it) but no flow request.
+    bad_offset = meta_of(Ether(**MAC) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2, dataofs=15))
+    assert bad_offset["malformed"] and bad_offset["has_l3"]
+    before = dict(model.counts)
+    r = model.inspect(bad_offset, 0)
+    assert not r.bypass and r.flow is None and r.acl_hit and r.drop is SecurityDrop.ACL_DROP
+    assert {k: v - before.get(k, 0) for k, v in model.counts.items() if v != before.get(k, 0)} == {"acl_drop": 1}
 
 
 def test_replacement_switches_generation_and_counters_read_and_clear():

@@ -20,7 +20,7 @@ from scapy.layers.l2 import ARP, Ether
 from hdl.acl.layouts import AclAction
 from hdl.config import NicConfig
 from hdl.flow.flow_table import Outcome
-from hdl.packet.meta import DropReason, L3Type
+from hdl.packet.meta import DropReason, L3Type, MalformedReason
 from hdl.security.settings import SecuritySettings
 from hdl.security.stage import SecurityStage
 from hdl.switch.settings import SwitchPort, SwitchSettings
@@ -106,6 +106,10 @@ def random_traffic(rng, count):
         if r < 0.08:    # an IPv4 header cut short: malformed, bypassed
             frames.append((bytes(Ether() / IP(src=CLIENTS[0], dst=SERVERS[0]) / TCP())[:30], 1, 0))
             continue
+        if r < 0.11:    # a TCP data offset past the IP payload: malformed, inspected without a flow
+            frames.append((pad(Ether() / IP(src=rng.choice(CLIENTS), dst=SERVERS[0]) / TCP(dport=80, dataofs=15)),
+                           rng.choice([0, 1]), 0))
+            continue
         i = rng.randrange(len(convs))
         conv, client_port = convs[i]
         frame, from_client = conv.pop(0)
@@ -173,10 +177,13 @@ class Expected:
 
     def frame(self, meta, in_port, rx_error):
         none = dict.fromkeys(RESULT_FIELDS, 0)
-        if rx_error or meta["malformed"] or in_port == self.bypass_port:
+        malformed = meta["malformed"]
+        oversize = malformed >> MalformedReason.OVERSIZE & 1
+        if rx_error or oversize or (malformed and not meta["has_l3"]) or in_port == self.bypass_port:
             return none
         out = dict(none, inspected=1)
-        ip = meta["l3_type"] in (L3Type.IPV4, L3Type.IPV6) and meta["has_l3"]
+        # A malformed frame with its L3 header is looked up without a flow request.
+        ip = meta["l3_type"] in (L3Type.IPV4, L3Type.IPV6) and meta["has_l3"] and not malformed
         found = est = to_server = False
         if ip:
             tcp = meta["ip_proto"] == 6
