@@ -79,3 +79,45 @@ def test_index_is_read(shared_data):
         pytest.skip(f"{shared_data}/suricata-verify/INDEX.json is absent")
     assert {c["tier"] for c in cases} <= {"A", "B", "C"}
     assert all(json.dumps(expected_counts(c)) for c in cases)
+
+
+@pytest.fixture(scope="module")
+def model_results(tmp_path_factory):
+    from tests.conftest import SHARED_DATA
+    cases = [c for c in conformance.cases(SHARED_DATA) if c["tier"] in ("A", "B")]
+    if not cases:
+        pytest.skip(f"{SHARED_DATA}/suricata-verify is absent")
+    validator = conformance._eve_validator(SHARED_DATA)
+    if validator is None:
+        pytest.skip(f"Suricata's EVE schema is absent under {SHARED_DATA}")
+    out = tmp_path_factory.mktemp("conformance")
+    return {c["test"]: (c, conformance.run_case(c, "model", out, data=SHARED_DATA, validator=validator))
+            for c in cases}
+
+
+def test_every_applicable_tier_a_and_b_case_passes_through_secnic_run(model_results):
+    """The issue's target on the golden model (the gateware engines give the same files: tests/cli)."""
+    results = [r for _, r in model_results.values()]
+    assert not {r.test: r.reason for r in results if r.outcome == "fail"}
+    passed = [r.test for r in results if r.outcome == "pass"]
+    assert len(passed) >= 18, passed
+    assert all(r.eve_lines for r in results if r.outcome == "pass" and any(v != "0" for v in r.expected.values()))
+
+
+def test_a_wrong_expectation_fails(model_results, tmp_path):
+    """The judgement can fail: detect-itype with one more alert expected for one sid; and
+    util-action-01 (IP-only rules, two packets of one flow direction: Suricata alerts once) when
+    IP-only rules are counted per packet."""
+    from tests.conftest import SHARED_DATA
+    case, result = model_results["detect-itype"]
+    assert result.outcome == "pass"
+    sid, count = next((k, v) for k, v in result.expected.items() if k != "any" and v != "0")
+    wrong = dict(case, expected_alerts=[f"{sid}:{int(count.rstrip('+')) + 1}"])
+    again = conformance.run_case(wrong, "model", tmp_path, data=SHARED_DATA)
+    assert again.outcome == "fail" and f"sid {sid}" in again.reason
+    case, result = model_results["util-action-tests/util-action-01"]
+    assert result.outcome == "pass"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conformance, "ip_only", lambda rule: False)
+        again = conformance.run_case(case, "model", tmp_path / "per-packet", data=SHARED_DATA)
+    assert again.outcome == "fail" and "sid 1: 2 alerts, expected 1" in again.reason
