@@ -79,6 +79,11 @@ test-slow: setup
 bench: setup
 	$(PY) -m sim.flows.bench
 
+## Suricata's own tests (../shared/data/suricata-verify) through `secnic run`: docs/conformance.md.
+## CONFORMANCE_ARGS="--engine verilator" runs the gateware instead of the golden model.
+conformance: setup
+	$(PY) -m sim.flows.conformance --doc $(CONFORMANCE_ARGS)
+
 ## Mutation testing: deliberate bugs in the gateware and the golden model, one at a time, each
 ## against the tests meant to catch it; exit 1 if any survives (figure in docs/performance.md).
 ## Kept out of `make test`: a few minutes. MUTANTS_ARGS="--only NAME", "--list", "--jobs 2".

@@ -1,0 +1,81 @@
+"""sim.flows.conformance: how Suricata's own tests are read and judged (the runs through `secnic run`
+are in test_conformance_runs below, on the golden model)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from host_driver.rules import parse_rules
+from sim.flows import conformance
+from sim.flows.conformance import action_order, expected_counts, ip_only
+from sim.run.pcapio import read_pcap
+
+
+def test_expected_alerts_are_read_with_counts_and_at_least():
+    case = {"test": "t", "expected_alerts": ["1:3", "2:0", "any:2", "any:4", "7:1+"]}
+    assert expected_counts(case) == {"1": (3, False), "2": (0, False), "any": (4, False), "7": (1, True)}
+    with pytest.raises(ValueError, match="t: cannot read"):
+        expected_counts({"test": "t", "expected_alerts": ["sid=1"]})
+
+
+def test_ip_only_rules_are_metadata_only_with_any_ports():
+    rules = parse_rules(
+        'alert ip 10.0.0.0/8 any -> any any (msg:"a; b:"; sid:1; rev:2; classtype:misc-activity;)\n'
+        "alert tcp any any -> any 80 (sid:2;)\n"
+        "alert ip any any -> any any (ttl:3; sid:3;)\n"
+        "alert tcp any any -> any any (flow:established; sid:4;)\n"
+        "alert icmp any any -> any any (itype:8; sid:5;)\n"
+        "alert ip any any -> any any (sid:6;)\n")
+    assert [ip_only(r) for r in rules] == [True, False, False, False, False, True]
+
+
+def test_action_order_overlays(tmp_path):
+    (tmp_path / "a.yaml").write_text("outputs:\n  - x\n\naction-order:\n  - drop\n  - pass\n  - reject\n"
+                                     "  - alert\n\nother: 1\n")
+    (tmp_path / "b.yaml").write_text("action-order:\n- pass\n- drop\n- reject\n- alert\n")
+    assert action_order(tmp_path / "a.yaml") == ["drop", "pass", "reject", "alert"]
+    assert action_order(tmp_path / "b.yaml") == conformance.DEFAULT_ACTION_ORDER
+    assert action_order(tmp_path / "absent.yaml") is None
+
+
+def _pcap(linktype: int, packets: list[bytes]) -> bytes:
+    """A classic pcap file of ``packets`` with ``linktype``, written here by hand (the reader under test
+    is scapy's)."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)]
+    for p in packets:
+        out += [struct.pack("<IIII", 1, 0, len(p), len(p)), p]
+    return b"".join(out)
+
+
+def test_raw_ip_captures_get_an_ethernet_header(tmp_path):
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+    raw = [bytes(IP(src="10.0.0.1", dst="10.0.0.2") / UDP()), bytes(IPv6(src="::1", dst="::2") / UDP())]
+    src = tmp_path / "raw.pcap"
+    src.write_bytes(_pcap(101, raw))
+    linktype, n = conformance._ethernet_capture(src, tmp_path / "eth.pcap")
+    assert (linktype, n) == (101, 2)
+    frames = [f.data for f in read_pcap(tmp_path / "eth.pcap")]      # refuses anything but Ethernet
+    assert [f[12:14] for f in frames] == [b"\x08\x00", b"\x86\xdd"]
+    assert [f[14:] for f in frames] == raw
+    # Another link type is left alone (no file written): the case is not applicable.
+    src.write_bytes(_pcap(113, [b"\0" * 20]))
+    assert conformance._ethernet_capture(src, tmp_path / "sll.pcap")[0] == 113
+    assert not (tmp_path / "sll.pcap").exists()
+
+
+def test_missing_data_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SECNIC_SHARED_DATA", str(tmp_path))
+    assert conformance.main(["--out", str(tmp_path / "out")]) == 2
+    assert "no suricata-verify cases" in capsys.readouterr().err
+
+
+def test_index_is_read(shared_data):
+    cases = conformance.cases(shared_data)
+    if not cases:
+        pytest.skip(f"{shared_data}/suricata-verify/INDEX.json is absent")
+    assert {c["tier"] for c in cases} <= {"A", "B", "C"}
+    assert all(json.dumps(expected_counts(c)) for c in cases)
