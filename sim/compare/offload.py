@@ -128,7 +128,8 @@ def firewall_rule_set(paths: Sequence[Path]):
         return None
     compiled = compile_rules([r for p in paths for r in read_rules(p)], capacity=1 << SLOT_BITS)
     entries, left_out = fit_entries(compiled, security_settings(compiled).acl_entries)
-    return RuleSet(", ".join(map(str, paths)), compiled, entries, None, left_out)
+    # File names only: the basis text goes into report.json, which must not depend on the checkout's path.
+    return RuleSet(", ".join(p.name for p in paths), compiled, entries, None, left_out)
 
 
 def security_settings(compiled):
