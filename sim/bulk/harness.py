@@ -81,7 +81,8 @@ class BulkLayout:
         from amaranth.hdl import Shape
 
         from hdl.packet.meta import make_verdict_record
-        layout = make_verdict_record(config.port_bits, len(config.ports))
+        # A build with a security stage carries its verdict fields in the record too (hdl/top.py).
+        layout = make_verdict_record(config.port_bits, len(config.ports), security=config.security is not None)
         egress = layout["egress"]
         return cls(len(config.ports), config.bytes_per_beat, Shape.cast(layout).width, egress.offset,
                    Shape.cast(egress.shape).width)

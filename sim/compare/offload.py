@@ -10,12 +10,19 @@ today: :func:`sim.run.engine.run_engine` in bulk mode (Verilator), or the golden
 address, after one learning frame per VM port. Egress per port and the switch's counters are the
 gateware's (run_engine holds every decision and byte to the golden model).
 
+**The firewall in the NIC.** The header-only rules of the chains' firewall hops (the rules the
+software path's firewall VMs evaluate as nftables rules) run in the NIC's security stage: the
+switch's config gets ``security`` (:func:`security_settings`: the ACL sized to hold them all), the
+driver programs the compiled entries (:func:`firewall_rule_set`) before the traffic, as
+``secnic run --rules`` does, and the frames the ACL drops or rejects are dropped by the NIC
+(``NicRun.acl_dropped``, counted in the report).
+
 What stands in for blocks that have not landed (said in every report under ``offload.basis``):
 
-* **Classifier and matcher**: a frame is punted when the NIC's own record says ``punt``, and,
-  while the NIC has no classifier or matcher, when it matches the header of a rule that the rule
-  compiler (:mod:`host_driver.rules`) leaves to the host (``host path``) or to the payload matcher
-  (``payload``): such traffic is inspected on the host. Once the matcher lands, set
+* **Matcher**: a frame is punted when the NIC's own record says ``punt``, and, while the matcher is
+  not wired into the NIC, when it matches the header of a rule that the rule compiler
+  (:mod:`host_driver.rules`) leaves to the payload matcher (``payload``) or to the host (``host
+  path``): such traffic is inspected on the host (the "rule split"). Once the matcher lands, set
   ``rule_split_punts=False`` and the NIC's records alone decide.
 """
 
@@ -29,7 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NicRun", "NicPath", "SimulatedNic", "rule_matches", "PUNT_VERDICTS", "WARMUP_NS", "frame_rate_bound"]
+__all__ = ["NicRun", "NicPath", "SimulatedNic", "rule_matches", "PUNT_VERDICTS", "WARMUP_NS", "frame_rate_bound",
+           "firewall_rule_set", "security_settings", "ACL_DROP_REASONS"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,8 @@ PUNT_VERDICTS = ("host path", "payload")
 #: The traffic starts this long after the learning frames (which take well under 1 us).
 WARMUP_NS = 2000
 _PROTO = {"tcp": {6}, "udp": {17}, "icmp": {1}, "ip": None, "pkthdr": None}
+#: trace.jsonl reasons of frames the security stage dropped (its policy, not a loss).
+ACL_DROP_REASONS = ("acl_drop", "acl_reject", "default_deny")
 
 
 @dataclass
@@ -53,6 +63,10 @@ class NicRun:
     bridged: list[int] = field(default_factory=list)
     #: Cycles of the learning frames before the traffic (not part of its span).
     warmup_cycles: int = 0
+    #: Frames the NIC's security stage dropped by policy (ACL drop / reject, default deny).
+    acl_dropped: list[int] = field(default_factory=list)
+    #: The security stage's counters (SECURITY block) and alerts, when the NIC has one.
+    security: dict | None = None
 
 
 class NicPath:
@@ -102,14 +116,47 @@ def frame_rate_bound(config, frames) -> dict:
             "frame_cycles": FRAME_CYCLES, "data_path_gbps": round(nbytes * 8 * config.clock_mhz / 1000 / beats, 3)}
 
 
+def firewall_rule_set(paths: Sequence[Path]):
+    """The rules the NIC's ACL enforces for chains whose firewall hops use the rule files ``paths``:
+    every file's rules compiled together (file order), the header-only ones as ACL entries sized by
+    :func:`security_settings`. A :class:`sim.run.alerts.RuleSet`, or None without files."""
+    from hdl.acl.layouts import SLOT_BITS
+    from host_driver.rules import compile_rules, read_rules
+    from sim.run.alerts import RuleSet, fit_entries
+    paths = list(dict.fromkeys(Path(p) for p in paths))
+    if not paths:
+        return None
+    compiled = compile_rules([r for p in paths for r in read_rules(p)], capacity=1 << SLOT_BITS)
+    entries, left_out = fit_entries(compiled, security_settings(compiled).acl_entries)
+    # File names only: the basis text goes into report.json, which must not depend on the checkout's path.
+    return RuleSet(", ".join(p.name for p in paths), compiled, entries, None, left_out)
+
+
+def security_settings(compiled):
+    """The security stage of the comparison's NIC: the default stage with an ACL of the next power
+    of two that holds every ternary entry of ``compiled`` (at least the default 256), so that no
+    firewall rule is left out (a cut would drop every later rule too: sim.run.alerts.fit_entries)."""
+    from hdl.acl.layouts import SLOT_BITS
+    from hdl.security.settings import SecuritySettings
+    need = sum(e.ternary_count() for e in compiled.entries)
+    size = SecuritySettings().acl_entries
+    while size < need and size < 1 << SLOT_BITS:
+        size *= 2
+    return SecuritySettings(acl_entries=size)
+
+
 class SimulatedNic(NicPath):
     """The NIC of ``config`` (a switch: ``topology``, :class:`sim.compare.topology.Topology`) run by
     ``engine`` ("verilator": bulk mode; "model": the golden model), with the punt set also taken from
-    ``rules`` (compiled rules) while ``rule_split_punts``."""
+    ``rules`` (compiled rules) while ``rule_split_punts``. ``acl`` (a :class:`sim.run.alerts.RuleSet`,
+    :func:`firewall_rule_set`) is programmed into the security stage before the traffic; the config
+    must have one (``config.security``)."""
 
     def __init__(self, config, rules: Sequence = (), engine: str = "verilator", rule_split_punts: bool = True,
-                 topology=None):
-        self.config, self.engine, self.topology = config, engine, topology
+                 topology=None, acl=None):
+        if acl is not None and config.security is None:
+            raise ValueError("SimulatedNic: firewall rules (acl) need a NIC with a security stage (config.security)")
+        self.config, self.engine, self.topology, self.acl = config, engine, topology, acl
         self.punt_rules = [r for r in rules if r.verdict in PUNT_VERDICTS] if rule_split_punts else []
         self.rule_split_punts = rule_split_punts
 
@@ -143,7 +190,7 @@ class SimulatedNic(NicPath):
         with tempfile.TemporaryDirectory(prefix="secnic-compare-") as tmp:
             out = Path(tmp) / "run"
             run = run_engine(self.config, inputs, engine=self.engine, pace="pcap", out_dir=out,
-                             bulk=True if self.engine == "verilator" else None)
+                             bulk=True if self.engine == "verilator" else None, rules=self.acl)
             trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
             counters = json.loads((out / "counters.json").read_text())
         for k, r in enumerate(trace[:len(learn)]):
@@ -152,7 +199,11 @@ class SimulatedNic(NicPath):
         records: list[dict | None] = [None] * len(frames)
         for i, r in zip(index, trace[len(learn):], strict=True):
             records[i] = r
-        punted = [i for i, r in enumerate(records) if r is not None and (
+        # The ACL decides first: a frame it drops never reaches the host, whatever the rule split says.
+        acl_dropped = [i for i, r in enumerate(records) if r is not None and r.get("verdict") == "drop"
+                       and r.get("reason") in ACL_DROP_REASONS]
+        dropped = set(acl_dropped)
+        punted = [i for i, r in enumerate(records) if r is not None and i not in dropped and (
                   r.get("verdict") == "punt" or any(rule_matches(rule, r) for rule in self.punt_rules))]
         egress: dict[str, int] = {}
         for r in records:
@@ -168,8 +219,22 @@ class SimulatedNic(NicPath):
                       f"(one learning frame per VM port first); the shared pipeline carries at most "
                       f"{bound['gbps']:g} Gb/s of this mix (bound by the {bound['by']}: W={self.config.data_width} "
                       f"at {self.config.clock_mhz:g} MHz, one frame per {bound['frame_cycles']} cycles at most)")
-        basis = (f"{self.engine} ({mode}); switch fabric: {fabric}; punts: NIC records"
+        if self.acl is None:
+            firewall = "firewall: none (no chain has a firewall hop)"
+        else:
+            sec = self.config.security
+            n_rules = len({(e.gid, e.sid) for e in self.acl.entries})
+            firewall = (f"firewall: the firewall hops' {n_rules} header-only rules ({self.acl.source}) in the NIC's "
+                        f"security stage ({sum(e.ternary_count() for e in self.acl.entries)} of {sec.acl_entries} "
+                        f"ACL entries, flow table {sec.flow_sets}x{sec.flow_ways}), programmed through the driver; "
+                        f"the frames it drops are dropped by the NIC ({len(acl_dropped)} here)"
+                        + (f"; {len(self.acl.left_out)} rules did not fit" if self.acl.left_out else ""))
+        basis = (f"{self.engine} ({mode}); switch fabric: {fabric}; {firewall}; punts: NIC records"
                  + (f" + rule split ({len(self.punt_rules)} payload/host-path rules' traffic inspected on the host "
-                    "until the matcher lands)" if self.rule_split_punts else ""))
+                    "until the matcher is wired into the NIC)" if self.rule_split_punts else ""))
         warmup_cycles = round(warmup * self.config.clock_mhz / 1000)
-        return NicRun(records, egress, counters, run, punted, basis, sorted(bridged), warmup_cycles)
+        security = None
+        if self.acl is not None:
+            security = {"counters": counters.get("security"), "alerts": run["security"]["alerts"]}
+        return NicRun(records, egress, counters, run, punted, basis, sorted(bridged), warmup_cycles, acl_dropped,
+                      security)

@@ -178,6 +178,10 @@ def _markdown(report: dict) -> str:
               + f"; lost in the external switch's queues: {st['nic'].get('external_switch_lost', 0)}.",
               "", "## Offloaded path: what the NIC runs, and what stands in for blocks not yet integrated", "",
               f"{report['offload_basis']}",
+              "", "ACL drops (the firewall rules in the NIC; policy, not loss: outside the drop rate): "
+              + "; ".join(f"{_fmt(p['offered_gbps'])} Gb/s: "
+                          + (", ".join(f"{k} {v}" for k, v in p.get("acl_drops", {}).items()) or "none")
+                          for p in report["sweep"]["offload"]) + ".",
               "", "## Calibration", "",
               f"Machine: {report['calibration']['machine'].get('cpu')} at "
               f"{report['calibration']['machine'].get('clock_ghz')} GHz, measured "

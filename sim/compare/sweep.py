@@ -184,13 +184,20 @@ def _drops(outcomes) -> dict:
 # -- offloaded path ------------------------------------------------------------------------------
 
 def _nic(ctx: Context):
-    from sim.compare.offload import SimulatedNic
+    import dataclasses
+
+    from sim.compare.offload import SimulatedNic, firewall_rule_set, security_settings
     from sim.compare.topology import topology
     scenario, _, _, rules = _load(ctx)
     all_rules = [r for table in rules.values() for r in table.rules]
     topo = topology(scenario)
     config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
-    return SimulatedNic(config, all_rules, engine=ctx.engine, topology=topo)
+    # The firewall hops' header-only rules run in the NIC's security stage (docs/compare.md).
+    acl = firewall_rule_set(sorted({c.rules for c in scenario.chains.values()
+                                    if c.rules is not None and any(h.kind == "firewall" for h in c.hops)}))
+    if acl is not None:
+        config = dataclasses.replace(config, security=security_settings(acl.compiled))
+    return SimulatedNic(config, all_rules, engine=ctx.engine, topology=topo, acl=acl)
 
 
 def prepare(ctx: Context) -> None:
@@ -225,7 +232,7 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
     offered_span = (times[-1] - times[0]) or 1.0
     # The simulated source holds back what a port cannot take; a real MAC would drop the excess.
     accepted = min(1.0, offered_span / nic_ns) if nic_ns > 0 else 1.0
-    punted, bridged = set(nr.punted), set(nr.bridged)
+    punted, bridged, policy = set(nr.punted), set(nr.bridged), set(nr.acl_dropped)
     h = scenario.host
     host = Stage("host", h.vswitch_cores, h.ring, h.mode, costs.wake_ns)
 
@@ -241,6 +248,9 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
     host_lost = {i for i, o in zip(on_host, res.outcomes) if o.done is None}
     forwarded = [i not in host_lost and (i in bridged or bool(r.get("egress"))) for i, r in enumerate(nr.records)]
     weight = [1.0 if i in bridged else accepted for i in range(len(frames))]
+    # Frames the firewall rules drop are the policy working, not a loss: out of the drop rate (which
+    # finds the knee), counted as acl_drop_rate.
+    kept = [i not in policy for i in range(len(frames))]
     nic_lat = run.get("latency_ns") or {}
     punt_lat = [o.latency for i, o in zip(on_host, res.outcomes) if o.done is not None and i in punted]
     delivered_bytes = sum(f.length * w for f, ok, w in zip(frames, forwarded, weight) if ok)
@@ -252,7 +262,9 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
     return {
         "offered_gbps": round(offered_bytes * 8 / offered_span, 4),
         "throughput_gbps": round(delivered_bytes * 8 / offered_span, 4),
-        "drop_rate": round(1 - sum(w for ok, w in zip(forwarded, weight) if ok) / len(frames), 5),
+        "drop_rate": round(1 - sum(w for ok, w in zip(forwarded, weight) if ok) / max(1, sum(kept)), 5),
+        "acl_drop_rate": round(len(policy) / len(frames), 5),
+        "acl_drops": _acl_drops(nr),
         "latency_p50_ns": _r(nic_lat.get("p50")),
         "latency_p99_ns": _r(nic_lat.get("p99")),
         "punt_rate": round(len(punted) / len(frames), 5),
@@ -269,6 +281,16 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
         "bridged_rate": round(len(bridged) / len(frames), 5),
         "basis": nr.basis,
     }
+
+
+def _acl_drops(nr) -> dict:
+    """The security stage's policy drops by reason (trace.jsonl reasons: acl_drop, acl_reject,
+    default_deny), counted from the NIC's records of the scenario's frames."""
+    out: dict[str, int] = {}
+    for i in nr.acl_dropped:
+        reason = nr.records[i]["reason"]
+        out[reason] = out.get(reason, 0) + 1
+    return dict(sorted(out.items()))
 
 
 # -- loop storm ------------------------------------------------------------------------------------

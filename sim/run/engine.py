@@ -390,7 +390,10 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
                     if jobs > 1:
                         res = run_segments(config, frames, workdir / "bulk", jobs)
                     else:
-                        res = run_bulk(config, frames, workdir / "bulk", progress=lambda n: done.__setitem__(0, n))
+                        res = run_bulk(config, frames, workdir / "bulk", progress=lambda n: done.__setitem__(0, n),
+                                       **_bulk_rule_hooks(rules))
+                if rules is not None:
+                    res["rule_hits"] = res["after"]
             except BulkError as exc:
                 raise EngineError(f"verilator bulk run failed: {exc}") from exc
         else:
@@ -406,6 +409,24 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
     timing["recorder"] = res.get("recorder")
     timing["segments"] = res.get("segments", 1)
     return decisions, egress_src, counters, timing
+
+
+def _bulk_rule_hooks(rules) -> dict:
+    """``before``/``after`` of :func:`sim.bulk.run.run_bulk` for ``rules``: the driver programs the
+    security stage over the harness's CSR bus before the first frame, as the cocotb testbench does,
+    and reads the rules' hit counters after the last, through the same driver block (it keeps the
+    table it programmed: which counter slot holds which rule)."""
+    if rules is None:
+        return {}
+    programmed = {}
+
+    async def program(nic):
+        programmed["nic"] = nic
+        await nic.security.program(rules.entries)
+
+    async def hits(_nic):
+        return await _rule_hits(programmed["nic"])
+    return {"before": program, "after": hits}
 
 
 def _run_cocotb(config, frames, sim, waves, workdir: Path, done: list[int], rules=None) -> dict:
@@ -634,6 +655,10 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
     if jobs > 1 and config.switch is not None:
         raise ValueError("--jobs splits a run into NICs that start empty; a switch carries its MAC table, "
                          "storm buckets and loop guard from frame to frame: use --jobs 1")
+    if jobs > 1 and config.security is not None:
+        raise ValueError("--jobs splits a run into NICs that start empty; the security stage's flow table "
+                         "carries each connection's state (established, direction, default deny) from frame to "
+                         "frame: use --jobs 1")
     if engine != "model" and config.uart_bridge:
         raise ValueError("uart_bridge = true builds the board's CSR bridge in place of the AXI-Lite bus "
                          "the simulators read the counters through; simulate with uart_bridge = false")
@@ -648,10 +673,6 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
     if rules is not None:
         if config.security is None:
             raise ValueError("rules need a build with a security stage (a [security] table in --config)")
-        if bulk or jobs > 1:
-            raise ValueError("--rules runs through the cocotb testbench: bulk mode cannot program the ACL yet "
-                             "(use --no-bulk and --jobs 1)")
-        bulk = False
     bulk = use_bulk(engine, len(inputs), bulk, waves, jobs)
     out_dir = check_out_dir(out_dir, force=force)
     starts = schedule(config, inputs, pace)

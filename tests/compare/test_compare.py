@@ -166,6 +166,9 @@ def test_bulk_mode_nic_agrees_with_the_golden_model(tmp_path):
     assert bulk.run["sim_mode"] == "bulk" and bulk.run["timing"] == "simulated"
     assert bulk.records == model.records and bulk.punted == model.punted and bulk.punted
     assert bulk.egress_packets == model.egress_packets
+    # The firewall rules ran in the security stage: its alert rules (MySQL, port 3306) hit.
+    assert bulk.security == model.security and bulk.security["counters"]["acl_alert"] > 0
+    assert any(r["sids"] for r in bulk.records if r)
     # the switch forwards every frame to its VM's port, once
     assert sum(bulk.egress_packets.values()) == len(frames)
     assert set(bulk.egress_packets) == {"vm1", "vm2", "vm3", "vm4"}
