@@ -67,10 +67,22 @@ class TagEdit(wiring.Component):
         def lanes(sig):
             return [sig[8 * i:8 * i + 8] for i in range(nb)]
 
-        # Two edit registers, the current frame's and the next one's, so that every decision reads a
-        # flip-flop (not the edit port) and the next frame's edit is there when its first beat is.
-        op, tag, cur_valid = Signal(TagOp), Signal(32), Signal()
-        nxt_op, nxt_tag, nxt_valid = Signal(TagOp), Signal(32), Signal()
+        # Two edit slots, filled in turn from the edit port (`wr`) and used in turn by the frames
+        # (`cur`), so the next frame's edit is there when its first beat is. Why slots: with a
+        # current and a next register, a frame's end copied the next edit into the current one, and
+        # that load of the 32-bit tag off the handshake (end flags, `out_free`, then the tag's
+        # enable across the editor) was the fan-out's critical path. Now the end only moves `cur`;
+        # the data path reads the tag through a multiplexer on that register. The few control bits
+        # every decision reads (the op and its decoded flags, the frame's first end flags, whether
+        # an edit is current) are kept as registers of the current slot, reloaded at the end.
+        slot_op = [Signal(TagOp, name=f"slot_op_{k}") for k in range(2)]
+        slot_tag = [Signal(32, name=f"slot_tag_{k}") for k in range(2)]
+        slot_ins = [Signal(name=f"slot_ins_{k}") for k in range(2)]
+        slot_strip = [Signal(name=f"slot_strip_{k}") for k in range(2)]
+        slot_valid = [Signal(name=f"slot_valid_{k}") for k in range(2)]
+        wr, cur = Signal(), Signal()
+        op, cur_valid = Signal(TagOp), Signal()
+        tag = Mux(cur, slot_tag[1], slot_tag[0])
         tag_lanes = [tag[24 - 8 * i:32 - 8 * i] for i in range(tb)]
 
         # Input beats taken in this frame, saturating past the split beat: insert and rewrite look at
@@ -82,7 +94,7 @@ class TagEdit(wiring.Component):
         h_lt, h_eq = Signal(init=True), Signal()
 
         # Whether a taken last beat ends the output frame, as flags registered with the state they
-        # come from (why: `ends` loads the next edit and resets the frame state; decoded from `op`,
+        # come from (why: `ends` moves to the next edit and resets the frame state; decoded from `op`,
         # the beat counter and `held_valid` it took three LUT levels before the handshake, and with
         # seven editors spread over the die that was the fan-out's critical path). The beat ends the
         # frame when `end_last` is set, or when it is packed short of lane n and `end_short[n]` is:
@@ -96,29 +108,27 @@ class TagEdit(wiring.Component):
             short = {n: 0 for n in end_short_lanes}
             short[nb - tb] = short[nb - tb] | ins
             short[tb] = short[tb] | (strip & (value >= split + 1))
-            return [end_last.eq(~(ins | strip) | (ins & (value < split)))] + \
-                   [end_short[n].eq(short[n]) for n in end_short_lanes]
+            return [~(ins | strip) | (ins & (value < split))] + [short[n] for n in end_short_lanes]
+        end_regs = [end_last, *end_short.values()]
 
-        # The current edit's decoded flags and the next edit's (decoded as it arrives, so a load
-        # is a copy).
+        # The current edit's decoded flags, and each slot's (decoded as it is filled, with the end
+        # flags of its frame's first beat, so that moving to a slot is a copy).
         is_ins, is_strip = Signal(), Signal()
-        nxt_ins, nxt_strip = Signal(), Signal()
-        m.d.comb += self.edit.ready.eq(~nxt_valid)
-        with m.If(self.edit.valid & ~nxt_valid):
-            m.d.sync += [nxt_op.eq(self.edit.payload.op), nxt_tag.eq(self.edit.payload.tag), nxt_valid.eq(1),
-                         nxt_ins.eq(self.edit.payload.op == TagOp.INSERT),
-                         nxt_strip.eq(self.edit.payload.op == TagOp.STRIP)]
+        slot_start = [[Signal(name=f"slot_end_{k}_{j}") for j in range(len(end_regs))] for k in range(2)]
+        payload = self.edit.payload
+        fill = Signal()
+        m.d.comb += [self.edit.ready.eq(~Mux(wr, slot_valid[1], slot_valid[0])),
+                     fill.eq(self.edit.valid & self.edit.ready)]
+        fills = [fill & (wr == k) for k in range(2)]
+        for k in range(2):
+            with m.If(fills[k]):
+                ins, strip = payload.op == TagOp.INSERT, payload.op == TagOp.STRIP
+                m.d.sync += [slot_op[k].eq(payload.op), slot_tag[k].eq(payload.tag),
+                             slot_ins[k].eq(ins), slot_strip[k].eq(strip),
+                             *(r.eq(v) for r, v in zip(slot_start[k], end_flags(ins, strip, 0)))]
+        with m.If(fill):
+            m.d.sync += wr.eq(~wr)
 
-        def load_next_edit():
-            m.d.sync += [op.eq(nxt_op), tag.eq(nxt_tag), is_ins.eq(nxt_ins), is_strip.eq(nxt_strip),
-                         cur_valid.eq(1), nxt_valid.eq(0), *end_flags(nxt_ins, nxt_strip, 0)]
-        with m.If(~cur_valid & nxt_valid):
-            load_next_edit()
-
-        def set_beat(value):
-            m.d.sync += [beat.eq(value), in_lt.eq(value < split), in_eq.eq(value == split),
-                         h_lt.eq(value < split + 1), h_eq.eq(value == split + 1),
-                         *end_flags(is_ins, is_strip, value)]
         carry = Signal(8 * tb)            # insert: the last 4 bytes of the previous input beat
         carry_keep = Signal(tb)
         carry_user = Signal.like(s.tuser)
@@ -149,8 +159,6 @@ class TagEdit(wiring.Component):
 
         take = Signal()
         m.d.comb += [s.tready.eq(out_free & ~flush & cur_valid), take.eq(s.tvalid & s.tready)]
-        with m.If(take):
-            set_beat(Mux(beat == split + 2, beat, beat + 1))
 
         zero, one, nil = Const(0, 8), Const(1, 1), Const(0, 1)
         # -- insert: output from the incoming beat and the carry ------------------------------------
@@ -214,25 +222,52 @@ class TagEdit(wiring.Component):
                 with m.Case(TagOp.STRIP):
                     emit_strip(x[:tb], xk[:tb], ends_if_taken, s.tuser)
 
-        ends = Signal()                   # the frame's last output beat goes out this cycle
-        starts_flush = Signal()
         strip_waits = is_strip & ~held_valid   # the first beat of a strip only fills `held`
         m.d.comb += nxt["tvalid"].eq(Mux(flush, 1, take & ~strip_waits))
-        # `flush ? out_free : take & ends_if_taken` without `cur_valid` (fewer inputs): while no edit
-        # is current the frame state is already at a frame's start, which `ends` only sets again.
-        m.d.comb += ends.eq(out_free & (flush | (s.tvalid & ends_if_taken)))
         with m.If(take):
-            m.d.comb += starts_flush.eq(s.tlast & ~ends_if_taken)
             with m.If(is_ins):
                 m.d.sync += [carry.eq(Cat(*x[nb - tb:])), carry_keep.eq(Mux(ins_short, 0, spill_keep)),
                              carry_user.eq(s.tuser)]
             with m.If(is_strip):
-                m.d.sync += [held.eq(s.tdata), held_keep.eq(s.tkeep), held_user.eq(s.tuser), held_valid.eq(1)]
-        with m.If(starts_flush):
-            m.d.sync += flush.eq(1)
-        with m.If(ends):
-            set_beat(0)
-            m.d.sync += [held_valid.eq(0), flush.eq(0), cur_valid.eq(0)]
-            with m.If(nxt_valid):
-                load_next_edit()
+                m.d.sync += [held.eq(s.tdata), held_keep.eq(s.tkeep), held_user.eq(s.tuser)]
+
+        # How the frame state moves on. Three next values of each state register are prepared from
+        # registers: `step` (a beat is taken and the frame goes on), `end` (the frame's last output
+        # beat goes out: a flush beat, or a taken beat that `ends_if_taken`) and `rest` (neither);
+        # the handshake only picks one in front of the flip-flop, `moves` (one LUT of the handshake)
+        # then `flush | ends_if_taken`. Why: the end decided first and the next values computed
+        # after it took six LUT levels from `tkeep` to the end flags. No `cur_valid` in the end
+        # (fewer inputs): while no edit is current the frame state is at a frame's start already,
+        # which an end only sets again; it moves to the other slot only when an edit was current.
+        # While no edit is current, the current edit's registers follow slot `cur` until it fills.
+        moves = Signal()
+        m.d.comb += moves.eq(out_free & (flush | s.tvalid))
+        finishing = flush | ends_if_taken
+
+        def next_state(reg, *, step, end, rest):
+            m.d.sync += reg.eq(Mux(moves, Mux(finishing, end, Mux(cur_valid, step, rest)), rest))
+
+        def this_slot(values):
+            return Mux(cur, values[1], values[0])
+
+        def other_slot(values):
+            return Mux(cur, values[0], values[1])
+
+        following = Mux(beat == split + 2, beat, beat + 1)
+        for reg, value in ((beat, lambda v: v), (in_lt, lambda v: v < split), (in_eq, lambda v: v == split),
+                           (h_lt, lambda v: v < split + 1), (h_eq, lambda v: v == split + 1)):
+            next_state(reg, step=value(following), end=value(0), rest=reg)
+        for j, (reg, step) in enumerate(zip(end_regs, end_flags(is_ins, is_strip, following))):
+            starts = [slot_start[0][j], slot_start[1][j]]
+            next_state(reg, step=step, end=Mux(cur_valid, other_slot(starts), this_slot(starts)),
+                       rest=Mux(cur_valid, reg, this_slot(starts)))
+        next_state(held_valid, step=held_valid | is_strip, end=0, rest=held_valid)
+        next_state(flush, step=s.tlast, end=0, rest=flush)     # a step with tlast is a last beat that does not end
+        for reg, slots in ((op, slot_op), (is_ins, slot_ins), (is_strip, slot_strip), (cur_valid, slot_valid)):
+            next_state(reg, step=reg, end=Mux(cur_valid, other_slot(slots), this_slot(slots)),
+                       rest=Mux(cur_valid, reg, this_slot(slots)))
+        next_state(cur, step=cur, end=cur ^ cur_valid, rest=cur)
+        for k in range(2):
+            kept = slot_valid[k] | fills[k]
+            next_state(slot_valid[k], step=kept, end=Mux(cur_valid & (cur == k), fills[k], kept), rest=kept)
         return m
