@@ -200,7 +200,9 @@ class EditQueue(wiring.Component):
 
     Why: SyncFIFO gates every write with its ``w_rdy``, a compare of its level, which put that
     compare between the fan-out's admission and the LUT-RAM's write enable (the critical path);
-    the fan-out decides the room itself, a cycle ahead (:meth:`EgressFanout._edit_room`).
+    the fan-out decides the room itself, a cycle ahead (:meth:`EgressFanout._edit_room`). And
+    ``r_rdy`` (``level != 0``) is a register of its own, its next value decided with the level's
+    (why: the level compare in front of the tag editor's edit slots was a critical path).
 
     Members
     -------
@@ -221,7 +223,10 @@ class EditQueue(wiring.Component):
         w_ptr, r_ptr = Signal(range(self.depth)), Signal(range(self.depth))
         do_read = self.r_en & self.r_rdy
         m.d.comb += [wr.addr.eq(w_ptr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
-                     rd.addr.eq(r_ptr), self.r_data.eq(rd.data), self.r_rdy.eq(self.level != 0)]
+                     rd.addr.eq(r_ptr), self.r_data.eq(rd.data)]
+        # Not empty next cycle: a word written, or more than one held, or one held and not read.
+        more_than_one = self.level > 1
         m.d.sync += [w_ptr.eq(w_ptr + self.w_en), r_ptr.eq(r_ptr + do_read),
-                     self.level.eq(self.level + self.w_en - do_read)]
+                     self.level.eq(self.level + self.w_en - do_read),
+                     self.r_rdy.eq(self.w_en | more_than_one | (self.level[0] & ~more_than_one & ~self.r_en))]
         return m

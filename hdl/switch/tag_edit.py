@@ -6,6 +6,10 @@ native VLAN strips it, a priority-tagged frame leaving a trunk tagged gets its V
 :class:`TagEdit` per egress port does that per frame, streaming, with no frame buffer.
 """
 
+from functools import reduce
+from operator import or_
+from types import SimpleNamespace
+
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -67,11 +71,22 @@ class TagEdit(wiring.Component):
         def lanes(sig):
             return [sig[8 * i:8 * i + 8] for i in range(nb)]
 
-        # Two edit registers, the current frame's and the next one's, so that every decision reads a
-        # flip-flop (not the edit port) and the next frame's edit is there when its first beat is.
-        op, tag, cur_valid = Signal(TagOp), Signal(32), Signal()
-        nxt_op, nxt_tag, nxt_valid = Signal(TagOp), Signal(32), Signal()
-        tag_lanes = [tag[24 - 8 * i:32 - 8 * i] for i in range(tb)]
+        # Two edit slots, filled in turn from the edit port (`wr`) and used in turn by the frames
+        # (`cur`), so the next frame's edit is there when its first beat is. Why slots: with a
+        # current and a next register, a frame's end copied the next edit into the current one, and
+        # that load of the 32-bit tag off the handshake (end flags, `out_free`, then the tag's
+        # enable across the editor) was the fan-out's critical path. Now the end only moves `cur`;
+        # the data path reads the tag through a multiplexer on that register. The few control bits
+        # every decision reads (the op and its decoded flags, the frame's first end flags, whether
+        # an edit is current) are kept as registers of the current slot, reloaded at the end.
+        slot_op = [Signal(TagOp, name=f"slot_op_{k}") for k in range(2)]
+        slot_tag = [Signal(32, name=f"slot_tag_{k}") for k in range(2)]
+        slot_ins = [Signal(name=f"slot_ins_{k}") for k in range(2)]
+        slot_strip = [Signal(name=f"slot_strip_{k}") for k in range(2)]
+        slot_valid = [Signal(name=f"slot_valid_{k}") for k in range(2)]
+        wr, cur = Signal(), Signal()
+        op, cur_valid = Signal(TagOp), Signal()
+        slot_tag_lanes = [[t[24 - 8 * i:32 - 8 * i] for i in range(tb)] for t in slot_tag]
 
         # Input beats taken in this frame, saturating past the split beat: insert and rewrite look at
         # the incoming beat (index ``beat``), strip at the held one (index ``beat - 1``).
@@ -82,7 +97,7 @@ class TagEdit(wiring.Component):
         h_lt, h_eq = Signal(init=True), Signal()
 
         # Whether a taken last beat ends the output frame, as flags registered with the state they
-        # come from (why: `ends` loads the next edit and resets the frame state; decoded from `op`,
+        # come from (why: `ends` moves to the next edit and resets the frame state; decoded from `op`,
         # the beat counter and `held_valid` it took three LUT levels before the handshake, and with
         # seven editors spread over the die that was the fan-out's critical path). The beat ends the
         # frame when `end_last` is set, or when it is packed short of lane n and `end_short[n]` is:
@@ -96,29 +111,27 @@ class TagEdit(wiring.Component):
             short = {n: 0 for n in end_short_lanes}
             short[nb - tb] = short[nb - tb] | ins
             short[tb] = short[tb] | (strip & (value >= split + 1))
-            return [end_last.eq(~(ins | strip) | (ins & (value < split)))] + \
-                   [end_short[n].eq(short[n]) for n in end_short_lanes]
+            return [~(ins | strip) | (ins & (value < split))] + [short[n] for n in end_short_lanes]
+        end_regs = [end_last, *end_short.values()]
 
-        # The current edit's decoded flags and the next edit's (decoded as it arrives, so a load
-        # is a copy).
+        # The current edit's decoded flags, and each slot's (decoded as it is filled, with the end
+        # flags of its frame's first beat, so that moving to a slot is a copy).
         is_ins, is_strip = Signal(), Signal()
-        nxt_ins, nxt_strip = Signal(), Signal()
-        m.d.comb += self.edit.ready.eq(~nxt_valid)
-        with m.If(self.edit.valid & ~nxt_valid):
-            m.d.sync += [nxt_op.eq(self.edit.payload.op), nxt_tag.eq(self.edit.payload.tag), nxt_valid.eq(1),
-                         nxt_ins.eq(self.edit.payload.op == TagOp.INSERT),
-                         nxt_strip.eq(self.edit.payload.op == TagOp.STRIP)]
+        slot_start = [[Signal(name=f"slot_end_{k}_{j}") for j in range(len(end_regs))] for k in range(2)]
+        payload = self.edit.payload
+        fill = Signal()
+        m.d.comb += [self.edit.ready.eq(~Mux(wr, slot_valid[1], slot_valid[0])),
+                     fill.eq(self.edit.valid & self.edit.ready)]
+        fills = [fill & (wr == k) for k in range(2)]
+        for k in range(2):
+            with m.If(fills[k]):
+                ins, strip = payload.op == TagOp.INSERT, payload.op == TagOp.STRIP
+                m.d.sync += [slot_op[k].eq(payload.op), slot_tag[k].eq(payload.tag),
+                             slot_ins[k].eq(ins), slot_strip[k].eq(strip),
+                             *(r.eq(v) for r, v in zip(slot_start[k], end_flags(ins, strip, 0)))]
+        with m.If(fill):
+            m.d.sync += wr.eq(~wr)
 
-        def load_next_edit():
-            m.d.sync += [op.eq(nxt_op), tag.eq(nxt_tag), is_ins.eq(nxt_ins), is_strip.eq(nxt_strip),
-                         cur_valid.eq(1), nxt_valid.eq(0), *end_flags(nxt_ins, nxt_strip, 0)]
-        with m.If(~cur_valid & nxt_valid):
-            load_next_edit()
-
-        def set_beat(value):
-            m.d.sync += [beat.eq(value), in_lt.eq(value < split), in_eq.eq(value == split),
-                         h_lt.eq(value < split + 1), h_eq.eq(value == split + 1),
-                         *end_flags(is_ins, is_strip, value)]
         carry = Signal(8 * tb)            # insert: the last 4 bytes of the previous input beat
         carry_keep = Signal(tb)
         carry_user = Signal.like(s.tuser)
@@ -143,20 +156,28 @@ class TagEdit(wiring.Component):
         with m.If(out_free):
             m.d.sync += [getattr(o, f).eq(v) for f, v in nxt.items()]
 
-        def emit(data_lanes, keep_bits, last, user):
-            m.d.comb += [nxt["tdata"].eq(Cat(*data_lanes)), nxt["tkeep"].eq(Cat(*keep_bits)),
-                         nxt["tlast"].eq(last), nxt["tuser"].eq(Mux(last, user, 0))]
-
         take = Signal()
         m.d.comb += [s.tready.eq(out_free & ~flush & cur_valid), take.eq(s.tvalid & s.tready)]
-        with m.If(take):
-            set_beat(Mux(beat == split + 2, beat, beat + 1))
 
         zero, one, nil = Const(0, 8), Const(1, 1), Const(0, 1)
+        # What the next output beat holds, as cases over the frame state (`st`: flush, op, in_lt,
+        # in_eq, h_lt, h_eq, cur). The cases partition the states; each is a condition and the
+        # beat's lanes, keep bits, tlast and tuser. The data never waits for the handshake decode:
+        # the conditions become registered selects below.
+        cases = []
+
+        def case(cond, data_lanes, keep_bits, last, user):
+            cases.append((cond, list(data_lanes), list(keep_bits), [last], [user]))
+
+        def tag_cases(cond, data_lanes_with, keep_bits, last, user):
+            # One case per slot, the tag read from slot `cur` (no multiplexer in front of the lanes).
+            for k in range(2):
+                case(lambda st, k=k: cond(st) & (st.cur == k), data_lanes_with(slot_tag_lanes[k]), keep_bits,
+                     last, user)
+
         # -- insert: output from the incoming beat and the carry ------------------------------------
         carry_lanes = [carry[8 * i:8 * i + 8] for i in range(tb)]
-        ins_at = ([x[i] if i < at else tag_lanes[i - at] if i < at + tb else x[i - tb] for i in range(nb)],
-                  [xk[i] if i < at else one if i < at + tb else xk[i - tb] for i in range(nb)])
+        ins_at_keep = [xk[i] if i < at else one if i < at + tb else xk[i - tb] for i in range(nb)]
         ins_after = ([carry_lanes[i] if i < tb else x[i - tb] for i in range(nb)],
                      [carry_keep[i] if i < tb else xk[i - tb] for i in range(nb)])
         spill_keep = Cat(*xk[nb - tb:])
@@ -165,74 +186,127 @@ class TagEdit(wiring.Component):
         # insert's spilled 4 bytes, or strip's held beat whose end did not fit in 4 lanes.
         ends_if_taken = s.tlast & (end_last | Cat(*(at_most(n) & end_short[n] for n in end_short_lanes)).any())
         # -- strip: output from the held beat A and 4 bytes of the next beat N -----------------------
-        a, ak = lanes(held), [held_keep[i] for i in range(nb)]
-        def emit_strip(n_lanes, n_keep, last, user):
-            with m.If(h_lt):
-                emit(a, ak, last, user)
-            with m.Elif(h_eq):
-                emit([a[i] if i < at else a[i + tb] if i < nb - tb else n_lanes[i - (nb - tb)] for i in range(nb)],
-                     [ak[i] if i < at else ak[i + tb] if i < nb - tb else n_keep[i - (nb - tb)] for i in range(nb)],
-                     last, user)
-            with m.Else():
-                emit([a[i + tb] if i < nb - tb else n_lanes[i - (nb - tb)] for i in range(nb)],
-                     [ak[i + tb] if i < nb - tb else n_keep[i - (nb - tb)] for i in range(nb)], last, user)
-
         # N completes the output beat (and the frame) when it is the last and all its bytes fit in
         # the 4 lanes the shift takes from it; an A before the split takes none of N (strip's
         # `ends_if_taken`).
+        a, ak = lanes(held), [held_keep[i] for i in range(nb)]
 
-        # What the next output beat holds depends on registered state only (flush, op, beat): the
-        # data registers never wait for the handshake decode. Whether a beat goes out, and how the
-        # state moves on, depend on the handshake.
-        with m.If(flush):
-            with m.If(op == TagOp.INSERT):
-                emit(carry_lanes + [zero] * (nb - tb), [carry_keep[i] for i in range(tb)] + [nil] * (nb - tb),
-                     1, carry_user)
-            with m.Else():
-                emit_strip([zero] * tb, [nil] * tb, 1, held_user)
-        with m.Else():
-            with m.Switch(op):
-                with m.Case(TagOp.KEEP):
-                    emit(x, xk, s.tlast, s.tuser)
-                with m.Case(TagOp.REWRITE):
-                    with m.If(in_eq):
-                        emit([tag_lanes[i - at] if at <= i < at + tb else x[i] for i in range(nb)], xk,
-                             s.tlast, s.tuser)
-                    with m.Else():
-                        emit(x, xk, s.tlast, s.tuser)
-                with m.Case(TagOp.INSERT):
-                    # A frame that ends before byte 12 has nowhere to take a tag: it passes as it is.
-                    # Its bytes are where ins_at has them, so only tkeep depends on the input here.
-                    short_here = s.tlast & at_most(at)
-                    with m.If(in_lt):
-                        emit(x, xk, s.tlast, s.tuser)
-                    with m.Elif(in_eq):
-                        emit(ins_at[0], [Mux(short_here, xk[i], ins_at[1][i]) for i in range(nb)],
-                             ends_if_taken, s.tuser)
-                    with m.Else():
-                        emit(*ins_after, ends_if_taken, s.tuser)
-                with m.Case(TagOp.STRIP):
-                    emit_strip(x[:tb], xk[:tb], ends_if_taken, s.tuser)
+        def strip_cases(cond, n_lanes, n_keep, last, user):
+            case(lambda st: cond(st) & st.h_lt, a, ak, last, user)
+            case(lambda st: cond(st) & ~st.h_lt & st.h_eq,
+                 [a[i] if i < at else a[i + tb] if i < nb - tb else n_lanes[i - (nb - tb)] for i in range(nb)],
+                 [ak[i] if i < at else ak[i + tb] if i < nb - tb else n_keep[i - (nb - tb)] for i in range(nb)],
+                 last, user)
+            case(lambda st: cond(st) & ~st.h_lt & ~st.h_eq,
+                 [a[i + tb] if i < nb - tb else n_lanes[i - (nb - tb)] for i in range(nb)],
+                 [ak[i + tb] if i < nb - tb else n_keep[i - (nb - tb)] for i in range(nb)], last, user)
 
-        ends = Signal()                   # the frame's last output beat goes out this cycle
-        starts_flush = Signal()
+        case(lambda st: st.flush & (st.op == TagOp.INSERT), carry_lanes + [zero] * (nb - tb),
+             [carry_keep[i] for i in range(tb)] + [nil] * (nb - tb), one, carry_user)
+        strip_cases(lambda st: st.flush & ~(st.op == TagOp.INSERT), [zero] * tb, [nil] * tb, one, held_user)
+        case(lambda st: ~st.flush & (st.op == TagOp.KEEP), x, xk, s.tlast, s.tuser)
+        tag_cases(lambda st: ~st.flush & (st.op == TagOp.REWRITE) & st.in_eq,
+                  lambda t: [t[i - at] if at <= i < at + tb else x[i] for i in range(nb)], xk, s.tlast, s.tuser)
+        case(lambda st: ~st.flush & (st.op == TagOp.REWRITE) & ~st.in_eq, x, xk, s.tlast, s.tuser)
+        # A frame that ends before byte 12 has nowhere to take a tag: it passes as it is. Its bytes
+        # are where the insert has them, so only tkeep depends on the input here.
+        case(lambda st: ~st.flush & (st.op == TagOp.INSERT) & st.in_lt, x, xk, s.tlast, s.tuser)
+        short_here = s.tlast & at_most(at)
+        tag_cases(lambda st: ~st.flush & (st.op == TagOp.INSERT) & ~st.in_lt & st.in_eq,
+                  lambda t: [x[i] if i < at else t[i - at] if i < at + tb else x[i - tb] for i in range(nb)],
+                  [Mux(short_here, xk[i], ins_at_keep[i]) for i in range(nb)], ends_if_taken, s.tuser)
+        case(lambda st: ~st.flush & (st.op == TagOp.INSERT) & ~st.in_lt & ~st.in_eq, *ins_after,
+             ends_if_taken, s.tuser)
+        strip_cases(lambda st: ~st.flush & (st.op == TagOp.STRIP), x[:tb], xk[:tb], ends_if_taken, s.tuser)
+
         strip_waits = is_strip & ~held_valid   # the first beat of a strip only fills `held`
         m.d.comb += nxt["tvalid"].eq(Mux(flush, 1, take & ~strip_waits))
-        # `flush ? out_free : take & ends_if_taken` without `cur_valid` (fewer inputs): while no edit
-        # is current the frame state is already at a frame's start, which `ends` only sets again.
-        m.d.comb += ends.eq(out_free & (flush | (s.tvalid & ends_if_taken)))
         with m.If(take):
-            m.d.comb += starts_flush.eq(s.tlast & ~ends_if_taken)
             with m.If(is_ins):
                 m.d.sync += [carry.eq(Cat(*x[nb - tb:])), carry_keep.eq(Mux(ins_short, 0, spill_keep)),
                              carry_user.eq(s.tuser)]
             with m.If(is_strip):
-                m.d.sync += [held.eq(s.tdata), held_keep.eq(s.tkeep), held_user.eq(s.tuser), held_valid.eq(1)]
-        with m.If(starts_flush):
-            m.d.sync += flush.eq(1)
-        with m.If(ends):
-            set_beat(0)
-            m.d.sync += [held_valid.eq(0), flush.eq(0), cur_valid.eq(0)]
-            with m.If(nxt_valid):
-                load_next_edit()
+                m.d.sync += [held.eq(s.tdata), held_keep.eq(s.tkeep), held_user.eq(s.tuser)]
+
+        # How the frame state moves on. Three next values of each state register are prepared from
+        # registers: `step` (a beat is taken and the frame goes on), `end` (the frame's last output
+        # beat goes out: a flush beat, or a taken beat that `ends_if_taken`) and `rest` (neither);
+        # the handshake only picks one in front of the flip-flop, `moves` (one LUT of the handshake)
+        # then `flush | ends_if_taken`. Why: the end decided first and the next values computed
+        # after it took six LUT levels from `tkeep` to the end flags. No `cur_valid` in the end
+        # (fewer inputs): while no edit is current the frame state is at a frame's start already,
+        # which an end only sets again; it moves to the other slot only when an edit was current.
+        # While no edit is current, the current edit's registers follow slot `cur` until it fills.
+        moves = Signal()
+        m.d.comb += moves.eq(out_free & (flush | s.tvalid))
+        finishing = flush | ends_if_taken
+
+        def next_state(reg, *, step, end, rest):
+            m.d.sync += reg.eq(Mux(moves, Mux(finishing, end, Mux(cur_valid, step, rest)), rest))
+
+        def this_slot(values):
+            return Mux(cur, values[1], values[0])
+
+        def other_slot(values):
+            return Mux(cur, values[0], values[1])
+
+        following = Mux(beat == split + 2, beat, beat + 1)
+        # The three next values of the state the output cases read.
+        nexts = {"step": {}, "end": {}, "rest": {}}
+        for name, reg, value in (("beat", beat, lambda v: v), ("in_lt", in_lt, lambda v: v < split),
+                                 ("in_eq", in_eq, lambda v: v == split), ("h_lt", h_lt, lambda v: v < split + 1),
+                                 ("h_eq", h_eq, lambda v: v == split + 1)):
+            next_state(reg, step=value(following), end=value(0), rest=reg)
+            for when, v in (("step", value(following)), ("end", value(0)), ("rest", reg)):
+                nexts[when][name] = v
+        for when, v in (("step", s.tlast), ("end", Const(0)), ("rest", flush)):
+            nexts[when]["flush"] = v
+        for when, v in (("step", op), ("end", Mux(cur_valid, other_slot(slot_op), this_slot(slot_op))),
+                        ("rest", Mux(cur_valid, op, this_slot(slot_op)))):
+            nexts[when]["op"] = v
+        for when, v in (("step", cur), ("end", cur ^ cur_valid), ("rest", cur)):
+            nexts[when]["cur"] = v
+        state_at = {when: SimpleNamespace(**values) for when, values in nexts.items()}
+
+        # The output multiplexer's selects, registered (why: decoded from the state registers, they
+        # fanned out to every data bit two LUT levels late, the fan-out's critical path in round 13).
+        # Per output position the cases fall into groups that take the same source (a lane of the
+        # incoming beat, of the held beat, of the carry, of a slot's tag); one select per group,
+        # shared by the positions whose cases group alike. A position is the OR of its selected
+        # sources (the cases are exclusive).
+        selects = {}
+
+        def select(group):
+            if group not in selects:
+                sel = selects[group] = Signal(name=f"sel_{len(selects)}")
+                conds = {when: Cat(*(cases[c][0](state_at[when]) for c in group)).any() for when in state_at}
+                next_state(sel, **conds)
+            return selects[group]
+
+        def pick(field, position):
+            groups = {}
+            for c, case_ in enumerate(cases):
+                source = case_[field][position]
+                if isinstance(source, Const) and source.value == 0:
+                    continue
+                groups.setdefault(id(source), (source, []))[1].append(c)
+            terms = [Mux(select(tuple(group)), source, 0) for source, group in groups.values()]
+            return reduce(or_, terms) if terms else Const(0, len(cases[0][field][position]))
+
+        m.d.comb += [nxt["tdata"].eq(Cat(*(pick(1, i) for i in range(nb)))),
+                     nxt["tkeep"].eq(Cat(*(pick(2, i) for i in range(nb)))),
+                     nxt["tlast"].eq(pick(3, 0)), nxt["tuser"].eq(Mux(nxt["tlast"], pick(4, 0), 0))]
+        for j, (reg, step) in enumerate(zip(end_regs, end_flags(is_ins, is_strip, following))):
+            starts = [slot_start[0][j], slot_start[1][j]]
+            next_state(reg, step=step, end=Mux(cur_valid, other_slot(starts), this_slot(starts)),
+                       rest=Mux(cur_valid, reg, this_slot(starts)))
+        next_state(held_valid, step=held_valid | is_strip, end=0, rest=held_valid)
+        next_state(flush, step=s.tlast, end=0, rest=flush)     # a step with tlast is a last beat that does not end
+        for reg, slots in ((op, slot_op), (is_ins, slot_ins), (is_strip, slot_strip), (cur_valid, slot_valid)):
+            next_state(reg, step=reg, end=Mux(cur_valid, other_slot(slots), this_slot(slots)),
+                       rest=Mux(cur_valid, reg, this_slot(slots)))
+        next_state(cur, step=cur, end=cur ^ cur_valid, rest=cur)
+        for k in range(2):
+            kept = slot_valid[k] | fills[k]
+            next_state(slot_valid[k], step=kept, end=Mux(cur_valid & (cur == k), fills[k], kept), rest=kept)
         return m
