@@ -10,7 +10,6 @@ golden model's register file and on the gateware.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +38,8 @@ __all__ = ["Security", "SecurityError", "RuleHits", "COMMAND_POLLS"]
 log = logging.getLogger(__name__)
 
 _MASK32 = 0xFFFFFFFF
-#: Polls of CMD_DONE (or of STATUS's commit-busy bit) before a command is declared stuck.
+#: Polls of CMD_DONE (or of STATUS's commit-busy bit) before a command is declared stuck. Each poll
+#: is a bus read, which is what lets time pass (no asyncio.sleep: cocotb's scheduler refuses it).
 COMMAND_POLLS = 10_000
 _STATUS_COMMIT_BUSY = 1 << 1
 
@@ -116,7 +116,6 @@ class Security:
         for _ in range(COMMAND_POLLS):
             if await self.nic.read(self.block, "CMD_DONE") >> 24 == self._seq:
                 break
-            await asyncio.sleep(0)
         else:
             raise SecurityError(f"security command {op.name} did not complete after {COMMAND_POLLS} polls")
         return [await self.nic.read(self.block, f"RESULT{i}") for i in range(min(results, RESULT_WORDS))]
@@ -157,7 +156,6 @@ class Security:
             for _ in range(COMMAND_POLLS):
                 if not await self.nic.read(self.block, "STATUS") & _STATUS_COMMIT_BUSY:
                     break
-                await asyncio.sleep(0)
             else:
                 raise SecurityError(f"ACL commit still busy after {COMMAND_POLLS} polls")
         else:

@@ -4,6 +4,7 @@
 
     secnic [--version] [-v] COMMAND ...
     secnic run (--in PORT=FILE.pcap ... | --pcap FILE.pcap) [--config nic.toml]
+               [--rules FILE.rules [--vars vars.toml]]
                [--engine model|verilator|icarus] [--pace line|pcap|GBPS] [--waves]
                [--bulk | --no-bulk] [--jobs N] --out DIR [--force]
     secnic regmap --format md|json [--config nic.toml]
@@ -28,6 +29,9 @@ replaced; any other non-empty directory needs ``--force``, which still deletes n
     [nic]
     data_width = 64
     ports = ["phy0", "vm1"]
+
+and, for the security stage, a ``[security]`` table (:func:`host_driver.switch_config.security_settings`,
+docs/security.md).
 """
 
 from __future__ import annotations
