@@ -9,7 +9,6 @@ whose MAC-table accesses alternate with packets in the gateware.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -92,7 +91,6 @@ class Switch:
         for _ in range(COMMAND_POLLS):
             if await self.nic.read(self.block, "CMD_DONE") >> 24 == self._seq:
                 break
-            await asyncio.sleep(0)
         else:
             raise SwitchError(f"switch command {op.name} did not complete after {COMMAND_POLLS} polls")
         return [await self.nic.read(self.block, f"RESULT{i}") for i in range(min(results, RESULT_WORDS))]
