@@ -172,7 +172,8 @@ class TB:
         self.axil.write_if.log.setLevel(logging.WARNING)
         self.axil.read_if.log.setLevel(logging.WARNING)
         self.bus = AxiLiteBus(self.axil)
-        self.record_layout = make_verdict_record(config.port_bits, len(config.ports))
+        self.record_layout = make_verdict_record(config.port_bits, len(config.ports),
+                                                 security=config.security is not None)
         self._rec_fields = {name: (f.offset, Shape.cast(f.shape).width) for name, f in self.record_layout}
         self.records: list[Record] = []
         self._record_task = None
