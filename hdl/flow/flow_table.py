@@ -180,6 +180,11 @@ class FlowTable(wiring.Component):
         takes 144 bits instead of 336, for large tables).
     time_bits : int
         Width of ``now``, the stamps and the timeouts (unit: :data:`TIME_UNIT_S`).
+    set_given : bool
+        The request's set index comes on ``req_set`` (:func:`set_index` of the request, computed
+        by the requester, e.g. a cycle ahead into a register) instead of from the XOR network
+        here. Why: from a requester's registers through the network into the ways' read-address
+        copies across the die was one cycle too long in the NIC (116.6 MHz).
 
     Members
     -------
@@ -197,6 +202,8 @@ class FlowTable(wiring.Component):
         set and answers an empty entry. A way number of ``ways`` or more reads as empty and
         writes nothing.
     mgmt_resp : Out(stream.Signature(entry_layout))
+    req_set : In(set bits), only with ``set_given``
+        ``set_index`` of ``req.payload``, valid with it.
     now : In(time_bits)
         The time, sampled when a packet request is taken.
     tcp_new, tcp_established, tcp_closed, other_new, other_established : In(time_bits)
@@ -206,8 +213,10 @@ class FlowTable(wiring.Component):
         One-cycle strobes, one per packet, for the CSR counter bank.
     """
 
-    def __init__(self, sets: int = 1024, ways: int = 4, addr_bits: int = 128, time_bits: int = 32):
+    def __init__(self, sets: int = 1024, ways: int = 4, addr_bits: int = 128, time_bits: int = 32,
+                 set_given: bool = False):
         self.sets, self.ways, self.addr_bits, self.time_bits = sets, ways, addr_bits, time_bits  # for repr
+        self.set_given = set_given
         if not isinstance(sets, int) or sets < 2 or sets & (sets - 1):
             raise ValueError(f"sets must be a power of two of at least 2, not {sets!r}")
         if not isinstance(ways, int) or ways < 1:
@@ -231,6 +240,8 @@ class FlowTable(wiring.Component):
             "mgmt_resp": Out(stream.Signature(self.entry_layout)),
             "now": In(time_bits),
         }
+        if set_given:
+            members["req_set"] = In(self.set_bits)
         members.update({name: In(time_bits, init=min(v, (1 << time_bits) - 1))
                         for name, v in DEFAULT_TIMEOUTS.items()})
         members.update({f"event_{o.name.lower()}": Out(1) for o in Outcome})
@@ -339,8 +350,11 @@ class FlowTable(wiring.Component):
             for i, c in enumerate(ep_chunks):
                 a, b = src_ep[c:c + _CHUNK_BITS], dst_ep[c:c + _CHUNK_BITS]
                 m.d.sync += [ord_gt[i].eq(a > b), ord_lt[i].eq(a < b)]
-        pkt_set = set_index(p.proto, p.ipv6, p.src_addr, p.src_port, p.dst_addr, p.dst_port,
-                            self.set_bits, A)
+        if self.set_given:
+            pkt_set = self.req_set
+        else:
+            pkt_set = set_index(p.proto, p.ipv6, p.src_addr, p.src_port, p.dst_addr, p.dst_port,
+                                self.set_bits, A)
         # Reads are taken only where `read_free` (a flip-flop) says the port is the management's:
         # chosen by the arbitration, the read address was the end of a four-level path into the
         # far address copies (144.6 MHz at 4096 flows). With no packet in flight, a read goes
