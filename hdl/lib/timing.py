@@ -9,9 +9,10 @@ groups take their reset from a kept copy of their own (:func:`local_reset_domain
 :class:`LocalResets`).
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Mux, ResetSignal, Signal, Value
 
-__all__ = ["KEEP_COPY", "YOSYS_KEEP_COPIES", "keep_copy", "Fanout", "local_reset_domain", "LocalResets"]
+__all__ = ["KEEP_COPY", "YOSYS_KEEP_COPIES", "keep_copy", "Fanout", "local_reset_domain", "LocalResets",
+           "elapsed_at_least"]
 
 #: Signal attribute marking a register as a deliberate duplicate that synthesis must not merge.
 KEEP_COPY = "secnic_keep_copy"
@@ -103,3 +104,27 @@ class LocalResets:
                 rst = copy
             self._resets[tag] = rst
         return self._resets[tag]
+
+
+def elapsed_at_least(now, start, neg_limit, limit_zero) -> Value:
+    """Whether ``(now - start) mod 2**n >= limit`` (``n`` the width of ``now``), with one carry
+    chain in a row instead of two (a subtraction, then a compare).
+
+    ``now - start + (-limit)`` is added as one sum of three operands, folded into two by a row of
+    full adders (one LUT level): its bits above ``n`` count the carries of both steps, the
+    subtraction's and the compare's. The subtraction's carry (``now >= start``), a compare of
+    its own beside the sum, is taken off. The caller gives the limit as ``neg_limit`` (``-limit``
+    mod ``2**n``) and ``limit_zero`` (``limit == 0``), usually registered from a setting: they
+    change far less often than the operands.
+    """
+    now, start, neg_limit = Value.cast(now), Value.cast(start), Value.cast(neg_limit)
+    n = len(now)
+    x, y, z = now, ~start[:n], neg_limit[:n]
+    if len(y) < n or len(z) < n:
+        raise ValueError(f"start and neg_limit must be at least as wide as now ({n} bits)")
+    # x + y + z + 1 = (now - start) - limit + 2 * 2**n (a limit not zero), as sum + 2 * carry
+    # + 1. With d = (now - start) mod 2**n, that is d - limit + 2**n, + 2**n more when now >=
+    # start: its bits from n up are [now >= start] + [d >= limit].
+    total = Cat(x ^ y ^ z, Const(0, 2)) + Cat(Const(1, 1), (x & y) | (x & z) | (y & z), Const(0, 1))
+    no_borrow = now >= start[:n]
+    return limit_zero | Mux(no_borrow, total[n + 1], total[n])

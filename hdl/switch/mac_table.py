@@ -124,7 +124,8 @@ class MacTable(wiring.Component):
     counts may then lag the model's). The scrubber only counts: it writes nothing.
 
     Timing (ECP5, 156.25 MHz). A packet request is taken every :data:`PACKET_CYCLES` (6)
-    cycles at most, and its response is valid 8 cycles after it was taken. A management read
+    cycles at most, never in the first cycle it is valid (the table works from its payload of
+    the cycle before), and its response is valid 8 cycles after it was taken. A management read
     holds the table :data:`MGMT_CYCLES` (2) cycles (answer valid 4 cycles after it was taken),
     a write one cycle (answer 2 cycles after). Management requests are taken only between
     packet requests; when both kinds wait they alternate, so while the driver dumps the table
@@ -136,8 +137,10 @@ class MacTable(wiring.Component):
 
     The cycles of a packet request taken in cycle t:
 
-    * t: the set indices (the XOR network, :func:`set_index`) go into registers, the source's
-      straight into the RAMs' read-address registers;
+    * t-1 (and every cycle): the set indices of the payload (the XOR network,
+      :func:`set_index`) go into registers;
+    * t: they go on into the request's registers, the source's also into the RAMs'
+      read-address registers;
     * t+1, t+2: the source's set is read, then the destination's (read latency two: the second
       register is the block RAM's output register on ECP5, :class:`~hdl.lib.ram.PipelinedRam`);
     * t+3..t+5: the compare of each set, in three register stages (2-bit chunks of key and
@@ -327,12 +330,30 @@ class MacTable(wiring.Component):
         prefer_mgmt = Signal()
         mgmt_ok = Signal()
         take_pkt, take_mgmt = Signal(), Signal()
+        # A packet request is taken only once it has waited a cycle (`pkt_ok`): its payload is
+        # then the one of the cycle before (a stream holds it while valid and not ready), so
+        # what the table makes of it (set indices, an XOR network over 60 bits each; src == dst)
+        # comes from registers loaded in every cycle (why: the source's network from the
+        # requester's registers, the read-address select, then across the die to the ways'
+        # address registers, did not fit a cycle in the switch stage). A request that waits
+        # anyway (the table busy) is taken as soon as before; one that finds the table idle, a
+        # cycle later.
+        req_waited = Signal()
+        pkt_ok = Signal()
+        p = self.req.payload
+        req_src_set, req_dst_set = Signal(self.set_bits), Signal(self.set_bits)
+        req_same_key = Signal()
+        m.d.sync += [req_waited.eq(self.req.valid & ~self.req.ready),
+                     req_src_set.eq(set_index(p.vlan, p.src, self.set_bits)),
+                     req_dst_set.eq(set_index(p.vlan, p.dst, self.set_bits)),
+                     req_same_key.eq(p.src == p.dst)]
         m.d.comb += [
+            pkt_ok.eq(self.req.valid & req_waited),
             accepting.eq(is_idle | is_m_wait | (is_learn & ~resp_pending)),
             m_in_flight.eq(is_m_read | is_m_wait | op),
             mgmt_ok.eq(self.mgmt_req.valid & ~self.mgmt_resp.valid & ~m_in_flight & ~m_resp_load),
-            take_pkt.eq(accepting & self.req.valid & ~(mgmt_ok & prefer_mgmt)),
-            take_mgmt.eq(accepting & mgmt_ok & ~(self.req.valid & ~prefer_mgmt)),
+            take_pkt.eq(accepting & pkt_ok & ~(mgmt_ok & prefer_mgmt)),
+            take_mgmt.eq(accepting & mgmt_ok & ~(pkt_ok & ~prefer_mgmt)),
             self.req.ready.eq(take_pkt),
             self.mgmt_req.ready.eq(take_mgmt),
         ]
@@ -340,12 +361,9 @@ class MacTable(wiring.Component):
         # request not taken leaves the FSM idle, and nothing reads them then): their enable is
         # then a function of the state alone, not of the arbitration.
         with m.If(accepting):
-            p = self.req.payload
             m.d.sync += [
                 req.eq(p), now.eq(self.now), aging.eq(self.aging), cmp_mac.eq(p.src),
-                src_set.eq(set_index(p.vlan, p.src, self.set_bits)),
-                dst_set.eq(set_index(p.vlan, p.dst, self.set_bits)),
-                same_key.eq(p.src == p.dst),
+                src_set.eq(req_src_set), dst_set.eq(req_dst_set), same_key.eq(req_same_key),
                 learn_src.eq(p.learn & ~p.src[_GROUP_BIT]),
                 req_new_epoch.eq(self.now[self.epoch_bits:] != epoch),
             ]
@@ -426,10 +444,10 @@ class MacTable(wiring.Component):
             m.d.comb += next_read_addr.eq(dst_set)
         with m.Elif(scrub_read):
             m.d.comb += next_read_addr.eq(scrub_ptr[:self.set_bits])
-        with m.Elif(mgmt_ok & ~(self.req.valid & ~prefer_mgmt)):
+        with m.Elif(mgmt_ok & ~(pkt_ok & ~prefer_mgmt)):
             m.d.comb += next_read_addr.eq(self.mgmt_req.payload.set)
         with m.Else():
-            m.d.comb += next_read_addr.eq(set_index(self.req.payload.vlan, self.req.payload.src, self.set_bits))
+            m.d.comb += next_read_addr.eq(req_src_set)
 
         # The compare of a set with the key, in three register stages so that each has at most a
         # few LUT levels (block RAM data crosses the die to reach the first). One bank of each,

@@ -16,10 +16,11 @@ within the VLAN, and the mirror session's copy.
                                                       -> desc (packet buffer) + record
 
 The front handles one frame while the back finishes the one before. The MAC table takes a
-request every 6 cycles (8 while the driver reads it), so frames must reach the stage at most one
-per :data:`FRAME_CYCLES` cycles: the NIC holds each frame's last beat back until that many
-cycles have passed since the previous one (a minimum frame takes 8 cycles at W=64; wider data
-paths are limited to one frame per 8 cycles until the table is pipelined, docs/switch.md).
+request every 6 cycles (8 while the driver reads it) and the back a frame every 7, so frames
+must reach the stage at most one per :data:`FRAME_CYCLES` cycles: the NIC holds each frame's
+last beat back until that many cycles have passed since the previous one (a minimum frame takes
+8 cycles at W=64; wider data paths are limited to one frame per 8 cycles until the table is
+pipelined, docs/switch.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
 from hdl.lib.ram import PipelinedRam
+from hdl.lib.timing import elapsed_at_least, keep_copy
 from hdl.packet.meta import DropReason, MalformedReason, Verdict, make_parsed_layout, make_verdict_record
 from hdl.switch.mac_table import LearnOutcome, MacTable
 from hdl.switch.settings import RECENT_BROADCASTS, STORM_BURST_BITS, STORM_RATE_BITS, TIME_BITS, VLAN_COUNT, StormClass
@@ -182,6 +184,7 @@ class SwitchStage(wiring.Component):
         f_admitted = Signal()
         f_learn = Signal()
         blocked = Signal(n)
+        blocked_next = Signal(n)        # what `blocked` holds from the next cycle (set at the end)
         m.d.comb += self.blocked.eq(blocked)
         mirror_dest = Signal(n)
         m.d.comb += mirror_dest.eq(Mux(self.mirror_enable, Const(1, n) << self.mirror_to, 0))
@@ -194,8 +197,50 @@ class SwitchStage(wiring.Component):
         with m.Elif(meta.malformed.any()):
             m.d.comb += bad.eq(DropReason.MALFORMED)
 
+        # Admission's inputs, registered in every cycle from the front's registers, so that in
+        # ADMIT they hold what the frame's fields gave a cycle before (the fields are set in
+        # DECODE and stay): ADMIT only joins flags and the VLAN row's membership bit (why: the
+        # priority chain of the reasons from the addresses, VLAN and masks into `f_learn` did
+        # not fit a cycle). The configuration they read (trunk and mirror ports) is taken a
+        # cycle earlier than ADMIT; `blocked` is not: `a_blocked` is the next cycle's `blocked`
+        # at the frame's port, so it equals `blocked` at the port in ADMIT.
+        a_in_bit = Signal(n)
+        a_early = Signal(DropReason)        # bad frame, or from the monitor port
+        a_vlan_reason = Signal(DropReason)  # tagged on an access port, or no native VLAN
+        a_early_any, a_vlan_any, a_blocked = Signal(), Signal(), Signal()
+        a_reserved, a_learnable = Signal(), Signal()
+        f_trunk = (self.port_trunk & a_in_bit).any()
+        f_reserved = ((f_dst[8:48] == 0x0180C20000) & (f_dst[0:8] <= 0x0F)) | (f_dst == 0x01000CCCCCCC)
+        f_monitor = (mirror_dest & a_in_bit).any()
+        f_tagged_on_access = f_vid_tagged & ~f_trunk
+        f_no_native = ~f_vid_tagged & (f_vlan == 0)
+        m.d.sync += [
+            a_in_bit.eq(Const(1, n) << f_in_port),
+            a_early.eq(Mux(f_reason != DropReason.NONE, f_reason,
+                           Mux(f_monitor, DropReason.MONITOR_PORT, DropReason.NONE))),
+            a_early_any.eq((f_reason != DropReason.NONE) | f_monitor),
+            a_vlan_reason.eq(Mux(f_tagged_on_access, DropReason.TAGGED_ON_ACCESS,
+                                 Mux(f_no_native, DropReason.NO_NATIVE_VLAN, DropReason.NONE))),
+            a_vlan_any.eq(f_tagged_on_access | f_no_native),
+            a_blocked.eq((blocked_next & a_in_bit).any()),
+            a_reserved.eq(f_reserved),
+            a_learnable.eq(~f_reserved & ~f_src[40]),
+        ]
+
         # The MAC table request from registers only (why: the state decode in front of the
-        # table's acceptance and read-address select did not fit a cycle).
+        # table's acceptance and read-address select did not fit a cycle). The frame's context
+        # goes into its FIFO in the cycle after ADMIT, from a register (`ctx_write`), not on the
+        # table's acceptance (why: the acceptance, then the FIFO's write enable, did not fit a
+        # cycle); the FIFO had room in IDLE, and only the front writes it.
+        ctx_write = Signal()
+        m.d.sync += ctx_write.eq(0)
+        m.d.comb += ctx_fifo.w_en.eq(ctx_write)
+        with m.If(ctx_write):
+            m.d.sync += front_ptr.eq(front_ptr + 1)
+        ctx_in = ctx_layout(ctx_fifo.w_data)
+        m.d.comb += [ctx_in.reason.eq(f_reason), ctx_in.vlan.eq(f_vlan), ctx_in.members.eq(f_members),
+                     ctx_in.qinq.eq(f_qinq), ctx_in.pcp_dei.eq(f_pcp_dei), ctx_in.in_tagged.eq(f_tagged),
+                     ctx_in.in_priority.eq(f_tagged & ~f_vid_tagged), ctx_in.admitted.eq(f_admitted)]
         req_valid = Signal()
         req = table.req.payload
         m.d.comb += [table.req.valid.eq(req_valid), req.vlan.eq(f_vlan), req.dst.eq(f_dst), req.src.eq(f_src),
@@ -234,41 +279,36 @@ class SwitchStage(wiring.Component):
                 m.d.sync += f_row.eq(vlans.r_data ^ row_init)
                 m.next = "ADMIT"
             with m.State("ADMIT"):
-                in_bit = Const(1, n) << f_in_port
-                trunk = (self.port_trunk & in_bit).any()
-                reserved = ((f_dst[8:48] == 0x0180C20000) & (f_dst[0:8] <= 0x0F)) | (f_dst == 0x01000CCCCCCC)
+                # The reasons in the golden model's order: bad frame, monitor port, blocked port,
+                # tagged on an access port, no native VLAN, not a member; else admitted (and
+                # reserved destinations dropped after learning).
+                member = (f_row & a_in_bit).any()
+                refused = a_early_any | a_blocked | a_vlan_any | (f_vid_tagged & ~member)
                 reason = Signal(DropReason)
-                admitted = Signal()
-                with m.If(f_reason != DropReason.NONE):
-                    m.d.comb += reason.eq(f_reason)
-                with m.Elif((mirror_dest & in_bit).any()):
-                    m.d.comb += reason.eq(DropReason.MONITOR_PORT)
-                with m.Elif((blocked & in_bit).any()):
+                with m.If(a_early_any):
+                    m.d.comb += reason.eq(a_early)
+                with m.Elif(a_blocked):
                     m.d.comb += reason.eq(DropReason.LOOP_BLOCKED)
-                with m.Elif(f_vid_tagged & ~trunk):
-                    m.d.comb += reason.eq(DropReason.TAGGED_ON_ACCESS)
-                with m.Elif(~f_vid_tagged & (f_vlan == 0)):
-                    m.d.comb += reason.eq(DropReason.NO_NATIVE_VLAN)
-                with m.Elif(f_vid_tagged & ~(f_row & in_bit).any()):
+                with m.Elif(a_vlan_any):
+                    m.d.comb += reason.eq(a_vlan_reason)
+                with m.Elif(f_vid_tagged & ~member):
                     m.d.comb += reason.eq(DropReason.VLAN_NOT_MEMBER)
-                with m.Else():
-                    m.d.comb += admitted.eq(1)
-                    with m.If(reserved):
-                        m.d.comb += reason.eq(DropReason.RESERVED)
-                m.d.sync += [f_members.eq(f_row), f_admitted.eq(admitted),
-                             f_learn.eq(admitted & ~reserved & ~f_src[40]), f_reason.eq(reason)]
-                m.d.sync += req_valid.eq(1)
+                with m.Elif(a_reserved):
+                    m.d.comb += reason.eq(DropReason.RESERVED)
+                m.d.sync += [f_members.eq(f_row), f_admitted.eq(~refused),
+                             f_learn.eq(~refused & a_learnable), f_reason.eq(reason)]
+                m.d.sync += [req_valid.eq(1), ctx_write.eq(1)]
                 m.next = "REQUEST"
             with m.State("REQUEST"):
-                ctx = ctx_layout(ctx_fifo.w_data)
-                m.d.comb += [ctx.reason.eq(f_reason), ctx.vlan.eq(f_vlan), ctx.members.eq(f_members),
-                             ctx.qinq.eq(f_qinq), ctx.pcp_dei.eq(f_pcp_dei), ctx.in_tagged.eq(f_tagged),
-                             ctx.in_priority.eq(f_tagged & ~f_vid_tagged), ctx.admitted.eq(f_admitted)]
+                # The table takes a request no sooner than its second cycle, when `front_entry`
+                # already follows the new `front_ptr`: the next frame may start at once (the
+                # front then takes 7 cycles a frame, not 8).
                 with m.If(table.req.ready):
                     m.d.sync += req_valid.eq(0)
-                    m.d.comb += ctx_fifo.w_en.eq(1)
-                    m.d.sync += front_ptr.eq(front_ptr + 1)
-                    m.next = "IDLE"
+                    with m.If(~ctx_write & (front_ptr != w_ptr) & ctx_fifo.w_rdy):
+                        m.next = "DECODE"
+                    with m.Else():
+                        m.next = "IDLE"
 
         # --- back: the MAC table's answer, then storm control, loop guard and masks ------------
         # `take` (B0): the answer and the frame's context are taken, everything that reads
@@ -277,8 +317,8 @@ class SwitchStage(wiring.Component):
         # bucket's verdict comes (storm.LATENCY after the check): the drop reason, the masks,
         # the mirror copy, the bucket's payment and the outputs. The `b1_*` registers hold the
         # frame from its take to B3. A take waits until the frame before has left B3 (see
-        # below): frames come at least 6 cycles apart (the MAC table's rate), so the steps never
-        # hold two frames that share state.
+        # below): takes are at least 7 cycles apart, so the steps never hold two frames that
+        # share state.
         bp = Signal(parsed_layout, name="back_entry")
         m.d.sync += bp.eq(st_back.data)
         bmeta = bp.meta
@@ -287,24 +327,28 @@ class SwitchStage(wiring.Component):
         take = Signal()
         b1 = Signal(name="b1_valid")
         b3 = Signal(name="b3_valid")
-        # B0 -> B3: the frame's steps; `back_entry` follows `back_ptr` two cycles after B3, and
-        # the registered compares made from it a cycle later: no take in the three cycles after.
-        back_busy = Signal(STORM_LATENCY + 1)
+        # B0 -> B3: the frame's steps; `back_entry` follows `back_ptr` two cycles after B3, the
+        # registered flags and compare chunks made from it a cycle later, and the compares
+        # joined from the chunks a cycle after that: no take in the four cycles after B3.
+        back_busy = Signal(STORM_LATENCY + 2)
         m.d.sync += back_busy.eq(Cat(b1, back_busy[:-1]))
         m.d.comb += b3.eq(back_busy[STORM_LATENCY - 2])
         m.d.comb += take.eq(table.resp.valid & ctx_fifo.r_rdy & ~b1 & ~back_busy.any())
         m.d.comb += [table.resp.ready.eq(take), ctx_fifo.r_en.eq(take)]
 
+        # What the take reads of the frame is registered from `back_entry` a cycle ahead (it is
+        # stable from two cycles before a take): the port's bit, the destination's kind (a
+        # 48-bit compare) and the storm class. `was_blocked` is the next cycle's `blocked` at
+        # that port, registered, so at the take it equals `blocked` at the port then.
         in_bit = Signal(n)
-        m.d.comb += in_bit.eq(Const(1, n) << bp.in_port)
-        dst = bmeta.eth_dst
-        group = dst[40]
-        broadcast = dst == (1 << 48) - 1
+        group, broadcast = Signal(), Signal()
         storm_cls = Signal(range(3))
-        m.d.comb += storm_cls.eq(Mux(broadcast, StormClass.BROADCAST,
-                                     Mux(group, StormClass.MULTICAST, StormClass.UNKNOWN_UNICAST)))
         was_blocked = Signal()
-        m.d.comb += was_blocked.eq((blocked & in_bit).any())
+        dst = bmeta.eth_dst
+        m.d.sync += [in_bit.eq(Const(1, n) << bp.in_port), group.eq(dst[40]), broadcast.eq(dst == (1 << 48) - 1),
+                     storm_cls.eq(Mux(dst == (1 << 48) - 1, StormClass.BROADCAST,
+                                      Mux(dst[40], StormClass.MULTICAST, StormClass.UNKNOWN_UNICAST))),
+                     was_blocked.eq((blocked_next & in_bit).any())]
 
         # Storm buckets, one per (port, class), in their own block (hdl/switch/storm.py): the
         # frame's bucket is checked at B0, answers at B3 and is paid there. The check's operands
@@ -320,18 +364,31 @@ class SwitchStage(wiring.Component):
         verdict = storm.verdict.payload
 
         # Loop guard: MAC moves onto a port within a window of ticks. Whether each port's window
-        # ran out is a register (a cycle late: a tick is 1024 cycles).
+        # ran out is a register (a cycle late: a tick is 1024 cycles), made with one carry chain
+        # (`elapsed_at_least`; why: the subtraction, then the compare with the window, 7.3 ns).
+        # The window setting goes in negated, from registers (a setting, a cycle late), one kept
+        # copy per test (why: one register's 32 bits fanned out to 11 tests, 2.2 ns of route).
+        window_zero = Signal()
+        m.d.sync += window_zero.eq(self.loop_window == 0)
+
+        def neg_window(name):
+            copy = keep_copy(Signal(TIME_BITS), name=f"neg_window_{name}")
+            m.d.sync += copy.eq(-self.loop_window)
+            return copy
         move_count = [Signal(16, name=f"loop_moves_{i}") for i in range(n)]
         window_start = [Signal(TIME_BITS, name=f"loop_start_{i}") for i in range(n)]
         window_over = Signal(n, init=(1 << n) - 1)
         for i in range(n):
-            m.d.sync += window_over[i].eq((self.now - window_start[i])[:TIME_BITS] >= self.loop_window)
+            m.d.sync += window_over[i].eq(elapsed_at_least(self.now, window_start[i], neg_window(i), window_zero))
         # Whether one more move reaches the limit: a register per port, ahead of the move (why:
-        # the increment, the compare and the port mux in the cycle of the move did not fit).
+        # the increment, the compare and the port mux in the cycle of the move did not fit), made
+        # as count == limit - 1 (mod 2**16) with the limit's side registered (a setting, a cycle
+        # late; why: the increment's carry chain before the compare, 7.1 ns).
+        moves_less_1, moves_one = Signal(16), Signal()
+        m.d.sync += [moves_less_1.eq(self.loop_moves - 1), moves_one.eq(self.loop_moves == 1)]
         at_limit = Signal(n)
         for i in range(n):
-            m.d.sync += at_limit[i].eq(Mux(window_over[i], self.loop_moves == 1,
-                                           move_count[i] + 1 == self.loop_moves))
+            m.d.sync += at_limit[i].eq(Mux(window_over[i], moves_one, move_count[i] == moves_less_1))
         moved = resp.outcome == LearnOutcome.MOVED
         moves_loop = Signal()
         count_move = moved & (self.loop_moves != 0) & ~was_blocked
@@ -355,55 +412,70 @@ class SwitchStage(wiring.Component):
         recent_valid = Signal(RECENT_BROADCASTS)
         for k in range(RECENT_BROADCASTS):
             m.d.sync += recent_fresh[k].eq(recent_valid[k]
-                                           & ((self.now - recent_tick[k])[:TIME_BITS] < self.loop_window))
+                                           & ~elapsed_at_least(self.now, recent_tick[k], neg_window(f"b{k}"),
+                                                               window_zero))
         replace = Signal(range(RECENT_BROADCASTS))
         sig = Cat(bmeta.eth_src, bmeta.frame_len)
-        # Registered compares (why: a 62-bit compare, the slot choice and the table's enables in
-        # one cycle did not fit); `sig` and the table are stable for cycles before a take.
+        # Registered compares in two steps (why: a 62-bit compare, the slot choice and the
+        # table's enables in one cycle did not fit; the compare alone into its register, 7.3 ns,
+        # did not either): 2-bit chunks of each slot against `sig`, then the chunks joined.
+        # `sig` is stable from two cycles before a take, the table from longer.
         same = Signal(RECENT_BROADCASTS)
+        other_port = Signal(RECENT_BROADCASTS)
         for k in range(RECENT_BROADCASTS):
-            m.d.sync += same[k].eq(recent_valid[k] & (recent_sig[k] == sig))
-        back = Cat(same[k] & recent_fresh[k] & (recent_port[k] != bp.in_port) for k in range(RECENT_BROADCASTS))
+            chunks = range(0, len(sig), 2)
+            chunk_eq = Signal(len(chunks), name=f"bcast_chunk_eq_{k}")
+            m.d.sync += [chunk_eq[i].eq(recent_sig[k][c:c + 2] == sig[c:c + 2]) for i, c in enumerate(chunks)]
+            m.d.sync += [same[k].eq(recent_valid[k] & chunk_eq.all()), other_port[k].eq(recent_port[k] != bp.in_port)]
+        back = same & recent_fresh & other_port
         bcast_check = broadcast & (ctx.reason == DropReason.NONE) & (self.loop_moves != 0) & ~was_blocked
         bcast_loop = Signal()
         m.d.comb += bcast_loop.eq(bcast_check & back.any())
-        # The table takes the broadcast at B1, from registers (as the move counts).
+        # The table takes the broadcast at B1, from registers (as the move counts). The slot it
+        # writes (the first same one, else the next to replace) is chosen at the take, one-hot
+        # into `b1_write` (why: the choice in front of the slots' enables, 7.1 ns); `replace`
+        # moves only at B1, so it is the same at the take.
         b1_bcast, b1_same, b1_sig = Signal(), Signal(RECENT_BROADCASTS), Signal(48 + 14)
-        with m.If(b1 & b1_bcast):
-            first_same = Signal(range(RECENT_BROADCASTS))
-            for k in reversed(range(RECENT_BROADCASTS)):
-                with m.If(b1_same[k]):
-                    m.d.comb += first_same.eq(k)
-            slot = Mux(b1_same.any(), first_same, replace)
-            for k in range(RECENT_BROADCASTS):
-                with m.If(slot == k):
-                    m.d.sync += [recent_sig[k].eq(b1_sig), recent_port[k].eq(b1_port), recent_tick[k].eq(self.now),
-                                 recent_valid[k].eq(1)]
-            with m.If(~b1_same.any()):
-                m.d.sync += replace.eq(replace + 1)
+        b1_write = Signal(RECENT_BROADCASTS)
+        first_same = Signal(range(RECENT_BROADCASTS))
+        for k in reversed(range(RECENT_BROADCASTS)):
+            with m.If(same[k]):
+                m.d.comb += first_same.eq(k)
+        slot = Mux(same.any(), first_same, replace)
+        m.d.sync += [b1_write[k].eq(bcast_check & (slot == k)) for k in range(RECENT_BROADCASTS)]
+        for k in range(RECENT_BROADCASTS):
+            with m.If(b1 & b1_write[k]):
+                m.d.sync += [recent_sig[k].eq(b1_sig), recent_port[k].eq(b1_port), recent_tick[k].eq(self.now),
+                             recent_valid[k].eq(1)]
+        with m.If(b1 & b1_bcast & ~b1_same.any()):
+            m.d.sync += replace.eq(replace + 1)
 
-        # B0 -> B1 registers.
+        # B0 -> B1 registers. They load in every cycle, not only at a take (why: the take as the
+        # enable of some 150 flip-flops did not fit a cycle): what B1 reads of them is what the
+        # take saw, and what B3 needs (`carry`) goes on through a register a step.
         b1_reason, b1_in_bit = Signal(DropReason), Signal(n)
         b1_known, b1_same_port, b1_dst_bit = Signal(), Signal(), Signal(n)
-        b1_cls, b1_loop = Signal(range(3)), Signal()
-        b1_blocked, b1_flood, b1_vlan, b1_admitted = Signal(), Signal(n), Signal(12), Signal()
-        b1_qinq, b1_pcp_dei, b1_tagged, b1_priority = Signal(), Signal(4), Signal(), Signal()
-        b1_outcome = Signal(LearnOutcome)
+        b1_cls = Signal(range(3))
+        b1_blocked, b1_flood, b1_admitted = Signal(), Signal(n), Signal()
+        carry_layout = data.StructLayout({"vlan": 12, "qinq": 1, "pcp_dei": 4, "tagged": 1, "priority": 1,
+                                          "outcome": LearnOutcome, "loop": 1})
+        b1_carry, b2_carry, b3_carry = (Signal(carry_layout, name=f"b{k}_carry") for k in (1, 2, 3))
+        m.d.sync += [b2_carry.eq(b1_carry), b3_carry.eq(b2_carry)]
+        b1_vlan, b1_loop = b1_carry.vlan, b1_carry.loop
         m.d.sync += b1.eq(take)
-        with m.If(take):
-            m.d.sync += [
-                b1_reason.eq(ctx.reason), b1_in_bit.eq(in_bit),
-                b1_known.eq(~group & resp.dst_hit), b1_same_port.eq(resp.dst_port == bp.in_port),
-                b1_dst_bit.eq(Const(1, n) << resp.dst_port),
-                b1_cls.eq(storm_cls),
-                b1_loop.eq(moves_loop | bcast_loop), b1_blocked.eq(was_blocked),
-                b1_flood.eq(ctx.members & ~in_bit & ~mirror_dest), b1_vlan.eq(ctx.vlan),
-                b1_admitted.eq(ctx.admitted), b1_qinq.eq(ctx.qinq), b1_pcp_dei.eq(ctx.pcp_dei),
-                b1_tagged.eq(ctx.in_tagged), b1_priority.eq(ctx.in_priority),
-                b1_outcome.eq(resp.outcome),
-                b1_count_move.eq(count_move), b1_port.eq(bp.in_port),
-                b1_bcast.eq(bcast_check), b1_same.eq(same), b1_sig.eq(sig),
-            ]
+        m.d.sync += [
+            b1_reason.eq(ctx.reason), b1_in_bit.eq(in_bit),
+            b1_known.eq(~group & resp.dst_hit), b1_same_port.eq(resp.dst_port == bp.in_port),
+            b1_dst_bit.eq(Const(1, n) << resp.dst_port),
+            b1_cls.eq(storm_cls),
+            b1_carry.loop.eq(moves_loop | bcast_loop), b1_blocked.eq(was_blocked),
+            b1_flood.eq(ctx.members & ~in_bit & ~mirror_dest), b1_carry.vlan.eq(ctx.vlan),
+            b1_admitted.eq(ctx.admitted), b1_carry.qinq.eq(ctx.qinq), b1_carry.pcp_dei.eq(ctx.pcp_dei),
+            b1_carry.tagged.eq(ctx.in_tagged), b1_carry.priority.eq(ctx.in_priority),
+            b1_carry.outcome.eq(resp.outcome),
+            b1_count_move.eq(count_move), b1_port.eq(bp.in_port),
+            b1_bcast.eq(bcast_check), b1_same.eq(same), b1_sig.eq(sig),
+        ]
 
         # The decision, in three steps (why: the priority of the drop reasons, the masks and the
         # mirror copy after them did not fit one cycle). B1: what comes before the MAC table's
@@ -474,20 +546,21 @@ class SwitchStage(wiring.Component):
         m.d.comb += all_egress.eq(egress | Mux(mirror, mirror_dest, 0))
 
         m.d.sync += [self.desc.valid.eq(b3), self.record.valid.eq(b3),
-                     self.loop_event.eq(b3 & b1_loop), self.storm_event.eq(b3 & storm_drop),
-                     self.learn_outcome.eq(Mux(b3, b1_outcome, LearnOutcome.NONE))]
+                     self.loop_event.eq(b3 & b3_carry.loop), self.storm_event.eq(b3 & storm_drop),
+                     self.learn_outcome.eq(Mux(b3, b3_carry.outcome, LearnOutcome.NONE))]
         d, rec = self.desc.payload, self.record.payload
         with m.If(b3):
             m.d.sync += back_ptr.eq(back_ptr + 1)
             m.d.sync += [
                 d.drop.eq(all_egress == 0), d.egress.eq(all_egress),
                 d.beats.eq((bmeta.frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)),
-                d.vlan.eq(b1_vlan), d.qinq.eq(b1_qinq), d.pcp_dei.eq(b1_pcp_dei), d.in_tagged.eq(b1_tagged),
-                d.in_priority.eq(b1_priority), d.mirror_plain.eq(mirror_plain),
+                d.vlan.eq(b3_carry.vlan), d.qinq.eq(b3_carry.qinq), d.pcp_dei.eq(b3_carry.pcp_dei),
+                d.in_tagged.eq(b3_carry.tagged), d.in_priority.eq(b3_carry.priority), d.mirror_plain.eq(mirror_plain),
                 rec.meta.eq(bmeta), rec.in_port.eq(bp.in_port), rec.rx_error.eq(bp.rx_error),
                 rec.verdict.eq(Mux(reason == DropReason.NONE, Verdict.FORWARD, Verdict.DROP)),
                 rec.reason.eq(reason), rec.egress.eq(all_egress),
             ]
         # Blocks: set by loop guard, cleared by the driver.
-        m.d.sync += blocked.eq((blocked | Mux(b1, newly_blocked, 0)) & ~self.unblock)
+        m.d.comb += blocked_next.eq((blocked | Mux(b1, newly_blocked, 0)) & ~self.unblock)
+        m.d.sync += blocked.eq(blocked_next)
         return m

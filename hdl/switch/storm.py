@@ -35,7 +35,7 @@ Checks must come at least :data:`SPACING` cycles apart (a check reads what the o
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -161,18 +161,19 @@ class StormBuckets(wiring.Component):
         s1_group = [Signal(group_layout, name=f"s1_{c.label}") for c in classes]
         s1_valid, s1_base, s1_cost = Signal(), Signal(kw), Signal(cost_bits)
         s1_cls, s1_idx = Signal(2), Signal.like(idx)
+        # The stage registers load in every cycle, whether a check comes or not (why: `valid` as
+        # the enable of some 150 flip-flops, from the stage's take across the die, did not fit);
+        # only `s1_valid` follows it.
         m.d.sync += s1_valid.eq(self.check.valid)
-        with m.If(self.check.valid):
-            m.d.sync += [s1_base.eq(rd.data), s1_cost.eq(req.length << TOKEN_SHIFT), s1_cls.eq(req.cls),
-                         s1_idx.eq(idx)]
-            with m.Switch(req.port):
-                for i in range(n):
-                    with m.Case(i):
-                        for c in classes:
-                            burst = getattr(self, f"burst_{i}_{c.label}")
-                            g = s1_group[c]
-                            m.d.sync += [g.clock.eq(clocks[i][c]), g.burst.eq(burst), g.full.eq(full[i][c]),
-                                         g.policed.eq(policed[i][c])]
+        m.d.sync += [s1_base.eq(rd.data), s1_cost.eq(req.length << TOKEN_SHIFT), s1_cls.eq(req.cls), s1_idx.eq(idx)]
+        with m.Switch(req.port):
+            for i in range(n):
+                with m.Case(i):
+                    for c in classes:
+                        burst = getattr(self, f"burst_{i}_{c.label}")
+                        g = s1_group[c]
+                        m.d.sync += [g.clock.eq(clocks[i][c]), g.burst.eq(burst), g.full.eq(full[i][c]),
+                                     g.policed.eq(policed[i][c])]
 
         # Cycle 1: the class's clock and room (ceiling less cost); base + cost.
         wide = signed(max(tb, cost_bits) + 2)
@@ -182,9 +183,11 @@ class StormBuckets(wiring.Component):
                 with m.Case(c):
                     m.d.comb += sel.eq(s1_group[c])
         s2_valid, s2_clock, s2_room, s2_spent = Signal(), Signal(kw), Signal(wide), Signal(kw)
-        s2_full, s2_policed, s2_idx, s2_base_cap = Signal(), Signal(), Signal.like(idx), Signal(kw)
+        # `s2_base_cap1` is base + cap + 1: cap's low TOKEN_SHIFT bits are 0, so the 1 goes in
+        # there (one adder).
+        s2_full, s2_policed, s2_idx, s2_base_cap1 = Signal(), Signal(), Signal.like(idx), Signal(kw)
         m.d.sync += [s2_valid.eq(s1_valid), s2_clock.eq(sel.clock), s2_room.eq((sel.burst << TOKEN_SHIFT) - s1_cost),
-                     s2_spent.eq(s1_base + s1_cost), s2_base_cap.eq(s1_base + (sel.burst << TOKEN_SHIFT)),
+                     s2_spent.eq(s1_base + s1_cost), s2_base_cap1.eq(s1_base + Cat(Const(1, TOKEN_SHIFT), sel.burst)),
                      s2_full.eq(sel.full), s2_policed.eq(sel.policed), s2_idx.eq(s1_idx)]
 
         # Cycle 2: the level less the cost, `left` = clock - (base + cost) = tokens + advance - cost
@@ -192,13 +195,15 @@ class StormBuckets(wiring.Component):
         # advance) >= cost holds when both cap >= cost and tokens + advance >= cost; a full
         # bucket's level is cap.
         # Whether the level is the ceiling, left > room, is clock - (base + cap) > 0 (the cost
-        # cancels), beside `left` rather than after it.
-        left, over = Signal(signed(kw)), Signal(signed(kw))
-        m.d.comb += [left.eq(s2_clock - s2_spent), over.eq(s2_clock - s2_base_cap)]
+        # cancels), beside `left` rather than after it; and that is clock - (base + cap + 1) >= 0,
+        # a sign bit (why: `> 0` after the subtraction added an OR of all its bits, 7.4 ns).
+        # The clock's range holds both differences as signed numbers, with room to spare.
+        left, over_1 = Signal(signed(kw)), Signal(signed(kw))
+        m.d.comb += [left.eq(s2_clock - s2_spent), over_1.eq(s2_clock - s2_base_cap1)]
         s3_valid, s3_capped_level = Signal(), Signal()
         s3_spent, s3_capped, s3_idx = Signal(kw), Signal(kw), Signal.like(idx)
         enough, verdict_policed = Signal(), Signal()
-        m.d.sync += [s3_valid.eq(s2_valid), s3_capped_level.eq(s2_full | (over > 0)),
+        m.d.sync += [s3_valid.eq(s2_valid), s3_capped_level.eq(s2_full | (over_1 >= 0)),
                      s3_spent.eq(s2_spent), s3_capped.eq(s2_clock - s2_room), s3_idx.eq(s2_idx),
                      verdict_policed.eq(s2_policed), enough.eq((s2_room >= 0) & (s2_full | (left >= 0)))]
         m.d.comb += [self.verdict.valid.eq(s3_valid), self.verdict.payload.policed.eq(verdict_policed),
