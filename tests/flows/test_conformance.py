@@ -121,3 +121,16 @@ def test_a_wrong_expectation_fails(model_results, tmp_path):
         mp.setattr(conformance, "ip_only", lambda rule: False)
         again = conformance.run_case(case, "model", tmp_path / "per-packet", data=SHARED_DATA)
     assert again.outcome == "fail" and "sid 1: 2 alerts, expected 1" in again.reason
+
+
+def test_other_engines_are_compared_case_by_case(tmp_path):
+    from sim.flows.conformance import CaseResult, other_engines
+    mine = [CaseResult("a", "A", "pass", fired={"1": 2}), CaseResult("b", "B", "n/a", reason="x")]
+    (tmp_path / "verilator.json").write_text(json.dumps([{"test": "a", "outcome": "pass", "fired": {"1": 2}},
+                                                         {"test": "b", "outcome": "n/a", "fired": {}}]))
+    (tmp_path / "verilator.wall").write_text("12\n")
+    assert "in 12 s: 1 pass; every case has the same outcome" in other_engines(tmp_path, "model", mine)
+    (tmp_path / "icarus.json").write_text(json.dumps([{"test": "a", "outcome": "pass", "fired": {"1": 3}},
+                                                      {"test": "b", "outcome": "n/a", "fired": {}}]))
+    assert "icarus engine's last run: 1 pass; cases that differ: a." in other_engines(tmp_path, "model", mine)
+    assert other_engines(tmp_path, "verilator", mine).count("engine's last run") == 1
