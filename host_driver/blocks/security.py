@@ -28,6 +28,7 @@ from hdl.security.regs import (
     TIMEOUT_REGISTERS,
     Command,
 )
+from host_driver.blocks.command import COMMAND_POLLS, CommandPort
 from host_driver.driver import DiscoveredBlock, Nic
 from host_driver.model.flow import FlowEntry, Timeouts
 from host_driver.rules.compile import ClassifierEntry
@@ -38,9 +39,6 @@ __all__ = ["Security", "SecurityError", "RuleHits", "COMMAND_POLLS"]
 log = logging.getLogger(__name__)
 
 _MASK32 = 0xFFFFFFFF
-#: Polls of CMD_DONE (or of STATUS's commit-busy bit) before a command is declared stuck. Each poll
-#: is a bus read, which is what lets time pass (no asyncio.sleep: cocotb's scheduler refuses it).
-COMMAND_POLLS = 10_000
 _STATUS_COMMIT_BUSY = 1 << 1
 
 
@@ -73,11 +71,9 @@ class Security:
                                 "NicConfig.security = None?)")
         self.block: DiscoveredBlock = found[0]
         self.ports: list[DiscoveredBlock] = nic.find("SECPORT")
-        self._seq = None
-        # ARG values this driver last wrote: an unchanged word is not written again (a row of a
-        # sparse table is mostly zero words; over a UART bridge every write costs a millisecond).
-        # The gateware never changes ARG registers; one driver at a time programs a NIC.
-        self._args: dict[int, int] = {}
+        # An unchanged ARG word is not written again (a row of a sparse table is mostly zero words).
+        self._commands = CommandPort(nic, self.block, arg_words=ARG_WORDS, result_words=RESULT_WORDS,
+                                     error=SecurityError, skip_unchanged=True)
         self.table: AclTable | None = None
         #: The entries of the live table, in classifier order (what :attr:`table` indexes).
         self.entries: list[ClassifierEntry] = []
@@ -103,22 +99,7 @@ class Security:
 
     async def command(self, op: Command, *args: int, results: int = 0) -> list[int]:
         """Run one command with ARG words ``args``; its first ``results`` RESULT words."""
-        if len(args) > ARG_WORDS:
-            raise ValueError(f"a command takes at most {ARG_WORDS} arguments")
-        if self._seq is None:
-            self._seq = await self.nic.read(self.block, "CMD_DONE") >> 24
-        for i, a in enumerate(args):
-            if self._args.get(i) != a & _MASK32:
-                await self.nic.write(self.block, f"ARG{i}", a & _MASK32)
-                self._args[i] = a & _MASK32
-        self._seq = (self._seq + 1) & 0xFF
-        await self.nic.write(self.block, "CMD", int(op) | self._seq << 24)
-        for _ in range(COMMAND_POLLS):
-            if await self.nic.read(self.block, "CMD_DONE") >> 24 == self._seq:
-                break
-        else:
-            raise SecurityError(f"security command {op.name} did not complete after {COMMAND_POLLS} polls")
-        return [await self.nic.read(self.block, f"RESULT{i}") for i in range(min(results, RESULT_WORDS))]
+        return await self._commands.run(op, *args, results=results)
 
     # -- the ACL ------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from hdl.switch.mac_table import entry_layout
 from hdl.switch.recorder import Trigger, record_layout
 from hdl.switch.regs import ARG_WORDS, ENTRY_WORDS, RECORD_WORDS, RESULT_WORDS, STORM_REGISTERS, Command
 from hdl.switch.settings import TIME_BITS, StormClass
+from host_driver.blocks.command import CommandPort
 from host_driver.driver import DiscoveredBlock, Nic
 from host_driver.trace import field_decoder
 
@@ -25,8 +26,6 @@ __all__ = ["Switch", "SwitchError", "MacEntryView", "RecorderState", "frozen_rec
 log = logging.getLogger(__name__)
 
 _MASK32 = 0xFFFFFFFF
-#: Polls of CMD_DONE before a command is declared stuck (each is one bus read).
-COMMAND_POLLS = 10_000
 
 
 class SwitchError(RuntimeError):
@@ -64,7 +63,8 @@ class Switch:
             raise SwitchError("this NIC has no switch (no SWITCH block; built with NicConfig.switch = None?)")
         self.block: DiscoveredBlock = found[0]
         self.ports: list[DiscoveredBlock] = nic.find("SWPORT")
-        self._seq = None
+        self._commands = CommandPort(nic, self.block, arg_words=ARG_WORDS, result_words=RESULT_WORDS,
+                                     error=SwitchError)
         self._geometry = None
 
     async def _port_names(self) -> list[str]:
@@ -80,20 +80,7 @@ class Switch:
 
     async def command(self, op: Command, *args: int, results: int = 0) -> list[int]:
         """Run one command with ARG words ``args``; its first ``results`` RESULT words."""
-        if len(args) > ARG_WORDS:
-            raise ValueError(f"a command takes at most {ARG_WORDS} arguments")
-        if self._seq is None:
-            self._seq = await self.nic.read(self.block, "CMD_DONE") >> 24
-        for i, a in enumerate(args):
-            await self.nic.write(self.block, f"ARG{i}", a & _MASK32)
-        self._seq = (self._seq + 1) & 0xFF
-        await self.nic.write(self.block, "CMD", int(op) | self._seq << 24)
-        for _ in range(COMMAND_POLLS):
-            if await self.nic.read(self.block, "CMD_DONE") >> 24 == self._seq:
-                break
-        else:
-            raise SwitchError(f"switch command {op.name} did not complete after {COMMAND_POLLS} polls")
-        return [await self.nic.read(self.block, f"RESULT{i}") for i in range(min(results, RESULT_WORDS))]
+        return await self._commands.run(op, *args, results=results)
 
     # -- MAC table --------------------------------------------------------------------------------
 
