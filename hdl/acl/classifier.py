@@ -61,6 +61,12 @@ class AclResult(data.Struct):
     slot: SLOT_BITS
 
 
+def _tree_levels(geometry: TcamGeometry) -> int:
+    """Levels of the priority encoder tree over the table's match vector."""
+    leaves = -(-geometry.columns * COLUMN_ENTRIES // _LEAF_BITS)
+    return (leaves - 1).bit_length()
+
+
 def _two_or_more(bits) -> Value:
     """At least two of ``bits`` are set, as a tree of small functions (no carry chain)."""
     n = len(bits)
@@ -195,13 +201,17 @@ class AclClassifier(wiring.Component):
 
     @property
     def tree_levels(self) -> int:
-        leaves = -(-self.geometry.columns * COLUMN_ENTRIES // _LEAF_BITS)
-        return (leaves - 1).bit_length()
+        return _tree_levels(self.geometry)
 
     @property
     def latency(self) -> int:
         """Cycles from a key taken to its result: latch, R reads, RAM, vector, tree, action RAM."""
-        return self.cycles_per_key + self.tree_levels + 12
+        return self.latency_of(self.entries, self.cycles_per_key)
+
+    @staticmethod
+    def latency_of(entries: int, cycles_per_key: int = 8) -> int:
+        """:attr:`latency` of a classifier of these parameters, without building one."""
+        return cycles_per_key + _tree_levels(TcamGeometry(entries, cycles_per_key)) + 12
 
     def elaborate(self, platform):
         m = Module()

@@ -136,10 +136,15 @@ class SecurityStage(wiring.Component):
         waiting and ``result.ready`` high (measured in amaranth.sim: 40 at 72 entries, 42 at 256).
         A frame without a request (bypassed or not IP) answers :data:`NO_FLOW_SAVING` cycles sooner.
         """
+        return self.latency_of(self.config)
+
+    @staticmethod
+    def latency_of(config: NicConfig) -> int:
+        """:attr:`latency` of the stage of ``config``, without building one."""
         # pending FIFO + flow step (4: its set index is hashed into a register), the flow table,
         # key step (2) before the key is taken, the classifier, the answers FIFO and the verdict
         # step (1 + 1 + 1 registered).
-        return FLOW_LATENCY + self.acl.latency + 7
+        return FLOW_LATENCY + AclClassifier.latency_of(config.security.acl_entries, CYCLES_PER_KEY) + 7
 
     def elaborate(self, platform):
         m = Module()

@@ -162,7 +162,7 @@ def _record_cycles(config: NicConfig) -> int:
 @functools.cache
 def _security_latency(config: NicConfig) -> int:
     from hdl.security.stage import SecurityStage
-    return SecurityStage(config).latency
+    return SecurityStage.latency_of(config)
 
 
 def _egress_cycles(config: NicConfig) -> int:
