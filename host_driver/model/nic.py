@@ -515,6 +515,9 @@ class ModelBus(Bus):
                 return self.model.security.generation      # commit is never busy: no keys in flight
             if self._security is not None and what == ("SECURITY", 0, "NOW"):
                 return self.model.now_ms
+            if what[0] == "SWPORT" and what[2] == "PORT_HELD" and self.model.switch is not None:
+                # The entries the port holds as its learning limit counts them (docs/switch.md).
+                return self.model.switch.table.held.get(self.model.config.ports[what[1]], 0)
             return self.status.get(what, 0)
         value = self.model.counters[what]
         if word == 0:

@@ -197,3 +197,26 @@ def test_counter_paths_come_from_the_register_description():
         == ("something_new",)
     assert regmap.format_version(1 << 16 | 2 << 8 | 3) == "1.2.3"
     assert regmap.decode_name(int.from_bytes(b"vm12", "little"), 0) == "vm12"
+
+
+def test_port_held_reads_the_models_learning_count():
+    """SWPORT PORT_HELD over ModelBus: what each port holds as its learning limit counts it (the
+    gateware's register; tests/switch/test_switch_gateware.py reads it from the simulators)."""
+    from host_driver.blocks.switch import Switch
+    from host_driver.switch_config import SwitchConfig
+    from host_driver.model.switch import parse_mac
+    names = ("phy0", "vm1", "vm2", "host")
+    cfg = SwitchConfig.from_toml({"ports": {n: {"mode": "access", "vlan": 1} for n in names},
+                                  "table": {"port_limit": {"vm1": 2}}})
+    model = NicModel(NicConfig(ports=names, physical_ports=("phy0",),
+                               switch=cfg.settings(list(names), 156.25, mac_sets=64, mac_ways=4)))
+    for k in range(5):                 # five sources on vm1 (two held), three on vm2
+        model.process(b"\xff" * 6 + parse_mac(f"02:00:00:00:01:{k:02x}") + bytes(50), "vm1")
+    for k in range(3):
+        model.process(b"\xff" * 6 + parse_mac(f"02:00:00:00:02:{k:02x}") + bytes(50), "vm2")
+
+    async def read():
+        nic = await _nic(model)
+        sw = Switch(nic)
+        return [await sw.port_held(i) for i in range(len(names))]
+    assert run(read()) == [0, 2, 3, 0]
