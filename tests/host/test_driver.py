@@ -203,8 +203,8 @@ def test_port_held_reads_the_models_learning_count():
     """SWPORT PORT_HELD over ModelBus: what each port holds as its learning limit counts it (the
     gateware's register; tests/switch/test_switch_gateware.py reads it from the simulators)."""
     from host_driver.blocks.switch import Switch
-    from host_driver.switch_config import SwitchConfig
     from host_driver.model.switch import parse_mac
+    from host_driver.switch_config import SwitchConfig
     names = ("phy0", "vm1", "vm2", "host")
     cfg = SwitchConfig.from_toml({"ports": {n: {"mode": "access", "vlan": 1} for n in names},
                                   "table": {"port_limit": {"vm1": 2}}})
