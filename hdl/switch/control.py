@@ -55,6 +55,7 @@ def wire_switch(m: Module, csr, regmap, config, stage, fanout, recorder) -> None
         stage.mirror_ingress.eq(mirror[8:8 + n]), stage.mirror_egress.eq(mirror[16:16 + n]),
         fanout.mirror_to.eq(mirror[4:8]),
         csr.status(sw, SWITCH.register("BLOCKED")).eq(stage.blocked),
+        csr.status(sw, SWITCH.register("TABLE_STATUS")).eq(stage.scrub_overrun),
     ]
     for i, block in enumerate(ports):
         vlan = rw(block, "VLAN")

@@ -93,7 +93,9 @@ SWITCH = BlockType(0x0050, 1, "SWITCH", "Switch fabric: MAC table aging, loop gu
     (SwitchCounter.STATIC_MOVE, "STATIC_MOVE", "Frames from a static address on another port than its own."),
     (SwitchCounter.LOOP_EVENTS, "LOOP_EVENTS", "Loops loop guard detected."),
     (SwitchCounter.STORM_DROPS, "STORM_DROPS", "Frames storm control dropped (all ports and classes)."),
-]))
+]) + (Register("TABLE_STATUS", 0x98, Access.STATUS, "MAC table health. Bit 0: scrub overrun (sticky until "
+               "reset): an epoch ended before the scrubber had read every set, so PORT_HELD counts may lag "
+               "aging (docs/switch.md, \"Port limit and the scrubber\")."),))
 
 SWPORT = BlockType(0x0051, 1, "SWPORT", "One per port of a switch: VLAN membership, storm limits, switch "
                    "drops by reason and output queue drops.", (

@@ -79,6 +79,8 @@ class SwitchStage(wiring.Component):
         The MAC table's management port, for the driver.
     blocked: Out(mask)
         Ports loop guard blocked.
+    scrub_overrun: Out(1)
+        The MAC table's scrubber missed an epoch (sticky; SWITCH TABLE_STATUS bit 0).
     loop_event, storm_event: Out(1)
         One-cycle pulses with ``record``: this frame started a loop (made its port reach the move
         limit) / was dropped by storm control.
@@ -106,6 +108,7 @@ class SwitchStage(wiring.Component):
             "mac_mgmt_req": In(stream.Signature(self.mac_table.mgmt_request_layout)),
             "mac_mgmt_resp": Out(stream.Signature(self.mac_table.entry_layout)),
             "blocked": Out(n),
+            "scrub_overrun": Out(1),
             "loop_event": Out(1), "storm_event": Out(1),
             "learn_outcome": Out(LearnOutcome),
         }
@@ -138,7 +141,7 @@ class SwitchStage(wiring.Component):
         m.submodules.mac_table = table = self.mac_table
         wiring.connect(m, wiring.flipped(self.mac_mgmt_req), table.mgmt_req)
         wiring.connect(m, table.mgmt_resp, wiring.flipped(self.mac_mgmt_resp))
-        m.d.comb += [table.now.eq(self.now), table.aging.eq(self.aging)]
+        m.d.comb += [table.now.eq(self.now), table.aging.eq(self.aging), self.scrub_overrun.eq(table.scrub_overrun)]
         for i in range(len(cfg.ports)):
             m.d.comb += [table.limit[i].eq(getattr(self, f"port_limit_{i}")),
                          getattr(self, f"port_held_{i}").eq(table.held[i])]

@@ -159,6 +159,10 @@ class Switch:
         names = await self._port_names()
         return [n for i, n in enumerate(names) if mask >> i & 1]
 
+    async def scrub_overrun(self) -> bool:
+        """The MAC table's scrubber missed an epoch since reset (PORT_HELD counts may lag aging)."""
+        return bool(await self.nic.read(self.block, "TABLE_STATUS") & 1)
+
     async def unblock(self, mask: int) -> None:
         await self.command(Command.UNBLOCK, mask)
 

@@ -158,6 +158,7 @@ async def loop_storm_guarded(dut):
     assert len(tb.records) == n
     await sw.unblock(1 << vm2)
     assert await sw.blocked() == []
+    assert not await sw.scrub_overrun(), "default epochs are long enough for the scrubber"
     stop[0] = True
     await cable
 

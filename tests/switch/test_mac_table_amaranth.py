@@ -485,3 +485,23 @@ def test_repr_and_defaults():
     Fragment.get(table, None)    # the default size elaborates
     assert repr(table) == "MacTable(sets=1024, ways=4, port_bits=3, time_bits=32, ports=8, epoch_bits=4)"
     assert (table.set_bits, table.way_bits) == (10, 2)
+
+
+def test_scrub_overrun_is_sticky():
+    """Epochs shorter than a sweep (64 sets, a new epoch every 8 cycles): ``scrub_overrun`` rises
+    and stays (SWITCH TABLE_STATUS bit 0); with epochs long enough it never does (above)."""
+    dut = MacTable(sets=64, ways=2, port_bits=3, epoch_bits=0)
+
+    async def bench(ctx):
+        TB(dut, ctx)
+        ctx.set(dut.aging, 4)
+        for now in range(1, 40):
+            ctx.set(dut.now, now)
+            await ctx.tick().repeat(8)
+        assert ctx.get(dut.scrub_overrun), "a sweep of 64 sets cannot finish in 8 cycles"
+        for now in range(40, 44):          # long epochs again: the flag stays
+            ctx.set(dut.now, now)
+            await ctx.tick().repeat(400)
+        assert ctx.get(dut.scrub_overrun)
+
+    run(dut, bench)
