@@ -80,17 +80,22 @@ def bf_int(expr, value):
 
 
 def bf_flags(expr, flags):
+    """``flags:`` as Suricata's FlagsMatch (detect-tcp-flags.c) evaluates it: ``+`` all listed
+    set (others may be), ``*`` any listed set, ``!`` not all listed set (the documentation's
+    "not set" is read by the code as "not every one of them"), none: exactly the listed set."""
     flags &= 0xFF
     mod = expr[0] if expr[0] in "+*!" else ""
     want = 0
     for ch in expr.lstrip("+*!"):
         want |= FLAG_BITS[ch]
+    if not want and flags:
+        return mod == "!"
     if mod == "+":
         return flags & want == want
     if mod == "*":
         return bool(flags & want)
     if mod == "!":
-        return flags & want == 0
+        return flags & want != want
     return flags == want
 
 
@@ -241,6 +246,19 @@ def test_model_equals_brute_force_on_random_rules(seed):
             "\n".join(texts)
         decided.add(want[0])
     assert len(decided) >= 3, f"only {decided} decided: the random rules do not exercise the verdicts"
+
+
+@pytest.mark.parametrize("flags, fires", [(0x02, True), (0x10, True), (0x00, True), (0x12, False), (0x1A, False)])
+def test_not_modifier_means_not_every_listed_flag(flags, fires):
+    """``flags:!SA`` fires unless SYN and ACK are both set: Suricata's FlagsMatch returns
+    ``(flags & listed) != listed`` for ``!``. A SYN alone fires (a reading of the documentation as
+    "none of them set" would not); the model and the evaluator agree with the code on each."""
+    text = "alert tcp any any -> any any (msg:\"not SA\"; flags:!SA; sid:1;)"
+    pkt = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1000, dport=80, flags=flags)
+    want = ("alert", [1]) if fires else (None, [])
+    assert bf_verdict([text], pkt) == want
+    got = classify_frame(compile_rules(parse_rules(text), capacity=64).entries, bytes(pkt))
+    assert (got.action, got.sids) == want
 
 
 # -- suricata-verify ------------------------------------------------------------------------------
