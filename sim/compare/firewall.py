@@ -18,7 +18,6 @@ scenario's k-th VM), so ``$EXTERNAL_NET`` is everything else, the host's other V
 from __future__ import annotations
 
 import dataclasses
-import graphlib
 import ipaddress
 import logging
 from collections.abc import Sequence
@@ -87,43 +86,35 @@ def chain_firewalls(scenario) -> dict[str, ChainFirewall]:
 
 def nic_rule_set(firewalls: dict[str, ChainFirewall]):
     """The NIC's rules (a :class:`sim.run.alerts.RuleSet`): every chain's scoped entries in one table,
-    or None without firewalls. Entries are grouped by rule ((gid, sid): one hit counter each, as the
-    driver programs them), the rules in an order that keeps every chain's own first-match order;
-    a :class:`ValueError` if two chains order two rules differently (their files disagree)."""
+    chain after chain, each in its own first-match order; None without firewalls. No frame matches
+    entries of two chains, so the order between chains does not matter, and a rule that several
+    chains share keeps one hit counter (the driver gives each (gid, sid) one slot, wherever its
+    entries sit). A chain whose entries do not fit the largest ACL is left out whole (with its
+    rules in ``left_out``), never cut in the middle, which would change its first match."""
+    from hdl.acl.layouts import SLOT_BITS
     from host_driver.rules.compile import CompiledRules
-    from sim.compare.offload import security_settings
-    from sim.run.alerts import RuleSet, fit_entries
+    from sim.run.alerts import RuleSet
     if not firewalls:
         return None
-    order = graphlib.TopologicalSorter()
-    by_rule: dict[tuple[int, int], list] = {}
+    entries, left_out, used = [], [], 0
     for fw in firewalls.values():
-        rules = list(dict.fromkeys((e.gid, e.sid) for e in fw.scoped))
-        for i, rule in enumerate(rules):
-            order.add(rule, *rules[:i][-1:])
-        for e in fw.scoped:
-            by_rule.setdefault((e.gid, e.sid), []).append(e)
-    try:
-        ranked = list(order.static_order())
-    except graphlib.CycleError as exc:
-        cycle = " -> ".join(f"{g}:{s}" for g, s in exc.args[1])
-        files = ", ".join(sorted({fw.rules.name for fw in firewalls.values()}))
-        raise ValueError(f"the chains' rule files ({files}) order rules {cycle} differently: one ACL cannot "
-                         "keep every firewall's first match") from None
-    entries = [e for rule in ranked for e in by_rule[rule]]
-    for fw in firewalls.values():       # the merge keeps each chain's own order (entries of one VM)
-        if [e for e in entries if e.dst.subnet_of(fw.network)] != list(fw.scoped):
-            raise RuntimeError(f"{fw.vm}: merging the chains' ACL entries changed its first-match order")
+        need = sum(e.ternary_count() for e in fw.scoped)
+        if used + need > 1 << SLOT_BITS:
+            left_out += [r for r in dict.fromkeys((e.gid, e.sid) for e in fw.scoped) if r not in left_out]
+            log.warning("%s: its firewall's %d ACL entries do not fit beside the other chains' %d: not in the NIC",
+                        fw.vm, need, used)
+            continue
+        entries += fw.scoped
+        used += need
     # The rule texts of one compile per file (alerts name them by sid, msg and rev).
     seen, texts = set(), []
     for fw in firewalls.values():
         if fw.rules not in seen:
             seen.add(fw.rules)
             texts += fw.compiled.rules
-    compiled = CompiledRules(texts, entries, len(entries), sum(e.ternary_count() for e in entries))
-    fitted, left_out = fit_entries(compiled, security_settings(compiled).acl_entries)
+    compiled = CompiledRules(texts, entries, len(entries), used)
     source = ", ".join(sorted({fw.rules.name for fw in firewalls.values()}))
-    return RuleSet(f"{source} scoped per VM ({', '.join(firewalls)})", compiled, fitted, None, left_out)
+    return RuleSet(f"{source} scoped per VM ({', '.join(firewalls)})", compiled, entries, None, left_out)
 
 
 def verdicts(frames: Sequence, firewalls: dict[str, ChainFirewall], config, *, per_flow: bool = False
