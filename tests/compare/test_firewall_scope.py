@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
+import pytest
 from conftest import REPO_ROOT
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
@@ -195,3 +196,27 @@ def test_frames_bridged_on_the_host_meet_their_chains_rules(tmp_path):
     for point in (sw, off):
         assert {vm: n for vm, n in point["acl_drops_by_vm"].items() if n} == want
     assert sw["delivered_by_vm"] == off["delivered_by_vm"]
+
+
+@pytest.mark.sim
+@pytest.mark.slow          # a Verilator build of this scenario's five-port switch with its security stage
+def test_gateware_drops_the_same_frames(tmp_path):
+    """The scoped ACL on the switch gateware in bulk mode: the same drops, records and egress as the
+    golden model, and the drops are vm1's own."""
+    from conftest import require_simulator
+
+    from sim.compare.sweep import Context, _load, _nic
+    from sim.compare.traffic import arrivals
+    require_simulator("verilator")
+    path = _scenario(tmp_path)
+    runs = {}
+    for engine in ("model", "verilator"):
+        ctx = Context(str(path), str(REPO_ROOT / "calibration" / "calibration.json"), engine)
+        _, _, frames, _ = _load(ctx)
+        nic = _nic(ctx)
+        nic.prepare()
+        runs[engine] = nic.run(frames, arrivals(frames, 1.0, 1))
+    model, gate = runs["model"], runs["verilator"]
+    assert gate.run["sim_mode"] == "bulk"
+    assert set(gate.acl_dropped) == {i for i, f in enumerate(frames) if _vm1_drops(f.data)}
+    assert gate.records == model.records and gate.egress_packets == model.egress_packets
