@@ -79,6 +79,10 @@ class Costs:
         return (self._f("guest_io.per_packet_ns") + self._f("firewall.per_packet_ns")
                 + self._f("firewall.per_rule_ns") * rules)
 
+    def bridge_firewall(self, rules: int) -> float:
+        """nftables over ``rules`` rules on a host bridge (no guest: the bridge runs in the host kernel)."""
+        return self._f("firewall.per_packet_ns") + self._f("firewall.per_rule_ns") * rules
+
     def ids(self, length: int) -> float:
         """An IDS VM (or the host's inspection path): packet I/O, Suricata's per-packet work and matching."""
         return (self._f("guest_io.per_packet_ns") + self._f("ids_overhead.per_packet_ns")

@@ -11,11 +11,11 @@ address, after one learning frame per VM port. Egress per port and the switch's 
 gateware's (run_engine holds every decision and byte to the golden model).
 
 **The firewall in the NIC.** The header-only rules of the chains' firewall hops (the rules the
-software path's firewall VMs evaluate as nftables rules) run in the NIC's security stage: the
-switch's config gets ``security`` (:func:`security_settings`: the ACL sized to hold them all), the
-driver programs the compiled entries (:func:`firewall_rule_set`) before the traffic, as
-``secnic run --rules`` does, and the frames the ACL drops or rejects are dropped by the NIC
-(``NicRun.acl_dropped``, counted in the report).
+software path's firewall VMs evaluate), each chain's scoped to its own VM
+(:func:`sim.compare.firewall.nic_rule_set`), run in the NIC's security stage: the switch's config
+gets ``security`` (:func:`security_settings`: the ACL sized to hold them all), the driver programs
+the entries before the traffic, as ``secnic run --rules`` does, and the frames the ACL drops or
+rejects are dropped by the NIC (``NicRun.acl_dropped``, counted in the report).
 
 What stands in for blocks that have not landed (said in every report under ``offload.basis``):
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["NicRun", "NicPath", "SimulatedNic", "rule_matches", "PUNT_VERDICTS", "WARMUP_NS", "frame_rate_bound",
-           "firewall_rule_set", "security_settings", "ACL_DROP_REASONS"]
+           "security_settings", "ACL_DROP_REASONS"]
 
 log = logging.getLogger(__name__)
 
@@ -116,22 +116,6 @@ def frame_rate_bound(config, frames) -> dict:
             "frame_cycles": FRAME_CYCLES, "data_path_gbps": round(nbytes * 8 * config.clock_mhz / 1000 / beats, 3)}
 
 
-def firewall_rule_set(paths: Sequence[Path]):
-    """The rules the NIC's ACL enforces for chains whose firewall hops use the rule files ``paths``:
-    every file's rules compiled together (file order), the header-only ones as ACL entries sized by
-    :func:`security_settings`. A :class:`sim.run.alerts.RuleSet`, or None without files."""
-    from hdl.acl.layouts import SLOT_BITS
-    from host_driver.rules import compile_rules, read_rules
-    from sim.run.alerts import RuleSet, fit_entries
-    paths = list(dict.fromkeys(Path(p) for p in paths))
-    if not paths:
-        return None
-    compiled = compile_rules([r for p in paths for r in read_rules(p)], capacity=1 << SLOT_BITS)
-    entries, left_out = fit_entries(compiled, security_settings(compiled).acl_entries)
-    # File names only: the basis text goes into report.json, which must not depend on the checkout's path.
-    return RuleSet(", ".join(p.name for p in paths), compiled, entries, None, left_out)
-
-
 def security_settings(compiled):
     """The security stage of the comparison's NIC: the default stage with an ACL of the next power
     of two that holds every ternary entry of ``compiled`` (at least the default 256), so that no
@@ -149,7 +133,7 @@ class SimulatedNic(NicPath):
     """The NIC of ``config`` (a switch: ``topology``, :class:`sim.compare.topology.Topology`) run by
     ``engine`` ("verilator": bulk mode; "model": the golden model), with the punt set also taken from
     ``rules`` (compiled rules) while ``rule_split_punts``. ``acl`` (a :class:`sim.run.alerts.RuleSet`,
-    :func:`firewall_rule_set`) is programmed into the security stage before the traffic; the config
+    :func:`sim.compare.firewall.nic_rule_set`) is programmed into the security stage before the traffic; the config
     must have one (``config.security``)."""
 
     def __init__(self, config, rules: Sequence = (), engine: str = "verilator", rule_split_punts: bool = True,
@@ -224,7 +208,8 @@ class SimulatedNic(NicPath):
         else:
             sec = self.config.security
             n_rules = len({(e.gid, e.sid) for e in self.acl.entries})
-            firewall = (f"firewall: the firewall hops' {n_rules} header-only rules ({self.acl.source}) in the NIC's "
+            firewall = (f"firewall: the firewall hops' {n_rules} header-only rules ({self.acl.source}: each chain's "
+                        "with $HOME_NET its VM's network, narrowed to frames to it) in the NIC's "
                         f"security stage ({sum(e.ternary_count() for e in self.acl.entries)} of {sec.acl_entries} "
                         f"ACL entries, flow table {sec.flow_sets}x{sec.flow_ways}), programmed through the driver; "
                         f"the frames it drops are dropped by the NIC ({len(acl_dropped)} here)"

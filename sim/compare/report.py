@@ -178,7 +178,12 @@ def _markdown(report: dict) -> str:
               + f"; lost in the external switch's queues: {st['nic'].get('external_switch_lost', 0)}.",
               "", "## Offloaded path: what the NIC runs, and what stands in for blocks not yet integrated", "",
               f"{report['offload_basis']}",
-              "", "ACL drops (the firewall rules in the NIC; policy, not loss: outside the drop rate): "
+              "", "Policy drops (each chain's firewall rules: the firewall VM in software, the NIC's ACL offloaded; "
+              "policy, not loss: outside the drop rate), by VM at the lowest load: "
+              + "; ".join(f"{path} "
+                          + (", ".join(f"{vm} {n}" for vm, n in
+                                       report["sweep"][path][0].get("acl_drops_by_vm", {}).items() if n) or "none")
+                          for path in PATHS) + ". Offloaded, per load: "
               + "; ".join(f"{_fmt(p['offered_gbps'])} Gb/s: "
                           + (", ".join(f"{k} {v}" for k, v in p.get("acl_drops", {}).items()) or "none")
                           for p in report["sweep"]["offload"]) + ".",

@@ -67,6 +67,22 @@ def _load(ctx: Context):
     return scenario, costs, frames, rules
 
 
+@functools.lru_cache(maxsize=4)
+def _firewalls(ctx: Context):
+    """The chains' firewalls (:func:`sim.compare.firewall.chain_firewalls`) and each frame's firewall
+    verdict (its chain's first-match action, None without a firewall hop), computed once per process."""
+    from sim.compare.firewall import chain_firewalls, verdicts
+    scenario, _, frames, _ = _load(ctx)
+    firewalls = chain_firewalls(scenario)
+    return firewalls, verdicts(frames, firewalls, scenario.nic_config(), per_flow=scenario.traffic.kind == "imix")
+
+
+def _policy_drops(ctx: Context) -> dict[int, str]:
+    """Frame index -> report reason (``acl_drop``, ``acl_reject``) of the frames their firewall drops."""
+    from sim.compare.firewall import ACL_REASON
+    return {i: ACL_REASON[v] for i, v in enumerate(_firewalls(ctx)[1]) if v in ACL_REASON}
+
+
 def _rules(scenario: Scenario) -> dict:
     """Compiled rules per rule file (the rule compiler's split: offloaded / payload / host path)."""
     from host_driver.rules import compile_rules, read_rules
@@ -108,9 +124,11 @@ def _software_stages(scenario: Scenario, costs: Costs, n: int | None) -> list[St
     return stages
 
 
-def _software_route(scenario, costs: Costs, rules, frame: Frame, n: int | None) -> tuple[tuple[str, float], ...]:
+def _software_route(scenario, costs: Costs, rules, frame: Frame, n: int | None,
+                    dropped: bool = False) -> tuple[tuple[str, float], ...]:
     """vSwitch -> appliance -> vSwitch -> ... -> destination VM: n appliances, n + 1 vSwitch passes,
-    each pass paying one VM-boundary crossing per VM end (the uplink is not a VM)."""
+    each pass paying one VM-boundary crossing per VM end (the uplink is not a VM). A frame its
+    firewall drops (``dropped``) ends at the chain's first firewall hop."""
     length = frame.length
     hops = _chain_hops(scenario, frame.vm, n)
     chain = scenario.chains[frame.vm]
@@ -121,6 +139,8 @@ def _software_route(scenario, costs: Costs, rules, frame: Frame, n: int | None) 
         route.append(("vswitch", costs.vswitch(length) + costs.virtio(length) * (from_vm + 1)))
         cost = costs.firewall(length, n_rules) if hop.kind == "firewall" else costs.ids(length)
         route.append((f"{frame.vm}.{i}.{hop.kind}", cost))
+        if dropped and hop.kind == "firewall":
+            return tuple(route)
         from_vm = True
     route.append(("vswitch", costs.vswitch(length) + costs.virtio(length) * (from_vm + 1)))
     return tuple(route)
@@ -138,14 +158,16 @@ def _baseline_ns(costs: Costs, frame: Frame) -> float:
 
 
 def _metrics(frames: Sequence[Frame], times: Sequence[float], delivered: Sequence[bool],
-             latencies: Sequence[float], span_ns: float) -> dict:
+             latencies: Sequence[float], span_ns: float, policy: int = 0) -> dict:
+    """The sweep fields of one point; ``policy`` frames were dropped by the firewalls' rules: not a
+    loss, so outside the drop rate (which finds the knee)."""
     offered_span = (times[-1] - times[0]) or 1.0
     offered_bytes = sum(f.length for f in frames)
     delivered_bytes = sum(f.length for f, ok in zip(frames, delivered) if ok)
     return {
         "offered_gbps": round(offered_bytes * 8 / offered_span, 4),
         "throughput_gbps": round(delivered_bytes * 8 / max(span_ns, offered_span), 4),
-        "drop_rate": round(1 - sum(delivered) / len(frames), 5),
+        "drop_rate": round(1 - sum(delivered) / max(1, len(frames) - policy), 5),
         "latency_p50_ns": _r(percentile(latencies, 50)),
         "latency_p99_ns": _r(percentile(latencies, 99)),
     }
@@ -157,13 +179,20 @@ def _r(x, nd=1):
 
 def _software_point(ctx: Context, gbps: float, n: int | None = None) -> dict:
     scenario, costs, frames, rules = _load(ctx)
+    policy = _policy_drops(ctx)
     times = arrivals(frames, gbps, scenario.traffic.seed)
     stages = _software_stages(scenario, costs, n)
-    packets = [Packet(t, f.length, _software_route(scenario, costs, rules, f, n)) for f, t in zip(frames, times)]
+    packets = [Packet(t, f.length, _software_route(scenario, costs, rules, f, n, i in policy))
+               for i, (f, t) in enumerate(zip(frames, times))]
     res = simulate(stages, packets)
-    delivered = [o.done is not None for o in res.outcomes]
-    lat = [o.latency for o in res.outcomes if o.done is not None]
-    out = _metrics(frames, times, delivered, lat, res.span_ns)
+    # A frame its firewall dropped ends "done" at that hop: the policy working, not a delivery. (With
+    # fewer hops than the chain, the chaining points, a frame may have no firewall to cross.)
+    ends_at_firewall = [i in policy and packets[i].route[-1][0].endswith(".firewall") for i in range(len(frames))]
+    dropped = {i for i, o in enumerate(res.outcomes) if ends_at_firewall[i] and o.done is not None}
+    delivered = [o.done is not None and i not in dropped for i, o in enumerate(res.outcomes)]
+    lat = [o.latency for o, ok in zip(res.outcomes, delivered) if ok]
+    out = _metrics(frames, times, delivered, lat, res.span_ns, len(dropped))
+    out.update(_policy_fields(scenario, frames, delivered, {i: policy[i] for i in dropped}))
     by_stage = {s.name: round(res.cores_used(s.name), 3) for s in stages}
     baseline = sum(_baseline_ns(costs, f) for f in frames) / max(res.span_ns, 1.0)
     total = sum(by_stage.values())
@@ -171,6 +200,21 @@ def _software_point(ctx: Context, gbps: float, n: int | None = None) -> dict:
                 "security_cores": round(max(0.0, total - baseline), 3),
                 "drops_by_stage": _drops(res.outcomes)})
     return out
+
+
+def _policy_fields(scenario, frames: Sequence[Frame], delivered: Sequence[bool], dropped: dict[int, str]) -> dict:
+    """The fields both paths report alike: policy drops by reason and by VM, their share of the
+    frames, and the frames delivered to each VM."""
+    by_reason: dict[str, int] = {}
+    by_vm = dict.fromkeys((v.name for v in scenario.vms), 0)
+    for i, reason in dropped.items():
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+        by_vm[frames[i].vm] += 1
+    got = dict.fromkeys((v.name for v in scenario.vms), 0)
+    for f, ok in zip(frames, delivered):
+        got[f.vm] += bool(ok)
+    return {"acl_drops": dict(sorted(by_reason.items())), "acl_drops_by_vm": by_vm,
+            "acl_drop_rate": round(len(dropped) / len(frames), 5), "delivered_by_vm": got}
 
 
 def _drops(outcomes) -> dict:
@@ -186,15 +230,15 @@ def _drops(outcomes) -> dict:
 def _nic(ctx: Context):
     import dataclasses
 
-    from sim.compare.offload import SimulatedNic, firewall_rule_set, security_settings
+    from sim.compare.firewall import nic_rule_set
+    from sim.compare.offload import SimulatedNic, security_settings
     from sim.compare.topology import topology
     scenario, _, _, rules = _load(ctx)
     all_rules = [r for table in rules.values() for r in table.rules]
     topo = topology(scenario)
     config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
-    # The firewall hops' header-only rules run in the NIC's security stage (docs/compare.md).
-    acl = firewall_rule_set(sorted({c.rules for c in scenario.chains.values()
-                                    if c.rules is not None and any(h.kind == "firewall" for h in c.hops)}))
+    # Each chain's firewall rules run in the NIC's security stage, scoped to its VM (docs/compare.md).
+    acl = nic_rule_set(_firewalls(ctx)[0])
     if acl is not None:
         config = dataclasses.replace(config, security=security_settings(acl.compiled))
     return SimulatedNic(config, all_rules, engine=ctx.engine, topology=topo, acl=acl)
@@ -232,24 +276,35 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
     offered_span = (times[-1] - times[0]) or 1.0
     # The simulated source holds back what a port cannot take; a real MAC would drop the excess.
     accepted = min(1.0, offered_span / nic_ns) if nic_ns > 0 else 1.0
-    punted, bridged, policy = set(nr.punted), set(nr.bridged), set(nr.acl_dropped)
+    punted, bridged = set(nr.punted), set(nr.bridged)
     h = scenario.host
     host = Stage("host", h.vswitch_cores, h.ring, h.mode, costs.wake_ns)
+    firewalls = _firewalls(ctx)[0]
+    verdict = _policy_drops(ctx)
+
+    def bridge_firewall(i):
+        """The host bridge's nftables over the chain's rules (a bridged frame never meets the NIC's ACL)."""
+        fw = firewalls.get(frames[i].vm)
+        return 0.0 if fw is None else costs.bridge_firewall(fw.header_rules)
 
     def host_work(i):
         length = frames[i].length
         if i in bridged:          # between two VMs behind one NIC port: a bridge pass on the host
-            return costs.vswitch(length) + 2 * costs.virtio(length)
+            return costs.vswitch(length) + 2 * costs.virtio(length) + bridge_firewall(i)
         # A punted frame crosses to the host and back (two ring crossings) and is inspected there.
         return 2 * costs.virtio(length) + costs.ids(length)
     on_host = sorted(punted | bridged)
     packets = [Packet(times[i], frames[i].length, (("host", host_work(i)),)) for i in on_host]
     res = simulate([host], packets)
     host_lost = {i for i, o in zip(on_host, res.outcomes) if o.done is None}
-    forwarded = [i not in host_lost and (i in bridged or bool(r.get("egress"))) for i, r in enumerate(nr.records)]
-    weight = [1.0 if i in bridged else accepted for i in range(len(frames))]
     # Frames the firewall rules drop are the policy working, not a loss: out of the drop rate (which
-    # finds the knee), counted as acl_drop_rate.
+    # finds the knee), counted as acl_drops / acl_drop_rate. The NIC's ACL drops them, or the host
+    # bridge's firewall for a frame between two VMs behind one NIC port.
+    policy = {i: nr.records[i]["reason"] for i in nr.acl_dropped}
+    policy.update({i: verdict[i] for i in bridged - host_lost if i in verdict})
+    forwarded = [i not in host_lost and i not in policy and (i in bridged or bool(r.get("egress")))
+                 for i, r in enumerate(nr.records)]
+    weight = [1.0 if i in bridged else accepted for i in range(len(frames))]
     kept = [i not in policy for i in range(len(frames))]
     nic_lat = run.get("latency_ns") or {}
     punt_lat = [o.latency for i, o in zip(on_host, res.outcomes) if o.done is not None and i in punted]
@@ -257,14 +312,14 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
     offered_bytes = sum(f.length for f in frames)
     host_cores = res.cores_used("host") if packets else 0.0
     work = sum(host_work(i) for i in on_host)
-    security = host_cores * (sum(host_work(i) for i in punted) / work) if work else 0.0
+    security_work = sum(host_work(i) for i in punted) + sum(bridge_firewall(i) for i in bridged)
+    security = host_cores * (security_work / work) if work else 0.0
     bound = frame_rate_bound(nic.config, frames)
     return {
         "offered_gbps": round(offered_bytes * 8 / offered_span, 4),
         "throughput_gbps": round(delivered_bytes * 8 / offered_span, 4),
         "drop_rate": round(1 - sum(w for ok, w in zip(forwarded, weight) if ok) / max(1, sum(kept)), 5),
-        "acl_drop_rate": round(len(policy) / len(frames), 5),
-        "acl_drops": _acl_drops(nr),
+        **_policy_fields(scenario, frames, forwarded, policy),
         "latency_p50_ns": _r(nic_lat.get("p50")),
         "latency_p99_ns": _r(nic_lat.get("p99")),
         "punt_rate": round(len(punted) / len(frames), 5),
@@ -281,16 +336,6 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
         "bridged_rate": round(len(bridged) / len(frames), 5),
         "basis": nr.basis,
     }
-
-
-def _acl_drops(nr) -> dict:
-    """The security stage's policy drops by reason (trace.jsonl reasons: acl_drop, acl_reject,
-    default_deny), counted from the NIC's records of the scenario's frames."""
-    out: dict[str, int] = {}
-    for i in nr.acl_dropped:
-        reason = nr.records[i]["reason"]
-        out[reason] = out.get(reason, 0) + 1
-    return dict(sorted(out.items()))
 
 
 # -- loop storm ------------------------------------------------------------------------------------
@@ -314,15 +359,20 @@ def _storm_software(ctx: Context, gbps: float) -> dict:
 
     def spawn(now: float, stage: str) -> list[Packet]:
         return [Packet(now + STORM_LOOP_DELAY_NS, STORM_FRAME, (("vswitch", cost),), spawn, "storm")] * fan_out
-    packets = [Packet(t, f.length, _software_route(scenario, costs, rules, f, None)) for f, t in keep]
+    policy = _policy_drops(ctx)           # keep is a prefix of the frames: index i is frame i
+    packets = [Packet(t, f.length, _software_route(scenario, costs, rules, f, None, i in policy))
+               for i, (f, t) in enumerate(keep)]
     packets.append(Packet(1000.0, STORM_FRAME, (("vswitch", cost),), spawn, "storm"))
     res = simulate(stages, packets, until=duration)
     normal = res.select("traffic")
     storm = res.select("storm")
+    # Frames a firewall dropped by policy are neither delivered nor lost: out of the share.
+    refused = sum(1 for i, o in enumerate(normal) if i in policy and o.done is not None)
+    delivered = sum(1 for i, o in enumerate(normal) if i not in policy and o.done is not None)
     return {
         "duration_us": scenario.storm.duration_us,
         "normal_frames": len(normal),
-        "normal_delivered": round(sum(o.done is not None for o in normal) / max(1, len(normal)), 4),
+        "normal_delivered": round(delivered / max(1, len(normal) - refused), 4),
         "storm_frames_switched": sum(o.done is not None for o in storm),
         "storm_mpps": round(sum(o.done is not None for o in storm) / duration * 1000, 3),
         "vswitch_cores_busy": round(res.cores_used("vswitch"), 3),

@@ -16,11 +16,12 @@ switched to known ports from its first frame and the learning frames add nothing
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import struct
 from dataclasses import dataclass
 
-__all__ = ["Topology", "topology", "vm_mac", "ROUTER_MAC", "MAX_PORTS", "HOST_PORT", "LEARN_ETHERTYPE"]
+__all__ = ["Topology", "topology", "vm_mac", "vm_network", "ROUTER_MAC", "MAX_PORTS", "HOST_PORT", "LEARN_ETHERTYPE"]
 
 #: The switch fabric's port limit (hdl.switch.settings.SwitchSettings: 2..8 ports).
 MAX_PORTS = 8
@@ -36,6 +37,15 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,15}")
 def vm_mac(index: int) -> bytes:
     """The MAC address of the scenario's VM number ``index`` (0-based; locally administered)."""
     return b"\x02\x5e\x00\x01" + struct.pack("!H", index + 1)
+
+
+def vm_network(index: int) -> ipaddress.IPv4Network:
+    """The IPv4 addresses of the scenario's VM number ``index`` (0-based): ``10.<index + 1>.0.0/16``.
+    The synthetic traffic sends to ``10.<k>.0.<host>`` and, east-west, from ``10.<k>.1.<host>``
+    (sim.compare.traffic); the VM's firewall takes this network as its ``$HOME_NET``."""
+    if not 0 <= index < 255:
+        raise ValueError(f"VM number {index + 1} has no address: at most 255 VMs (10.1.0.0/16 .. 10.255.0.0/16)")
+    return ipaddress.IPv4Network(f"10.{index + 1}.0.0/16")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ __all__ = ["Frame", "IMIX", "make_frames", "arrivals", "HOME_PREFIX"]
 
 #: Frame lengths without FCS and their weights (simple IMIX).
 IMIX = ((60, 7), (590, 4), (1514, 1))
-#: VM addresses are 10.<vm>.0.<host>; the uplink's peers are 198.18.0.0/15 (benchmarking range).
+#: VM k (from 1) is sent to at 10.<k>.0.<host> and sends east-west from 10.<k>.1.<host>: its network
+#: 10.<k>.0.0/16 (sim.compare.topology.vm_network, its firewall's $HOME_NET); the uplink's peers are
+#: 198.18.0.0/15 (benchmarking range).
 HOME_PREFIX = "10.0.0.0/8"
 #: Destination ports of the synthetic flows and their weights (web, DNS, SSH, database, other).
 _DPORTS = ((443, 40), (80, 20), (53, 10), (22, 5), (3306, 5), (None, 20))

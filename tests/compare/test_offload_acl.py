@@ -91,4 +91,4 @@ def test_firewall_rules_drop_in_the_nic(tmp_path):
     low = rep["sweep"]["offload"][0]
     assert low["drop_rate"] < 0.001 < low["acl_drop_rate"], "policy drops are not losses"
     assert f"dropped by the NIC ({len(ssh)} here)" in rep["offload_basis"]
-    assert "ACL drops" in (out / "report.md").read_text()
+    assert "Policy drops" in (out / "report.md").read_text()
