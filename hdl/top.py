@@ -31,13 +31,13 @@ from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
 from hdl.lib.timing import keep_copy, local_reset_domain
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
-from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
+from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, verdict_record_of
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
 from hdl.security.control import wire_security
 from hdl.security.gate import SecurityGate
-from hdl.security.regs import SECPORT, SECURITY, secport_values, security_values
+from hdl.security.regs import SECMATCH, SECPORT, SECURITY, secmatch_values, secport_values, security_values
 from hdl.security.stage import SecurityStage
 from hdl.switch.control import wire_switch
 from hdl.switch.egress import EgressFanout
@@ -96,9 +96,7 @@ class NicTop(wiring.Component):
             members["uart_tx"] = Out(1, init=1)
         else:
             members["s_axil"] = In(AXILiteSignature(self.regmap.address_width))
-        members["record"] = Out(stream.Signature(make_verdict_record(config.port_bits, len(config.ports),
-                                                                     security=config.security is not None),
-                                                 always_ready=True))
+        members["record"] = Out(stream.Signature(verdict_record_of(config), always_ready=True))
         if config.ingress_fifos:
             n = len(config.ports)
             members["ingress_end"] = Out(n)
@@ -375,8 +373,8 @@ class NicTop(wiring.Component):
 
 def build_register_map(config: NicConfig) -> RegisterMap:
     """The register blocks of a build of ``config``, in chain order: IDENTITY, one PORT per port,
-    PARSER, then SWITCH and one SWPORT per port, SECURITY and one SECPORT per port, BRIDGE and
-    LINETEST when the build has them.
+    PARSER, then SWITCH and one SWPORT per port, SECURITY, one SECPORT per port and SECMATCH (with
+    the payload matcher), BRIDGE and LINETEST when the build has them.
 
     Each block type is declared next to the component that owns its registers; this is only
     where the NIC places the blocks of the components it instantiates.
@@ -394,6 +392,8 @@ def build_register_map(config: NicConfig) -> RegisterMap:
         regs.add(SECURITY, values=security_values(config))
         for index in range(len(config.ports)):
             regs.add(SECPORT, index, secport_values(config, index))
+        if config.security.matcher is not None:
+            regs.add(SECMATCH, values=secmatch_values(config))
     if config.uart_bridge:
         regs.add(BRIDGE)
     if config.line_tester:

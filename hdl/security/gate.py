@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
 from hdl.lib.ram import RamFifo
-from hdl.packet.meta import DropReason, Verdict, make_verdict_record
+from hdl.packet.meta import DropReason, Verdict, make_verdict_record, verdict_record_of
 from hdl.security.stage import result_layout
 
 __all__ = ["SecurityGate", "DECISION_DEPTH", "DECISION_MARGIN"]
@@ -79,7 +79,7 @@ class SecurityGate(wiring.Component):
             "s_record": In(stream.Signature(make_verdict_record(pb, n), always_ready=True)),
             "s_result": In(stream.Signature(result_layout())),
             "m_desc": Out(stream.Signature(self.desc_layout, always_ready=True)),
-            "m_record": Out(stream.Signature(make_verdict_record(pb, n, security=True), always_ready=True)),
+            "m_record": Out(stream.Signature(verdict_record_of(config), always_ready=True)),
             "m_denied": Out(1),
             "space": Out(1, init=1),
         })
