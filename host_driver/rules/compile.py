@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from host_driver.rules.content import compile_content
+from host_driver.rules.content import DEFAULT_INDEX_BITS, compile_content
 from host_driver.rules.expr import IntervalSet, range_to_prefixes
 from host_driver.rules.parse import PROTOCOLS, Rule
 
@@ -221,8 +221,11 @@ def classifier_order(rule: Rule, index: int) -> tuple[int, int, int]:
     return ACTION_ORDER[action], rule.priority, index
 
 
-def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY) -> CompiledRules:
-    """Build the classifier table from parsed rules (see the module docstring for order and capacity).
+def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY,
+                  matcher_index_bits: int = DEFAULT_INDEX_BITS) -> CompiledRules:
+    """Build the classifier table from parsed rules (see the module docstring for order and capacity),
+    and the payload matcher's (:func:`~host_driver.rules.content.compile_content`, a table of
+    ``2**matcher_index_bits`` buckets: the NIC's MATCHER_GEOMETRY).
 
     Changes ``verdict``/``reason`` of rules that match no packet (``unsupported``) or do not fit
     (``host path``).
@@ -255,4 +258,5 @@ def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY) -> Co
         ternary_by_sid[(rule.gid, rule.sid)] = rule_ternary
     log.info("%d rules, %d entries of %d, %d ternary", len(rules), len(entries), capacity, ternary)
     # Payload rules go to the matcher's tables.
-    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid, compile_content(rules))
+    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid,
+                         compile_content(rules, matcher_index_bits))
