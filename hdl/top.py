@@ -37,6 +37,7 @@ from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
 from hdl.security.control import wire_security
 from hdl.security.gate import SecurityGate
+from hdl.security.payload import PayloadStage
 from hdl.security.regs import SECMATCH, SECPORT, SECURITY, secmatch_values, secport_values, security_values
 from hdl.security.stage import SecurityStage
 from hdl.switch.control import wire_switch
@@ -134,9 +135,14 @@ class NicTop(wiring.Component):
         else:
             forwarder = self._add(m, "forwarder", Forwarder(cfg))
             port_sources = buffer.outputs
+        matcher = security and cfg.security.matcher is not None
+        payload_stage = None
         if security:
             sec_stage = self._add(m, "security", SecurityStage(cfg))
             gate = self._add(m, "security_gate", SecurityGate(cfg, buffer.desc_layout))
+        if matcher:
+            payload_stage = self._add(m, "payload", PayloadStage(cfg, index_bits=cfg.security.matcher_index_bits,
+                                                                 max_hits=cfg.security.matcher_max_hits))
         self._add(m, "buffer", buffer)
         csr = self._add(m, "csr", target.csr(self.regmap))
 
@@ -196,6 +202,11 @@ class NicTop(wiring.Component):
         if target.register_slices:
             copies.append({f: keep_copy(reg, name=f"buffer_pipe_{f}", reset_less=f != "tvalid")
                            for f, reg in copies[0].items()})
+            if matcher:
+                # The payload matcher's tap: the beats the buffer takes, from a copy of its own
+                # (the matcher's beat FIFO sits apart from the buffer's RAMs).
+                copies.append({f: keep_copy(reg, name=f"payload_pipe_{f}", reset_less=f != "tvalid")
+                               for f, reg in copies[0].items()})
         for regs in copies:
             m.d.sync += regs["tvalid"].eq(take)
             with m.If(take):
@@ -206,6 +217,18 @@ class NicTop(wiring.Component):
             m.d.comb += [*(getattr(buffer.s_axis, f).eq(reg) for f, reg in copies[1].items()),
                          parser.m_axis.tready.eq(buffer.s_axis.tready)]
         connect(m, parser.meta, forwarder.parsed)
+        if matcher:
+            # The matcher sees every beat the packet buffer takes (the buffer is always ready) and
+            # the parser's record of each frame; it never holds either back (docs/matcher.md).
+            tap = payload_stage.beat
+            beats = copies[2] if target.register_slices else {
+                "tvalid": buffer.s_axis.tvalid & buffer.s_axis.tready,
+                **{f: getattr(buffer.s_axis, f) for f in payload}}
+            m.d.comb += [tap.valid.eq(beats["tvalid"]), tap.tdata.eq(beats["tdata"]), tap.tkeep.eq(beats["tkeep"]),
+                         tap.tlast.eq(beats["tlast"]),
+                         payload_stage.parsed.valid.eq(forwarder.parsed.valid),
+                         payload_stage.parsed.payload.eq(forwarder.parsed.payload)]
+            connect(m, payload_stage.result, gate.s_match)
         record = forwarder.record
         if not security:
             connect(m, forwarder.desc, buffer.desc)
@@ -220,7 +243,7 @@ class NicTop(wiring.Component):
             connect(m, sec_stage.result, gate.s_result)
             connect(m, gate.m_desc, buffer.desc)
             connect(m, gate.m_record, wiring.flipped(self.record))
-            wire_security(m, csr, self.regmap, cfg, sec_stage, gate)
+            wire_security(m, csr, self.regmap, cfg, sec_stage, gate, payload_stage)
             record = gate.m_record
         if switch:
             connect(m, buffer.outputs[0], fanout.s_axis)

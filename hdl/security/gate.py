@@ -14,6 +14,16 @@ frame's descriptor to the packet buffer and its record to the monitor, with the 
 
 The packet buffer holds each frame until its descriptor comes (store and forward), so the gate
 adds its delay to every frame's latency and nothing else (docs/security.md, "Latency").
+
+With the payload matcher (``config.security.matcher``) a second join holds the *record* (never the
+descriptor: the matcher does not change forwarding this round) until the frame's
+:class:`~hdl.security.payload.PayloadStage` result comes, and fills in the record's ``match_*``
+fields: zero for a frame the stage bypassed; ``match_punt`` also on an inspected frame while
+``punt_all_payload`` (CONTROL bit 1) is set. A result comes up to ``REPLAY_LATENCY`` +
+``max_frame`` beats after its frame's parser record (a maximum frame replays after its own record,
+and a frame may wait behind one), so the record FIFO (``records``, block RAM) is sized by
+:func:`record_depth`; results that come before their record (the security answer can be later than
+the matcher's, and waits behind a flow-table stall) wait in ``matches``.
 """
 
 from __future__ import annotations
@@ -24,11 +34,12 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
-from hdl.lib.ram import RamFifo
-from hdl.packet.meta import DropReason, Verdict, make_verdict_record, verdict_record_of
+from hdl.lib.ram import OutputQueue, RamFifo
+from hdl.packet.meta import MATCH_FIELDS, DropReason, Verdict, make_verdict_record, verdict_record_of
+from hdl.security.payload import FRAME_SPACING, RECORD_DELAY_MAX, PayloadStage, payload_result_layout
 from hdl.security.stage import result_layout
 
-__all__ = ["SecurityGate", "DECISION_DEPTH", "DECISION_MARGIN"]
+__all__ = ["SecurityGate", "DECISION_DEPTH", "DECISION_MARGIN", "MATCH_DEPTH", "RECORD_MARGIN", "record_depth"]
 
 #: Frames the gate's forwarding-side FIFO holds.
 DECISION_DEPTH = 32
@@ -37,6 +48,32 @@ DECISION_DEPTH = 32
 DECISION_MARGIN = 16
 #: Security answers the gate holds (the stage waits when it is full).
 RESULT_DEPTH = 4
+#: Matcher results the gate holds before their frame's record has passed the first join: at most
+#: the frames between the parser and that join (``decisions``' depth plus the frames its margin
+#: covers), since the matcher answers a frame only after its parser record. The matcher's result
+#: has no ready (it never waits), so this bound is what keeps it from being lost.
+MATCH_DEPTH = 64
+assert MATCH_DEPTH >= DECISION_DEPTH + DECISION_MARGIN
+#: ``space`` falls while fewer than this many ``records`` entries are free: every frame that can be
+#: between the arbiter and the first join then (``decisions`` and the frames its margin covers).
+RECORD_MARGIN = DECISION_DEPTH + DECISION_MARGIN
+
+
+def record_depth(config: NicConfig) -> int:
+    """Records the gate's second join holds while their matcher results are due (a power of two).
+
+    A frame's result comes at most ``PayloadStage.REPLAY_LATENCY`` + (frame beats + beats of
+    frames it waits behind) cycles after its parser record; the replay runs at one beat per
+    cycle, as fast as beats arrive, so the beats replayed ahead of a frame and its own are at
+    most one maximum frame's (docs/security.md, "Latency"), plus the spread of the parser's
+    record delay. Records arrive at most one per ``FRAME_SPACING`` cycles, so that many cycles
+    hold that many records, plus :data:`RECORD_MARGIN` so ``space`` can stop the arbiter before
+    the FIFO is full (it never does at the arrival contract).
+    """
+    beats = -(-config.max_frame // config.bytes_per_beat)
+    lag = PayloadStage.REPLAY_LATENCY + beats + RECORD_DELAY_MAX
+    frames = -(-lag // FRAME_SPACING) + 1 + RECORD_MARGIN
+    return 1 << (frames - 1).bit_length()
 
 #: The record fields the security answer fills in.
 _FIELDS = ("acl_hit", "acl_action", "acl_index", "acl_slot", "acl_multi", "flow_found", "flow_established",
@@ -68,13 +105,26 @@ class SecurityGate(wiring.Component):
         reason says so only when the switch did not drop the frame first).
     space: Out(1)
         The gate can take the frames now between the arbiter and the forwarder's output.
+    s_match: In(stream.Signature(payload_result_layout(...), always_ready=True)), with a matcher
+        :class:`~hdl.security.payload.PayloadStage`'s results, one per frame, in the same order.
+    punt_all_payload: In(1), with a matcher
+        SECURITY CONTROL bit 1: every frame the matcher inspects is punted.
+
+    With a matcher ``m_record`` comes later than ``m_desc`` (the second join, module docstring).
     """
 
     def __init__(self, config: NicConfig, desc_layout):
         self.config = config
         n, pb = len(config.ports), config.port_bits
         self.desc_layout = data.Layout.cast(desc_layout)
+        self.matcher = config.security.matcher
+        extra = {}
+        if self.matcher is not None:
+            self.record_depth = record_depth(config)
+            extra = {"s_match": In(stream.Signature(payload_result_layout(*self.matcher), always_ready=True)),
+                     "punt_all_payload": In(1)}
         super().__init__({
+            **extra,
             "s_desc": In(stream.Signature(self.desc_layout, always_ready=True)),
             "s_record": In(stream.Signature(make_verdict_record(pb, n), always_ready=True)),
             "s_result": In(stream.Signature(result_layout())),
@@ -97,15 +147,23 @@ class SecurityGate(wiring.Component):
                      self.s_result.ready.eq(results.w_rdy)]
 
         # A register (one cycle late; the margin covers it): it reaches the arbiter's ready.
-        m.d.sync += self.space.eq(decisions.level <= DECISION_DEPTH - DECISION_MARGIN)
+        decisions_room = decisions.level <= DECISION_DEPTH - DECISION_MARGIN
         head = both(decisions.r_data)
         res = result_layout()(results.r_data)
         join = decisions.r_rdy & results.r_rdy
         m.d.comb += [decisions.r_en.eq(join), results.r_en.eq(join)]
-        rec, desc = self.m_record.payload, self.m_desc.payload
+        # Without a matcher the first join's record is the output; with one it goes to the second join.
+        if self.matcher is None:
+            rec, rec_valid, denied = self.m_record.payload, self.m_record.valid, self.m_denied
+            m.d.sync += self.space.eq(decisions_room)
+        else:
+            rec = Signal(self.m_record.payload.shape(), name="joined_record")
+            rec_valid, denied, inspected = Signal(name="joined_valid"), Signal(name="joined_denied"), Signal()
+            m.d.sync += inspected.eq(res.inspected)
+        desc = self.m_desc.payload
         security_drop = res.drop & (head.record.verdict != Verdict.DROP)
-        m.d.sync += [self.m_record.valid.eq(join), self.m_desc.valid.eq(join),
-                     self.m_denied.eq(join & res.drop & (res.reason == DropReason.DEFAULT_DENY))]
+        m.d.sync += [rec_valid.eq(join), self.m_desc.valid.eq(join),
+                     denied.eq(join & res.drop & (res.reason == DropReason.DEFAULT_DENY))]
         with m.If(join):
             m.d.sync += [desc.eq(head.desc), rec.meta.eq(head.record.meta), rec.in_port.eq(head.record.in_port),
                          rec.rx_error.eq(head.record.rx_error), rec.verdict.eq(head.record.verdict),
@@ -116,4 +174,43 @@ class SecurityGate(wiring.Component):
                              desc.drop.eq(1)]
                 if "egress" in self.desc_layout.members:
                     m.d.sync += desc.egress.eq(0)
+        if self.matcher is not None:
+            self._join_matches(m, rec, rec_valid, denied, inspected, decisions_room)
         return m
+
+    def _join_matches(self, m, rec, rec_valid, denied, inspected, decisions_room):
+        """The second join: the first join's record waits for the frame's matcher result."""
+        out_layout = data.Layout.cast(self.m_record.payload.shape())
+        # The record without its match fields (filled in here), the stage's bypass and default deny.
+        held_fields = {name: field.shape for name, field in out_layout if name not in MATCH_FIELDS}
+        held = data.StructLayout({"record": data.StructLayout(held_fields), "inspected": 1, "denied": 1})
+        match = data.StructLayout({name: out_layout[name].shape for name in MATCH_FIELDS})
+        m.submodules.records = records = RamFifo(width=held.size, depth=self.record_depth)
+        m.submodules.matches = matches = OutputQueue(width=match.size, depth=MATCH_DEPTH)
+
+        new = Signal(held)
+        m.d.comb += [*(getattr(new.record, name).eq(getattr(rec, name)) for name in held_fields),
+                     new.inspected.eq(inspected), new.denied.eq(denied),
+                     records.w_data.eq(new), records.w_en.eq(rec_valid)]
+        r = self.s_match.payload
+        got = Signal(match)
+        m.d.comb += [got.match_inspected.eq(~r.skipped), got.match_too_long.eq(r.too_long),
+                     got.match_overflow.eq(r.overflow), got.match_punt.eq(r.punt), got.match_n_hits.eq(r.n_hits),
+                     *(got.match_hits[i].bucket.eq(r.hits[i].bucket) for i in range(self.matcher[1])),
+                     *(got.match_hits[i].settled.eq(r.hits[i].settled) for i in range(self.matcher[1])),
+                     matches.w_data.eq(got), matches.w_en.eq(self.s_match.valid)]
+        # Registered (one cycle late; the margin covers it), like the first join's.
+        m.d.sync += self.space.eq(decisions_room & (records.level <= self.record_depth - RECORD_MARGIN))
+
+        head, hit = held(records.r_data), match(matches.r_data)
+        join = records.r_rdy & matches.r_rdy
+        m.d.comb += [records.r_en.eq(join), matches.r_en.eq(join)]
+        out = self.m_record.payload
+        m.d.sync += [self.m_record.valid.eq(join), self.m_denied.eq(join & head.denied)]
+        with m.If(join):
+            m.d.sync += [getattr(out, name).eq(getattr(head.record, name)) for name in held_fields]
+            # A frame the security stage bypassed gets no matcher fields at all.
+            m.d.sync += [getattr(out, name).eq(0) for name in MATCH_FIELDS]
+            with m.If(head.inspected):
+                m.d.sync += [getattr(out, name).eq(getattr(hit, name)) for name in MATCH_FIELDS]
+                m.d.sync += out.match_punt.eq(hit.match_punt | (self.punt_all_payload & hit.match_inspected))
