@@ -327,12 +327,18 @@ def test_suricata_verify_header_only_cases_through_secnic_run(tmp_path):
     # The default seven-port switch with the default stage (256 entries).
     pytest.param("verilator", "switch", marks=pytest.mark.slow)])
 def test_simulators_equal_the_model_with_rules(engine, nic, case, tmp_path):
-    """The rules programmed by the driver over AXI-Lite in the cocotb testbench: egress pcaps,
-    trace, counters (the rules table included) and eve.json equal the model engine's byte for byte
-    (the engine also holds every record's security fields to the programmed model)."""
+    """The rules programmed by the driver over AXI-Lite in the cocotb testbench (ACL and matcher):
+    egress pcaps, trace, counters (the rules table and SECMATCH included) and eve.json equal the
+    model engine's byte for byte (the engine also holds every record's security and matcher fields
+    to the programmed model)."""
     from conftest import require_simulator
     require_simulator(engine)
     pcap, rules, bump = case
+    # The header rules and the content rules together: the matcher's record fields, settled hits and
+    # the host path on the gateware too (one build: the default 2048-bucket matcher).
+    rules.write_text(RULES + PAYLOAD_RULES)
+    write_pcap(pcap, [(bytes(f), 1_765_000_000_000_000_000 + i * 1_000_000)
+                      for i, (f, *_) in enumerate(FRAMES + PAYLOAD_FRAMES)])
     config = ["--config", str(bump)] if nic == "bump" else []
     runs = {}
     for e in ("model", engine):
@@ -342,4 +348,7 @@ def test_simulators_equal_the_model_with_rules(engine, nic, case, tmp_path):
     ports = ["phy0", "vm1"] if nic == "bump" else ["phy0", "vm1", "vm2", "vm3", "vm4", "host", "mon"]
     for name in ["trace.jsonl", "counters.json", "eve.json"] + [f"egress/{p}.pcap" for p in ports]:
         assert (runs[engine] / name).read_bytes() == (runs["model"] / name).read_bytes(), f"{engine}: {name}"
-    assert len(_lines(runs[engine] / "eve.json")) == 6
+    sids = {e["alert"]["signature_id"] for e in _lines(runs[engine] / "eve.json")}
+    assert {1, 2, 3, 4, 20, 21, 23} <= sids
+    host_path = json.loads((runs[engine] / "run.json").read_text())["host_path"]
+    assert host_path["punted"] == host_path["inspected"] > 0
