@@ -212,12 +212,14 @@ def payload_case(tmp_path):
     return pcap, rules, bump
 
 
-def test_content_rules_end_to_end_on_the_model(payload_case, tmp_path):
+def test_content_rules_end_to_end_on_the_model(payload_case, tmp_path, capsys):
     """Each frame's sids (trace and eve.json, in frame order), the matcher fields in trace.jsonl,
-    run.json's host path (punted = inspected) and the SECMATCH counters."""
+    run.json's host path (punted = inspected) and the SECMATCH counters; the summary's punt rate."""
     pcap, rules, bump = payload_case
     out = tmp_path / "out"
     assert main(["run", "--pcap", str(pcap), "--rules", str(rules), "--config", str(bump), "--out", str(out)]) == 0
+    assert "  alerts           5 (eve.json); host path: 5 of 9 frames punted (55.6 %), 3 alerts found there" \
+        in capsys.readouterr().out.splitlines()
     trace = _lines(out / "trace.jsonl")
     assert [t["sids"] for t in trace] == [s for _, s, _ in PAYLOAD_FRAMES]
     assert [t["match"]["punt"] for t in trace] == [p for *_, p in PAYLOAD_FRAMES]
