@@ -173,9 +173,8 @@ class HostInspector:
         tests/acl holds to Suricata's semantics), with and without their ``flow`` fields."""
         ri = self._index[id(cr)]
         if ri not in self._headers:
-            from host_driver.rules.compile import _expand
-            expansion, _ = _expand(cr.rule)
-            entries = [] if expansion is None else list(expansion.entries())
+            from host_driver.rules.compile import header_entries
+            entries = header_entries(cr.rule)
             self._headers[ri] = (entries, [replace(e, flow_established=None, flow_to_server=None) for e in entries])
         return self._headers[ri]
 

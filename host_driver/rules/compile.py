@@ -31,7 +31,8 @@ from host_driver.rules.content import DEFAULT_INDEX_BITS, compile_content
 from host_driver.rules.expr import IntervalSet, range_to_prefixes
 from host_driver.rules.parse import PROTOCOLS, Rule
 
-__all__ = ["Range", "ClassifierEntry", "CompiledRules", "compile_rules", "ACTION_ORDER", "DEFAULT_CAPACITY",
+__all__ = ["Range", "ClassifierEntry", "CompiledRules", "compile_rules", "header_entries", "classifier_order",
+           "ACTION_ORDER", "DEFAULT_CAPACITY",
            "ETHERTYPE_IPV4", "ETHERTYPE_IPV6"]
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,14 @@ class CompiledRules:
     def verdicts(self) -> Counter:
         """How many rules got each verdict."""
         return Counter(r.verdict for r in self.rules)
+
+
+def header_entries(rule: Rule) -> list[ClassifierEntry]:
+    """The classifier entries of ``rule``'s header and header options alone (its payload options
+    left aside), [] when it matches no packet: what the host path checks a payload rule's header
+    against (:class:`host_driver.inspect.HostInspector`)."""
+    expansion, _ = _expand(rule)
+    return [] if expansion is None else list(expansion.entries())
 
 
 def classifier_order(rule: Rule, index: int) -> tuple[int, int, int]:

@@ -158,6 +158,28 @@ def test_host_path_alerts_verdicts_and_counters():
     assert (host.frames_in, host.reinjected, host.dropped) == (6, 5, 1)
 
 
+@pytest.mark.parametrize("options, frame_of, expected", [
+    ("flags:S;", lambda p: bytes(Ether() / IP() / TCP(flags="S") / p), True),
+    ("flags:S;", lambda p: bytes(Ether() / IP() / TCP(flags="PA") / p), False),
+    ("ttl:<10;", lambda p: bytes(Ether() / IP(ttl=5) / TCP() / p), True),
+    ("ttl:<10;", lambda p: bytes(Ether() / IP(ttl=64) / TCP() / p), False),
+    ("flow:established,to_server;", None, True),
+])
+def test_host_path_checks_header_options(options, frame_of, expected):
+    """A payload rule's header options (Suricata's flags, ttl, flow) are checked by the host path
+    with the rule compiler's entries; ``flow`` against the state the NIC's record gives."""
+    program = compile_content(parse_rules(f'alert tcp any any -> any any (content:"abcd"; {options} sid:1;)\n'))
+    host = HostInspector(program.rules)
+    if frame_of is None:
+        raw = bytes(Ether() / IP() / TCP(flags="PA") / b"xxabcdxx")
+        assert host.inspect(raw, flow=(True, True)).sids == [1]
+        assert host.inspect(raw, flow=(True, False)).sids == []
+        assert host.inspect(raw, flow=(False, False)).sids == []
+        assert host.inspect(raw).sids == [1], "no flow state given: the option is not checked"
+        return
+    assert bool(host.inspect(frame_of(b"xxabcdxx")).sids) is expected
+
+
 def test_padding_is_not_payload():
     """A 60-byte minimum frame: the Ethernet padding after the IP payload is not searched."""
     program = rules('content:"|00 00 00 00|";')
