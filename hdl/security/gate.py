@@ -3,7 +3,7 @@
 The forwarder (bump in the wire) or the switch stage emits a descriptor and a record per frame a
 few cycles after the parser; the security stage answers the same frame some tens of cycles later
 (:class:`~hdl.security.stage.SecurityStage`). Both come in frame order, so the gate keeps the
-forwarding side in a FIFO (``decisions``, block RAM: a descriptor and a ~600-bit record per
+forwarding side in a FIFO (``decisions``, distributed RAM: a descriptor and a ~600-bit record per
 frame) and the security answers in a small one, and when both heads are there it releases the
 frame's descriptor to the packet buffer and its record to the monitor, with the verdict applied:
 
@@ -28,13 +28,13 @@ the matcher's, and waits behind a flow-table stall) wait in ``matches``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
-from hdl.lib.ram import OutputQueue, RamFifo
+from hdl.lib.ram import BeatFifo, OutputQueue
 from hdl.packet.meta import MATCH_FIELDS, DropReason, Verdict, make_verdict_record, verdict_record_of
 from hdl.security.payload import FRAME_SPACING, RECORD_DELAY_MAX, PayloadStage, payload_result_layout
 from hdl.security.stage import result_layout
@@ -120,7 +120,9 @@ class SecurityGate(wiring.Component):
         self.matcher = config.security.matcher
         extra = {}
         if self.matcher is not None:
-            self.record_depth = record_depth(config)
+            # At least 512 records (1024 words): the smallest BeatFifo whose RAM is DP16KDs with their
+            # output register; no more block RAMs than a shallower one (see _join_matches).
+            self.record_depth = max(record_depth(config), 512)
             extra = {"s_match": In(stream.Signature(payload_result_layout(*self.matcher), always_ready=True)),
                      "punt_all_payload": In(1)}
         super().__init__({
@@ -138,7 +140,10 @@ class SecurityGate(wiring.Component):
         m = Module()
         rec_layout = data.Layout.cast(self.s_record.payload.shape())
         both = data.StructLayout({"desc": self.desc_layout, "record": rec_layout})
-        m.submodules.decisions = decisions = RamFifo(width=both.size, depth=DECISION_DEPTH)
+        # An OutputQueue: the join's read enable reaches a few control flip-flops, not the load
+        # enable of a ~610-bit read register spread over the die (with a RamFifo that path was the
+        # gate's critical one out of context: 133.0 MHz, 6.3 ns of routing).
+        m.submodules.decisions = decisions = OutputQueue(width=both.size, depth=DECISION_DEPTH)
         m.submodules.results = results = SyncFIFOBuffered(width=result_layout().size, depth=RESULT_DEPTH)
         new = Signal(both)
         m.d.comb += [new.desc.eq(self.s_desc.payload), new.record.eq(self.s_record.payload),
@@ -150,7 +155,7 @@ class SecurityGate(wiring.Component):
         decisions_room = decisions.level <= DECISION_DEPTH - DECISION_MARGIN
         head = both(decisions.r_data)
         res = result_layout()(results.r_data)
-        join = decisions.r_rdy & results.r_rdy
+        join = Signal()
         m.d.comb += [decisions.r_en.eq(join), results.r_en.eq(join)]
         # Without a matcher the first join's record is the output; with one it goes to the second join.
         if self.matcher is None:
@@ -160,11 +165,19 @@ class SecurityGate(wiring.Component):
             rec = Signal(self.m_record.payload.shape(), name="joined_record")
             rec_valid, denied, inspected = Signal(name="joined_valid"), Signal(name="joined_denied"), Signal()
             m.d.sync += inspected.eq(res.inspected)
+        # With a matcher a joined record takes two cycles to store (see _join_matches): a frame every
+        # other cycle at most, which costs nothing at one frame per FRAME_CYCLES.
+        ready = decisions.r_rdy & results.r_rdy
+        m.d.comb += join.eq(ready if self.matcher is None else ready & ~rec_valid)
         desc = self.m_desc.payload
         security_drop = res.drop & (head.record.verdict != Verdict.DROP)
         m.d.sync += [rec_valid.eq(join), self.m_desc.valid.eq(join),
                      denied.eq(join & res.drop & (res.reason == DropReason.DEFAULT_DENY))]
-        with m.If(join):
+        # With a matcher the joined registers load every cycle but the one after a join (a register:
+        # the load enable of ~650 flip-flops is a flip-flop, not the FIFOs' handshake); they hold the
+        # joined frame for the two cycles its record is stored in.
+        load = join if self.matcher is None else ~rec_valid
+        with m.If(load):
             m.d.sync += [desc.eq(head.desc), rec.meta.eq(head.record.meta), rec.in_port.eq(head.record.in_port),
                          rec.rx_error.eq(head.record.rx_error), rec.verdict.eq(head.record.verdict),
                          rec.reason.eq(head.record.reason), rec.egress.eq(head.record.egress)]
@@ -179,19 +192,33 @@ class SecurityGate(wiring.Component):
         return m
 
     def _join_matches(self, m, rec, rec_valid, denied, inspected, decisions_room):
-        """The second join: the first join's record waits for the frame's matcher result."""
+        """The second join: the first join's record waits for the frame's matcher result.
+
+        Each record is stored as two words (low half, then high half) in a :class:`BeatFifo` of
+        at least 1024 words: its RAM is then DP16KDs in their 1K x 18 mode *with* the output
+        register, which the join needs (a block RAM read without it is 5.8 ns clock-to-out: the
+        gate reached 106.3 MHz out of context with a RamFifo of records here), in as many block RAMs as one
+        512 x 36 word per record would take (17 at W=64). The first join takes a frame every
+        other cycle at most (frames come one per 8), so the two words go in on consecutive cycles.
+        """
         out_layout = data.Layout.cast(self.m_record.payload.shape())
-        # The record without its match fields (filled in here), the stage's bypass and default deny.
+        # The record without its match fields (filled in here), the stage's bypass and default deny
+        # (in the low word: they are registers of the first join's cycle only).
         held_fields = {name: field.shape for name, field in out_layout if name not in MATCH_FIELDS}
-        held = data.StructLayout({"record": data.StructLayout(held_fields), "inspected": 1, "denied": 1})
+        held = data.StructLayout({"inspected": 1, "denied": 1, "record": data.StructLayout(held_fields)})
+        half = -(-held.size // 2)
         match = data.StructLayout({name: out_layout[name].shape for name in MATCH_FIELDS})
-        m.submodules.records = records = RamFifo(width=held.size, depth=self.record_depth)
+        m.submodules.records = records = BeatFifo(half, 2 * self.record_depth)
         m.submodules.matches = matches = OutputQueue(width=match.size, depth=MATCH_DEPTH)
+        stored = Signal(range(self.record_depth + BeatFifo.QUEUE + 1))      # records in `records`
 
         new = Signal(held)
+        write_high = Signal()
+        m.d.sync += write_high.eq(rec_valid)
         m.d.comb += [*(getattr(new.record, name).eq(getattr(rec, name)) for name in held_fields),
                      new.inspected.eq(inspected), new.denied.eq(denied),
-                     records.w_data.eq(new), records.w_en.eq(rec_valid)]
+                     records.w_data.eq(Mux(write_high, new.as_value()[half:], new.as_value()[:half])),
+                     records.w_en.eq(rec_valid | write_high)]
         r = self.s_match.payload
         got = Signal(match)
         m.d.comb += [got.match_inspected.eq(~r.skipped), got.match_too_long.eq(r.too_long),
@@ -200,17 +227,26 @@ class SecurityGate(wiring.Component):
                      *(got.match_hits[i].settled.eq(r.hits[i].settled) for i in range(self.matcher[1])),
                      matches.w_data.eq(got), matches.w_en.eq(self.s_match.valid)]
         # Registered (one cycle late; the margin covers it), like the first join's.
-        m.d.sync += self.space.eq(decisions_room & (records.level <= self.record_depth - RECORD_MARGIN))
+        m.d.sync += self.space.eq(decisions_room & (stored <= self.record_depth - RECORD_MARGIN))
 
-        head, hit = held(records.r_data), match(matches.r_data)
-        join = records.r_rdy & matches.r_rdy
-        m.d.comb += [records.r_en.eq(join), matches.r_en.eq(join)]
+        # Read: the low word into a register, then the high word with the frame's matcher result.
+        low = Signal(half)
+        have_low = Signal()
+        join = have_low & records.r_rdy & matches.r_rdy
+        m.d.comb += [records.r_en.eq(join | (~have_low & records.r_rdy)), matches.r_en.eq(join)]
+        with m.If(~have_low & records.r_rdy):
+            m.d.sync += [low.eq(records.r_data), have_low.eq(1)]
+        with m.If(join):
+            m.d.sync += have_low.eq(0)
+        # Decremented a cycle late (m_record.valid is the join, registered): no adder behind the join.
+        m.d.sync += stored.eq(stored + rec_valid - self.m_record.valid)
+        head, hit = held(Cat(low, records.r_data)), match(matches.r_data)
         out = self.m_record.payload
         m.d.sync += [self.m_record.valid.eq(join), self.m_denied.eq(join & head.denied)]
-        with m.If(join):
-            m.d.sync += [getattr(out, name).eq(getattr(head.record, name)) for name in held_fields]
-            # A frame the security stage bypassed gets no matcher fields at all.
-            m.d.sync += [getattr(out, name).eq(0) for name in MATCH_FIELDS]
-            with m.If(head.inspected):
-                m.d.sync += [getattr(out, name).eq(getattr(hit, name)) for name in MATCH_FIELDS]
-                m.d.sync += out.match_punt.eq(hit.match_punt | (self.punt_all_payload & hit.match_inspected))
+        # The payload loads every cycle (it counts only with valid): no enable fans out from the join.
+        m.d.sync += [getattr(out, name).eq(getattr(head.record, name)) for name in held_fields]
+        # A frame the security stage bypassed gets no matcher fields at all.
+        m.d.sync += [getattr(out, name).eq(0) for name in MATCH_FIELDS]
+        with m.If(head.inspected):
+            m.d.sync += [getattr(out, name).eq(getattr(hit, name)) for name in MATCH_FIELDS]
+            m.d.sync += out.match_punt.eq(hit.match_punt | (self.punt_all_payload & hit.match_inspected))
