@@ -15,15 +15,16 @@ frame's descriptor to the packet buffer and its record to the monitor, with the 
 The packet buffer holds each frame until its descriptor comes (store and forward), so the gate
 adds its delay to every frame's latency and nothing else (docs/security.md, "Latency").
 
-With the payload matcher (``config.security.matcher``) a second join holds the *record* (never the
-descriptor: the matcher does not change forwarding this round) until the frame's
-:class:`~hdl.security.payload.PayloadStage` result comes, and fills in the record's ``match_*``
-fields: zero for a frame the stage bypassed; ``match_punt`` also on an inspected frame while
-``punt_all_payload`` (CONTROL bit 1) is set. A result comes up to ``REPLAY_LATENCY`` +
+With the payload matcher (``config.security.matcher``) the gate joins twice
+(:meth:`SecurityGate._elaborate_with_matcher`): the first join releases the descriptor as above
+(the matcher does not change forwarding this round); the second makes the record from the
+forwarder's record (kept once, in block RAM, ``records``), the first join's answer (``answers``)
+and the frame's :class:`~hdl.security.payload.PayloadStage` result (``matches``), and fills in the
+``match_*`` fields: zero for a frame the stage bypassed; ``match_punt`` also on an inspected frame
+while ``punt_all_payload`` (CONTROL bit 1) is set. A result comes up to ``REPLAY_LATENCY`` +
 ``max_frame`` beats after its frame's parser record (a maximum frame replays after its own record,
-and a frame may wait behind one), so the record FIFO (``records``, block RAM) is sized by
-:func:`record_depth`; results that come before their record (the security answer can be later than
-the matcher's, and waits behind a flow-table stall) wait in ``matches``.
+and a frame may wait behind one), so ``records`` is sized by :func:`record_depth`; results that
+come before their record wait in ``matches``.
 """
 
 from __future__ import annotations
