@@ -122,7 +122,7 @@ class SecurityGate(wiring.Component):
         extra = {}
         if self.matcher is not None:
             # At least 512 records (1024 words): the smallest BeatFifo whose RAM is DP16KDs with their
-            # output register; no more block RAMs than a shallower one (see _join_matches).
+            # output register; no more block RAMs than a shallower one (see _elaborate_with_matcher).
             self.record_depth = max(record_depth(config), 512)
             extra = {"s_match": In(stream.Signature(payload_result_layout(*self.matcher), always_ready=True)),
                      "punt_all_payload": In(1)}
