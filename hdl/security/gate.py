@@ -3,7 +3,7 @@
 The forwarder (bump in the wire) or the switch stage emits a descriptor and a record per frame a
 few cycles after the parser; the security stage answers the same frame some tens of cycles later
 (:class:`~hdl.security.stage.SecurityStage`). Both come in frame order, so the gate keeps the
-forwarding side in a FIFO (``decisions``, block RAM: a descriptor and a ~600-bit record per
+forwarding side in a FIFO (``decisions``, distributed RAM: a descriptor and a ~600-bit record per
 frame) and the security answers in a small one, and when both heads are there it releases the
 frame's descriptor to the packet buffer and its record to the monitor, with the verdict applied:
 
@@ -15,26 +15,27 @@ frame's descriptor to the packet buffer and its record to the monitor, with the 
 The packet buffer holds each frame until its descriptor comes (store and forward), so the gate
 adds its delay to every frame's latency and nothing else (docs/security.md, "Latency").
 
-With the payload matcher (``config.security.matcher``) a second join holds the *record* (never the
-descriptor: the matcher does not change forwarding this round) until the frame's
-:class:`~hdl.security.payload.PayloadStage` result comes, and fills in the record's ``match_*``
-fields: zero for a frame the stage bypassed; ``match_punt`` also on an inspected frame while
-``punt_all_payload`` (CONTROL bit 1) is set. A result comes up to ``REPLAY_LATENCY`` +
+With the payload matcher (``config.security.matcher``) the gate joins twice
+(:meth:`SecurityGate._elaborate_with_matcher`): the first join releases the descriptor as above
+(the matcher does not change forwarding this round); the second makes the record from the
+forwarder's record (kept once, in block RAM, ``records``), the first join's answer (``answers``)
+and the frame's :class:`~hdl.security.payload.PayloadStage` result (``matches``), and fills in the
+``match_*`` fields: zero for a frame the stage bypassed; ``match_punt`` also on an inspected frame
+while ``punt_all_payload`` (CONTROL bit 1) is set. A result comes up to ``REPLAY_LATENCY`` +
 ``max_frame`` beats after its frame's parser record (a maximum frame replays after its own record,
-and a frame may wait behind one), so the record FIFO (``records``, block RAM) is sized by
-:func:`record_depth`; results that come before their record (the security answer can be later than
-the matcher's, and waits behind a flow-table stall) wait in ``matches``.
+and a frame may wait behind one), so ``records`` is sized by :func:`record_depth`; results that
+come before their record wait in ``matches``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hdl.config import NicConfig
-from hdl.lib.ram import OutputQueue, RamFifo
+from hdl.lib.ram import BeatFifo, OutputQueue
 from hdl.packet.meta import MATCH_FIELDS, DropReason, Verdict, make_verdict_record, verdict_record_of
 from hdl.security.payload import FRAME_SPACING, RECORD_DELAY_MAX, PayloadStage, payload_result_layout
 from hdl.security.stage import result_layout
@@ -120,7 +121,9 @@ class SecurityGate(wiring.Component):
         self.matcher = config.security.matcher
         extra = {}
         if self.matcher is not None:
-            self.record_depth = record_depth(config)
+            # At least 512 records (1024 words): the smallest BeatFifo whose RAM is DP16KDs with their
+            # output register; no more block RAMs than a shallower one (see _elaborate_with_matcher).
+            self.record_depth = max(record_depth(config), 512)
             extra = {"s_match": In(stream.Signature(payload_result_layout(*self.matcher), always_ready=True)),
                      "punt_all_payload": In(1)}
         super().__init__({
@@ -135,10 +138,15 @@ class SecurityGate(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.matcher is not None:
+            return self._elaborate_with_matcher()
         m = Module()
         rec_layout = data.Layout.cast(self.s_record.payload.shape())
         both = data.StructLayout({"desc": self.desc_layout, "record": rec_layout})
-        m.submodules.decisions = decisions = RamFifo(width=both.size, depth=DECISION_DEPTH)
+        # An OutputQueue: the join's read enable reaches a few control flip-flops, not the load
+        # enable of a ~610-bit read register spread over the die (with a RamFifo that path was the
+        # gate's critical one out of context: 133.0 MHz, 6.3 ns of routing).
+        m.submodules.decisions = decisions = OutputQueue(width=both.size, depth=DECISION_DEPTH)
         m.submodules.results = results = SyncFIFOBuffered(width=result_layout().size, depth=RESULT_DEPTH)
         new = Signal(both)
         m.d.comb += [new.desc.eq(self.s_desc.payload), new.record.eq(self.s_record.payload),
@@ -147,23 +155,15 @@ class SecurityGate(wiring.Component):
                      self.s_result.ready.eq(results.w_rdy)]
 
         # A register (one cycle late; the margin covers it): it reaches the arbiter's ready.
-        decisions_room = decisions.level <= DECISION_DEPTH - DECISION_MARGIN
+        m.d.sync += self.space.eq(decisions.level <= DECISION_DEPTH - DECISION_MARGIN)
         head = both(decisions.r_data)
         res = result_layout()(results.r_data)
         join = decisions.r_rdy & results.r_rdy
         m.d.comb += [decisions.r_en.eq(join), results.r_en.eq(join)]
-        # Without a matcher the first join's record is the output; with one it goes to the second join.
-        if self.matcher is None:
-            rec, rec_valid, denied = self.m_record.payload, self.m_record.valid, self.m_denied
-            m.d.sync += self.space.eq(decisions_room)
-        else:
-            rec = Signal(self.m_record.payload.shape(), name="joined_record")
-            rec_valid, denied, inspected = Signal(name="joined_valid"), Signal(name="joined_denied"), Signal()
-            m.d.sync += inspected.eq(res.inspected)
-        desc = self.m_desc.payload
+        rec, desc = self.m_record.payload, self.m_desc.payload
         security_drop = res.drop & (head.record.verdict != Verdict.DROP)
-        m.d.sync += [rec_valid.eq(join), self.m_desc.valid.eq(join),
-                     denied.eq(join & res.drop & (res.reason == DropReason.DEFAULT_DENY))]
+        m.d.sync += [self.m_record.valid.eq(join), self.m_desc.valid.eq(join),
+                     self.m_denied.eq(join & res.drop & (res.reason == DropReason.DEFAULT_DENY))]
         with m.If(join):
             m.d.sync += [desc.eq(head.desc), rec.meta.eq(head.record.meta), rec.in_port.eq(head.record.in_port),
                          rec.rx_error.eq(head.record.rx_error), rec.verdict.eq(head.record.verdict),
@@ -174,24 +174,52 @@ class SecurityGate(wiring.Component):
                              desc.drop.eq(1)]
                 if "egress" in self.desc_layout.members:
                     m.d.sync += desc.egress.eq(0)
-        if self.matcher is not None:
-            self._join_matches(m, rec, rec_valid, denied, inspected, decisions_room)
         return m
 
-    def _join_matches(self, m, rec, rec_valid, denied, inspected, decisions_room):
-        """The second join: the first join's record waits for the frame's matcher result."""
+    def _elaborate_with_matcher(self):
+        """Two joins; the forwarder's record is stored once, in block RAM, until the second.
+
+        First join (as without a matcher, same latency): the descriptor (kept with the switch's
+        verdict in ``decisions``) and the security answer; the descriptor leaves, the answer goes
+        on to ``answers``. Second join: the forwarder's record (``records``), the answer and the
+        matcher's result (``matches``) make the output record.
+
+        ``records`` holds each record as two words (low half, then high half) in a
+        :class:`BeatFifo` of at least 1024 words: its RAM is then DP16KDs in their 1K x 18 mode
+        *with* the output register, which the join needs (a block RAM read without it is 5.8 ns
+        clock-to-out: the gate reached 106.3 MHz out of context with a RamFifo here), in as many
+        block RAMs as one 512 x 36 word per record would take. Records come at most one per
+        ``FRAME_SPACING`` cycles (the parser's pacing), so the two words go in on the two cycles
+        after each. Every control path into the RAMs starts at a register (BeatFifo), and no
+        enable fans out from a join to a wide register: the outputs load every cycle.
+        """
+        m = Module()
+        rec_layout = data.Layout.cast(self.s_record.payload.shape())
         out_layout = data.Layout.cast(self.m_record.payload.shape())
-        # The record without its match fields (filled in here), the stage's bypass and default deny.
-        held_fields = {name: field.shape for name, field in out_layout if name not in MATCH_FIELDS}
-        held = data.StructLayout({"record": data.StructLayout(held_fields), "inspected": 1, "denied": 1})
+        kept = data.StructLayout({"desc": self.desc_layout, "verdict": Verdict})
+        answer = data.StructLayout({**{name: out_layout[name].shape for name in _FIELDS},
+                                    "inspected": 1, "drop": 1, "reason": DropReason})
         match = data.StructLayout({name: out_layout[name].shape for name in MATCH_FIELDS})
-        m.submodules.records = records = RamFifo(width=held.size, depth=self.record_depth)
+        half = -(-rec_layout.size // 2)
+        m.submodules.decisions = decisions = OutputQueue(width=kept.size, depth=DECISION_DEPTH)
+        m.submodules.results = results = SyncFIFOBuffered(width=result_layout().size, depth=RESULT_DEPTH)
+        m.submodules.records = records = BeatFifo(half, 2 * self.record_depth)
+        m.submodules.answers = answers = BeatFifo(answer.size, self.record_depth)
         m.submodules.matches = matches = OutputQueue(width=match.size, depth=MATCH_DEPTH)
 
-        new = Signal(held)
-        m.d.comb += [*(getattr(new.record, name).eq(getattr(rec, name)) for name in held_fields),
-                     new.inspected.eq(inspected), new.denied.eq(denied),
-                     records.w_data.eq(new), records.w_en.eq(rec_valid)]
+        # --- in: descriptors (with the switch's verdict), records as two words, answers, results ----
+        new = Signal(kept)
+        m.d.comb += [new.desc.eq(self.s_desc.payload), new.verdict.eq(self.s_record.payload.verdict),
+                     decisions.w_data.eq(new), decisions.w_en.eq(self.s_desc.valid),
+                     results.w_data.eq(self.s_result.payload), results.w_en.eq(self.s_result.valid),
+                     self.s_result.ready.eq(results.w_rdy)]
+        taken = Signal(rec_layout)
+        write_low, write_high = Signal(), Signal()
+        m.d.sync += [write_low.eq(self.s_record.valid), write_high.eq(write_low)]
+        with m.If(self.s_record.valid):
+            m.d.sync += taken.eq(self.s_record.payload)
+        m.d.comb += [records.w_data.eq(Mux(write_high, taken.as_value()[half:], taken.as_value()[:half])),
+                     records.w_en.eq(write_low | write_high)]
         r = self.s_match.payload
         got = Signal(match)
         m.d.comb += [got.match_inspected.eq(~r.skipped), got.match_too_long.eq(r.too_long),
@@ -199,18 +227,57 @@ class SecurityGate(wiring.Component):
                      *(got.match_hits[i].bucket.eq(r.hits[i].bucket) for i in range(self.matcher[1])),
                      *(got.match_hits[i].settled.eq(r.hits[i].settled) for i in range(self.matcher[1])),
                      matches.w_data.eq(got), matches.w_en.eq(self.s_match.valid)]
-        # Registered (one cycle late; the margin covers it), like the first join's.
-        m.d.sync += self.space.eq(decisions_room & (records.level <= self.record_depth - RECORD_MARGIN))
 
-        head, hit = held(records.r_data), match(matches.r_data)
-        join = records.r_rdy & matches.r_rdy
-        m.d.comb += [records.r_en.eq(join), matches.r_en.eq(join)]
-        out = self.m_record.payload
-        m.d.sync += [self.m_record.valid.eq(join), self.m_denied.eq(join & head.denied)]
+        # --- first join: the descriptor, with the security verdict applied ------------------------
+        head = kept(decisions.r_data)
+        res = result_layout()(results.r_data)
+        join1 = decisions.r_rdy & results.r_rdy
+        m.d.comb += [decisions.r_en.eq(join1), results.r_en.eq(join1)]
+        desc = self.m_desc.payload
+        m.d.sync += self.m_desc.valid.eq(join1)
+        with m.If(join1):
+            m.d.sync += desc.eq(head.desc)
+            with m.If(res.drop & (head.verdict != Verdict.DROP)):
+                m.d.sync += desc.drop.eq(1)
+                if "egress" in self.desc_layout.members:
+                    m.d.sync += desc.egress.eq(0)
+        ans = Signal(answer)
+        m.d.comb += [*(getattr(ans, name).eq(getattr(res, name)) for name in answer.members),
+                     answers.w_data.eq(ans), answers.w_en.eq(join1)]
+
+        # --- second join: the record (its two words in registers), the answer, the matcher's result ---
+        stored = Signal(range(self.record_depth + BeatFifo.QUEUE + 1))      # records in `records`
+        # Registered (one cycle late; the margins cover it); the count is decremented a cycle late
+        # (m_record.valid is the join, registered): no adder behind the join.
+        m.d.sync += [self.space.eq((decisions.level <= DECISION_DEPTH - DECISION_MARGIN)
+                                   & (stored <= self.record_depth - RECORD_MARGIN)),
+                     stored.eq(stored + write_low - self.m_record.valid)]
+        # The record's two words are read into registers first, apart from the join: the join of
+        # three queues' heads feeding back into their read enables was the critical path (146.9 MHz).
+        low, high = Signal(half), Signal(rec_layout.size - half)
+        have_low, have_record = Signal(), Signal()
+        take = ~have_record & records.r_rdy
+        join = have_record & answers.r_rdy & matches.r_rdy
+        m.d.comb += [records.r_en.eq(take), answers.r_en.eq(join), matches.r_en.eq(join)]
+        with m.If(take):
+            with m.If(have_low):
+                m.d.sync += [high.eq(records.r_data), have_low.eq(0), have_record.eq(1)]
+            with m.Else():
+                m.d.sync += [low.eq(records.r_data), have_low.eq(1)]
         with m.If(join):
-            m.d.sync += [getattr(out, name).eq(getattr(head.record, name)) for name in held_fields]
-            # A frame the security stage bypassed gets no matcher fields at all.
-            m.d.sync += [getattr(out, name).eq(0) for name in MATCH_FIELDS]
-            with m.If(head.inspected):
-                m.d.sync += [getattr(out, name).eq(getattr(hit, name)) for name in MATCH_FIELDS]
-                m.d.sync += out.match_punt.eq(hit.match_punt | (self.punt_all_payload & hit.match_inspected))
+            m.d.sync += have_record.eq(0)
+        rec, a, hit = rec_layout(Cat(low, high)), answer(answers.r_data), match(matches.r_data)
+        out = self.m_record.payload
+        m.d.sync += [self.m_record.valid.eq(join),
+                     self.m_denied.eq(join & a.drop & (a.reason == DropReason.DEFAULT_DENY))]
+        # The payload loads every cycle (it counts only with valid): no enable fans out from the join.
+        m.d.sync += [getattr(out, name).eq(getattr(rec, name)) for name in rec_layout.members]
+        m.d.sync += [getattr(out, name).eq(getattr(a, name)) for name in _FIELDS]
+        with m.If(a.drop & (rec.verdict != Verdict.DROP)):
+            m.d.sync += [out.verdict.eq(Verdict.DROP), out.reason.eq(a.reason), out.egress.eq(0)]
+        # A frame the security stage bypassed gets no matcher fields at all.
+        m.d.sync += [getattr(out, name).eq(0) for name in MATCH_FIELDS]
+        with m.If(a.inspected):
+            m.d.sync += [getattr(out, name).eq(getattr(hit, name)) for name in MATCH_FIELDS]
+            m.d.sync += out.match_punt.eq(hit.match_punt | (self.punt_all_payload & hit.match_inspected))
+        return m
