@@ -253,6 +253,22 @@ def test_host_only_content_rules_punt_every_inspected_frame(payload_case, tmp_pa
     assert json.loads((out / "run.json").read_text())["host_path"]["punted"] == 9
 
 
+def test_content_rules_without_a_matcher_are_counted_not_run(payload_case, tmp_path, caplog):
+    """``matcher_index_bits = 0`` builds no matcher: the header rules still run, the content rules
+    are counted (with a warning), no record has matcher fields, run.json has no host path."""
+    pcap, rules, bump = payload_case
+    bump.write_text(bump.read_text().replace("matcher_index_bits = 9", "matcher_index_bits = 0"))
+    out = tmp_path / "out"
+    assert main(["run", "--pcap", str(pcap), "--rules", str(rules), "--config", str(bump), "--out", str(out)]) == 0
+    assert "5 payload rule(s) are not run: the build has no payload matcher" in caplog.text
+    trace = _lines(out / "trace.jsonl")
+    assert [t["sids"] for t in trace] == [[], [], [], [], [], [], [], [24], []]
+    assert all("match" not in t for t in trace)
+    run = json.loads((out / "run.json").read_text())
+    assert run["host_path"] is None and run["security"]["payload_rules"] is None
+    assert "secmatch" not in json.loads((out / "counters.json").read_text())
+
+
 # -- suricata-verify's header-only cases through the whole command ----------------------------------
 
 SV = SHARED_DATA / "suricata-verify"
