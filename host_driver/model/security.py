@@ -316,15 +316,14 @@ class SecurityModel:
 
     def inspect(self, meta: Mapping[str, int], in_port: int, *, rx_error: bool = False, now_ms: int = 0,
                 frame: bytes | None = None) -> SecurityResult:
-        """The security stage's decision for one parsed frame received on ``in_port`` at ``now_ms``
-        (``frame``: its bytes, which a build with a matcher needs)."""
+        """The security stage's decision for one parsed frame received on ``in_port`` at ``now_ms``.
+        ``frame``: its bytes, for the payload matcher; without them (or without a matcher) the
+        result's ``match`` is None (the flow table and the ACL alone, as a caller that only checks
+        those asks)."""
+        with_match = self.matcher is not None and frame is not None
         if bypassed(meta, in_port, rx_error, self.bypass_port):
-            return SecurityResult(bypass=True, match=None if self.matcher is None else MatchResult())
-        match = None
-        if self.matcher is not None:
-            if frame is None:
-                raise ValueError("a build with a payload matcher needs the frame's bytes")
-            match = self.match(frame, meta, rx_error)
+            return SecurityResult(bypass=True, match=MatchResult() if with_match else None)
+        match = self.match(frame, meta, rx_error) if with_match else None
         from host_driver.model.acl import acl_key  # host_driver.model.acl imports the NIC model
         request = None if meta["malformed"] else flow_request(meta)
         flow = None
