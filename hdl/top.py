@@ -31,13 +31,14 @@ from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
 from hdl.lib.timing import keep_copy, local_reset_domain
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
-from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, make_verdict_record
+from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, verdict_record_of
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
 from hdl.security.control import wire_security
 from hdl.security.gate import SecurityGate
-from hdl.security.regs import SECPORT, SECURITY, secport_values, security_values
+from hdl.security.payload import PayloadStage
+from hdl.security.regs import SECMATCH, SECPORT, SECURITY, secmatch_values, secport_values, security_values
 from hdl.security.stage import SecurityStage
 from hdl.switch.control import wire_switch
 from hdl.switch.egress import EgressFanout
@@ -96,9 +97,7 @@ class NicTop(wiring.Component):
             members["uart_tx"] = Out(1, init=1)
         else:
             members["s_axil"] = In(AXILiteSignature(self.regmap.address_width))
-        members["record"] = Out(stream.Signature(make_verdict_record(config.port_bits, len(config.ports),
-                                                                     security=config.security is not None),
-                                                 always_ready=True))
+        members["record"] = Out(stream.Signature(verdict_record_of(config), always_ready=True))
         if config.ingress_fifos:
             n = len(config.ports)
             members["ingress_end"] = Out(n)
@@ -136,9 +135,14 @@ class NicTop(wiring.Component):
         else:
             forwarder = self._add(m, "forwarder", Forwarder(cfg))
             port_sources = buffer.outputs
+        matcher = security and cfg.security.matcher is not None
+        payload_stage = None
         if security:
             sec_stage = self._add(m, "security", SecurityStage(cfg))
             gate = self._add(m, "security_gate", SecurityGate(cfg, buffer.desc_layout))
+        if matcher:
+            payload_stage = self._add(m, "payload", PayloadStage(cfg, index_bits=cfg.security.matcher_index_bits,
+                                                                 max_hits=cfg.security.matcher_max_hits))
         self._add(m, "buffer", buffer)
         csr = self._add(m, "csr", target.csr(self.regmap))
 
@@ -198,6 +202,11 @@ class NicTop(wiring.Component):
         if target.register_slices:
             copies.append({f: keep_copy(reg, name=f"buffer_pipe_{f}", reset_less=f != "tvalid")
                            for f, reg in copies[0].items()})
+            if matcher:
+                # The payload matcher's tap: the beats the buffer takes, from a copy of its own
+                # (the matcher's beat FIFO sits apart from the buffer's RAMs).
+                copies.append({f: keep_copy(reg, name=f"payload_pipe_{f}", reset_less=f != "tvalid")
+                               for f, reg in copies[0].items()})
         for regs in copies:
             m.d.sync += regs["tvalid"].eq(take)
             with m.If(take):
@@ -208,6 +217,18 @@ class NicTop(wiring.Component):
             m.d.comb += [*(getattr(buffer.s_axis, f).eq(reg) for f, reg in copies[1].items()),
                          parser.m_axis.tready.eq(buffer.s_axis.tready)]
         connect(m, parser.meta, forwarder.parsed)
+        if matcher:
+            # The matcher sees every beat the packet buffer takes (the buffer is always ready) and
+            # the parser's record of each frame; it never holds either back (docs/matcher.md).
+            tap = payload_stage.beat
+            beats = copies[2] if target.register_slices else {
+                "tvalid": buffer.s_axis.tvalid & buffer.s_axis.tready,
+                **{f: getattr(buffer.s_axis, f) for f in payload}}
+            m.d.comb += [tap.valid.eq(beats["tvalid"]), tap.tdata.eq(beats["tdata"]), tap.tkeep.eq(beats["tkeep"]),
+                         tap.tlast.eq(beats["tlast"]),
+                         payload_stage.parsed.valid.eq(forwarder.parsed.valid),
+                         payload_stage.parsed.payload.eq(forwarder.parsed.payload)]
+            connect(m, payload_stage.result, gate.s_match)
         record = forwarder.record
         if not security:
             connect(m, forwarder.desc, buffer.desc)
@@ -222,7 +243,7 @@ class NicTop(wiring.Component):
             connect(m, sec_stage.result, gate.s_result)
             connect(m, gate.m_desc, buffer.desc)
             connect(m, gate.m_record, wiring.flipped(self.record))
-            wire_security(m, csr, self.regmap, cfg, sec_stage, gate)
+            wire_security(m, csr, self.regmap, cfg, sec_stage, gate, payload_stage)
             record = gate.m_record
         if switch:
             connect(m, buffer.outputs[0], fanout.s_axis)
@@ -375,8 +396,8 @@ class NicTop(wiring.Component):
 
 def build_register_map(config: NicConfig) -> RegisterMap:
     """The register blocks of a build of ``config``, in chain order: IDENTITY, one PORT per port,
-    PARSER, then SWITCH and one SWPORT per port, SECURITY and one SECPORT per port, BRIDGE and
-    LINETEST when the build has them.
+    PARSER, then SWITCH and one SWPORT per port, SECURITY, one SECPORT per port and SECMATCH (with
+    the payload matcher), BRIDGE and LINETEST when the build has them.
 
     Each block type is declared next to the component that owns its registers; this is only
     where the NIC places the blocks of the components it instantiates.
@@ -394,6 +415,8 @@ def build_register_map(config: NicConfig) -> RegisterMap:
         regs.add(SECURITY, values=security_values(config))
         for index in range(len(config.ports)):
             regs.add(SECPORT, index, secport_values(config, index))
+        if config.security.matcher is not None:
+            regs.add(SECMATCH, values=secmatch_values(config))
     if config.uart_bridge:
         regs.add(BRIDGE)
     if config.line_tester:

@@ -3,7 +3,9 @@
 Given a frame and the payload rules the NIC could not settle (:meth:`MatcherProgram.candidates`),
 decide the final alerts with Suricata's semantics for ``content`` (``|hex|``, ``nocase``,
 ``offset``, ``depth``, ``distance``, ``within``, ``startswith``, ``endswith``, negation),
-``dsize`` and the rule header (protocol, addresses, ports, ``<>``), then the verdict: ``drop``
+``dsize`` and the rule header (protocol, addresses, ports, ``<>``, and the header options
+``flags``, ``ttl``, ``itype``, ``icode``, ``ip_proto``; ``flow`` from the flow state the NIC's
+record gives, ignored when none is given), then the verdict: ``drop``
 when a matching rule's action is drop/reject, else ``reinject``. A matching ``pass`` rule
 silences the frame's alerts (Suricata's default action order: pass first).
 
@@ -22,14 +24,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import hyperscan
 
 from hdl.packet.meta import L3Type
 from host_driver.model.nic import parse_frame
 from host_driver.rules.content import Content, ContentRule
-from host_driver.rules.parse import PROTOCOLS
 
 __all__ = ["HostInspector", "Inspection", "payload_bounds", "match_contents"]
 
@@ -46,6 +47,8 @@ class Inspection:
     alerts: list[ContentRule] = field(default_factory=list)
     verdict: str = "reinject"
     passed: bool = False
+    #: Every rule that matched, ``pass`` rules included (for merging with the classifier's verdict).
+    fired: list[ContentRule] = field(default_factory=list)
 
     @property
     def sids(self) -> list[int]:
@@ -115,10 +118,6 @@ def match_contents(contents: Sequence[Content], payload_len: int, starts: Sequen
     return step(0, 0)
 
 
-def _contains(ivset, value: int) -> bool:
-    return any(lo <= value <= hi for lo, hi in ivset.intervals)
-
-
 class HostInspector:
     """Software inspector for punted frames over a set of payload rules (see the module docstring).
 
@@ -145,6 +144,7 @@ class HostInspector:
                 expressions.append(_hs_expression(c.pattern))
                 flags.append(hyperscan.HS_FLAG_CASELESS if c.nocase else 0)
                 ids.append(hid)
+        self._headers: dict[int, tuple[list, list]] = {}    # rule index -> (entries, entries without flow)
         self._db = None
         if expressions:
             self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
@@ -168,32 +168,37 @@ class HostInspector:
         self._db.scan(payload, match_event_handler=on_match)
         return {k: sorted(set(v)) for k, v in found.items()}
 
-    @staticmethod
-    def header_matches(cr: ContentRule, meta: dict) -> bool:
-        """The rule's protocol, addresses and ports against the parsed frame (either way for ``<>``)."""
-        rule = cr.rule
-        l3 = meta["l3_type"]
-        if l3 not in (L3Type.IPV4, L3Type.IPV6):
+    def _header_entries(self, cr: ContentRule) -> tuple[list, list]:
+        """The rule's header as classifier entries (the rule compiler's own expansion, which
+        tests/acl holds to Suricata's semantics), with and without their ``flow`` fields."""
+        ri = self._index[id(cr)]
+        if ri not in self._headers:
+            from host_driver.rules.compile import header_entries
+            entries = header_entries(cr.rule)
+            self._headers[ri] = (entries, [replace(e, flow_established=None, flow_to_server=None) for e in entries])
+        return self._headers[ri]
+
+    def header_matches(self, cr: ContentRule, meta: dict, flow: tuple[bool, bool] | None = None) -> bool:
+        """The rule's header (protocol, addresses, ports either way for ``<>``, ``flags``, ``ttl``,
+        ``itype``/``icode``, ``ip_proto``) against the parsed frame; ``flow`` = (established,
+        to_server) as the flow table found the frame's flow (both False: no flow), or None to
+        ignore the rule's ``flow`` option."""
+        from host_driver.model.acl import acl_key, entry_matches
+        if meta["l3_type"] not in (L3Type.IPV4, L3Type.IPV6):
             return False
-        protos = PROTOCOLS.get(rule.proto)
-        if protos is not None and meta["ip_proto"] not in protos:
-            return False
-        fam = "v4" if l3 == L3Type.IPV4 else "v6"
-        src, dst, sport, dport = meta["ip_src"], meta["ip_dst"], meta["sport"], meta["dport"]
+        with_flow, without_flow = self._header_entries(cr)
+        key = acl_key(meta, 0, *(flow or (False, False)))
+        return any(entry_matches(e, key) for e in (without_flow if flow is None else with_flow))
 
-        def one_way(s, sp, d, dp):
-            return (_contains(getattr(rule.src, fam), s) and _contains(getattr(rule.dst, fam), d)
-                    and _contains(rule.sport, sp) and _contains(rule.dport, dp))
-
-        return one_way(src, sport, dst, dport) or (rule.bidirectional and one_way(dst, dport, src, sport))
-
-    def matches(self, payload: bytes, rules: Iterable[ContentRule], meta: dict | None = None) -> list[ContentRule]:
-        """The rules among ``rules`` whose payload part (and header, given ``meta``) matches."""
+    def matches(self, payload: bytes, rules: Iterable[ContentRule], meta: dict | None = None,
+                flow: tuple[bool, bool] | None = None) -> list[ContentRule]:
+        """The rules among ``rules`` whose payload part (and header, given ``meta``; ``flow`` as
+        :meth:`header_matches`) matches."""
         occ = self.occurrences(payload)
         out = []
         for cr in rules:
             ri = self._index[id(cr)]
-            if meta is not None and not self.header_matches(cr, meta):
+            if meta is not None and not self.header_matches(cr, meta, flow):
                 continue
             if cr.dsize is not None and not cr.dsize.matches(len(payload)):
                 continue
@@ -202,14 +207,17 @@ class HostInspector:
                 out.append(cr)
         return out
 
-    def inspect(self, frame: bytes, candidates: Iterable[ContentRule] | None = None) -> Inspection:
-        """Alerts and verdict for a punted frame; ``candidates`` None checks every rule."""
+    def inspect(self, frame: bytes, candidates: Iterable[ContentRule] | None = None,
+                flow: tuple[bool, bool] | None = None) -> Inspection:
+        """Alerts and verdict for a punted frame; ``candidates`` None checks every rule; ``flow``:
+        (established, to_server) from the frame's record, for rules with ``flow`` (None: ignored).
+        ``fired`` lists every matching rule, ``pass`` ones included."""
         self.frames_in += 1
         candidates = self.rules if candidates is None else list(candidates)
         meta = parse_frame(frame, physical=False, header_window=_HEADER_WINDOW, max_frame=_MAX_FRAME)
         bounds = payload_bounds(frame, meta)
-        fired = [] if bounds is None else self.matches(frame[bounds[0]:bounds[1]], candidates, meta)
-        res = Inspection()
+        fired = [] if bounds is None else self.matches(frame[bounds[0]:bounds[1]], candidates, meta, flow)
+        res = Inspection(fired=fired)
         if any(cr.rule.action == "pass" for cr in fired):
             res.passed = True
         else:

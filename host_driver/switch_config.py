@@ -39,6 +39,8 @@ The security stage's build options come from a ``[security]`` table beside it (e
     default_deny = false       # power-on value of CONTROL bit 0
     bypass_port = "host"       # a port name or index, or false: frames from it are not inspected
                                # (default: the "host" port when the NIC has one)
+    matcher_index_bits = 11    # payload matcher: log2 buckets (4..20; 0: no matcher)
+    matcher_max_hits = 4       # hit slots per frame (1..16)
 """
 
 from __future__ import annotations
@@ -399,7 +401,8 @@ def security_settings(table, ports, *, key: str = "security"):
     _only(table, key, set(defaults.as_dict()))
     values = {}
     for name, lo, hi in (("acl_entries", 1, 4096), ("flow_sets", 2, 1 << 20), ("flow_ways", 1, 16),
-                         ("flow_addr_bits", 32, 128)):
+                         ("flow_addr_bits", 32, 128), ("matcher_index_bits", 0, 20),
+                         ("matcher_max_hits", 1, 16)):
         v = _number(table, name, key, lo, hi, integer=True)
         if v is not None:
             values[name] = v
@@ -407,6 +410,9 @@ def security_settings(table, ports, *, key: str = "security"):
         raise SwitchConfigError(f"{key}.flow_sets: must be a power of two, not {values['flow_sets']}")
     if values.get("flow_addr_bits", 32) not in (32, 128):
         raise SwitchConfigError(f"{key}.flow_addr_bits: must be 32 or 128, not {values['flow_addr_bits']}")
+    if values.get("matcher_index_bits", 0) in range(1, 4):
+        raise SwitchConfigError(f"{key}.matcher_index_bits: must be 0 (no matcher) or in 4..20, "
+                                f"not {values['matcher_index_bits']}")
     if "default_deny" in table:
         if not isinstance(table["default_deny"], bool):
             raise SwitchConfigError(f"{key}.default_deny: must be true or false, not {table['default_deny']!r}")

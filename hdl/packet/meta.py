@@ -14,7 +14,8 @@ from amaranth.lib import enum as hdl_enum
 __all__ = ["MalformedReason", "DropReason", "COUNTED_DROP_REASONS", "SWITCH_DROP_REASONS", "SECURITY_DROP_REASONS",
            "Verdict", "L3Type",
            "PacketMeta",
-           "make_verdict_record", "make_parsed_layout", "FRAME_LEN_BITS", "OFFSET_BITS"]
+           "make_verdict_record", "verdict_record_of", "match_hit_layout", "MATCH_FIELDS", "make_parsed_layout",
+           "FRAME_LEN_BITS", "OFFSET_BITS"]
 
 #: Frame length field width: frames up to 16383 bytes; longer ones saturate (and are oversize).
 FRAME_LEN_BITS = 14
@@ -149,7 +150,18 @@ def make_parsed_layout(port_bits: int) -> data.StructLayout:
     })
 
 
-def make_verdict_record(port_bits: int, n_ports: int, security: bool = False) -> data.StructLayout:
+#: The payload matcher's record fields (``make_verdict_record(..., matcher=...)``), in record order.
+MATCH_FIELDS = ("match_inspected", "match_too_long", "match_overflow", "match_punt", "match_n_hits", "match_hits")
+
+
+def match_hit_layout(index_bits: int) -> data.StructLayout:
+    """One of the record's ``match_hits``: the matcher bucket that hit and whether its hit settles
+    its rules (``MatcherProgram.settled``) or needs the host."""
+    return data.StructLayout({"bucket": index_bits, "settled": 1})
+
+
+def make_verdict_record(port_bits: int, n_ports: int, security: bool = False,
+                        matcher: tuple[int, int] | None = None) -> data.StructLayout:
     """Layout of the record the forwarding stage emits per frame (sim monitor, flight recorder).
 
     With ``security`` (builds with ``NicConfig.security`` set) the record also carries the
@@ -158,7 +170,17 @@ def make_verdict_record(port_bits: int, n_ports: int, security: bool = False) ->
     more entries hit too) and the flow table's answer (``flow_found``, ``flow_established``,
     ``flow_to_server``, ``flow_outcome``: 0 when the frame made no flow request). All zero for a
     frame the stage bypassed.
+
+    With ``matcher`` = ``(index_bits, max_hits)`` (``SecuritySettings.matcher``; needs
+    ``security``) the payload matcher's result follows (docs/security.md, "The payload matcher in
+    the stage"): ``match_inspected`` (the matcher looked at the frame's payload),
+    ``match_too_long`` (its beats did not fit the matcher's FIFO), ``match_overflow`` (more hits
+    than slots), ``match_punt`` (the host must inspect the frame), ``match_n_hits`` and
+    ``match_hits`` (``max_hits`` x :func:`match_hit_layout`, in payload order; the first
+    ``match_n_hits`` are used). All zero for a frame the security stage bypassed.
     """
+    if matcher is not None and not security:
+        raise ValueError("a record with matcher fields needs the security fields (security=True)")
     fields = {
         "meta": PacketMeta,
         "in_port": port_bits,
@@ -176,4 +198,17 @@ def make_verdict_record(port_bits: int, n_ports: int, security: bool = False) ->
                        # An Outcome value, 0 when the frame made no flow request (not an enum view: 0
                        # is no Outcome).
                        "flow_outcome": Outcome.as_shape()})
+    if matcher is not None:
+        index_bits, max_hits = matcher
+        fields.update({"match_inspected": 1, "match_too_long": 1, "match_overflow": 1, "match_punt": 1,
+                       "match_n_hits": range(max_hits + 1),
+                       "match_hits": data.ArrayLayout(match_hit_layout(index_bits), max_hits)})
     return data.StructLayout(fields)
+
+
+def verdict_record_of(config) -> data.StructLayout:
+    """The record layout of a build of ``config`` (an :class:`hdl.config.NicConfig`): NicTop's
+    ``record`` port, with the security and matcher fields the build has."""
+    sec = config.security
+    return make_verdict_record(config.port_bits, len(config.ports), security=sec is not None,
+                               matcher=sec.matcher if sec is not None else None)

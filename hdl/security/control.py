@@ -7,6 +7,12 @@ clock of the flow table, the command engine (one command at a time; a flow table
 for the table's management port, which shares the table with frames, and ``ACL_COMMIT`` finishes
 once the classifier's ``commit_busy`` has fallen) and the counters, which count from the joined
 records (so per port, received = forwarded + dropped by reason still holds).
+
+With the payload matcher (:class:`~hdl.security.payload.PayloadStage`) it also runs
+``MATCHER_WRITE`` (a bucket into the shadow bank, done once the matcher took it) and
+``MATCHER_COMMIT`` (done once ``commit_pending`` has fallen), gives the gate CONTROL bit 1
+(``punt_all_payload``) and counts the SECMATCH block from the final records (a frame the stage
+bypassed has no match fields, so it counts nowhere).
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from hdl.flow.flow_table import MgmtOp, Outcome
 from hdl.packet.meta import SECURITY_DROP_REASONS, Verdict
 from hdl.security.regs import (
     ARG_WORDS,
+    CONTROL_DEFAULT_DENY,
+    CONTROL_PUNT_ALL_PAYLOAD,
     COUNTER_CLEAR_BIT,
     FLOW_WAY_SHIFT,
     RESULT_WORDS,
+    SECMATCH,
     SECPORT,
     SECURITY,
     TIMEOUT_REGISTERS,
@@ -32,8 +41,9 @@ from hdl.security.regs import (
 __all__ = ["wire_security"]
 
 
-def wire_security(m: Module, csr, regmap, config, stage, gate) -> None:
-    """Connect the security blocks to the CSR slave ``csr`` (see the module docstring)."""
+def wire_security(m: Module, csr, regmap, config, stage, gate, payload=None) -> None:
+    """Connect the security blocks to the CSR slave ``csr`` (see the module docstring); ``payload``
+    is the build's :class:`~hdl.security.payload.PayloadStage`, if it has one."""
     sec = regmap.block(SECURITY)
     ports = [regmap.block(SECPORT, i) for i in range(len(config.ports))]
 
@@ -51,7 +61,7 @@ def wire_security(m: Module, csr, regmap, config, stage, gate) -> None:
         m.d.sync += [tick.eq(0), now.eq(now + 1)]
     with m.Else():
         m.d.sync += tick.eq(tick + 1)
-    m.d.comb += [stage.now.eq(now), status("NOW").eq(now), stage.default_deny.eq(rw("CONTROL")[0]),
+    m.d.comb += [stage.now.eq(now), status("NOW").eq(now), stage.default_deny.eq(rw("CONTROL")[CONTROL_DEFAULT_DENY]),
                  status("STATUS").eq(Cat(stage.acl_generation, stage.acl_commit_busy))]
     m.d.comb += [getattr(stage, name).eq(rw(reg)) for name, reg in TIMEOUT_REGISTERS]
 
@@ -73,6 +83,9 @@ def wire_security(m: Module, csr, regmap, config, stage, gate) -> None:
         freq.set.eq(args[0][:FLOW_WAY_SHIFT]), freq.way.eq(args[0][FLOW_WAY_SHIFT:]),
         freq.entry.eq(words),
     ]
+    if payload is not None:
+        m.d.comb += [gate.punt_all_payload.eq(rw("CONTROL")[CONTROL_PUNT_ALL_PAYLOAD]),
+                     payload.table_w.payload.index.eq(args[0]), payload.table_w.payload.entry.eq(args[1])]
 
     def finish(bits=None):
         if bits is not None:
@@ -97,6 +110,12 @@ def wire_security(m: Module, csr, regmap, config, stage, gate) -> None:
                         m.next = "COUNTER"
                     with m.Case(Command.FLOW_READ, Command.FLOW_WRITE, Command.FLOW_CLEAR):
                         m.next = "FLOW"
+                    if payload is not None:
+                        with m.Case(Command.MATCHER_WRITE):
+                            m.next = "MATCHER_WRITE"
+                        with m.Case(Command.MATCHER_COMMIT):
+                            m.d.comb += payload.commit.eq(1)
+                            m.next = "MATCHER_COMMIT"
                     with m.Default():
                         m.d.sync += done_seq.eq(seq)
         with m.State("COMMIT"):
@@ -126,6 +145,17 @@ def wire_security(m: Module, csr, regmap, config, stage, gate) -> None:
             m.d.comb += stage.flow_mgmt_resp.ready.eq(1)
             with m.If(stage.flow_mgmt_resp.valid):
                 finish(stage.flow_mgmt_resp.payload.as_value())
+        if payload is not None:
+            with m.State("MATCHER_WRITE"):
+                # Not ready while a commit is pending or draining: the write waits, never lost.
+                m.d.comb += payload.table_w.valid.eq(1)
+                with m.If(payload.table_w.ready):
+                    finish()
+            with m.State("MATCHER_COMMIT"):
+                m.next = "MATCHER_COMMIT_WAIT"      # commit_pending rises the cycle after the pulse
+            with m.State("MATCHER_COMMIT_WAIT"):
+                with m.If(~payload.commit_pending):
+                    finish()
 
     # Counters, from the joined records.
     rec = gate.m_record.payload
@@ -142,6 +172,13 @@ def wire_security(m: Module, csr, regmap, config, stage, gate) -> None:
                            (SecurityCounter.ACL_REJECT, hit & (rec.acl_action == AclAction.REJECT)),
                            (SecurityCounter.DEFAULT_DENY, valid & gate.m_denied)):
         m.d.comb += csr.count(sec.event(counter)).eq(value)
+    if payload is not None:
+        match = regmap.block(SECMATCH)
+        for counter, value in ((SecurityCounter.MATCHER_FRAMES, valid & rec.match_inspected),
+                               (SecurityCounter.MATCHER_PUNTS, valid & rec.match_punt),
+                               (SecurityCounter.MATCHER_OVERFLOWS, valid & rec.match_overflow),
+                               (SecurityCounter.MATCHER_TOO_LONG, valid & rec.match_too_long)):
+            m.d.comb += csr.count(match.event(counter)).eq(value)
     for i, block in enumerate(ports):
         mine = valid & (rec.in_port == i)
         for reason in SECURITY_DROP_REASONS:

@@ -52,7 +52,7 @@ from hdl.packet.meta import SECURITY_DROP_REASONS
 __all__ = ["SECURITY", "SECPORT", "Command", "SecurityCounter", "SecportCounter", "security_values",
            "secport_values", "CYCLES_PER_KEY", "ROW_WORDS", "ENTRY_WORDS", "ARG_WORDS", "RESULT_WORDS",
            "TIMEOUT_REGISTERS", "FLOW_WAY_SHIFT", "COUNTER_CLEAR_BIT", "SECPORT_DROP_REGISTERS", "MATCHER_COUNTERS",
-           "SECMATCH"]
+           "SECMATCH", "secmatch_values", "CONTROL_DEFAULT_DENY", "CONTROL_PUNT_ALL_PAYLOAD"]
 
 #: The classifier takes a key every 8 cycles (hdl.switch.stage.FRAME_CYCLES: one minimum frame at W=64).
 CYCLES_PER_KEY = 8
@@ -62,6 +62,9 @@ ROW_WORDS = -(-TcamGeometry(1, CYCLES_PER_KEY).row_bits // 32)
 ENTRY_WORDS = -(-Shape.cast(entry_layout(128)).width // 32)
 ARG_WORDS = 1 + max(ROW_WORDS, ENTRY_WORDS)
 RESULT_WORDS = ENTRY_WORDS
+#: CONTROL bits.
+CONTROL_DEFAULT_DENY = 0
+CONTROL_PUNT_ALL_PAYLOAD = 1
 #: FLOW_READ / FLOW_WRITE: ARG0 = set | way << FLOW_WAY_SHIFT.
 FLOW_WAY_SHIFT = 24
 #: ACL_COUNTER: ARG0 bit that clears the counter after reading it.
@@ -122,7 +125,8 @@ SECURITY = BlockType(0x0060, 1, "SECURITY", "Security stage: flow table + ACL cl
                      "default deny, flow timeouts, commands (ACL rows, actions, commit, rule counters; flow "
                      "table read, write, clear), verdict and flow counters.", (
     Register("CONTROL", 0x10, Access.RW, "Bit 0: default deny (an IP frame no ACL entry hits is dropped unless "
-             "its flow is established or it goes to the client)."),
+             "its flow is established or it goes to the client). Bit 1: punt all payload (every frame the "
+             "payload matcher inspects is punted to the host path: the program has host-only payload rules)."),
     *(Register(reg, 0x14 + 4 * i, Access.RW, f"Flow idle timeout, {name.replace('_', ' ')}, in ms "
                f"(reset: Suricata's default, {DEFAULT_TIMEOUTS[name] // 1000} s).", reset=DEFAULT_TIMEOUTS[name])
       for i, (name, reg) in enumerate(TIMEOUT_REGISTERS)),
@@ -151,16 +155,22 @@ SECURITY = BlockType(0x0060, 1, "SECURITY", "Security stage: flow table + ACL cl
 ]))
 
 # The matcher's counters do not fit at the end of SECURITY (228 bytes + 4 x 8 > BLOCK_STRIDE): a block of
-# their own, after the SECPORT blocks.
+# their own, after the SECPORT blocks, in builds with a matcher only (its absence tells the driver so).
 SECMATCH = BlockType(0x0062, 1, "SECMATCH", "Payload matcher of the security stage (docs/matcher.md, \"In the "
-                     "NIC\"): its frame counters. Its pattern table is written through the SECURITY block's "
-                     "MATCHER_WRITE and MATCHER_COMMIT commands.", counters(0x10, [
-    (SecurityCounter.MATCHER_FRAMES, "MATCHER_FRAMES", "Frames with a payload the matcher inspected."),
-    (SecurityCounter.MATCHER_PUNTS, "MATCHER_PUNTS", "Frames the matcher punted (an unsettled hit, more hits "
-     "than slots, or too long for its FIFO)."),
-    (SecurityCounter.MATCHER_OVERFLOWS, "MATCHER_OVERFLOWS", "Frames with more matcher hits than its slots."),
+                     "NIC\"; docs/security.md): its table's shape and frame counters, counted from the final "
+                     "records (frames the stage bypassed count nowhere). Its pattern table is written through "
+                     "the SECURITY block's MATCHER_WRITE and MATCHER_COMMIT commands.", (
+    Register("MATCHER_GEOMETRY", 0x10, Access.CONST, "Bits 7:0 index bits (log2 buckets), bits 15:8 tag bits, "
+             "bits 23:16 hit slots per frame (max hits)."),
+) + counters(0x18, [     # 64-bit counters are 8-byte aligned
+    (SecurityCounter.MATCHER_FRAMES, "MATCHER_FRAMES", "Frames with a payload the matcher inspected "
+     "(match_inspected)."),
+    (SecurityCounter.MATCHER_PUNTS, "MATCHER_PUNTS", "Frames punted to the host path (match_punt: an unsettled "
+     "hit, more hits than slots, too long for the matcher's FIFO, or CONTROL.punt_all_payload)."),
+    (SecurityCounter.MATCHER_OVERFLOWS, "MATCHER_OVERFLOWS", "Frames with more matcher hits than its slots "
+     "(match_overflow)."),
     (SecurityCounter.MATCHER_TOO_LONG, "MATCHER_TOO_LONG", "Frames that did not fit in the matcher's beat FIFO "
-     "(punted unless they have no payload)."),
+     "(match_too_long; punted unless they have no payload)."),
 ]))
 
 SECPORT = BlockType(0x0061, 1, "SECPORT", "One per port of a security build: frames received on the port that "
@@ -176,11 +186,17 @@ def security_values(config: NicConfig) -> dict[str, int]:
     """Reset and constant values of the SECURITY block for ``config``."""
     s = config.security
     geo = TcamGeometry(s.acl_entries, CYCLES_PER_KEY)
-    values = {"CONTROL": int(s.default_deny),
+    values = {"CONTROL": int(s.default_deny) << CONTROL_DEFAULT_DENY,
               "GEOMETRY": s.acl_entries | geo.row_bits << 16,
               "FLOW_GEOMETRY": (s.flow_sets.bit_length() - 1) | s.flow_ways << 8 | s.flow_addr_bits << 16}
     values.update({reg: DEFAULT_TIMEOUTS[name] for name, reg in TIMEOUT_REGISTERS})
     return values
+
+
+def secmatch_values(config: NicConfig) -> dict[str, int]:
+    """The SECMATCH block's constants for ``config`` (a build whose security stage has a matcher)."""
+    s = config.security
+    return {"MATCHER_GEOMETRY": s.matcher_index_bits | s.matcher_tag_bits << 8 | s.matcher_max_hits << 16}
 
 
 def secport_values(config: NicConfig, index: int) -> dict[str, int]:

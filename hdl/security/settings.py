@@ -7,17 +7,21 @@ the switch's settings are the reset values of its registers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from hdl.acl.layouts import SLOT_BITS
 
-__all__ = ["SecuritySettings", "AUTO_BYPASS", "HOST_PORT"]
+__all__ = ["SecuritySettings", "AUTO_BYPASS", "HOST_PORT", "MATCHER_INDEX_BITS", "MATCHER_MAX_HITS"]
 
 #: ``bypass_port`` default: the index of the port named :data:`HOST_PORT` when the NIC has one,
 #: else None. :class:`hdl.config.NicConfig` resolves it (it knows the port names).
 AUTO_BYPASS = "auto"
 #: The port through which the host's software path re-injects frames it has inspected.
 HOST_PORT = "host"
+#: ``matcher_index_bits``: 0 (no matcher) or this range (:class:`hdl.matcher.Matcher`'s).
+MATCHER_INDEX_BITS = range(4, 21)
+#: ``matcher_max_hits``: hit slots per frame (the record's ``match_hits``; MATCHER_GEOMETRY has 8 bits).
+MATCHER_MAX_HITS = range(1, 17)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,12 @@ class SecuritySettings:
         Frames received on this port index are not inspected (the host path re-injects frames it
         has already inspected); None: every port is inspected. ``"auto"`` (the default): the
         ``host`` port when the NIC has one.
+    matcher_index_bits:
+        The payload matcher's table (:class:`hdl.security.payload.PayloadStage`, docs/matcher.md):
+        log2 of its buckets (11: 2048 buckets, at most 1024 literals; 4..20), or 0 for no matcher.
+        Its tags are whole (``32 - matcher_index_bits`` bits: a hit is exact on 4 bytes).
+    matcher_max_hits:
+        Hit slots per frame in the matcher's result and the record (1..16).
     """
     acl_entries: int = 256
     flow_sets: int = 1024
@@ -47,6 +57,8 @@ class SecuritySettings:
     flow_addr_bits: int = 128
     default_deny: bool = False
     bypass_port: int | str | None = AUTO_BYPASS
+    matcher_index_bits: int = 11
+    matcher_max_hits: int = 4
 
     def __post_init__(self):
         if isinstance(self.acl_entries, bool) or not isinstance(self.acl_entries, int) \
@@ -64,6 +76,25 @@ class SecuritySettings:
         b = self.bypass_port
         if b != AUTO_BYPASS and b is not None and (isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < 16):
             raise ValueError(f"bypass_port must be a port index, none or {AUTO_BYPASS!r}, not {b!r}")
+        ib = self.matcher_index_bits
+        if isinstance(ib, bool) or not isinstance(ib, int) or (ib != 0 and ib not in MATCHER_INDEX_BITS):
+            raise ValueError(f"matcher_index_bits must be 0 (no matcher) or an integer in "
+                             f"{MATCHER_INDEX_BITS.start}..{MATCHER_INDEX_BITS.stop - 1}, not {ib!r}")
+        mh = self.matcher_max_hits
+        if isinstance(mh, bool) or not isinstance(mh, int) or mh not in MATCHER_MAX_HITS:
+            raise ValueError(f"matcher_max_hits must be an integer in {MATCHER_MAX_HITS.start}.."
+                             f"{MATCHER_MAX_HITS.stop - 1}, not {mh!r}")
+
+    @property
+    def matcher(self) -> tuple[int, int] | None:
+        """``(index_bits, max_hits)`` of the payload matcher (as ``make_verdict_record`` takes it),
+        None when the build has none."""
+        return (self.matcher_index_bits, self.matcher_max_hits) if self.matcher_index_bits else None
+
+    @property
+    def matcher_tag_bits(self) -> int:
+        """Tag bits per bucket of the matcher's table (whole tags), 0 without a matcher."""
+        return 32 - self.matcher_index_bits if self.matcher_index_bits else 0
 
     def resolved(self, ports: tuple[str, ...]) -> SecuritySettings:
         """These settings for a NIC with ``ports``: ``"auto"`` replaced, the index checked."""
@@ -72,17 +103,14 @@ class SecuritySettings:
             b = ports.index(HOST_PORT) if HOST_PORT in ports else None
         elif b is not None and b >= len(ports):
             raise ValueError(f"bypass_port {b} is not a port index of {ports!r}")
-        return SecuritySettings(self.acl_entries, self.flow_sets, self.flow_ways, self.flow_addr_bits,
-                                self.default_deny, b)
+        return replace(self, bypass_port=b)
 
     def as_dict(self) -> dict:
-        return {"acl_entries": self.acl_entries, "flow_sets": self.flow_sets, "flow_ways": self.flow_ways,
-                "flow_addr_bits": self.flow_addr_bits, "default_deny": self.default_deny,
-                "bypass_port": self.bypass_port}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> SecuritySettings:
-        known = {"acl_entries", "flow_sets", "flow_ways", "flow_addr_bits", "default_deny", "bypass_port"}
+        known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown security option(s) {', '.join(sorted(unknown))}; known: "

@@ -1,8 +1,10 @@
-"""Driver for the security stage (SECURITY and SECPORT blocks of a build with ``NicConfig.security``).
+"""Driver for the security stage (SECURITY, SECPORT and SECMATCH blocks of a build with ``NicConfig.security``).
 
 Through a discovered :class:`~host_driver.driver.Nic`, :class:`Security` programs the ACL
 classifier from compiled rules (atomically: the new table is written beside the live one and
-committed with one command, :class:`host_driver.rules.program.AclTable`), reads every rule's hit
+committed with one command, :class:`host_driver.rules.program.AclTable`) and the payload matcher's
+pattern table from compiled content rules (:class:`host_driver.rules.content.MatcherProgram`: the
+shadow bank written with MATCHER_WRITE, swapped in by MATCHER_COMMIT), reads every rule's hit
 counter, dumps and clears the flow table, and sets default deny and the flow timeouts. Tables are
 reached through the SECURITY block's command interface (:mod:`hdl.security.regs`), the same on the
 golden model's register file and on the gateware.
@@ -21,6 +23,8 @@ from hdl.flow.flow_table import DEFAULT_TIMEOUTS
 from hdl.flow.flow_table import entry_layout as flow_entry_layout
 from hdl.security.regs import (
     ARG_WORDS,
+    CONTROL_DEFAULT_DENY,
+    CONTROL_PUNT_ALL_PAYLOAD,
     COUNTER_CLEAR_BIT,
     FLOW_WAY_SHIFT,
     RESULT_WORDS,
@@ -74,6 +78,13 @@ class Security:
         # An unchanged ARG word is not written again (a row of a sparse table is mostly zero words).
         self._commands = CommandPort(nic, self.block, arg_words=ARG_WORDS, result_words=RESULT_WORDS,
                                      error=SecurityError, skip_unchanged=True)
+        found = nic.find("SECMATCH")
+        #: The payload matcher's block (None: the build has no matcher).
+        self.matcher_block: DiscoveredBlock | None = found[0] if found else None
+        #: The bucket words of the matcher's shadow bank as this driver knows them (bucket -> word;
+        #: absent: 0). A new driver takes both banks as empty, as after reset.
+        self._matcher_shadow: dict[int, int] = {}
+        self._matcher_active: dict[int, int] = {}
         self.table: AclTable | None = None
         #: The entries of the live table, in classifier order (what :attr:`table` indexes).
         self.entries: list[ClassifierEntry] = []
@@ -97,19 +108,32 @@ class Security:
                               "addr_bits": f >> 16 & 0xFF}
         return self._geometry
 
+    async def matcher_geometry(self) -> dict | None:
+        """The payload matcher's table: ``index_bits``, ``tag_bits``, ``max_hits`` (SECMATCH's
+        MATCHER_GEOMETRY), or None when the build has no matcher."""
+        if self.matcher_block is None:
+            return None
+        g = await self.nic.read(self.matcher_block, "MATCHER_GEOMETRY")
+        return {"index_bits": g & 0xFF, "tag_bits": g >> 8 & 0xFF, "max_hits": g >> 16 & 0xFF}
+
     async def command(self, op: Command, *args: int, results: int = 0) -> list[int]:
         """Run one command with ARG words ``args``; its first ``results`` RESULT words."""
         return await self._commands.run(op, *args, results=results)
 
     # -- the ACL ------------------------------------------------------------------------------------
 
-    async def program(self, entries: Sequence[ClassifierEntry]) -> int:
+    async def program(self, entries: Sequence[ClassifierEntry], matcher=None) -> int:
         """Replace the ACL table by ``entries`` atomically (the old table keeps deciding until the
         commit; frames see the whole old or the whole new table); returns the commands written.
         The first call of a driver takes the table to be empty, as after reset: entries another
         driver wrote are not cleared.
         :class:`host_driver.rules.program.TableFullError` (nothing written) when the new table
-        does not fit beside the live one."""
+        does not fit beside the live one.
+
+        ``matcher`` (a :class:`host_driver.rules.content.MatcherProgram`): also replace the payload
+        matcher's table (:meth:`program_matcher`), after the ACL."""
+        if matcher is not None:
+            await self._check_matcher(matcher)      # before anything is written
         geo = (await self.geometry())["acl"]
         if self.table is None:
             # A new driver takes the table as empty (as after reset) but searched with whatever
@@ -121,7 +145,44 @@ class Security:
         self.entries = list(entries)
         log.info("ACL programmed: %d rules, %d entries, %d operations", len(self.table.slots),
                  len(self.table.live), len(ops))
+        if matcher is not None:
+            return len(ops) + await self.program_matcher(matcher)
         return len(ops)
+
+    async def _check_matcher(self, program) -> dict:
+        geo = await self.matcher_geometry()
+        if geo is None:
+            raise SecurityError("this NIC has no payload matcher (no SECMATCH block; built with "
+                                "security.matcher_index_bits = 0?): its content rules cannot be programmed")
+        if (program.index_bits, program.tag_bits) != (geo["index_bits"], geo["tag_bits"]):
+            raise SecurityError(
+                f"the content rules were compiled for a matcher table of 2**{program.index_bits} buckets with "
+                f"{program.tag_bits}-bit tags; this NIC's has 2**{geo['index_bits']} buckets with "
+                f"{geo['tag_bits']}-bit tags (compile with compile_content(rules, index_bits={geo['index_bits']}))")
+        return geo
+
+    async def program_matcher(self, program) -> int:
+        """Replace the payload matcher's table by ``program``'s (a
+        :class:`~host_driver.rules.content.MatcherProgram` compiled for this NIC's MATCHER_GEOMETRY,
+        else :class:`SecurityError` with nothing written): every bucket of the shadow bank that differs
+        from the new table (:meth:`MatcherProgram.table_writes`) with MATCHER_WRITE, then
+        MATCHER_COMMIT, which swaps the banks between frames; then CONTROL bit 1
+        (``punt_all_payload``) set when the program has host-only rules (the hardware cannot pick out
+        their frames), cleared otherwise. Returns the commands written."""
+        await self._check_matcher(program)
+        writes = 0
+        new = dict(program.table_writes())
+        for bucket, word in new.items():
+            if self._matcher_shadow.get(bucket, 0) != word:
+                await self.command(Command.MATCHER_WRITE, bucket, word)
+                writes += 1
+        await self.command(Command.MATCHER_COMMIT)
+        # After the swap the shadow bank holds the table that was live.
+        self._matcher_shadow, self._matcher_active = self._matcher_active, new
+        await self.set_punt_all_payload(bool(program.host_only()))
+        log.info("matcher programmed: %d rules, %d buckets used, %d writes, punt_all_payload %s", len(program.rules),
+                 len(program.table), writes, bool(program.host_only()))
+        return writes + 1
 
     async def _apply(self, op: Op) -> None:
         if op.kind == "row":
@@ -160,13 +221,24 @@ class Security:
     # -- settings -------------------------------------------------------------------------------------
 
     async def default_deny(self) -> bool:
-        return bool(await self.nic.read(self.block, "CONTROL") & 1)
+        return bool(await self.nic.read(self.block, "CONTROL") >> CONTROL_DEFAULT_DENY & 1)
 
     async def set_default_deny(self, on: bool) -> None:
         """Default deny (CONTROL bit 0): drop IP frames no entry decides, except established flows
         and traffic to the client."""
+        await self._set_control_bit(CONTROL_DEFAULT_DENY, on)
+
+    async def punt_all_payload(self) -> bool:
+        return bool(await self.nic.read(self.block, "CONTROL") >> CONTROL_PUNT_ALL_PAYLOAD & 1)
+
+    async def set_punt_all_payload(self, on: bool) -> None:
+        """CONTROL bit 1: punt every frame the payload matcher inspects to the host path (the
+        program has host-only payload rules, whose frames the matcher cannot pick out)."""
+        await self._set_control_bit(CONTROL_PUNT_ALL_PAYLOAD, on)
+
+    async def _set_control_bit(self, bit: int, on: bool) -> None:
         control = await self.nic.read(self.block, "CONTROL")
-        await self.nic.write(self.block, "CONTROL", control & ~1 | int(bool(on)))
+        await self.nic.write(self.block, "CONTROL", control & ~(1 << bit) | int(bool(on)) << bit)
 
     async def timeouts(self) -> Timeouts:
         """The flow idle timeouts in ms."""

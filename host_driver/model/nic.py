@@ -23,6 +23,7 @@ from hdl.acl.layouts import SLOT_BITS
 from hdl.config import MIN_PHYSICAL_FRAME, NicConfig
 from hdl.datapath.ports import PORT, PortCounter
 from hdl.flow.flow_table import entry_layout as flow_entry_layout
+from hdl.matcher import entry_layout as matcher_entry_layout
 from hdl.mgmt.regs import BLOCK_STRIDE, Event
 from hdl.packet.layouts import (
     ETH_ARP,
@@ -53,8 +54,11 @@ from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Ver
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.security.regs import ARG_WORDS as SECURITY_ARG_WORDS
 from hdl.security.regs import (
+    CONTROL_DEFAULT_DENY,
+    CONTROL_PUNT_ALL_PAYLOAD,
     COUNTER_CLEAR_BIT,
     FLOW_WAY_SHIFT,
+    SECMATCH,
     SECPORT,
     SECURITY,
     TIMEOUT_REGISTERS,
@@ -66,6 +70,7 @@ from hdl.security.regs import Command as SecurityCommand
 from hdl.switch.regs import SWITCH, SWPORT, SwitchCounter, SwportLimitCounter
 from host_driver.bus import AxiResp, Bus, BusError
 from host_driver.model.flow import FlowEntry
+from host_driver.model.matcher import Entry as MatcherEntry
 from host_driver.model.security import SecurityDrop, SecurityModel, SecurityResult
 from host_driver.model.switch import SwitchModel
 from host_driver.regmap import Access, build_register_map
@@ -101,6 +106,12 @@ _IPV6_MAX_EXT = 2
 
 #: SECURITY timeout register -> FlowTable timeout name.
 _TIMEOUT_NAMES = {reg: name for name, reg in TIMEOUT_REGISTERS}
+
+
+def _matcher_entry_fields(tag_bits: int, word: int) -> dict[str, int]:
+    """A MATCHER_WRITE entry word's fields, by the gateware's own :func:`hdl.matcher.entry_layout`."""
+    layout = data.Layout.cast(matcher_entry_layout(tag_bits))
+    return {name: word >> f.offset & ((1 << Shape.cast(f.shape).width) - 1) for name, f in layout}
 
 
 class _Stop(Exception):
@@ -335,9 +346,11 @@ class NicModel:
         #: The security stage's model (``config.security``), or None.
         self.security = None
         if self.config.security is not None:
-            self.security = SecurityModel.from_settings(self.config.security)
+            self.security = SecurityModel.from_settings(self.config.security, data_width=self.config.data_width)
             self._security_block = self.regmap.block(SECURITY)
             self._secports = self.regmap.blocks_of(SECPORT)
+            # The payload matcher's counters (a build with a matcher has the SECMATCH block).
+            self._secmatch = self.regmap.block(SECMATCH) if self.security.matcher is not None else None
         #: Flow table time (ms) of the last frame: the SECURITY block's NOW.
         self.now_ms = 0
 
@@ -385,7 +398,7 @@ class NicModel:
             reason = DropReason.MALFORMED
         else:
             reason = DropReason.NONE
-        sec = self._inspect(meta, port, bool(rx_error), now)
+        sec = self._inspect(meta, port, bool(rx_error), now, frame)
         if reason is not DropReason.NONE:
             self.count(self._ports[port].event(reason))
             return ModelResult(meta, port, bool(rx_error), Verdict.DROP, reason, security=sec)
@@ -404,15 +417,24 @@ class NicModel:
         """Core clock cycles per millisecond of flow table time."""
         return self.config.clock_mhz * 1000
 
-    def _inspect(self, meta: dict, port: int, rx_error: bool, now: int) -> SecurityResult | None:
-        """The security stage (docs/security.md): every frame, in order; counts its SECURITY events
-        and the port's alerts. Its drop is applied by the caller, after the switch has decided."""
+    def _inspect(self, meta: dict, port: int, rx_error: bool, now: int, frame: bytes) -> SecurityResult | None:
+        """The security stage (docs/security.md): every frame, in order; counts its SECURITY and
+        SECMATCH events and the port's alerts. Its drop is applied by the caller, after the switch
+        has decided."""
         if self.security is None:
             return None
         self.now_ms = int(now // self.cycles_per_ms()) % (1 << self.security.flows.time_bits)
-        sec = self.security.inspect(meta, port, rx_error=rx_error, now_ms=self.now_ms)
+        sec = self.security.inspect(meta, port, rx_error=rx_error, now_ms=self.now_ms, frame=frame)
         if sec.bypass:
             return sec
+        match = sec.match
+        if match is not None:
+            for flag, counter in ((match.inspected, SecurityCounter.MATCHER_FRAMES),
+                                  (match.punt, SecurityCounter.MATCHER_PUNTS),
+                                  (match.overflow, SecurityCounter.MATCHER_OVERFLOWS),
+                                  (match.too_long, SecurityCounter.MATCHER_TOO_LONG)):
+                if flag:
+                    self.count(self._secmatch.event(counter))
         if sec.flow is not None:
             self.count(self._security_block.event(SecurityCounter["FLOW_" + sec.flow.outcome.name]))
         if sec.acl_hit:
@@ -547,7 +569,8 @@ class ModelBus(Bus):
     def _security_write(self, name: str, value: int) -> None:
         sec = self.model.security
         if name == "CONTROL":
-            sec.default_deny = bool(value & 1)
+            sec.default_deny = bool(value >> CONTROL_DEFAULT_DENY & 1)
+            sec.punt_all_payload = bool(value >> CONTROL_PUNT_ALL_PAYLOAD & 1)
         elif name in _TIMEOUT_NAMES:
             sec.flows.timeouts = dataclasses.replace(sec.flows.timeouts, **{_TIMEOUT_NAMES[name]: value})
         elif name == "CMD":
@@ -588,4 +611,16 @@ class ModelBus(Bus):
             return split(flows.read(set_, way).to_bits(flows.addr_bits), entry_words)
         elif op is SecurityCommand.FLOW_CLEAR:
             flows.clear()
+        elif op is SecurityCommand.MATCHER_WRITE:
+            if sec.matcher is None:
+                log.warning("MATCHER_WRITE on a build without a payload matcher: ignored")
+                return []
+            fields = _matcher_entry_fields(sec.matcher.tag_bits, args[1])
+            sec.matcher_write(args[0] & ((1 << sec.matcher.index_bits) - 1),
+                              MatcherEntry(bool(fields["valid"]), bool(fields["settled"]), fields["tag"]))
+        elif op is SecurityCommand.MATCHER_COMMIT:
+            if sec.matcher is None:
+                log.warning("MATCHER_COMMIT on a build without a payload matcher: ignored")
+                return []
+            sec.matcher_commit()
         return []

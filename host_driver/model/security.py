@@ -14,6 +14,12 @@ from the gateware. Per frame, in frame order, after the parser:
   the row, action, commit and counter operations of :class:`host_driver.rules.program.Op`). The
   first matching entry of the current generation decides; ``multi`` says another entry matched
   too. The deciding entry's counter slot counts the hit.
+* **Payload matcher** (builds with ``matcher_index_bits``; docs/security.md, "The payload matcher in
+  the stage"): an inspected frame that is IPv4/IPv6 with a payload offset, no malformed bit and no
+  ``rx_error`` goes through :class:`host_driver.model.matcher.MatcherModel` over its IP payload
+  (:func:`host_driver.inspect.payload_bounds`); others are skipped (``inspected`` 0). ``punt`` is
+  the matcher's, or CONTROL bit 1 (``punt_all_payload``) on an inspected frame. A bypassed frame
+  has every matcher field zero. The matcher never changes the verdict (IDS round).
 * **Verdict**: ``pass`` forwards without an alert; ``alert`` forwards and alerts; ``drop`` and
   ``reject`` drop (reasons ``ACL_DROP`` / ``ACL_REJECT``) and alert ("blocked"). No hit forwards,
   except with ``default_deny``: an IP frame with no hit is dropped (``DEFAULT_DENY``) unless its
@@ -36,8 +42,10 @@ from dataclasses import dataclass, field
 from hdl.acl.layouts import COLUMN_ENTRIES, KEY_BITS, AclAction, AclActionWord, TcamGeometry, key_fields
 from hdl.packet.meta import L3Type, MalformedReason
 from host_driver.model.flow import TCP, FlowPacket, FlowResult, FlowTable, Timeouts
+from host_driver.model.matcher import Entry, FrameResult, Hit, MatcherModel
 
-__all__ = ["SecurityModel", "SecurityResult", "SecurityDrop", "SECURITY_COUNTS", "flow_request"]
+__all__ = ["SecurityModel", "SecurityResult", "SecurityDrop", "MatchResult", "SECURITY_COUNTS", "flow_request",
+           "matcher_skips"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,37 @@ SECURITY_COUNTS = ("flow_new", "flow_existing", "flow_table_full", "flow_unsuppo
 
 
 @dataclass(frozen=True)
+class MatchResult:
+    """The payload matcher's part of a frame's record (``match_*``): all False / empty for a frame
+    the stage bypassed or the matcher skipped. ``hits`` are the recorded hits in payload order."""
+    inspected: bool = False
+    too_long: bool = False
+    overflow: bool = False
+    punt: bool = False
+    hits: tuple[Hit, ...] = ()
+
+    def record_fields(self) -> dict:
+        """The record's ``match_*`` fields: ints, and ``match_hits`` as ``[bucket, settled]`` pairs of
+        the ``match_n_hits`` slots used (the slots after them are not part of the result)."""
+        return {"match_inspected": int(self.inspected), "match_too_long": int(self.too_long),
+                "match_overflow": int(self.overflow), "match_punt": int(self.punt), "match_n_hits": len(self.hits),
+                "match_hits": [[h.bucket, int(h.settled)] for h in self.hits]}
+
+    def frame_result(self) -> FrameResult:
+        """As :class:`~host_driver.model.matcher.FrameResult`, for :class:`MatcherProgram`'s
+        ``candidates`` and ``settled``."""
+        return FrameResult(list(self.hits), self.overflow, self.punt)
+
+    @classmethod
+    def from_record(cls, fields: Mapping) -> MatchResult:
+        """From a record's decoded ``match_*`` fields (:meth:`record_fields`' form). The record holds no
+        hit position: hits get position 0."""
+        hits = tuple(Hit(int(b), 0, bool(st)) for b, st in fields["match_hits"][:fields["match_n_hits"]])
+        return cls(bool(fields["match_inspected"]), bool(fields["match_too_long"]), bool(fields["match_overflow"]),
+                   bool(fields["match_punt"]), hits)
+
+
+@dataclass(frozen=True)
 class SecurityResult:
     """What the security stage decided for one frame (the verdict record's security fields).
 
@@ -76,6 +115,8 @@ class SecurityResult:
     acl_multi: bool = False
     drop: SecurityDrop | None = None
     key: Mapping[str, int] | None = field(default=None, repr=False)
+    #: The payload matcher's result; None in a build without a matcher.
+    match: MatchResult | None = None
 
     @property
     def alert(self) -> bool:
@@ -99,11 +140,15 @@ class SecurityResult:
         return 0 if self.flow is None else self.flow.outcome.value
 
     def record_fields(self) -> dict[str, int]:
-        """The verdict record's security fields as ints (``acl_action`` 0 without a hit)."""
-        return {"acl_hit": int(self.acl_hit), "acl_action": self.acl_action.value if self.acl_hit else 0,
-                "acl_index": self.acl_index, "acl_slot": self.acl_slot, "acl_multi": int(self.acl_multi),
-                "flow_found": int(self.flow_found), "flow_established": int(self.flow_established),
-                "flow_to_server": int(self.flow_to_server), "flow_outcome": self.flow_outcome}
+        """The verdict record's security fields as ints (``acl_action`` 0 without a hit), and the
+        matcher's (:meth:`MatchResult.record_fields`) in a build with one."""
+        out = {"acl_hit": int(self.acl_hit), "acl_action": self.acl_action.value if self.acl_hit else 0,
+               "acl_index": self.acl_index, "acl_slot": self.acl_slot, "acl_multi": int(self.acl_multi),
+               "flow_found": int(self.flow_found), "flow_established": int(self.flow_established),
+               "flow_to_server": int(self.flow_to_server), "flow_outcome": self.flow_outcome}
+        if self.match is not None:
+            out.update(self.match.record_fields())
+        return out
 
 
 def bypassed(meta: Mapping[str, int], in_port: int, rx_error: bool, bypass_port: int | None) -> bool:
@@ -114,6 +159,12 @@ def bypassed(meta: Mapping[str, int], in_port: int, rx_error: bool, bypass_port:
     malformed = meta["malformed"]
     return bool(rx_error or malformed >> MalformedReason.OVERSIZE & 1 or (malformed and not meta["has_l3"])
                 or in_port == bypass_port)
+
+
+def matcher_skips(meta: Mapping[str, int], rx_error: bool) -> bool:
+    """Whether the payload matcher skips an inspected frame (``PayloadStage``'s rule): no payload
+    offset, not IPv4/IPv6, any malformed bit, or ``rx_error``."""
+    return bool(not meta["has_payload_offset"] or meta["l3_type"] not in _IP_TYPES or meta["malformed"] or rx_error)
 
 
 def flow_request(meta: Mapping[str, int]) -> FlowPacket | None:
@@ -143,6 +194,9 @@ class SecurityModel:
         Port number whose frames are not inspected (the host port), or None.
     timeouts:
         Flow timeouts in ms (settable later: the timeout registers).
+    matcher_index_bits, matcher_max_hits, data_width:
+        The payload matcher's table (``2**matcher_index_bits`` buckets, whole tags), hit slots and the
+        data path's width (hits are recorded one per beat); ``matcher_index_bits`` 0: no matcher.
 
     Members
     -------
@@ -150,11 +204,19 @@ class SecurityModel:
         The SECURITY block's counts by :data:`SECURITY_COUNTS` name.
     hits : dict
         Hits per counter slot since the slot was last cleared.
+    matcher : MatcherModel or None
+        The payload matcher's tables, written by MATCHER_WRITE and swapped by MATCHER_COMMIT.
+    punt_all_payload : bool
+        CONTROL bit 1: every frame the matcher inspects is punted.
     """
 
     def __init__(self, *, acl_entries: int = 256, cycles_per_key: int = 8, flow_sets: int = 1024,
                  flow_ways: int = 4, flow_addr_bits: int = 128, default_deny: bool = False,
-                 bypass_port: int | None = None, timeouts: Timeouts | None = None):
+                 bypass_port: int | None = None, timeouts: Timeouts | None = None, matcher_index_bits: int = 0,
+                 matcher_max_hits: int = 4, data_width: int = 64):
+        self.matcher = (MatcherModel(data_width, matcher_index_bits, max_hits=matcher_max_hits)
+                        if matcher_index_bits else None)
+        self.punt_all_payload = False
         self.geometry = TcamGeometry(acl_entries, cycles_per_key)
         self.flows = FlowTable(flow_sets, flow_ways, flow_addr_bits, timeouts=timeouts or Timeouts())
         self.default_deny = bool(default_deny)
@@ -170,11 +232,36 @@ class SecurityModel:
                 f"flow_ways={self.flows.ways}, default_deny={self.default_deny}, bypass_port={self.bypass_port})")
 
     @classmethod
-    def from_settings(cls, settings, *, cycles_per_key: int = 8) -> SecurityModel:
-        """The model of a build's ``NicConfig.security`` (a ``SecuritySettings``)."""
+    def from_settings(cls, settings, *, cycles_per_key: int = 8, data_width: int = 64) -> SecurityModel:
+        """The model of a build's ``NicConfig.security`` (a ``SecuritySettings``) at data width ``data_width``."""
         return cls(acl_entries=settings.acl_entries, cycles_per_key=cycles_per_key, flow_sets=settings.flow_sets,
                    flow_ways=settings.flow_ways, flow_addr_bits=settings.flow_addr_bits,
-                   default_deny=settings.default_deny, bypass_port=settings.bypass_port)
+                   default_deny=settings.default_deny, bypass_port=settings.bypass_port,
+                   matcher_index_bits=settings.matcher_index_bits, matcher_max_hits=settings.matcher_max_hits,
+                   data_width=data_width)
+
+    # -- the payload matcher's table, as the driver writes it -------------------------------------
+
+    def matcher_write(self, bucket: int, entry: Entry) -> None:
+        """MATCHER_WRITE: one bucket of the shadow bank."""
+        if self.matcher is None:
+            raise ValueError("MATCHER_WRITE on a build without a payload matcher")
+        self.matcher.write(bucket, entry)
+
+    def matcher_commit(self) -> None:
+        """MATCHER_COMMIT: the shadow bank becomes active (before the next frame)."""
+        if self.matcher is None:
+            raise ValueError("MATCHER_COMMIT on a build without a payload matcher")
+        self.matcher.commit()
+
+    def match(self, frame: bytes, meta: Mapping[str, int], rx_error: bool) -> MatchResult:
+        """The matcher's result for an inspected (not bypassed) frame."""
+        from host_driver.inspect import payload_bounds  # host_driver.inspect imports the NIC model
+        bounds = None if matcher_skips(meta, rx_error) else payload_bounds(frame, meta)
+        if bounds is None:
+            return MatchResult()
+        res = self.matcher.frame(frame, bounds[0], bounds[1] - bounds[0])
+        return MatchResult(True, False, res.overflow, res.punt or self.punt_all_payload, tuple(res.hits))
 
     # -- the table, as the driver writes it -----------------------------------------------------
 
@@ -227,11 +314,16 @@ class SecurityModel:
 
     # -- one frame ------------------------------------------------------------------------------
 
-    def inspect(self, meta: Mapping[str, int], in_port: int, *, rx_error: bool = False, now_ms: int = 0
-                ) -> SecurityResult:
-        """The security stage's decision for one parsed frame received on ``in_port`` at ``now_ms``."""
+    def inspect(self, meta: Mapping[str, int], in_port: int, *, rx_error: bool = False, now_ms: int = 0,
+                frame: bytes | None = None) -> SecurityResult:
+        """The security stage's decision for one parsed frame received on ``in_port`` at ``now_ms``.
+        ``frame``: its bytes, for the payload matcher; without them (or without a matcher) the
+        result's ``match`` is None (the flow table and the ACL alone, as a caller that only checks
+        those asks)."""
+        with_match = self.matcher is not None and frame is not None
         if bypassed(meta, in_port, rx_error, self.bypass_port):
-            return SecurityResult(bypass=True)
+            return SecurityResult(bypass=True, match=MatchResult() if with_match else None)
+        match = self.match(frame, meta, rx_error) if with_match else None
         from host_driver.model.acl import acl_key  # host_driver.model.acl imports the NIC model
         request = None if meta["malformed"] else flow_request(meta)
         flow = None
@@ -248,14 +340,14 @@ class SecurityModel:
             self.hits[slot] = self.hits.get(slot, 0) + 1
             self.counts["acl_" + action.name.lower()] += 1
             drop = {AclAction.DROP: SecurityDrop.ACL_DROP, AclAction.REJECT: SecurityDrop.ACL_REJECT}.get(action)
-            return SecurityResult(False, flow, True, action, index, slot, len(hits) > 1, drop, key)
+            return SecurityResult(False, flow, True, action, index, slot, len(hits) > 1, drop, key, match)
         drop = None
         if self.default_deny and request is not None:
             admitted = found and (flow.established or not flow.to_server)
             if not admitted:
                 drop = SecurityDrop.DEFAULT_DENY
                 self.counts["default_deny"] += 1
-        return SecurityResult(False, flow, drop=drop, key=key)
+        return SecurityResult(False, flow, drop=drop, key=key, match=match)
 
 
 def _pack_key(key: Mapping[str, int]) -> int:

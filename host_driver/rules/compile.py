@@ -27,11 +27,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from host_driver.rules.content import compile_content
+from host_driver.rules.content import DEFAULT_INDEX_BITS, compile_content
 from host_driver.rules.expr import IntervalSet, range_to_prefixes
 from host_driver.rules.parse import PROTOCOLS, Rule
 
-__all__ = ["Range", "ClassifierEntry", "CompiledRules", "compile_rules", "ACTION_ORDER", "DEFAULT_CAPACITY",
+__all__ = ["Range", "ClassifierEntry", "CompiledRules", "compile_rules", "header_entries", "classifier_order",
+           "ACTION_ORDER", "DEFAULT_CAPACITY",
            "ETHERTYPE_IPV4", "ETHERTYPE_IPV6"]
 
 log = logging.getLogger(__name__)
@@ -215,14 +216,25 @@ class CompiledRules:
         return Counter(r.verdict for r in self.rules)
 
 
+def header_entries(rule: Rule) -> list[ClassifierEntry]:
+    """The classifier entries of ``rule``'s header and header options alone (its payload options
+    left aside), [] when it matches no packet: what the host path checks a payload rule's header
+    against (:class:`host_driver.inspect.HostInspector`)."""
+    expansion, _ = _expand(rule)
+    return [] if expansion is None else list(expansion.entries())
+
+
 def classifier_order(rule: Rule, index: int) -> tuple[int, int, int]:
     """Sort key: action order, then priority (1 first), then file order."""
     action = "reject" if rule.action.startswith("reject") else rule.action
     return ACTION_ORDER[action], rule.priority, index
 
 
-def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY) -> CompiledRules:
-    """Build the classifier table from parsed rules (see the module docstring for order and capacity).
+def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY,
+                  matcher_index_bits: int = DEFAULT_INDEX_BITS) -> CompiledRules:
+    """Build the classifier table from parsed rules (see the module docstring for order and capacity),
+    and the payload matcher's (:func:`~host_driver.rules.content.compile_content`, a table of
+    ``2**matcher_index_bits`` buckets: the NIC's MATCHER_GEOMETRY).
 
     Changes ``verdict``/``reason`` of rules that match no packet (``unsupported``) or do not fit
     (``host path``).
@@ -255,4 +267,5 @@ def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY) -> Co
         ternary_by_sid[(rule.gid, rule.sid)] = rule_ternary
     log.info("%d rules, %d entries of %d, %d ternary", len(rules), len(entries), capacity, ternary)
     # Payload rules go to the matcher's tables.
-    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid, compile_content(rules))
+    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid,
+                         compile_content(rules, matcher_index_bits))

@@ -5,8 +5,10 @@ A rule with payload options (``content`` with ``|hex|``, ``nocase``, ``offset``,
 gets one of three matcher statuses (docs/matcher.md):
 
 * ``offloaded``: the hardware's hit proves the rule (one content of exactly 4 bytes that is
-  ``nocase`` or has no letters, no positional modifier, no ``dsize``, a full-tag table, and its
-  bucket shared with no literal that needs verification): the NIC alerts without the host;
+  ``nocase`` or has no letters, no positional modifier, no ``dsize``, a full-tag table, a header
+  that matches every IP packet, and its bucket shared with no literal that needs verification):
+  the NIC alerts without the host. The matcher does not check a payload rule's header, so a rule
+  limited to a protocol, addresses, ports or a ``flow`` state is prefiltered (:func:`header_any_ip`);
 * ``prefilter``: the rule's fast pattern is in the table; a frame that hits is punted with the
   rule ids and the host (host_driver/inspect.py) verifies the whole rule;
 * ``host only`` with the reason (fast pattern shorter than the 4-byte window, only negated
@@ -37,10 +39,10 @@ from hdl.matcher import entry_layout
 from hdl.matcher.hashing import WINDOW, fingerprint, fold_bytes
 from host_driver.model.matcher import Entry, FrameResult
 from host_driver.rules.expr import RuleSyntaxError
-from host_driver.rules.parse import Option, Rule, _options_start, _split_options
+from host_driver.rules.parse import PROTOCOLS, Option, Rule, _options_start, _split_options
 
 __all__ = ["Content", "Dsize", "ContentRule", "Placement", "MatcherProgram", "compile_content",
-           "parse_content_value", "parse_content_rule", "STATUSES", "DEFAULT_INDEX_BITS"]
+           "parse_content_value", "parse_content_rule", "header_any_ip", "STATUSES", "DEFAULT_INDEX_BITS"]
 
 log = logging.getLogger(__name__)
 
@@ -341,8 +343,26 @@ def _choose_fast(cr: ContentRule) -> str:
     return ""
 
 
+def header_any_ip(rule: Rule) -> str:
+    """Why the rule's header does not match every IP packet ('' when it does): the matcher settles
+    a hit without looking at the header, so only such a rule can be settled in hardware."""
+    if PROTOCOLS.get(rule.proto, ()) is not None:
+        return f"protocol {rule.proto}"
+    for side in ("src", "dst"):
+        addrs = getattr(rule, side)
+        if not (addrs.v4.is_full() and addrs.v6.is_full()):
+            return f"{'source' if side == 'src' else 'destination'} addresses"
+    for side in ("sport", "dport"):
+        if not getattr(rule, side).is_full():
+            return f"{'source' if side == 'sport' else 'destination'} ports"
+    for name in ("ip_protos", "ttl", "itype", "icode", "tcp_flags", "flow"):
+        if getattr(rule, name) is not None:
+            return {"ip_protos": "ip_proto", "tcp_flags": "flags"}.get(name, name)
+    return ""
+
+
 def _fully_offloadable(cr: ContentRule, exact_table: bool) -> bool:
-    if not exact_table or cr.dsize is not None or len(cr.contents) != 1:
+    if not exact_table or cr.dsize is not None or len(cr.contents) != 1 or header_any_ip(cr.rule):
         return False
     c = cr.contents[0]
     return (len(c.pattern) == WINDOW and not c.negated and not c.positional and c.chop is None
@@ -423,6 +443,9 @@ def _prefilter_reason(cr: ContentRule, c: Content, lit: bytes, exact: bool) -> s
         return "positional modifiers"
     if cr.dsize is not None:
         return "dsize"
+    header = header_any_ip(cr.rule)
+    if header:
+        return f"header: the matcher does not check it ({header})"
     if not exact:
         return "tag shorter than the window"
     return "bucket shared with a rule that needs verification"

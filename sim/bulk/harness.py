@@ -80,9 +80,10 @@ class BulkLayout:
     def of(cls, config: NicConfig) -> BulkLayout:
         from amaranth.hdl import Shape
 
-        from hdl.packet.meta import make_verdict_record
-        # A build with a security stage carries its verdict fields in the record too (hdl/top.py).
-        layout = make_verdict_record(config.port_bits, len(config.ports), security=config.security is not None)
+        from hdl.packet.meta import verdict_record_of
+        # A build with a security stage (and its payload matcher) carries their fields in the record
+        # too (hdl/top.py): the layout of NicTop's record port, from the one definition.
+        layout = verdict_record_of(config)
         egress = layout["egress"]
         return cls(len(config.ports), config.bytes_per_beat, Shape.cast(layout).width, egress.offset,
                    Shape.cast(egress.shape).width)

@@ -276,7 +276,8 @@ def _load_rules(path, vars_path, config):
         log.info("--rules: the build has no [security] table; adding the default security stage")
         config = dataclasses.replace(config, security=SecuritySettings())
     try:
-        return config, load_rule_set(path, config.security.acl_entries, vars_path=vars_path)
+        return config, load_rule_set(path, config.security.acl_entries, vars_path=vars_path,
+                                     matcher_index_bits=config.security.matcher_index_bits)
     except RuleSyntaxError as exc:
         print(str(exc), file=sys.stderr)
         return config, None

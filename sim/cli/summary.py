@@ -50,6 +50,13 @@ def format_summary(title: str, run: dict, counters: dict, out_dir: Path) -> str:
     mal = {k: v for k, v in counters.get("parser", {}).get("malformed", {}).items() if v}
     if mal:
         lines.append("  malformed        " + ", ".join(f"{k} {v}" for k, v in mal.items()))
+    if run.get("security"):
+        line = f"  alerts           {run['security']['alerts']} (eve.json)"
+        hp = run.get("host_path")
+        if hp:
+            line += (f"; host path: {hp['punted']} of {run['packets_in']} frames punted "
+                     f"({100 * hp['punt_rate']:.1f} %), {hp['alerts']} alerts found there")
+        lines.append(line)
     if run.get("latency_cycles"):
         lines.append("  latency pipeline " + _stats_line(run["latency_pipeline_cycles"], ns))
         lines.append("          queueing " + _stats_line(run["latency_queueing_cycles"], ns))

@@ -161,6 +161,17 @@ def _security_stage(cfg):
     return SecurityStage(NicConfig(data_width=cfg.data_width, security=SecuritySettings()))
 
 
+def _security_gate(cfg):
+    # The gate of the default security build (bump descriptors) with the payload matcher's second join:
+    # the decisions FIFO (32), the record FIFO (256 at max_frame 9216) and the matcher results (64).
+    from hdl.config import NicConfig
+    from hdl.datapath.forward import make_descriptor_layout
+    from hdl.security.gate import SecurityGate
+    from hdl.security.settings import SecuritySettings
+    config = NicConfig(data_width=cfg.data_width, security=SecuritySettings())
+    return SecurityGate(config, make_descriptor_layout(config.port_bits))
+
+
 def _top(cfg):
     from hdl.top import NicTop
     return NicTop(cfg)
@@ -213,6 +224,7 @@ BLOCKS = {
     "acl_1024_r16": _acl(1024, 16),
     "acl_4096": _acl(4096),
     "security_stage": _security_stage,
+    "security_gate": _security_gate,
     "nic_top": _top,
     "switch_top": _switch_top,
 }

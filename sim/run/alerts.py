@@ -9,6 +9,16 @@ makes of a record (:func:`frame_alerts`), the same for every engine:
   ``allowed``, and when ``acl_multi`` is set more alert rules may apply: the host path finishes the
   list in software (:func:`host_driver.model.acl.classify` over the programmed entries, with the
   record's flow bits) and the run counts that host work.
+* payload (content) rules, compiled for the NIC's matcher (:class:`HostPath`): a settled hit
+  alerts its offloaded rules without the host (``MatcherProgram.settled``); a record with
+  ``match_punt`` sends the frame's bytes (the input frame the record belongs to) to the host path,
+  which verifies the candidate rules (``MatcherProgram.candidates``) with
+  :class:`host_driver.inspect.HostInspector`, their ``flow`` option against the record's flow bits.
+  The frame's payload alerts then join the classifier's in Suricata's default action order
+  (:func:`merge_alerts`): a matching ``pass`` rule silences the frame, a ``drop``/``reject`` rule
+  first in order is its only alert, else every alert rule fires. The matcher never changes where a
+  frame goes (IDS round): a content ``drop``/``reject`` rule alerts ``allowed`` unless the classifier
+  dropped the frame.
 * eve.json gets one :func:`host_driver.eve.alert_event` per alert, in frame order; the NIC port is
   the event's ``in_iface`` and the input file its ``pcap_filename`` (Suricata's own fields: its
   schema admits no others).
@@ -16,18 +26,21 @@ makes of a record (:func:`frame_alerts`), the same for every engine:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdl.acl.layouts import AclAction, TcamGeometry
+from hdl.packet.meta import MATCH_FIELDS
 from hdl.security.regs import CYCLES_PER_KEY
 from host_driver.eve import ACTION_ALLOWED, ACTION_BLOCKED, alert_event
-from host_driver.rules.compile import ClassifierEntry, CompiledRules
+from host_driver.rules.compile import ClassifierEntry, CompiledRules, classifier_order
+from host_driver.rules.content import DEFAULT_INDEX_BITS
 
-__all__ = ["RuleSet", "FrameAlerts", "fit_entries", "frame_alerts", "alert_events", "slot_rules", "rules_table",
-           "load_rule_set", "SECURITY_FIELDS"]
+__all__ = ["RuleSet", "FrameAlerts", "HostPath", "fit_entries", "frame_alerts", "merge_alerts", "alert_events",
+           "slot_rules", "rules_table", "load_rule_set", "record_security_fields", "SECURITY_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +59,30 @@ class RuleSet:
     classifications: Mapping | None = None
     #: (gid, sid) of rules compiled as offloadable that the ACL could not hold (ternary entries).
     left_out: list[tuple[int, int]] = field(default_factory=list)
+    #: The payload rules compiled for the NIC's matcher (a ``MatcherProgram``), or None when the
+    #: build has no matcher (they are then counted, not run).
+    matcher: object = None
 
     @property
     def rules_by_id(self) -> dict:
         return {(r.gid, r.sid): r for r in self.compiled.rules}
+
+    @functools.cached_property
+    def order(self) -> dict[tuple[int, int], tuple]:
+        """(gid, sid) -> the rule's place in Suricata's default action order (the classifier's order,
+        :func:`host_driver.rules.compile.classifier_order`), over every rule of the file."""
+        return {(r.gid, r.sid): classifier_order(r, i) for i, r in enumerate(self.compiled.rules)}
+
+
+def record_security_fields(config, rec: Mapping) -> dict | None:
+    """The security (and matcher) fields of a decoded record, as ints (``match_hits`` as pairs),
+    None for a build without a security stage."""
+    if config.security is None:
+        return None
+    out = {k: int(rec[k]) for k in SECURITY_FIELDS}
+    if config.security.matcher is not None:
+        out.update({k: (rec[k] if k == "match_hits" else int(rec[k])) for k in MATCH_FIELDS})
+    return out
 
 
 def fit_entries(compiled: CompiledRules, acl_entries: int) -> tuple[list[ClassifierEntry], list[tuple[int, int]]]:
@@ -87,11 +120,86 @@ def slot_rules(entries: Sequence[ClassifierEntry], acl_entries: int) -> dict[int
 @dataclass
 class FrameAlerts:
     """What the host makes of one frame's record: the deciding rule, the alerting rules, and
-    whether the host path finished the alert list in software."""
+    whether the host path finished the alert list in software; with payload rules, the payload
+    rules that matched (``payload``, pass rules included) and those of them the host path found
+    (``host``: the others were settled in hardware)."""
     acl_rule: int | None = None
     alerts: list[tuple[int, int]] = field(default_factory=list)
     action: str = ACTION_ALLOWED
     host_finished: bool = False
+    payload: list[tuple[int, int]] = field(default_factory=list)
+    host: list[tuple[int, int]] = field(default_factory=list)
+
+
+class HostPath:
+    """The payload rules' side of a run (module docstring): settled hits, punted frames inspected.
+
+    Members
+    -------
+    punted, settled_alerts, host_alerts : int
+        Frames with ``match_punt``; payload alerts raised by settled hits and by the host's inspection.
+    inspector : HostInspector
+        ``inspector.frames_in`` is the frames the host inspected (every punted frame).
+    """
+
+    def __init__(self, program):
+        from host_driver.inspect import HostInspector
+        self.program = program
+        self.inspector = HostInspector(program.rules)
+        self.punted = self.settled_alerts = self.host_alerts = 0
+
+    def __repr__(self):
+        return f"HostPath(punted={self.punted}, inspected={self.inspector.frames_in})"
+
+    def frame(self, sec: Mapping | None, frame: bytes) -> tuple[list, list]:
+        """(payload rules that match, those the host found) for one frame's record fields ``sec``
+        and its bytes. Rules are :class:`~host_driver.rules.content.ContentRule`, pass rules included."""
+        from host_driver.model.security import MatchResult
+        if not sec or not sec.get("match_inspected"):
+            return [], []
+        result = MatchResult.from_record(sec).frame_result()
+        settled = list(self.program.settled(result))
+        host = []
+        if sec["match_punt"]:
+            self.punted += 1
+            flow = (bool(sec["flow_established"]), bool(sec["flow_to_server"])) if sec["flow_found"] else (False, False)
+            found = self.inspector.inspect(frame, self.program.candidates(result), flow=flow).fired
+            host = [r for r in found if not any(r is s for s in settled)]
+        return settled + host, host
+
+    def summary(self, frames: int) -> dict:
+        """run.json's ``host_path``."""
+        return {"punted": self.punted, "inspected": self.inspector.frames_in, "alerts": self.host_alerts,
+                "settled_alerts": self.settled_alerts,
+                "punt_rate": round(self.punted / frames, 6) if frames else 0.0}
+
+
+def merge_alerts(acl: FrameAlerts, sec: Mapping | None, payload: Sequence, host: Sequence, rules: RuleSet
+                 ) -> FrameAlerts:
+    """One frame's alerts from the classifier's (``acl``, :func:`frame_alerts`) and the payload rules
+    that matched (``payload``; ``host``: those the host path found), in Suricata's default action
+    order (pass, drop, reject, alert; then priority, then file order): a classifier ``pass`` hit or a
+    matching payload ``pass`` rule silences the frame; else the first ``drop``/``reject`` rule in
+    order, if any, is its only alert; else every alert rule fires, in order. The action stays the
+    classifier's (``blocked`` only when it dropped the frame: the matcher does not change forwarding)."""
+    out = FrameAlerts(acl.acl_rule, list(acl.alerts), acl.action, acl.host_finished,
+                      [(r.rule.gid, r.rule.sid) for r in payload], [(r.rule.gid, r.rule.sid) for r in host])
+    if not payload:
+        return out
+    acl_action = AclAction(sec["acl_action"]) if sec and sec["acl_hit"] else None
+    if acl_action is AclAction.PASS or any(r.rule.action == "pass" for r in payload):
+        out.alerts = []
+        return out
+    order = rules.order
+    blocking = [(r.rule.gid, r.rule.sid) for r in payload if r.rule.action != "alert"]
+    if acl_action in (AclAction.DROP, AclAction.REJECT):
+        blocking += acl.alerts[:1]
+    if blocking:
+        out.alerts = [min(blocking, key=order.__getitem__)]
+        return out
+    fired = out.alerts + [rid for rid in out.payload if rid not in out.alerts]
+    out.alerts = sorted(fired, key=order.__getitem__)
+    return out
 
 
 def frame_alerts(sec: Mapping[str, int] | None, meta: Mapping, in_port: int, rules: RuleSet,
@@ -144,9 +252,12 @@ def rules_table(rules: RuleSet, hits: Mapping[tuple[int, int], int]) -> list[dic
              "msg": by_id[(g, s)].msg, "hits": hits.get((g, s), 0)} for g, s in seen]
 
 
-def load_rule_set(path: str | Path, acl_entries: int, *, vars_path: str | Path | None = None) -> RuleSet:
+def load_rule_set(path: str | Path, acl_entries: int, *, vars_path: str | Path | None = None,
+                  matcher_index_bits: int = DEFAULT_INDEX_BITS) -> RuleSet:
     """Read, compile and fit a rule file (``classification.config`` beside it gives categories and
-    priorities). :class:`host_driver.rules.RuleSyntaxError` (file, line, column) on bad input."""
+    priorities); its payload rules are compiled for a matcher of ``2**matcher_index_bits`` buckets
+    (0: the NIC has no matcher; they are counted, not run, with a warning).
+    :class:`host_driver.rules.RuleSyntaxError` (file, line, column) on bad input."""
     from host_driver.rules import compile_rules, load_vars, read_classifications, read_rules
     path = Path(path)
     address_groups, port_groups = load_vars(vars_path) if vars_path else ({}, {})
@@ -154,6 +265,10 @@ def load_rule_set(path: str | Path, acl_entries: int, *, vars_path: str | Path |
     classifications = read_classifications(cls_path) if cls_path.is_file() else None
     priorities = {name: c.priority for name, c in (classifications or {}).items()} or None
     rules = read_rules(path, address_groups, port_groups, priorities)
-    compiled = compile_rules(rules, capacity=acl_entries)
+    compiled = compile_rules(rules, capacity=acl_entries, matcher_index_bits=matcher_index_bits or DEFAULT_INDEX_BITS)
     entries, left_out = fit_entries(compiled, acl_entries)
-    return RuleSet(str(path), compiled, entries, classifications, left_out)
+    matcher = compiled.matcher if matcher_index_bits and compiled.matcher.rules else None
+    if compiled.matcher.rules and not matcher_index_bits:
+        log.warning("%d payload rule(s) are not run: the build has no payload matcher (matcher_index_bits = 0)",
+                    len(compiled.matcher.rules))
+    return RuleSet(str(path), compiled, entries, classifications, left_out, matcher)

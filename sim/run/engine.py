@@ -211,16 +211,26 @@ def decode_record(config: NicConfig, bits: int) -> dict:
 def _record_decoder(config: NicConfig):
     """A fast decoder for ``config``'s record layout (field offsets resolved once: a million-frame
     run decodes a million records)."""
-    from hdl.packet.meta import make_verdict_record
+    from hdl.packet.meta import match_hit_layout, verdict_record_of
     from host_driver.trace import field_decoder, meta_from_bits
-    fields = field_decoder(make_verdict_record(config.port_bits, len(config.ports), config.security is not None))
+    fields = field_decoder(verdict_record_of(config))
     ports = range(len(config.ports))
+    matcher = config.security.matcher if config.security is not None else None
+    if matcher is not None:
+        from amaranth.hdl import Shape
+        hit = field_decoder(match_hit_layout(matcher[0]))
+        hit_bits = Shape.cast(match_hit_layout(matcher[0])).width
 
     def decode(bits: int) -> dict:
         out = fields(bits)
         out["meta"] = meta_from_bits(out["meta"])
         egress = out["egress"]
         out["egress"] = [i for i in ports if egress >> i & 1]
+        if matcher is not None:
+            # The used slots as [bucket, settled] pairs (MatchResult.record_fields' form).
+            words = out["match_hits"]
+            out["match_hits"] = [[h["bucket"], h["settled"]] for h in
+                                 (hit(words >> k * hit_bits) for k in range(min(out["match_n_hits"], matcher[1])))]
         return out
     return decode
 
@@ -329,7 +339,7 @@ def _programmed_model(config, rules):
     async def program():
         await nic.discover()
         if rules is not None:
-            await nic.security.program(rules.entries)
+            await nic.security.program(rules.entries, matcher=rules.matcher)
     asyncio.run(program())
     return model, nic
 
@@ -435,7 +445,7 @@ def _bulk_rule_hooks(rules) -> dict:
 
     async def program(nic):
         programmed["nic"] = nic
-        await nic.security.program(rules.entries)
+        await nic.security.program(rules.entries, matcher=rules.matcher)
 
     async def hits(_nic):
         return await _rule_hits(programmed["nic"])
@@ -448,7 +458,8 @@ def _run_cocotb(config, frames, sim, waves, workdir: Path, done: list[int], rule
     from sim.runner import CocotbTestFailure, SimulatorUnavailable, build, run_cocotb
 
     stim = write_stimulus(workdir / "stimulus.pkl", config, frames, output=workdir / "results.json",
-                          acl=None if rules is None else rules.entries)
+                          acl=None if rules is None else rules.entries,
+                          matcher=None if rules is None else rules.matcher)
     env = {"SECNIC_STIMULUS": str(stim)}
     progress_file = workdir / "progress"
     if progress.enabled():
@@ -500,7 +511,7 @@ def _collate(config, inputs, res, sim, port_of, rules=None):
     model = None
     if config.switch is not None or config.security is not None:
         model, _ = _programmed_model(config, rules)
-    from sim.run.alerts import SECURITY_FIELDS
+    from sim.run.alerts import record_security_fields
     for cycle, bits in res["records"]:
         rec = decode(bits)
         port = rec["in_port"]
@@ -510,8 +521,7 @@ def _collate(config, inputs, res, sim, port_of, rules=None):
         taken[port] += 1
         decisions[idx] = {"meta": rec["meta"], "verdict": rec["verdict"], "reason": rec["reason"],
                           "egress": rec["egress"],
-                          "security": ({k: int(rec[k]) for k in SECURITY_FIELDS} if config.security is not None
-                                       else None)}
+                          "security": record_security_fields(config, rec)}
         rec_cycle[idx] = cycle
         f = inputs[idx]
         sent = {q: f.frame for q in rec["egress"]}
@@ -713,7 +723,11 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
             run["security"] = {"rules": rules.source, "rules_programmed": len({(e.gid, e.sid) for e in rules.entries}),
                                "acl_entries_used": sum(e.ternary_count() for e in rules.entries),
                                "rules_not_offloaded": sum(1 for r in rules.compiled.rules if r.verdict != "offloaded"),
-                               "rules_left_out": len(rules.left_out), **host}
+                               "rules_left_out": len(rules.left_out),
+                               "payload_rules": ({s: len(v) for s, v in rules.matcher.by_status().items()}
+                                                 if rules.matcher is not None else None), **host}
+            # The host path's work for the payload rules (docs/security.md): punted = inspected.
+            run["host_path"] = run["security"].pop("host_path", None)
         (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n")
         if waves and engine != "model":
             from sim.runner import waves_file
@@ -731,22 +745,34 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
 
 def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, recorder=None, rules=None) -> dict:
     """Write trace.jsonl, egress/, counters.json, eve.json (and recorder.jsonl); returns the host
-    path's work for run.json (alerts, frames whose alert list the host finished)."""
+    path's work for run.json (alerts, frames whose alert list the host finished, and with payload
+    rules ``host_path``: :meth:`sim.run.alerts.HostPath.summary`)."""
     from host_driver.trace import dumps_jsonl, trace_record
-    from sim.run.alerts import alert_events, frame_alerts, rules_table, slot_rules
+    from sim.run.alerts import HostPath, alert_events, frame_alerts, merge_alerts, rules_table, slot_rules
 
     events, host = [], {"alerts": 0, "host_finished_frames": 0, "host_finished_alerts": 0}
     per_frame = [None] * len(inputs)
     if rules is not None:
         slots = slot_rules(rules.entries, config.security.acl_entries)
+        payload = HostPath(rules.matcher) if rules.matcher is not None else None
         for i, (f, d) in enumerate(zip(inputs, decisions, strict=True)):
-            a = per_frame[i] = frame_alerts(d.get("security"), d["meta"], config.port_index(f.port), rules, slots)
+            sec = d.get("security")
+            a = frame_alerts(sec, d["meta"], config.port_index(f.port), rules, slots)
+            if payload is not None:
+                # The host's copy of a punted frame: the bytes the NIC received (docs/security.md).
+                matched, found = payload.frame(sec, f.frame)
+                a = merge_alerts(a, sec, matched, found, rules)
+                payload.host_alerts += sum(1 for r in a.alerts if r in a.host)
+                payload.settled_alerts += sum(1 for r in a.alerts if r in a.payload and r not in a.host)
+            per_frame[i] = a
             events += alert_events(a, rules, d["meta"], timestamp=f.ts_ns / 1e9, in_iface=f.port,
                                    in_file=f.in_file, pcap_cnt=f.pcap_cnt)
             if a.host_finished:
                 host["host_finished_frames"] += 1
                 host["host_finished_alerts"] += len(a.alerts) - 1
         host["alerts"] = len(events)
+        if payload is not None:
+            host["host_path"] = payload.summary(len(inputs))
         hits = {(g, s): n for g, s, n in counters.pop("rule_hits")}
         counters["rules"] = rules_table(rules, hits)
     records = [trace_record(d["meta"], in_port_name=f.port, in_file=f.in_file, pcap_cnt=f.pcap_cnt,
@@ -754,6 +780,9 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
                             egress_names=[config.ports[q] for q in d["egress"]],
                             **({} if a is None else {"acl_rule": a.acl_rule, "sids": [s for _, s in a.alerts]}))
                for f, d, a in zip(inputs, decisions, per_frame, strict=True)]
+    if rules is not None and rules.matcher is not None:
+        for r, d, a in zip(records, decisions, per_frame, strict=True):
+            r["match"] = _trace_match(d.get("security"), a)
     for r, d in zip(records, decisions, strict=True):
         if d.get("ingress_reason"):
             r["reason"] = d["ingress_reason"]
@@ -770,6 +799,16 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
         head = {"frozen_by": recorder["trigger"], "port": recorder["port"], "records": len(recorder["records"])}
         (tmp / "recorder.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [head, *recorder["records"]]))
     return host
+
+
+def _trace_match(sec, alerts) -> dict | None:
+    """trace.jsonl's ``match``: the record's matcher fields and the payload rules that matched (sids;
+    ``host_sids`` those the host path found), None for a frame the stage bypassed or skipped."""
+    if not sec or not sec.get("match_inspected"):
+        return None
+    return {"punt": bool(sec["match_punt"]), "overflow": bool(sec["match_overflow"]),
+            "too_long": bool(sec["match_too_long"]), "hits": sec["match_hits"],
+            "sids": [s for _, s in alerts.payload], "host_sids": [s for _, s in alerts.host]}
 
 
 def _suspicious(config, inputs, truncated_files) -> dict:

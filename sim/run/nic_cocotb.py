@@ -46,10 +46,12 @@ PROGRESS_ENV = "SECNIC_PROGRESS"
 _PROGRESS_CYCLES = 5000
 
 
-def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = None, acl=None) -> Path:
+def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = None, acl=None,
+                   matcher=None) -> Path:
     """Write a stimulus file for this module; ``frames`` as in the module docstring; ``acl``: the
     classifier entries (:class:`host_driver.rules.ClassifierEntry`, classifier order) the driver
-    programs into the security stage before the first frame, or None."""
+    programs into the security stage before the first frame, or None; ``matcher``: the content
+    rules' :class:`host_driver.rules.content.MatcherProgram` it programs with them, or None."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for n, (_, frame, _, _) in enumerate(frames):
@@ -58,7 +60,7 @@ def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = 
     data = {"config": config.as_dict(),
             "frames": [(int(p), bytes(f), bool(e), None if s is None else int(s)) for p, f, e, s in frames],
             "output": None if output is None else str(output),
-            "acl": None if acl is None else list(acl)}
+            "acl": None if acl is None else list(acl), "matcher": matcher}
     with open(path, "wb") as fh:
         pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return path
@@ -103,7 +105,7 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
         programmer = Nic(tb.bus)
         await programmer.discover()
         security = programmer.security
-        await security.program(stim["acl"])
+        await security.program(stim["acl"], matcher=stim.get("matcher"))
     tb.start_record_monitor()
     t0 = tb.cycle()
     if os.environ.get(PROGRESS_ENV):

@@ -27,7 +27,7 @@ from cocotbext.axi import AxiLiteBus as _AxiLiteSignals
 from cocotbext.axi import AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
 from hdl.config import NicConfig
-from hdl.packet.meta import Verdict, make_verdict_record
+from hdl.packet.meta import MATCH_FIELDS, Verdict, verdict_record_of
 from host_driver.bus import AxiResp, Bus, BusError
 from host_driver.driver import received_drops
 
@@ -102,6 +102,9 @@ class Record:
     verdict: int
     reason: int
     egress: int          # bit mask
+    #: Builds with a payload matcher: the record's ``match_*`` fields (``MATCH_FIELDS``), with
+    #: ``match_hits`` the used slots as ``(bucket, settled)`` pairs; None otherwise.
+    match: dict | None = None
 
     @property
     def egress_ports(self) -> list[int]:
@@ -172,8 +175,8 @@ class TB:
         self.axil.write_if.log.setLevel(logging.WARNING)
         self.axil.read_if.log.setLevel(logging.WARNING)
         self.bus = AxiLiteBus(self.axil)
-        self.record_layout = make_verdict_record(config.port_bits, len(config.ports),
-                                                 security=config.security is not None)
+        self.record_layout = verdict_record_of(config)
+        self._has_matcher = "match_hits" in self.record_layout.members
         self._rec_fields = {name: (f.offset, Shape.cast(f.shape).width) for name, f in self.record_layout}
         self.records: list[Record] = []
         self._record_task = None
@@ -217,8 +220,13 @@ class TB:
         def get(name):
             off, width = f[name]
             return bits >> off & ((1 << width) - 1)
+        match = None
+        if self._has_matcher:
+            view = self.record_layout.from_bits(bits)
+            match = {name: int(getattr(view, name)) for name in MATCH_FIELDS if name != "match_hits"}
+            match["match_hits"] = [(int(h.bucket), int(h.settled)) for h in view.match_hits][:match["match_n_hits"]]
         return Record(cycle, bits, meta_from_bits(get("meta")), get("in_port"), get("rx_error"),
-                      get("verdict"), get("reason"), get("egress"))
+                      get("verdict"), get("reason"), get("egress"), match)
 
     def start_record_monitor(self) -> None:
         if self._record_task is None:

@@ -108,7 +108,15 @@ def test_eve_is_valid_against_suricatas_schema(case, tmp_path, shared_data):
                  "--out", str(tmp_path / "out")]) == 0
     events = _lines(tmp_path / "out" / "eve.json")
     assert len(events) == 6
-    for e in events:
+    # ... and content rules' alerts (settled in hardware and from the host path).
+    rules.write_text(PAYLOAD_RULES)
+    payload_pcap = tmp_path / "payload.pcap"
+    write_pcap(payload_pcap, [(bytes(f), i) for i, (f, *_) in enumerate(PAYLOAD_FRAMES)])
+    assert main(["run", "--pcap", str(payload_pcap), "--rules", str(rules), "--config", str(bump),
+                 "--out", str(tmp_path / "payload")]) == 0
+    payload_events = _lines(tmp_path / "payload" / "eve.json")
+    assert len(payload_events) == 5
+    for e in events + payload_events:
         errors = sorted(validator.iter_errors(e), key=str)
         assert not errors, f"{e}: {errors[0].message} at {list(errors[0].absolute_path)}"
 
@@ -156,6 +164,109 @@ def test_bad_security_table_exits_2_naming_the_key(table, needle, case, tmp_path
     assert main(["run", "--pcap", str(pcap), "--rules", str(rules), "--config", str(cfg), "--out", str(out)]) == 2
     assert needle in capsys.readouterr().err
     assert not out.exists()
+
+
+# -- content (payload) rules end to end: the matcher, settled hits, the host path ---------------------
+
+PAYLOAD_RULES = """\
+alert ip any any -> any any (msg:"four bytes"; content:"|de ad be ef|"; sid:20;)
+alert tcp any any -> any 80 (msg:"evil get"; content:"GET /evil"; sid:21;)
+drop udp any any -> any 53 (msg:"evil dns"; content:"evil"; nocase; sid:22;)
+alert tcp any any -> any 80 (msg:"secret"; content:"SECRET"; flow:established,to_server; sid:23;)
+alert tcp any any -> any 22 (msg:"ssh"; sid:24;)
+pass tcp any any -> any 8080 (content:"trusted"; sid:25;)
+"""
+
+#: (frame, sids, punted to the host): sid 20 is offloaded (4 bytes, any IP: settled in hardware, no
+#: punt); 21-23 and 25 are verified on the host (their header, flow, case); 23 needs the flow
+#: established (the handshake's data frame only: the stranger's frame 7 is new); 22 is a content drop:
+#: it alerts, the frame goes on (IDS round); frame 8 hits 21's literal on port 22: punted, the host
+#: finds only the classifier's sid 24; frame 9's pass rule silences sid 20 (Suricata: pass first).
+PAYLOAD_FRAMES = [
+    (Ether(**M) / IP(src=C, dst=S) / TCP(sport=40000, dport=80, flags="S") / PAD, [], False),
+    (Ether(**R) / IP(src=S, dst=C) / TCP(sport=80, dport=40000, flags="SA") / PAD, [], False),
+    (Ether(**M) / IP(src=C, dst=S) / TCP(sport=40000, dport=80, flags="A") / PAD, [], False),
+    (Ether(**M) / IP(src=C, dst=S) / TCP(sport=40000, dport=80, flags="PA") / Raw(b"GET /evil SECRET x"), [21, 23],
+     True),
+    (Ether(**M) / IP(src=C, dst="8.8.8.8") / UDP(sport=5000, dport=53) / Raw(b"an EVIL query here"), [22], True),
+    (Ether(**M) / IP(src=C, dst=S) / UDP(sport=5000, dport=9999) / Raw(b"xx\xde\xad\xbe\xefyy and more bytes"),
+     [20], False),
+    (Ether(**M) / IP(src="10.0.0.7", dst=S) / TCP(sport=1, dport=80, flags="PA") / Raw(b"SECRET stuff here"), [],
+     True),
+    (Ether(**M) / IP(src=C, dst=S) / TCP(sport=2, dport=22, flags="S") / Raw(b"GET /evil on 22 x"), [24], True),
+    (Ether(**M) / IP(src=C, dst=S) / TCP(sport=3, dport=8080, flags="S") / Raw(b"trusted \xde\xad\xbe\xef x"), [],
+     True),
+]
+
+
+@pytest.fixture
+def payload_case(tmp_path):
+    pcap = tmp_path / "payload.pcap"
+    write_pcap(pcap, [(bytes(f), 1_765_000_000_000_000_000 + i * 1_000_000)
+                      for i, (f, *_) in enumerate(PAYLOAD_FRAMES)])
+    rules = tmp_path / "payload.rules"
+    rules.write_text(PAYLOAD_RULES)
+    bump = tmp_path / "bump.toml"
+    bump.write_text('[nic]\nports = ["phy0", "vm1"]\n[security]\nacl_entries = 72\nflow_sets = 64\n'
+                    'matcher_index_bits = 9\n')
+    return pcap, rules, bump
+
+
+def test_content_rules_end_to_end_on_the_model(payload_case, tmp_path, capsys):
+    """Each frame's sids (trace and eve.json, in frame order), the matcher fields in trace.jsonl,
+    run.json's host path (punted = inspected) and the SECMATCH counters; the summary's punt rate."""
+    pcap, rules, bump = payload_case
+    out = tmp_path / "out"
+    assert main(["run", "--pcap", str(pcap), "--rules", str(rules), "--config", str(bump), "--out", str(out)]) == 0
+    assert "  alerts           5 (eve.json); host path: 5 of 9 frames punted (55.6 %), 3 alerts found there" \
+        in capsys.readouterr().out.splitlines()
+    trace = _lines(out / "trace.jsonl")
+    assert [t["sids"] for t in trace] == [s for _, s, _ in PAYLOAD_FRAMES]
+    assert [t["match"]["punt"] for t in trace] == [p for *_, p in PAYLOAD_FRAMES]
+    assert all(t["verdict"] == "forward" for t in trace), "the matcher never changes forwarding"
+    assert trace[5]["match"]["hits"][0][1] == 1 and trace[5]["match"]["host_sids"] == []
+    assert trace[3]["match"]["host_sids"] == [21, 23] and trace[8]["match"]["sids"] == [20, 25]
+    eve = _lines(out / "eve.json")
+    assert [(e["pcap_cnt"], e["alert"]["signature_id"], e["alert"]["action"]) for e in eve] == [
+        (4, 21, "allowed"), (4, 23, "allowed"), (5, 22, "allowed"), (6, 20, "allowed"), (8, 24, "allowed")]
+    run = json.loads((out / "run.json").read_text())
+    assert run["host_path"] == {"punted": 5, "inspected": 5, "alerts": 3, "settled_alerts": 1,
+                                "punt_rate": round(5 / 9, 6)}
+    assert run["security"]["payload_rules"] == {"offloaded": 1, "prefilter": 4, "host only": 0}
+    counters = json.loads((out / "counters.json").read_text())
+    # (Two literals in one 8-byte beat overflow the one-hit-per-beat collector: frames 4 and 9 here.)
+    assert counters["secmatch"] == {"matcher_frames": 9, "matcher_punts": 5,
+                                    "matcher_overflows": sum(t["match"]["overflow"] for t in trace),
+                                    "matcher_too_long": 0}
+
+
+def test_host_only_content_rules_punt_every_inspected_frame(payload_case, tmp_path):
+    """A rule whose fast pattern is shorter than the window: the driver sets punt_all_payload, every
+    inspected frame goes to the host, which finds the 2-byte literal where it is."""
+    pcap, rules, bump = payload_case
+    rules.write_text(PAYLOAD_RULES + 'alert udp any any -> any any (content:"yy"; sid:26;)\n')
+    out = tmp_path / "out"
+    assert main(["run", "--pcap", str(pcap), "--rules", str(rules), "--config", str(bump), "--out", str(out)]) == 0
+    trace = _lines(out / "trace.jsonl")
+    assert all(t["match"]["punt"] for t in trace)
+    assert trace[5]["sids"] == [20, 26]
+    assert json.loads((out / "run.json").read_text())["host_path"]["punted"] == 9
+
+
+def test_content_rules_without_a_matcher_are_counted_not_run(payload_case, tmp_path, caplog):
+    """``matcher_index_bits = 0`` builds no matcher: the header rules still run, the content rules
+    are counted (with a warning), no record has matcher fields, run.json has no host path."""
+    pcap, rules, bump = payload_case
+    bump.write_text(bump.read_text().replace("matcher_index_bits = 9", "matcher_index_bits = 0"))
+    out = tmp_path / "out"
+    assert main(["run", "--pcap", str(pcap), "--rules", str(rules), "--config", str(bump), "--out", str(out)]) == 0
+    assert "5 payload rule(s) are not run: the build has no payload matcher" in caplog.text
+    trace = _lines(out / "trace.jsonl")
+    assert [t["sids"] for t in trace] == [[], [], [], [], [], [], [], [24], []]
+    assert all("match" not in t for t in trace)
+    run = json.loads((out / "run.json").read_text())
+    assert run["host_path"] is None and run["security"]["payload_rules"] is None
+    assert "secmatch" not in json.loads((out / "counters.json").read_text())
 
 
 # -- suricata-verify's header-only cases through the whole command ----------------------------------
@@ -232,21 +343,32 @@ def test_suricata_verify_header_only_cases_through_secnic_run(tmp_path):
     # are their own (149 s for the bump here), so those cases run with make test-slow.
     ("icarus", "bump"), pytest.param("verilator", "bump", marks=pytest.mark.slow),
     # The default seven-port switch with the default stage (256 entries).
-    pytest.param("verilator", "switch", marks=pytest.mark.slow)])
+    pytest.param("verilator", "switch", marks=pytest.mark.slow),
+    # Bulk mode: the driver programs the ACL and the matcher over the harness's pipe.
+    pytest.param("bulk", "bump", marks=pytest.mark.slow)])
 def test_simulators_equal_the_model_with_rules(engine, nic, case, tmp_path):
-    """The rules programmed by the driver over AXI-Lite in the cocotb testbench: egress pcaps,
-    trace, counters (the rules table included) and eve.json equal the model engine's byte for byte
-    (the engine also holds every record's security fields to the programmed model)."""
+    """The rules programmed by the driver over AXI-Lite in the cocotb testbench (ACL and matcher):
+    egress pcaps, trace, counters (the rules table and SECMATCH included) and eve.json equal the
+    model engine's byte for byte (the engine also holds every record's security and matcher fields
+    to the programmed model)."""
     from conftest import require_simulator
-    require_simulator(engine)
+    require_simulator("verilator" if engine == "bulk" else engine)
     pcap, rules, bump = case
+    # The header rules and the content rules together: the matcher's record fields, settled hits and
+    # the host path on the gateware too (one build: the default 2048-bucket matcher).
+    rules.write_text(RULES + PAYLOAD_RULES)
+    write_pcap(pcap, [(bytes(f), 1_765_000_000_000_000_000 + i * 1_000_000)
+                      for i, (f, *_) in enumerate(FRAMES + PAYLOAD_FRAMES)])
     config = ["--config", str(bump)] if nic == "bump" else []
     runs = {}
     for e in ("model", engine):
         out = runs[e] = tmp_path / e
-        assert main(["run", "--pcap", str(pcap), "--rules", str(rules), *config, "--engine", e,
-                     "--out", str(out)]) == 0
+        how = ["--engine", "verilator", "--bulk"] if e == "bulk" else ["--engine", e]
+        assert main(["run", "--pcap", str(pcap), "--rules", str(rules), *config, *how, "--out", str(out)]) == 0
     ports = ["phy0", "vm1"] if nic == "bump" else ["phy0", "vm1", "vm2", "vm3", "vm4", "host", "mon"]
     for name in ["trace.jsonl", "counters.json", "eve.json"] + [f"egress/{p}.pcap" for p in ports]:
         assert (runs[engine] / name).read_bytes() == (runs["model"] / name).read_bytes(), f"{engine}: {name}"
-    assert len(_lines(runs[engine] / "eve.json")) == 6
+    sids = {e["alert"]["signature_id"] for e in _lines(runs[engine] / "eve.json")}
+    assert {1, 2, 3, 4, 20, 21, 23} <= sids
+    host_path = json.loads((runs[engine] / "run.json").read_text())["host_path"]
+    assert host_path["punted"] == host_path["inspected"] > 0

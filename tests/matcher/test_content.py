@@ -20,7 +20,7 @@ from host_driver.rules.content import compile_content, parse_content_value
 from sim.cli.main import main
 
 
-def rules(*options: str, proto="tcp", action="alert"):
+def rules(*options: str, proto="ip", action="alert"):
     text = "".join(f"{action} {proto} any any -> any any ({o} sid:{i + 1};)\n" for i, o in enumerate(options))
     return compile_content(parse_rules(text))
 
@@ -95,6 +95,30 @@ def test_fast_pattern_choice_and_statuses():
     assert p.rules[6].fast_literal() == (b"cdef", False)
 
 
+@pytest.mark.parametrize("header, reason", [
+    ("alert ip any any -> any any", None),
+    ("alert tcp any any -> any any", "protocol tcp"),
+    ("alert ip 10.0.0.0/8 any -> any any", "source addresses"),
+    ("alert ip any any -> ![1.2.3.4] any", "destination addresses"),
+    ("alert ip any any -> any 80", "destination ports"),
+    ("alert ip any any <> any any", None),
+])
+def test_offloaded_only_with_a_header_that_matches_every_ip_packet(header, reason):
+    """The matcher settles a hit without the header: a 4-byte rule limited by its header is verified
+    on the host (prefilter, the reason naming the header part), and so is a rule sharing its bucket."""
+    p = compile_content(parse_rules(f'{header} (content:"ab|00|d"; nocase; sid:1;)\n'
+                                    'alert ip any any -> any any (content:"ab|00|d"; nocase; sid:2;)\n'))
+    if reason is None:
+        assert [r.status for r in p.rules] == ["offloaded", "offloaded"]
+    else:
+        assert [(r.status, r.reason) for r in p.rules] == [
+            ("prefilter", f"header: the matcher does not check it ({reason})"),
+            ("prefilter", "bucket shared with a rule that needs verification")]
+    flow = compile_content(parse_rules('alert ip any any -> any any (content:"ab|00|d"; nocase; flow:established; '
+                                       'sid:1;)\n'))
+    assert flow.rules[0].reason == "header: the matcher does not check it (flow)"
+
+
 def test_table_holds_at_most_half_its_buckets():
     lits = [bytes([65 + i % 26, 97 + i // 26, 0x30 + i % 10, 0x40 + i]) + b"zz" for i in range(40)]
     text = "".join(f'alert tcp any any -> any any (content:"|{lit.hex(" ")}|"; sid:{i + 1};)\n'
@@ -134,6 +158,28 @@ def test_host_path_alerts_verdicts_and_counters():
     assert (host.frames_in, host.reinjected, host.dropped) == (6, 5, 1)
 
 
+@pytest.mark.parametrize("options, frame_of, expected", [
+    ("flags:S;", lambda p: bytes(Ether() / IP() / TCP(flags="S") / p), True),
+    ("flags:S;", lambda p: bytes(Ether() / IP() / TCP(flags="PA") / p), False),
+    ("ttl:<10;", lambda p: bytes(Ether() / IP(ttl=5) / TCP() / p), True),
+    ("ttl:<10;", lambda p: bytes(Ether() / IP(ttl=64) / TCP() / p), False),
+    ("flow:established,to_server;", None, True),
+])
+def test_host_path_checks_header_options(options, frame_of, expected):
+    """A payload rule's header options (Suricata's flags, ttl, flow) are checked by the host path
+    with the rule compiler's entries; ``flow`` against the state the NIC's record gives."""
+    program = compile_content(parse_rules(f'alert tcp any any -> any any (content:"abcd"; {options} sid:1;)\n'))
+    host = HostInspector(program.rules)
+    if frame_of is None:
+        raw = bytes(Ether() / IP() / TCP(flags="PA") / b"xxabcdxx")
+        assert host.inspect(raw, flow=(True, True)).sids == [1]
+        assert host.inspect(raw, flow=(True, False)).sids == []
+        assert host.inspect(raw, flow=(False, False)).sids == []
+        assert host.inspect(raw).sids == [1], "no flow state given: the option is not checked"
+        return
+    assert bool(host.inspect(frame_of(b"xxabcdxx")).sids) is expected
+
+
 def test_padding_is_not_payload():
     """A 60-byte minimum frame: the Ethernet padding after the IP payload is not searched."""
     program = rules('content:"|00 00 00 00|";')
@@ -145,14 +191,16 @@ def test_padding_is_not_payload():
 
 def test_rules_check_reports_matcher_statuses_and_bad_content(tmp_path, capsys):
     path = tmp_path / "c.rules"
-    path.write_text('alert tcp any any -> any any (content:"ab|00|d"; nocase; sid:1;)\n'
+    path.write_text('alert ip any any -> any any (content:"ab|00|d"; nocase; sid:1;)\n'
                     'alert tcp any any -> any any (content:"abcdef"; sid:2;)\n'
-                    'alert tcp any any -> any any (content:"ab"; sid:3;)\n')
+                    'alert tcp any any -> any any (content:"ab"; sid:3;)\n'
+                    'alert tcp any any -> any any (content:"xy|00|z"; nocase; sid:4;)\n')
     assert main(["rules", "check", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "payload matcher: 3 rules: 1 offloaded, 1 prefilter, 1 host only; 2 of 1024 literals" in out
-    assert [line.split()[:2] for line in out if line.split()[:1] in (["1"], ["2"], ["3"])][-3:] == \
-        [["1", "offloaded"], ["2", "prefilter"], ["3", "host"]]
+    assert "payload matcher: 4 rules: 1 offloaded, 2 prefilter, 1 host only; 3 of 1024 literals" in out
+    assert [line.split()[:2] for line in out if line.split()[:1] in (["1"], ["2"], ["3"], ["4"])][-4:] == \
+        [["1", "offloaded"], ["2", "prefilter"], ["3", "host"], ["4", "prefilter"]]
+    assert out[-2].split(None, 2)[2] == "header: the matcher does not check it (protocol tcp)"
     path.write_text('alert tcp any any -> any any (msg:"x"; content:"|zz|"; sid:1;)\n')
     assert main(["rules", "check", str(path)]) == 2
     err = capsys.readouterr().err.strip()

@@ -47,7 +47,7 @@ def compile_literals(literals, index_bits):
 
 
 def _compile(literals, index_bits):
-    text = "".join(f'alert tcp any any -> any any (content:"{hex_content(lit)}";{" nocase;" if nc else ""} '
+    text = "".join(f'alert ip any any -> any any (content:"{hex_content(lit)}";{" nocase;" if nc else ""} '
                    f"sid:{i + 1};)\n" for i, (lit, nc) in enumerate(literals))
     return compile_content(parse_rules(text), index_bits=index_bits)
 

@@ -112,3 +112,106 @@ def test_a_new_driver_commits_into_the_generation_the_nic_searches(nic):
     asyncio.run(second.discover())
     asyncio.run(second.security.program(compile_rules(parse_rules('drop udp any any -> any 53 (sid:2;)')).entries))
     assert model.process(udp, 0).reason is DropReason.ACL_DROP
+
+
+# -- the payload matcher: MATCHER_WRITE / MATCHER_COMMIT, CONTROL bit 1, the record's match fields ---
+
+CONTENT = ('alert ip any any -> any any (content:"ab|00|d"; nocase; sid:11;)\n'         # offloaded: settled
+           'alert tcp any any -> any 80 (content:"GET /evil"; sid:12;)\n')               # prefilter: punted
+
+
+def content_program(text, index_bits=11):
+    from host_driver.rules.content import compile_content
+    return compile_content(parse_rules(text), index_bits=index_bits)
+
+
+def active_table(model):
+    """The matcher's live bank, valid buckets only (an invalid bucket written is as good as absent)."""
+    m = model.security.matcher
+    return {k: e for k, e in m.banks[m.active].items() if e.valid}
+
+
+def payload_frame(payload, l4=None):
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.1", dst="10.0.0.2")
+                 / (l4 or TCP(sport=1234, dport=80, flags="PA")) / Raw(payload))
+
+
+def test_matcher_table_through_commands_and_record_fields(nic):
+    """The driver writes the compiled table through MATCHER_WRITE/MATCHER_COMMIT; the model then
+    reports each frame as the contract says (expectations written by hand from the literals)."""
+    model, nic = nic
+    sec = nic.security
+    assert asyncio.run(sec.matcher_geometry()) == {"index_bits": 11, "tag_bits": 21, "max_hits": 4}
+    program = content_program(CONTENT)
+    assert [r.status for r in program.rules] == ["offloaded", "prefilter"]
+    asyncio.run(sec.program([], matcher=program))
+    assert active_table(model) == program.table
+    assert asyncio.run(sec.punt_all_payload()) is False
+    settled_bucket = program.rules[0].placement.bucket
+    # The 4 bytes of sid 11 (in any case): one settled hit, no punt.
+    r = model.process(payload_frame(b"xxAB\x00Dyy"), 0).security.match
+    assert (r.inspected, r.punt, r.overflow, [(h.bucket, h.settled) for h in r.hits]) == \
+        (True, False, False, [(settled_bucket, True)])
+    # sid 12's literal: an unsettled hit, punted.
+    r = model.process(payload_frame(b"GET /evil HTTP/1.0"), 0).security.match
+    assert r.inspected and r.punt and len(r.hits) == 1 and not r.hits[0].settled
+    # No literal: inspected, nothing else. Skipped: rx_error, malformed, no payload offset (ARP).
+    assert model.process(payload_frame(b"hello, no literal in here"), 0).security.match.record_fields() == {
+        "match_inspected": 1, "match_too_long": 0, "match_overflow": 0, "match_punt": 0, "match_n_hits": 0,
+        "match_hits": []}
+    from scapy.layers.l2 import ARP
+    for raw, err in [(payload_frame(b"ab\x00d"), True), (payload_frame(b"ab\x00d")[:-2], False),
+                     (bytes(Ether() / ARP()), False)]:
+        assert model.process(raw, 0, rx_error=err).security.match.record_fields()["match_inspected"] == 0
+    counted = asyncio.run(nic.counters())["secmatch"]
+    assert counted == {"matcher_frames": 3, "matcher_punts": 1, "matcher_overflows": 0, "matcher_too_long": 0}
+
+
+def test_host_only_rules_punt_every_inspected_frame(nic):
+    model, nic = nic
+    sec = nic.security
+    asyncio.run(sec.program([], matcher=content_program(CONTENT + 'alert udp any any -> any any (content:"ab"; '
+                                                                  'sid:13;)\n')))
+    assert asyncio.run(sec.punt_all_payload()) is True
+    assert model.process(payload_frame(b"nothing here at all, none"), 0).security.match.punt
+    # Default deny (bit 0) and punt_all_payload (bit 1) live side by side in CONTROL.
+    asyncio.run(sec.set_default_deny(True))
+    assert asyncio.run(sec.punt_all_payload()) is True and model.security.default_deny
+    # A program without host-only rules clears bit 1; the table swaps (the old literal no longer hits).
+    asyncio.run(sec.program_matcher(content_program('alert ip any any -> any any (content:"wxyz"; nocase; sid:1;)')))
+    assert asyncio.run(sec.punt_all_payload()) is False and asyncio.run(sec.default_deny()) is True
+    r = model.process(payload_frame(b"GET /evil"), 0).security.match
+    assert (r.inspected, r.punt, r.hits) == (True, False, ())
+    assert model.process(payload_frame(b"..WXYZ.."), 0).security.match.hits[0].settled
+
+
+def test_reprogramming_rewrites_the_shadow_bank(nic):
+    """After a commit the shadow holds the older table: programming A, B, then A again must leave
+    exactly A active (the driver rewrites every bucket that differs from the shadow's content)."""
+    model, nic = nic
+    sec = nic.security
+    a = content_program('alert ip any any -> any any (content:"wxyz"; nocase; sid:1;)')
+    b = content_program('alert ip any any -> any any (content:"qrst"; nocase; sid:2;)')
+    for p in (a, b, a, b, b):
+        asyncio.run(sec.program_matcher(p))
+        assert active_table(model) == p.table
+
+
+def test_a_program_for_another_geometry_is_refused_with_nothing_written(nic):
+    model, nic = nic
+    writes = []
+    bus = nic.bus
+    real = bus.write32
+
+    async def counting(addr, value):
+        writes.append(addr)
+        await real(addr, value)
+    bus.write32 = counting
+    with pytest.raises(SecurityError, match=r"compiled for a matcher table of 2\*\*9 buckets with 23-bit tags; "
+                                            r"this NIC's has 2\*\*11 buckets with 21-bit tags"):
+        asyncio.run(nic.security.program([], matcher=content_program(CONTENT, index_bits=9)))
+    assert writes == []
+    no_matcher = Nic(ModelBus(NicModel(NicConfig(security=SecuritySettings(matcher_index_bits=0)))))
+    asyncio.run(no_matcher.discover())
+    with pytest.raises(SecurityError, match="this NIC has no payload matcher"):
+        asyncio.run(no_matcher.security.program([], matcher=content_program(CONTENT)))

@@ -343,3 +343,95 @@ def test_the_reference_tracker_reads_suricata_verify_like_ip_only():
     assert [t.packet(p)["established"] for p in seq] == [False, False, False, True]
     assert t.packet(f("3.3.3.3", "4.4.4.4", 9, 53, 17))["established"] is False
     assert t.packet(f("4.4.4.4", "3.3.3.3", 53, 9, 17)) == {"established": True, "to_server": False}
+
+
+# -- the payload matcher in the stage: held to scapy's payload and Hyperscan's matches ---------------
+
+def _scapy_payload(raw: bytes) -> bytes | None:
+    """The L4 payload as scapy dissects the frame (Ethernet padding excluded), None when scapy finds
+    no TCP/UDP/ICMP layer."""
+    from scapy.packet import Padding
+    pkt = Ether(raw)
+    for layer in (TCP, UDP, ICMP):
+        if layer in pkt:
+            body = bytes(pkt[layer].payload)
+            pad = pkt[Padding].load if Padding in pkt else b""
+            return body[:len(body) - len(pad)] if pad else body
+    return None
+
+
+def test_matcher_fields_against_scapy_and_hyperscan():
+    """Random frames (IPv4/IPv6, TCP/UDP/ICMP, VLAN, padding, truncated, rx_error, ARP) through the
+    model with 4-byte offloaded literals programmed: a frame is inspected exactly when scapy finds
+    a whole L4 header in a frame without a malformed bit (runts on a physical port included) or
+    rx_error; it has hits exactly when Hyperscan finds a literal in
+    scapy's payload (caseless); the first hit is the literal Hyperscan finds first; every hit is
+    settled, and nothing is punted without overflow."""
+    import hyperscan
+    from scapy.layers.l2 import Dot1Q
+    from scapy.packet import Raw
+
+    from host_driver.rules.content import compile_content
+    rng = random.Random(15)
+    literals = [bytes(rng.choice(b"abcdefghij\x00\x01\xfe") for _ in range(4)) for _ in range(12)]
+    literals = list(dict.fromkeys(literals))
+    text = "".join(f'alert ip any any -> any any (content:"|{lit.hex(" ")}|"; nocase; sid:{i + 1};)\n'
+                   for i, lit in enumerate(literals))
+    program = compile_content(parse_rules(text), index_bits=11)
+    placed = [(lit, r.placement.bucket) for lit, r in zip(literals, program.rules, strict=True)
+              if r.status == "offloaded"]
+    assert len(placed) >= 8
+    model = SecurityModel(acl_entries=8, matcher_index_bits=11)
+    model.load([Op("commit")])
+    for index, entry in program.table.items():
+        model.matcher_write(index, entry)
+    model.matcher_commit()
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=[b"".join(b"\\x%02x" % b for b in lit) for lit, _ in placed],
+               ids=list(range(len(placed))), elements=len(placed), flags=[hyperscan.HS_FLAG_CASELESS] * len(placed))
+    checked = {"inspected": 0, "hit": 0, "skipped": 0}
+    for n in range(400):
+        body = bytearray(rng.randbytes(rng.randrange(0, 90)))
+        if body and rng.random() < 0.6:
+            lit = rng.choice(placed)[0]
+            at = rng.randrange(len(body) + 1)
+            body[at:at] = bytes(c ^ 0x20 if 0x61 <= c <= 0x7A and rng.random() < 0.5 else c for c in lit)
+        l4 = rng.choice([TCP(sport=1, dport=2, flags="PA"), UDP(sport=3, dport=4), ICMP(type=8)])
+        l3 = IP(src="10.0.0.1", dst="10.0.0.2") if rng.random() < 0.7 else IPv6(src="::1", dst="::2")
+        if isinstance(l3, IPv6) and isinstance(l4, ICMP):
+            l4 = UDP(sport=5, dport=6)
+        pkt = Ether(**MAC) / l3 / l4 / Raw(bytes(body))
+        if rng.random() < 0.2:
+            pkt = Ether(**MAC) / Dot1Q(vlan=5) / l3 / l4 / Raw(bytes(body))
+        raw = bytes(pkt)
+        if rng.random() < 0.2:
+            raw = raw + rng.choice([b"\x00" * 8, rng.choice(placed)[0] * 2])     # Ethernet padding: never payload
+        if rng.random() < 0.1:
+            raw = raw[:rng.randrange(14, len(raw))]                              # truncated: malformed
+        rx_error = rng.random() < 0.05
+        if rng.random() < 0.05:
+            raw = bytes(Ether(**MAC) / ARP())
+        if len(raw) < 14:
+            continue
+        # On a physical port a frame under 60 bytes is a runt: malformed, so not matched.
+        meta = parse_frame(raw, physical=rng.random() < 0.5, header_window=128, max_frame=9216)
+        got = model.inspect(meta, 0, rx_error=rx_error, frame=raw).match
+        payload = _scapy_payload(raw)
+        well_formed = payload is not None and not meta["malformed"] and not rx_error
+        assert got.inspected == well_formed, (n, raw.hex())
+        if not got.inspected:
+            assert got.record_fields()["match_n_hits"] == 0 and not got.punt
+            checked["skipped"] += 1
+            continue
+        checked["inspected"] += 1
+        found = []
+        db.scan(payload, match_event_handler=lambda i, _f, to, _fl, _c, found=found:
+                found.append((to - 4, placed[i][1])))
+        found.sort()
+        assert bool(got.hits) == bool(found), (n, payload, found, got)
+        if found:
+            checked["hit"] += 1
+            assert got.hits[0].bucket == found[0][1]
+            assert {h.bucket for h in got.hits} <= {b for _, b in found}
+            assert all(h.settled for h in got.hits) and got.punt == got.overflow
+    assert min(checked.values()) >= 20, checked

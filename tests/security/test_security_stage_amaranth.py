@@ -321,6 +321,53 @@ def test_settings_and_config_contract():
         NicConfig(security=SecuritySettings(bypass_port=5))
 
 
+def test_matcher_settings_record_and_registers():
+    """The payload matcher's build keys (docs/security.md, "The payload matcher in the stage"): defaults,
+    validation naming the key, nic.toml, the record's match fields and SECMATCH's geometry."""
+    from hdl.packet.meta import make_verdict_record, verdict_record_of
+    from hdl.security.regs import SECMATCH
+    from hdl.top import build_register_map
+    from host_driver.switch_config import SwitchConfigError, security_settings
+
+    s = SecuritySettings()
+    assert (s.matcher_index_bits, s.matcher_max_hits, s.matcher, s.matcher_tag_bits) == (11, 4, (11, 4), 21)
+    assert SecuritySettings(matcher_index_bits=0).matcher is None
+    for bad in ({"matcher_index_bits": 3}, {"matcher_index_bits": 21}, {"matcher_index_bits": True},
+                {"matcher_max_hits": 0}, {"matcher_max_hits": 17}):
+        with pytest.raises(ValueError, match=f"^{next(iter(bad))} must be"):
+            SecuritySettings(**bad)
+    cfg = make_config(matcher_index_bits=9, matcher_max_hits=2)
+    assert NicConfig.from_dict(cfg.as_dict()) == cfg
+    ports = ("phy0", "vm1", "host")
+    assert security_settings({"matcher_index_bits": 0}, ports).matcher is None
+    assert security_settings({"matcher_index_bits": 13, "matcher_max_hits": 8}, ports).matcher == (13, 8)
+    for table, message in (({"matcher_index_bits": 2}, "security.matcher_index_bits: must be 0"),
+                           ({"matcher_index_bits": 32}, "security.matcher_index_bits: must be an integer"),
+                           ({"matcher_max_hits": 0}, "security.matcher_max_hits: must be an integer in 1..16")):
+        with pytest.raises(SwitchConfigError, match=message):
+            security_settings(table, ports)
+
+    # The record: the match fields after the security fields, only in builds with a matcher.
+    layout = verdict_record_of(cfg)
+    names = list(layout.members)
+    assert names[names.index("flow_outcome") + 1:] == ["match_inspected", "match_too_long", "match_overflow",
+                                                       "match_punt", "match_n_hits", "match_hits"]
+    assert layout.size == make_verdict_record(cfg.port_bits, 3, security=True).size + 4 + 2 + 2 * (9 + 1)
+    hit = layout.const({"match_n_hits": 2, "match_hits": [{"bucket": 5, "settled": 1}, {"bucket": 7}]})
+    assert (hit.match_hits[0].bucket, hit.match_hits[0].settled, hit.match_hits[1].bucket) == (5, 1, 7)
+    assert "match_hits" not in verdict_record_of(make_config(matcher_index_bits=0)).members
+    with pytest.raises(ValueError, match="needs the security fields"):
+        make_verdict_record(2, 3, matcher=(11, 4))
+
+    # SECMATCH: after the SECPORT blocks, MATCHER_GEOMETRY first, only with a matcher.
+    regmap = build_register_map(cfg)
+    block = regmap.block(SECMATCH)
+    assert [b.type.name for b in regmap.blocks][-2:] == ["SECPORT", "SECMATCH"]
+    assert block.value("MATCHER_GEOMETRY") == 9 | 23 << 8 | 2 << 16
+    assert SECMATCH.registers[0].name == "MATCHER_GEOMETRY"
+    assert "SECMATCH" not in [b.type.name for b in build_register_map(make_config(matcher_index_bits=0)).blocks]
+
+
 @pytest.mark.parametrize("seed, default_deny", [(1, False), (2, True)])
 def test_random_rules_and_traffic_equal_the_contract(seed, default_deny):
     rng = random.Random(seed)

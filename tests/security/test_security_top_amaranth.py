@@ -13,7 +13,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from hdl.config import NicConfig
 from hdl.flow.flow_table import Outcome
-from hdl.packet.meta import DropReason, Verdict, make_verdict_record
+from hdl.packet.meta import DropReason, Verdict, verdict_record_of
 from hdl.security.settings import SecuritySettings
 from hdl.top import NicTop
 
@@ -23,7 +23,9 @@ def _udp(src, dst, sport, dport):
 
 
 def test_default_deny_in_the_bump_in_the_wire():
-    config = NicConfig(security=SecuritySettings(acl_entries=36, flow_sets=16, default_deny=True))
+    # Without the payload matcher (test_matcher_in_nic_amaranth.py has it): it costs simulation time.
+    config = NicConfig(security=SecuritySettings(acl_entries=36, flow_sets=16, default_deny=True,
+                                                 matcher_index_bits=0))
     dut = NicTop(config, reset_tree=False)
     inside, outside = "10.0.0.1", "192.168.1.10"
     # (port, frame): vm1 is the inside, phy0 the outside.
@@ -48,7 +50,7 @@ def test_default_deny_in_the_bump_in_the_wire():
             await ctx.tick().repeat(40)
 
     async def watch(ctx):
-        layout = make_verdict_record(config.port_bits, 2, security=True)
+        layout = verdict_record_of(config)
         current = {"phy0": b"", "vm1": b""}
         for name in current:
             ctx.set(getattr(dut, f"m_axis_{name}").tready, 1)
@@ -230,7 +232,7 @@ def test_command_engine_programs_the_stage():
         records.append((hits, back, counts))
 
     async def watch(ctx):
-        layout = make_verdict_record(config.port_bits, 2, security=True)
+        layout = verdict_record_of(config)
         async for _, _, valid, payload in ctx.tick().sample(dut.record.valid, dut.record.payload.as_value()):
             if valid:
                 records.append(layout.from_bits(payload))
@@ -265,7 +267,8 @@ def test_default_deny_in_the_switch():
 
     ports = ("phy0", "vm1", "host")
     config = NicConfig(ports=ports, switch=SwitchSettings(ports=(SwitchPort(),) * 3, mac_sets=16, recorder_depth=16),
-                       security=SecuritySettings(acl_entries=36, flow_sets=16, default_deny=True))
+                       security=SecuritySettings(acl_entries=36, flow_sets=16, default_deny=True,
+                                                 matcher_index_bits=0))     # (the matcher: its own test)
     assert config.security.bypass_port == 2
     dut = NicTop(config, reset_tree=False)
     mac_in, mac_out = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -298,7 +301,7 @@ def test_default_deny_in_the_switch():
     egress = {name: [] for name in ports}
 
     async def watch(ctx):
-        layout = make_verdict_record(config.port_bits, 3, security=True)
+        layout = verdict_record_of(config)
         current = dict.fromkeys(ports, b"")
         for name in ports:
             ctx.set(getattr(dut, f"m_axis_{name}").tready, 1)
