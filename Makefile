@@ -68,11 +68,15 @@ demo: setup
 	$(PY) -m sim.cli demo --out build/demo
 
 ## The default test suite (both simulators); slow sweeps are kept for `make test-slow`.
+## Test files run in parallel on up to TEST_JOBS processes (pytest-xdist; one file stays on one
+## process, so its module fixtures are shared); TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= auto
+PYTEST_PAR = -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PAR)
 
 test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow $(PYTEST_PAR)
 
 ## Benchmarks: simulated cycles per second of the cocotb testbench, bulk mode and a bare C++ main of the
 ## same harness (the ceiling) at W=64 and W=512; parser beats per cycle (figures in docs/performance.md).
