@@ -11,16 +11,14 @@ suricata.yaml ``flow-timeouts``; RFC 9293 3.5 (TCP connection establishment); IS
 
 from __future__ import annotations
 
-import operator
 import zlib
-from functools import reduce
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.lib.ram import PipelinedRam
-from hdl.lib.timing import FanoutTree, elapsed_at_least, keep_copy
+from hdl.lib.timing import keep_copy
 
 __all__ = ["FlowState", "Outcome", "MgmtOp", "FlowTable", "entry_layout", "request_layout", "set_index",
            "DEFAULT_TIMEOUTS", "TIME_UNIT_S", "PACKET_CYCLES", "MGMT_CYCLES", "TCP", "LATENCY", "MGMT_READ_LATENCY"]
@@ -35,7 +33,7 @@ MGMT_CYCLES = 2
 #: Cycles from a packet request taken to its response valid (with ``resp.ready`` high).
 LATENCY = 9
 #: Cycles from a management read taken to its answer valid.
-MGMT_READ_LATENCY = 7
+MGMT_READ_LATENCY = 6
 #: The unit of ``now``, the stamps and the timeouts, in seconds: the top counts milliseconds
 #: (156,250 cycles at 156.25 MHz). 32-bit stamps wrap after 49.7 days.
 TIME_UNIT_S = 0.001
@@ -45,12 +43,11 @@ DEFAULT_TIMEOUTS = {"tcp_new": 60_000, "tcp_established": 600_000, "tcp_closed":
                     "other_new": 30_000, "other_established": 300_000}
 
 _TCP_FIN, _TCP_SYN, _TCP_RST, _TCP_ACK = 0, 1, 2, 4     # bit numbers in the TCP flags byte
-#: The key compare's first stage compares the key in groups of this many bits (three LUT4
-#: levels each), leaving the second stage 10 groups (at ``addr_bits=128``) to AND beside the
-#: liveness.
-_GROUP_BITS = 32
-#: The endpoints' order compare takes them in chunks of this many bits: one LUT4 each.
+#: The key compare's first stage takes the key in chunks of this many bits: one LUT4 each.
 _CHUNK_BITS = 2
+#: ... its second stage ANDs this many chunk results (a two-level LUT4 tree), leaving the third
+#: stage 10 groups (at ``addr_bits=128``) to AND beside the liveness.
+_GROUP = 16
 #: Columns of a RAM slice in tables deeper than 1024 sets (nine DP16KD at 4096 x 4 bits).
 _SLICE_BITS = 36
 
@@ -151,27 +148,24 @@ class FlowTable(wiring.Component):
     at most: one minimum frame (60 bytes + FCS, 8 beats at W=64) per 8 cycles, 19.5 Mpps. Its
     response is valid :data:`LATENCY` (9) cycles after it was taken. A management read uses the
     RAMs' read port while a packet is in flight, so dumping the table as fast as the port answers
-    (one entry per 8 cycles, :data:`MGMT_READ_LATENCY` 7) costs packets nothing; a write holds the
+    (one entry per 7 cycles, :data:`MGMT_READ_LATENCY` 6) costs packets nothing; a write holds the
     table two cycles (packets and writes alternate when both wait); ``CLEAR`` holds it ``sets``
     cycles.
 
     The cycles of a packet request taken in cycle t:
 
-    * t: the set index into the central read-address register; the two endpoints compared in
-      2-bit chunks (greater, less);
-    * t+1: the read address into a copy per RAM slice (:class:`~hdl.lib.timing.FanoutTree`);
+    * t: the set index (XOR network) into the RAMs' read-address registers; the two endpoints
+      compared in 2-bit chunks (greater, less);
     * t+1, t+2: the chunks combined in groups, then the groups (``swap``: the source is the
-      larger endpoint); the packet's TCP transitions into a table by (state, direction);
-    * t+2, t+3: the set is read (the second cycle the block RAM's output register);
-    * t+3: the canonical key (a 2:1 mux by ``swap``) into a copy per way;
-    * t+4: the set's entries into a register beside each way's block RAMs;
-    * t+5, t+6: the compare of each way, two register stages: the key in 32-bit groups and the
-      age against every timeout (one carry chain each); live / hit / free and each way's
-      transition looked up;
-    * t+7: the decision: the write enable and address into their central registers, the
-      response into registers;
-    * t+8: the write's address, enable and data into each slice's registers;
-    * t+9: the write. The next request can be taken from t+8; its read comes at t+10.
+      larger endpoint); the set is read (two cycles, the second the block RAM's output register);
+      the packet's TCP transitions into a table by (state, direction);
+    * t+3: the canonical key (a 2:1 mux by ``swap``) into a copy per way; the set's entries into
+      a register beside each way's block RAMs;
+    * t+4..t+6: the compare of each way, three register stages: key in 2-bit chunks and the age
+      ``now - stamp``; chunks in groups of 16 and the age against every timeout; live / hit /
+      free and each way's transition looked up;
+    * t+7: the decision: write enable, data and the response into registers;
+    * t+8: the write; the next request can be taken (its read comes after the write).
 
     A reset does not clear the RAMs (they start zero, all invalid, at power-up); ``CLEAR`` does.
 
@@ -263,55 +257,40 @@ class FlowTable(wiring.Component):
         A, T = self.addr_bits, self.time_bits
 
         # One RAM per way, read latency two (PipelinedRam: the second register is the block
-        # RAM's own output register on ECP5). Addresses and write enables reach the RAMs through
-        # two registers (`hdl.lib.timing.FanoutTree`): a central one loaded from the logic that
-        # chooses them, then a copy per slice. Read and write both take the extra cycle, so a
-        # read and a write still meet the RAM at the same edge only when they were chosen in the
-        # same cycle, which the arbitration never does (see there).
+        # RAM's own output register on ECP5). Read and write addresses, data and enables are
+        # registers loaded the cycle before, addresses and enables one copy per way.
         next_read_addr = Signal(self.set_bits)
         next_write_addr, next_write_en = Signal(self.set_bits), Signal(self.ways)
-        read_tree = FanoutTree(m, next_read_addr, name="read_addr")
-        write_addr_tree = FanoutTree(m, next_write_addr, name="write_addr")
-        write_en_tree = [FanoutTree(m, next_write_en[w], name=f"write_en_{w}", reset_less=False) for w in ways]
-        # A packet's write data is made per way (`pkt_write_data`, below), a management write's
-        # or CLEAR's is `m_write_entry`; each slice picks one into its own data register by its
-        # own copy of `is_decide` a cycle late (one select over all 1336 data bits crossed the die).
-        pkt_write_data = [Signal(self.entry_layout, name=f"pkt_write_data_{w}") for w in ways]
-        m_write_entry = Signal(self.entry_layout)
-        is_decide = Signal()
-        # A management read's way, and each slice's read data with the way chosen (see Management).
-        m_way = Signal(self.way_bits)
-        read_back = [[] for _ in ways]
+        # The write data is made per way, beside each way's copy of the key (see the decision).
+        next_write_data = [Signal(self.entry_layout, name=f"next_write_data_{w}") for w in ways]
         stored = []
-        # Every way is built as slices of at most _SLICE_BITS columns (two DP16KD at 1024 sets,
-        # nine at 4096), each with its own copies of the addresses, the enable and the data
-        # select, so that each copy sits by its slice: in the security stage the classifier's and
-        # the flow table's 145 block RAMs cover the die, as 16384 flows alone do (one address copy
-        # per way reached its farthest RAM through 6.9 ns of route: 131.8 MHz at 16384 flows).
+        # Deep tables (more than 1024 sets) spread a way's RAMs over the die: the way is built
+        # as slices of at most _SLICE_BITS columns, each with its own copies of the addresses
+        # and the enable, so that each copy can sit by its slice (one copy per way reached its
+        # farthest RAM through 6.9 ns of route: 131.8 MHz at 16384 flows).
         width = self.entry_layout.size
+        slice_bits = width if self.sets <= 1024 else _SLICE_BITS
         for w in ways:
             # A third read stage, a register between the block RAMs (spread over the die: 76 of
             # them at 4096 flows) and any logic: straight from the RAM, the data's route alone
             # took 5-6 ns of the 6.4 ns cycle (108 MHz at 4096 flows, 98 at 16384).
             stored_r = Signal(self.entry_layout, name=f"stored_r_{w}")
             stored.append(stored_r)
-            for k, lo in enumerate(range(0, width, _SLICE_BITS)):
-                hi = min(lo + _SLICE_BITS, width)
+            write_data = Signal(self.entry_layout, name=f"write_data_{w}")
+            m.d.sync += write_data.eq(next_write_data[w])
+            for k, lo in enumerate(range(0, width, slice_bits)):
+                hi = min(lo + slice_bits, width)
                 ram = PipelinedRam(hi - lo, self.sets)
-                m.submodules[f"way_{w}_{k}"] = ram
+                m.submodules[f"way_{w}" if slice_bits == width else f"way_{w}_{k}"] = ram
                 m.d.sync += stored_r.as_value()[lo:hi].eq(ram.r_data)
-                decide_copy = keep_copy(is_decide, name=f"write_pkt_{w}_{k}")
-                write_data = Signal(hi - lo, name=f"write_data_{w}_{k}")
-                m.d.sync += [decide_copy.eq(is_decide),
-                             write_data.eq(Mux(decide_copy, pkt_write_data[w].as_value()[lo:hi],
-                                               m_write_entry.as_value()[lo:hi]))]
-                way_chosen = keep_copy(Signal(), name=f"m_chosen_{w}_{k}")
-                read_back[w].append(Signal(hi - lo, name=f"read_back_{w}_{k}"))
-                m.d.sync += [way_chosen.eq(m_way == w),
-                             read_back[w][-1].eq(Mux(way_chosen, stored_r.as_value()[lo:hi], 0))]
-                m.d.comb += [ram.r_addr.eq(read_tree.copy(f"{w}_{k}")), ram.r_en.eq(1),
-                             ram.w_addr.eq(write_addr_tree.copy(f"{w}_{k}")),
-                             ram.w_data.eq(write_data), ram.w_en.eq(write_en_tree[w].copy(f"{k}"))]
+                suffix = f"{w}" if slice_bits == width else f"{w}_{k}"
+                read_addr = keep_copy(next_read_addr, name=f"read_addr_{suffix}")
+                write_addr = keep_copy(next_write_addr, name=f"write_addr_{suffix}")
+                write_en = keep_copy(next_write_en[w], name=f"write_en_{suffix}", reset_less=False)
+                m.d.sync += [read_addr.eq(next_read_addr), write_addr.eq(next_write_addr),
+                             write_en.eq(next_write_en[w])]
+                m.d.comb += [ram.r_addr.eq(read_addr), ram.r_en.eq(1), ram.w_addr.eq(write_addr),
+                             ram.w_data.eq(write_data.as_value()[lo:hi]), ram.w_en.eq(write_en)]
 
         # --- Arbitration -------------------------------------------------------------------
         # Packet requests are taken only in IDLE; a packet keeps the table busy 7 more cycles
@@ -326,9 +305,9 @@ class FlowTable(wiring.Component):
         # the die, was the critical path: 119.8 MHz at 16384 flows).
         is_idle = Signal(init=1)
         read_free = Signal()                     # P1..P6, M_READ: the read port is the management's
-        is_m_write, is_clear, clear_done = Signal(), Signal(), Signal()
+        is_decide, is_m_write, is_clear, clear_done = Signal(), Signal(), Signal(), Signal()
         pending = Signal()                       # a decided answer waits for `resp`
-        m_rd = Signal(6)                         # a management read 1..6 cycles ago
+        m_rd = Signal(5)                         # a management read 1..5 cycles ago
         m_busy = Signal()                        # a management request taken, not yet answered
         m_active = Signal()
         prefer_mgmt = Signal()
@@ -419,48 +398,46 @@ class FlowTable(wiring.Component):
             ]
             with m.If(is_idle):
                 m.d.sync += now_w[w].eq(self.now)
-        # The timeouts negated, a copy per way (elapsed_at_least takes -limit): registered from
-        # `tmo`, which only changes in IDLE, long before a packet's compare.
-        neg_tmo = [{name: keep_copy(tmo[name], name=f"neg_tmo_{name}_{w}") for name in DEFAULT_TIMEOUTS}
-                   for w in ways]
-        tmo_zero = [keep_copy(Signal(len(DEFAULT_TIMEOUTS)), name=f"tmo_zero_{w}") for w in ways]
-        for w in ways:
-            m.d.sync += [neg_tmo[w][name].eq(-tmo[name]) for name in DEFAULT_TIMEOUTS]
-            m.d.sync += tmo_zero[w].eq(Cat(*(tmo[name] == 0 for name in DEFAULT_TIMEOUTS)))
         key_len = key_layout.size
-        n_groups = -(-key_len // _GROUP_BITS)
-        # Stage 1 (t+5), from the stored entry: the key compared in groups of 32 bits (three LUT
-        # levels each) and the age against every timeout, one carry chain each
-        # (`elapsed_at_least`: no subtraction first). Two stages before (2-bit chunks, then
-        # groups; the age, then five compares): the cycle they took went to the RAMs' fan-out.
-        # Stage 2 (t+6) picks the entry's timeout by its class: with the timeout chosen first and
+        key_chunks = range(0, key_len, _CHUNK_BITS)
+        n_groups = -(-len(key_chunks) // _GROUP)
+        chunk_eq = [Signal(len(key_chunks), name=f"chunk_eq_{w}") for w in ways]
+        group_eq = [Signal(n_groups, name=f"group_eq_{w}") for w in ways]
+        age_1 = [Signal(T, name=f"age_1_{w}") for w in ways]
+        # Stage 2 compares the age with all five timeouts at once (five short carry chains side
+        # by side) and stage 3 picks the entry's by its class: with the timeout chosen first and
         # compared after, the compare's carry chain, a die crossing and the hit logic made one
         # cycle (119.0 MHz at 4096 flows).
-        group_eq = [Signal(n_groups, name=f"group_eq_{w}") for w in ways]
         young_2 = [Signal(len(DEFAULT_TIMEOUTS), name=f"young_2_{w}") for w in ways]
-        # Timeout class of the stored entry, one-hot: tcp new/established/closed, other new/established.
         cls_2 = [Signal(len(DEFAULT_TIMEOUTS), name=f"cls_2_{w}") for w in ways]
-        valid_2 = Signal(self.ways)
-        chi_2, to_server_2 = Signal(self.ways), Signal(self.ways)
+        # Timeout class of the stored entry, one-hot: tcp new/established/closed, other new/established.
+        cls_1 = [Signal(5, name=f"cls_1_{w}") for w in ways]
+        valid_1, valid_2 = Signal(self.ways), Signal(self.ways)
+        chi_1, chi_2, to_server_2 = Signal(self.ways), Signal(self.ways), Signal(self.ways)
+        state_1 = [Signal(FlowState, name=f"state_1_{w}") for w in ways]
         state_2 = [Signal(FlowState, name=f"state_2_{w}") for w in ways]
         for w in ways:
             e = stored[w]
-            sk, kv = stored_key(e), key_w[w].as_value()
-            m.d.sync += group_eq[w].eq(Cat(*(sk[c:c + _GROUP_BITS] == kv[c:c + _GROUP_BITS]
-                                             for c in range(0, key_len, _GROUP_BITS))))
+            sk = stored_key(e)
+            m.d.sync += chunk_eq[w].eq(Cat(*(sk[c:c + _CHUNK_BITS] == key_w[w].as_value()[c:c + _CHUNK_BITS]
+                                             for c in key_chunks)))
             tcp_e = e.proto == TCP
             est_e = (e.state == FlowState.ESTABLISHED) | (e.state == FlowState.FIN_CLIENT) | \
                 (e.state == FlowState.FIN_SERVER)
             closed_e = e.state == FlowState.CLOSED
             new_e = ~est_e & ~closed_e
-            # A non-TCP CLOSED entry has no class: dead.
-            m.d.sync += young_2[w].eq(Cat(*(~elapsed_at_least(now_w[w], e.stamp, neg_tmo[w][name], tmo_zero[w][i])
-                                            for i, name in enumerate(DEFAULT_TIMEOUTS))))
             m.d.sync += [
-                cls_2[w].eq(Cat(tcp_e & new_e, tcp_e & est_e, tcp_e & closed_e, ~tcp_e & new_e, ~tcp_e & est_e)),
-                valid_2[w].eq(e.valid), chi_2[w].eq(e.client_hi), state_2[w].eq(e.state),
-                to_server_2[w].eq(swap == e.client_hi),
+                age_1[w].eq(now_w[w] - e.stamp),
+                cls_1[w].eq(Cat(tcp_e & new_e, tcp_e & est_e, tcp_e & closed_e, ~tcp_e & new_e, ~tcp_e & est_e)),
+                valid_1[w].eq(e.valid), chi_1[w].eq(e.client_hi), state_1[w].eq(e.state),
             ]
+            # Stage 2: chunks in groups; the age against every timeout (a non-TCP CLOSED entry has
+            # no class: dead).
+            m.d.sync += group_eq[w].eq(Cat(*(chunk_eq[w][g * _GROUP:(g + 1) * _GROUP].all()
+                                             for g in range(n_groups))))
+            m.d.sync += young_2[w].eq(Cat(*(age_1[w] < tmo[name] for name in DEFAULT_TIMEOUTS)))
+            m.d.sync += [cls_2[w].eq(cls_1[w]), valid_2[w].eq(valid_1[w]), to_server_2[w].eq(swap == chi_1[w]),
+                         chi_2[w].eq(chi_1[w]), state_2[w].eq(state_1[w])]
 
         # The packet's transitions, as a table by (stored state, direction): its flags are known
         # from t+3, so the table is ready long before stage 3, which only looks it up (a 16:1
@@ -533,7 +510,21 @@ class FlowTable(wiring.Component):
 
         def decide():
             hit_way, free_way = lowest(hit_3), lowest(~live_3)
-            m.d.comb += next_write_addr.eq(pkt_set_2)    # the write data: `pkt_write_data`, below
+            any_hit = hit_3.any()
+            m.d.comb += next_write_addr.eq(pkt_set_2)
+            # Each way's write data from that way's copies of the key and `now` and its own
+            # stage-3 results: only `any_hit` crosses between the ways (one mux level), since
+            # only the enabled way's data is written. (Chosen centrally by the hit way and copied
+            # to the ways, the data's logic and a die crossing missed the cycle: 126.2 MHz.)
+            for w in ways:
+                kv, wd = key_w[w], next_write_data[w]
+                m.d.comb += [
+                    wd.valid.eq(1), wd.ipv6.eq(kv.ipv6), wd.proto.eq(kv.proto), wd.lo_addr.eq(kv.lo_addr),
+                    wd.hi_addr.eq(kv.hi_addr), wd.lo_port.eq(kv.lo_port), wd.hi_port.eq(kv.hi_port),
+                    wd.stamp.eq(now_w[w]),
+                    wd.state.eq(Mux(any_hit, next_state_3[w].as_value(), first_state.as_value())),
+                    wd.client_hi.eq(Mux(any_hit, write_chi_3[w], swap_3)),
+                ]
             m.d.sync += pending.eq(1)
             with m.If(unsupported):
                 m.d.sync += [answer.eq(0), answer.outcome.eq(Outcome.UNSUPPORTED),
@@ -560,24 +551,6 @@ class FlowTable(wiring.Component):
                 m.d.sync += [answer.eq(0), answer.outcome.eq(Outcome.TABLE_FULL),
                              events.eq(1 << (Outcome.TABLE_FULL.value - 1))]
 
-        # Each way's write data from that way's copies of the key and `now` and its own stage-3
-        # results, registered by the way: only `any_hit` crosses between the ways (one mux
-        # level), since only the enabled way's data is written. (Chosen centrally by the hit way
-        # and copied to the ways, the data's logic and a die crossing missed the cycle: 126.2
-        # MHz.) The slices load it the cycle after the decision, when the key copies and `now`
-        # still hold this packet's (they change from the next IDLE on).
-        write_state = [Signal(FlowState, name=f"write_state_{w}") for w in ways]
-        write_chi = Signal(self.ways)
-        for w in ways:
-            kv, wd = key_w[w], pkt_write_data[w]
-            m.d.sync += [write_state[w].eq(Mux(hit_3.any(), next_state_3[w].as_value(), first_state.as_value())),
-                         write_chi[w].eq(Mux(hit_3.any(), write_chi_3[w], swap_3))]
-            m.d.comb += [
-                wd.valid.eq(1), wd.ipv6.eq(kv.ipv6), wd.proto.eq(kv.proto), wd.lo_addr.eq(kv.lo_addr),
-                wd.hi_addr.eq(kv.hi_addr), wd.lo_port.eq(kv.lo_port), wd.hi_port.eq(kv.hi_port),
-                wd.stamp.eq(now_w[w]), wd.state.eq(write_state[w]), wd.client_hi.eq(write_chi[w]),
-            ]
-
         # The set index travels with the request to the write.
         pkt_set_0, pkt_set_1, pkt_set_2 = Signal(self.set_bits), Signal(self.set_bits), Signal(self.set_bits)
         with m.If(is_idle):
@@ -592,24 +565,27 @@ class FlowTable(wiring.Component):
 
         # --- Management ----------------------------------------------------------------------
         mp = self.mgmt_req.payload
+        m_way = Signal(self.way_bits)
         with m.If(self.mgmt_resp.valid & self.mgmt_resp.ready):
             m.d.sync += self.mgmt_resp.valid.eq(0)
-        m.d.sync += m_rd.eq(Cat(take_mgmt & (mp.op == MgmtOp.READ), m_rd[:-1]))
+        m.d.sync += m_rd.eq(Cat(take_mgmt & (mp.op == MgmtOp.READ), m_rd[:4]))
         # A write is held in registers, done and answered the next cycle (M_WRITE), away from the
         # arbitration. The registers load whenever no management request is in flight, taken or
         # not, so that their enable is not the arbitration's (the write's answer, loaded on
         # `take_mgmt`, put the arbitration in front of a 334-bit load across the die: 130.1 MHz).
-        # CLEAR writes `m_write_entry` too: zero.
-        m_set = Signal(self.set_bits)
+        m_set, m_write_entry = Signal(self.set_bits), Signal(self.entry_layout)
         with m.If(~m_busy & ~is_m_write):
-            m.d.sync += [m_way.eq(mp.way), m_set.eq(mp.set),
-                         m_write_entry.eq(Mux(mp.op == MgmtOp.CLEAR, 0, mp.entry.as_value()))]
-        # A read's entry is in `stored` five cycles after it was taken, in `read_back` (the
-        # chosen way's slices, zero elsewhere, registered by the slices) six; their OR is the
-        # answer. (Seven cycles: at eight, reads back to back no longer fit a packet's shadow.)
-        with m.If(m_rd[5]):
-            m.d.sync += [self.mgmt_resp.valid.eq(1),
-                         self.mgmt_resp.payload.eq(reduce(operator.or_, (Cat(*read_back[w]) for w in ways)))]
+            m.d.sync += [m_way.eq(mp.way), m_set.eq(mp.set), m_write_entry.eq(mp.entry)]
+        # A read's entry is in `stored` four cycles after it was taken; the way is chosen into a
+        # register of its own (`m_entry`), then loaded into the answer.
+        m_entry = Signal(self.entry_layout)
+        with m.If(m_rd[3]):
+            m.d.sync += m_entry.eq(0)
+            for w in ways:
+                with m.If(m_way == w):
+                    m.d.sync += m_entry.eq(stored[w])
+        with m.If(m_rd[4]):
+            m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_entry)]
         clear_addr = Signal(self.set_bits)
         # CLEAR answers the cycle after its sweep, from a flag: decoded from the FSM and the
         # sweep's address, the answer's load enable crossed the die twice (120.8 MHz).
@@ -621,9 +597,11 @@ class FlowTable(wiring.Component):
             decide()
         with m.Elif(is_m_write):
             m.d.comb += [next_write_addr.eq(m_set), next_write_en.eq(1 << m_way)]  # a way >= ways: none
+            m.d.comb += [wd.eq(m_write_entry) for wd in next_write_data]
             m.d.sync += [self.mgmt_resp.valid.eq(1), self.mgmt_resp.payload.eq(m_write_entry)]
         with m.Elif(is_clear):
             m.d.comb += [next_write_addr.eq(clear_addr), next_write_en.eq((1 << self.ways) - 1)]
+            m.d.comb += [wd.eq(0) for wd in next_write_data]
             m.d.sync += clear_addr.eq(clear_addr + 1)
 
         with m.FSM():

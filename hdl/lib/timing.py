@@ -11,8 +11,8 @@ groups take their reset from a kept copy of their own (:func:`local_reset_domain
 
 from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Mux, ResetSignal, Signal, Value
 
-__all__ = ["KEEP_COPY", "YOSYS_KEEP_COPIES", "keep_copy", "Fanout", "FanoutTree", "local_reset_domain",
-           "LocalResets", "elapsed_at_least"]
+__all__ = ["KEEP_COPY", "YOSYS_KEEP_COPIES", "keep_copy", "Fanout", "local_reset_domain", "LocalResets",
+           "elapsed_at_least"]
 
 #: Signal attribute marking a register as a deliberate duplicate that synthesis must not merge.
 KEEP_COPY = "secnic_keep_copy"
@@ -65,45 +65,6 @@ class Fanout:
     def eq(self, value) -> list:
         """Assignments of ``value`` to every copy (for a sync domain)."""
         return [copy.eq(value) for copy in self.copies]
-
-
-class FanoutTree:
-    """A value reaching groups of loads spread over the die through two register levels.
-
-    ``value`` (a logic output, e.g. an address chosen by an arbitration) is loaded into one
-    central register in every cycle; :meth:`copy` makes a kept copy of that register per group of
-    loads (e.g. per block-RAM slice), loaded from it in every cycle. A copy holds ``value`` two
-    cycles late. Only a register-to-register route crosses the die: the logic in front of the
-    central register stays short, and no single flip-flop drives every load.
-
-    Parameters
-    ----------
-    m : Module
-        The module the registers are added to (``sync`` domain).
-    value : Value
-        What to fan out.
-    name : str
-        Prefix of the registers' names (``<name>_c``, ``<name>_<suffix>``).
-    reset_less : bool
-        Whether the registers have no reset (a data value); an enable keeps its reset.
-    """
-
-    def __init__(self, m, value, *, name: str, reset_less: bool = True):
-        value = Value.cast(value)
-        self._m, self._name, self._reset_less = m, name, reset_less
-        self.central = Signal(len(value), name=f"{name}_c", reset_less=reset_less)
-        m.d.sync += self.central.eq(value)
-        self.copies = []
-
-    def __repr__(self):
-        return f"FanoutTree({self._name}, {len(self.copies)} copies)"
-
-    def copy(self, suffix: str) -> Signal:
-        """A new copy for one group of loads: ``value`` two cycles late."""
-        c = keep_copy(self.central, name=f"{self._name}_{suffix}", reset_less=self._reset_less)
-        self._m.d.sync += c.eq(self.central)
-        self.copies.append(c)
-        return c
 
 
 def local_reset_domain(m, name: str, elaboratable):

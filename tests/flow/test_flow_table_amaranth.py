@@ -235,7 +235,7 @@ def test_cycles_per_request():
 
 
 def test_latency():
-    """Response valid LATENCY (9) cycles after a packet request was taken, MGMT_READ_LATENCY (7)
+    """Response valid LATENCY (9) cycles after a packet request was taken, MGMT_READ_LATENCY (6)
     after a management read, 2 after a write."""
     dut = FlowTable(sets=16, ways=4)
     seen = []
