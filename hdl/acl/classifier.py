@@ -276,53 +276,42 @@ class AclClassifier(wiring.Component):
                              ram.w_en.eq(we_col[col])]
 
         # -- AND of every chunk's row, accumulated over the key's R cycles -------------------------
-        # RAM data arrives two cycles after the read, from the block RAM's output register. The
-        # RAMs of one column spread over the die, so their AND is a registered tree: the words of
-        # two groups ANDed straight from their RAMs' output registers and registered, then pairs
-        # of those, then the column's word, then accumulated. (A register per RAM word first, then
-        # the pairs: in the security stage, the 2304 RAM outputs and as many flip-flops packed
-        # next to the block-RAM rows were the most congested routing of the die; nextpnr's router
-        # did not finish in 50 minutes.)
+        # RAM data arrives two cycles after the read. The RAMs of one column spread over the die,
+        # so their AND is a registered tree: each RAM's word is registered by its RAM, ANDed in
+        # pairs and registered again, then ANDed into the column's word, then accumulated.
         d_valid = Signal(7)
         d_cyc = [Signal(cbits, name=f"d_cyc_{i}") for i in range(7)]
         m.d.sync += [d_valid.eq(Cat(busy, d_valid[:6])), d_cyc[0].eq(cyc)]
         m.d.sync += [d_cyc[i + 1].eq(d_cyc[i]) for i in range(6)]
-        pad_cyc, ctl_cyc, ctl_valid = d_cyc[2], d_cyc[5], d_valid[5]
+        data_cyc, ctl_cyc, ctl_valid = d_cyc[3], d_cyc[5], d_valid[5]
         and_valid, and_cyc = d_valid[6], d_cyc[6]
         width = geo.columns * COLUMN_ENTRIES
         acc = Signal(width)
         vec = Signal(width)
         vec_valid = Signal()
         anded = []
-
-        def tree_level(words, name):
-            """The words ANDed in pairs, each pair into a register (an odd one registered alone)."""
-            out = []
-            for i in range(0, len(words), 2):
-                reg = Signal(COLUMN_ENTRIES, name=f"{name}_{i // 2}")
-                m.d.sync += reg.eq(words[i] & words[i + 1] if i + 1 < len(words) else words[i])
-                out.append(reg)
-            return out
-
+        ones = Const((1 << COLUMN_ENTRIES) - 1, COLUMN_ENTRIES)
         for col in range(geo.columns):
             bits = Signal(COLUMN_ENTRIES, name=f"and_c{col}")
             words = []
             for g in range(geo.groups):
-                # Cycles at which this group reads past the search word count as "all accept":
-                # a flag registered a cycle ahead, one copy per column.
+                # Cycles at which this group reads past the search word count as "all accept".
                 live = [c for c in range(r) if geo.chunk_of(g, c) is not None]
                 if not live:
                     continue
-                word = rams[g][col].r_data
-                if len(live) < r:
-                    pad = keep_copy(Signal(name=f"pad_g{g}_c{col}"), name=f"pad_g{g}_c{col}")
-                    m.d.sync += pad.eq(pad_cyc > live[-1])
-                    word = word | pad.replicate(COLUMN_ENTRIES)
+                word = Signal(COLUMN_ENTRIES, name=f"rd_g{g}_c{col}")
+                if len(live) == r:
+                    m.d.sync += word.eq(rams[g][col].r_data)
+                else:
+                    m.d.sync += word.eq(rams[g][col].r_data | Mux(data_cyc > live[-1], ones, 0))
                 words.append(word)
-            pairs = tree_level(words, f"pair_c{col}")
-            quads = tree_level(pairs, f"quad_c{col}")
-            v = quads[0]
-            for t in quads[1:]:
+            pairs = []
+            for i in range(0, len(words), 2):
+                pair = Signal(COLUMN_ENTRIES, name=f"pair_{i // 2}_c{col}")
+                m.d.sync += pair.eq(words[i] & words[i + 1] if i + 1 < len(words) else words[i])
+                pairs.append(pair)
+            v = pairs[0]
+            for t in pairs[1:]:
                 v = v & t
             m.d.sync += bits.eq(v)
             anded.append(bits)
