@@ -17,13 +17,16 @@ gets ``security`` (:func:`security_settings`: the ACL sized to hold them all), t
 the entries before the traffic, as ``secnic run --rules`` does, and the frames the ACL drops or
 rejects are dropped by the NIC (``NicRun.acl_dropped``, counted in the report).
 
-What stands in for blocks that have not landed (said in every report under ``offload.basis``):
+**The payload matcher in the NIC.** The IDS hops' content rules, each chain's scoped to its own VM
+(:func:`sim.compare.firewall.chain_ids`), are compiled into the security stage's matcher with the
+ACL (the same :class:`sim.run.alerts.RuleSet`) and programmed by the driver. A frame goes to the
+host when its record says so: the matcher's ``match_punt`` (trace.jsonl's ``match.punt``: an
+unverified candidate, an overflow, a frame too long for it, or every inspected payload when the
+program has host-only rules) or a ``punt`` verdict. This round the matcher is an IDS (docs/security.md):
+a punt is a copy of the frame for the host path, and the NIC forwards the frame all the same.
 
-* **Matcher**: a frame is punted when the NIC's own record says ``punt``, and, while the matcher is
-  not wired into the NIC, when it matches the header of a rule that the rule compiler
-  (:mod:`host_driver.rules`) leaves to the payload matcher (``payload``) or to the host (``host
-  path``): such traffic is inspected on the host (the "rule split"). Once the matcher lands, set
-  ``rule_split_punts=False`` and the NIC's records alone decide.
+Rules neither the ACL nor the matcher can run (``host path``: pcre, ...) are not run on the offloaded
+path: the frames their headers match are counted (``NicRun.host_rule_frames``) and said in the basis.
 """
 
 from __future__ import annotations
@@ -36,13 +39,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NicRun", "NicPath", "SimulatedNic", "rule_matches", "PUNT_VERDICTS", "WARMUP_NS", "frame_rate_bound",
-           "security_settings", "ACL_DROP_REASONS"]
+__all__ = ["NicRun", "NicPath", "SimulatedNic", "rule_matches", "WARMUP_NS", "frame_rate_bound",
+           "security_settings", "ACL_DROP_REASONS", "is_punt"]
 
 log = logging.getLogger(__name__)
 
-#: Rule verdicts (host_driver.rules) whose traffic is inspected on the host until the matcher lands.
-PUNT_VERDICTS = ("host path", "payload")
 #: The traffic starts this long after the learning frames (which take well under 1 us).
 WARMUP_NS = 2000
 _PROTO = {"tcp": {6}, "udp": {17}, "icmp": {1}, "ip": None, "pkthdr": None}
@@ -67,6 +68,16 @@ class NicRun:
     acl_dropped: list[int] = field(default_factory=list)
     #: The security stage's counters (SECURITY block) and alerts, when the NIC has one.
     security: dict | None = None
+    #: Frames whose header matches one of their chain's host-path rules (pcre, ...): not run offloaded.
+    host_rule_frames: list[int] = field(default_factory=list)
+    #: run.json's ``host_path`` (the payload rules' host path: punted, inspected, alerts), if any.
+    host_path: dict | None = None
+
+
+def is_punt(rec: dict | None) -> bool:
+    """Whether the NIC sends a frame to the host, by its trace.jsonl record: the matcher's
+    ``match_punt`` (``match.punt``) or a ``punt`` verdict."""
+    return rec is not None and (rec.get("verdict") == "punt" or bool((rec.get("match") or {}).get("punt")))
 
 
 class NicPath:
@@ -131,18 +142,21 @@ def security_settings(compiled):
 
 class SimulatedNic(NicPath):
     """The NIC of ``config`` (a switch: ``topology``, :class:`sim.compare.topology.Topology`) run by
-    ``engine`` ("verilator": bulk mode; "model": the golden model), with the punt set also taken from
-    ``rules`` (compiled rules) while ``rule_split_punts``. ``acl`` (a :class:`sim.run.alerts.RuleSet`,
-    :func:`sim.compare.firewall.nic_rule_set`) is programmed into the security stage before the traffic; the config
-    must have one (``config.security``)."""
+    ``engine`` ("verilator": bulk mode; "model": the golden model). ``acl`` (a
+    :class:`sim.run.alerts.RuleSet`, :func:`sim.compare.firewall.nic_rule_set`: the firewall hops'
+    ACL entries and the IDS hops' matcher program) is programmed into the security stage before the
+    traffic; the config must have one (``config.security``). ``host_rules`` maps a VM to its chain's
+    host-path rules (counted, not run: module docstring)."""
 
-    def __init__(self, config, rules: Sequence = (), engine: str = "verilator", rule_split_punts: bool = True,
-                 topology=None, acl=None):
+    def __init__(self, config, engine: str = "verilator", topology=None, acl=None,
+                 host_rules: dict[str, Sequence] | None = None):
         if acl is not None and config.security is None:
             raise ValueError("SimulatedNic: firewall rules (acl) need a NIC with a security stage (config.security)")
+        if acl is not None and acl.matcher is not None and config.security.matcher is None:
+            raise ValueError("SimulatedNic: content rules need a NIC with a payload matcher "
+                             "(config.security.matcher_index_bits > 0)")
         self.config, self.engine, self.topology, self.acl = config, engine, topology, acl
-        self.punt_rules = [r for r in rules if r.verdict in PUNT_VERDICTS] if rule_split_punts else []
-        self.rule_split_punts = rule_split_punts
+        self.host_rules = host_rules or {}
 
     def prepare(self) -> None:
         """Build the simulator model once (before sweep points run it in parallel)."""
@@ -183,12 +197,13 @@ class SimulatedNic(NicPath):
         records: list[dict | None] = [None] * len(frames)
         for i, r in zip(index, trace[len(learn):], strict=True):
             records[i] = r
-        # The ACL decides first: a frame it drops never reaches the host, whatever the rule split says.
         acl_dropped = [i for i, r in enumerate(records) if r is not None and r.get("verdict") == "drop"
                        and r.get("reason") in ACL_DROP_REASONS]
-        dropped = set(acl_dropped)
-        punted = [i for i, r in enumerate(records) if r is not None and i not in dropped and (
-                  r.get("verdict") == "punt" or any(rule_matches(rule, r) for rule in self.punt_rules))]
+        # The records alone decide. The matcher runs beside the ACL, so a frame the ACL drops may be
+        # punted too: the host path inspects its copy (run.json's host_path counts it alike).
+        punted = [i for i, r in enumerate(records) if is_punt(r)]
+        host_rule_frames = [i for i, (f, r) in enumerate(zip(frames, records)) if r is not None
+                            and any(rule_matches(rule, r) for rule in self.host_rules.get(f.vm, ()))]
         egress: dict[str, int] = {}
         for r in records:
             for p in (r or {}).get("egress") or []:
@@ -203,10 +218,10 @@ class SimulatedNic(NicPath):
                       f"(one learning frame per VM port first); the shared pipeline carries at most "
                       f"{bound['gbps']:g} Gb/s of this mix (bound by the {bound['by']}: W={self.config.data_width} "
                       f"at {self.config.clock_mhz:g} MHz, one frame per {bound['frame_cycles']} cycles at most)")
-        if self.acl is None:
+        sec = self.config.security
+        if self.acl is None or not self.acl.entries:
             firewall = "firewall: none (no chain has a firewall hop)"
         else:
-            sec = self.config.security
             n_rules = len({(e.gid, e.sid) for e in self.acl.entries})
             firewall = (f"firewall: the firewall hops' {n_rules} header-only rules ({self.acl.source}: each chain's "
                         "with $HOME_NET its VM's network, narrowed to frames to it) in the NIC's "
@@ -214,12 +229,27 @@ class SimulatedNic(NicPath):
                         f"ACL entries, flow table {sec.flow_sets}x{sec.flow_ways}), programmed through the driver; "
                         f"the frames it drops are dropped by the NIC ({len(acl_dropped)} here)"
                         + (f"; {len(self.acl.left_out)} rules did not fit" if self.acl.left_out else ""))
-        basis = (f"{self.engine} ({mode}); switch fabric: {fabric}; {firewall}; punts: NIC records"
-                 + (f" + rule split ({len(self.punt_rules)} payload/host-path rules' traffic inspected on the host "
-                    "until the matcher is wired into the NIC)" if self.rule_split_punts else ""))
+        program = None if self.acl is None else self.acl.matcher
+        if program is None:
+            ids = "IDS: none (no chain with an IDS hop has content rules); punts: the NIC's records"
+        else:
+            status = program.by_status()
+            n_sids = len({(r.rule.gid, r.rule.sid) for r in program.rules})
+            ids = (f"IDS: the IDS hops' {n_sids} content rules ({len(program.rules)} scoped copies: each chain's "
+                   f"narrowed to its VM's network) in the NIC's payload matcher ({len(program.table)} of "
+                   f"{1 << program.index_bits} buckets; {len(status['offloaded'])} settled in hardware, "
+                   f"{len(status['prefilter'])} prefiltered, {len(status['host only'])} host only"
+                   + (", so every inspected payload is punted" if status["host only"] else "")
+                   + f"), programmed through the driver; punts: the NIC's records (match_punt: {len(punted)} "
+                   "frames here), each a copy the host path verifies while the NIC forwards the frame (IDS)")
+        n_host = sum(len(v) for v in self.host_rules.values())
+        if n_host:
+            ids += (f"; not run offloaded: {len({(r.gid, r.sid) for v in self.host_rules.values() for r in v})} "
+                    f"host-path rules (pcre, ...), whose headers match {len(host_rule_frames)} frames here")
+        basis = f"{self.engine} ({mode}); switch fabric: {fabric}; {firewall}; {ids}"
         warmup_cycles = round(warmup * self.config.clock_mhz / 1000)
         security = None
         if self.acl is not None:
             security = {"counters": counters.get("security"), "alerts": run["security"]["alerts"]}
         return NicRun(records, egress, counters, run, punted, basis, sorted(bridged), warmup_cycles, acl_dropped,
-                      security)
+                      security, host_rule_frames, run.get("host_path"))

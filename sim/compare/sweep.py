@@ -227,21 +227,30 @@ def _drops(outcomes) -> dict:
 
 # -- offloaded path ------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4)
+def _ids(ctx: Context):
+    """The chains' IDS (:func:`sim.compare.firewall.chain_ids`), computed once per process."""
+    from sim.compare.firewall import chain_ids
+    return chain_ids(_load(ctx)[0])
+
+
 def _nic(ctx: Context):
     import dataclasses
 
     from sim.compare.firewall import nic_rule_set
     from sim.compare.offload import SimulatedNic, security_settings
     from sim.compare.topology import topology
-    scenario, _, _, rules = _load(ctx)
-    all_rules = [r for table in rules.values() for r in table.rules]
+    scenario = _load(ctx)[0]
     topo = topology(scenario)
     config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
-    # Each chain's firewall rules run in the NIC's security stage, scoped to its VM (docs/compare.md).
-    acl = nic_rule_set(_firewalls(ctx)[0])
-    if acl is not None:
-        config = dataclasses.replace(config, security=security_settings(acl.compiled))
-    return SimulatedNic(config, all_rules, engine=ctx.engine, topology=topo, acl=acl)
+    # Each chain's firewall rules run in the NIC's ACL and its IDS's content rules in the NIC's
+    # payload matcher, all scoped to its VM (docs/compare.md).
+    ids = _ids(ctx)
+    rules = nic_rule_set(_firewalls(ctx)[0], ids)
+    if rules is not None:
+        config = dataclasses.replace(config, security=security_settings(rules.compiled))
+    return SimulatedNic(config, engine=ctx.engine, topology=topo, acl=rules,
+                        host_rules={vm: chain.host_rules for vm, chain in ids.items()})
 
 
 def prepare(ctx: Context) -> None:
@@ -297,6 +306,11 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
     packets = [Packet(times[i], frames[i].length, (("host", host_work(i)),)) for i in on_host]
     res = simulate([host], packets)
     host_lost = {i for i, o in zip(on_host, res.outcomes) if o.done is None}
+    # A punt is a copy (the matcher is an IDS: the NIC forwards the frame whatever the host finds), so
+    # a punted copy lost in the host's ring leaves its frame delivered but uninspected; a bridged
+    # frame lost there is lost.
+    punt_lost = sorted(host_lost & punted)
+    host_lost -= punted
     # Frames the firewall rules drop are the policy working, not a loss: out of the drop rate (which
     # finds the knee), counted as acl_drops / acl_drop_rate. The NIC's ACL drops them, or the host
     # bridge's firewall for a frame between two VMs behind one NIC port.
@@ -323,6 +337,9 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
         "latency_p50_ns": _r(nic_lat.get("p50")),
         "latency_p99_ns": _r(nic_lat.get("p99")),
         "punt_rate": round(len(punted) / len(frames), 5),
+        "punts": len(punted),
+        "punts_uninspected": len(punt_lost),
+        "host_rule_frames": len(nr.host_rule_frames),
         "punt_latency_p99_ns": _r(None if not punt_lat else (nic_lat.get("p50") or 0) + percentile(punt_lat, 99)),
         "cores_used": round(host_cores, 3),
         "security_cores": round(security, 3),
