@@ -144,6 +144,16 @@ class _Expansion:
                         **dict(zip(names, combo)))
 
 
+def _widen_addresses(expansion: _Expansion) -> _Expansion:
+    """``expansion`` with every direction's source and destination the whole of their IP family
+    (one prefix each): a superset of the rule's packets, for punt entries."""
+    directions = [{**d, "src": [ipaddress.ip_network("0.0.0.0/0" if d["src"][0].version == 4 else "::/0")],
+                   "dst": [ipaddress.ip_network("0.0.0.0/0" if d["dst"][0].version == 4 else "::/0")]}
+                  for d in expansion.directions if d["src"] and d["dst"]]
+    unique = list({repr((d["src"], d["dst"], d["ports"])): d for d in directions}.values())
+    return _Expansion(expansion.rule, expansion.axes, unique)
+
+
 def _choices(values: IntervalSet | None, full_is_any: bool = True) -> list[Range | None]:
     if values is None or (full_is_any and values.is_full()):
         return [None]
@@ -215,6 +225,9 @@ class CompiledRules:
     ternary_by_sid: dict[tuple[int, int], int] = field(default_factory=dict)
     #: The payload rules compiled for the matcher (host_driver/rules/content.py), or None.
     matcher: object = None
+    #: The ``punt`` entries of the host-only payload rules' headers, to go after ``entries`` (in the
+    #: room ``entries`` leave of the capacity; not counted in ``ternary_entries`` or the ``*_by_sid``).
+    punt_entries: list[ClassifierEntry] = field(default_factory=list)
 
     @property
     def verdicts(self) -> Counter:
@@ -273,19 +286,23 @@ def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY,
         ternary_by_sid[(rule.gid, rule.sid)] = rule_ternary
     # Payload rules go to the matcher's tables; the host-only ones' headers become punt entries, last.
     program = compile_content(rules, matcher_index_bits)
+    punt: list[ClassifierEntry] = []
     for cr in program.host_only():
         expansion, why = _expand(cr.rule)
         if expansion is None:
             continue            # its header matches no packet: nothing to punt
-        rule, need = cr.rule, expansion.count()
-        if len(entries) + need > capacity:
-            cr.reason += f"; header not punted by the ACL (needs {need} entries, {capacity - len(entries)} left)"
+        rule, need, note = cr.rule, expansion.count(), ""
+        if len(entries) + len(punt) + need > capacity:
+            # A punt entry may match more than the rule: the host checks every candidate's header in
+            # full. So the address sets ($EXTERNAL_NET's 31 prefixes...) may widen to their family.
+            expansion = _widen_addresses(expansion)
+            need, note = expansion.count(), " (addresses widened)"
+        if len(entries) + len(punt) + need > capacity:
+            left = capacity - len(entries) - len(punt)
+            cr.reason += f"; header not punted by the ACL (needs {need} entries, {left} left)"
             continue
-        entries += expansion.entries("punt")
-        rule_ternary = expansion.ternary()
-        ternary += rule_ternary
-        by_sid[(rule.gid, rule.sid)] = need
-        ternary_by_sid[(rule.gid, rule.sid)] = rule_ternary
-        cr.reason += "; header punted by the ACL"
-    log.info("%d rules, %d entries of %d, %d ternary", len(rules), len(entries), capacity, ternary)
-    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid, program)
+        punt += expansion.entries("punt")
+        cr.reason += "; header punted by the ACL" + note
+    log.info("%d rules, %d entries of %d, %d ternary; %d punt entries", len(rules), len(entries), capacity, ternary,
+             len(punt))
+    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid, program, punt)

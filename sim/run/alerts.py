@@ -89,13 +89,14 @@ def record_security_fields(config, rec: Mapping) -> dict | None:
 
 
 def fit_entries(compiled: CompiledRules, acl_entries: int) -> tuple[list[ClassifierEntry], list[tuple[int, int]]]:
-    """The compiled entries whose rules fit an ACL of ``acl_entries`` ternary entries, whole rules in
-    classifier order (a rule that does not fit is left out, and so is every rule after it: leaving
-    out a rule but keeping a later one would change the first match). Returns (entries, left out)."""
+    """The compiled entries, then the punt entries, whose rules fit an ACL of ``acl_entries`` ternary
+    entries, whole rules in classifier order (a rule that does not fit is left out, and so is every
+    rule after it: leaving out a rule but keeping a later one would change the first match).
+    Returns (entries, left out)."""
     out, used, cut = [], 0, False
     left_out: list[tuple[int, int]] = []
     by_rule: dict[tuple[int, int], list[ClassifierEntry]] = {}
-    for e in compiled.entries:
+    for e in compiled.entries + compiled.punt_entries:     # the punt entries last (docs/security.md)
         by_rule.setdefault((e.gid, e.sid), []).append(e)
     for rule, entries in by_rule.items():
         need = sum(e.ternary_count() for e in entries)

@@ -165,7 +165,7 @@ def random_rules(rng, first_sid=1, budget=60, punt=False):
         lines += [r.format(n + 10 + i) for i, r in enumerate(HOST_ONLY)]
     compiled = compile_rules(parse_rules("\n".join(lines), "random.rules"), capacity=1 << 20)
     entries = []
-    for e in compiled.entries:
+    for e in compiled.entries + compiled.punt_entries:
         if count_ternary(entries + [e]) <= (budget if e.action != "punt" else 68):
             entries.append(e)
     if punt:
