@@ -21,6 +21,7 @@ from hdl.lib.ram import PipelinedRam
 from hdl.lib.timing import keep_copy
 
 __all__ = ["FlowState", "Outcome", "MgmtOp", "FlowTable", "entry_layout", "request_layout", "set_index",
+           "set_index_terms",
            "DEFAULT_TIMEOUTS", "TIME_UNIT_S", "PACKET_CYCLES", "MGMT_CYCLES", "TCP", "LATENCY", "MGMT_READ_LATENCY"]
 
 #: IP protocol number of TCP: the only protocol with a handshake.
@@ -108,11 +109,11 @@ def _crc_columns(nbytes: int) -> tuple[int, list[int]]:
     return zero, [zlib.crc32((1 << i).to_bytes(nbytes, "big")) ^ zero for i in range(8 * nbytes)]
 
 
-def set_index(proto, ipv6, src_addr, src_port, dst_addr, dst_port, bits: int, addr_bits: int = 128) -> Value:
-    """The golden model's ``flow_hash`` as a fixed XOR network: the low ``bits`` bits of
-    ``crc32(src endpoint) ^ crc32(dst endpoint) ^ crc32(proto, ipv6)``. The two endpoints' CRC
-    constants cancel; the columns of a bit are the same for source and destination, so the index
-    is the same in both directions."""
+def set_index_terms(proto, ipv6, src_addr, src_port, dst_addr, dst_port, bits: int,
+                    addr_bits: int = 128) -> tuple[list[list[Value]], int]:
+    """The XOR network of :func:`set_index` unassembled: for each index bit the list of one-bit
+    terms it XORs, and the constant (an integer, one bit per index bit) XORed after them. For a
+    requester that pipelines the network (partial XORs into registers, then their XOR)."""
     if not 0 <= bits <= 32:
         raise ValueError(f"set index width must be 0..32 bits, not {bits!r}")
     ep_zero, ep_cols = _crc_columns(addr_bits // 8 + 2)
@@ -120,12 +121,21 @@ def set_index(proto, ipv6, src_addr, src_port, dst_addr, dst_port, bits: int, ad
     src = Cat(Value.cast(src_port)[:16], Value.cast(src_addr)[:addr_bits])   # bit i = bit i of the message
     dst = Cat(Value.cast(dst_port)[:16], Value.cast(dst_addr)[:addr_bits])
     pi = Cat(Value.cast(ipv6)[:1], Const(0, 7), Value.cast(proto)[:8])
-    out = []
+    terms = []
     for j in range(bits):
-        terms = [src[i] ^ dst[i] for i in range(len(src)) if ep_cols[i] >> j & 1]
-        terms += [pi[i] for i in range(16) if pi_cols[i] >> j & 1]
-        out.append(Cat(*terms).xor() ^ (pi_zero >> j & 1))
-    return Cat(*out)
+        t = [src[i] ^ dst[i] for i in range(len(src)) if ep_cols[i] >> j & 1]
+        t += [pi[i] for i in range(16) if pi_cols[i] >> j & 1]
+        terms.append(t)
+    return terms, pi_zero & ((1 << bits) - 1)
+
+
+def set_index(proto, ipv6, src_addr, src_port, dst_addr, dst_port, bits: int, addr_bits: int = 128) -> Value:
+    """The golden model's ``flow_hash`` as a fixed XOR network: the low ``bits`` bits of
+    ``crc32(src endpoint) ^ crc32(dst endpoint) ^ crc32(proto, ipv6)``. The two endpoints' CRC
+    constants cancel; the columns of a bit are the same for source and destination, so the index
+    is the same in both directions."""
+    terms, const = set_index_terms(proto, ipv6, src_addr, src_port, dst_addr, dst_port, bits, addr_bits)
+    return Cat(*(Cat(*t).xor() ^ (const >> j & 1) for j, t in enumerate(terms)))
 
 
 class FlowTable(wiring.Component):

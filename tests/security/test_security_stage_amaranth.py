@@ -27,7 +27,7 @@ from hdl.security.settings import SecuritySettings
 from hdl.security.stage import SecurityStage
 from hdl.switch.settings import SwitchPort, SwitchSettings
 from host_driver.model.acl import acl_key, classify, entry_matches
-from host_driver.model.flow import FlowPacket, FlowTable
+from host_driver.model.flow import FlowPacket, FlowTable, flow_hash
 from host_driver.model.nic import parse_frame
 from host_driver.model.security import SecurityModel
 from host_driver.rules.compile import compile_rules
@@ -558,3 +558,38 @@ def test_acl_replacement_is_atomic_between_frames():
             "B" if r["acl_action"] == AclAction.ALERT.value and not r["drop"] else "?" for r in bench.results]
     assert "?" not in seen and all(r["acl_hit"] for r in bench.results)
     assert seen == sorted(seen) and "A" in seen and "B" in seen, "".join(seen)
+
+
+def test_set_index_is_the_models_flow_hash():
+    """Every flow request the stage makes carries the model's ``flow_hash`` of its 5-tuple as
+    ``req_set`` (the stage hashes it in two register stages; a wrong but symmetric index would
+    pass the tests above, whose tables rarely fill a set)."""
+    rng = random.Random(7)
+    config = make_config(flow_sets=1024)
+    bench = Bench(config, rng)
+    frames = [f for f in random_traffic(rng, 60) if f[1] != 2]    # not on the bypass port
+    seen = []
+
+    async def main(ctx):
+        await bench.send(ctx, frames)
+
+    async def collect(ctx):
+        await bench.collect(ctx, len(frames))
+
+    async def watch(ctx):
+        flow = bench.dut.flow
+        async for _, _, valid, ready, req, req_set in ctx.tick().sample(
+                flow.req.valid, flow.req.ready, flow.req.payload, flow.req_set):
+            if valid and ready:
+                pkt = FlowPacket(int(req.proto), int(req.src_addr), int(req.dst_addr), int(req.src_port),
+                                 int(req.dst_port), ipv6=bool(req.ipv6))
+                seen.append((int(req_set), flow_hash(pkt, 10)))
+
+    sim = Simulator(bench.dut)
+    sim.add_clock(6.4e-9)
+    sim.add_testbench(main)
+    sim.add_testbench(collect)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    assert len(seen) >= 20
+    assert [got for got, _ in seen] == [want for _, want in seen]
