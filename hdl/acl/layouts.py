@@ -64,12 +64,22 @@ KEY_BITS = Shape.cast(AclKey).width
 SEARCH_BITS = KEY_BITS + 1
 
 
-class AclAction(hdl_enum.Enum, shape=2):
-    """What the first matching entry does, in Suricata's action order (pass first)."""
+class AclAction(hdl_enum.Enum, shape=3):
+    """What the first matching entry does: Suricata's four actions in its action order (pass first),
+    then the NIC's own two (bit 2 set: not a decision; docs/security.md, "ACL actions punt and
+    mirror"). The compiler places PUNT and MIRROR entries after every deciding entry, so their first
+    hit means no deciding entry matched."""
     PASS = 0
     DROP = 1
     REJECT = 2
     ALERT = 3
+    PUNT = 4      # hand the frame to the host path (the record's acl_punt)
+    MIRROR = 5    # a copy for the monitor port (recorded only this round)
+
+    @property
+    def decides(self) -> bool:
+        """A Suricata action (pass, drop, reject, alert): the verdict is this entry's."""
+        return self.value < 4
 
 
 class AclActionWord(data.Struct):

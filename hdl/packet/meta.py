@@ -167,7 +167,8 @@ def make_verdict_record(port_bits: int, n_ports: int, security: bool = False,
     With ``security`` (builds with ``NicConfig.security`` set) the record also carries the
     security stage's result (docs/security.md, "The record"): the first ACL entry hit
     (``acl_hit``, its ``acl_action``, entry ``acl_index``, counter ``acl_slot``, ``acl_multi``:
-    more entries hit too) and the flow table's answer (``flow_found``, ``flow_established``,
+    more entries hit too; ``acl_punt``: the ACL hands the frame to the host path) and the flow
+    table's answer (``flow_found``, ``flow_established``,
     ``flow_to_server``, ``flow_outcome``: 0 when the frame made no flow request). All zero for a
     frame the stage bypassed.
 
@@ -194,7 +195,7 @@ def make_verdict_record(port_bits: int, n_ports: int, security: bool = False,
         from hdl.acl.layouts import SLOT_BITS, AclAction
         from hdl.flow.flow_table import Outcome
         fields.update({"acl_hit": 1, "acl_action": AclAction, "acl_index": SLOT_BITS, "acl_slot": SLOT_BITS,
-                       "acl_multi": 1, "flow_found": 1, "flow_established": 1, "flow_to_server": 1,
+                       "acl_multi": 1, "acl_punt": 1, "flow_found": 1, "flow_established": 1, "flow_to_server": 1,
                        # An Outcome value, 0 when the frame made no flow request (not an enum view: 0
                        # is no Outcome).
                        "flow_outcome": Outcome.as_shape()})

@@ -25,6 +25,7 @@ from hdl.packet.meta import SECURITY_DROP_REASONS, Verdict
 from hdl.security.regs import (
     ARG_WORDS,
     CONTROL_DEFAULT_DENY,
+    CONTROL_PUNT_ACL_MULTI,
     CONTROL_PUNT_ALL_PAYLOAD,
     COUNTER_CLEAR_BIT,
     FLOW_WAY_SHIFT,
@@ -62,6 +63,7 @@ def wire_security(m: Module, csr, regmap, config, stage, gate, payload=None) -> 
     with m.Else():
         m.d.sync += tick.eq(tick + 1)
     m.d.comb += [stage.now.eq(now), status("NOW").eq(now), stage.default_deny.eq(rw("CONTROL")[CONTROL_DEFAULT_DENY]),
+                 stage.punt_acl_multi.eq(rw("CONTROL")[CONTROL_PUNT_ACL_MULTI]),
                  status("STATUS").eq(Cat(stage.acl_generation, stage.acl_commit_busy))]
     m.d.comb += [getattr(stage, name).eq(rw(reg)) for name, reg in TIMEOUT_REGISTERS]
 
@@ -184,4 +186,5 @@ def wire_security(m: Module, csr, regmap, config, stage, gate, payload=None) -> 
         for reason in SECURITY_DROP_REASONS:
             m.d.comb += csr.count(block.event(reason)).eq(mine & (rec.verdict == Verdict.DROP) & (rec.reason == reason))
         m.d.comb += csr.count(block.event(SecportCounter.ALERTS)).eq(mine & rec.acl_hit
-                                                                     & (rec.acl_action != AclAction.PASS))
+                                                                     & (rec.acl_action != AclAction.PASS)
+                                                                     & ~rec.acl_action.as_value()[2])

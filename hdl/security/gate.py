@@ -77,8 +77,8 @@ def record_depth(config: NicConfig) -> int:
     return 1 << (frames - 1).bit_length()
 
 #: The record fields the security answer fills in.
-_FIELDS = ("acl_hit", "acl_action", "acl_index", "acl_slot", "acl_multi", "flow_found", "flow_established",
-           "flow_to_server", "flow_outcome")
+_FIELDS = ("acl_hit", "acl_action", "acl_index", "acl_slot", "acl_multi", "acl_punt", "flow_found",
+           "flow_established", "flow_to_server", "flow_outcome")
 
 
 class SecurityGate(wiring.Component):

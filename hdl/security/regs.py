@@ -52,7 +52,8 @@ from hdl.packet.meta import SECURITY_DROP_REASONS
 __all__ = ["SECURITY", "SECPORT", "Command", "SecurityCounter", "SecportCounter", "security_values",
            "secport_values", "CYCLES_PER_KEY", "ROW_WORDS", "ENTRY_WORDS", "ARG_WORDS", "RESULT_WORDS",
            "TIMEOUT_REGISTERS", "FLOW_WAY_SHIFT", "COUNTER_CLEAR_BIT", "SECPORT_DROP_REGISTERS", "MATCHER_COUNTERS",
-           "SECMATCH", "secmatch_values", "CONTROL_DEFAULT_DENY", "CONTROL_PUNT_ALL_PAYLOAD"]
+           "SECMATCH", "secmatch_values", "CONTROL_DEFAULT_DENY", "CONTROL_PUNT_ALL_PAYLOAD",
+           "CONTROL_PUNT_ACL_MULTI"]
 
 #: The classifier takes a key every 8 cycles (hdl.switch.stage.FRAME_CYCLES: one minimum frame at W=64).
 CYCLES_PER_KEY = 8
@@ -65,6 +66,7 @@ RESULT_WORDS = ENTRY_WORDS
 #: CONTROL bits.
 CONTROL_DEFAULT_DENY = 0
 CONTROL_PUNT_ALL_PAYLOAD = 1
+CONTROL_PUNT_ACL_MULTI = 2
 #: FLOW_READ / FLOW_WRITE: ARG0 = set | way << FLOW_WAY_SHIFT.
 FLOW_WAY_SHIFT = 24
 #: ACL_COUNTER: ARG0 bit that clears the counter after reading it.
@@ -77,7 +79,7 @@ class Command(enum.IntEnum):
     """Operations of the ``CMD`` register (bits 3:0; bits 31:24 a sequence number)."""
     NONE = 0
     ACL_ROW = 1       #: ARG0 = column << 9 | row, ARG1.. = row word
-    ACL_ACTION = 2    #: ARG0 = entry index, ARG1 = AclActionWord (action | slot << 2)
+    ACL_ACTION = 2    #: ARG0 = entry index, ARG1 = AclActionWord (action | slot << 3)
     ACL_COMMIT = 3    #: flip the search generation; done when commit_busy has fallen
     ACL_COUNTER = 4   #: ARG0 = slot | clear << 31; RESULT0..1 = the 64-bit count
     FLOW_READ = 5     #: ARG0 = set | way << 24; RESULT0.. = the entry
@@ -126,7 +128,9 @@ SECURITY = BlockType(0x0060, 1, "SECURITY", "Security stage: flow table + ACL cl
                      "table read, write, clear), verdict and flow counters.", (
     Register("CONTROL", 0x10, Access.RW, "Bit 0: default deny (an IP frame no ACL entry hits is dropped unless "
              "its flow is established or it goes to the client). Bit 1: punt all payload (every frame the "
-             "payload matcher inspects is punted to the host path: the program has host-only payload rules)."),
+             "payload matcher inspects is punted to the host path: the program has host-only payload rules "
+             "that no ACL punt entry covers). Bit 2: punt ACL multi (a drop, reject or alert first hit with "
+             "more entries hit is punted too: the table holds punt entries)."),
     *(Register(reg, 0x14 + 4 * i, Access.RW, f"Flow idle timeout, {name.replace('_', ' ')}, in ms "
                f"(reset: Suricata's default, {DEFAULT_TIMEOUTS[name] // 1000} s).", reset=DEFAULT_TIMEOUTS[name])
       for i, (name, reg) in enumerate(TIMEOUT_REGISTERS)),

@@ -72,6 +72,7 @@ def result_layout() -> data.StructLayout:
     """One frame's security answer (the record's security fields, plus the stage's verdict)."""
     return data.StructLayout({
         "acl_hit": 1, "acl_action": AclAction, "acl_index": SLOT_BITS, "acl_slot": SLOT_BITS, "acl_multi": 1,
+        "acl_punt": 1,           # the ACL hands the frame to the host path (docs/security.md, punt and mirror)
         "flow_found": 1, "flow_established": 1, "flow_to_server": 1,
         "flow_outcome": 3,       # an Outcome value; 0: no flow request
         "inspected": 1,          # not bypassed
@@ -98,6 +99,9 @@ class SecurityStage(wiring.Component):
         The stage can take the frames now in the parser and more (see the module docstring).
     default_deny: In(1)
         SECURITY CONTROL bit 0 (sampled when a frame's verdict is made).
+    punt_acl_multi: In(1)
+        SECURITY CONTROL bit 2: a deciding hit (drop, reject, alert) with ``multi`` is punted too
+        (the table holds punt entries, which may have matched behind it).
     now, tcp_new, tcp_established, tcp_closed, other_new, other_established: In(32)
         The flow table's time (ms) and timeouts (ms), from the SECURITY block.
     acl_<port>: the :class:`~hdl.acl.classifier.AclClassifier`'s management ports (``row_*``,
@@ -125,6 +129,7 @@ class SecurityStage(wiring.Component):
             "result": Out(stream.Signature(result_layout())),
             "space": Out(1, init=1),
             "default_deny": In(1, init=int(s.default_deny)),
+            "punt_acl_multi": In(1),
             "now": In(32),
             **{name: In(32, init=getattr(self.flow, name).init) for name in
                ("tcp_new", "tcp_established", "tcp_closed", "other_new", "other_established")},
@@ -283,11 +288,15 @@ class SecurityStage(wiring.Component):
                     m.next = "DECIDE"
             with m.State("DECIDE"):
                 hit = d.inspected & a.hit
+                # PUNT and MIRROR (action bit 2) decide nothing: the verdict is that of no hit.
+                decides = hit & ~a.action.as_value()[2]
                 admitted = d.found & (d.established | ~d.to_server)   # established, or return traffic
-                deny = d.inspected & ~a.hit & d.request & self.default_deny & ~admitted
+                deny = d.inspected & ~decides & d.request & self.default_deny & ~admitted
+                punt = hit & ((a.action == AclAction.PUNT)
+                              | (decides & a.multi & (a.action != AclAction.PASS) & self.punt_acl_multi))
                 m.d.sync += [
                     out.inspected.eq(d.inspected),
-                    out.acl_hit.eq(hit), out.acl_multi.eq(hit & a.multi),
+                    out.acl_hit.eq(hit), out.acl_multi.eq(hit & a.multi), out.acl_punt.eq(punt),
                     out.acl_action.eq(Mux(hit, a.action, 0)), out.acl_index.eq(Mux(hit, a.index, 0)),
                     out.acl_slot.eq(Mux(hit, a.slot, 0)),
                     out.flow_found.eq(d.found), out.flow_established.eq(d.established),

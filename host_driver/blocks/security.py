@@ -24,6 +24,7 @@ from hdl.flow.flow_table import entry_layout as flow_entry_layout
 from hdl.security.regs import (
     ARG_WORDS,
     CONTROL_DEFAULT_DENY,
+    CONTROL_PUNT_ACL_MULTI,
     CONTROL_PUNT_ALL_PAYLOAD,
     COUNTER_CLEAR_BIT,
     FLOW_WAY_SHIFT,
@@ -131,7 +132,11 @@ class Security:
         does not fit beside the live one.
 
         ``matcher`` (a :class:`host_driver.rules.content.MatcherProgram`): also replace the payload
-        matcher's table (:meth:`program_matcher`), after the ACL."""
+        matcher's table (:meth:`program_matcher`), after the ACL.
+
+        CONTROL bit 2 (``punt_acl_multi``) is set exactly when ``entries`` hold ``punt`` entries
+        (docs/security.md, "ACL actions punt and mirror": they sit last, so one that matched
+        behind a deciding entry shows only as ``multi``)."""
         if matcher is not None:
             await self._check_matcher(matcher)      # before anything is written
         geo = (await self.geometry())["acl"]
@@ -143,6 +148,7 @@ class Security:
         for op in ops:
             await self._apply(op)
         self.entries = list(entries)
+        await self._set_control_bit(CONTROL_PUNT_ACL_MULTI, any(e.action == "punt" for e in self.entries))
         log.info("ACL programmed: %d rules, %d entries, %d operations", len(self.table.slots),
                  len(self.table.live), len(ops))
         if matcher is not None:
@@ -167,8 +173,9 @@ class Security:
         else :class:`SecurityError` with nothing written): every bucket of the shadow bank that differs
         from the new table (:meth:`MatcherProgram.table_writes`) with MATCHER_WRITE, then
         MATCHER_COMMIT, which swaps the banks between frames; then CONTROL bit 1
-        (``punt_all_payload``) set when the program has host-only rules (the hardware cannot pick out
-        their frames), cleared otherwise. Returns the commands written."""
+        (``punt_all_payload``) set when the program has a host-only rule that no ``punt`` entry of the
+        programmed ACL covers (its header did not fit: the hardware cannot pick out its frames),
+        cleared otherwise. Returns the commands written."""
         await self._check_matcher(program)
         writes = 0
         new = dict(program.table_writes())
@@ -179,9 +186,12 @@ class Security:
         await self.command(Command.MATCHER_COMMIT)
         # After the swap the shadow bank holds the table that was live.
         self._matcher_shadow, self._matcher_active = self._matcher_active, new
-        await self.set_punt_all_payload(bool(program.host_only()))
-        log.info("matcher programmed: %d rules, %d buckets used, %d writes, punt_all_payload %s", len(program.rules),
-                 len(program.table), writes, bool(program.host_only()))
+        punted = {(e.gid, e.sid) for e in self.entries if e.action == "punt"}
+        uncovered = [r for r in program.host_only() if (r.rule.gid, r.rule.sid) not in punted]
+        await self.set_punt_all_payload(bool(uncovered))
+        log.info("matcher programmed: %d rules, %d buckets used, %d writes, punt_all_payload %s (%d host-only "
+                 "rules without ACL punt entries)", len(program.rules), len(program.table), writes, bool(uncovered),
+                 len(uncovered))
         return writes + 1
 
     async def _apply(self, op: Op) -> None:

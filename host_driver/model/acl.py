@@ -10,6 +10,10 @@ once (their own rule). ``alert`` lets the packet through and every matching ``al
 so ``alerts`` then lists every matching alert rule, each once, in table order. The gateware reports
 the first match only, plus a ``multi`` bit when another entry matched too; the host path finishes
 the alert list for those packets (docs/acl.md "Several alerts").
+
+The NIC's own ``punt`` and ``mirror`` entries decide nothing (docs/security.md, "ACL actions punt
+and mirror"): they are skipped for the verdict; ``punt`` says a ``punt`` entry matched a packet
+no ``pass`` entry decided (the host path must then see it), ``mirror`` likewise for ``mirror``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class AclVerdict:
     entry: int | None = None
     rule: tuple[int, int] | None = None
     alerts: list[tuple[int, int]] = field(default_factory=list)
+    punt: bool = False
+    mirror: bool = False
 
     @property
     def sids(self) -> list[int]:
@@ -87,6 +93,9 @@ def classify(entries: Sequence[ClassifierEntry], key: Mapping[str, int]) -> AclV
     for i, e in enumerate(entries):
         if not entry_matches(e, key):
             continue
+        if e.action in ("punt", "mirror"):
+            setattr(verdict, e.action, True)
+            continue
         rule = (e.gid, e.sid)
         if verdict.action is None:
             verdict.action, verdict.entry, verdict.rule = e.action, i, rule
@@ -94,8 +103,7 @@ def classify(entries: Sequence[ClassifierEntry], key: Mapping[str, int]) -> AclV
                 return verdict
             if e.action in ("drop", "reject"):
                 verdict.alerts = [rule]
-                return verdict
-        if e.action == "alert" and rule not in verdict.alerts:
+        if verdict.action == "alert" and e.action == "alert" and rule not in verdict.alerts:
             verdict.alerts.append(rule)
     return verdict
 

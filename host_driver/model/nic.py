@@ -55,6 +55,7 @@ from hdl.parser.counters import PARSER, ParserCounter
 from hdl.security.regs import ARG_WORDS as SECURITY_ARG_WORDS
 from hdl.security.regs import (
     CONTROL_DEFAULT_DENY,
+    CONTROL_PUNT_ACL_MULTI,
     CONTROL_PUNT_ALL_PAYLOAD,
     COUNTER_CLEAR_BIT,
     FLOW_WAY_SHIFT,
@@ -437,7 +438,7 @@ class NicModel:
                     self.count(self._secmatch.event(counter))
         if sec.flow is not None:
             self.count(self._security_block.event(SecurityCounter["FLOW_" + sec.flow.outcome.name]))
-        if sec.acl_hit:
+        if sec.acl_hit and sec.acl_action.decides:     # punt and mirror hits have no ACL_* counter
             self.count(self._security_block.event(SecurityCounter["ACL_" + sec.acl_action.name]))
         if sec.drop is SecurityDrop.DEFAULT_DENY:
             self.count(self._security_block.event(SecurityCounter.DEFAULT_DENY))
@@ -571,6 +572,7 @@ class ModelBus(Bus):
         if name == "CONTROL":
             sec.default_deny = bool(value >> CONTROL_DEFAULT_DENY & 1)
             sec.punt_all_payload = bool(value >> CONTROL_PUNT_ALL_PAYLOAD & 1)
+            sec.punt_acl_multi = bool(value >> CONTROL_PUNT_ACL_MULTI & 1)
         elif name in _TIMEOUT_NAMES:
             sec.flows.timeouts = dataclasses.replace(sec.flows.timeouts, **{_TIMEOUT_NAMES[name]: value})
         elif name == "CMD":

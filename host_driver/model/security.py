@@ -20,6 +20,10 @@ from the gateware. Per frame, in frame order, after the parser:
   (:func:`host_driver.inspect.payload_bounds`); others are skipped (``inspected`` 0). ``punt`` is
   the matcher's, or CONTROL bit 1 (``punt_all_payload``) on an inspected frame. A bypassed frame
   has every matcher field zero. The matcher never changes the verdict (IDS round).
+* **Punt and mirror** (docs/security.md, "ACL actions punt and mirror"): a first hit ``punt`` or
+  ``mirror`` decides nothing (the verdict is that of no hit, no alert, no ``acl_*`` count; the
+  slot counts it). ``acl_punt``: the first hit is ``punt``, or a drop / reject / alert first hit
+  has ``multi`` while CONTROL bit 2 (``punt_acl_multi``) is set.
 * **Verdict**: ``pass`` forwards without an alert; ``alert`` forwards and alerts; ``drop`` and
   ``reject`` drop (reasons ``ACL_DROP`` / ``ACL_REJECT``) and alert ("blocked"). No hit forwards,
   except with ``default_deny``: an IP frame with no hit is dropped (``DEFAULT_DENY``) unless its
@@ -118,9 +122,12 @@ class SecurityResult:
     #: The payload matcher's result; None in a build without a matcher.
     match: MatchResult | None = None
 
+    #: The ACL hands the frame to the host path (the record's ``acl_punt``).
+    acl_punt: bool = False
+
     @property
     def alert(self) -> bool:
-        return self.acl_hit and self.acl_action is not AclAction.PASS
+        return self.acl_hit and self.acl_action.decides and self.acl_action is not AclAction.PASS
 
     @property
     def flow_found(self) -> bool:
@@ -144,6 +151,7 @@ class SecurityResult:
         matcher's (:meth:`MatchResult.record_fields`) in a build with one."""
         out = {"acl_hit": int(self.acl_hit), "acl_action": self.acl_action.value if self.acl_hit else 0,
                "acl_index": self.acl_index, "acl_slot": self.acl_slot, "acl_multi": int(self.acl_multi),
+               "acl_punt": int(self.acl_punt),
                "flow_found": int(self.flow_found), "flow_established": int(self.flow_established),
                "flow_to_server": int(self.flow_to_server), "flow_outcome": self.flow_outcome}
         if self.match is not None:
@@ -208,6 +216,8 @@ class SecurityModel:
         The payload matcher's tables, written by MATCHER_WRITE and swapped by MATCHER_COMMIT.
     punt_all_payload : bool
         CONTROL bit 1: every frame the matcher inspects is punted.
+    punt_acl_multi : bool
+        CONTROL bit 2: a drop / reject / alert first hit with ``multi`` is punted too.
     """
 
     def __init__(self, *, acl_entries: int = 256, cycles_per_key: int = 8, flow_sets: int = 1024,
@@ -217,6 +227,7 @@ class SecurityModel:
         self.matcher = (MatcherModel(data_width, matcher_index_bits, max_hits=matcher_max_hits)
                         if matcher_index_bits else None)
         self.punt_all_payload = False
+        self.punt_acl_multi = False
         self.geometry = TcamGeometry(acl_entries, cycles_per_key)
         self.flows = FlowTable(flow_sets, flow_ways, flow_addr_bits, timeouts=timeouts or Timeouts())
         self.default_deny = bool(default_deny)
@@ -338,16 +349,25 @@ class SecurityModel:
             word = AclActionWord.from_bits(self.actions.get(index, 0))
             action, slot = AclAction(word.action), int(word.slot)
             self.hits[slot] = self.hits.get(slot, 0) + 1
-            self.counts["acl_" + action.name.lower()] += 1
-            drop = {AclAction.DROP: SecurityDrop.ACL_DROP, AclAction.REJECT: SecurityDrop.ACL_REJECT}.get(action)
-            return SecurityResult(False, flow, True, action, index, slot, len(hits) > 1, drop, key, match)
+            multi = len(hits) > 1
+            punt = action is AclAction.PUNT or (self.punt_acl_multi and multi and action.decides
+                                                and action is not AclAction.PASS)
+            if action.decides:
+                self.counts["acl_" + action.name.lower()] += 1
+                drop = {AclAction.DROP: SecurityDrop.ACL_DROP, AclAction.REJECT: SecurityDrop.ACL_REJECT}.get(action)
+                return SecurityResult(False, flow, True, action, index, slot, multi, drop, key, match, punt)
+            # PUNT / MIRROR decide nothing: the verdict below is that of no hit.
+            hit_fields = dict(acl_hit=True, acl_action=action, acl_index=index, acl_slot=slot, acl_multi=multi,
+                              acl_punt=punt)
+        else:
+            hit_fields = {}
         drop = None
         if self.default_deny and request is not None:
             admitted = found and (flow.established or not flow.to_server)
             if not admitted:
                 drop = SecurityDrop.DEFAULT_DENY
                 self.counts["default_deny"] += 1
-        return SecurityResult(False, flow, drop=drop, key=key, match=match)
+        return SecurityResult(False, flow, drop=drop, key=key, match=match, **hit_fields)
 
 
 def _pack_key(key: Mapping[str, int]) -> int:

@@ -3,7 +3,10 @@
 Order (Suricata's, so that the first matching entry gives Suricata's verdict): by action, pass
 before drop before reject before alert (Suricata's default ``action-order``); then by the rule's
 priority, 1 first (``priority`` option, else its ``classtype``'s, else 3); then file order.
-Entries of one rule are consecutive.
+Entries of one rule are consecutive. After every rule that decides come the NIC's own ``punt``
+entries (docs/security.md, "ACL actions punt and mirror"): the header of each payload rule the
+matcher cannot prefilter (``host only``), so that only the frames its header matches go to the
+host path; placed last, a punt entry never shadows a decision.
 
 One entry is one combination of a source prefix, a destination prefix, an IP protocol range, a
 source and a destination port range, a TCP flags value/mask, an ICMP type range and code range
@@ -37,8 +40,9 @@ __all__ = ["Range", "ClassifierEntry", "CompiledRules", "compile_rules", "header
 
 log = logging.getLogger(__name__)
 
-#: Suricata's default action order: the first of these that matches decides the packet.
-ACTION_ORDER = {"pass": 0, "drop": 1, "reject": 2, "alert": 3}
+#: Suricata's default action order: the first of these that matches decides the packet; then the
+#: NIC's own actions, which decide nothing and so come after every deciding entry.
+ACTION_ORDER = {"pass": 0, "drop": 1, "reject": 2, "alert": 3, "punt": 4, "mirror": 5}
 DEFAULT_CAPACITY = 256
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
@@ -123,9 +127,11 @@ class _Expansion:
         return sum(len(d["src"]) * len(d["dst"]) * math.prod(weight(c, w) for n, c, w in self.axes + d["ports"])
                    for d in self.directions)
 
-    def entries(self) -> Iterator[ClassifierEntry]:
+    def entries(self, action: str | None = None) -> Iterator[ClassifierEntry]:
+        """The entries, with the rule's action or ``action`` (``punt`` for a host-only payload rule)."""
         r = self.rule
-        action = "reject" if r.action.startswith("reject") else r.action
+        if action is None:
+            action = "reject" if r.action.startswith("reject") else r.action
         for d in self.directions:
             names = [n for n, c, w in self.axes + d["ports"]]
             for src, dst in itertools.product(d["src"], d["dst"]):     # one family per direction
@@ -136,6 +142,16 @@ class _Expansion:
                         flow_established=r.flow.established if r.flow else None,
                         flow_to_server=r.flow.to_server if r.flow else None, line=r.line,
                         **dict(zip(names, combo)))
+
+
+def _widen_addresses(expansion: _Expansion) -> _Expansion:
+    """``expansion`` with every direction's source and destination the whole of their IP family
+    (one prefix each): a superset of the rule's packets, for punt entries."""
+    directions = [{**d, "src": [ipaddress.ip_network("0.0.0.0/0" if d["src"][0].version == 4 else "::/0")],
+                   "dst": [ipaddress.ip_network("0.0.0.0/0" if d["dst"][0].version == 4 else "::/0")]}
+                  for d in expansion.directions if d["src"] and d["dst"]]
+    unique = list({repr((d["src"], d["dst"], d["ports"])): d for d in directions}.values())
+    return _Expansion(expansion.rule, expansion.axes, unique)
 
 
 def _choices(values: IntervalSet | None, full_is_any: bool = True) -> list[Range | None]:
@@ -209,6 +225,9 @@ class CompiledRules:
     ternary_by_sid: dict[tuple[int, int], int] = field(default_factory=dict)
     #: The payload rules compiled for the matcher (host_driver/rules/content.py), or None.
     matcher: object = None
+    #: The ``punt`` entries of the host-only payload rules' headers, to go after ``entries`` (in the
+    #: room ``entries`` leave of the capacity; not counted in ``ternary_entries`` or the ``*_by_sid``).
+    punt_entries: list[ClassifierEntry] = field(default_factory=list)
 
     @property
     def verdicts(self) -> Counter:
@@ -265,7 +284,25 @@ def compile_rules(rules: Sequence[Rule], capacity: int = DEFAULT_CAPACITY,
         ternary += rule_ternary
         by_sid[(rule.gid, rule.sid)] = need
         ternary_by_sid[(rule.gid, rule.sid)] = rule_ternary
-    log.info("%d rules, %d entries of %d, %d ternary", len(rules), len(entries), capacity, ternary)
-    # Payload rules go to the matcher's tables.
-    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid,
-                         compile_content(rules, matcher_index_bits))
+    # Payload rules go to the matcher's tables; the host-only ones' headers become punt entries, last.
+    program = compile_content(rules, matcher_index_bits)
+    punt: list[ClassifierEntry] = []
+    for cr in program.host_only():
+        expansion, why = _expand(cr.rule)
+        if expansion is None:
+            continue            # its header matches no packet: nothing to punt
+        rule, need, note = cr.rule, expansion.count(), ""
+        if len(entries) + len(punt) + need > capacity:
+            # A punt entry may match more than the rule: the host checks every candidate's header in
+            # full. So the address sets ($EXTERNAL_NET's 31 prefixes...) may widen to their family.
+            expansion = _widen_addresses(expansion)
+            need, note = expansion.count(), " (addresses widened)"
+        if len(entries) + len(punt) + need > capacity:
+            left = capacity - len(entries) - len(punt)
+            cr.reason += f"; header not punted by the ACL (needs {need} entries, {left} left)"
+            continue
+        punt += expansion.entries("punt")
+        cr.reason += "; header punted by the ACL" + note
+    log.info("%d rules, %d entries of %d, %d ternary; %d punt entries", len(rules), len(entries), capacity, ternary,
+             len(punt))
+    return CompiledRules(list(rules), entries, capacity, ternary, by_sid, ternary_by_sid, program, punt)

@@ -14,6 +14,9 @@ makes of a record (:func:`frame_alerts`), the same for every engine:
   ``match_punt`` sends the frame's bytes (the input frame the record belongs to) to the host path,
   which verifies the candidate rules (``MatcherProgram.candidates``) with
   :class:`host_driver.inspect.HostInspector`, their ``flow`` option against the record's flow bits.
+  A record with ``acl_punt`` (the ACL's punt entries: the headers of the host-only payload rules,
+  docs/security.md "ACL actions punt and mirror") goes there too, with the host-only rules as
+  candidates (and the matcher's, when it punted as well).
   The frame's payload alerts then join the classifier's in Suricata's default action order
   (:func:`merge_alerts`): a matching ``pass`` rule silences the frame, a ``drop``/``reject`` rule
   first in order is its only alert, else every alert rule fires. The matcher never changes where a
@@ -45,8 +48,8 @@ __all__ = ["RuleSet", "FrameAlerts", "HostPath", "fit_entries", "frame_alerts", 
 log = logging.getLogger(__name__)
 
 #: The verdict record's security fields (hdl.packet.meta.make_verdict_record(..., security=True)).
-SECURITY_FIELDS = ("acl_hit", "acl_action", "acl_index", "acl_slot", "acl_multi", "flow_found", "flow_established",
-                   "flow_to_server", "flow_outcome")
+SECURITY_FIELDS = ("acl_hit", "acl_action", "acl_index", "acl_slot", "acl_multi", "acl_punt", "flow_found",
+                   "flow_established", "flow_to_server", "flow_outcome")
 
 
 @dataclass
@@ -86,13 +89,14 @@ def record_security_fields(config, rec: Mapping) -> dict | None:
 
 
 def fit_entries(compiled: CompiledRules, acl_entries: int) -> tuple[list[ClassifierEntry], list[tuple[int, int]]]:
-    """The compiled entries whose rules fit an ACL of ``acl_entries`` ternary entries, whole rules in
-    classifier order (a rule that does not fit is left out, and so is every rule after it: leaving
-    out a rule but keeping a later one would change the first match). Returns (entries, left out)."""
+    """The compiled entries, then the punt entries, whose rules fit an ACL of ``acl_entries`` ternary
+    entries, whole rules in classifier order (a rule that does not fit is left out, and so is every
+    rule after it: leaving out a rule but keeping a later one would change the first match).
+    Returns (entries, left out)."""
     out, used, cut = [], 0, False
     left_out: list[tuple[int, int]] = []
     by_rule: dict[tuple[int, int], list[ClassifierEntry]] = {}
-    for e in compiled.entries:
+    for e in compiled.entries + compiled.punt_entries:     # the punt entries last (docs/security.md)
         by_rule.setdefault((e.gid, e.sid), []).append(e)
     for rule, entries in by_rule.items():
         need = sum(e.ternary_count() for e in entries)
@@ -137,7 +141,10 @@ class HostPath:
     Members
     -------
     punted, settled_alerts, host_alerts : int
-        Frames with ``match_punt``; payload alerts raised by settled hits and by the host's inspection.
+        Frames with ``match_punt`` or ``acl_punt``; payload alerts raised by settled hits and by the
+        host's inspection.
+    acl_punted : int
+        Frames with ``acl_punt`` (some also with ``match_punt``).
     inspector : HostInspector
         ``inspector.frames_in`` is the frames the host inspected (every punted frame).
     """
@@ -146,7 +153,7 @@ class HostPath:
         from host_driver.inspect import HostInspector
         self.program = program
         self.inspector = HostInspector(program.rules)
-        self.punted = self.settled_alerts = self.host_alerts = 0
+        self.punted = self.settled_alerts = self.host_alerts = self.acl_punted = 0
 
     def __repr__(self):
         return f"HostPath(punted={self.punted}, inspected={self.inspector.frames_in})"
@@ -160,16 +167,21 @@ class HostPath:
         result = MatchResult.from_record(sec).frame_result()
         settled = list(self.program.settled(result))
         host = []
-        if sec["match_punt"]:
+        acl_punt = bool(sec.get("acl_punt"))
+        if sec["match_punt"] or acl_punt:
             self.punted += 1
+            self.acl_punted += acl_punt
+            # The matcher's candidates end with the host-only rules; an ACL punt alone needs only those.
+            candidates = self.program.candidates(result) if sec["match_punt"] else self.program.host_only()
             flow = (bool(sec["flow_established"]), bool(sec["flow_to_server"])) if sec["flow_found"] else (False, False)
-            found = self.inspector.inspect(frame, self.program.candidates(result), flow=flow).fired
+            found = self.inspector.inspect(frame, candidates, flow=flow).fired
             host = [r for r in found if not any(r is s for s in settled)]
         return settled + host, host
 
     def summary(self, frames: int) -> dict:
         """run.json's ``host_path``."""
-        return {"punted": self.punted, "inspected": self.inspector.frames_in, "alerts": self.host_alerts,
+        return {"punted": self.punted, "acl_punted": self.acl_punted, "inspected": self.inspector.frames_in,
+                "alerts": self.host_alerts,
                 "settled_alerts": self.settled_alerts,
                 "punt_rate": round(self.punted / frames, 6) if frames else 0.0}
 
@@ -212,6 +224,8 @@ def frame_alerts(sec: Mapping[str, int] | None, meta: Mapping, in_port: int, rul
         from sim.run.engine import EngineError
         raise EngineError(f"the record names ACL counter slot {sec['acl_slot']}, which holds no programmed rule")
     action = AclAction(sec["acl_action"])
+    if not action.decides:
+        return FrameAlerts()        # a punt or mirror entry decides nothing (no acl_rule, no alert)
     out = FrameAlerts(acl_rule=rule[1])
     if action is AclAction.PASS:
         return out
@@ -247,8 +261,10 @@ def rules_table(rules: RuleSet, hits: Mapping[tuple[int, int], int]) -> list[dic
     """counters.json's ``rules``: every programmed rule in classifier order with its hit counter
     (frames it decided) as read through the driver."""
     by_id = rules.rules_by_id
+    # A host-only payload rule's entries are ``punt``: that is what the NIC does with its header.
+    actions = {(e.gid, e.sid): e.action for e in rules.entries if e.action in ("punt", "mirror")}
     seen = list(dict.fromkeys((e.gid, e.sid) for e in rules.entries))
-    return [{"gid": g, "sid": s, "rev": by_id[(g, s)].rev, "action": by_id[(g, s)].action,
+    return [{"gid": g, "sid": s, "rev": by_id[(g, s)].rev, "action": actions.get((g, s), by_id[(g, s)].action),
              "msg": by_id[(g, s)].msg, "hits": hits.get((g, s), 0)} for g, s in seen]
 
 

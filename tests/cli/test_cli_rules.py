@@ -230,7 +230,7 @@ def test_content_rules_end_to_end_on_the_model(payload_case, tmp_path, capsys):
     assert [(e["pcap_cnt"], e["alert"]["signature_id"], e["alert"]["action"]) for e in eve] == [
         (4, 21, "allowed"), (4, 23, "allowed"), (5, 22, "allowed"), (6, 20, "allowed"), (8, 24, "allowed")]
     run = json.loads((out / "run.json").read_text())
-    assert run["host_path"] == {"punted": 5, "inspected": 5, "alerts": 3, "settled_alerts": 1,
+    assert run["host_path"] == {"punted": 5, "acl_punted": 0, "inspected": 5, "alerts": 3, "settled_alerts": 1,
                                 "punt_rate": round(5 / 9, 6)}
     assert run["security"]["payload_rules"] == {"offloaded": 1, "prefilter": 4, "host only": 0}
     counters = json.loads((out / "counters.json").read_text())
@@ -240,17 +240,38 @@ def test_content_rules_end_to_end_on_the_model(payload_case, tmp_path, capsys):
                                     "matcher_too_long": 0}
 
 
-def test_host_only_content_rules_punt_every_inspected_frame(payload_case, tmp_path):
-    """A rule whose fast pattern is shorter than the window: the driver sets punt_all_payload, every
-    inspected frame goes to the host, which finds the 2-byte literal where it is."""
+#: Host-only payload rules (2-byte fast patterns: no matcher window) and a header rule over one of
+#: their frames: the compiler makes the host-only rules' headers ACL punt entries, after the others.
+HOST_ONLY_RULES = """\
+alert udp any any -> any any (msg:"yy"; content:"yy"; sid:26;)
+alert tcp any any -> any 7 (msg:"zz"; content:"zz"; sid:27;)
+alert udp any any -> any 9999 (msg:"udp 9999"; sid:28;)
+"""
+
+
+def test_host_only_content_rules_punt_by_their_header(payload_case, tmp_path):
+    """Host-only rules punt only the frames their header matches (docs/security.md, "ACL actions
+    punt and mirror"), not every inspected frame: the two UDP frames (sid 26's header; sid 27's,
+    TCP to port 7, matches none). Frame 5 (DNS) was punted by the matcher anyway; frame 6's first
+    hit is sid 28's alert entry, with sid 26's punt entry behind it (``multi``): CONTROL bit 2 punts
+    it, and the host finds sid 26's "yy" there. Written by hand from the frames above."""
     pcap, rules, bump = payload_case
-    rules.write_text(PAYLOAD_RULES + 'alert udp any any -> any any (content:"yy"; sid:26;)\n')
+    rules.write_text(PAYLOAD_RULES + HOST_ONLY_RULES)
     out = tmp_path / "out"
     assert main(["run", "--pcap", str(pcap), "--rules", str(rules), "--config", str(bump), "--out", str(out)]) == 0
     trace = _lines(out / "trace.jsonl")
-    assert all(t["match"]["punt"] for t in trace)
-    assert trace[5]["sids"] == [20, 26]
-    assert json.loads((out / "run.json").read_text())["host_path"]["punted"] == 9
+    assert [t["sids"] for t in trace] == [[], [], [], [21, 23], [22], [20, 26, 28], [], [24], []]
+    assert trace[5]["match"]["host_sids"] == [26] and trace[5]["acl_rule"] == 28
+    # The DNS frame's first hit is sid 26's punt entry: it decides nothing (no acl_rule).
+    assert trace[4]["acl_rule"] is None
+    assert [t["match"]["punt"] for t in trace] == [p for *_, p in PAYLOAD_FRAMES], "the matcher's punts unchanged"
+    run = json.loads((out / "run.json").read_text())
+    assert run["host_path"]["punted"] == 6 and run["host_path"]["acl_punted"] == 2
+    assert run["security"]["payload_rules"]["host only"] == 2
+    counters = json.loads((out / "counters.json").read_text())
+    assert {r["sid"]: r["action"] for r in counters["rules"]} == {24: "alert", 28: "alert", 26: "punt", 27: "punt"}
+    # Punt entries decide nothing: SECURITY counts only the deciding first hits (sid 24, sid 28).
+    assert counters["security"]["acl_alert"] == 2 and counters["security"]["acl_pass"] == 0
 
 
 def test_content_rules_without_a_matcher_are_counted_not_run(payload_case, tmp_path, caplog):
@@ -356,7 +377,7 @@ def test_simulators_equal_the_model_with_rules(engine, nic, case, tmp_path):
     pcap, rules, bump = case
     # The header rules and the content rules together: the matcher's record fields, settled hits and
     # the host path on the gateware too (one build: the default 2048-bucket matcher).
-    rules.write_text(RULES + PAYLOAD_RULES)
+    rules.write_text(RULES + PAYLOAD_RULES + HOST_ONLY_RULES)
     write_pcap(pcap, [(bytes(f), 1_765_000_000_000_000_000 + i * 1_000_000)
                       for i, (f, *_) in enumerate(FRAMES + PAYLOAD_FRAMES)])
     config = ["--config", str(bump)] if nic == "bump" else []

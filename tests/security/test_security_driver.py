@@ -215,3 +215,37 @@ def test_a_program_for_another_geometry_is_refused_with_nothing_written(nic):
     asyncio.run(no_matcher.discover())
     with pytest.raises(SecurityError, match="this NIC has no payload matcher"):
         asyncio.run(no_matcher.security.program([], matcher=content_program(CONTENT)))
+
+
+HOST_ONLY = ('alert udp any any -> any 53 (content:"ab"; sid:31;)\n'                       # 2-byte fast pattern
+             'alert tcp $HOME_NET any -> $EXTERNAL_NET 4786 (content:"zz"; sid:32;)\n')    # 31 x 3 prefixes
+
+
+def test_host_only_rules_punt_by_their_header(nic):
+    """Host-only payload rules become ACL punt entries (docs/security.md, "ACL actions punt and
+    mirror"): only the frames their header matches get ``acl_punt``; a header too big for the
+    table is widened to any address (the host checks the header in full); punt_all_payload stays
+    clear, CONTROL bit 2 is set. A table without room for them falls back to punt_all_payload."""
+    from hdl.acl.layouts import AclAction
+    model, nic = nic
+    sec = nic.security
+    compiled = compile_rules(parse_rules(HOST_ONLY), capacity=72)
+    reasons = {cr.rule.sid: cr.reason for cr in compiled.matcher.host_only()}
+    assert reasons[31].endswith("; header punted by the ACL")
+    assert reasons[32].endswith("; header punted by the ACL (addresses widened)")
+    assert compiled.entries == [] and {e.action for e in compiled.punt_entries} == {"punt"}
+    asyncio.run(sec.program(compiled.punt_entries, matcher=compiled.matcher))
+    assert asyncio.run(sec.punt_all_payload()) is False and model.security.punt_acl_multi
+    udp = payload_frame(b"..ab.." + bytes(20), UDP(sport=5000, dport=53))
+    for raw, punt in [(udp, True), (payload_frame(b"..ab..", UDP(sport=5000, dport=54)), False),
+                      (payload_frame(b"zz", TCP(sport=1, dport=4786)), True),
+                      (payload_frame(b"zz", TCP(sport=1, dport=4787)), False)]:
+        r = model.process(raw, 0).security
+        assert (r.acl_punt, r.acl_action if r.acl_hit else None) == (punt, AclAction.PUNT if punt else None)
+        assert not r.match.punt and r.drop is None and not r.alert
+    # No room for the punt entries: every inspected frame is punted, as before.
+    compiled = compile_rules(parse_rules(HOST_ONLY), capacity=0)
+    assert compiled.punt_entries == []
+    asyncio.run(sec.program(compiled.punt_entries, matcher=compiled.matcher))
+    assert asyncio.run(sec.punt_all_payload()) is True and not model.security.punt_acl_multi
+    assert model.process(udp, 0).security.match.punt

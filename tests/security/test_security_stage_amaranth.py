@@ -8,7 +8,9 @@ traffic and a full flow table written out by hand; atomic ACL replacement while 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import ipaddress
 import random
 
 import pytest
@@ -34,7 +36,7 @@ from host_driver.rules.program import AclTable, count_ternary
 
 PORTS = ("phy0", "vm1", "host")   # the host port (2) is the bypass port
 NOW = 5000                        # ms: nothing expires within a test
-RESULT_FIELDS = ("inspected", "acl_hit", "acl_action", "acl_index", "acl_slot", "acl_multi", "flow_found",
+RESULT_FIELDS = ("inspected", "acl_hit", "acl_action", "acl_index", "acl_slot", "acl_multi", "acl_punt", "flow_found",
                  "flow_established", "flow_to_server", "flow_outcome", "drop", "reason")
 
 CLIENTS = ["10.0.0.1", "10.0.0.2", "10.1.2.3"]
@@ -122,8 +124,17 @@ def random_traffic(rng, count):
     return frames
 
 
-def random_rules(rng, first_sid=1, budget=60):
-    """Header-only Suricata rules over the test's hosts, compiled; at most ``budget`` ternary entries."""
+#: Host-only payload rules (fast patterns under the matcher's 4-byte window): the compiler makes
+#: their headers ACL punt entries, placed after every deciding entry (docs/security.md).
+HOST_ONLY = ['alert udp any any -> 192.168.1.0/24 any (msg:"h1"; content:"zz"; sid:{};)',
+             'alert tcp any any -> any 80 (msg:"h2"; content:"q"; flow:established; sid:{};)',
+             'drop ip 10.0.0.0/8 any -> any any (msg:"h3"; content:"ab"; sid:{};)']
+
+
+def random_rules(rng, first_sid=1, budget=60, punt=False):
+    """Header-only Suricata rules over the test's hosts, compiled; at most ``budget`` ternary entries.
+    ``punt``: also :data:`HOST_ONLY`'s punt entries and one ``mirror`` entry (IPv6 UDP from the
+    servers), after the deciding ones, within 68 entries."""
     lines = []
     for i in range(rng.randrange(8, 16)):
         action = rng.choice(["alert", "alert", "alert", "drop", "pass", "reject"])
@@ -150,11 +161,20 @@ def random_rules(rng, first_sid=1, budget=60):
               f'reject tcp any any -> any 22 (msg:"ssh"; sid:{n + 1}; rev:1;)',
               f'alert icmp any any -> any any (msg:"icmp"; sid:{n + 2}; rev:1;)',
               f'pass udp any any -> any 443 (msg:"quic"; sid:{n + 3}; rev:1;)']
+    if punt:
+        lines += [r.format(n + 10 + i) for i, r in enumerate(HOST_ONLY)]
     compiled = compile_rules(parse_rules("\n".join(lines), "random.rules"), capacity=1 << 20)
     entries = []
-    for e in compiled.entries:
-        if count_ternary(entries + [e]) <= budget:
+    for e in compiled.entries + compiled.punt_entries:
+        if count_ternary(entries + [e]) <= (budget if e.action != "punt" else 68):
             entries.append(e)
+    if punt:
+        assert len({e.sid for e in entries if e.action == "punt"}) == len(HOST_ONLY), "every host-only header punts"
+        # IPv6 UDP answers from the servers: no punt entry takes them (nor, with seed 3, a deciding one).
+        udp = next(e for e in entries if e.sid == n + 10)
+        entries.append(dataclasses.replace(udp, action="mirror", sid=n + 20, ethertype=0x86DD,
+                                           src=ipaddress.ip_network("2001:db8:ff::/48"),
+                                           dst=ipaddress.ip_network("2001:db8::/32")))
     return entries
 
 
@@ -168,6 +188,7 @@ class Expected:
         self.flow = FlowTable(s.flow_sets, s.flow_ways, s.flow_addr_bits)
         self.bypass_port = s.bypass_port
         self.default_deny = s.default_deny
+        self.punt_acl_multi = any(e.action == "punt" for e in entries)   # CONTROL bit 2, as the driver sets it
         self.load(entries, table)
 
     def load(self, entries, table):
@@ -195,14 +216,22 @@ class Expected:
                        flow_outcome=int(r.outcome.value))
         key = acl_key(meta, in_port, est, to_server)
         v = classify(self.entries, key)
+        matching = [i for i, e in enumerate(self.entries) if entry_matches(e, key)]
+        multi = int(len(matching) > 1)
         if v.action is not None:
             out.update(acl_hit=1, acl_action=AclAction[v.action.upper()].value, acl_index=("entry", v.entry),
-                       acl_slot=self.slots[v.rule],
-                       acl_multi=int(sum(entry_matches(e, key) for e in self.entries) > 1))
+                       acl_slot=self.slots[v.rule], acl_multi=multi,
+                       acl_punt=int(bool(multi and v.action != "pass" and self.punt_acl_multi)))
             if v.action in ("drop", "reject"):
                 out.update(drop=1, reason=(DropReason.ACL_DROP if v.action == "drop" else DropReason.ACL_REJECT).value)
-        elif self.default_deny and ip and not (found and (est or not to_server)):
-            out.update(drop=1, reason=DropReason.DEFAULT_DENY.value)
+        else:
+            if matching:
+                # Only punt / mirror entries matched: the first of them is the hit, and decides nothing.
+                e = self.entries[matching[0]]
+                out.update(acl_hit=1, acl_action=AclAction[e.action.upper()].value, acl_index=("entry", matching[0]),
+                           acl_slot=self.slots[(e.gid, e.sid)], acl_multi=multi, acl_punt=int(e.action == "punt"))
+            if self.default_deny and ip and not (found and (est or not to_server)):
+                out.update(drop=1, reason=DropReason.DEFAULT_DENY.value)
         return out
 
     def hardware(self, got):
@@ -258,10 +287,12 @@ class Bench:
         self.dut = SecurityStage(config)
         self.results = []
         self.sent = 0
+        self.punt_acl_multi = False      # CONTROL bit 2
 
     async def send(self, ctx, frames, gap=(0, 0, 0, 3, 20)):
         dut = self.dut
         ctx.set(dut.now, NOW)
+        ctx.set(dut.punt_acl_multi, self.punt_acl_multi)
         for frame, port, rx_error in frames:
             while not ctx.get(dut.space):
                 await ctx.tick()
@@ -368,12 +399,15 @@ def test_matcher_settings_record_and_registers():
     assert "SECMATCH" not in [b.type.name for b in build_register_map(make_config(matcher_index_bits=0)).blocks]
 
 
-@pytest.mark.parametrize("seed, default_deny", [(1, False), (2, True)])
-def test_random_rules_and_traffic_equal_the_contract(seed, default_deny):
+@pytest.mark.parametrize("seed, default_deny, punt", [(1, False, False), (2, True, False), (3, True, True)])
+def test_random_rules_and_traffic_equal_the_contract(seed, default_deny, punt):
+    """``punt``: with host-only payload rules' punt entries and a mirror entry after the deciding
+    ones, and CONTROL bit 2 set as the driver sets it (docs/security.md, "ACL actions punt and mirror")."""
     rng = random.Random(seed)
     config = make_config(default_deny)
     bench = Bench(config, rng)
-    entries = random_rules(rng)
+    entries = random_rules(rng, punt=punt)
+    bench.punt_acl_multi = any(e.action == "punt" for e in entries)
     table = AclTable(bench.dut.acl.geometry)
     ops = table.replace(entries)
     frames = random_traffic(rng, 160)
@@ -397,6 +431,7 @@ def test_random_rules_and_traffic_equal_the_contract(seed, default_deny):
     # And frame for frame what the other engines run: the golden SecurityModel, programmed with
     # the same operations (the model engine and the simulators must agree byte for byte).
     model = SecurityModel.from_settings(config.security)
+    model.punt_acl_multi = bench.punt_acl_multi
     model.load(ops)
     for i, ((meta, port, err), got) in enumerate(zip(metas(config, frames), bench.results)):
         r = model.inspect(meta, port, rx_error=bool(err), now_ms=NOW)
@@ -413,6 +448,14 @@ def test_random_rules_and_traffic_equal_the_contract(seed, default_deny):
     assert DropReason.ACL_DROP.value in {r["reason"] for r in bench.results}
     if default_deny:
         assert DropReason.DEFAULT_DENY.value in {r["reason"] for r in bench.results}
+    if punt:
+        # Each way a frame gets acl_punt, and a mirror first hit, happened.
+        actions = {r["acl_action"] for r in bench.results if r["acl_hit"] and r["acl_punt"]}
+        assert AclAction.PUNT.value in actions and actions - {AclAction.PUNT.value}, actions
+        assert any(r["acl_hit"] and r["acl_action"] == AclAction.MIRROR.value for r in bench.results)
+        # A punt first hit decides nothing: default deny still drops such frames.
+        assert any(r["acl_action"] == AclAction.PUNT.value and r["reason"] == DropReason.DEFAULT_DENY.value
+                   for r in bench.results if r["acl_hit"])
 
 
 def _tcp(src, dst, sport, dport, flags):
