@@ -11,41 +11,14 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
+from small_scenario import scenario_toml
 
 from sim.cli.main import main
 
 RULES = REPO_ROOT / "scenarios" / "rules" / "default.rules"
 
-SMALL = f"""
-name = "small"
-[host]
-cores = 16
-vswitch_cores = 2
-ring = 64
-[[vm]]
-name = "vm1"
-cores = 2
-gbps = 0.25
-[[vm]]
-name = "vm2"
-cores = 2
-gbps = 0.25
-[traffic]
-frames = 400
-flows = 32
-east_west = 0.5
-[sweep]
-gbps = [0.25, 4]
-reference_gbps = 0.25
-[chain.vm1]
-rules = "{RULES}"
-hops = [{{kind = "firewall", cores = 1}}, {{kind = "ids", cores = 1}}]
-[chain.vm2]
-rules = "{RULES}"
-hops = [{{kind = "ids", cores = 1}}]
-[storm]
-duration_us = 40
-"""
+SMALL = scenario_toml("small", {"frames": 400, "flows": 32, "east_west": 0.5},
+                      {"vm1": (RULES, ["firewall", "ids"]), "vm2": (RULES, ["ids"])}, gbps=(0.25, 4))
 
 
 @pytest.fixture
@@ -112,7 +85,7 @@ def test_dask_and_local_give_identical_report(small, tmp_path):
     (lambda s: s.replace("[chain.vm2]", "[chain.vm9]"), "chain.vm9: unknown key (known: vm1, vm2)"),
     (lambda s: s.replace("reference_gbps = 0.25", "reference_gbps = 3"),
      "sweep.reference_gbps: must be one of the sweep's loads [0.25, 4], not 3"),
-    (lambda s: s.replace("cores = 16", "cores = = 16"), "small.toml:4:9: TOML syntax error"),
+    (lambda s: s.replace("cores = 16", "cores = = 16"), "small.toml:3:9: TOML syntax error"),
 ])
 def test_bad_scenario_exits_2_naming_the_key(tmp_path, capsys, edit, message):
     path = tmp_path / "small.toml"

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
+from small_scenario import scenario_toml
 
 from sim.cli.main import main
 
@@ -30,41 +32,10 @@ pass tcp any any -> any 3306 (msg:"mysql"; sid:12; rev:1;)
 alert tcp any any -> $HOME_NET 22 (msg:"ssh seen"; sid:11; rev:1;)
 """
 
-SCENARIO = """
-name = "scope"
-[host]
-cores = 16
-vswitch_cores = 2
-ring = 64
-[[vm]]
-name = "vm1"
-cores = 2
-gbps = 0.25
-[[vm]]
-name = "vm2"
-cores = 2
-gbps = 0.25
-[[vm]]
-name = "vm3"
-cores = 2
-gbps = 0.25
-[traffic]
-frames = 600
-flows = 96
-east_west = 0.5
-seed = 14
-[sweep]
-gbps = [0.1, 0.25]
-reference_gbps = 0.1
-[chain.vm1]
-rules = "{vm1}"
-hops = [{{kind = "firewall", cores = 1}}, {{kind = "ids", cores = 1}}]
-[chain.vm2]
-rules = "{vm2}"
-hops = [{{kind = "firewall", cores = 1}}]
-[storm]
-duration_us = 40
-"""
+def scenario_text(vm1_rules: Path, vm2_rules: Path) -> str:
+    return scenario_toml("scope", {"frames": 600, "flows": 96, "east_west": 0.5, "seed": 14},
+                         {"vm1": (vm1_rules, ["firewall", "ids"]), "vm2": (vm2_rules, ["firewall"])},
+                         vms=("vm1", "vm2", "vm3"), gbps=(0.1, 0.25))
 
 VM1_NET = ipaddress.ip_network("10.1.0.0/16")
 
@@ -85,7 +56,7 @@ def _scenario(tmp_path):
     (tmp_path / "vm1.rules").write_text(VM1_RULES)
     (tmp_path / "vm2.rules").write_text(VM2_RULES)
     path = tmp_path / "scope.toml"
-    path.write_text(SCENARIO.format(vm1=tmp_path / "vm1.rules", vm2=tmp_path / "vm2.rules"))
+    path.write_text(scenario_text(tmp_path / "vm1.rules", tmp_path / "vm2.rules"))
     return path
 
 

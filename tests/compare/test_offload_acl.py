@@ -12,10 +12,12 @@ The expected drops are counted from the frames themselves with scapy's dissectio
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from conftest import REPO_ROOT
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
+from small_scenario import scenario_toml
 
 from sim.cli.main import main
 
@@ -25,36 +27,9 @@ alert tcp any any -> $HOME_NET 3306 (msg:"mysql"; sid:2; rev:1;)
 alert tcp any any -> $HOME_NET 80 (msg:"traversal"; content:"../"; sid:3; rev:1;)
 """
 
-SCENARIO = """
-name = "acl"
-[host]
-cores = 16
-vswitch_cores = 2
-ring = 64
-[[vm]]
-name = "vm1"
-cores = 2
-gbps = 0.25
-[[vm]]
-name = "vm2"
-cores = 2
-gbps = 0.25
-[traffic]
-frames = 400
-flows = 48
-east_west = 0.5
-[sweep]
-gbps = [0.25, 1]
-reference_gbps = 0.25
-[chain.vm1]
-rules = "{rules}"
-hops = [{{kind = "firewall", cores = 1}}, {{kind = "ids", cores = 1}}]
-[chain.vm2]
-rules = "{rules}"
-hops = [{{kind = "firewall", cores = 1}}, {{kind = "ids", cores = 1}}]
-[storm]
-duration_us = 40
-"""
+def scenario_text(rules: Path) -> str:
+    return scenario_toml("acl", {"frames": 400, "flows": 48, "east_west": 0.5},
+                         {"vm1": (rules, ["firewall", "ids"]), "vm2": (rules, ["firewall", "ids"])})
 
 
 def _ssh(data: bytes) -> bool:
@@ -67,10 +42,10 @@ def test_firewall_rules_drop_in_the_nic(tmp_path):
     from sim.compare.traffic import arrivals
     rules = tmp_path / "acl.rules"
     rules.write_text(RULES)
-    scenario = tmp_path / "acl.toml"
-    scenario.write_text(SCENARIO.format(rules=rules))
+    path = tmp_path / "acl.toml"
+    path.write_text(scenario_text(rules))
 
-    ctx = Context(str(scenario), str(REPO_ROOT / "calibration" / "calibration.json"), "model")
+    ctx = Context(str(path), str(REPO_ROOT / "calibration" / "calibration.json"), "model")
     _, _, frames, _ = _load(ctx)
     ssh = {i for i, f in enumerate(frames) if _ssh(f.data)}
     assert 10 < len(ssh) < len(frames) // 4, "the traffic must hold some SSH, or nothing is checked"
@@ -88,7 +63,7 @@ def test_firewall_rules_drop_in_the_nic(tmp_path):
     assert "firewall: the firewall hops' 2 header-only rules" in nr.basis
 
     out = tmp_path / "out"
-    assert main(["compare", str(scenario), "--out", str(out), "--engine", "model", "--scheduler", "none"]) == 0
+    assert main(["compare", str(path), "--out", str(out), "--engine", "model", "--scheduler", "none"]) == 0
     rep = json.loads((out / "report.json").read_text())
     for point in rep["sweep"]["offload"]:
         assert point["acl_drops"] == {"acl_drop": len(ssh)}

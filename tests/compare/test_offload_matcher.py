@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 from conftest import REPO_ROOT
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
+from small_scenario import scenario_toml
 
 from sim.cli.main import main
 
@@ -30,38 +32,9 @@ drop tcp any any -> $HOME_NET 23 (msg:"telnet"; sid:1; rev:1;)
 alert tcp any any -> any 80 (msg:"shell in URI"; content:"/bin/sh"; sid:2; rev:1;)
 """
 
-SCENARIO = """
-name = "matcher"
-[host]
-cores = 16
-vswitch_cores = 2
-ring = 64
-[[vm]]
-name = "vm1"
-cores = 2
-gbps = 0.25
-[[vm]]
-name = "vm2"
-cores = 2
-gbps = 0.25
-[traffic]
-kind = "pcap"
-pcap = "{pcap}"
-frames = 200
-flows = 8
-east_west = 0
-[sweep]
-gbps = [0.25, 1]
-reference_gbps = 0.25
-[chain.vm1]
-rules = "{rules}"
-hops = [{{kind = "firewall", cores = 1}}, {{kind = "ids", cores = 1}}]
-[chain.vm2]
-rules = "{rules}"
-hops = [{{kind = "ids", cores = 1}}]
-[storm]
-duration_us = 40
-"""
+def scenario_text(pcap: Path, rules: Path) -> str:
+    return scenario_toml("matcher", {"kind": "pcap", "pcap": pcap, "frames": 200, "flows": 8, "east_west": 0},
+                         {"vm1": (rules, ["firewall", "ids"]), "vm2": (rules, ["ids"])})
 
 
 def _pcap(path, n=50, seed=3):
@@ -91,7 +64,7 @@ def _scenario(tmp_path):
     pcap = tmp_path / "mix.pcap"
     _pcap(pcap)
     path = tmp_path / "matcher.toml"
-    path.write_text(SCENARIO.format(pcap=pcap, rules=rules))
+    path.write_text(scenario_text(pcap, rules))
     return path
 
 
