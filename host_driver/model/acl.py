@@ -120,7 +120,9 @@ class AclModel:
     """The classifier block: a table of entries, per-rule hit counters, and atomic replacement.
 
     ``load`` replaces the whole table at once (what the gateware's commit guarantees); hits are
-    counted per rule (gid, sid) for the deciding entry, as the gateware's counter bank does.
+    counted per rule (gid, sid) for the first entry hit, as the gateware's counter bank does: the
+    deciding entry, or a punt / mirror entry when nothing decided (they sort after every deciding
+    entry, docs/security.md).
     """
 
     def __init__(self, entries: Sequence[ClassifierEntry] = ()):
@@ -139,6 +141,10 @@ class AclModel:
         if missing:
             raise KeyError(f"key lacks field(s) {', '.join(missing)}")
         verdict = classify(self.entries, key)
-        if verdict.rule is not None:
-            self.hits[verdict.rule] = self.hits.get(verdict.rule, 0) + 1
+        rule = verdict.rule
+        if rule is None and (verdict.punt or verdict.mirror):
+            first = next(e for e in self.entries if entry_matches(e, key))
+            rule = (first.gid, first.sid)
+        if rule is not None:
+            self.hits[rule] = self.hits.get(rule, 0) + 1
         return verdict
