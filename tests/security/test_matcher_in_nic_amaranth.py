@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from amaranth.sim import Simulator
+from nictop_watch import watch_nictop
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
@@ -168,24 +169,7 @@ def run(config, prog, phases):
                                             "MATCHER_TOO_LONG")}
 
     async def watch(ctx):
-        layout = verdict_record_of(config)
-        current = dict.fromkeys(config.ports, b"")
-        outs = [getattr(dut, f"m_axis_{name}") for name in config.ports]
-        for o in outs:
-            ctx.set(o.tready, 1)
-        sampled = [dut.record.valid, dut.record.payload.as_value()]
-        for o in outs:
-            sampled += [o.tvalid, o.tdata, o.tkeep, o.tlast]
-        async for _, _, valid, payload, *beats in ctx.tick().sample(*sampled):
-            if valid:
-                records.append(layout.from_bits(payload))
-            for i, name in enumerate(config.ports):
-                tvalid, tdata, tkeep, tlast = beats[4 * i:4 * i + 4]
-                if tvalid:
-                    current[name] += tdata.to_bytes(8, "little")[:bin(tkeep).count("1")]
-                    if tlast:
-                        egress[name].append(current[name])
-                        current[name] = b""
+        await watch_nictop(ctx, dut, config, records, egress)
 
     sim = Simulator(dut)
     sim.add_clock(6.4e-9)

@@ -8,6 +8,7 @@ docs/security.md."""
 from __future__ import annotations
 
 from amaranth.sim import Simulator
+from nictop_watch import watch_nictop
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
@@ -50,22 +51,7 @@ def test_default_deny_in_the_bump_in_the_wire():
             await ctx.tick().repeat(40)
 
     async def watch(ctx):
-        layout = verdict_record_of(config)
-        current = {"phy0": b"", "vm1": b""}
-        for name in current:
-            ctx.set(getattr(dut, f"m_axis_{name}").tready, 1)
-        for _ in range(1500):
-            await ctx.tick()
-            if ctx.get(dut.record.valid):
-                records.append(layout.from_bits(ctx.get(dut.record.payload.as_value())))
-            for name in current:
-                m = getattr(dut, f"m_axis_{name}")
-                if ctx.get(m.tvalid):
-                    keep = ctx.get(m.tkeep)
-                    current[name] += ctx.get(m.tdata).to_bytes(8, "little")[:bin(keep).count("1")]
-                    if ctx.get(m.tlast):
-                        egress[name].append(current[name])
-                        current[name] = b""
+        await watch_nictop(ctx, dut, config, records, egress)
 
     sim = Simulator(dut)
     sim.add_clock(6.4e-9)
@@ -301,24 +287,7 @@ def test_default_deny_in_the_switch():
     egress = {name: [] for name in ports}
 
     async def watch(ctx):
-        layout = verdict_record_of(config)
-        current = dict.fromkeys(ports, b"")
-        for name in ports:
-            ctx.set(getattr(dut, f"m_axis_{name}").tready, 1)
-        outs = [getattr(dut, f"m_axis_{name}") for name in ports]
-        sampled = [dut.record.valid, dut.record.payload.as_value()]
-        for o in outs:
-            sampled += [o.tvalid, o.tdata, o.tkeep, o.tlast]
-        async for _, _, valid, payload, *beats in ctx.tick().sample(*sampled):
-            if valid:
-                records.append(layout.from_bits(payload))
-            for i, name in enumerate(ports):
-                tvalid, tdata, tkeep, tlast = beats[4 * i:4 * i + 4]
-                if tvalid:
-                    current[name] += tdata.to_bytes(8, "little")[:bin(tkeep).count("1")]
-                    if tlast:
-                        egress[name].append(current[name])
-                        current[name] = b""
+        await watch_nictop(ctx, dut, config, records, egress)
 
     sim = Simulator(dut)
     sim.add_clock(6.4e-9)
