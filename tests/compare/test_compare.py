@@ -68,7 +68,13 @@ def test_report_files_and_fields(small, tmp_path, capsys):
     assert cores[0] < cores[1] < cores[2]        # every appliance adds a VM hop and a vSwitch pass
     assert rep["storm"]["software"]["vswitch_cores_busy"] > 1.5     # the vSwitch spins
     assert rep["storm"]["nic"]["normal_delivered"] == 1.0 and rep["storm"]["nic"]["host_cores"] == 0
-    assert "## Headline" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Security appliances in software versus offloaded on the NIC: scenario small\n")
+    assert "stands in" not in md
+    # The headline at the top of report.md is the one printed at the end, the planted frames' line with it.
+    top = md.split("## Headline\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [f"  {line[2:]}" for line in top] == printed.splitlines()[-len(top):]
+    assert "hostile traffic at 0.25 Gb/s: 4 attack frames planted" in printed
 
 
 def test_dask_and_local_give_identical_report(small, tmp_path):
