@@ -284,14 +284,25 @@ def _nic(ctx: Context):
                         host_rules={vm: chain.host_rules for vm, chain in ids.items()})
 
 
+def _prepare_storm(ctx: Context) -> None:
+    from sim.compare.storm_tb import prepare_storm
+    prepare_storm(_storm_config(_load(ctx)[0]))
+
+
 def prepare(ctx: Context) -> None:
     """Build the simulator models the points run (the offloaded path's bulk-mode model and the loop
-    storm's cocotb model) once, in this process, before workers run them side by side."""
+    storm's cocotb model) once, before workers run them side by side. The two builds run at the same
+    time, the storm's in a forked process: each spends a minute or more in single-threaded steps
+    (elaboration, Yosys, Verilating) that overlap the other's, and compiles with make -j."""
     if ctx.engine == "model":
         return
-    from sim.compare.storm_tb import prepare_storm
-    _nic(ctx).prepare()
-    prepare_storm(_storm_config(_load(ctx)[0]))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    _load(ctx)                                   # read once, before the fork
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        storm = pool.submit(_prepare_storm, ctx)
+        _nic(ctx).prepare()
+        storm.result()
 
 
 def _switch_drops(counters: dict) -> dict:
