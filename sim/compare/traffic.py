@@ -157,7 +157,7 @@ def plant(scenario, frames: list[Frame]) -> list[Frame]:
     for kind, n, candidates in kinds:
         taken, slots = slots[:n], slots[n:]
         if not candidates:
-            log.warning("traffic: no %s to plant (no %s rule a synthetic frame can meet): %d frames left as they are",
+            log.info("traffic: no %s to plant (no %s rule a synthetic frame can meet): %d frames left as they are",
                         "attack" if kind == "attack" else "payload hit",
                         "firewall drop" if kind == "attack" else "IDS content", n)
             continue
