@@ -29,7 +29,7 @@ import random
 import struct
 from dataclasses import dataclass
 
-__all__ = ["Planted", "Candidate", "attack_candidates", "payload_candidates", "attack_payload", "HTTP_PORTS"]
+__all__ = ["Planted", "Candidate", "attack_candidates", "payload_candidates", "header", "attack_payload", "HTTP_PORTS"]
 
 log = logging.getLogger(__name__)
 
