@@ -115,7 +115,9 @@ def headline(report: dict) -> list[str]:
     def per10(x):
         return "n/a" if x is None else f"{x:g}"
     st = report["storm"]
-    punt = report["sweep"]["offload"][0].get("punt_rate", 0)
+    ref = cap["reference_gbps"]
+    sw_ref, off_ref = ({p["gbps"]: p for p in report["sweep"][path]}[ref] for path in PATHS)
+    punt = off_ref.get("punt_rate", 0)
     return [
         f"security cores per 10 Gb/s at {cap['reference_gbps']:g} Gb/s offered: software "
         f"{per10(sw['security_cores_per_10g'])}, offloaded {per10(off['security_cores_per_10g'])} (punt "
@@ -126,7 +128,21 @@ def headline(report: dict) -> list[str]:
         f"loop storm: software vSwitch {st['software']['vswitch_cores_busy']:g} of {st['software']['vswitch_cores']} "
         f"cores busy, {st['software']['normal_delivered']:.0%} of normal traffic delivered; NIC storm control: "
         f"{st['nic']['normal_delivered']:.0%} delivered, 0 host cores",
+        _hostile_line(sw_ref, off_ref, ref),
     ]
+
+
+def _hostile_line(sw: dict, off: dict, gbps: float) -> str:
+    """What the security functions caught at the reference load, on each path, against what was planted."""
+    pl = off.get("planted") or {}
+    if not pl.get("attack") and not pl.get("payload"):
+        return (f"hostile traffic: none planted ([traffic] attack_share and payload_hit_share are 0); IDS alerts at "
+                f"{gbps:g} Gb/s: software {sw.get('ids_alerts', 0)}, offloaded {off.get('ids_alerts', 0)}")
+    spl = sw.get("planted") or {}
+    return (f"hostile traffic at {gbps:g} Gb/s: {pl['attack']} attack frames planted, dropped by the firewall: "
+            f"software {spl.get('attack_dropped', 0)}, offloaded {pl['attack_dropped']}; {pl['payload']} attack "
+            f"payloads planted, alerted on by the IDS: software {spl.get('payload_alerted', 0)}, offloaded "
+            f"{pl['payload_alerted']} ({off.get('punts', 0)} frames punted by the NIC's matcher)")
 
 
 def _fmt(x, unit=""):
@@ -139,12 +155,17 @@ def _fmt(x, unit=""):
 
 def _markdown(report: dict) -> str:
     sc = report["scenario"]
-    lines = [f"# secnic compare: {sc['name']}", "", "## Headline", ""]
+    lines = [f"# Security appliances in software versus offloaded on the NIC: scenario {sc['name']}", "",
+             "The same traffic through a software vSwitch and a chain of appliance VMs on the host's cores, and "
+             "through the NIC with the chain's rules in its ACL and payload matcher; what each path delivers, drops "
+             "and costs in host cores as the load grows.", "", "## Headline", ""]
     lines += [f"- {h}" for h in headline(report)]
     lines += ["", f"Scenario `{sc['file']}`: {sc['host']['cores']} cores at {sc['host']['clock_ghz']} GHz, "
               f"{len(sc['vms'])} VMs, {sc['traffic']['kind']} traffic ({sc['traffic']['frames']} frames per point, "
               f"{sc['traffic']['east_west']:.0%} east-west). NIC engine: {report['engine']}. Knee: "
-              f"{report['knee_rule']}.",
+              f"{report['knee_rule']}. Hostile frames planted: {sc['traffic'].get('attack_share', 0):.1%} attacks on "
+              f"the firewalls' drop rules, {sc['traffic'].get('payload_hit_share', 0):.1%} payloads holding the IDS "
+              "rules' contents (docs/compare.md).",
               "", "## Sweep", "",
               "| path | offered Gb/s | throughput Gb/s | drops | p50 ns | p99 ns | cores | security cores |",
               "|---|---|---|---|---|---|---|---|"]
@@ -154,6 +175,18 @@ def _markdown(report: dict) -> str:
                          f"{p['drop_rate']:.2%} | "
                          f"{_fmt(p['latency_p50_ns'])} | {_fmt(p['latency_p99_ns'])} | {_fmt(p['cores_used'])} | "
                          f"{_fmt(p['security_cores'])} |")
+    lines += ["", "## The security functions at work", "",
+              "Planted frames (docs/compare.md) and what each path did with them: attacks dropped by the firewall "
+              "(VM or NIC ACL), payloads alerted on by their own rule (IDS VM with Hyperscan, or the NIC's matcher and "
+              "host path). A frame lost before its firewall or IDS is neither.", "",
+              "| path | offered Gb/s | attacks dropped | payloads alerted | frames with IDS alerts | punted |",
+              "|---|---|---|---|---|---|"]
+    for path in PATHS:
+        for p in report["sweep"][path]:
+            pl = p.get("planted") or {}
+            lines.append(f"| {path} | {_fmt(p['offered_gbps'])} | {pl.get('attack_dropped', 0)} of "
+                         f"{pl.get('attack', 0)} | {pl.get('payload_alerted', 0)} of {pl.get('payload', 0)} | "
+                         f"{p.get('ids_alerts', 0)} | {p['punts'] if 'punts' in p else '-'} |")
     lines += ["", "## Chaining (software path at the reference load; the NIC runs any chain in one pass)", "",
               "| appliances | software throughput | software drops | software p99 ns | software cores | "
               "offloaded cores |",
@@ -176,7 +209,7 @@ def _markdown(report: dict) -> str:
               + "; storm drops (switch counters): "
               + (", ".join(f"{k} {v}" for k, v in st["nic"]["storm_drops"].items()) or "none")
               + f"; lost in the external switch's queues: {st['nic'].get('external_switch_lost', 0)}.",
-              "", "## Offloaded path: what the NIC runs, and what stands in for blocks not yet integrated", "",
+              "", "## Offloaded path: what the NIC runs", "",
               f"{report['offload_basis']}",
               "", "Policy drops (each chain's firewall rules: the firewall VM in software, the NIC's ACL offloaded; "
               "policy, not loss: outside the drop rate), by VM at the lowest load: "

@@ -25,6 +25,8 @@
     frames = 4000         # frames simulated per sweep point
     east_west = 0.7       # share of the traffic between VMs of the host (rest from the uplink)
     seed = 1
+    attack_share = 0.01   # share of frames planted to meet a firewall drop rule (telnet, SMB, ...)
+    payload_hit_share = 0.01   # share planted with an IDS content rule's literals in a real-looking payload
 
     [sweep]
     gbps = [1, 2, 4, 8, 12, 16, 20]   # offered load, whole host
@@ -111,6 +113,8 @@ class Traffic:
     frames: int = 4000
     east_west: float = 0.7
     seed: int = 1
+    attack_share: float = 0.01
+    payload_hit_share: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -255,12 +259,24 @@ def parse_scenario(doc: dict, path: Path) -> Scenario:
             r.fail("name", f"duplicate VM name {vm.name!r}")
         vms.append(vm)
 
-    t = _Reader(path, "traffic", doc.get("traffic", {}), ("kind", "pcap", "flows", "frames", "east_west", "seed"))
+    t = _Reader(path, "traffic", doc.get("traffic", {}), ("kind", "pcap", "flows", "frames", "east_west", "seed",
+                                                          "attack_share", "payload_hit_share"))
     traffic = Traffic(kind=t.get("kind", "imix", str, choices=TRAFFIC_KINDS), pcap=t.path_of("pcap"),
                       flows=t.get("flows", 256, int, low=1), frames=t.get("frames", 4000, int, low=100, high=1_000_000),
                       east_west=float(t.get("east_west", 0.7, (int, float), low=0, high=1)),
-                      seed=t.get("seed", 1, int))
+                      seed=t.get("seed", 1, int),
+                      attack_share=float(t.get("attack_share", 0.01, (int, float), low=0, high=0.5)),
+                      payload_hit_share=float(t.get("payload_hit_share", 0.01, (int, float), low=0, high=0.5)))
+    hostile = traffic.attack_share + traffic.payload_hit_share
+    if hostile > 0.5:
+        t.fail("payload_hit_share", "attack_share + payload_hit_share must be at most 0.5 (the rest is the "
+                                    f"scenario's own traffic), not {hostile:g}")
     if traffic.kind == "pcap":
+        for key in ("attack_share", "payload_hit_share"):
+            if t.table.get(key):
+                t.fail(key, "plants hostile frames in synthetic traffic only: a replayed pcap keeps its own "
+                            "frames (set it to 0 or leave it out)")
+        traffic = Traffic(**{**vars(traffic), "attack_share": 0.0, "payload_hit_share": 0.0})
         if traffic.pcap is None:
             t.fail("pcap", "missing: kind = \"pcap\" needs pcap = \"FILE.pcap\"")
         if not traffic.pcap.is_file():

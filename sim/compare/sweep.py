@@ -83,6 +83,31 @@ def _policy_drops(ctx: Context) -> dict[int, str]:
     return {i: ACL_REASON[v] for i, v in enumerate(_firewalls(ctx)[1]) if v in ACL_REASON}
 
 
+@functools.lru_cache(maxsize=4)
+def _software_alerts(ctx: Context) -> list[tuple[int, ...]]:
+    """The content-rule sids each frame raises in its VM's software IDS (:class:`sim.compare.ids.SoftwareIds`:
+    Hyperscan), computed once per process."""
+    from sim.compare.ids import SoftwareIds
+    scenario, _, frames, _ = _load(ctx)
+    return SoftwareIds(_ids(ctx)).alerts(frames, scenario.nic_config())
+
+
+def _detection(frames: Sequence[Frame], alerts: dict[int, tuple[int, ...]], dropped: set[int]) -> dict:
+    """The fields both paths report alike on what the security functions caught: frames with an IDS
+    (content rule) alert, by sid, and what became of the planted frames (``[traffic] attack_share``,
+    ``payload_hit_share``): attacks dropped by policy, payloads alerted on by their own rule."""
+    by_sid: dict[str, int] = {}
+    for sids in alerts.values():
+        for sid in sids:
+            by_sid[str(sid)] = by_sid.get(str(sid), 0) + 1
+    attacks = [i for i, f in enumerate(frames) if f.planted and f.planted.kind == "attack"]
+    payloads = [i for i, f in enumerate(frames) if f.planted and f.planted.kind == "payload"]
+    return {"ids_alerts": sum(1 for sids in alerts.values() if sids), "ids_alerts_by_sid": dict(sorted(by_sid.items())),
+            "planted": {"attack": len(attacks), "attack_dropped": sum(i in dropped for i in attacks),
+                        "payload": len(payloads),
+                        "payload_alerted": sum(frames[i].planted.sid in alerts.get(i, ()) for i in payloads)}}
+
+
 def _rules(scenario: Scenario) -> dict:
     """Compiled rules per rule file (the rule compiler's split: offloaded / payload / host path)."""
     from host_driver.rules import compile_rules, read_rules
@@ -193,6 +218,12 @@ def _software_point(ctx: Context, gbps: float, n: int | None = None) -> dict:
     lat = [o.latency for o, ok in zip(res.outcomes, delivered) if ok]
     out = _metrics(frames, times, delivered, lat, res.span_ns, len(dropped))
     out.update(_policy_fields(scenario, frames, delivered, {i: policy[i] for i in dropped}))
+    # The IDS VM alerts on what it inspected: frames that crossed its hop (delivered ones; a frame
+    # its firewall dropped never reaches it). Chaining points without an IDS hop alert on nothing.
+    has_ids = {vm.name: any(h.kind == "ids" for h in _chain_hops(scenario, vm.name, n)) for vm in scenario.vms}
+    soft = _software_alerts(ctx)
+    out.update(_detection(frames, {i: soft[i] for i, ok in enumerate(delivered) if ok and has_ids[frames[i].vm]},
+                          set(dropped)))
     by_stage = {s.name: round(res.cores_used(s.name), 3) for s in stages}
     baseline = sum(_baseline_ns(costs, f) for f in frames) / max(res.span_ns, 1.0)
     total = sum(by_stage.values())
@@ -253,14 +284,25 @@ def _nic(ctx: Context):
                         host_rules={vm: chain.host_rules for vm, chain in ids.items()})
 
 
+def _prepare_storm(ctx: Context) -> None:
+    from sim.compare.storm_tb import prepare_storm
+    prepare_storm(_storm_config(_load(ctx)[0]))
+
+
 def prepare(ctx: Context) -> None:
     """Build the simulator models the points run (the offloaded path's bulk-mode model and the loop
-    storm's cocotb model) once, in this process, before workers run them side by side."""
+    storm's cocotb model) once, before workers run them side by side. The two builds run at the same
+    time, the storm's in a forked process: each spends a minute or more in single-threaded steps
+    (elaboration, Yosys, Verilating) that overlap the other's, and compiles with make -j."""
     if ctx.engine == "model":
         return
-    from sim.compare.storm_tb import prepare_storm
-    _nic(ctx).prepare()
-    prepare_storm(_storm_config(_load(ctx)[0]))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    _load(ctx)                                   # read once, before the fork
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        storm = pool.submit(_prepare_storm, ctx)
+        _nic(ctx).prepare()
+        storm.result()
 
 
 def _switch_drops(counters: dict) -> dict:
@@ -329,7 +371,13 @@ def _offload_point(ctx: Context, gbps: float) -> dict:
     security_work = sum(host_work(i) for i in punted) + sum(bridge_firewall(i) for i in bridged)
     security = host_cores * (security_work / work) if work else 0.0
     bound = frame_rate_bound(nic.config, frames)
+    # The IDS's alerts on the offloaded path: the records' content-rule sids (the matcher's settled
+    # hits and the host path's verdicts on the punted copies), less the copies the host's ring lost.
+    content_sids = {r.sid for chain in _ids(ctx).values() for r in chain.content}
+    nic_alerts = {i: tuple(sorted(set(r.get("sids") or ()) & content_sids)) for i, r in enumerate(nr.records)
+                  if r is not None and i not in punt_lost}
     return {
+        **_detection(frames, nic_alerts, set(policy)),
         "offered_gbps": round(offered_bytes * 8 / offered_span, 4),
         "throughput_gbps": round(delivered_bytes * 8 / offered_span, 4),
         "drop_rate": round(1 - sum(w for ok, w in zip(forwarded, weight) if ok) / max(1, sum(kept)), 5),

@@ -15,11 +15,16 @@ west flows pair VMs of one VLAN.
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["Frame", "IMIX", "make_frames", "arrivals", "HOME_PREFIX"]
+from sim.compare.hostile import Planted
+
+__all__ = ["Frame", "IMIX", "make_frames", "plant", "arrivals", "HOME_PREFIX"]
+
+log = logging.getLogger(__name__)
 
 #: Frame lengths without FCS and their weights (simple IMIX).
 IMIX = ((60, 7), (590, 4), (1514, 1))
@@ -39,6 +44,8 @@ class Frame:
     vm: str
     src_vm: str | None
     flow: int
+    #: What the frame was planted to exercise (``[traffic] attack_share`` / ``payload_hit_share``), else None.
+    planted: Planted | None = None
 
     @property
     def length(self) -> int:
@@ -52,17 +59,20 @@ def ipv4_checksum(header: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def _build(src_mac, dst_mac, src_ip, dst_ip, proto, sport, dport, length, payload_rng) -> bytes:
+def _build(src_mac, dst_mac, src_ip, dst_ip, proto, sport, dport, length, payload_rng,
+           payload: bytes | None = None, tcp_flags: int = 0x18) -> bytes:
+    """An IPv4 TCP/UDP frame of ``length`` bytes with a random payload, or of ``payload``."""
     l4_len = 20 if proto == 6 else 8
-    payload_len = max(0, length - 14 - 20 - l4_len)
+    payload_len = max(0, length - 14 - 20 - l4_len) if payload is None else len(payload)
     total = 20 + l4_len + payload_len
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, proto, 0, src_ip, dst_ip)
     ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip)) + ip[12:]
     if proto == 6:
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, tcp_flags, 65535, 0, 0)
     else:
         l4 = struct.pack("!HHHH", sport, dport, l4_len + payload_len, 0)
-    payload = payload_rng.randbytes(payload_len)
+    if payload is None:
+        payload = payload_rng.randbytes(payload_len)
     frame = dst_mac + src_mac + b"\x08\x00" + ip + l4 + payload
     return frame + bytes(max(0, 60 - len(frame)))
 
@@ -121,7 +131,53 @@ def make_frames(scenario) -> list[Frame]:
         length = rng.choices(sizes, size_w)[0]
         data = _build(bytes(6), bytes(6), src_ip, dst_ip, proto, sport, dport, length, rng)
         frames.append(Frame(_addresses(scenario, vm, src_vm, data), vm, src_vm, flow))
-    return frames
+    return plant(scenario, frames)
+
+
+def plant(scenario, frames: list[Frame]) -> list[Frame]:
+    """``frames`` with ``[traffic] attack_share`` of them replaced by attacks on the VMs' firewall
+    drop rules and ``payload_hit_share`` by payloads holding their IDS rules' contents
+    (:mod:`sim.compare.hostile`), at positions drawn from their own seeded generator, so the other
+    frames are those of the same scenario without planting. Each planted frame is a flow of its own."""
+    from sim.compare import hostile
+    from sim.compare.firewall import chain_firewalls, chain_ids
+    t = scenario.traffic
+    n_attack, n_payload = round(t.attack_share * len(frames)), round(t.payload_hit_share * len(frames))
+    if not n_attack and not n_payload:
+        return frames
+    rng = random.Random(f"secnic-planting-{t.seed}")
+    kinds = []
+    if n_attack:
+        kinds.append(("attack", n_attack, hostile.attack_candidates(chain_firewalls(scenario))))
+    if n_payload:
+        kinds.append(("payload", n_payload, hostile.payload_candidates(chain_ids(scenario))))
+    slots = rng.sample(range(len(frames)), sum(n for _, n, _ in kinds))
+    out, flow = list(frames), t.flows
+    gbps = {v.name: max(v.gbps, 1e-9) for v in scenario.vms}
+    for kind, n, candidates in kinds:
+        taken, slots = slots[:n], slots[n:]
+        if not candidates:
+            log.info("traffic: no %s to plant (no %s rule a synthetic frame can meet): %d frames left as they are",
+                        "attack" if kind == "attack" else "payload hit",
+                        "firewall drop" if kind == "attack" else "IDS content", n)
+            continue
+        by_vm: dict[str, list] = {}
+        for c in candidates:
+            by_vm.setdefault(c.vm, []).append(c)
+        vms = sorted(by_vm, key=[v.name for v in scenario.vms].index)
+        for i in sorted(taken):
+            c = rng.choice(by_vm[rng.choices(vms, [gbps[v] for v in vms])[0]])
+            src_ip, dst_ip, proto, sport, dport = hostile.header(c, rng)
+            if kind == "attack":
+                data = _build(bytes(6), bytes(6), src_ip, dst_ip, proto, sport, dport, 60, rng, b"",
+                              tcp_flags=0x02)
+            else:
+                payload = hostile.attack_payload(c, dport, rng)[:1514 - 54]
+                data = _build(bytes(6), bytes(6), src_ip, dst_ip, proto, sport, dport, 0, rng, payload)
+            out[i] = replace(frames[i], data=_addresses(scenario, c.vm, None, data), vm=c.vm, src_vm=None, flow=flow,
+                             planted=Planted(kind, c.sid))
+            flow += 1
+    return out
 
 
 def arrivals(frames: list[Frame], gbps: float, seed: int) -> list[float]:

@@ -53,10 +53,11 @@ def test_report_files_and_fields(small, tmp_path, capsys):
     # 2 vSwitch cores at ~4 us a pass cannot carry 4 Gb/s of IMIX: the software path falls off there.
     assert low_sw["drop_rate"] == 0 and high_sw["drop_rate"] > 0.2
     assert rep["knees"]["software"]["offered_gbps"] == high_sw["offered_gbps"]
-    # The NIC carries 4 Gb/s; its host cost is the punted share only. default.rules' content literals
-    # (4 to 12 bytes) do not turn up in the random payloads: the matcher punts nothing.
+    # The NIC carries 4 Gb/s; its host cost is the punted share only: the 1 % of frames planted with
+    # default.rules' content literals (the default payload_hit_share; random payloads never hold them).
     low_off, high_off = rep["sweep"]["offload"]
-    assert high_off["drop_rate"] < 0.01 and low_off["punt_rate"] == 0 and low_off["security_cores"] == 0
+    assert low_off["planted"]["payload"] == 4 and low_off["punts"] == 4 and 0 < low_off["security_cores"] < 0.1
+    assert high_off["drop_rate"] < 0.01
     assert low_off["cores_used"] < low_sw["cores_used"]
     cap = rep["capacity"]
     assert cap["reference_gbps"] == 0.25
@@ -67,7 +68,13 @@ def test_report_files_and_fields(small, tmp_path, capsys):
     assert cores[0] < cores[1] < cores[2]        # every appliance adds a VM hop and a vSwitch pass
     assert rep["storm"]["software"]["vswitch_cores_busy"] > 1.5     # the vSwitch spins
     assert rep["storm"]["nic"]["normal_delivered"] == 1.0 and rep["storm"]["nic"]["host_cores"] == 0
-    assert "## Headline" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Security appliances in software versus offloaded on the NIC: scenario small\n")
+    assert "stands in" not in md
+    # The headline at the top of report.md is the one printed at the end, the planted frames' line with it.
+    top = md.split("## Headline\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [f"  {line[2:]}" for line in top] == printed.splitlines()[-len(top):]
+    assert "hostile traffic at 0.25 Gb/s: 4 attack frames planted" in printed
 
 
 def test_dask_and_local_give_identical_report(small, tmp_path):
@@ -82,6 +89,12 @@ def test_dask_and_local_give_identical_report(small, tmp_path):
     (lambda s: s.replace("cores = 16", "cores = 16\nthreads = 2"),
      "host.threads: unknown key (known: cores, clock_ghz, vswitch_cores, ring, mode)"),
     (lambda s: s.replace("frames = 400", "frames = -1"), "traffic.frames: must be at least 100, not -1"),
+    (lambda s: s.replace("frames = 400", "frames = 400\nattack_share = 0.6"),
+     "traffic.attack_share: must be at most 0.5, not 0.6"),
+    (lambda s: s.replace("frames = 400", "frames = 400\npayload_hit_share = -0.1"),
+     "traffic.payload_hit_share: must be at least 0, not -0.1"),
+    (lambda s: s.replace("frames = 400", 'frames = 400\nattack_share = "1%"'),
+     "traffic.attack_share: must be a number, not '1%'"),
     (lambda s: s.replace("[chain.vm2]", "[chain.vm9]"), "chain.vm9: unknown key (known: vm1, vm2)"),
     (lambda s: s.replace("reference_gbps = 0.25", "reference_gbps = 3"),
      "sweep.reference_gbps: must be one of the sweep's loads [0.25, 4], not 3"),
@@ -114,6 +127,7 @@ def _default_with(tmp_path, frames: int, duration_us: float | None = None, pcap:
     text = re.sub(r"(?m)^frames = .*$", f"frames = {frames}", text)
     if pcap is not None:
         text = text.replace('kind = "imix"', f'kind = "pcap"\npcap = "{pcap}"')
+        text = re.sub(r"(?m)^(attack_share|payload_hit_share) = .*$", "", text)
     if duration_us is not None:
         text = re.sub(r"(?m)^duration_us = .*$", f"duration_us = {duration_us:g}", text)
     path = tmp_path / "default-small.toml"

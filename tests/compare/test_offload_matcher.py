@@ -117,3 +117,14 @@ def test_no_content_rules_no_punts(tmp_path):
     assert nic.acl.matcher is None
     nr = nic.run(frames, arrivals(frames, 0.25, 1))
     assert nr.punted == [] and "IDS: none" in nr.basis
+
+
+def test_planting_in_a_pcap_scenario_is_refused(tmp_path, capsys):
+    """A replayed pcap keeps its own frames: asking to plant hostile frames in it exits 2 naming the key."""
+    scenario = _scenario(tmp_path)
+    scenario.write_text(scenario.read_text().replace('kind = "pcap"', 'kind = "pcap"\nattack_share = 0.02'))
+    out = tmp_path / "out"
+    assert main(["compare", str(scenario), "--out", str(out), "--engine", "model", "--scheduler", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"{scenario}: traffic.attack_share: plants hostile frames in synthetic traffic only" in err
+    assert not out.exists()
