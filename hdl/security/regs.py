@@ -112,8 +112,11 @@ MATCHER_COUNTERS = (SecurityCounter.MATCHER_FRAMES, SecurityCounter.MATCHER_PUNT
 
 
 class SecportCounter(enum.Enum):
-    """Per-port security events other than drops."""
+    """Per-port security events other than drops (none of them is a drop: received = forwarded +
+    dropped per port is untouched)."""
     ALERTS = "alerts"
+    ACL_PUNTS = "acl_punts"
+    ACL_MIRRORS = "acl_mirrors"
 
 
 #: SECPORT drop counters by reason (``drop_*`` in counters.json: part of a port's received drops).
@@ -183,6 +186,10 @@ SECPORT = BlockType(0x0061, 1, "SECPORT", "One per port of a security build: fra
       for r in SECURITY_DROP_REASONS),
     (SecportCounter.ALERTS, "ALERTS", "Frames received on this port that raised an alert (alert, drop and reject "
      "hits)."),
+    (SecportCounter.ACL_PUNTS, "ACL_PUNTS", "Frames received on this port that the ACL handed to the host path "
+     "(acl_punt: a punt first hit, or a deciding hit with more entries hit while CONTROL.punt_acl_multi is set)."),
+    (SecportCounter.ACL_MIRRORS, "ACL_MIRRORS", "Frames received on this port whose first ACL hit is a mirror "
+     "entry (a switch copies each one it forwards to its monitor port)."),
 ]))
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-from hdl.acl.layouts import SLOT_BITS
+from hdl.acl.layouts import SLOT_BITS, AclAction
 from hdl.config import MIN_PHYSICAL_FRAME, NicConfig
 from hdl.datapath.ports import PORT, PortCounter
 from hdl.flow.flow_table import entry_layout as flow_entry_layout
@@ -444,6 +444,10 @@ class NicModel:
             self.count(self._security_block.event(SecurityCounter.DEFAULT_DENY))
         if sec.alert:
             self.count(self._secports[port].event(SecportCounter.ALERTS))
+        if sec.acl_punt:
+            self.count(self._secports[port].event(SecportCounter.ACL_PUNTS))
+        if sec.acl_hit and sec.acl_action is AclAction.MIRROR:
+            self.count(self._secports[port].event(SecportCounter.ACL_MIRRORS))
         return sec
 
     def _security_drop(self, port: int, sec: SecurityResult) -> DropReason:

@@ -780,6 +780,9 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
                             egress_names=[config.ports[q] for q in d["egress"]],
                             **({} if a is None else {"acl_rule": a.acl_rule, "sids": [s for _, s in a.alerts]}))
                for f, d, a in zip(inputs, decisions, per_frame, strict=True)]
+    if rules is not None:
+        for r, d in zip(records, decisions, strict=True):
+            r.update(_trace_acl_host(d.get("security")))
     if rules is not None and rules.matcher is not None:
         for r, d, a in zip(records, decisions, per_frame, strict=True):
             r["match"] = _trace_match(d.get("security"), a)
@@ -799,6 +802,17 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
         head = {"frozen_by": recorder["trigger"], "port": recorder["port"], "records": len(recorder["records"])}
         (tmp / "recorder.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [head, *recorder["records"]]))
     return host
+
+
+def _trace_acl_host(sec) -> dict:
+    """trace.jsonl's ``acl_punt`` (the ACL handed the frame to the host path) and ``acl_mirror`` (its
+    first hit is a mirror entry), from the record's security fields; false for a bypassed frame or
+    one an ingress FIFO dropped (no record)."""
+    from hdl.acl.layouts import AclAction
+    if not sec:
+        return {"acl_punt": False, "acl_mirror": False}
+    return {"acl_punt": bool(sec["acl_punt"]),
+            "acl_mirror": bool(sec["acl_hit"]) and sec["acl_action"] == AclAction.MIRROR.value}
 
 
 def _trace_match(sec, alerts) -> dict | None:

@@ -87,7 +87,8 @@ def test_run_with_rules_on_the_model(nic, case, tmp_path):
     assert (sec["flow_new"], sec["flow_existing"], sec["acl_alert"], sec["acl_drop"], sec["acl_reject"],
             sec["acl_pass"]) == (4, 3, 3, 1, 1, 1)
     phy0 = counters["ports"]["phy0"]
-    assert phy0["security"] == {"drop_acl": 1, "drop_reject": 1, "drop_default_deny": 0, "alerts": 5}
+    assert phy0["security"] == {"drop_acl": 1, "drop_reject": 1, "drop_default_deny": 0, "alerts": 5, "acl_punts": 0,
+                                "acl_mirrors": 0}
     for port in counters["ports"].values():
         forwarded = sum(1 for t in trace if t["verdict"] == "forward" and t["in_port"] == "phy0") \
             if port is phy0 else 0
@@ -272,6 +273,14 @@ def test_host_only_content_rules_punt_by_their_header(payload_case, tmp_path):
     assert {r["sid"]: r["action"] for r in counters["rules"]} == {24: "alert", 28: "alert", 26: "punt", 27: "punt"}
     # Punt entries decide nothing: SECURITY counts only the deciding first hits (sid 24, sid 28).
     assert counters["security"]["acl_alert"] == 2 and counters["security"]["acl_pass"] == 0
+    # The ACL's punts per frame (trace) and per port (SECPORT): frames 5 (sid 26's punt entry first)
+    # and 6 (sid 28's alert with sid 26's punt behind it); no mirror entries. Punts are no drops.
+    assert [t["acl_punt"] for t in trace] == [False] * 4 + [True, True] + [False] * 3
+    assert not any(t["acl_mirror"] for t in trace)
+    phy0 = counters["ports"]["phy0"]
+    assert (phy0["security"]["acl_punts"], phy0["security"]["acl_mirrors"]) == (2, 0)
+    assert counters["ports"]["vm1"]["security"]["acl_punts"] == 0
+    assert phy0["rx_packets"] == len(PAYLOAD_FRAMES) == counters["ports"]["vm1"]["tx_packets"] + received_drops(phy0)
 
 
 def test_content_rules_without_a_matcher_are_counted_not_run(payload_case, tmp_path, caplog):
