@@ -467,6 +467,12 @@ class NicModel:
             # A security drop overrides the switch's decision (a frame the switch drops keeps its reason).
             out = {}
             reason = self._security_drop(port, sec)
+        if reason is DropReason.NONE and sec is not None and sec.acl_hit and sec.acl_action is AclAction.MIRROR:
+            # The ACL mirror: a forwarded frame is also copied to the mirror session's monitor port,
+            # as the session's ingress copy (one copy per frame: it replaces the session's own).
+            copy = self.switch.monitor_copy(res)
+            if copy is not None:
+                out[names.index(copy[0])] = copy[1]
         for q, sent in out.items():
             self.count(self._ports[q].event(PortCounter.TX_PACKETS))
             self.count(self._ports[q].event(PortCounter.TX_BYTES), len(sent))
