@@ -140,8 +140,8 @@ class SecurityGate(wiring.Component):
             # At least 512 records (1024 words): the smallest BeatFifo whose RAM is DP16KDs with their
             # output register; no more block RAMs than a shallower one (see _elaborate_with_matcher).
             self.record_depth = max(record_depth(config), 512)
-            extra = {"s_match": In(stream.Signature(payload_result_layout(*self.matcher), always_ready=True)),
-                     "punt_all_payload": In(1)}
+            extra.update({"s_match": In(stream.Signature(payload_result_layout(*self.matcher), always_ready=True)),
+                          "punt_all_payload": In(1)})
         super().__init__({
             **extra,
             "s_desc": In(stream.Signature(self.desc_layout, always_ready=True)),
