@@ -46,14 +46,14 @@ pass udp any any -> any 123 (msg:"ntp"; sid:3;)
 MACS = [f"02:00:00:00:00:{i:02x}" for i in range(1, 7)]
 
 
-def config(mirror_ingress: int = 0, default_deny: bool = False) -> NicConfig:
+def config(mirror_ingress: int = 0, default_deny: bool = False, matcher_index_bits: int = 0) -> NicConfig:
     """phy0 a trunk (native VLAN 1, VLAN 2), vm1 and host in VLAN 1, vm2 in VLAN 2, mon a trunk (native
     1) and the monitor port of a session copying what vm2 sends (and ``mirror_ingress``)."""
     ports = (SwitchPort(trunk=True, pvid=1, vlans=(2,)), SwitchPort(pvid=1), SwitchPort(pvid=2), SwitchPort(pvid=1),
              SwitchPort(trunk=True, pvid=1, vlans=(2,)))
     return NicConfig(ports=PORTS, switch=SwitchSettings(ports=ports, mac_sets=16, recorder_depth=16, mirror_to=MON,
                                                          mirror_egress=1 << 2, mirror_ingress=mirror_ingress),
-                     security=SecuritySettings(acl_entries=36, flow_sets=16, matcher_index_bits=0,
+                     security=SecuritySettings(acl_entries=36, flow_sets=16, matcher_index_bits=matcher_index_bits,
                                                default_deny=default_deny))
 
 
@@ -163,8 +163,11 @@ class SimBus(Bus):
 
 
 @pytest.mark.slow          # 98 s: the driver programs the ACL over AXI-Lite in amaranth.sim
-def test_gateware_mirrors_as_the_model_on_random_traffic():
-    cfg = config()
+@pytest.mark.parametrize("matcher_index_bits", [0, 6])
+def test_gateware_mirrors_as_the_model_on_random_traffic(matcher_index_bits):
+    """Both of the gate's paths: without the payload matcher (one join) and with it (the copy decided
+    at the first join, kept with the answer for the record's second join; an empty pattern table)."""
+    cfg = config(matcher_index_bits=matcher_index_bits)
     rng = random.Random(11)
     frames = random_frames(rng, 60)
     acl = entries()
