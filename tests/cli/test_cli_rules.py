@@ -359,6 +359,61 @@ def test_ips_diverts_and_the_host_drops_or_reinjects(payload_case, tmp_path, sha
         assert not errors, f"{e}: {errors[0].message} at {list(errors[0].absolute_path)}"
 
 
+def test_ips_on_random_traffic_balances_and_only_host_drops_go_missing(payload_case, tmp_path):
+    """IPS against IDS on 120 random frames (the payload rules, the host-only rules' ACL punt entries,
+    two MACs so that the switch both floods and sends unicast): the same alerts per frame; every
+    diverted frame the host passes leaves every port as the IDS run sent it, in order, and only the
+    frames the host dropped (those whose alert is a drop rule's, eve ``blocked`` + ``drop``) are
+    missing; diverted = punted = re-injected + dropped by the host, by frame and by counter."""
+    import random
+
+    from sim.run.pcapio import read_pcap
+    pcap, rules, _ = payload_case
+    rules.write_text(PAYLOAD_RULES + HOST_ONLY_RULES)
+    rng = random.Random(15)
+    words = [b"GET /evil", b"SECRET", b"evil", b"\xde\xad\xbe\xef", b"trusted", b"yy", b"zz", b"nothing"]
+    frames = []
+    for _ in range(120):
+        mac = rng.choice([M, R])
+        body = b" ".join(rng.choice(words) for _ in range(rng.randrange(1, 4))) + b" pad"
+        l4 = (UDP(sport=rng.randrange(1024, 60000), dport=rng.choice([53, 9999, 5000]))
+              if rng.random() < 0.5 else TCP(sport=rng.randrange(1024, 60000), dport=rng.choice([80, 22, 7, 8080]),
+                                             flags=rng.choice(["S", "PA", "A"])))
+        frames.append(Ether(**mac) / IP(src=rng.choice([C, S, "10.0.0.7"]), dst=rng.choice([C, S])) / l4 / Raw(body))
+    write_pcap(pcap, [(bytes(f), 1_765_000_000_000_000_000 + i * 1_000_000) for i, f in enumerate(frames)])
+    runs = {}
+    for mode in ("ids", "ips"):
+        runs[mode] = out = tmp_path / mode
+        assert main(["run", "--pcap", str(pcap), "--rules", str(rules), *(["--ips"] if mode == "ips" else []),
+                     "--out", str(out)]) == 0
+    ids, ips = (_lines(runs[m] / "trace.jsonl") for m in ("ids", "ips"))
+    assert [t["sids"] for t in ips] == [t["sids"] for t in ids]
+    punted = [t for t in ids if t["acl_punt"] or (t["match"] or {}).get("punt")]
+    diverted = [t for t in ips if "ips" in t]
+    assert [t["pcap_cnt"] for t in diverted] == [t["pcap_cnt"] for t in punted if t["verdict"] == "forward"]
+    assert any(t["acl_punt"] for t in diverted) and any(t["match"]["punt"] for t in diverted)
+    dropped = {t["pcap_cnt"] for t in diverted if t["ips"]["verdict"] == "drop"}
+    # The host drops exactly the diverted frames whose alert is sid 22's, the one drop rule (a drop rule
+    # that matches is a frame's only alert, docs/security.md "Payload rules").
+    assert dropped == {t["pcap_cnt"] for t in diverted if 22 in t["sids"]}
+    assert 0 < len(dropped) < len(diverted)
+    eve = _lines(runs["ips"] / "eve.json")
+    blocked = {e["pcap_cnt"] for e in eve if e["event_type"] == "alert" and e["alert"]["action"] == "blocked"}
+    assert {e["pcap_cnt"] for e in eve if e["event_type"] == "drop"} == dropped <= blocked
+    for port in VMS + ["mon"]:
+        want = [(f.ts_ns, f.data) for f in read_pcap(runs["ids"] / "egress" / f"{port}.pcap")
+                if (f.ts_ns - 1_765_000_000_000_000_000) // 1_000_000 + 1 not in dropped]
+        assert [(f.ts_ns, f.data) for f in read_pcap(runs["ips"] / "egress" / f"{port}.pcap")] == want, port
+    hp = json.loads((runs["ips"] / "run.json").read_text())["host_path"]
+    assert (hp["diverted"], hp["reinjected"], hp["host_dropped"]) == (len(diverted), len(diverted) - len(dropped),
+                                                                      len(dropped))
+    counters = json.loads((runs["ips"] / "counters.json").read_text())["ports"]
+    assert counters["phy0"]["security"]["ips_diverts"] == len(diverted)
+    assert counters["host"]["security"]["ips_reinjects"] == counters["host"]["rx_packets"] == hp["reinjected"]
+    forwarded = sum(1 for t in ips if t["verdict"] == "forward")
+    assert counters["phy0"]["rx_packets"] == forwarded + len(diverted) + received_drops(counters["phy0"]) == 120
+
+
 @pytest.mark.parametrize("how, needle", [
     (["--config", "bump"], "needs a switch with a host port"),
     (["--engine", "icarus"], "model engine only"),
