@@ -245,6 +245,9 @@ class NicTop(wiring.Component):
             connect(m, gate.m_record, wiring.flipped(self.record))
             wire_security(m, csr, self.regmap, cfg, sec_stage, gate, payload_stage)
             record = gate.m_record
+            if switch:
+                # The ACL mirror's copies go to the mirror session's monitor port (docs/security.md).
+                m.d.comb += gate.mirror_dest.eq(Mux(forwarder.mirror_enable, 1 << forwarder.mirror_to, 0))
         if switch:
             connect(m, buffer.outputs[0], fanout.s_axis)
             m.d.comb += fanout.s_desc.eq(buffer.m_desc)

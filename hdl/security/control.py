@@ -188,3 +188,6 @@ def wire_security(m: Module, csr, regmap, config, stage, gate, payload=None) -> 
         m.d.comb += csr.count(block.event(SecportCounter.ALERTS)).eq(mine & rec.acl_hit
                                                                      & (rec.acl_action != AclAction.PASS)
                                                                      & ~rec.acl_action.as_value()[2])
+        m.d.comb += [csr.count(block.event(SecportCounter.ACL_PUNTS)).eq(mine & rec.acl_punt),
+                     csr.count(block.event(SecportCounter.ACL_MIRRORS)).eq(
+                         mine & rec.acl_hit & (rec.acl_action == AclAction.MIRROR))]

@@ -34,13 +34,15 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from hdl.acl.layouts import AclAction
 from hdl.config import NicConfig
 from hdl.lib.ram import BeatFifo, OutputQueue
 from hdl.packet.meta import MATCH_FIELDS, DropReason, Verdict, make_verdict_record, verdict_record_of
 from hdl.security.payload import FRAME_SPACING, RECORD_DELAY_MAX, PayloadStage, payload_result_layout
 from hdl.security.stage import result_layout
 
-__all__ = ["SecurityGate", "DECISION_DEPTH", "DECISION_MARGIN", "MATCH_DEPTH", "RECORD_MARGIN", "record_depth"]
+__all__ = ["SecurityGate", "acl_mirror_copy", "DECISION_DEPTH", "DECISION_MARGIN", "MATCH_DEPTH", "RECORD_MARGIN",
+           "record_depth"]
 
 #: Frames the gate's forwarding-side FIFO holds.
 DECISION_DEPTH = 32
@@ -76,6 +78,14 @@ def record_depth(config: NicConfig) -> int:
     frames = -(-lag // FRAME_SPACING) + 1 + RECORD_MARGIN
     return 1 << (frames - 1).bit_length()
 
+def acl_mirror_copy(answer, switch_verdict):
+    """Whether the frame gets the ACL mirror's copy on the monitor port: its first hit is a mirror
+    entry and it is forwarded (neither the switch nor the stage drops it; docs/security.md, "ACL
+    mirror")."""
+    return (answer.acl_hit & (answer.acl_action == AclAction.MIRROR) & ~answer.drop
+            & (switch_verdict != Verdict.DROP))
+
+
 #: The record fields the security answer fills in.
 _FIELDS = ("acl_hit", "acl_action", "acl_index", "acl_slot", "acl_multi", "acl_punt", "flow_found",
            "flow_established", "flow_to_server", "flow_outcome")
@@ -110,6 +120,9 @@ class SecurityGate(wiring.Component):
         :class:`~hdl.security.payload.PayloadStage`'s results, one per frame, in the same order.
     punt_all_payload: In(1), with a matcher
         SECURITY CONTROL bit 1: every frame the matcher inspects is punted.
+    mirror_dest: In(n_ports), with a switch's descriptors (an ``egress`` field)
+        The mirror session's monitor port as a mask (0: no session). A frame whose first ACL hit
+        is a mirror entry and that is forwarded also goes there (:func:`acl_mirror_copy`).
 
     With a matcher ``m_record`` comes later than ``m_desc`` (the second join, module docstring).
     """
@@ -120,12 +133,15 @@ class SecurityGate(wiring.Component):
         self.desc_layout = data.Layout.cast(desc_layout)
         self.matcher = config.security.matcher
         extra = {}
+        self.switch = "egress" in self.desc_layout.members
+        if self.switch:
+            extra["mirror_dest"] = In(n)
         if self.matcher is not None:
             # At least 512 records (1024 words): the smallest BeatFifo whose RAM is DP16KDs with their
             # output register; no more block RAMs than a shallower one (see _elaborate_with_matcher).
             self.record_depth = max(record_depth(config), 512)
-            extra = {"s_match": In(stream.Signature(payload_result_layout(*self.matcher), always_ready=True)),
-                     "punt_all_payload": In(1)}
+            extra.update({"s_match": In(stream.Signature(payload_result_layout(*self.matcher), always_ready=True)),
+                          "punt_all_payload": In(1)})
         super().__init__({
             **extra,
             "s_desc": In(stream.Signature(self.desc_layout, always_ready=True)),
@@ -174,6 +190,11 @@ class SecurityGate(wiring.Component):
                              desc.drop.eq(1)]
                 if "egress" in self.desc_layout.members:
                     m.d.sync += desc.egress.eq(0)
+            if self.switch:
+                with m.If(acl_mirror_copy(res, head.record.verdict) & self.mirror_dest.any()):
+                    m.d.sync += [rec.egress.eq(head.record.egress | self.mirror_dest),
+                                 desc.egress.eq(head.desc.egress | self.mirror_dest), desc.drop.eq(0),
+                                 desc.mirror_plain.eq(0)]
         return m
 
     def _elaborate_with_matcher(self):
@@ -198,7 +219,10 @@ class SecurityGate(wiring.Component):
         out_layout = data.Layout.cast(self.m_record.payload.shape())
         kept = data.StructLayout({"desc": self.desc_layout, "verdict": Verdict})
         answer = data.StructLayout({**{name: out_layout[name].shape for name in _FIELDS},
-                                    "inspected": 1, "drop": 1, "reason": DropReason})
+                                    "inspected": 1, "drop": 1, "reason": DropReason,
+                                    # The ACL mirror's copy (the monitor port as a mask), decided at the
+                                    # first join with the descriptor's.
+                                    "mirror_copy": len(self.config.ports)})
         match = data.StructLayout({name: out_layout[name].shape for name in MATCH_FIELDS})
         half = -(-rec_layout.size // 2)
         m.submodules.decisions = decisions = OutputQueue(width=kept.size, depth=DECISION_DEPTH)
@@ -242,8 +266,14 @@ class SecurityGate(wiring.Component):
                 if "egress" in self.desc_layout.members:
                     m.d.sync += desc.egress.eq(0)
         ans = Signal(answer)
-        m.d.comb += [*(getattr(ans, name).eq(getattr(res, name)) for name in answer.members),
+        m.d.comb += [*(getattr(ans, name).eq(getattr(res, name)) for name in answer.members if name != "mirror_copy"),
                      answers.w_data.eq(ans), answers.w_en.eq(join1)]
+        if self.switch:
+            copy = Signal(len(self.config.ports))
+            m.d.comb += [copy.eq(Mux(acl_mirror_copy(res, head.verdict), self.mirror_dest, 0)),
+                         ans.mirror_copy.eq(copy)]
+            with m.If(join1 & copy.any()):
+                m.d.sync += [desc.egress.eq(head.desc.egress | copy), desc.drop.eq(0), desc.mirror_plain.eq(0)]
 
         # --- second join: the record (its two words in registers), the answer, the matcher's result ---
         stored = Signal(range(self.record_depth + BeatFifo.QUEUE + 1))      # records in `records`
@@ -275,6 +305,8 @@ class SecurityGate(wiring.Component):
         m.d.sync += [getattr(out, name).eq(getattr(a, name)) for name in _FIELDS]
         with m.If(a.drop & (rec.verdict != Verdict.DROP)):
             m.d.sync += [out.verdict.eq(Verdict.DROP), out.reason.eq(a.reason), out.egress.eq(0)]
+        with m.Elif(a.mirror_copy.any()):
+            m.d.sync += out.egress.eq(rec.egress | a.mirror_copy)
         # A frame the security stage bypassed gets no matcher fields at all.
         m.d.sync += [getattr(out, name).eq(0) for name in MATCH_FIELDS]
         with m.If(a.inspected):

@@ -53,7 +53,7 @@ __all__ = ["SECURITY", "SECPORT", "Command", "SecurityCounter", "SecportCounter"
            "secport_values", "CYCLES_PER_KEY", "ROW_WORDS", "ENTRY_WORDS", "ARG_WORDS", "RESULT_WORDS",
            "TIMEOUT_REGISTERS", "FLOW_WAY_SHIFT", "COUNTER_CLEAR_BIT", "SECPORT_DROP_REGISTERS", "MATCHER_COUNTERS",
            "SECMATCH", "secmatch_values", "CONTROL_DEFAULT_DENY", "CONTROL_PUNT_ALL_PAYLOAD",
-           "CONTROL_PUNT_ACL_MULTI"]
+           "CONTROL_PUNT_ACL_MULTI", "CONTROL_IPS_DIVERT"]
 
 #: The classifier takes a key every 8 cycles (hdl.switch.stage.FRAME_CYCLES: one minimum frame at W=64).
 CYCLES_PER_KEY = 8
@@ -67,6 +67,9 @@ RESULT_WORDS = ENTRY_WORDS
 CONTROL_DEFAULT_DENY = 0
 CONTROL_PUNT_ALL_PAYLOAD = 1
 CONTROL_PUNT_ACL_MULTI = 2
+#: IPS: frames the ACL or the matcher punts are diverted to the host port, not copied (docs/security.md,
+#: "IPS: divert and re-inject"; the golden model carries it out, the gateware does not yet).
+CONTROL_IPS_DIVERT = 3
 #: FLOW_READ / FLOW_WRITE: ARG0 = set | way << FLOW_WAY_SHIFT.
 FLOW_WAY_SHIFT = 24
 #: ACL_COUNTER: ARG0 bit that clears the counter after reading it.
@@ -112,8 +115,13 @@ MATCHER_COUNTERS = (SecurityCounter.MATCHER_FRAMES, SecurityCounter.MATCHER_PUNT
 
 
 class SecportCounter(enum.Enum):
-    """Per-port security events other than drops."""
+    """Per-port security events other than drops (none of them is a drop: received = forwarded +
+    dropped per port is untouched)."""
     ALERTS = "alerts"
+    ACL_PUNTS = "acl_punts"
+    ACL_MIRRORS = "acl_mirrors"
+    IPS_DIVERTS = "ips_diverts"
+    IPS_REINJECTS = "ips_reinjects"
 
 
 #: SECPORT drop counters by reason (``drop_*`` in counters.json: part of a port's received drops).
@@ -130,7 +138,9 @@ SECURITY = BlockType(0x0060, 1, "SECURITY", "Security stage: flow table + ACL cl
              "its flow is established or it goes to the client). Bit 1: punt all payload (every frame the "
              "payload matcher inspects is punted to the host path: the program has host-only payload rules "
              "that no ACL punt entry covers). Bit 2: punt ACL multi (a drop, reject or alert first hit with "
-             "more entries hit is punted too: the table holds punt entries)."),
+             "more entries hit is punted too: the table holds punt entries). Bit 3: IPS divert (a punted frame "
+             "the NIC would forward goes to the host port with a host tag instead, and the host re-injects "
+             "or drops it; golden model only so far: the gateware ignores it)."),
     *(Register(reg, 0x14 + 4 * i, Access.RW, f"Flow idle timeout, {name.replace('_', ' ')}, in ms "
                f"(reset: Suricata's default, {DEFAULT_TIMEOUTS[name] // 1000} s).", reset=DEFAULT_TIMEOUTS[name])
       for i, (name, reg) in enumerate(TIMEOUT_REGISTERS)),
@@ -183,6 +193,14 @@ SECPORT = BlockType(0x0061, 1, "SECPORT", "One per port of a security build: fra
       for r in SECURITY_DROP_REASONS),
     (SecportCounter.ALERTS, "ALERTS", "Frames received on this port that raised an alert (alert, drop and reject "
      "hits)."),
+    (SecportCounter.ACL_PUNTS, "ACL_PUNTS", "Frames received on this port that the ACL handed to the host path "
+     "(acl_punt: a punt first hit, or a deciding hit with more entries hit while CONTROL.punt_acl_multi is set)."),
+    (SecportCounter.ACL_MIRRORS, "ACL_MIRRORS", "Frames received on this port whose first ACL hit is a mirror "
+     "entry (a switch copies each one it forwards to its monitor port)."),
+    (SecportCounter.IPS_DIVERTS, "IPS_DIVERTS", "Frames received on this port that IPS mode diverted to the host "
+     "port (CONTROL.ips_divert; golden model only so far)."),
+    (SecportCounter.IPS_REINJECTS, "IPS_REINJECTS", "Host-tagged frames the host re-injected through this port "
+     "(CONTROL.ips_divert; golden model only so far)."),
 ]))
 
 

@@ -21,9 +21,12 @@ from amaranth.hdl import Shape
 from hdl.acl.layouts import TcamGeometry
 from hdl.flow.flow_table import DEFAULT_TIMEOUTS
 from hdl.flow.flow_table import entry_layout as flow_entry_layout
+from hdl.packet.host_tag import HOST_TAG_ETHERTYPE, HOST_TAG_OFFSET, HOST_TAG_VERSION, HostTag
+from hdl.packet.layouts import decode, encode
 from hdl.security.regs import (
     ARG_WORDS,
     CONTROL_DEFAULT_DENY,
+    CONTROL_IPS_DIVERT,
     CONTROL_PUNT_ACL_MULTI,
     CONTROL_PUNT_ALL_PAYLOAD,
     COUNTER_CLEAR_BIT,
@@ -39,7 +42,7 @@ from host_driver.model.flow import FlowEntry, Timeouts
 from host_driver.rules.compile import ClassifierEntry
 from host_driver.rules.program import AclTable, Op
 
-__all__ = ["Security", "SecurityError", "RuleHits", "COMMAND_POLLS"]
+__all__ = ["Security", "SecurityError", "RuleHits", "COMMAND_POLLS", "split_host_tag", "reinjection"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,29 @@ _STATUS_COMMIT_BUSY = 1 << 1
 
 class SecurityError(RuntimeError):
     """The NIC has no security stage, or a command did not complete."""
+
+
+def split_host_tag(frame: bytes) -> tuple[dict, bytes]:
+    """A frame the NIC diverted to the host port: its host tag's fields (:data:`hdl.packet.host_tag.HostTag`)
+    and the frame as the NIC received it (tag removed). ValueError for a frame without a tag of this
+    version."""
+    end = HOST_TAG_OFFSET + HostTag.BYTES
+    if len(frame) < end or int.from_bytes(frame[HOST_TAG_OFFSET:HOST_TAG_OFFSET + 2], "big") != HOST_TAG_ETHERTYPE:
+        raise ValueError("not a host-tagged frame (no ethertype "
+                         f"{HOST_TAG_ETHERTYPE:#06x} after the source MAC address)")
+    tag = decode(HostTag, frame[HOST_TAG_OFFSET:end])
+    if tag.version != HOST_TAG_VERSION:
+        raise ValueError(f"host tag version {tag.version}, this driver knows {HOST_TAG_VERSION}")
+    fields = {name: int(getattr(tag, name)) for name, _ in HostTag.WIRE_FIELDS}
+    return fields, bytes(frame[:HOST_TAG_OFFSET] + frame[end:])
+
+
+def reinjection(diverted: bytes) -> bytes:
+    """The frame the host sends back into the host port to pass a diverted frame: the same frame and
+    tag, ``reinject`` set (the NIC sends it where the tag says)."""
+    fields, frame = split_host_tag(diverted)
+    fields["reinject"] = 1
+    return frame[:HOST_TAG_OFFSET] + encode(HostTag, fields) + frame[HOST_TAG_OFFSET:]
 
 
 @dataclass(frozen=True)
@@ -237,6 +263,12 @@ class Security:
         """Default deny (CONTROL bit 0): drop IP frames no entry decides, except established flows
         and traffic to the client."""
         await self._set_control_bit(CONTROL_DEFAULT_DENY, on)
+
+    async def set_ips(self, on: bool) -> None:
+        """IPS mode (CONTROL bit 3): a punted frame the NIC would forward is diverted to the host
+        port with a host tag (:func:`split_host_tag`) instead of being forwarded; the host re-injects
+        it (:func:`reinjection`) or drops it (docs/security.md, "IPS: divert and re-inject")."""
+        await self._set_control_bit(CONTROL_IPS_DIVERT, on)
 
     async def punt_all_payload(self) -> bool:
         return bool(await self.nic.read(self.block, "CONTROL") >> CONTROL_PUNT_ALL_PAYLOAD & 1)

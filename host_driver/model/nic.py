@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-from hdl.acl.layouts import SLOT_BITS
+from hdl.acl.layouts import SLOT_BITS, AclAction
 from hdl.config import MIN_PHYSICAL_FRAME, NicConfig
 from hdl.datapath.ports import PORT, PortCounter
 from hdl.flow.flow_table import entry_layout as flow_entry_layout
 from hdl.matcher import entry_layout as matcher_entry_layout
 from hdl.mgmt.regs import BLOCK_STRIDE, Event
+from hdl.packet.host_tag import HOST_TAG_ETHERTYPE, HOST_TAG_OFFSET, HOST_TAG_VERSION, HostTag
 from hdl.packet.layouts import (
     ETH_ARP,
     ETH_IPV4,
@@ -49,12 +50,14 @@ from hdl.packet.layouts import (
     Udp,
     VlanTag,
     decode,
+    encode,
 )
-from hdl.packet.meta import DropReason, L3Type, MalformedReason, PacketMeta, Verdict
+from hdl.packet.meta import FRAME_LEN_BITS, DropReason, L3Type, MalformedReason, PacketMeta, Verdict
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.security.regs import ARG_WORDS as SECURITY_ARG_WORDS
 from hdl.security.regs import (
     CONTROL_DEFAULT_DENY,
+    CONTROL_IPS_DIVERT,
     CONTROL_PUNT_ACL_MULTI,
     CONTROL_PUNT_ALL_PAYLOAD,
     COUNTER_CLEAR_BIT,
@@ -384,6 +387,9 @@ class NicModel:
         goes. (``now`` matters to a switch: aging, storm buckets, loop guard.)"""
         port = self.port_index(in_port)
         frame = bytes(frame)
+        tag = self._reinjection(frame, port)
+        if tag is not None:
+            return self._reinject(frame, port, tag)
         meta = self.parse(frame, port)
         self.count(self._ports[port].event(PortCounter.RX_PACKETS))
         self.count(self._ports[port].event(PortCounter.RX_BYTES), meta["frame_len"])
@@ -444,6 +450,10 @@ class NicModel:
             self.count(self._security_block.event(SecurityCounter.DEFAULT_DENY))
         if sec.alert:
             self.count(self._secports[port].event(SecportCounter.ALERTS))
+        if sec.acl_punt:
+            self.count(self._secports[port].event(SecportCounter.ACL_PUNTS))
+        if sec.acl_hit and sec.acl_action is AclAction.MIRROR:
+            self.count(self._secports[port].event(SecportCounter.ACL_MIRRORS))
         return sec
 
     def _security_drop(self, port: int, sec: SecurityResult) -> DropReason:
@@ -463,9 +473,39 @@ class NicModel:
             # A security drop overrides the switch's decision (a frame the switch drops keeps its reason).
             out = {}
             reason = self._security_drop(port, sec)
+        if reason is DropReason.NONE and self._diverts(sec):
+            # IPS: the frame goes to the host port with its host tag instead (docs/security.md).
+            host = self.security.bypass_port
+            tag = {"tpid": HOST_TAG_ETHERTYPE, "version": HOST_TAG_VERSION, "acl_punt": int(sec.acl_punt),
+                   "match_punt": int(sec.match is not None and sec.match.punt), "in_port": port, "vlan": res.vlan,
+                   "egress": sum(1 << q for q in out)}
+            if sec.acl_hit and sec.acl_action is AclAction.MIRROR:
+                copy = self.switch.monitor_copy(res)
+                if copy is not None:
+                    tag["egress"] |= 1 << names.index(copy[0])
+            out = {host: frame[:HOST_TAG_OFFSET] + encode(HostTag, tag) + frame[HOST_TAG_OFFSET:]}
+            self.count(self._secports[port].event(SecportCounter.IPS_DIVERTS))
+            for q, sent in out.items():
+                self.count(self._ports[q].event(PortCounter.TX_PACKETS))
+                self.count(self._ports[q].event(PortCounter.TX_BYTES), len(sent))
+            self._switch_counts(port, res, reason)
+            return ModelResult(meta, port, False, Verdict.PUNT, reason, [host], frame, out, security=sec)
+        if reason is DropReason.NONE and sec is not None and sec.acl_hit and sec.acl_action is AclAction.MIRROR:
+            # The ACL mirror: a forwarded frame is also copied to the mirror session's monitor port,
+            # as the session's ingress copy (one copy per frame: it replaces the session's own).
+            copy = self.switch.monitor_copy(res)
+            if copy is not None:
+                out[names.index(copy[0])] = copy[1]
         for q, sent in out.items():
             self.count(self._ports[q].event(PortCounter.TX_PACKETS))
             self.count(self._ports[q].event(PortCounter.TX_BYTES), len(sent))
+        self._switch_counts(port, res, reason)
+        verdict = Verdict.FORWARD if reason is DropReason.NONE else Verdict.DROP
+        return ModelResult(meta, port, False, verdict, reason, sorted(out), frame if out else b"", out, security=sec)
+
+    def _switch_counts(self, port: int, res, reason: DropReason) -> None:
+        """The switch's own counters of one switched frame (SWPORT drops, SWITCH learning and events)."""
+        names = self.config.ports
         if res.drop is not None:
             self.count(self._swports[port].event(reason))
         if reason.name.startswith("STORM"):
@@ -485,8 +525,44 @@ class NicModel:
         if loops != self._table_counts.get("loops", 0):
             self.count(self._switch_block.event(SwitchCounter.LOOP_EVENTS), loops - self._table_counts.get("loops", 0))
             self._table_counts["loops"] = loops
-        verdict = Verdict.FORWARD if reason is DropReason.NONE else Verdict.DROP
-        return ModelResult(meta, port, False, verdict, reason, sorted(out), frame if out else b"", out, security=sec)
+
+    # -- IPS: divert to the host and re-inject (docs/security.md, "IPS: divert and re-inject") -----
+
+    def _diverts(self, sec: SecurityResult | None) -> bool:
+        """IPS mode diverts this frame (a switch with a host port: the bypass port)."""
+        return (sec is not None and self.security.ips_divert and self.security.bypass_port is not None
+                and (sec.acl_punt or (sec.match is not None and sec.match.punt)))
+
+    def _reinjection(self, frame: bytes, port: int):
+        """The host tag of a frame the host re-injects (received on the host port, tagged, ``reinject``
+        set, this version, naming ports of this NIC), else None."""
+        if (self.switch is None or self.security is None or port != self.security.bypass_port
+                or len(frame) < HOST_TAG_OFFSET + HostTag.BYTES
+                or int.from_bytes(frame[HOST_TAG_OFFSET:HOST_TAG_OFFSET + 2], "big") != HOST_TAG_ETHERTYPE):
+            return None
+        tag = decode(HostTag, frame[HOST_TAG_OFFSET:])
+        n = len(self.config.ports)
+        if not tag.reinject or tag.version != HOST_TAG_VERSION or tag.in_port >= n or tag.egress >> n:
+            return None
+        return tag
+
+    def _reinject(self, frame: bytes, port: int, tag) -> ModelResult:
+        """A re-injected frame: counted in on the host port, sent, tag removed, to the ports its tag
+        names as the switch sends a frame admitted into the tag's VLAN; not parsed, learned or
+        inspected (the frame's own record was made when it was diverted)."""
+        inner = frame[:HOST_TAG_OFFSET] + frame[HOST_TAG_OFFSET + HostTag.BYTES:]
+        self.count(self._ports[port].event(PortCounter.RX_PACKETS))
+        self.count(self._ports[port].event(PortCounter.RX_BYTES), min(len(frame), (1 << FRAME_LEN_BITS) - 1))
+        self.count(self._secports[port].event(SecportCounter.IPS_REINJECTS))
+        names = self.config.ports
+        ports = [names[q] for q in range(len(names)) if tag.egress >> q & 1]
+        sent = {names.index(p): out_bytes
+                for p, out_bytes in self.switch.send_as_admitted(inner, tag.vlan, ports).items()}
+        for q, out_bytes in sent.items():
+            self.count(self._ports[q].event(PortCounter.TX_PACKETS))
+            self.count(self._ports[q].event(PortCounter.TX_BYTES), len(out_bytes))
+        meta = self.parse(inner, int(tag.in_port))
+        return ModelResult(meta, port, False, Verdict.FORWARD, DropReason.NONE, sorted(sent), inner, sent)
 
 
 class ModelBus(Bus):
@@ -573,6 +649,7 @@ class ModelBus(Bus):
             sec.default_deny = bool(value >> CONTROL_DEFAULT_DENY & 1)
             sec.punt_all_payload = bool(value >> CONTROL_PUNT_ALL_PAYLOAD & 1)
             sec.punt_acl_multi = bool(value >> CONTROL_PUNT_ACL_MULTI & 1)
+            sec.ips_divert = bool(value >> CONTROL_IPS_DIVERT & 1)
         elif name in _TIMEOUT_NAMES:
             sec.flows.timeouts = dataclasses.replace(sec.flows.timeouts, **{_TIMEOUT_NAMES[name]: value})
         elif name == "CMD":

@@ -218,6 +218,9 @@ class SecurityModel:
         CONTROL bit 1: every frame the matcher inspects is punted.
     punt_acl_multi : bool
         CONTROL bit 2: a drop / reject / alert first hit with ``multi`` is punted too.
+    ips_divert : bool
+        CONTROL bit 3: a punted frame the NIC would forward is diverted to the host port
+        (:class:`host_driver.model.nic.NicModel` carries it out).
     """
 
     def __init__(self, *, acl_entries: int = 256, cycles_per_key: int = 8, flow_sets: int = 1024,
@@ -228,6 +231,7 @@ class SecurityModel:
                         if matcher_index_bits else None)
         self.punt_all_payload = False
         self.punt_acl_multi = False
+        self.ips_divert = False
         self.geometry = TcamGeometry(acl_entries, cycles_per_key)
         self.flows = FlowTable(flow_sets, flow_ways, flow_addr_bits, timeouts=timeouts or Timeouts())
         self.default_deny = bool(default_deny)

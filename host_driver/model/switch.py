@@ -657,6 +657,26 @@ class SwitchModel:
                 copies.append((m.to, self._egress_frame(m.to, vlan, tpid, pcp_dei if tagged else 0, inner)))
         return copies
 
+    def monitor_copy(self, res: SwitchResult) -> tuple[str, bytes] | None:
+        """(monitor port, bytes) of a copy of a switched frame made as the session's ingress copy is
+        (tagged for the monitor port in the frame's VLAN, its priority kept); None without a session
+        or for a frame no VLAN admitted. The security stage's ACL mirror sends it (docs/security.md)."""
+        if not self.mirrors or res.admitted is None:
+            return None
+        vlan, tpid, pcp_dei, inner = res.admitted
+        to = self.mirrors[0].to
+        return to, self._egress_frame(to, vlan, tpid, pcp_dei, inner)
+
+    def send_as_admitted(self, frame: bytes, vlan: int, ports: Iterable[str]) -> dict[str, bytes]:
+        """The bytes each of ``ports`` sends for ``frame`` (as received) admitted into ``vlan``, tagged
+        per port as a switched frame is; nothing learned or counted. The host path's re-injections
+        (docs/security.md, "IPS: divert and re-inject") leave this way."""
+        tag = _outer_tag(frame)
+        tpid, pcp_dei, inner = 0x8100, 0, frame
+        if tag is not None:
+            pcp_dei, tpid, inner = tag[0] & 0xF000, tag[1], frame[:12] + frame[16:]
+        return {p: self._egress_frame(p, vlan, tpid, pcp_dei, inner) for p in ports}
+
     def _egress_frame(self, port: str, vlan: int, tpid: int, pcp_dei: int, inner: bytes) -> bytes:
         cfg = self.ports[port]
         if cfg.mode == "access" or vlan == cfg.vlan:

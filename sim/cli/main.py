@@ -4,7 +4,7 @@
 
     secnic [--version] [-v] COMMAND ...
     secnic run (--in PORT=FILE.pcap ... | --pcap FILE.pcap) [--config nic.toml]
-               [--rules FILE.rules [--vars vars.toml]]
+               [--rules FILE.rules [--vars vars.toml] [--ips]]
                [--engine model|verilator|icarus] [--pace line|pcap|GBPS] [--waves]
                [--bulk | --no-bulk] [--jobs N] --out DIR [--force]
     secnic regmap --format md|json [--config nic.toml]
@@ -252,7 +252,8 @@ def cmd_run(args) -> int:
     inputs, truncated = _parse_inputs(args, config)
     try:
         run = run_engine(config, inputs, engine=args.engine, pace=pace, waves=args.waves, out_dir=out,
-                         force=args.force, truncated_files=truncated, bulk=args.bulk, jobs=args.jobs, rules=rules)
+                         force=args.force, truncated_files=truncated, bulk=args.bulk, jobs=args.jobs, rules=rules,
+                         ips=args.ips)
     except (PaceError, OutDirError, ValueError) as exc:
         raise BadInput(str(exc)) from None
     warn_suspicious("run", run)
@@ -392,6 +393,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           "default: none)")
     run.add_argument("--vars", metavar="vars.toml",
                      help="[address-groups] and [port-groups] for --rules (default: Suricata's suricata.yaml vars)")
+    run.add_argument("--ips", action="store_true",
+                     help="IPS mode for --rules: frames the host path must settle are diverted to the host port "
+                          "and re-injected or dropped by the host (docs/security.md; a switch with a host port, "
+                          "model engine only; default: IDS, the host gets a copy)")
     run.add_argument("--config", metavar="nic.toml",
                      help="NIC build options ([nic] table; default: the built-in NIC, W=64, phy0 + vm1)")
     run.add_argument("--engine", choices=("model", "verilator", "icarus"), default="model",

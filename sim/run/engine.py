@@ -325,9 +325,9 @@ def _frame_cycles(config: NicConfig, frame: bytes) -> int:
     return beats
 
 
-def _programmed_model(config, rules):
+def _programmed_model(config, rules, ips: bool = False):
     """A golden model of ``config`` with ``rules`` programmed through the driver (as on a NIC), and
-    the driver: (model, Nic over its ModelBus)."""
+    the driver: (model, Nic over its ModelBus). ``ips``: IPS mode set through the driver too."""
     import asyncio
 
     from host_driver.driver import Nic
@@ -340,14 +340,21 @@ def _programmed_model(config, rules):
         await nic.discover()
         if rules is not None:
             await nic.security.program(rules.entries, matcher=rules.matcher)
+        if ips:
+            await nic.security.set_ips(True)
     asyncio.run(program())
     return model, nic
 
 
-def _run_model(config, inputs, starts, rules=None):
+def _run_model(config, inputs, starts, rules=None, ips: bool = False):
     import asyncio
 
-    model, nic = _programmed_model(config, rules)
+    from hdl.packet.meta import Verdict
+    from host_driver.blocks.security import reinjection
+
+    model, nic = _programmed_model(config, rules, ips)
+    host = _ips_host(config, rules) if ips else None
+    ips_results = {}
     if config.switch is None and config.security is None:
         order = [(i, 0) for i in range(len(inputs))]      # the bump's decisions do not depend on order
     else:
@@ -360,6 +367,18 @@ def _run_model(config, inputs, starts, rules=None):
         results[i] = r = model.process(f.frame, f.port, f.rx_error, now=now)
         for q in r.egress:
             egress_src[q].append((i, r.egress_frames[q]))
+        if r.verdict is Verdict.PUNT:
+            # IPS: the frame came out of the host port with its tag; the host decides at once (the
+            # model's host takes no time) and passes it back in through the host port, or drops it.
+            port = config.security.bypass_port
+            verdict = host.decide(r.security.record_fields(), r.meta, r.in_port, f.frame)
+            out = []
+            if verdict == "pass":
+                back = model.process(reinjection(r.egress_frames[port]), port, now=now)
+                out = back.egress
+                for q in back.egress:
+                    egress_src[q].append((i, back.egress_frames[q]))
+            ips_results[i] = {"verdict": verdict, "egress": out}
 
     async def read_counters():
         counters = await nic.counters()
@@ -370,10 +389,17 @@ def _run_model(config, inputs, starts, rules=None):
     decisions = [{"meta": r.meta, "verdict": int(r.verdict), "reason": int(r.reason),
                   "egress": list(r.egress), "security": r.security.record_fields() if r.security else None}
                  for r in results]
+    for i, outcome in ips_results.items():
+        decisions[i]["ips"] = outcome
     cycles, latency = _estimate_timing(config, inputs, starts, [bool(d["egress"]) for d in decisions])
     timing = {"timing": "estimate", "cycles": cycles, "latency_cycles": latency, "sim_cycles": None,
               "recorder": _model_recorder(model)}
     return decisions, egress_src, counters, timing
+
+
+def _ips_host(config, rules):
+    from sim.run.ips import IpsHost
+    return IpsHost(rules, config.security.acl_entries)
 
 
 async def _rule_hits(nic) -> list[list[int]]:
@@ -660,7 +686,7 @@ def use_bulk(engine: str, n_frames: int, bulk: bool | None = None, waves: bool =
 def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "model",
                pace: str | float = "line", waves: bool = False, out_dir: str | Path = "out", *,
                force: bool = False, truncated_files: Sequence[tuple[str, str]] = (),
-               bulk: bool | None = None, jobs: int = 1, rules=None) -> dict:
+               bulk: bool | None = None, jobs: int = 1, rules=None, ips: bool = False) -> dict:
     """Run ``inputs`` through ``engine`` and write the run files to ``out_dir``; return run.json's dict.
 
     ``out_dir`` follows :mod:`sim.run.outdir` (``force``: write beside files secnic did not write);
@@ -669,7 +695,9 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
     ``jobs``: :func:`use_bulk` (ValueError for a combination that cannot be). ``rules``: a
     :class:`sim.run.alerts.RuleSet` the driver programs into the security stage before the first
     frame (the build must have one: ``config.security``); eve.json, trace.jsonl's ``acl_rule`` and
-    ``sids`` and counters.json's ``rules`` come from it.
+    ``sids`` and counters.json's ``rules`` come from it. ``ips``: IPS mode (docs/security.md, "IPS:
+    divert and re-inject"; needs ``rules``, a switch with a host port, and the model engine: the
+    gateware does not divert yet).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -696,6 +724,15 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
     if rules is not None:
         if config.security is None:
             raise ValueError("rules need a build with a security stage (a [security] table in --config)")
+    if ips:
+        if rules is None:
+            raise ValueError("--ips diverts the frames the rules' host path must settle: give --rules too")
+        if config.switch is None or config.security.bypass_port is None:
+            raise ValueError("--ips diverts frames to the NIC's host port and takes them back there: it needs a "
+                             "switch with a host port (the security stage's bypass port); this build has none")
+        if engine != "model":
+            raise ValueError(f"--ips runs on the model engine only: the gateware does not divert frames yet "
+                             f"(docs/security.md, \"IPS: divert and re-inject\"), so --engine {engine} cannot")
     bulk = use_bulk(engine, len(inputs), bulk, waves, jobs)
     out_dir = check_out_dir(out_dir, force=force)
     starts = schedule(config, inputs, pace)
@@ -712,12 +749,13 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
         work = tmp / ".work"
         work.mkdir()
         if engine == "model":
-            decisions, egress_src, counters, timing = _run_model(config, inputs, starts, rules)
+            decisions, egress_src, counters, timing = _run_model(config, inputs, starts, rules, ips)
         else:
             decisions, egress_src, counters, timing = _run_sim(config, inputs, starts, engine, waves, work,
                                                                bulk, jobs, rules)
         wall = time.monotonic() - wall0
-        host = _write_outputs(tmp, config, inputs, decisions, egress_src, counters, timing.get("recorder"), rules)
+        host = _write_outputs(tmp, config, inputs, decisions, egress_src, counters, timing.get("recorder"), rules,
+                              ips)
         run = _run_json(config, engine, inputs, egress_src, timing, wall, pace, starts, truncated_files)
         if rules is not None:
             run["security"] = {"rules": rules.source, "rules_programmed": len({(e.gid, e.sid) for e in rules.entries}),
@@ -743,12 +781,15 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
     return run
 
 
-def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, recorder=None, rules=None) -> dict:
+def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, recorder=None, rules=None,
+                   ips: bool = False) -> dict:
     """Write trace.jsonl, egress/, counters.json, eve.json (and recorder.jsonl); returns the host
     path's work for run.json (alerts, frames whose alert list the host finished, and with payload
     rules ``host_path``: :meth:`sim.run.alerts.HostPath.summary`)."""
+    from host_driver.eve import ACTION_BLOCKED
     from host_driver.trace import dumps_jsonl, trace_record
     from sim.run.alerts import HostPath, alert_events, frame_alerts, merge_alerts, rules_table, slot_rules
+    from sim.run.ips import drop_event
 
     events, host = [], {"alerts": 0, "host_finished_frames": 0, "host_finished_alerts": 0}
     per_frame = [None] * len(inputs)
@@ -764,15 +805,26 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
                 a = merge_alerts(a, sec, matched, found, rules)
                 payload.host_alerts += sum(1 for r in a.alerts if r in a.host)
                 payload.settled_alerts += sum(1 for r in a.alerts if r in a.payload and r not in a.host)
+            dropped = d.get("ips", {}).get("verdict") == "drop"
+            if dropped:
+                a.action = ACTION_BLOCKED       # IPS: the host dropped the frame its alert names
             per_frame[i] = a
-            events += alert_events(a, rules, d["meta"], timestamp=f.ts_ns / 1e9, in_iface=f.port,
-                                   in_file=f.in_file, pcap_cnt=f.pcap_cnt)
+            frame_events = alert_events(a, rules, d["meta"], timestamp=f.ts_ns / 1e9, in_iface=f.port,
+                                        in_file=f.in_file, pcap_cnt=f.pcap_cnt)
+            events += frame_events
+            if dropped:
+                events.append(drop_event(frame_events[0], d["meta"], f.frame))
             if a.host_finished:
                 host["host_finished_frames"] += 1
                 host["host_finished_alerts"] += len(a.alerts) - 1
-        host["alerts"] = len(events)
+        host["alerts"] = sum(1 for e in events if e["event_type"] == "alert")
         if payload is not None:
             host["host_path"] = payload.summary(len(inputs))
+            outcomes = [d["ips"]["verdict"] for d in decisions if d.get("ips")]
+            if ips:
+                # punted and diverted count the same frames; diverted = reinjected + host_dropped.
+                host["host_path"].update(diverted=len(outcomes), reinjected=outcomes.count("pass"),
+                                         host_dropped=outcomes.count("drop"))
         hits = {(g, s): n for g, s, n in counters.pop("rule_hits")}
         counters["rules"] = rules_table(rules, hits)
     records = [trace_record(d["meta"], in_port_name=f.port, in_file=f.in_file, pcap_cnt=f.pcap_cnt,
@@ -780,6 +832,12 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
                             egress_names=[config.ports[q] for q in d["egress"]],
                             **({} if a is None else {"acl_rule": a.acl_rule, "sids": [s for _, s in a.alerts]}))
                for f, d, a in zip(inputs, decisions, per_frame, strict=True)]
+    if rules is not None:
+        for r, d in zip(records, decisions, strict=True):
+            r.update(_trace_acl_host(d.get("security")))
+            if "ips" in d:
+                # IPS: the host's verdict and where the re-injected frame went.
+                r["ips"] = {"verdict": d["ips"]["verdict"], "egress": [config.ports[q] for q in d["ips"]["egress"]]}
     if rules is not None and rules.matcher is not None:
         for r, d, a in zip(records, decisions, per_frame, strict=True):
             r["match"] = _trace_match(d.get("security"), a)
@@ -799,6 +857,17 @@ def _write_outputs(tmp: Path, config, inputs, decisions, egress_src, counters, r
         head = {"frozen_by": recorder["trigger"], "port": recorder["port"], "records": len(recorder["records"])}
         (tmp / "recorder.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [head, *recorder["records"]]))
     return host
+
+
+def _trace_acl_host(sec) -> dict:
+    """trace.jsonl's ``acl_punt`` (the ACL handed the frame to the host path) and ``acl_mirror`` (its
+    first hit is a mirror entry), from the record's security fields; false for a bypassed frame or
+    one an ingress FIFO dropped (no record)."""
+    from hdl.acl.layouts import AclAction
+    if not sec:
+        return {"acl_punt": False, "acl_mirror": False}
+    return {"acl_punt": bool(sec["acl_punt"]),
+            "acl_mirror": bool(sec["acl_hit"]) and sec["acl_action"] == AclAction.MIRROR.value}
 
 
 def _trace_match(sec, alerts) -> dict | None:

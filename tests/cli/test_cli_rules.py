@@ -87,7 +87,8 @@ def test_run_with_rules_on_the_model(nic, case, tmp_path):
     assert (sec["flow_new"], sec["flow_existing"], sec["acl_alert"], sec["acl_drop"], sec["acl_reject"],
             sec["acl_pass"]) == (4, 3, 3, 1, 1, 1)
     phy0 = counters["ports"]["phy0"]
-    assert phy0["security"] == {"drop_acl": 1, "drop_reject": 1, "drop_default_deny": 0, "alerts": 5}
+    assert phy0["security"] == {"drop_acl": 1, "drop_reject": 1, "drop_default_deny": 0, "alerts": 5, "acl_punts": 0,
+                                "acl_mirrors": 0, "ips_diverts": 0, "ips_reinjects": 0}
     for port in counters["ports"].values():
         forwarded = sum(1 for t in trace if t["verdict"] == "forward" and t["in_port"] == "phy0") \
             if port is phy0 else 0
@@ -272,6 +273,187 @@ def test_host_only_content_rules_punt_by_their_header(payload_case, tmp_path):
     assert {r["sid"]: r["action"] for r in counters["rules"]} == {24: "alert", 28: "alert", 26: "punt", 27: "punt"}
     # Punt entries decide nothing: SECURITY counts only the deciding first hits (sid 24, sid 28).
     assert counters["security"]["acl_alert"] == 2 and counters["security"]["acl_pass"] == 0
+    # The ACL's punts per frame (trace) and per port (SECPORT): frames 5 (sid 26's punt entry first)
+    # and 6 (sid 28's alert with sid 26's punt behind it); no mirror entries. Punts are no drops.
+    assert [t["acl_punt"] for t in trace] == [False] * 4 + [True, True] + [False] * 3
+    assert not any(t["acl_mirror"] for t in trace)
+    phy0 = counters["ports"]["phy0"]
+    assert (phy0["security"]["acl_punts"], phy0["security"]["acl_mirrors"]) == (2, 0)
+    assert counters["ports"]["vm1"]["security"]["acl_punts"] == 0
+    assert phy0["rx_packets"] == len(PAYLOAD_FRAMES) == counters["ports"]["vm1"]["tx_packets"] + received_drops(phy0)
+
+
+# -- IPS: divert to the host, drop or re-inject (docs/security.md, "IPS: divert and re-inject") ------
+
+#: PAYLOAD_FRAMES (all into phy0 of the default switch) by hand: the NIC punts frames 4, 5, 7, 8 and 9
+#: (1-based); in IPS mode they are diverted to the host port instead. The host drops frame 5 (sid 22,
+#: a content drop rule, matches "EVIL") and passes the others (alerts, no alert, a pass rule), which it
+#: re-injects: they leave where the IDS run sent them, in the same order.
+IPS_DIVERTED = {4: "pass", 5: "drop", 7: "pass", 8: "pass", 9: "pass"}
+VMS = ["vm1", "vm2", "vm3", "vm4"]
+
+
+def _eve_validator(shared_data):
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a dev dependency")
+    path = shared_data / "suricata-eve-schema" / "schema.json"
+    if not path.is_file():
+        pytest.skip(f"Suricata's EVE schema not found at {path}")
+    doc = json.loads(path.read_text())
+    return jsonschema.validators.validator_for(doc)(doc, format_checker=jsonschema.FormatChecker())
+
+
+def test_ips_diverts_and_the_host_drops_or_reinjects(payload_case, tmp_path, shared_data):
+    """One content drop rule hits frame 5: it does not leave the NIC; the other diverted frames leave
+    every port as in IDS mode, in order; counters balance: diverted = re-injected + dropped by the
+    host, per port received = sent (to the host too) + dropped; eve.json has the blocked alert and a
+    drop event, valid against Suricata's schema."""
+    from host_driver.blocks.security import split_host_tag
+    from sim.run.pcapio import read_pcap
+    pcap, rules, _ = payload_case
+    outs = {}
+    for mode in ("ids", "ips"):
+        outs[mode] = out = tmp_path / mode
+        assert main(["run", "--pcap", str(pcap), "--rules", str(rules), *(["--ips"] if mode == "ips" else []),
+                     "--out", str(out)]) == 0
+    ids, ips = outs["ids"], outs["ips"]
+    trace = _lines(ips / "trace.jsonl")
+    assert [t["verdict"] for t in trace] == ["punt" if k in IPS_DIVERTED else "forward" for k in range(1, 10)]
+    assert {t["pcap_cnt"]: t["ips"]["verdict"] for t in trace if "ips" in t} == IPS_DIVERTED
+    assert all(t["egress"] == ["host"] for t in trace if "ips" in t)
+    assert [t["sids"] for t in trace] == [t["sids"] for t in _lines(ids / "trace.jsonl")], "the same alerts"
+
+    def frames(out, port):
+        return [f.data for f in read_pcap(out / "egress" / f"{port}.pcap")]
+    dropped = bytes(PAYLOAD_FRAMES[4][0])
+    for port in VMS:
+        assert frames(ips, port) == [f for f in frames(ids, port) if f != dropped], port
+        assert len(frames(ips, port)) == 8
+    # The host port: each diverted frame with its host tag, then (passed) the frame as the flood sends it.
+    host = frames(ips, "host")
+    tagged = [split_host_tag(f) for f in host if f[12:14] == b"\x88\xb5"]
+    assert [f for _, f in tagged] == [bytes(PAYLOAD_FRAMES[k - 1][0]) for k in IPS_DIVERTED]
+    egress_mask = sum(1 << q for q in (1, 2, 3, 4, 5))          # vm1..vm4 and host: the flood
+    assert all((t["in_port"], t["vlan"], t["egress"], t["match_punt"], t["reinject"]) == (0, 1, egress_mask, 1, 0)
+               for t, _ in tagged)
+    assert [f for f in host if f[12:14] != b"\x88\xb5"] == [f for f in frames(ids, "host") if f != dropped]
+
+    run = json.loads((ips / "run.json").read_text())
+    hp = run["host_path"]
+    assert (hp["diverted"], hp["reinjected"], hp["host_dropped"]) == (5, 4, 1)
+    assert hp["diverted"] == hp["punted"] == hp["reinjected"] + hp["host_dropped"]
+    counters = json.loads((ips / "counters.json").read_text())
+    ports = counters["ports"]
+    assert ports["phy0"]["security"]["ips_diverts"] == 5 and ports["host"]["security"]["ips_reinjects"] == 4
+    forwarded = sum(1 for t in trace if t["verdict"] == "forward")
+    assert ports["phy0"]["rx_packets"] == forwarded + 5 + received_drops(ports["phy0"]) == 9
+    assert ports["host"]["rx_packets"] == 4 + received_drops(ports["host"])
+    assert ports["host"]["tx_packets"] == 4 + 5 + 4         # floods of 1, 2, 3, 6; diverted; re-injected
+    eve = _lines(ips / "eve.json")
+    assert [(e["pcap_cnt"], e["event_type"], e.get("alert", {}).get("action")) for e in eve] == [
+        (4, "alert", "allowed"), (4, "alert", "allowed"), (5, "alert", "blocked"), (5, "drop", None),
+        (6, "alert", "allowed"), (8, "alert", "allowed")]
+    assert eve[3]["drop"]["udplen"] == 8 + len(b"an EVIL query here") and eve[3]["drop"]["reason"] == "rules"
+    validator = _eve_validator(shared_data)
+    for e in eve:
+        errors = sorted(validator.iter_errors(e), key=str)
+        assert not errors, f"{e}: {errors[0].message} at {list(errors[0].absolute_path)}"
+
+
+def test_ips_on_random_traffic_balances_and_only_host_drops_go_missing(payload_case, tmp_path):
+    """IPS against IDS on 120 random frames (the payload rules, the host-only rules' ACL punt entries,
+    two MACs so that the switch both floods and sends unicast): the same alerts per frame; every
+    diverted frame the host passes leaves every port as the IDS run sent it, in order, and only the
+    frames the host dropped (those whose alert is a drop rule's, eve ``blocked`` + ``drop``) are
+    missing; diverted = punted = re-injected + dropped by the host, by frame and by counter."""
+    import random
+
+    from sim.run.pcapio import read_pcap
+    pcap, rules, _ = payload_case
+    rules.write_text(PAYLOAD_RULES + HOST_ONLY_RULES)
+    rng = random.Random(15)
+    words = [b"GET /evil", b"SECRET", b"evil", b"\xde\xad\xbe\xef", b"trusted", b"yy", b"zz", b"nothing"]
+    frames = []
+    for _ in range(120):
+        mac = rng.choice([M, R])
+        body = b" ".join(rng.choice(words) for _ in range(rng.randrange(1, 4))) + b" pad"
+        l4 = (UDP(sport=rng.randrange(1024, 60000), dport=rng.choice([53, 9999, 5000]))
+              if rng.random() < 0.5 else TCP(sport=rng.randrange(1024, 60000), dport=rng.choice([80, 22, 7, 8080]),
+                                             flags=rng.choice(["S", "PA", "A"])))
+        frames.append(Ether(**mac) / IP(src=rng.choice([C, S, "10.0.0.7"]), dst=rng.choice([C, S])) / l4 / Raw(body))
+    write_pcap(pcap, [(bytes(f), 1_765_000_000_000_000_000 + i * 1_000_000) for i, f in enumerate(frames)])
+    runs = {}
+    for mode in ("ids", "ips"):
+        runs[mode] = out = tmp_path / mode
+        assert main(["run", "--pcap", str(pcap), "--rules", str(rules), *(["--ips"] if mode == "ips" else []),
+                     "--out", str(out)]) == 0
+    ids, ips = (_lines(runs[m] / "trace.jsonl") for m in ("ids", "ips"))
+    assert [t["sids"] for t in ips] == [t["sids"] for t in ids]
+    punted = [t for t in ids if t["acl_punt"] or (t["match"] or {}).get("punt")]
+    diverted = [t for t in ips if "ips" in t]
+    assert [t["pcap_cnt"] for t in diverted] == [t["pcap_cnt"] for t in punted if t["verdict"] == "forward"]
+    assert any(t["acl_punt"] for t in diverted) and any(t["match"]["punt"] for t in diverted)
+    dropped = {t["pcap_cnt"] for t in diverted if t["ips"]["verdict"] == "drop"}
+    # The host drops exactly the diverted frames whose alert is sid 22's, the one drop rule (a drop rule
+    # that matches is a frame's only alert, docs/security.md "Payload rules").
+    assert dropped == {t["pcap_cnt"] for t in diverted if 22 in t["sids"]}
+    assert 0 < len(dropped) < len(diverted)
+    eve = _lines(runs["ips"] / "eve.json")
+    blocked = {e["pcap_cnt"] for e in eve if e["event_type"] == "alert" and e["alert"]["action"] == "blocked"}
+    assert {e["pcap_cnt"] for e in eve if e["event_type"] == "drop"} == dropped <= blocked
+    for port in VMS + ["mon"]:
+        want = [(f.ts_ns, f.data) for f in read_pcap(runs["ids"] / "egress" / f"{port}.pcap")
+                if (f.ts_ns - 1_765_000_000_000_000_000) // 1_000_000 + 1 not in dropped]
+        assert [(f.ts_ns, f.data) for f in read_pcap(runs["ips"] / "egress" / f"{port}.pcap")] == want, port
+    hp = json.loads((runs["ips"] / "run.json").read_text())["host_path"]
+    assert (hp["diverted"], hp["reinjected"], hp["host_dropped"]) == (len(diverted), len(diverted) - len(dropped),
+                                                                      len(dropped))
+    counters = json.loads((runs["ips"] / "counters.json").read_text())["ports"]
+    assert counters["phy0"]["security"]["ips_diverts"] == len(diverted)
+    assert counters["host"]["security"]["ips_reinjects"] == counters["host"]["rx_packets"] == hp["reinjected"]
+    forwarded = sum(1 for t in ips if t["verdict"] == "forward")
+    assert counters["phy0"]["rx_packets"] == forwarded + len(diverted) + received_drops(counters["phy0"]) == 120
+
+
+@pytest.mark.parametrize("how, needle", [
+    (["--config", "bump"], "needs a switch with a host port"),
+    (["--engine", "icarus"], "model engine only"),
+    ([None], "give --rules too")])
+def test_ips_refused_where_it_cannot_run(payload_case, tmp_path, capsys, how, needle):
+    """--ips on the bump in the wire (no host port), on a simulator (the gateware does not divert yet)
+    or without rules: exit 2, nothing written."""
+    pcap, rules, bump = payload_case
+    args = ["run", "--pcap", str(pcap), "--ips", "--out", str(tmp_path / "out")]
+    if how != [None]:
+        args += ["--rules", str(rules)] + (["--config", str(bump)] if how[0] == "--config" else how)
+    assert main(args) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("test", ["util-action-09", "util-action-10"])
+def test_suricata_verify_ips_cases_with_content_drops(test, tmp_path):
+    """suricata-verify's IPS cases (``--simulate-ips``) with drop and content rules in Suricata's default
+    action order where a pass rule wins: Suricata passes the packets and alerts on none (09: a header
+    pass over a header drop and a content alert; 10: a header pass over a content drop). Through
+    ``--ips`` on the default switch: the NIC diverts the frames its matcher punts, the host passes
+    every one (re-injected), no alert, and every port sends what the IDS run sends. (util-action-08,
+    a content pass over a header drop, is dropped by the classifier in hardware before any host
+    sees it, in IDS and IPS mode alike: docs/security.md.)"""
+    from sim.run.pcapio import read_pcap
+    folder = SHARED_DATA / "suricata-verify" / "util-action-tests" / test
+    if not folder.is_dir():
+        pytest.skip(f"suricata-verify not found at {folder}")
+    runs = {}
+    for mode in ("ids", "ips"):
+        runs[mode] = out = tmp_path / mode
+        assert main(["run", "--pcap", str(folder / "input.pcap"), "--rules", str(folder / "test.rules"),
+                     *(["--ips"] if mode == "ips" else []), "--out", str(out)]) == 0
+        assert (out / "eve.json").read_text() == ""        # expected: sids 1, 2, 3 each 0 times
+    hp = json.loads((runs["ips"] / "run.json").read_text())["host_path"]
+    assert hp["diverted"] == hp["reinjected"] > 0 and hp["host_dropped"] == 0
+    for port in VMS + ["phy0"]:
+        want = [f.data for f in read_pcap(runs["ids"] / "egress" / f"{port}.pcap")]
+        assert [f.data for f in read_pcap(runs["ips"] / "egress" / f"{port}.pcap")] == want, port
 
 
 def test_content_rules_without_a_matcher_are_counted_not_run(payload_case, tmp_path, caplog):
