@@ -30,7 +30,13 @@ reads its bucket, and the answer comes :data:`LATENCY` cycles later::
     verdict (3):     with ``pay``: tokens min(room, left), as base: spent, or clock - room
     cycle 4:         the RAM and the bucket's flags take it
 
-Checks must come at least :data:`SPACING` cycles apart (a check reads what the one before wrote).
+Checks may come every :data:`SPACING` (2) cycles, back to back on one bucket: a check reads the
+RAM before the payments of the two checks ahead of it are saved, so what they pay is forwarded
+(the read-modify-write hazard): the payment being saved (cycle 4 of the check 4 cycles ahead)
+replaces the RAM's word at cycle 0; at cycle 1 the payment being saved (the check 3 cycles
+ahead) or being decided (``pay`` at the verdict of the check 2 cycles ahead, both of its
+possible bases added beside the RAM's) replaces it again. A forwarded payment also means the
+bucket is not full (it paid a few cycles ago).
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ __all__ = ["StormBuckets", "LATENCY", "SPACING", "TOKEN_SHIFT"]
 
 #: Cycles from a check to its verdict.
 LATENCY = 3
-#: Fewest cycles from one check to the next: the payment is saved the cycle after the verdict.
-SPACING = LATENCY + 2
+#: Fewest cycles from one check to the next (payments of the checks ahead are forwarded).
+SPACING = 2
+#: Cycles from a check to the cycle its payment is saved in (the bucket's flips restart there).
+_SAVE_DELAY = LATENCY + 1
 #: Tokens per byte, as a shift: buckets count 1/1024 bytes.
 TOKEN_SHIFT = 10
 
@@ -86,12 +94,12 @@ class StormBuckets(wiring.Component):
         self.rate_bits, self.burst_bits, self.length_bits = rate_bits, burst_bits, length_bits
         self.token_bits = burst_bits + TOKEN_SHIFT
         # Bit `token_bits` of a clock flips every 2**token_bits of advance, more than any
-        # ceiling; a check's advance may miss one flip (its save lands SPACING - 1 cycles
-        # later), so that many cycles of the highest rate must stay below one flip. An advance
+        # ceiling; a check's advance may miss one flip (its save lands _SAVE_DELAY cycles
+        # later), so that many cycles (and one) of the highest rate must stay below one flip. An advance
         # is then below 3 * 2**token_bits, and (tokens + advance - cost) must fit the clock's
         # range as a signed number, and so must (tokens + advance - cap).
         self.clock_bits = max(self.token_bits + 4, length_bits + TOKEN_SHIFT + 2)
-        if SPACING << rate_bits > 1 << self.token_bits:
+        if (_SAVE_DELAY + 1) << rate_bits > 1 << self.token_bits:
             raise ValueError(f"storm rate of {rate_bits} bits too wide for a burst of {burst_bits} bits")
         self.port_bits = max(1, (ports - 1).bit_length())
         members = {
@@ -165,7 +173,13 @@ class StormBuckets(wiring.Component):
         # the enable of some 150 flip-flops, from the stage's take across the die, did not fit);
         # only `s1_valid` follows it.
         m.d.sync += s1_valid.eq(self.check.valid)
-        m.d.sync += [s1_base.eq(rd.data), s1_cost.eq(req.length << TOKEN_SHIFT), s1_cls.eq(req.cls), s1_idx.eq(idx)]
+        # The payment being saved now (the check 4 cycles ahead) is not in the RAM's word yet.
+        new_base = Signal(kw)
+        saving_here = Signal()
+        m.d.comb += saving_here.eq(wrote & (write_idx == idx))
+        s1_paid = Signal()        # a forwarded payment: the bucket paid a few cycles ago
+        m.d.sync += [s1_base.eq(Mux(saving_here, new_base, rd.data)), s1_paid.eq(saving_here),
+                     s1_cost.eq(req.length << TOKEN_SHIFT), s1_cls.eq(req.cls), s1_idx.eq(idx)]
         with m.Switch(req.port):
             for i in range(n):
                 with m.Case(i):
@@ -186,9 +200,25 @@ class StormBuckets(wiring.Component):
         # `s2_base_cap1` is base + cap + 1: cap's low TOKEN_SHIFT bits are 0, so the 1 goes in
         # there (one adder).
         s2_full, s2_policed, s2_idx, s2_base_cap1 = Signal(), Signal(), Signal.like(idx), Signal(kw)
+        # The base: the payment being saved now (the check 3 cycles ahead), else the one being
+        # decided (the verdict of the check 2 cycles ahead, on `pay`), else the RAM's. The sums
+        # are made from each base side by side and `pay` picks after them (why: `pay` comes
+        # from the stage's decision; in front of the adders it would lengthen their path).
+        s3_valid, s3_capped_level = Signal(), Signal()
+        s3_spent, s3_capped, s3_idx = Signal(kw), Signal(kw), Signal.like(idx)
+        saving_now = wrote & (write_idx == s1_idx)
+        base = Mux(saving_now, new_base, s1_base)
+        cap1 = Cat(Const(1, TOKEN_SHIFT), sel.burst)
+        paying_now = s3_valid & self.pay & (s3_idx == s1_idx)
+        m.d.sync += [
+            s2_spent.eq(Mux(paying_now, Mux(s3_capped_level, s3_capped + s1_cost, s3_spent + s1_cost),
+                            base + s1_cost)),
+            s2_base_cap1.eq(Mux(paying_now, Mux(s3_capped_level, s3_capped + cap1, s3_spent + cap1),
+                                base + cap1)),
+            s2_full.eq(sel.full & ~s1_paid & ~saving_now & ~paying_now),
+        ]
         m.d.sync += [s2_valid.eq(s1_valid), s2_clock.eq(sel.clock), s2_room.eq((sel.burst << TOKEN_SHIFT) - s1_cost),
-                     s2_spent.eq(s1_base + s1_cost), s2_base_cap1.eq(s1_base + Cat(Const(1, TOKEN_SHIFT), sel.burst)),
-                     s2_full.eq(sel.full), s2_policed.eq(sel.policed), s2_idx.eq(s1_idx)]
+                     s2_policed.eq(sel.policed), s2_idx.eq(s1_idx)]
 
         # Cycle 2: the level less the cost, `left` = clock - (base + cost) = tokens + advance - cost
         # (modulo the clock's range, which holds it as a signed number). min(cap, tokens +
@@ -200,8 +230,6 @@ class StormBuckets(wiring.Component):
         # The clock's range holds both differences as signed numbers, with room to spare.
         left, over_1 = Signal(signed(kw)), Signal(signed(kw))
         m.d.comb += [left.eq(s2_clock - s2_spent), over_1.eq(s2_clock - s2_base_cap1)]
-        s3_valid, s3_capped_level = Signal(), Signal()
-        s3_spent, s3_capped, s3_idx = Signal(kw), Signal(kw), Signal.like(idx)
         enough, verdict_policed = Signal(), Signal()
         m.d.sync += [s3_valid.eq(s2_valid), s3_capped_level.eq(s2_full | (over_1 >= 0)),
                      s3_spent.eq(s2_spent), s3_capped.eq(s2_clock - s2_room), s3_idx.eq(s2_idx),
@@ -213,7 +241,6 @@ class StormBuckets(wiring.Component):
         # clock - tokens: base + cost (left), or clock - room (the ceiling). Written a cycle
         # later from registers (why: the stage's decision drives `pay`, and the write enable
         # reaches every bucket's flags and the RAM).
-        new_base = Signal(kw)
         m.d.sync += wrote.eq(s3_valid & self.pay)
         with m.If(s3_valid):
             m.d.sync += [new_base.eq(Mux(s3_capped_level, s3_capped, s3_spent)), write_idx.eq(s3_idx)]
