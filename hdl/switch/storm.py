@@ -31,12 +31,12 @@ reads its bucket, and the answer comes :data:`LATENCY` cycles later::
     cycle 4:         the RAM and the bucket's flags take it
 
 Checks may come every :data:`SPACING` (2) cycles, back to back on one bucket: a check reads the
-RAM before the payments of the two checks ahead of it are saved, so what they pay is forwarded
-(the read-modify-write hazard): the payment being saved (cycle 4 of the check 4 cycles ahead)
-replaces the RAM's word at cycle 0; at cycle 1 the payment being saved (the check 3 cycles
-ahead) or being decided (``pay`` at the verdict of the check 2 cycles ahead, both of its
-possible bases added beside the RAM's) replaces it again. A forwarded payment also means the
-bucket is not full (it paid a few cycles ago).
+RAM before the payments of the checks 2, 3 and 4 cycles ahead are saved, so what they pay is
+forwarded (the read-modify-write hazard): at cycle 0 the payment being saved (the check 4 cycles
+ahead) or being decided (``pay`` at the verdict of the check 3 cycles ahead) replaces the RAM's
+word; at cycle 1 the payment being decided (the check 2 cycles ahead: both of its possible
+bases added beside this one's, ``pay`` picks) replaces it again. A forwarded payment also means
+the bucket is not full (it paid a few cycles ago).
 """
 
 from __future__ import annotations
@@ -173,12 +173,21 @@ class StormBuckets(wiring.Component):
         # the enable of some 150 flip-flops, from the stage's take across the die, did not fit);
         # only `s1_valid` follows it.
         m.d.sync += s1_valid.eq(self.check.valid)
-        # The payment being saved now (the check 4 cycles ahead) is not in the RAM's word yet.
+        # The payments the RAM's word does not hold yet: the one being saved now (the check 4
+        # cycles ahead) and the one being decided now (`pay` at the verdict of the check 3 cycles
+        # ahead; its base as it will be saved). The one decided next cycle (the check 2 cycles
+        # ahead) is picked at cycle 1; whether it is this bucket is compared here, registered.
+        s3_valid, s3_capped_level = Signal(), Signal()
+        s3_spent, s3_capped, s3_idx, s2_idx = Signal(kw), Signal(kw), Signal.like(idx), Signal.like(idx)
         new_base = Signal(kw)
-        saving_here = Signal()
-        m.d.comb += saving_here.eq(wrote & (write_idx == idx))
+        saving_here, deciding_here = Signal(), Signal()
+        m.d.comb += [saving_here.eq(wrote & (write_idx == idx)),
+                     deciding_here.eq(s3_valid & self.pay & (s3_idx == idx))]
         s1_paid = Signal()        # a forwarded payment: the bucket paid a few cycles ago
-        m.d.sync += [s1_base.eq(Mux(saving_here, new_base, rd.data)), s1_paid.eq(saving_here),
+        s1_same_s2 = Signal()
+        m.d.sync += [s1_base.eq(Mux(deciding_here, Mux(s3_capped_level, s3_capped, s3_spent),
+                                    Mux(saving_here, new_base, rd.data))),
+                     s1_paid.eq(saving_here | deciding_here), s1_same_s2.eq(s2_idx == idx),
                      s1_cost.eq(req.length << TOKEN_SHIFT), s1_cls.eq(req.cls), s1_idx.eq(idx)]
         with m.Switch(req.port):
             for i in range(n):
@@ -199,23 +208,20 @@ class StormBuckets(wiring.Component):
         s2_valid, s2_clock, s2_room, s2_spent = Signal(), Signal(kw), Signal(wide), Signal(kw)
         # `s2_base_cap1` is base + cap + 1: cap's low TOKEN_SHIFT bits are 0, so the 1 goes in
         # there (one adder).
-        s2_full, s2_policed, s2_idx, s2_base_cap1 = Signal(), Signal(), Signal.like(idx), Signal(kw)
-        # The base: the payment being saved now (the check 3 cycles ahead), else the one being
-        # decided (the verdict of the check 2 cycles ahead, on `pay`), else the RAM's. The sums
-        # are made from each base side by side and `pay` picks after them (why: `pay` comes
-        # from the stage's decision; in front of the adders it would lengthen their path).
-        s3_valid, s3_capped_level = Signal(), Signal()
-        s3_spent, s3_capped, s3_idx = Signal(kw), Signal(kw), Signal.like(idx)
-        saving_now = wrote & (write_idx == s1_idx)
-        base = Mux(saving_now, new_base, s1_base)
+        s2_full, s2_policed, s2_base_cap1 = Signal(), Signal(), Signal(kw)
+        # The base: the payment being decided now (`pay` at the verdict of the check 2 cycles
+        # ahead), else cycle 0's. The sums are made from each base side by side and `pay` picks
+        # after them (why: a select in front of the adders, from a compare of the bucket
+        # indices, made 119.5 MHz: the compare is registered at cycle 0, and `pay` comes from
+        # the stage's decision).
         cap1 = Cat(Const(1, TOKEN_SHIFT), sel.burst)
-        paying_now = s3_valid & self.pay & (s3_idx == s1_idx)
+        paying_now = s3_valid & self.pay & s1_same_s2
         m.d.sync += [
             s2_spent.eq(Mux(paying_now, Mux(s3_capped_level, s3_capped + s1_cost, s3_spent + s1_cost),
-                            base + s1_cost)),
+                            s1_base + s1_cost)),
             s2_base_cap1.eq(Mux(paying_now, Mux(s3_capped_level, s3_capped + cap1, s3_spent + cap1),
-                                base + cap1)),
-            s2_full.eq(sel.full & ~s1_paid & ~saving_now & ~paying_now),
+                                s1_base + cap1)),
+            s2_full.eq(sel.full & ~s1_paid & ~paying_now),
         ]
         m.d.sync += [s2_valid.eq(s1_valid), s2_clock.eq(sel.clock), s2_room.eq((sel.burst << TOKEN_SHIFT) - s1_cost),
                      s2_policed.eq(sel.policed), s2_idx.eq(s1_idx)]
