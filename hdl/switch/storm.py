@@ -34,9 +34,9 @@ Checks may come every :data:`SPACING` (2) cycles, back to back on one bucket: a 
 RAM before the payments of the checks 2, 3 and 4 cycles ahead are saved, so what they pay is
 forwarded (the read-modify-write hazard): at cycle 0 the payment being saved (the check 4 cycles
 ahead) or being decided (``pay`` at the verdict of the check 3 cycles ahead) replaces the RAM's
-word; at cycle 1 the payment being decided (the check 2 cycles ahead: both of its possible
-bases added beside this one's, ``pay`` picks) replaces it again. A forwarded payment also means
-the bucket is not full (it paid a few cycles ago).
+word; the payment decided at cycle 1 (the check 2 cycles ahead) replaces it again: the sums and
+differences are made from both bases, and whether that check paid picks at cycle 2. A
+forwarded payment also means the bucket is not full (it paid a few cycles ago).
 """
 
 from __future__ import annotations
@@ -209,19 +209,19 @@ class StormBuckets(wiring.Component):
         # `s2_base_cap1` is base + cap + 1: cap's low TOKEN_SHIFT bits are 0, so the 1 goes in
         # there (one adder).
         s2_full, s2_policed, s2_base_cap1 = Signal(), Signal(), Signal(kw)
-        # The base: the payment being decided now (`pay` at the verdict of the check 2 cycles
-        # ahead), else cycle 0's. The sums are made from each base side by side and `pay` picks
-        # after them (why: a select in front of the adders, from a compare of the bucket
-        # indices, made 119.5 MHz: the compare is registered at cycle 0, and `pay` comes from
-        # the stage's decision).
+        # The payment being decided now (`pay` at the verdict of the check 2 cycles ahead) is
+        # this check's base if it is this bucket's: both sums are made from its base too, side
+        # by side, and cycle 2 picks by `s2_fwd` after the subtractions (why: `pay` or a compare
+        # of bucket indices picking the base in front of the adders made 119.5 MHz, a pick after
+        # them behind the class's ceiling select 143.4 MHz).
         cap1 = Cat(Const(1, TOKEN_SHIFT), sel.burst)
         paying_now = s3_valid & self.pay & s1_same_s2
+        fwd_base = Mux(s3_capped_level, s3_capped, s3_spent)        # what that check saves if it pays
+        s2_fwd, s2_spent_fwd, s2_base_cap1_fwd = Signal(), Signal(kw), Signal(kw)
         m.d.sync += [
-            s2_spent.eq(Mux(paying_now, Mux(s3_capped_level, s3_capped + s1_cost, s3_spent + s1_cost),
-                            s1_base + s1_cost)),
-            s2_base_cap1.eq(Mux(paying_now, Mux(s3_capped_level, s3_capped + cap1, s3_spent + cap1),
-                                s1_base + cap1)),
-            s2_full.eq(sel.full & ~s1_paid & ~paying_now),
+            s2_spent.eq(s1_base + s1_cost), s2_base_cap1.eq(s1_base + cap1),
+            s2_spent_fwd.eq(fwd_base + s1_cost), s2_base_cap1_fwd.eq(fwd_base + cap1),
+            s2_fwd.eq(paying_now), s2_full.eq(sel.full & ~s1_paid & ~paying_now),
         ]
         m.d.sync += [s2_valid.eq(s1_valid), s2_clock.eq(sel.clock), s2_room.eq((sel.burst << TOKEN_SHIFT) - s1_cost),
                      s2_policed.eq(sel.policed), s2_idx.eq(s1_idx)]
@@ -234,12 +234,17 @@ class StormBuckets(wiring.Component):
         # cancels), beside `left` rather than after it; and that is clock - (base + cap + 1) >= 0,
         # a sign bit (why: `> 0` after the subtraction added an OR of all its bits, 7.4 ns).
         # The clock's range holds both differences as signed numbers, with room to spare.
+        # Each difference from both bases; `s2_fwd` picks the sign bits.
         left, over_1 = Signal(signed(kw)), Signal(signed(kw))
-        m.d.comb += [left.eq(s2_clock - s2_spent), over_1.eq(s2_clock - s2_base_cap1)]
+        left_fwd, over_1_fwd = Signal(signed(kw)), Signal(signed(kw))
+        m.d.comb += [left.eq(s2_clock - s2_spent), over_1.eq(s2_clock - s2_base_cap1),
+                     left_fwd.eq(s2_clock - s2_spent_fwd), over_1_fwd.eq(s2_clock - s2_base_cap1_fwd)]
+        left_ok = Mux(s2_fwd, left_fwd >= 0, left >= 0)
+        over_ok = Mux(s2_fwd, over_1_fwd >= 0, over_1 >= 0)
         enough, verdict_policed = Signal(), Signal()
-        m.d.sync += [s3_valid.eq(s2_valid), s3_capped_level.eq(s2_full | (over_1 >= 0)),
-                     s3_spent.eq(s2_spent), s3_capped.eq(s2_clock - s2_room), s3_idx.eq(s2_idx),
-                     verdict_policed.eq(s2_policed), enough.eq((s2_room >= 0) & (s2_full | (left >= 0)))]
+        m.d.sync += [s3_valid.eq(s2_valid), s3_capped_level.eq(s2_full | over_ok),
+                     s3_spent.eq(Mux(s2_fwd, s2_spent_fwd, s2_spent)), s3_capped.eq(s2_clock - s2_room),
+                     s3_idx.eq(s2_idx), verdict_policed.eq(s2_policed), enough.eq((s2_room >= 0) & (s2_full | left_ok))]
         m.d.comb += [self.verdict.valid.eq(s3_valid), self.verdict.payload.policed.eq(verdict_policed),
                      self.verdict.payload.enough.eq(enough)]
 
