@@ -531,8 +531,16 @@ class SwitchStage(wiring.Component):
         sent_selected = egress_pass & self.mirror_egress
         b3_reason_pass, b3_egress_pass, b3_policeable = Signal(DropReason), Signal(n), Signal()
         b3_mirror_pass, b3_plain_pass, b3_mirror_in, b3_storm_reason = Signal(), Signal(), Signal(), Signal(DropReason)
+        # Whether the frame leaves nowhere (the descriptor's `drop`) and is forwarded (the
+        # record's verdict), made here for both verdicts of its bucket so that B3 only picks
+        # (why: the storm verdict through the masks' OR and the compare with 0 was 7.2 ns).
+        mirror_pass = b2_mirror_in | (b2_mirror_out & sent_selected.any())
+        b3_none_pass, b3_none_storm, b3_forward_pass = Signal(), Signal(), Signal()
+        m.d.sync += [b3_none_pass.eq((egress_pass | Mux(mirror_pass, mirror_dest, 0)) == 0),
+                     b3_none_storm.eq(Mux(b2_mirror_in, mirror_dest, 0) == 0),
+                     b3_forward_pass.eq(reason_pass == DropReason.NONE)]
         m.d.sync += [b3_reason_pass.eq(reason_pass), b3_egress_pass.eq(egress_pass), b3_policeable.eq(policeable),
-                     b3_mirror_pass.eq(b2_mirror_in | (b2_mirror_out & sent_selected.any())),
+                     b3_mirror_pass.eq(mirror_pass),
                      b3_plain_pass.eq(~b2_mirror_in & b2_mirror_out & sent_selected.any()
                                       & ~(sent_selected & b2_tagged).any()),
                      b3_mirror_in.eq(b2_mirror_in), b3_storm_reason.eq(b2_storm_reason)]
@@ -555,12 +563,12 @@ class SwitchStage(wiring.Component):
         with m.If(b3):
             m.d.sync += back_ptr.eq(back_ptr + 1)
             m.d.sync += [
-                d.drop.eq(all_egress == 0), d.egress.eq(all_egress),
+                d.drop.eq(Mux(storm_drop, b3_none_storm, b3_none_pass)), d.egress.eq(all_egress),
                 d.beats.eq((bmeta.frame_len + (bpb - 1)) >> (bpb.bit_length() - 1)),
                 d.vlan.eq(b3_carry.vlan), d.qinq.eq(b3_carry.qinq), d.pcp_dei.eq(b3_carry.pcp_dei),
                 d.in_tagged.eq(b3_carry.tagged), d.in_priority.eq(b3_carry.priority), d.mirror_plain.eq(mirror_plain),
                 rec.meta.eq(bmeta), rec.in_port.eq(bp.in_port), rec.rx_error.eq(bp.rx_error),
-                rec.verdict.eq(Mux(reason == DropReason.NONE, Verdict.FORWARD, Verdict.DROP)),
+                rec.verdict.eq(Mux(~storm_drop & b3_forward_pass, Verdict.FORWARD, Verdict.DROP)),
                 rec.reason.eq(reason), rec.egress.eq(all_egress),
             ]
         # Blocks: set by loop guard, cleared by the driver.

@@ -30,7 +30,13 @@ reads its bucket, and the answer comes :data:`LATENCY` cycles later::
     verdict (3):     with ``pay``: tokens min(room, left), as base: spent, or clock - room
     cycle 4:         the RAM and the bucket's flags take it
 
-Checks must come at least :data:`SPACING` cycles apart (a check reads what the one before wrote).
+Checks may come every :data:`SPACING` (2) cycles, back to back on one bucket: a check reads the
+RAM before the payments of the checks 2, 3 and 4 cycles ahead are saved, so what they pay is
+forwarded (the read-modify-write hazard): at cycle 0 the payment being saved (the check 4 cycles
+ahead) or being decided (``pay`` at the verdict of the check 3 cycles ahead) replaces the RAM's
+word; the payment decided at cycle 1 (the check 2 cycles ahead) replaces it again: the sums and
+differences are made from both bases, and whether that check paid picks at cycle 2. A
+forwarded payment also means the bucket is not full (it paid a few cycles ago).
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ __all__ = ["StormBuckets", "LATENCY", "SPACING", "TOKEN_SHIFT"]
 
 #: Cycles from a check to its verdict.
 LATENCY = 3
-#: Fewest cycles from one check to the next: the payment is saved the cycle after the verdict.
-SPACING = LATENCY + 2
+#: Fewest cycles from one check to the next (payments of the checks ahead are forwarded).
+SPACING = 2
+#: Cycles from a check to the cycle its payment is saved in (the bucket's flips restart there).
+_SAVE_DELAY = LATENCY + 1
 #: Tokens per byte, as a shift: buckets count 1/1024 bytes.
 TOKEN_SHIFT = 10
 
@@ -86,12 +94,12 @@ class StormBuckets(wiring.Component):
         self.rate_bits, self.burst_bits, self.length_bits = rate_bits, burst_bits, length_bits
         self.token_bits = burst_bits + TOKEN_SHIFT
         # Bit `token_bits` of a clock flips every 2**token_bits of advance, more than any
-        # ceiling; a check's advance may miss one flip (its save lands SPACING - 1 cycles
-        # later), so that many cycles of the highest rate must stay below one flip. An advance
+        # ceiling; a check's advance may miss one flip (its save lands _SAVE_DELAY cycles
+        # later), so that many cycles (and one) of the highest rate must stay below one flip. An advance
         # is then below 3 * 2**token_bits, and (tokens + advance - cost) must fit the clock's
         # range as a signed number, and so must (tokens + advance - cap).
         self.clock_bits = max(self.token_bits + 4, length_bits + TOKEN_SHIFT + 2)
-        if SPACING << rate_bits > 1 << self.token_bits:
+        if (_SAVE_DELAY + 1) << rate_bits > 1 << self.token_bits:
             raise ValueError(f"storm rate of {rate_bits} bits too wide for a burst of {burst_bits} bits")
         self.port_bits = max(1, (ports - 1).bit_length())
         members = {
@@ -165,7 +173,22 @@ class StormBuckets(wiring.Component):
         # the enable of some 150 flip-flops, from the stage's take across the die, did not fit);
         # only `s1_valid` follows it.
         m.d.sync += s1_valid.eq(self.check.valid)
-        m.d.sync += [s1_base.eq(rd.data), s1_cost.eq(req.length << TOKEN_SHIFT), s1_cls.eq(req.cls), s1_idx.eq(idx)]
+        # The payments the RAM's word does not hold yet: the one being saved now (the check 4
+        # cycles ahead) and the one being decided now (`pay` at the verdict of the check 3 cycles
+        # ahead; its base as it will be saved). The one decided next cycle (the check 2 cycles
+        # ahead) is picked at cycle 1; whether it is this bucket is compared here, registered.
+        s3_valid, s3_capped_level = Signal(), Signal()
+        s3_spent, s3_capped, s3_idx, s2_idx = Signal(kw), Signal(kw), Signal.like(idx), Signal.like(idx)
+        new_base = Signal(kw)
+        saving_here, deciding_here = Signal(), Signal()
+        m.d.comb += [saving_here.eq(wrote & (write_idx == idx)),
+                     deciding_here.eq(s3_valid & self.pay & (s3_idx == idx))]
+        s1_paid = Signal()        # a forwarded payment: the bucket paid a few cycles ago
+        s1_same_s2 = Signal()
+        m.d.sync += [s1_base.eq(Mux(deciding_here, Mux(s3_capped_level, s3_capped, s3_spent),
+                                    Mux(saving_here, new_base, rd.data))),
+                     s1_paid.eq(saving_here | deciding_here), s1_same_s2.eq(s2_idx == idx),
+                     s1_cost.eq(req.length << TOKEN_SHIFT), s1_cls.eq(req.cls), s1_idx.eq(idx)]
         with m.Switch(req.port):
             for i in range(n):
                 with m.Case(i):
@@ -185,10 +208,23 @@ class StormBuckets(wiring.Component):
         s2_valid, s2_clock, s2_room, s2_spent = Signal(), Signal(kw), Signal(wide), Signal(kw)
         # `s2_base_cap1` is base + cap + 1: cap's low TOKEN_SHIFT bits are 0, so the 1 goes in
         # there (one adder).
-        s2_full, s2_policed, s2_idx, s2_base_cap1 = Signal(), Signal(), Signal.like(idx), Signal(kw)
+        s2_full, s2_policed, s2_base_cap1 = Signal(), Signal(), Signal(kw)
+        # The payment being decided now (`pay` at the verdict of the check 2 cycles ahead) is
+        # this check's base if it is this bucket's: both sums are made from its base too, side
+        # by side, and cycle 2 picks by `s2_fwd` after the subtractions (why: `pay` or a compare
+        # of bucket indices picking the base in front of the adders made 119.5 MHz, a pick after
+        # them behind the class's ceiling select 143.4 MHz).
+        cap1 = Cat(Const(1, TOKEN_SHIFT), sel.burst)
+        paying_now = s3_valid & self.pay & s1_same_s2
+        fwd_base = Mux(s3_capped_level, s3_capped, s3_spent)        # what that check saves if it pays
+        s2_fwd, s2_spent_fwd, s2_base_cap1_fwd = Signal(), Signal(kw), Signal(kw)
+        m.d.sync += [
+            s2_spent.eq(s1_base + s1_cost), s2_base_cap1.eq(s1_base + cap1),
+            s2_spent_fwd.eq(fwd_base + s1_cost), s2_base_cap1_fwd.eq(fwd_base + cap1),
+            s2_fwd.eq(paying_now), s2_full.eq(sel.full & ~s1_paid & ~paying_now),
+        ]
         m.d.sync += [s2_valid.eq(s1_valid), s2_clock.eq(sel.clock), s2_room.eq((sel.burst << TOKEN_SHIFT) - s1_cost),
-                     s2_spent.eq(s1_base + s1_cost), s2_base_cap1.eq(s1_base + Cat(Const(1, TOKEN_SHIFT), sel.burst)),
-                     s2_full.eq(sel.full), s2_policed.eq(sel.policed), s2_idx.eq(s1_idx)]
+                     s2_policed.eq(sel.policed), s2_idx.eq(s1_idx)]
 
         # Cycle 2: the level less the cost, `left` = clock - (base + cost) = tokens + advance - cost
         # (modulo the clock's range, which holds it as a signed number). min(cap, tokens +
@@ -198,14 +234,17 @@ class StormBuckets(wiring.Component):
         # cancels), beside `left` rather than after it; and that is clock - (base + cap + 1) >= 0,
         # a sign bit (why: `> 0` after the subtraction added an OR of all its bits, 7.4 ns).
         # The clock's range holds both differences as signed numbers, with room to spare.
+        # Each difference from both bases; `s2_fwd` picks the sign bits.
         left, over_1 = Signal(signed(kw)), Signal(signed(kw))
-        m.d.comb += [left.eq(s2_clock - s2_spent), over_1.eq(s2_clock - s2_base_cap1)]
-        s3_valid, s3_capped_level = Signal(), Signal()
-        s3_spent, s3_capped, s3_idx = Signal(kw), Signal(kw), Signal.like(idx)
+        left_fwd, over_1_fwd = Signal(signed(kw)), Signal(signed(kw))
+        m.d.comb += [left.eq(s2_clock - s2_spent), over_1.eq(s2_clock - s2_base_cap1),
+                     left_fwd.eq(s2_clock - s2_spent_fwd), over_1_fwd.eq(s2_clock - s2_base_cap1_fwd)]
+        left_ok = Mux(s2_fwd, left_fwd >= 0, left >= 0)
+        over_ok = Mux(s2_fwd, over_1_fwd >= 0, over_1 >= 0)
         enough, verdict_policed = Signal(), Signal()
-        m.d.sync += [s3_valid.eq(s2_valid), s3_capped_level.eq(s2_full | (over_1 >= 0)),
-                     s3_spent.eq(s2_spent), s3_capped.eq(s2_clock - s2_room), s3_idx.eq(s2_idx),
-                     verdict_policed.eq(s2_policed), enough.eq((s2_room >= 0) & (s2_full | (left >= 0)))]
+        m.d.sync += [s3_valid.eq(s2_valid), s3_capped_level.eq(s2_full | over_ok),
+                     s3_spent.eq(Mux(s2_fwd, s2_spent_fwd, s2_spent)), s3_capped.eq(s2_clock - s2_room),
+                     s3_idx.eq(s2_idx), verdict_policed.eq(s2_policed), enough.eq((s2_room >= 0) & (s2_full | left_ok))]
         m.d.comb += [self.verdict.valid.eq(s3_valid), self.verdict.payload.policed.eq(verdict_policed),
                      self.verdict.payload.enough.eq(enough)]
 
@@ -213,7 +252,6 @@ class StormBuckets(wiring.Component):
         # clock - tokens: base + cost (left), or clock - room (the ceiling). Written a cycle
         # later from registers (why: the stage's decision drives `pay`, and the write enable
         # reaches every bucket's flags and the RAM).
-        new_base = Signal(kw)
         m.d.sync += wrote.eq(s3_valid & self.pay)
         with m.If(s3_valid):
             m.d.sync += [new_base.eq(Mux(s3_capped_level, s3_capped, s3_spent)), write_idx.eq(s3_idx)]

@@ -114,19 +114,23 @@ def _switch_config(width: int) -> NicConfig:
     return nic_config(SwitchConfig.from_toml(PROFILES["switch"]), {"data_width": width})
 
 
-def switch_throughput(config: NicConfig, active: int, size: int, n: int, workdir: Path) -> dict:
-    """The switch at full load: ports 0..``active``-1 each send a broadcast (so every host is
-    learned), then ``n`` back-to-back ``size``-byte frames to the next active port's host (bulk
-    mode). Delivered Mpps and Gb/s over the cycles from the first to the last egress beat, the
-    drops (switch reasons and output queues: lossless means 0) and the simulation speed."""
+def switch_throughput(config: NicConfig, active: int, size: int, n: int, workdir: Path,
+                      senders: list[int] | None = None) -> dict:
+    """The switch at full load: ports 0..``active``-1 (or the port numbers ``senders``) each send
+    a broadcast (so every host is learned), then ``n`` back-to-back ``size``-byte frames to the
+    next active port's host (bulk mode). Delivered Mpps and Gb/s over the cycles from the first
+    to the last egress beat, the drops (switch reasons and output queues: lossless means 0) and
+    the simulation speed."""
     import time as _time
 
     from sim.bulk.run import run_bulk
+    senders = list(range(active)) if senders is None else list(senders)
+    active = len(senders)
     hosts = [bytes([2, 0, 0, 0, 0, i + 1]) for i in range(active)]
-    frames = [(i, b"\xff" * 6 + hosts[i] + b"\x88\xb5" + bytes(46), False, 0) for i in range(active)]
+    frames = [(p, b"\xff" * 6 + hosts[i] + b"\x88\xb5" + bytes(46), False, 0) for i, p in enumerate(senders)]
     for _ in range(n):
-        for i in range(active):
-            frames.append((i, hosts[(i + 1) % active] + hosts[i] + b"\x88\xb5" + bytes(size - 14), False, 100))
+        for i, p in enumerate(senders):
+            frames.append((p, hosts[(i + 1) % active] + hosts[i] + b"\x88\xb5" + bytes(size - 14), False, 100))
     t0 = _time.monotonic()
     res = run_bulk(config, frames, workdir)
     wall = _time.monotonic() - t0
@@ -136,7 +140,8 @@ def switch_throughput(config: NicConfig, active: int, size: int, n: int, workdir
     per_s = config.clock_mhz * 1e6 / cycles
     drops = sum(v for c in res["counters"]["ports"].values() for k, v in c.get("switch", {}).items()
                 if k.startswith("drop_") or k == "tx_queue_drop")
-    return {"active_ports": active, "size": size, "frames": len(ends), "cycles": cycles,
+    return {"active_ports": active, "senders": [config.ports[p] for p in senders], "size": size,
+            "frames": len(ends), "cycles": cycles,
             "mpps": round(len(ends) * per_s / 1e6, 3), "gbps": round(len(ends) * size * 8 * per_s / 1e9, 3),
             "drops": drops, "sim_cycles_per_s": round(res["status"]["cycles"] / res["status"]["wall_s"]),
             "wall_s": round(wall, 1)}
@@ -195,10 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         report["switch"] = []
         for w in [int(x) for x in args.switch_widths.split(",") if x.strip()]:
             config = _switch_config(w)
-            for active, size, n in ((2, 64, 4000), (6, 64, 1500), (6, 1500, 100)):
+            vms = [config.ports.index(p) for p in config.ports if p.startswith("vm")][:4]
+            for active, size, n, senders in ((2, 64, 4000, None), (6, 64, 1500, None), (6, 1500, 100, None),
+                                             (4, 64, 1500, vms)):     # the issue's saturation case
                 print(f"W={w}: switch, {active} ports at full load, {size}-byte frames ...", file=sys.stderr)
-                report["switch"].append({"data_width": w, **switch_throughput(
-                    config, active, size, n, Path(tmp) / f"switch-w{w}-{active}-{size}")})
+                workdir = Path(tmp) / f"switch-w{w}-{active}-{size}{'-vm' if senders else ''}"
+                report["switch"].append({"data_width": w, **switch_throughput(config, active, size, n, workdir,
+                                                                              senders)})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -223,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     if report["switch"]:
         print(f"switch ({len(_switch_config(64).ports)}-port profile), every active port at full load to a "
               "known host: delivered")
-        print(f"{'W':>4} {'ports':>5} {'bytes':>5} {'Mpps':>8} {'Gb/s':>8} {'drops':>6} {'sim cycles/s':>12}")
+        print(f"{'W':>4} {'sending ports':<28} {'bytes':>5} {'Mpps':>8} {'Gb/s':>8} {'drops':>6} {'sim cycles/s':>12}")
         for r in report["switch"]:
-            print(f"{r['data_width']:>4} {r['active_ports']:>5} {r['size']:>5} {r['mpps']:>8} {r['gbps']:>8} "
+            print(f"{r['data_width']:>4} {','.join(r['senders']):<28} {r['size']:>5} {r['mpps']:>8} {r['gbps']:>8} "
                   f"{r['drops']:>6} {r['sim_cycles_per_s']:>12,}")
     print(f"wrote {out}")
     if not ok:

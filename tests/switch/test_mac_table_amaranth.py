@@ -357,21 +357,9 @@ def test_management_way_out_of_range():
 # --- Concurrency, backpressure and cycles ----------------------------------------------------
 
 
-@pytest.mark.parametrize("idle,stall", [(0, 0), (0.3, 0.5)])
-def test_streamed_requests_with_backpressure(idle, stall):
-    """Requests back to back (or with gaps), responses taken with random stalls: the same
-    answers as the model, in order."""
-    rng = random.Random(11)
-    aging = 40
-    dut = MacTable(sets=4, ways=2, port_bits=3)
-    model = ModelTable(sets=4, ways=2, aging=aging)
-    pool = mac_pool(rng, 10)
-    reqs, now = [], 0
-    for _ in range(300):
-        now += rng.choice([0, 1, 3, 9])
-        reqs.append((rng.choice([1, 2]), rng.choice(pool), rng.choice(pool), rng.randrange(8),
-                     int(rng.random() < 0.9), now))
-    want = [model_packet(model, *r) for r in reqs]
+def stream(dut: MacTable, reqs: list, aging: int, idle: float = 0, stall: float = 0) -> list:
+    """Feed ``reqs`` ((vlan, dst, src, in_port, learn, now)) as fast as ``dut`` takes them (with
+    ``idle``: random gaps), responses taken with random ``stall``s; the answers in order."""
     got = []
 
     async def source(ctx):
@@ -401,7 +389,68 @@ def test_streamed_requests_with_backpressure(idle, stall):
         raise AssertionError(f"{len(got)} responses to {len(reqs)} requests")
 
     run(dut, sink, source)
-    assert got == want
+    return got
+
+
+@pytest.mark.parametrize("idle,stall", [(0, 0), (0.3, 0.5)])
+def test_streamed_requests_with_backpressure(idle, stall):
+    """Requests back to back (or with gaps), responses taken with random stalls: the same
+    answers as the model, in order."""
+    rng = random.Random(11)
+    aging = 40
+    dut = MacTable(sets=4, ways=2, port_bits=3)
+    model = ModelTable(sets=4, ways=2, aging=aging)
+    pool = mac_pool(rng, 10)
+    reqs, now = [], 0
+    for _ in range(300):
+        now += rng.choice([0, 1, 3, 9])
+        reqs.append((rng.choice([1, 2]), rng.choice(pool), rng.choice(pool), rng.randrange(8),
+                     int(rng.random() < 0.9), now))
+    want = [model_packet(model, *r) for r in reqs]
+    assert stream(dut, reqs, aging, idle, stall) == want
+
+
+def test_back_to_back_requests_see_the_learn_before():
+    """Requests back to back, each built on the one or two before it: its destination is the
+    source just learned (a frame answering the one before), its source the same MAC on another
+    port (a move right after the learn), or another MAC of the same set (the way the learn
+    before took is no longer free). A table that overlaps requests must forward each learn to
+    the requests behind it, in the model's order, to answer as the model does."""
+    rng = random.Random(21)
+    aging = 1000
+    sets, ways = 4, 2
+    dut = MacTable(sets=sets, ways=ways, port_bits=3)
+    model = ModelTable(sets=sets, ways=ways, aging=aging)
+    pool = [rng.getrandbits(48) & ~(1 << 40) for _ in range(24)]
+    by_set = {}
+    for mac in pool:
+        by_set.setdefault(mac_hash(1, mac_bytes(mac), dut.set_bits), []).append(mac)
+    reqs, now = [], 0
+    for k in range(400):
+        now += rng.choice([0, 0, 1, 2])
+        port = rng.randrange(8)
+        kind = rng.random()
+        if k < 2 or kind < 0.1:
+            src, dst = rng.choice(pool), rng.choice(pool)
+        else:
+            back = reqs[-rng.choice([1, 1, 2])]
+            if kind < 0.4:                      # answer: to the source just learned
+                src, dst = rng.choice(pool), back[2]
+            elif kind < 0.6:                    # the same source again, maybe on another port
+                src, dst = back[2], rng.choice(pool)
+            else:                               # another MAC of the same set
+                src = rng.choice(by_set[mac_hash(1, mac_bytes(back[2]), dut.set_bits)])
+                dst = rng.choice([back[2], src, rng.choice(pool)])
+        reqs.append((1, dst, src, port, 1, now))
+    want = [model_packet(model, *r) for r in reqs]
+    # Coverage: lookups of the entry the request just before learned, moves right after a
+    # learn or move, and full sets.
+    after = [(reqs[k - 1], want[k - 1], reqs[k], want[k]) for k in range(1, len(reqs))]
+    assert sum(1 for a, wa, b, wb in after if wa[2] in ("learned", "moved") and b[1] == a[2] and wb[0]) > 25
+    assert sum(1 for a, wa, b, wb in after if wa[2] in ("learned", "moved") and wb[2] == "moved"
+               and b[2] == a[2]) > 10
+    assert sum(1 for w in want if w[2] == "table_full") > 20
+    assert stream(dut, reqs, aging) == want
 
 
 def test_cycles_per_request():
