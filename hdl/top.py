@@ -16,6 +16,7 @@ the FIFOs and the frame generators, and whether the register slices and the rese
 
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
 from hdl.board import linetest
@@ -31,14 +32,25 @@ from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
 from hdl.lib.timing import keep_copy, local_reset_domain
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
+from hdl.packet.host_tag import HOST_TAG_ETHERTYPE, HOST_TAG_VERSION
+from hdl.packet.host_tag_insert import TAG_REQUEST, HostTagInsert
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, verdict_record_of
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
 from hdl.security.control import wire_security
-from hdl.security.gate import SecurityGate
+from hdl.security.gate import SecurityGate, ips_descriptor_layout, ips_host_port
 from hdl.security.payload import PayloadStage
-from hdl.security.regs import SECMATCH, SECPORT, SECURITY, secmatch_values, secport_values, security_values
+from hdl.security.regs import (
+    CONTROL_IPS_DIVERT,
+    SECMATCH,
+    SECPORT,
+    SECURITY,
+    SecportCounter,
+    secmatch_values,
+    secport_values,
+    security_values,
+)
 from hdl.security.stage import SecurityStage
 from hdl.switch.control import wire_switch
 from hdl.switch.egress import EgressFanout
@@ -113,7 +125,11 @@ class NicTop(wiring.Component):
         parser = make_parser(cfg)                             # NicConfig.parser picks the architecture
         switch = cfg.switch is not None
         security = cfg.security is not None
-        buffer = PacketBuffer(cfg, target, desc_layout=make_switch_descriptor_layout(cfg) if switch else None)
+        # IPS: a switch NIC with a host port diverts frames there, tagged (docs/security.md).
+        ips_host = ips_host_port(cfg)
+        switch_desc = make_switch_descriptor_layout(cfg) if switch else None
+        buffer = PacketBuffer(cfg, target, desc_layout=switch_desc if ips_host is None
+                              else ips_descriptor_layout(cfg, switch_desc))
         # The switch stage takes a frame per FRAME_CYCLES cycles: a frame's last beat waits until
         # that many cycles have passed since the previous one (`frame_gap_ok`, a register). So
         # does the security stage (one flow request and one ACL key per frame).
@@ -131,7 +147,12 @@ class NicTop(wiring.Component):
             fanout = self._add(m, "egress", EgressFanout(cfg))
             recorder = self._add(m, "recorder", FlightRecorder(cfg.switch.recorder_depth, cfg.port_bits,
                                                                 len(cfg.ports)))
-            port_sources = fanout.outputs
+            port_sources = list(fanout.outputs)
+            if ips_host_port(cfg) is not None:
+                # The host port's egress tags the frames IPS mode diverts (and only them).
+                self._host_tag = self._add(m, "host_tag_insert", HostTagInsert(w))
+                connect(m, fanout.outputs[ips_host_port(cfg)], self._host_tag.s_axis)
+                port_sources[ips_host_port(cfg)] = self._host_tag.m_axis
         else:
             forwarder = self._add(m, "forwarder", Forwarder(cfg))
             port_sources = buffer.outputs
@@ -139,7 +160,7 @@ class NicTop(wiring.Component):
         payload_stage = None
         if security:
             sec_stage = self._add(m, "security", SecurityStage(cfg))
-            gate = self._add(m, "security_gate", SecurityGate(cfg, buffer.desc_layout))
+            gate = self._add(m, "security_gate", SecurityGate(cfg, switch_desc if switch else buffer.desc_layout))
         if matcher:
             payload_stage = self._add(m, "payload", PayloadStage(cfg, index_bits=cfg.security.matcher_index_bits,
                                                                  max_hits=cfg.security.matcher_max_hits))
@@ -239,6 +260,9 @@ class NicTop(wiring.Component):
             m.d.comb += [sec_stage.parsed.valid.eq(forwarder.parsed.valid),
                          sec_stage.parsed.payload.eq(forwarder.parsed.payload)]
             connect(m, forwarder.desc, gate.s_desc)
+            if ips_host is not None:
+                m.d.comb += gate.ips_divert.eq(
+                    csr.rw(self.regmap.block(SECURITY), SECURITY.register("CONTROL"))[CONTROL_IPS_DIVERT])
             connect(m, forwarder.record, gate.s_record)
             connect(m, sec_stage.result, gate.s_result)
             connect(m, gate.m_desc, buffer.desc)
@@ -250,7 +274,10 @@ class NicTop(wiring.Component):
                 m.d.comb += gate.mirror_dest.eq(Mux(forwarder.mirror_enable, 1 << forwarder.mirror_to, 0))
         if switch:
             connect(m, buffer.outputs[0], fanout.s_axis)
-            m.d.comb += fanout.s_desc.eq(buffer.m_desc)
+            if ips_host is None:
+                m.d.comb += fanout.s_desc.eq(buffer.m_desc)
+            else:
+                self._host_tagging(m, buffer, fanout, ips_host, switch_desc)
             wire_switch(m, csr, self.regmap, cfg, forwarder, fanout, recorder)
         if cfg.uart_bridge:
             bridge = self._add(m, "bridge", UartBridge(
@@ -272,6 +299,43 @@ class NicTop(wiring.Component):
 
         self._count(m, csr, record)
         return m
+
+    def _host_tagging(self, m, buffer, fanout, host, switch_desc):
+        """The fan-out's descriptors and the host port's tag requests (IPS, docs/security.md).
+
+        A diverted frame leaves the host port as it was received, the tag inserted after: the
+        fan-out is told to keep its 802.1Q tag as it is (``in_tagged`` as the host port's tagging of
+        the frame's VLAN would find it, so the edit is KEEP). The host port's :class:`HostTagInsert`
+        takes one request per frame its queue admits, in order: the fan-out decides the admission
+        two cycles after the frame's first beat (``queue_drop`` then says the port dropped it), so
+        the request follows the frame's first beat through two registers and is kept unless dropped.
+        """
+        d = buffer.m_desc
+        m.d.comb += fanout.s_desc.eq(d.as_value()[:switch_desc.size])
+        untagged = ~fanout.port_trunk[host] | (getattr(fanout, f"port_pvid_{host}") == d.vlan)
+        with m.If(d.divert):
+            m.d.comb += [fanout.s_desc.in_tagged.eq(~untagged), fanout.s_desc.in_priority.eq(0),
+                         fanout.s_desc.mirror_plain.eq(0)]
+        req = Signal(TAG_REQUEST)
+        m.d.comb += [req.insert.eq(d.divert), req.tag.tpid.eq(HOST_TAG_ETHERTYPE), req.tag.version.eq(HOST_TAG_VERSION),
+                     req.tag.acl_punt.eq(d.tag_acl_punt), req.tag.match_punt.eq(d.tag_match_punt),
+                     req.tag.in_port.eq(d.tag_in_port), req.tag.vlan.eq(d.vlan), req.tag.egress.eq(d.tag_egress)]
+        beat = buffer.outputs[0]
+        in_frame = Signal(name="host_tag_in_frame")
+        with m.If(beat.tvalid & beat.tready):
+            m.d.sync += in_frame.eq(~beat.tlast)
+        start = beat.tvalid & beat.tready & ~in_frame & d.egress[host]
+        # Host-bound frames the fan-out has yet to admit or drop, then admitted: at most the frames
+        # its queue holds (EDIT_QUEUE_DEPTH) plus those in its tag editor and the inserter.
+        requests = SyncFIFOBuffered(width=TAG_REQUEST.size, depth=64)
+        m.submodules.host_tag_requests = requests
+        valid1, valid2 = Signal(), Signal()
+        req1, req2 = Signal(TAG_REQUEST), Signal(TAG_REQUEST)
+        m.d.sync += [valid1.eq(start), req1.eq(req), valid2.eq(valid1), req2.eq(req1)]
+        ins = self._host_tag
+        m.d.comb += [requests.w_en.eq(valid2 & ~fanout.queue_drop[host]), requests.w_data.eq(req2),
+                     ins.s_tag.valid.eq(requests.r_rdy), ins.s_tag.payload.eq(requests.r_data),
+                     requests.r_en.eq(ins.s_tag.ready)]
 
     def _add(self, m, name, block):
         """Add ``block`` as submodule ``name``, in its own reset domain with ``reset_tree``."""
@@ -390,6 +454,11 @@ class NicTop(wiring.Component):
                 csr.count(port.event(PortCounter.TX_PACKETS)).eq(beat & out.tlast),
                 csr.count(port.event(PortCounter.TX_BYTES)).eq(beat.replicate(len(nbytes)) & nbytes),
             ]
+
+            if ips_host_port(cfg) is not None:
+                # IPS: a diverted frame's record has verdict PUNT (only the gate gives it).
+                m.d.comb += csr.count(self.regmap.block(SECPORT, i).event(SecportCounter.IPS_DIVERTS)).eq(
+                    mine & (rec.verdict == Verdict.PUNT))
 
         parser = self.regmap.block(PARSER)
         m.d.comb += csr.count(parser.event(ParserCounter.PACKETS)).eq(record.valid)

@@ -41,8 +41,8 @@ from hdl.packet.meta import MATCH_FIELDS, DropReason, Verdict, make_verdict_reco
 from hdl.security.payload import FRAME_SPACING, RECORD_DELAY_MAX, PayloadStage, payload_result_layout
 from hdl.security.stage import result_layout
 
-__all__ = ["SecurityGate", "acl_mirror_copy", "DECISION_DEPTH", "DECISION_MARGIN", "MATCH_DEPTH", "RECORD_MARGIN",
-           "record_depth"]
+__all__ = ["SecurityGate", "acl_mirror_copy", "ips_descriptor_layout", "ips_host_port", "DECISION_DEPTH",
+           "DECISION_MARGIN", "MATCH_DEPTH", "RECORD_MARGIN", "record_depth"]
 
 #: Frames the gate's forwarding-side FIFO holds.
 DECISION_DEPTH = 32
@@ -78,6 +78,26 @@ def record_depth(config: NicConfig) -> int:
     frames = -(-lag // FRAME_SPACING) + 1 + RECORD_MARGIN
     return 1 << (frames - 1).bit_length()
 
+def ips_host_port(config: NicConfig) -> int | None:
+    """The port IPS mode diverts frames to and takes re-injections from: the security stage's bypass
+    port on a switch NIC (docs/security.md, "IPS: divert and re-inject"); None where the build cannot
+    divert (the bump in the wire, no bypass port, no security stage)."""
+    if config.switch is None or config.security is None:
+        return None
+    return config.security.bypass_port
+
+
+def ips_descriptor_layout(config: NicConfig, desc_layout) -> data.StructLayout:
+    """The switch descriptor with what the host port's egress needs to tag a diverted frame, after
+    the switch's fields (so the fan-out takes the descriptor's first bits unchanged): ``divert`` and
+    the :data:`~hdl.packet.host_tag.HostTag` fields the descriptor does not already hold (its
+    ``vlan`` is the tag's)."""
+    n = len(config.ports)
+    fields = {name: field.shape for name, field in data.Layout.cast(desc_layout)}
+    return data.StructLayout({**fields, "divert": 1, "tag_acl_punt": 1, "tag_match_punt": 1,
+                              "tag_in_port": config.port_bits, "tag_egress": n})
+
+
 def acl_mirror_copy(answer, switch_verdict):
     """Whether the frame gets the ACL mirror's copy on the monitor port: its first hit is a mirror
     entry and it is forwarded (neither the switch nor the stage drops it; docs/security.md, "ACL
@@ -108,7 +128,8 @@ class SecurityGate(wiring.Component):
     s_result: In(stream.Signature(:func:`~hdl.security.stage.result_layout`))
         The security stage's answers, one per frame, in the same order.
     m_desc: Out(stream.Signature(desc_layout, always_ready=True))
-        To the packet buffer.
+        To the packet buffer; on a switch with a host port the layout is
+        :func:`ips_descriptor_layout` (the tag of a diverted frame).
     m_record: Out(stream.Signature(record with the security fields, always_ready=True))
         Same cycle as ``m_desc``: the frame's record (monitor, counters).
     m_denied: Out(1)
@@ -123,6 +144,11 @@ class SecurityGate(wiring.Component):
     mirror_dest: In(n_ports), with a switch's descriptors (an ``egress`` field)
         The mirror session's monitor port as a mask (0: no session). A frame whose first ACL hit
         is a mirror entry and that is forwarded also goes there (:func:`acl_mirror_copy`).
+    ips_divert: In(1), on a switch with a host port (:func:`ips_host_port`)
+        SECURITY CONTROL bit 3: a punted frame the NIC would forward goes to the host port alone,
+        ``divert`` set in its descriptor (the host port's egress tags it), verdict PUNT in its record.
+        With a matcher the descriptor then waits for the second join (the matcher's result), so
+        change the bit only while no frame is between the parser and the second join.
 
     With a matcher ``m_record`` comes later than ``m_desc`` (the second join, module docstring).
     """
@@ -134,8 +160,14 @@ class SecurityGate(wiring.Component):
         self.matcher = config.security.matcher
         extra = {}
         self.switch = "egress" in self.desc_layout.members
+        #: IPS mode can divert to this port (:func:`ips_host_port`); None: the gate never diverts.
+        self.host_port = ips_host_port(config) if self.switch else None
+        self.out_layout = self.desc_layout
         if self.switch:
             extra["mirror_dest"] = In(n)
+        if self.host_port is not None:
+            extra["ips_divert"] = In(1)
+            self.out_layout = ips_descriptor_layout(config, self.desc_layout)
         if self.matcher is not None:
             # At least 512 records (1024 words): the smallest BeatFifo whose RAM is DP16KDs with their
             # output register; no more block RAMs than a shallower one (see _elaborate_with_matcher).
@@ -147,7 +179,7 @@ class SecurityGate(wiring.Component):
             "s_desc": In(stream.Signature(self.desc_layout, always_ready=True)),
             "s_record": In(stream.Signature(make_verdict_record(pb, n), always_ready=True)),
             "s_result": In(stream.Signature(result_layout())),
-            "m_desc": Out(stream.Signature(self.desc_layout, always_ready=True)),
+            "m_desc": Out(stream.Signature(self.out_layout, always_ready=True)),
             "m_record": Out(stream.Signature(verdict_record_of(config), always_ready=True)),
             "m_denied": Out(1),
             "space": Out(1, init=1),
@@ -195,7 +227,23 @@ class SecurityGate(wiring.Component):
                     m.d.sync += [rec.egress.eq(head.record.egress | self.mirror_dest),
                                  desc.egress.eq(head.desc.egress | self.mirror_dest), desc.drop.eq(0),
                                  desc.mirror_plain.eq(0)]
+            if self.host_port is not None:
+                # IPS: the whole decision is here (no matcher), so the divert costs no cycle.
+                forwarded = ~security_drop & (head.record.verdict != Verdict.DROP)
+                egress = head.desc.egress | Mux(acl_mirror_copy(res, head.record.verdict), self.mirror_dest, 0)
+                with m.If(self.ips_divert & forwarded & res.acl_punt):
+                    self._divert(m, desc, rec, egress, res.acl_punt, 0, head.record.in_port)
         return m
+
+    def _divert(self, m, desc, rec, egress, acl_punt, match_punt, in_port):
+        """Send the frame of ``desc`` / ``rec`` (sync) to the host port alone, with its host tag's fields
+        in the descriptor (``egress``: where the NIC would have sent it)."""
+        host = 1 << self.host_port
+        m.d.sync += [desc.egress.eq(host), desc.drop.eq(0), desc.mirror_plain.eq(0), desc.divert.eq(1),
+                     desc.tag_acl_punt.eq(acl_punt), desc.tag_match_punt.eq(match_punt),
+                     desc.tag_in_port.eq(in_port), desc.tag_egress.eq(egress)]
+        if rec is not None:
+            m.d.sync += [rec.verdict.eq(Verdict.PUNT), rec.egress.eq(host)]
 
     def _elaborate_with_matcher(self):
         """Two joins; the forwarder's record is stored once, in block RAM, until the second.
@@ -222,7 +270,10 @@ class SecurityGate(wiring.Component):
                                     "inspected": 1, "drop": 1, "reason": DropReason,
                                     # The ACL mirror's copy (the monitor port as a mask), decided at the
                                     # first join with the descriptor's.
-                                    "mirror_copy": len(self.config.ports)})
+                                    "mirror_copy": len(self.config.ports),
+                                    # IPS: the first join held the descriptor (CONTROL bit 3 then);
+                                    # the second releases it, diverted or as the first join made it.
+                                    **({"held": 1, "desc": self.desc_layout} if self.host_port is not None else {})})
         match = data.StructLayout({name: out_layout[name].shape for name in MATCH_FIELDS})
         half = -(-rec_layout.size // 2)
         m.submodules.decisions = decisions = OutputQueue(width=kept.size, depth=DECISION_DEPTH)
@@ -258,22 +309,30 @@ class SecurityGate(wiring.Component):
         join1 = decisions.r_rdy & results.r_rdy
         m.d.comb += [decisions.r_en.eq(join1), results.r_en.eq(join1)]
         desc = self.m_desc.payload
-        m.d.sync += self.m_desc.valid.eq(join1)
-        with m.If(join1):
-            m.d.sync += desc.eq(head.desc)
-            with m.If(res.drop & (head.verdict != Verdict.DROP)):
-                m.d.sync += desc.drop.eq(1)
-                if "egress" in self.desc_layout.members:
-                    m.d.sync += desc.egress.eq(0)
+        first = Signal(self.desc_layout)            # the first join's descriptor
+        m.d.comb += first.eq(head.desc)
+        with m.If(res.drop & (head.verdict != Verdict.DROP)):
+            m.d.comb += first.drop.eq(1)
+            if "egress" in self.desc_layout.members:
+                m.d.comb += first.egress.eq(0)
         ans = Signal(answer)
-        m.d.comb += [*(getattr(ans, name).eq(getattr(res, name)) for name in answer.members if name != "mirror_copy"),
+        own = ("mirror_copy", "held", "desc")
+        m.d.comb += [*(getattr(ans, name).eq(getattr(res, name)) for name in answer.members if name not in own),
                      answers.w_data.eq(ans), answers.w_en.eq(join1)]
         if self.switch:
             copy = Signal(len(self.config.ports))
             m.d.comb += [copy.eq(Mux(acl_mirror_copy(res, head.verdict), self.mirror_dest, 0)),
                          ans.mirror_copy.eq(copy)]
-            with m.If(join1 & copy.any()):
-                m.d.sync += [desc.egress.eq(head.desc.egress | copy), desc.drop.eq(0), desc.mirror_plain.eq(0)]
+            with m.If(copy.any()):
+                m.d.comb += [first.egress.eq(head.desc.egress | copy), first.drop.eq(0), first.mirror_plain.eq(0)]
+        held = 0
+        if self.host_port is not None:
+            # IPS: the descriptor waits for the matcher's result with the answer (docs/security.md).
+            held = self.ips_divert
+            m.d.comb += [ans.held.eq(held), ans.desc.eq(first)]
+        m.d.sync += self.m_desc.valid.eq(join1 & ~held)
+        with m.If(join1):
+            m.d.sync += desc.eq(first)
 
         # --- second join: the record (its two words in registers), the answer, the matcher's result ---
         stored = Signal(range(self.record_depth + BeatFifo.QUEUE + 1))      # records in `records`
@@ -309,7 +368,17 @@ class SecurityGate(wiring.Component):
             m.d.sync += out.egress.eq(rec.egress | a.mirror_copy)
         # A frame the security stage bypassed gets no matcher fields at all.
         m.d.sync += [getattr(out, name).eq(0) for name in MATCH_FIELDS]
+        match_punt = a.inspected & (hit.match_punt | (self.punt_all_payload & hit.match_inspected))
         with m.If(a.inspected):
             m.d.sync += [getattr(out, name).eq(getattr(hit, name)) for name in MATCH_FIELDS]
-            m.d.sync += out.match_punt.eq(hit.match_punt | (self.punt_all_payload & hit.match_inspected))
+            m.d.sync += out.match_punt.eq(match_punt)
+        if self.host_port is not None:
+            # IPS: the held descriptor leaves now (it takes m_desc in this cycle: the first join
+            # holds every descriptor while CONTROL bit 3 is set).
+            release = join & a.held
+            with m.If(release):
+                m.d.sync += [self.m_desc.valid.eq(1), desc.eq(a.desc)]
+                forwarded = ~a.drop & (rec.verdict != Verdict.DROP)
+                with m.If(forwarded & (a.acl_punt | match_punt)):
+                    self._divert(m, desc, out, a.desc.egress, a.acl_punt, match_punt, rec.in_port)
         return m
