@@ -32,8 +32,9 @@ from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
 from hdl.lib.timing import keep_copy, local_reset_domain
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
-from hdl.packet.host_tag import HOST_TAG_ETHERTYPE, HOST_TAG_VERSION
+from hdl.packet.host_tag import HOST_TAG_ETHERTYPE, HOST_TAG_VERSION, HostTag
 from hdl.packet.host_tag_insert import TAG_REQUEST, HostTagInsert
+from hdl.packet.host_tag_strip import STRIP_RESULT, HostTagStrip, StripKind
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, verdict_record_of
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
@@ -176,6 +177,8 @@ class NicTop(wiring.Component):
                     port_in = self._line_tester_ingress(m, csr, i, name, port_in)
                 if cfg.ingress_fifos:
                     port_in = self._ingress_fifo(m, csr, i, name, port_in)
+                if i == ips_host:
+                    port_in = self._host_tag_strip(m, port_in)
                 connect(m, port_in, arbiter.inputs[i])
                 connect(m, port_sources[i], port_out)
             else:
@@ -186,6 +189,8 @@ class NicTop(wiring.Component):
                 if cfg.ingress_fifos:
                     # The slice then sits between the FIFO and the arbiter (the long route).
                     port_in = self._ingress_fifo(m, csr, i, name, port_in)
+                if i == ips_host:
+                    port_in = self._host_tag_strip(m, port_in)
                 connect(m, port_in, ingress.s_axis)
                 connect(m, ingress.m_axis, arbiter.inputs[i])
                 connect(m, port_sources[i], egress.s_axis)
@@ -237,7 +242,10 @@ class NicTop(wiring.Component):
         else:
             m.d.comb += [*(getattr(buffer.s_axis, f).eq(reg) for f, reg in copies[1].items()),
                          parser.m_axis.tready.eq(buffer.s_axis.tready)]
-        connect(m, parser.meta, forwarder.parsed)
+        if ips_host is None:
+            connect(m, parser.meta, forwarder.parsed)
+        else:
+            self._host_frames(m, parser, forwarder, gate, ips_host)
         if matcher:
             # The matcher sees every beat the packet buffer takes (the buffer is always ready) and
             # the parser's record of each frame; it never holds either back (docs/matcher.md).
@@ -269,6 +277,8 @@ class NicTop(wiring.Component):
             connect(m, gate.m_record, wiring.flipped(self.record))
             wire_security(m, csr, self.regmap, cfg, sec_stage, gate, payload_stage)
             record = gate.m_record
+            if ips_host is not None:
+                self._reinjected = gate.m_reinjected
             if switch:
                 # The ACL mirror's copies go to the mirror session's monitor port (docs/security.md).
                 m.d.comb += gate.mirror_dest.eq(Mux(forwarder.mirror_enable, 1 << forwarder.mirror_to, 0))
@@ -299,6 +309,38 @@ class NicTop(wiring.Component):
 
         self._count(m, csr, record)
         return m
+
+    def _host_tag_strip(self, m, port_in):
+        """The host port's ingress through :class:`HostTagStrip` (IPS re-injections); its per-frame
+        results wait in ``host_tags`` for the frame's parser record. Returns the stripped stream."""
+        strip = self._add(m, "host_tag_strip", HostTagStrip(self.config.data_width, len(self.config.ports)))
+        connect(m, port_in, strip.s_axis)
+        # Host frames between the strip and the parser's record: the ingress slice, the arbiter's
+        # and the parser's few, one per FRAME_CYCLES.
+        self._host_tags = SyncFIFOBuffered(width=STRIP_RESULT.size, depth=16)
+        m.submodules.host_tags = self._host_tags
+        m.d.comb += [self._host_tags.w_en.eq(strip.m_tag.valid), self._host_tags.w_data.eq(strip.m_tag.payload)]
+        return strip.m_axis
+
+    def _host_frames(self, m, parser, forwarder, gate, host):
+        """Re-injections and bad tags past the switch (IPS, docs/security.md): the switch stage sees
+        such a frame with ``rx_error`` (so it neither learns nor switches it) and the gate, told what
+        the strip found with the switch's descriptor, sends or drops it. Both steps keep frame order,
+        so each takes its host frame's result from a FIFO."""
+        tags = self._host_tags
+        meta = parser.meta
+        found = STRIP_RESULT(tags.r_data)
+        from_host = meta.valid & (meta.payload.in_port == host)
+        m.d.comb += [forwarder.parsed.valid.eq(meta.valid), forwarder.parsed.payload.eq(meta.payload),
+                     tags.r_en.eq(from_host)]
+        with m.If(from_host & (found.kind != StripKind.NONE)):
+            m.d.comb += forwarder.parsed.payload.rx_error.eq(1)
+        # The switch's descriptor comes a few cycles later, frames in order.
+        pending = SyncFIFOBuffered(width=STRIP_RESULT.size, depth=8)
+        m.submodules.host_tags_pending = pending
+        desc_from_host = forwarder.desc.valid & (forwarder.record.payload.in_port == host)
+        m.d.comb += [pending.w_en.eq(from_host), pending.w_data.eq(tags.r_data), pending.r_en.eq(desc_from_host),
+                     gate.s_host.eq(Mux(desc_from_host, pending.r_data, 0))]
 
     def _host_tagging(self, m, buffer, fanout, host, switch_desc):
         """The fan-out's descriptors and the host port's tag requests (IPS, docs/security.md).
@@ -434,13 +476,18 @@ class NicTop(wiring.Component):
         """Drive the counter increments: RX and drops from the record, TX at the egress ports."""
         cfg = self.config
         rec = record.payload
+        # IPS: a re-injection is counted in and out but not parsed (the model's `_reinject`).
+        reinjected = self._reinjected if ips_host_port(cfg) is not None else 0
         for i, name in enumerate(cfg.ports):
             port = self.regmap.block(PORT, i)
             mine = record.valid & (rec.in_port == i)
+            rx_bytes = rec.meta.frame_len
+            if ips_host_port(cfg) == i:
+                # A re-injection's record has the frame without its host tag (the strip took it).
+                rx_bytes = rec.meta.frame_len + Mux(reinjected, HostTag.BYTES, 0)
             m.d.comb += [
                 csr.count(port.event(PortCounter.RX_PACKETS)).eq(mine),
-                csr.count(port.event(PortCounter.RX_BYTES)).eq(
-                    mine.replicate(len(rec.meta.frame_len)) & rec.meta.frame_len),
+                csr.count(port.event(PortCounter.RX_BYTES)).eq(mine.replicate(len(rx_bytes)) & rx_bytes),
             ]
             for reason in COUNTED_DROP_REASONS:
                 m.d.comb += csr.count(port.event(reason)).eq(
@@ -457,13 +504,16 @@ class NicTop(wiring.Component):
 
             if ips_host_port(cfg) is not None:
                 # IPS: a diverted frame's record has verdict PUNT (only the gate gives it).
-                m.d.comb += csr.count(self.regmap.block(SECPORT, i).event(SecportCounter.IPS_DIVERTS)).eq(
-                    mine & (rec.verdict == Verdict.PUNT))
+                secport = self.regmap.block(SECPORT, i)
+                m.d.comb += [
+                    csr.count(secport.event(SecportCounter.IPS_DIVERTS)).eq(mine & (rec.verdict == Verdict.PUNT)),
+                    csr.count(secport.event(SecportCounter.IPS_REINJECTS)).eq(mine & reinjected)]
 
         parser = self.regmap.block(PARSER)
-        m.d.comb += csr.count(parser.event(ParserCounter.PACKETS)).eq(record.valid)
+        parsed = record.valid & ~reinjected
+        m.d.comb += csr.count(parser.event(ParserCounter.PACKETS)).eq(parsed)
         for reason in MalformedReason:
-            m.d.comb += csr.count(parser.event(reason)).eq(record.valid & rec.meta.malformed[reason])
+            m.d.comb += csr.count(parser.event(reason)).eq(parsed & rec.meta.malformed[reason])
 
 
 def build_register_map(config: NicConfig) -> RegisterMap:

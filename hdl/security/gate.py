@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.acl.layouts import AclAction
 from hdl.config import NicConfig
 from hdl.lib.ram import BeatFifo, OutputQueue
+from hdl.packet.host_tag_strip import STRIP_RESULT, StripKind
 from hdl.packet.meta import MATCH_FIELDS, DropReason, Verdict, make_verdict_record, verdict_record_of
 from hdl.security.payload import FRAME_SPACING, RECORD_DELAY_MAX, PayloadStage, payload_result_layout
 from hdl.security.stage import result_layout
@@ -149,6 +150,13 @@ class SecurityGate(wiring.Component):
         ``divert`` set in its descriptor (the host port's egress tags it), verdict PUNT in its record.
         With a matcher the descriptor then waits for the second join (the matcher's result), so
         change the bit only while no frame is between the parser and the second join.
+    s_host: In(:data:`~hdl.packet.host_tag_strip.STRIP_RESULT`), with ``ips_divert``
+        With ``s_desc.valid``: what the host port's :class:`~hdl.packet.host_tag_strip.HostTagStrip`
+        found in the frame (kind NONE for other ports' frames). A re-injection goes to the tag's egress
+        ports in the tag's VLAN (verdict FORWARD, whatever the switch said: the top hides it from the
+        switch's learning as a frame with ``rx_error``); a bad tag is dropped, reason MALFORMED.
+    m_reinjected: Out(1), with ``ips_divert``
+        With ``m_record.valid``: the record is a re-injection's (its frame had the tag's 8 bytes more).
 
     With a matcher ``m_record`` comes later than ``m_desc`` (the second join, module docstring).
     """
@@ -166,7 +174,7 @@ class SecurityGate(wiring.Component):
         if self.switch:
             extra["mirror_dest"] = In(n)
         if self.host_port is not None:
-            extra["ips_divert"] = In(1)
+            extra.update({"ips_divert": In(1), "s_host": In(STRIP_RESULT), "m_reinjected": Out(1)})
             self.out_layout = ips_descriptor_layout(config, self.desc_layout)
         if self.matcher is not None:
             # At least 512 records (1024 words): the smallest BeatFifo whose RAM is DP16KDs with their
@@ -190,13 +198,16 @@ class SecurityGate(wiring.Component):
             return self._elaborate_with_matcher()
         m = Module()
         rec_layout = data.Layout.cast(self.s_record.payload.shape())
-        both = data.StructLayout({"desc": self.desc_layout, "record": rec_layout})
+        host = {"host": STRIP_RESULT} if self.host_port is not None else {}
+        both = data.StructLayout({"desc": self.desc_layout, "record": rec_layout, **host})
         # An OutputQueue: the join's read enable reaches a few control flip-flops, not the load
         # enable of a ~610-bit read register spread over the die (with a RamFifo that path was the
         # gate's critical one out of context: 133.0 MHz, 6.3 ns of routing).
         m.submodules.decisions = decisions = OutputQueue(width=both.size, depth=DECISION_DEPTH)
         m.submodules.results = results = SyncFIFOBuffered(width=result_layout().size, depth=RESULT_DEPTH)
         new = Signal(both)
+        if host:
+            m.d.comb += new.host.eq(self.s_host)
         m.d.comb += [new.desc.eq(self.s_desc.payload), new.record.eq(self.s_record.payload),
                      decisions.w_data.eq(new), decisions.w_en.eq(self.s_desc.valid),
                      results.w_data.eq(self.s_result.payload), results.w_en.eq(self.s_result.valid),
@@ -233,7 +244,27 @@ class SecurityGate(wiring.Component):
                 egress = head.desc.egress | Mux(acl_mirror_copy(res, head.record.verdict), self.mirror_dest, 0)
                 with m.If(self.ips_divert & forwarded & res.acl_punt):
                     self._divert(m, desc, rec, egress, res.acl_punt, 0, head.record.in_port)
+                self._host_frame(m, join, head.host, desc, rec)
         return m
+
+    def _host_frame(self, m, join, host, desc, rec):
+        """A frame from the host port's :class:`HostTagStrip` (``host``): a re-injection leaves for its
+        tag's ports in its tag's VLAN, a bad tag is dropped (sync, ``desc`` / ``rec`` when not None)."""
+        if join is not None:
+            m.d.sync += self.m_reinjected.eq(join & (host.kind == StripKind.REINJECT))
+        with m.If(host.kind == StripKind.REINJECT):
+            if desc is not None:
+                m.d.sync += [desc.drop.eq(0), desc.egress.eq(host.tag.egress), desc.vlan.eq(host.tag.vlan),
+                             desc.mirror_plain.eq(0)]
+            if rec is not None:
+                m.d.sync += [rec.verdict.eq(Verdict.FORWARD), rec.reason.eq(DropReason.NONE),
+                             rec.egress.eq(host.tag.egress), rec.rx_error.eq(0)]
+        with m.Elif(host.kind == StripKind.BAD):
+            if desc is not None:
+                m.d.sync += [desc.drop.eq(1), desc.egress.eq(0)]
+            if rec is not None:
+                m.d.sync += [rec.verdict.eq(Verdict.DROP), rec.reason.eq(DropReason.MALFORMED), rec.egress.eq(0),
+                             rec.rx_error.eq(0)]
 
     def _divert(self, m, desc, rec, egress, acl_punt, match_punt, in_port):
         """Send the frame of ``desc`` / ``rec`` (sync) to the host port alone, with its host tag's fields
@@ -265,7 +296,8 @@ class SecurityGate(wiring.Component):
         m = Module()
         rec_layout = data.Layout.cast(self.s_record.payload.shape())
         out_layout = data.Layout.cast(self.m_record.payload.shape())
-        kept = data.StructLayout({"desc": self.desc_layout, "verdict": Verdict})
+        host = {"host": STRIP_RESULT} if self.host_port is not None else {}
+        kept = data.StructLayout({"desc": self.desc_layout, "verdict": Verdict, **host})
         answer = data.StructLayout({**{name: out_layout[name].shape for name in _FIELDS},
                                     "inspected": 1, "drop": 1, "reason": DropReason,
                                     # The ACL mirror's copy (the monitor port as a mask), decided at the
@@ -273,7 +305,8 @@ class SecurityGate(wiring.Component):
                                     "mirror_copy": len(self.config.ports),
                                     # IPS: the first join held the descriptor (CONTROL bit 3 then);
                                     # the second releases it, diverted or as the first join made it.
-                                    **({"held": 1, "desc": self.desc_layout} if self.host_port is not None else {})})
+                                    **({"held": 1, "desc": self.desc_layout, "host": STRIP_RESULT}
+                                       if self.host_port is not None else {})})
         match = data.StructLayout({name: out_layout[name].shape for name in MATCH_FIELDS})
         half = -(-rec_layout.size // 2)
         m.submodules.decisions = decisions = OutputQueue(width=kept.size, depth=DECISION_DEPTH)
@@ -284,6 +317,8 @@ class SecurityGate(wiring.Component):
 
         # --- in: descriptors (with the switch's verdict), records as two words, answers, results ----
         new = Signal(kept)
+        if host:
+            m.d.comb += new.host.eq(self.s_host)
         m.d.comb += [new.desc.eq(self.s_desc.payload), new.verdict.eq(self.s_record.payload.verdict),
                      decisions.w_data.eq(new), decisions.w_en.eq(self.s_desc.valid),
                      results.w_data.eq(self.s_result.payload), results.w_en.eq(self.s_result.valid),
@@ -316,7 +351,7 @@ class SecurityGate(wiring.Component):
             if "egress" in self.desc_layout.members:
                 m.d.comb += first.egress.eq(0)
         ans = Signal(answer)
-        own = ("mirror_copy", "held", "desc")
+        own = ("mirror_copy", "held", "desc", "host")
         m.d.comb += [*(getattr(ans, name).eq(getattr(res, name)) for name in answer.members if name not in own),
                      answers.w_data.eq(ans), answers.w_en.eq(join1)]
         if self.switch:
@@ -329,7 +364,13 @@ class SecurityGate(wiring.Component):
         if self.host_port is not None:
             # IPS: the descriptor waits for the matcher's result with the answer (docs/security.md).
             held = self.ips_divert
-            m.d.comb += [ans.held.eq(held), ans.desc.eq(first)]
+            m.d.comb += [ans.held.eq(held), ans.desc.eq(first), ans.host.eq(head.host)]
+            # A re-injection's or bad tag's descriptor, as the one join makes it without the matcher.
+            with m.If(head.host.kind == StripKind.REINJECT):
+                m.d.comb += [first.drop.eq(0), first.egress.eq(head.host.tag.egress),
+                             first.vlan.eq(head.host.tag.vlan), first.mirror_plain.eq(0)]
+            with m.Elif(head.host.kind == StripKind.BAD):
+                m.d.comb += [first.drop.eq(1), first.egress.eq(0)]
         m.d.sync += self.m_desc.valid.eq(join1 & ~held)
         with m.If(join1):
             m.d.sync += desc.eq(first)
@@ -381,4 +422,5 @@ class SecurityGate(wiring.Component):
                 forwarded = ~a.drop & (rec.verdict != Verdict.DROP)
                 with m.If(forwarded & (a.acl_punt | match_punt)):
                     self._divert(m, desc, out, a.desc.egress, a.acl_punt, match_punt, rec.in_port)
+            self._host_frame(m, join, a.host, None, out)
         return m
