@@ -25,6 +25,12 @@ while ``punt_all_payload`` (CONTROL bit 1) is set. A result comes up to ``REPLAY
 ``max_frame`` beats after its frame's parser record (a maximum frame replays after its own record,
 and a frame may wait behind one), so ``records`` is sized by :func:`record_depth`; results that
 come before their record wait in ``matches``.
+
+IPS (switch builds with a host port, docs/security.md "IPS: divert and re-inject"): with CONTROL
+bit 3 a punted frame the NIC would forward goes to the host port alone, its descriptor carrying the
+host tag's fields (:func:`ips_descriptor_layout`); with the matcher the descriptor then leaves at the
+second join. A frame the host port's :class:`~hdl.packet.host_tag_strip.HostTagStrip` found
+re-injected goes to its tag's ports in its tag's VLAN; one with a bad tag is dropped (MALFORMED).
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def model_run(cfg, frames, acl):
     return results, egress, asyncio.run(nic.counters())
 
 
-@pytest.mark.slow          # 105 s and about 180 s: the driver programs the ACL over AXI-Lite in amaranth.sim
+@pytest.mark.slow          # 160 s and 205 s (2 cores at load 9): the driver over AXI-Lite, the host's round trips
 @pytest.mark.parametrize("matcher_index_bits", [0, 6])
 def test_gateware_diverts_as_the_model_on_random_traffic(matcher_index_bits):
     """Both of the gate's paths: without the payload matcher (the divert decided at its one join, no
