@@ -16,6 +16,7 @@ the FIFOs and the frame generators, and whether the register slices and the rese
 
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
 from hdl.board import linetest
@@ -31,14 +32,26 @@ from hdl.lib.skid import RegisterSlice
 from hdl.lib.stream import AXILiteSignature, AXIStreamSignature, keep_count
 from hdl.lib.timing import keep_copy, local_reset_domain
 from hdl.mgmt.regs import IDENTITY, RegisterMap, RegisterMapBuilder, identity_values
+from hdl.packet.host_tag import HOST_TAG_ETHERTYPE, HOST_TAG_VERSION, HostTag
+from hdl.packet.host_tag_insert import TAG_REQUEST, HostTagInsert
+from hdl.packet.host_tag_strip import STRIP_RESULT, HostTagStrip, StripKind
 from hdl.packet.meta import COUNTED_DROP_REASONS, MalformedReason, Verdict, verdict_record_of
 from hdl.parser import make_parser
 from hdl.parser.counters import PARSER, ParserCounter
 from hdl.profile import target_for
 from hdl.security.control import wire_security
-from hdl.security.gate import SecurityGate
+from hdl.security.gate import SecurityGate, ips_descriptor_layout, ips_host_port
 from hdl.security.payload import PayloadStage
-from hdl.security.regs import SECMATCH, SECPORT, SECURITY, secmatch_values, secport_values, security_values
+from hdl.security.regs import (
+    CONTROL_IPS_DIVERT,
+    SECMATCH,
+    SECPORT,
+    SECURITY,
+    SecportCounter,
+    secmatch_values,
+    secport_values,
+    security_values,
+)
 from hdl.security.stage import SecurityStage
 from hdl.switch.control import wire_switch
 from hdl.switch.egress import EgressFanout
@@ -113,7 +126,11 @@ class NicTop(wiring.Component):
         parser = make_parser(cfg)                             # NicConfig.parser picks the architecture
         switch = cfg.switch is not None
         security = cfg.security is not None
-        buffer = PacketBuffer(cfg, target, desc_layout=make_switch_descriptor_layout(cfg) if switch else None)
+        # IPS: a switch NIC with a host port diverts frames there, tagged (docs/security.md).
+        ips_host = ips_host_port(cfg)
+        switch_desc = make_switch_descriptor_layout(cfg) if switch else None
+        buffer = PacketBuffer(cfg, target, desc_layout=switch_desc if ips_host is None
+                              else ips_descriptor_layout(cfg, switch_desc))
         # The switch stage takes a frame per FRAME_CYCLES cycles: a frame's last beat waits until
         # that many cycles have passed since the previous one (`frame_gap_ok`, a register). So
         # does the security stage (one flow request and one ACL key per frame).
@@ -131,7 +148,12 @@ class NicTop(wiring.Component):
             fanout = self._add(m, "egress", EgressFanout(cfg))
             recorder = self._add(m, "recorder", FlightRecorder(cfg.switch.recorder_depth, cfg.port_bits,
                                                                 len(cfg.ports)))
-            port_sources = fanout.outputs
+            port_sources = list(fanout.outputs)
+            if ips_host_port(cfg) is not None:
+                # The host port's egress tags the frames IPS mode diverts (and only them).
+                self._host_tag = self._add(m, "host_tag_insert", HostTagInsert(w))
+                connect(m, fanout.outputs[ips_host_port(cfg)], self._host_tag.s_axis)
+                port_sources[ips_host_port(cfg)] = self._host_tag.m_axis
         else:
             forwarder = self._add(m, "forwarder", Forwarder(cfg))
             port_sources = buffer.outputs
@@ -139,7 +161,7 @@ class NicTop(wiring.Component):
         payload_stage = None
         if security:
             sec_stage = self._add(m, "security", SecurityStage(cfg))
-            gate = self._add(m, "security_gate", SecurityGate(cfg, buffer.desc_layout))
+            gate = self._add(m, "security_gate", SecurityGate(cfg, switch_desc if switch else buffer.desc_layout))
         if matcher:
             payload_stage = self._add(m, "payload", PayloadStage(cfg, index_bits=cfg.security.matcher_index_bits,
                                                                  max_hits=cfg.security.matcher_max_hits))
@@ -155,6 +177,8 @@ class NicTop(wiring.Component):
                     port_in = self._line_tester_ingress(m, csr, i, name, port_in)
                 if cfg.ingress_fifos:
                     port_in = self._ingress_fifo(m, csr, i, name, port_in)
+                if i == ips_host:
+                    port_in = self._host_tag_strip(m, port_in)
                 connect(m, port_in, arbiter.inputs[i])
                 connect(m, port_sources[i], port_out)
             else:
@@ -165,6 +189,8 @@ class NicTop(wiring.Component):
                 if cfg.ingress_fifos:
                     # The slice then sits between the FIFO and the arbiter (the long route).
                     port_in = self._ingress_fifo(m, csr, i, name, port_in)
+                if i == ips_host:
+                    port_in = self._host_tag_strip(m, port_in)
                 connect(m, port_in, ingress.s_axis)
                 connect(m, ingress.m_axis, arbiter.inputs[i])
                 connect(m, port_sources[i], egress.s_axis)
@@ -216,7 +242,10 @@ class NicTop(wiring.Component):
         else:
             m.d.comb += [*(getattr(buffer.s_axis, f).eq(reg) for f, reg in copies[1].items()),
                          parser.m_axis.tready.eq(buffer.s_axis.tready)]
-        connect(m, parser.meta, forwarder.parsed)
+        if ips_host is None:
+            connect(m, parser.meta, forwarder.parsed)
+        else:
+            self._host_frames(m, parser, forwarder, gate, ips_host)
         if matcher:
             # The matcher sees every beat the packet buffer takes (the buffer is always ready) and
             # the parser's record of each frame; it never holds either back (docs/matcher.md).
@@ -239,18 +268,26 @@ class NicTop(wiring.Component):
             m.d.comb += [sec_stage.parsed.valid.eq(forwarder.parsed.valid),
                          sec_stage.parsed.payload.eq(forwarder.parsed.payload)]
             connect(m, forwarder.desc, gate.s_desc)
+            if ips_host is not None:
+                m.d.comb += gate.ips_divert.eq(
+                    csr.rw(self.regmap.block(SECURITY), SECURITY.register("CONTROL"))[CONTROL_IPS_DIVERT])
             connect(m, forwarder.record, gate.s_record)
             connect(m, sec_stage.result, gate.s_result)
             connect(m, gate.m_desc, buffer.desc)
             connect(m, gate.m_record, wiring.flipped(self.record))
             wire_security(m, csr, self.regmap, cfg, sec_stage, gate, payload_stage)
             record = gate.m_record
+            if ips_host is not None:
+                self._reinjected = gate.m_reinjected
             if switch:
                 # The ACL mirror's copies go to the mirror session's monitor port (docs/security.md).
                 m.d.comb += gate.mirror_dest.eq(Mux(forwarder.mirror_enable, 1 << forwarder.mirror_to, 0))
         if switch:
             connect(m, buffer.outputs[0], fanout.s_axis)
-            m.d.comb += fanout.s_desc.eq(buffer.m_desc)
+            if ips_host is None:
+                m.d.comb += fanout.s_desc.eq(buffer.m_desc)
+            else:
+                self._host_tagging(m, buffer, fanout, ips_host, switch_desc)
             wire_switch(m, csr, self.regmap, cfg, forwarder, fanout, recorder)
         if cfg.uart_bridge:
             bridge = self._add(m, "bridge", UartBridge(
@@ -272,6 +309,75 @@ class NicTop(wiring.Component):
 
         self._count(m, csr, record)
         return m
+
+    def _host_tag_strip(self, m, port_in):
+        """The host port's ingress through :class:`HostTagStrip` (IPS re-injections); its per-frame
+        results wait in ``host_tags`` for the frame's parser record. Returns the stripped stream."""
+        strip = self._add(m, "host_tag_strip", HostTagStrip(self.config.data_width, len(self.config.ports)))
+        connect(m, port_in, strip.s_axis)
+        # Host frames between the strip and the parser's record: the ingress slice, the arbiter's
+        # and the parser's few, one per FRAME_CYCLES.
+        self._host_tags = SyncFIFOBuffered(width=STRIP_RESULT.size, depth=16)
+        m.submodules.host_tags = self._host_tags
+        m.d.comb += [self._host_tags.w_en.eq(strip.m_tag.valid), self._host_tags.w_data.eq(strip.m_tag.payload)]
+        return strip.m_axis
+
+    def _host_frames(self, m, parser, forwarder, gate, host):
+        """Re-injections and bad tags past the switch (IPS, docs/security.md): the switch stage sees
+        such a frame with ``rx_error`` (so it neither learns nor switches it) and the gate, told what
+        the strip found with the switch's descriptor, sends or drops it. Both steps keep frame order,
+        so each takes its host frame's result from a FIFO."""
+        tags = self._host_tags
+        meta = parser.meta
+        found = STRIP_RESULT(tags.r_data)
+        from_host = meta.valid & (meta.payload.in_port == host)
+        m.d.comb += [forwarder.parsed.valid.eq(meta.valid), forwarder.parsed.payload.eq(meta.payload),
+                     tags.r_en.eq(from_host)]
+        with m.If(from_host & (found.kind != StripKind.NONE)):
+            m.d.comb += forwarder.parsed.payload.rx_error.eq(1)
+        # The switch's descriptor comes a few cycles later, frames in order.
+        pending = SyncFIFOBuffered(width=STRIP_RESULT.size, depth=8)
+        m.submodules.host_tags_pending = pending
+        desc_from_host = forwarder.desc.valid & (forwarder.record.payload.in_port == host)
+        m.d.comb += [pending.w_en.eq(from_host), pending.w_data.eq(tags.r_data), pending.r_en.eq(desc_from_host),
+                     gate.s_host.eq(Mux(desc_from_host, pending.r_data, 0))]
+
+    def _host_tagging(self, m, buffer, fanout, host, switch_desc):
+        """The fan-out's descriptors and the host port's tag requests (IPS, docs/security.md).
+
+        A diverted frame leaves the host port as it was received, the tag inserted after: the
+        fan-out is told to keep its 802.1Q tag as it is (``in_tagged`` as the host port's tagging of
+        the frame's VLAN would find it, so the edit is KEEP). The host port's :class:`HostTagInsert`
+        takes one request per frame its queue admits, in order: the fan-out decides the admission
+        two cycles after the frame's first beat (``queue_drop`` then says the port dropped it), so
+        the request follows the frame's first beat through two registers and is kept unless dropped.
+        """
+        d = buffer.m_desc
+        m.d.comb += fanout.s_desc.eq(d.as_value()[:switch_desc.size])
+        untagged = ~fanout.port_trunk[host] | (getattr(fanout, f"port_pvid_{host}") == d.vlan)
+        with m.If(d.divert):
+            m.d.comb += [fanout.s_desc.in_tagged.eq(~untagged), fanout.s_desc.in_priority.eq(0),
+                         fanout.s_desc.mirror_plain.eq(0)]
+        req = Signal(TAG_REQUEST)
+        m.d.comb += [req.insert.eq(d.divert), req.tag.tpid.eq(HOST_TAG_ETHERTYPE), req.tag.version.eq(HOST_TAG_VERSION),
+                     req.tag.acl_punt.eq(d.tag_acl_punt), req.tag.match_punt.eq(d.tag_match_punt),
+                     req.tag.in_port.eq(d.tag_in_port), req.tag.vlan.eq(d.vlan), req.tag.egress.eq(d.tag_egress)]
+        beat = buffer.outputs[0]
+        in_frame = Signal(name="host_tag_in_frame")
+        with m.If(beat.tvalid & beat.tready):
+            m.d.sync += in_frame.eq(~beat.tlast)
+        start = beat.tvalid & beat.tready & ~in_frame & d.egress[host]
+        # Host-bound frames the fan-out has yet to admit or drop, then admitted: at most the frames
+        # its queue holds (EDIT_QUEUE_DEPTH) plus those in its tag editor and the inserter.
+        requests = SyncFIFOBuffered(width=TAG_REQUEST.size, depth=64)
+        m.submodules.host_tag_requests = requests
+        valid1, valid2 = Signal(), Signal()
+        req1, req2 = Signal(TAG_REQUEST), Signal(TAG_REQUEST)
+        m.d.sync += [valid1.eq(start), req1.eq(req), valid2.eq(valid1), req2.eq(req1)]
+        ins = self._host_tag
+        m.d.comb += [requests.w_en.eq(valid2 & ~fanout.queue_drop[host]), requests.w_data.eq(req2),
+                     ins.s_tag.valid.eq(requests.r_rdy), ins.s_tag.payload.eq(requests.r_data),
+                     requests.r_en.eq(ins.s_tag.ready)]
 
     def _add(self, m, name, block):
         """Add ``block`` as submodule ``name``, in its own reset domain with ``reset_tree``."""
@@ -370,13 +476,18 @@ class NicTop(wiring.Component):
         """Drive the counter increments: RX and drops from the record, TX at the egress ports."""
         cfg = self.config
         rec = record.payload
+        # IPS: a re-injection is counted in and out but not parsed (the model's `_reinject`).
+        reinjected = self._reinjected if ips_host_port(cfg) is not None else 0
         for i, name in enumerate(cfg.ports):
             port = self.regmap.block(PORT, i)
             mine = record.valid & (rec.in_port == i)
+            rx_bytes = rec.meta.frame_len
+            if ips_host_port(cfg) == i:
+                # A re-injection's record has the frame without its host tag (the strip took it).
+                rx_bytes = rec.meta.frame_len + Mux(reinjected, HostTag.BYTES, 0)
             m.d.comb += [
                 csr.count(port.event(PortCounter.RX_PACKETS)).eq(mine),
-                csr.count(port.event(PortCounter.RX_BYTES)).eq(
-                    mine.replicate(len(rec.meta.frame_len)) & rec.meta.frame_len),
+                csr.count(port.event(PortCounter.RX_BYTES)).eq(mine.replicate(len(rx_bytes)) & rx_bytes),
             ]
             for reason in COUNTED_DROP_REASONS:
                 m.d.comb += csr.count(port.event(reason)).eq(
@@ -391,10 +502,18 @@ class NicTop(wiring.Component):
                 csr.count(port.event(PortCounter.TX_BYTES)).eq(beat.replicate(len(nbytes)) & nbytes),
             ]
 
+            if ips_host_port(cfg) is not None:
+                # IPS: a diverted frame's record has verdict PUNT (only the gate gives it).
+                secport = self.regmap.block(SECPORT, i)
+                m.d.comb += [
+                    csr.count(secport.event(SecportCounter.IPS_DIVERTS)).eq(mine & (rec.verdict == Verdict.PUNT)),
+                    csr.count(secport.event(SecportCounter.IPS_REINJECTS)).eq(mine & reinjected)]
+
         parser = self.regmap.block(PARSER)
-        m.d.comb += csr.count(parser.event(ParserCounter.PACKETS)).eq(record.valid)
+        parsed = record.valid & ~reinjected
+        m.d.comb += csr.count(parser.event(ParserCounter.PACKETS)).eq(parsed)
         for reason in MalformedReason:
-            m.d.comb += csr.count(parser.event(reason)).eq(record.valid & rec.meta.malformed[reason])
+            m.d.comb += csr.count(parser.event(reason)).eq(parsed & rec.meta.malformed[reason])
 
 
 def build_register_map(config: NicConfig) -> RegisterMap:

@@ -401,7 +401,7 @@ class NicModel:
             reason = DropReason.RX_ERROR
         elif meta["malformed"] >> MalformedReason.OVERSIZE & 1:
             reason = DropReason.OVERSIZE
-        elif meta["malformed"]:
+        elif meta["malformed"] or self._bad_host_tag(frame, port):
             reason = DropReason.MALFORMED
         else:
             reason = DropReason.NONE
@@ -545,6 +545,15 @@ class NicModel:
         if not tag.reinject or tag.version != HOST_TAG_VERSION or tag.in_port >= n or tag.egress >> n:
             return None
         return tag
+
+    def _bad_host_tag(self, frame: bytes, port: int) -> bool:
+        """A frame on the host port with the host tag's ethertype that is not a valid re-injection
+        (``reinject`` clear, another version, ports this NIC does not have): dropped as malformed, so a
+        host bug cannot put a frame on the wire with a tag in it (docs/security.md)."""
+        return (self.switch is not None and self.security is not None and port == self.security.bypass_port
+                and len(frame) >= HOST_TAG_OFFSET + HostTag.BYTES
+                and int.from_bytes(frame[HOST_TAG_OFFSET:HOST_TAG_OFFSET + 2], "big") == HOST_TAG_ETHERTYPE
+                and self._reinjection(frame, port) is None)
 
     def _reinject(self, frame: bytes, port: int, tag) -> ModelResult:
         """A re-injected frame: counted in on the host port, sent, tag removed, to the ports its tag

@@ -731,8 +731,9 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
             raise ValueError("--ips diverts frames to the NIC's host port and takes them back there: it needs a "
                              "switch with a host port (the security stage's bypass port); this build has none")
         if engine != "model":
-            raise ValueError(f"--ips runs on the model engine only: the gateware does not divert frames yet "
-                             f"(docs/security.md, \"IPS: divert and re-inject\"), so --engine {engine} cannot")
+            raise ValueError(f"--ips runs on the model engine only: the gateware diverts and re-injects, but the "
+                             f"simulator harnesses have no host loop yet (docs/security.md, \"IPS: divert and "
+                             f"re-inject\"), so --engine {engine} cannot")
     bulk = use_bulk(engine, len(inputs), bulk, waves, jobs)
     out_dir = check_out_dir(out_dir, force=force)
     starts = schedule(config, inputs, pace)

@@ -419,7 +419,7 @@ def test_ips_on_random_traffic_balances_and_only_host_drops_go_missing(payload_c
     (["--engine", "icarus"], "model engine only"),
     ([None], "give --rules too")])
 def test_ips_refused_where_it_cannot_run(payload_case, tmp_path, capsys, how, needle):
-    """--ips on the bump in the wire (no host port), on a simulator (the gateware does not divert yet)
+    """--ips on the bump in the wire (no host port), on a simulator (no host loop in its harness yet)
     or without rules: exit 2, nothing written."""
     pcap, rules, bump = payload_case
     args = ["run", "--pcap", str(pcap), "--ips", "--out", str(tmp_path / "out")]
