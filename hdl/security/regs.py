@@ -140,7 +140,7 @@ SECURITY = BlockType(0x0060, 1, "SECURITY", "Security stage: flow table + ACL cl
              "that no ACL punt entry covers). Bit 2: punt ACL multi (a drop, reject or alert first hit with "
              "more entries hit is punted too: the table holds punt entries). Bit 3: IPS divert (a punted frame "
              "the NIC would forward goes to the host port with a host tag instead, and the host re-injects "
-             "or drops it; golden model only so far: the gateware ignores it)."),
+             "or drops it; the switch NIC only: a bump in the wire has no host port)."),
     *(Register(reg, 0x14 + 4 * i, Access.RW, f"Flow idle timeout, {name.replace('_', ' ')}, in ms "
                f"(reset: Suricata's default, {DEFAULT_TIMEOUTS[name] // 1000} s).", reset=DEFAULT_TIMEOUTS[name])
       for i, (name, reg) in enumerate(TIMEOUT_REGISTERS)),
@@ -198,9 +198,9 @@ SECPORT = BlockType(0x0061, 1, "SECPORT", "One per port of a security build: fra
     (SecportCounter.ACL_MIRRORS, "ACL_MIRRORS", "Frames received on this port whose first ACL hit is a mirror "
      "entry (a switch copies each one it forwards to its monitor port)."),
     (SecportCounter.IPS_DIVERTS, "IPS_DIVERTS", "Frames received on this port that IPS mode diverted to the host "
-     "port (CONTROL.ips_divert; golden model only so far)."),
+     "port (CONTROL.ips_divert)."),
     (SecportCounter.IPS_REINJECTS, "IPS_REINJECTS", "Host-tagged frames the host re-injected through this port "
-     "(CONTROL.ips_divert; golden model only so far)."),
+     "(CONTROL.ips_divert)."),
 ]))
 
 
