@@ -16,6 +16,7 @@ Tasks:
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import heapq
 import logging
@@ -28,7 +29,7 @@ from sim.compare.des import Packet, Stage, percentile, simulate
 from sim.compare.scenario import Scenario, load_scenario
 from sim.compare.traffic import Frame, arrivals, make_frames
 
-__all__ = ["Context", "plan", "prepare", "run_point", "storm_spec", "storm_on_model",
+__all__ = ["Context", "plan", "prepare", "wait_prepared", "NIC_TASKS", "run_point", "storm_spec", "storm_on_model",
            "run_points", "find_knee", "KNEE_DROP", "KNEE_LATENCY_FACTOR",
            "STORM_LOOP_PORTS", "STORM_LOOP_DELAY_NS", "comparison_topology"]
 
@@ -302,12 +303,32 @@ def _nic(ctx: Context):
                         host_rules={vm: chain.host_rules for vm, chain in ids.items()})
 
 
+#: Tasks that run the NIC's simulator model (and so wait for its build).
+NIC_TASKS = ("offload", "storm_nic")
+#: Builds :func:`prepare` started, by context; :func:`run_points` waits for them.
+_builds: dict[Context, concurrent.futures.Future] = {}
+
+
 def prepare(ctx: Context) -> None:
-    """Build the one simulator model the points run (the offloaded path's switch in bulk mode, which
-    the loop storm runs too) once, before workers run it side by side."""
-    if ctx.engine == "model":
+    """Start building the one simulator model the points run (the offloaded path's switch in bulk
+    mode, which the loop storm runs too) in a thread of this process, and return. :func:`run_points`
+    runs the points that need no model (the software path's, the chaining, the software storm)
+    meanwhile and the NIC's once the model is built, so workers on this machine share the build and
+    the build's single-threaded steps (elaboration, Verilating) do not leave a core idle. A failed
+    build raises from :func:`run_points` (or :func:`wait_prepared`)."""
+    if ctx.engine == "model" or ctx in _builds:
         return
-    _nic(ctx).prepare()
+    _load(ctx)                            # read once, here, before the build's thread starts
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="secnic-build")
+    _builds[ctx] = pool.submit(lambda: _nic(ctx).prepare())
+    pool.shutdown(wait=False)
+
+
+def wait_prepared(ctx: Context) -> None:
+    """Wait for the build :func:`prepare` started for ``ctx`` (if any); raise what it raised."""
+    build = _builds.pop(ctx, None)
+    if build is not None:
+        build.result()
 
 
 def _switch_drops(counters: dict) -> dict:
@@ -632,15 +653,24 @@ def run_point(ctx: Context, point: dict) -> dict:
 def run_points(ctx: Context, points: Sequence[dict], *, scheduler: str | None = "local",
                progress: Callable[[int], None] | None = None, workers: int | None = None) -> list[dict]:
     """Run ``points`` in this process (``scheduler=None``), on a LocalCluster (``"local"``) or on the
-    Dask scheduler at an address; results in the order of ``points``."""
+    Dask scheduler at an address; results in the order of ``points``. The points that run the NIC's
+    model start once the build :func:`prepare` started is done; the others do not wait for it."""
+    nic = [i for i, p in enumerate(points) if p["task"] in NIC_TASKS]
+    other = [i for i, p in enumerate(points) if p["task"] not in NIC_TASKS]
     if scheduler is None:
-        out = []
-        for p in points:
-            out.append(run_point(ctx, p))
+        out: list[dict | None] = [None] * len(points)
+        for i in other:
+            out[i] = run_point(ctx, points[i])
             if progress:
                 progress(1)
-        return out
+        wait_prepared(ctx)
+        for i in nic:
+            out[i] = run_point(ctx, points[i])
+            if progress:
+                progress(1)
+        return out  # type: ignore[return-value]
     import os
+    import time
 
     from dask.distributed import Client, LocalCluster, as_completed
     if not log.isEnabledFor(logging.INFO):
@@ -655,15 +685,33 @@ def run_points(ctx: Context, points: Sequence[dict], *, scheduler: str | None = 
     else:
         client = Client(scheduler)
     try:
-        # Offload points first: each is a simulator run, the longest tasks.
-        order = sorted(range(len(points)), key=lambda i: points[i]["task"] != "offload")
-        futures = {client.submit(run_point, ctx, points[i], pure=False, key=f"secnic-compare-{i}-{os.getpid()}"): i
-                   for i in order}
         results: list[dict | None] = [None] * len(points)
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            if progress:
-                progress(1)
+        futures = {}
+
+        def submit(indices):
+            for i in indices:
+                fut = client.submit(run_point, ctx, points[i], pure=False, key=f"secnic-compare-{i}-{os.getpid()}")
+                futures[fut] = i
+                done.add(fut)
+        # The points without the model first, while it builds; the NIC's as soon as it is built,
+        # offload points first (each a simulator run, the longest tasks).
+        done = as_completed()
+        submit(other)
+        build = _builds.pop(ctx, None)
+        waiting = True
+        while waiting or not done.is_empty():
+            if waiting and (build is None or build.done()):
+                if build is not None:
+                    build.result()
+                submit(sorted(nic, key=lambda i: points[i]["task"] != "offload"))
+                waiting = False
+            if not waiting or done.has_ready():
+                for fut in done.next_batch(block=not waiting):
+                    results[futures[fut]] = fut.result()
+                    if progress:
+                        progress(1)
+            else:
+                time.sleep(0.2)
         return results  # type: ignore[return-value]
     finally:
         client.close()
