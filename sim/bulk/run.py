@@ -35,10 +35,10 @@ from hdl.config import NicConfig
 from host_driver.bus import AxiResp, Bus, BusError
 from sim.build import BUILD_ROOT, build_verilog
 from sim.bulk.harness import DPI_SOURCE, TOPLEVEL, read_outputs, write_frames, write_harness
-from sim.runner import TIMESCALE, VERILATOR_ARGS, build_lock, check_simulator, verilator_makeflags
+from sim.runner import TIMESCALE, VERILATOR_ARGS, VERILATOR_MAKEFLAGS, build_lock, check_simulator
 
 __all__ = ["run_bulk", "run_segments", "split_segments", "build_model", "run_ceiling", "run_looped", "Loop",
-           "timeout_cycles",
+           "BULK_MAKEFLAGS", "timeout_cycles",
            "BulkSim", "PipeBus", "BulkError", "MAIN_SOURCE", "CEILING_SOURCE", "CHUNK_CYCLES"]
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ CLOCK_HEADER = Path(__file__).with_name("harness_clock.h")
 CHUNK_CYCLES = 65536
 #: Cycles after the traffic is done before the counters are read: the counter pipeline's latency.
 SETTLE_CYCLES = 8
+#: The bulk-mode model's compiler flags: sim.runner's, but the model's own code (OPT_FAST) at -O1 instead
+#: of -O2. On the comparison's switch (W=64, security stage) that halves the compile's CPU time and
+#: costs a few per cent of simulated cycles per CPU-second (docs/performance.md, "make sim": the
+#: build flags); a bulk model is built for each design and often run for less time than it builds.
+BULK_MAKEFLAGS = tuple(f for f in VERILATOR_MAKEFLAGS if not f.startswith("OPT_FAST=")) + ("OPT_FAST=-O1",)
 #: Frames: (port index, bytes, rx_error, start cycle or None), as sim.run.nic_cocotb takes them.
 Frames = Sequence[tuple[int, bytes, bool, int | None]]
 
@@ -70,8 +75,9 @@ def timeout_cycles(config: NicConfig, frames: Frames) -> int:
 
 def build_model(config: NicConfig, main: Path = MAIN_SOURCE) -> Path:
     """Build the harness with ``main`` (:data:`MAIN_SOURCE` or :data:`CEILING_SOURCE`) and the DPI
-    traffic code into an executable, with the cocotb builds' flags but no VPI and no public
-    signals; return it. Cached per (Verilog, harness, C++ sources, flags)."""
+    traffic code into an executable, with the cocotb builds' Verilator flags (compiler flags
+    :data:`BULK_MAKEFLAGS`) but no VPI and no public signals; return it. Cached per (Verilog,
+    harness, C++ sources, flags)."""
     check_simulator("verilator")
     sv = build_verilog(config)
     harness_sv = write_harness(config, sv)
@@ -79,7 +85,7 @@ def build_model(config: NicConfig, main: Path = MAIN_SOURCE) -> Path:
     build_dir = BUILD_ROOT / "sim_build" / f"{sv.parent.name}-verilator-{kind}"
     cxx = [DPI_SOURCE, Path(main)]
     args = [*VERILATOR_ARGS, "--timescale", "/".join(TIMESCALE)]
-    texts = [f.read_text() for f in (sv, harness_sv, *cxx, CLOCK_HEADER)] + args
+    texts = [f.read_text() for f in (sv, harness_sv, *cxx, CLOCK_HEADER)] + args + list(BULK_MAKEFLAGS)
     stamp = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     exe = build_dir / f"secnic_{kind}"
     with build_lock(build_dir.parent / ".locks" / f"{build_dir.name}.lock"):
@@ -93,9 +99,10 @@ def build_model(config: NicConfig, main: Path = MAIN_SOURCE) -> Path:
                "--prefix", "Vtop", "-Mdir", str(build_dir), "-o", exe.name, *args,
                str(sv), str(harness_sv), *map(str, cxx)]
         t0 = time.monotonic()
-        with verilator_makeflags(), progress.watch(f"building the {kind}-mode model (once per design)"):
+        env = dict(os.environ, MAKEFLAGS=" ".join(filter(None, [os.environ.get("MAKEFLAGS"), *BULK_MAKEFLAGS])))
+        with progress.watch(f"building the {kind}-mode model (once per design)"):
             with open(build_dir / "build.log", "w") as logf:
-                proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=build_dir)
+                proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=build_dir, env=env)
         if proc.returncode != 0 or not exe.exists():
             raise BulkError(f"{kind}-mode build failed; see {build_dir / 'build.log'}")
         stamp_file.write_text(stamp)
