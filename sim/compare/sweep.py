@@ -550,10 +550,10 @@ def _storm_nic(ctx: Context, gbps: float) -> dict:
 
 def storm_on_model(ctx: Context, gbps: float) -> dict:
     """The loop storm on the golden model (:meth:`SwitchConfig.model`, the same switch as the
-    gateware's) in the same loop, timed here: each uplink's ingress link and the shared pipeline
+    gateware's) in the same loop, timed here: each looped port's ingress link and the shared pipeline
     carry one frame at a time (at least ``FRAME_CYCLES`` per frame), the fixed pipeline latency of
     :func:`sim.run.engine.pipeline_cycles`, line rate and an output queue per egress port, the
-    external switch's queue of :data:`STORM_CABLE_FRAMES` per uplink. The normal traffic's share is
+    external switch's queue of :data:`STORM_CABLE_FRAMES` per looped port. The normal traffic's share is
     computed from the storm's rate on the VM ports. The gateware's cross-check (tests/compare) and
     ``--engine model``."""
     from hdl.switch.stage import FRAME_CYCLES

@@ -136,7 +136,7 @@ def _default_with(tmp_path, frames: int, duration_us: float | None = None, pcap:
 
 
 @pytest.mark.sim
-@pytest.mark.slow          # a Verilator build of its own (the default scenario's eight-port switch), minutes on CI
+@pytest.mark.slow          # the bulk-mode build of `make sim`'s switch (shared with it), minutes on CI
 def test_bulk_mode_nic_agrees_with_the_golden_model(tmp_path):
     """The offloaded path's NIC (the default scenario's switch) in bulk-mode Verilator gives the
     golden model's records and punt set; its timing is simulated (the model's an estimate). The
