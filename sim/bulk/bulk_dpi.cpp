@@ -4,6 +4,10 @@
 // the cycle semantics). Inputs: SECNIC_BULK_IN (frames.bin) and SECNIC_BULK_OUT (a directory) in
 // the environment. The sources and sinks behave as cocotbext-axi's AxiStreamSource/AxiStreamSink
 // without pauses, so a bulk run and a cocotb run of the same frames agree cycle for cycle.
+//
+// Optionally (SECNIC_BULK_LOOP names a loop file, sim/bulk/harness.py) some ports are closed into a
+// loop through one external flooding switch, cycle by cycle: a group-addressed frame that leaves one
+// of them comes back into each of the others a fixed delay later (the loop storm of docs/compare.md).
 #include <svdpi.h>
 
 #include <fcntl.h>
@@ -13,6 +17,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
+#include <fstream>
+#include <sstream>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -44,10 +51,21 @@ static_assert(sizeof(Header) == 48 && sizeof(FrameHeader) == 16 && sizeof(Egress
 constexpr uint64_t kNever = ~0ULL;
 constexpr uint8_t kEgressTuser = 1, kEgressUnpacked = 2;
 
+// A frame the external switch sends back into a looped port, due at a cycle.
+struct LoopFrame {
+    uint64_t due;
+    std::vector<uint8_t> data;
+};
+
 struct Source {
     std::vector<uint64_t> frames;  // input indices, in order
     size_t head = 0;
-    const FrameHeader* cur = nullptr;
+    std::deque<LoopFrame> looped;  // frames the loop sends into this port, in due order
+    const uint8_t* cur = nullptr;  // the frame being sent: its bytes, length, flags
+    uint32_t cur_len = 0;
+    uint8_t cur_flags = 0;
+    bool cur_looped = false;
+    std::vector<uint8_t> cur_loop_data;  // holds a looped frame's bytes while it is sent
     uint64_t cur_index = 0;
     uint32_t offset = 0;
     bool tvalid = false, tlast = false, tuser = false;
@@ -82,6 +100,11 @@ struct Bulk {
     uint32_t record_words = 0;
     std::vector<uint64_t> record_buf;
     std::chrono::steady_clock::time_point wall0, wall_done;
+    // The loop (SECNIC_BULK_LOOP): looped ports, delay, the external switch's queue towards each
+    // port, the cycle from which frames leaving are no longer looped.
+    std::vector<bool> in_loop;
+    uint64_t loop_delay = 0, loop_queue = 0, loop_until = 0, loop_lost = 0, loop_sent = 0;
+    std::vector<uint64_t> loop_waiting;  // per port: frames queued towards it in the external switch
 };
 
 Bulk g;
@@ -100,6 +123,31 @@ FILE* open_out(const char* name) {
     buffers.emplace_back(1 << 20);
     std::setvbuf(f, buffers.back().data(), _IOFBF, buffers.back().size());
     return f;
+}
+
+// The loop file: lines "delay CYCLES", "queue FRAMES", "until CYCLE", "ports P ..." (port indices).
+void load_loop(const char* path) {
+    std::ifstream in(path);
+    if (!in) fail(std::string("cannot read ") + path);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream words(line);
+        std::string key;
+        if (!(words >> key)) continue;
+        if (key == "delay") words >> g.loop_delay;
+        else if (key == "queue") words >> g.loop_queue;
+        else if (key == "until") words >> g.loop_until;
+        else if (key == "ports") {
+            uint32_t p;
+            while (words >> p) {
+                if (p >= g.h.n_ports) fail(std::string(path) + ": port out of range");
+                g.in_loop[p] = true;
+            }
+        } else {
+            fail(std::string(path) + ": unknown key " + key);
+        }
+        if (words.fail() && !words.eof()) fail(std::string(path) + ": bad value in: " + line);
+    }
 }
 
 void load() {
@@ -144,6 +192,9 @@ void load() {
     g.egress_file = open_out("egress.bin");
     g.drops_file = open_out("ingress_drops.bin");
     g.ingress_ends.assign(g.h.n_ports, 0);
+    g.in_loop.assign(g.h.n_ports, false);
+    g.loop_waiting.assign(g.h.n_ports, 0);
+    if (const char* loop = std::getenv("SECNIC_BULK_LOOP")) load_loop(loop);
 }
 
 inline bool bit(const svBitVecVal* v, uint32_t i) { return (v[i >> 5] >> (i & 31)) & 1u; }
@@ -152,36 +203,69 @@ inline void set_bit(svBitVecVal* v, uint32_t i) { v[i >> 5] |= 1u << (i & 31); }
 // One source at a rising edge: cocotbext-axi AxiStreamSource._run with no pause.
 void step_source(Source& s, bool tready) {
     if (!((tready && s.tvalid) || !s.tvalid)) return;  // beat not taken: hold it
-    if (!s.cur && s.head < s.frames.size()) {
-        uint64_t idx = s.frames[s.head];
-        const FrameHeader* f = g.frames[idx];
-        if (f->start <= g.cycle) {
-            s.cur = f;
+    if (!s.cur) {
+        // The next input frame or looped frame that is due; the earlier one first, input on a tie.
+        const FrameHeader* f = s.head < s.frames.size() ? g.frames[s.frames[s.head]] : nullptr;
+        bool input_due = f && f->start <= g.cycle;
+        bool loop_due = !s.looped.empty() && s.looped.front().due <= g.cycle;
+        if (input_due && (!loop_due || f->start <= s.looped.front().due)) {
+            uint64_t idx = s.frames[s.head];
+            s.cur = reinterpret_cast<const uint8_t*>(f) + sizeof(FrameHeader);
+            s.cur_len = f->len;
+            s.cur_flags = f->flags;
+            s.cur_looped = false;
             s.cur_index = idx;
             s.offset = 0;
             s.head++;
             g.ingress[2 * idx] = g.cycle;
+        } else if (loop_due) {
+            s.cur_loop_data = std::move(s.looped.front().data);
+            s.looped.pop_front();
+            g.loop_waiting[&s - g.src.data()]--;
+            s.cur = s.cur_loop_data.data();
+            s.cur_len = static_cast<uint32_t>(s.cur_loop_data.size());
+            s.cur_flags = 0;
+            s.cur_looped = true;
+            s.offset = 0;
         }
     }
     if (s.cur) {
-        const uint8_t* data = reinterpret_cast<const uint8_t*>(s.cur) + sizeof(FrameHeader);
+        const uint8_t* data = s.cur;
         uint32_t bpb = g.h.bytes_per_beat;
-        uint32_t n = s.cur->len - s.offset < bpb ? s.cur->len - s.offset : bpb;
+        uint32_t n = s.cur_len - s.offset < bpb ? s.cur_len - s.offset : bpb;
         std::memset(s.tdata.data(), 0, bpb);
         std::memcpy(s.tdata.data(), data + s.offset, n);
         s.tkeep = n == 64 ? ~0ULL : ((1ULL << n) - 1);
         s.offset += n;
         s.tvalid = true;
-        s.tlast = s.offset >= s.cur->len;
+        s.tlast = s.offset >= s.cur_len;
         // tuser of a beat is that of its last byte: rx_error marks the frame's last byte.
-        s.tuser = s.tlast && (s.cur->flags & 1);
+        s.tuser = s.tlast && (s.cur_flags & 1);
         if (s.tlast) {
-            g.ingress[2 * s.cur_index + 1] = g.cycle;
+            if (!s.cur_looped) g.ingress[2 * s.cur_index + 1] = g.cycle;
             s.cur = nullptr;
         }
     } else {
         s.tvalid = false;
         s.tlast = false;
+    }
+}
+
+// A frame left looped port ``port``: the external switch floods a group-addressed one (broadcast,
+// multicast) into every other looped port after the delay, unless its queue towards that port is
+// full (lost there). Unicast frames reach their host and stay out of the loop. Frames leaving at or
+// after loop_until are not looped (nor counted lost).
+void loop_back(uint32_t port, const std::vector<uint8_t>& data) {
+    if (data.empty() || !(data[0] & 1) || g.cycle >= g.loop_until) return;
+    for (uint32_t q = 0; q < g.h.n_ports; q++) {
+        if (q == port || !g.in_loop[q]) continue;
+        if (g.loop_waiting[q] >= g.loop_queue) {
+            g.loop_lost++;
+            continue;
+        }
+        g.loop_waiting[q]++;
+        g.loop_sent++;
+        g.src[q].looped.push_back(LoopFrame{g.cycle + g.loop_delay, data});
     }
 }
 
@@ -211,6 +295,7 @@ void step_sink(uint32_t port, Sink& k, const uint8_t* tdata, uint64_t tkeep, boo
         if ((tkeep >> j) & 1) k.data.push_back(tdata[j]);
     if (tlast) {
         write_egress(port, k, g.cycle);
+        if (g.in_loop[port]) loop_back(port, k.data);
         k.active = false;
         k.received++;
     }
@@ -247,7 +332,7 @@ bool all_done() {
     for (auto& k : g.snk)
         if (k.active || k.received < k.expected) return false;
     for (auto& s : g.src)
-        if (s.cur || s.head < s.frames.size()) return false;
+        if (s.cur || s.head < s.frames.size() || !s.looped.empty()) return false;
     return true;
 }
 
@@ -337,11 +422,13 @@ extern "C" void secnic_bulk_final() {
     f = std::fopen(path.c_str(), "w");
     if (!f) fail("cannot write " + path);
     std::fprintf(f, "{\"cycles\": %llu, \"done_cycle\": %llu, \"wall_s\": %.6f, \"records\": %llu, "
-                    "\"ingress_drops\": %llu, \"ingress_stalls\": %llu, \"timed_out\": %s, \"done\": %s, "
+                    "\"ingress_drops\": %llu, \"ingress_stalls\": %llu, \"loop_sent\": %llu, \"loop_lost\": %llu, "
+                    "\"timed_out\": %s, \"done\": %s, "
                     "\"egress\": [",
                  static_cast<unsigned long long>(g.cycle), static_cast<unsigned long long>(g.done_cycle), wall,
                  static_cast<unsigned long long>(g.records), static_cast<unsigned long long>(g.ingress_drops),
-                 static_cast<unsigned long long>(g.ingress_stalls), g.timed_out ? "true" : "false",
+                 static_cast<unsigned long long>(g.ingress_stalls), static_cast<unsigned long long>(g.loop_sent),
+                 static_cast<unsigned long long>(g.loop_lost), g.timed_out ? "true" : "false",
                  g.done ? "true" : "false");
     for (uint32_t p = 0; p < g.h.n_ports; p++)
         std::fprintf(f, "%s%llu", p ? ", " : "", static_cast<unsigned long long>(g.snk[p].received));

@@ -35,8 +35,16 @@ File formats (little-endian; the C++ reads and writes the same structs):
     that port's frames (u32, u32). Empty for other builds.
 ``status.json``
     cycles run, records, ingress drops, cycles in which a port held its source back
-    (``ingress_stalls``), egress frames per port, ``timed_out``. The run is done when every frame
+    (``ingress_stalls``), egress frames per port, ``timed_out``, and for a looped run the frames the
+    loop sent back in (``loop_sent``) and lost (``loop_lost``). The run is done when every frame
     has a record or was dropped at ingress.
+``loop.txt`` (optional, ``SECNIC_BULK_LOOP``; :class:`sim.bulk.run.Loop` writes it)
+    lines ``delay CYCLES``, ``queue FRAMES``, ``until CYCLE``, ``ports P ...`` (port indices): the
+    ports closed into a loop through one external flooding switch. A group-addressed frame whose
+    last beat leaves one of them is offered to each of the others ``delay`` cycles later, after
+    that port's earlier input and looped frames (an input frame first on a tie); at most ``queue``
+    frames wait towards a port, the rest are lost. Looped frames have no ``ingress.bin`` entry;
+    their records follow in ``records.bin`` like any other.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
   changes: docs/bulk.md).
 * :func:`run_ceiling`: the same harness and traffic under a bare C++ main (``ceiling_main.cpp``),
   for ``make bench``'s ceiling.
+* :func:`run_looped`: a run of fixed length with some ports closed into a loop through one external
+  flooding switch in the C++ (:class:`Loop`; the comparison's loop storm), on the same model.
 
 Results have the shape of :func:`sim.run.nic_cocotb.read_results` (``records`` as ``[cycle, int]``,
 ``ingress``, ``egress`` per port name, ``counters``, ``identity``, ``total_cycles``, ``wall_s``) plus
@@ -26,15 +28,17 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hdl.config import NicConfig
 from host_driver.bus import AxiResp, Bus, BusError
 from sim.build import BUILD_ROOT, build_verilog
 from sim.bulk.harness import DPI_SOURCE, TOPLEVEL, read_outputs, write_frames, write_harness
-from sim.runner import TIMESCALE, VERILATOR_ARGS, build_lock, check_simulator, verilator_makeflags
+from sim.runner import TIMESCALE, VERILATOR_ARGS, VERILATOR_MAKEFLAGS, build_lock, check_simulator
 
-__all__ = ["run_bulk", "run_segments", "split_segments", "build_model", "run_ceiling", "timeout_cycles",
+__all__ = ["run_bulk", "run_segments", "split_segments", "build_model", "run_ceiling", "run_looped", "Loop",
+           "BULK_MAKEFLAGS", "timeout_cycles",
            "BulkSim", "PipeBus", "BulkError", "MAIN_SOURCE", "CEILING_SOURCE", "CHUNK_CYCLES"]
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,11 @@ CLOCK_HEADER = Path(__file__).with_name("harness_clock.h")
 CHUNK_CYCLES = 65536
 #: Cycles after the traffic is done before the counters are read: the counter pipeline's latency.
 SETTLE_CYCLES = 8
+#: The bulk-mode model's compiler flags: sim.runner's, but the model's own code (OPT_FAST) at -O1 instead
+#: of -O2. On the comparison's switch (W=64, security stage) that halves the compile's CPU time and
+#: costs a few per cent of simulated cycles per CPU-second (docs/performance.md, "make sim": the
+#: build flags); a bulk model is built for each design and often run for less time than it builds.
+BULK_MAKEFLAGS = tuple(f for f in VERILATOR_MAKEFLAGS if not f.startswith("OPT_FAST=")) + ("OPT_FAST=-O1",)
 #: Frames: (port index, bytes, rx_error, start cycle or None), as sim.run.nic_cocotb takes them.
 Frames = Sequence[tuple[int, bytes, bool, int | None]]
 
@@ -66,8 +75,9 @@ def timeout_cycles(config: NicConfig, frames: Frames) -> int:
 
 def build_model(config: NicConfig, main: Path = MAIN_SOURCE) -> Path:
     """Build the harness with ``main`` (:data:`MAIN_SOURCE` or :data:`CEILING_SOURCE`) and the DPI
-    traffic code into an executable, with the cocotb builds' flags but no VPI and no public
-    signals; return it. Cached per (Verilog, harness, C++ sources, flags)."""
+    traffic code into an executable, with the cocotb builds' Verilator flags (compiler flags
+    :data:`BULK_MAKEFLAGS`) but no VPI and no public signals; return it. Cached per (Verilog,
+    harness, C++ sources, flags)."""
     check_simulator("verilator")
     sv = build_verilog(config)
     harness_sv = write_harness(config, sv)
@@ -75,7 +85,7 @@ def build_model(config: NicConfig, main: Path = MAIN_SOURCE) -> Path:
     build_dir = BUILD_ROOT / "sim_build" / f"{sv.parent.name}-verilator-{kind}"
     cxx = [DPI_SOURCE, Path(main)]
     args = [*VERILATOR_ARGS, "--timescale", "/".join(TIMESCALE)]
-    texts = [f.read_text() for f in (sv, harness_sv, *cxx, CLOCK_HEADER)] + args
+    texts = [f.read_text() for f in (sv, harness_sv, *cxx, CLOCK_HEADER)] + args + list(BULK_MAKEFLAGS)
     stamp = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     exe = build_dir / f"secnic_{kind}"
     with build_lock(build_dir.parent / ".locks" / f"{build_dir.name}.lock"):
@@ -89,9 +99,10 @@ def build_model(config: NicConfig, main: Path = MAIN_SOURCE) -> Path:
                "--prefix", "Vtop", "-Mdir", str(build_dir), "-o", exe.name, *args,
                str(sv), str(harness_sv), *map(str, cxx)]
         t0 = time.monotonic()
-        with verilator_makeflags(), progress.watch(f"building the {kind}-mode model (once per design)"):
+        env = dict(os.environ, MAKEFLAGS=" ".join(filter(None, [os.environ.get("MAKEFLAGS"), *BULK_MAKEFLAGS])))
+        with progress.watch(f"building the {kind}-mode model (once per design)"):
             with open(build_dir / "build.log", "w") as logf:
-                proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=build_dir)
+                proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=build_dir, env=env)
         if proc.returncode != 0 or not exe.exists():
             raise BulkError(f"{kind}-mode build failed; see {build_dir / 'build.log'}")
         stamp_file.write_text(stamp)
@@ -106,9 +117,11 @@ class BulkSim:
     output files. Reset is done when the process starts.
     """
 
-    def __init__(self, exe: Path, frames_bin: Path, out_dir: Path, cwd: Path):
+    def __init__(self, exe: Path, frames_bin: Path, out_dir: Path, cwd: Path, loop_file: Path | None = None):
         env = dict(os.environ, SECNIC_BULK_IN=str(Path(frames_bin).resolve()),
                    SECNIC_BULK_OUT=str(Path(out_dir).resolve()))
+        if loop_file is not None:
+            env["SECNIC_BULK_LOOP"] = str(Path(loop_file).resolve())
         self._stderr = open(Path(cwd) / "sim.log", "w+")
         self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._stderr, text=True, env=env, cwd=cwd, bufsize=1)
@@ -321,3 +334,66 @@ def run_ceiling(config: NicConfig, frames: Frames, workdir: Path) -> dict:
     if proc.returncode != 0:
         raise BulkError(f"ceiling run failed (exit status {proc.returncode}): {proc.stderr[-2000:]}")
     return read_outputs(out, config, len(frames))
+
+
+# -- a loop through an external switch, closed in the C++ -----------------------------------------
+
+@dataclass(frozen=True)
+class Loop:
+    """Ports closed into a loop through one external flooding switch (``bulk_dpi.cpp`` does it
+    cycle by cycle): a group-addressed frame whose last beat leaves one of ``ports`` at cycle t
+    (before ``until``) is offered to each other of them from cycle t + ``delay``, behind what that
+    port's source already holds; the external switch queues at most ``queue`` frames towards each
+    port and loses the rest (``status["loop_lost"]``). Unicast frames reach their host and stay out
+    of the loop."""
+    ports: tuple[int, ...]
+    delay: int
+    queue: int
+    until: int
+
+    def write(self, path: Path) -> Path:
+        """The loop file ``bulk_dpi.cpp`` reads (``SECNIC_BULK_LOOP``)."""
+        path = Path(path)
+        path.write_text(f"delay {self.delay}\nqueue {self.queue}\nuntil {self.until}\n"
+                        f"ports {' '.join(str(p) for p in self.ports)}\n")
+        return path
+
+
+def run_looped(config: NicConfig, frames: Frames, loop: Loop, cycles: int, workdir: Path, *,
+               before=None) -> dict:
+    """Run ``frames`` with ``loop`` closed for exactly ``cycles`` cycles from the start of the traffic
+    (a storm never ends by itself), on the model :func:`build_model` builds for ``config`` (the one
+    :func:`run_bulk` runs); ``before(nic)`` as there. Results as :func:`run_bulk`'s, without the
+    recorder; the looped frames' records are in ``records`` after (or between) the input frames'."""
+    from host_driver.driver import Nic
+    workdir = Path(workdir)
+    out = workdir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    exe = build_model(config)
+    frames_bin = write_frames(workdir / "frames.bin", config, frames, cycles + 1)
+    loop_file = loop.write(workdir / "loop.txt")
+    wall0 = time.monotonic()
+    with BulkSim(exe, frames_bin, out, workdir, loop_file) as sim:
+        if before is not None:
+            async def program():
+                nic = Nic(PipeBus(sim))
+                await nic.discover()
+                await before(nic)
+            asyncio.run(program())
+        sim.go()
+        start = sim.cycles(0)             # the next edge is the traffic's cycle 1
+        done = 0
+        while done < cycles:
+            done = sim.cycles(min(CHUNK_CYCLES, cycles - done)) - start
+        sim.cycles(SETTLE_CYCLES)
+
+        async def read_back():
+            nic = Nic(PipeBus(sim))
+            await nic.discover()
+            return await nic.counters(), await nic.identity()
+        counters, identity = asyncio.run(read_back())
+        total = sim.cycles(0)
+    res = read_outputs(out, config, len(frames))
+    res.update(counters=counters, identity=identity, total_cycles=total, sim_cycles=cycles,
+               wall_s=time.monotonic() - wall0)
+    return res

@@ -11,7 +11,7 @@ sweep of offered loads and reports where each falls off and what it costs in hos
   interface (config, rules and frames in; per-frame records, egress, counters and the punt set
   out), with the host's work on the punted frames run through the same DES as CPU cost. The NIC
   is a switch built for the scenario (:mod:`.topology`: the uplink, a port per VM, the host);
-  the loop storm runs it in a looped cocotb testbench (:mod:`.storm_tb`, :mod:`.storm_cocotb`).
+  the loop storm runs the same bulk-mode build with a loop closed in its C++ (:mod:`.storm_tb`).
 
 :mod:`.sweep` runs the points (locally or as Dask tasks), finds the knees and answers the
 capacity question; :mod:`.report` writes report.md, report.json and the plots. docs/compare.md is

@@ -201,14 +201,17 @@ def _markdown(report: dict) -> str:
               f"{st['software']['storm_frames_switched']} looped frames, kept {st['software']['vswitch_cores_busy']:g} "
               f"of {st['software']['vswitch_cores']} cores busy and delivered {st['software']['normal_delivered']:.1%} "
               "of the normal traffic.",
-              f"- NIC: {st['nic']['basis']}. Broadcast limit {st['nic']['broadcast_limit_mbps']:g} Mb/s per uplink; "
+              f"- NIC: {st['nic']['basis']}. Broadcast limit {st['nic']['broadcast_limit_mbps']:g} Mb/s "
+              "per looped port; "
               f"storm on the VM ports {max(st['nic']['storm_gbps_by_port'].values()):g} Gb/s at most; normal traffic "
               f"delivered {st['nic']['normal_delivered']:.1%}; no host cores.",
               "- NIC storm per egress port (Gb/s): "
               + ", ".join(f"{p} {g:g}" for p, g in st["nic"]["storm_gbps_by_port"].items())
               + "; storm drops (switch counters): "
               + (", ".join(f"{k} {v}" for k, v in st["nic"]["storm_drops"].items()) or "none")
-              + f"; lost in the external switch's queues: {st['nic'].get('external_switch_lost', 0)}.",
+              + f"; lost in the external switch's queues: {st['nic'].get('external_switch_lost', 0)}"
+              + (f"; loops loop guard reported: {st['nic']['loop_events']}" if "loop_events" in st["nic"] else "")
+              + ".",
               "", "## Offloaded path: what the NIC runs", "",
               f"{report['offload_basis']}",
               "", "Policy drops (each chain's firewall rules: the firewall VM in software, the NIC's ACL offloaded; "

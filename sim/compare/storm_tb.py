@@ -1,16 +1,19 @@
-"""The loop storm on the switch gateware: a looped testbench around the NIC (cocotb, Verilator).
+"""The loop storm on the switch gateware: the comparison's NIC in bulk mode with a loop closed in C++.
 
-The NIC is the scenario's switch (:func:`sim.compare.topology.topology` with ``uplinks`` trunks
-``phy0``.., one access port per VM, ``host``) with a broadcast storm limit on each uplink. The
-testbench (:mod:`sim.compare.storm_cocotb`) is the rest of the world:
+The NIC is the offloaded path's own build (:func:`sim.compare.sweep.comparison_topology`: the
+scenario's switch with its security stage, broadcast storm control on the looped ports, loop guard
+reporting without blocking), so the storm needs no model of its own. Bulk mode's C++ side
+(:func:`sim.bulk.run.run_looped`, ``sim/bulk/bulk_dpi.cpp``) is the rest of the world:
 
-* **one external flooding switch** behind the uplinks: whatever leaves one uplink comes back on
-  every other uplink ``loop_delay_cycles`` later. Its queue towards each uplink holds
-  ``cable_frames`` frames; more are lost there (what a saturated link cannot carry), counted;
+* **one external flooding switch** behind the looped ports (the uplink, and VM ports whose VMs
+  bridge their vNIC onto the physical network): a broadcast that leaves one of them comes back
+  into every other one ``loop_delay_cycles`` later. Its queue towards each port holds
+  ``cable_frames`` frames; more are lost there (what a saturated link cannot carry), counted.
+  Unicast frames reach their VM and stay out of the loop;
 * **the VMs' normal traffic**: the scenario's frames at the reference load, each entering the
-  port it comes from (the first uplink, or its source VM's port) at its arrival cycle, after one
+  port it comes from (the uplink, or its source VM's port) at its arrival cycle, after one
   learning frame per VM port (:meth:`Topology.learning_frames`);
-* **one broadcast** into the first uplink at ``storm_at_cycle``.
+* **one broadcast** into the uplink at ``storm_at_cycle``.
 
 It runs ``duration_cycles`` with the loop closed, then ``drain_cycles`` more for the normal frames
 still in flight, and reports per-port egress (storm and normal frames and bytes within the
@@ -21,27 +24,23 @@ same spec gives the same result on any machine (Dask workers included).
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StormSpec", "run_storm", "prepare_storm", "SPEC_ENV", "TEST_MODULE"]
+__all__ = ["StormSpec", "run_storm"]
 
 log = logging.getLogger(__name__)
-
-#: The environment variable naming the spec file the cocotb module reads.
-SPEC_ENV = "SECNIC_STORM_SPEC"
-TEST_MODULE = "sim.compare.storm_cocotb"
 
 
 @dataclass(frozen=True)
 class StormSpec:
-    """What the looped testbench runs (plain data: JSON to the simulation)."""
-    uplinks: tuple[str, ...]
+    """What the looped run simulates (plain data; cycles count from the end of the warm-up)."""
+    loop_ports: tuple[str, ...]                 # closed through the external switch; the first is the uplink
     learn: tuple[tuple[str, str], ...]          # (port, frame hex) before the traffic
-    normal: tuple[tuple[str, int, str, str], ...]   # (ingress port, cycle, frame hex, destination port)
+    normal: tuple[tuple[str, int, str, str | None], ...]   # (ingress port, cycle, frame hex, destination port or None)
     storm_frame: str                            # hex
     storm_at_cycle: int
     loop_delay_cycles: int
@@ -51,24 +50,65 @@ class StormSpec:
     cable_frames: int = 64
 
 
-def prepare_storm(config) -> None:
-    """Build the simulator model once (before sweep points run it in parallel)."""
-    from sim.runner import build
-    build(config, "verilator")
-
-
-def run_storm(config, spec: StormSpec, sim: str = "verilator") -> dict:
-    """Run ``spec`` on the gateware of ``config``; the testbench's results (see the module docstring).
-    Raises :class:`sim.run.engine.EngineError` when the simulator is missing or the simulation fails."""
+def run_storm(config, spec: StormSpec, rules=None) -> dict:
+    """Run ``spec`` on the bulk-mode model of ``config`` (Verilator), the security stage programmed
+    with ``rules`` (a :class:`sim.run.alerts.RuleSet`, as the sweep's points program it) when given;
+    the looped run's results (see the module docstring). Raises :class:`sim.run.engine.EngineError`
+    when the simulator is missing or the simulation fails."""
+    from sim.bulk.run import BulkError, Loop, run_looped
     from sim.run.engine import EngineError
-    from sim.runner import CocotbTestFailure, SimulatorUnavailable, run_cocotb
+    from sim.runner import SimulatorUnavailable
+    ports = list(config.ports)
+    index = {p: i for i, p in enumerate(ports)}
+    t0 = spec.warmup_cycles
+    end = t0 + spec.duration_cycles
+    frames = [(index[p], bytes.fromhex(f), False, None) for p, f in spec.learn]
+    expected: dict[str, Counter] = {p: Counter() for p in ports}
+    for port, at, frame, dest in spec.normal:
+        data = bytes.fromhex(frame)
+        frames.append((index[port], data, False, t0 + at))
+        if dest is not None:              # None: its firewall drops it by policy
+            expected[dest][data] += 1
+    storm = bytes.fromhex(spec.storm_frame)
+    frames.append((index[spec.loop_ports[0]], storm, False, t0 + spec.storm_at_cycle))
+    # A port's source sends its frames in input order: by start cycle (the learning frames first).
+    frames.sort(key=lambda f: f[3] or 0)
+    loop = Loop(tuple(index[p] for p in spec.loop_ports), spec.loop_delay_cycles, spec.cable_frames, end)
+
+    async def program(nic):
+        await nic.security.program(rules.entries, matcher=rules.matcher)
     with tempfile.TemporaryDirectory(prefix="secnic-storm-") as tmp:
-        tmp = Path(tmp)
-        spec_file = tmp / "spec.json"
-        out = tmp / "result.json"
-        spec_file.write_text(json.dumps({**asdict(spec), "out": str(out)}))
         try:
-            run_cocotb(config, sim, TEST_MODULE, env={SPEC_ENV: str(spec_file)}, test_dir=tmp / "sim")
-        except (CocotbTestFailure, SimulatorUnavailable, RuntimeError) as exc:
-            raise EngineError(f"loop storm testbench ({sim}) failed: {exc}") from exc
-        return json.loads(out.read_text())
+            res = run_looped(config, frames, loop, end + spec.drain_cycles, Path(tmp),
+                             before=None if rules is None else program)
+        except (BulkError, SimulatorUnavailable, OSError) as exc:
+            raise EngineError(f"loop storm (bulk mode, Verilator) failed: {exc}") from exc
+    storm_out = dict.fromkeys(ports, 0)
+    storm_bytes = dict.fromkeys(ports, 0)
+    normal_out = dict.fromkeys(ports, 0)
+    normal_bytes = dict.fromkeys(ports, 0)
+    got: dict[str, Counter] = {p: Counter() for p in ports}
+    for port, out in res["egress"].items():
+        for e in out:
+            data = e["data"]
+            got[port][data] += 1
+            if e["end"] >= end:
+                continue
+            if data == storm:
+                storm_out[port] += 1
+                storm_bytes[port] += len(data)
+            else:
+                normal_out[port] += 1
+                normal_bytes[port] += len(data)
+    delivered = sum(min(n, got[p][data]) for p in ports for data, n in expected[p].items())
+    return {
+        "cycles": spec.duration_cycles,
+        "storm_frames_out": storm_out, "storm_bytes_out": storm_bytes,
+        "normal_frames_out": normal_out, "normal_bytes_out": normal_bytes,
+        "normal_frames": len(spec.normal),
+        "normal_delivered_frames": delivered,
+        "cable_lost": res["status"]["loop_lost"],
+        "looped": res["status"]["loop_sent"],
+        "counters": res["counters"],
+        "wall_s": res["wall_s"],
+    }

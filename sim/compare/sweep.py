@@ -9,12 +9,14 @@ Tasks:
 
 * ``software`` / ``offload``: one offered load through one path (metrics: :func:`_metrics`);
 * ``chain``: the software path at the reference load with 1, 2 or 3 appliances per chain;
-* ``storm_software`` / ``storm_nic``: the loop storm (three uplinks into one external switch, so
-  every broadcast that leaves comes back on the two other uplinks) with the scenario's traffic.
+* ``storm_software`` / ``storm_nic``: the loop storm (the uplink and two VM ports closed through one
+  external flooding switch, so every broadcast that leaves one comes back on the two others) with
+  the scenario's traffic.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import heapq
 import logging
@@ -27,9 +29,9 @@ from sim.compare.des import Packet, Stage, percentile, simulate
 from sim.compare.scenario import Scenario, load_scenario
 from sim.compare.traffic import Frame, arrivals, make_frames
 
-__all__ = ["Context", "plan", "prepare", "run_point", "storm_spec", "storm_on_model",
+__all__ = ["Context", "plan", "prepare", "wait_prepared", "NIC_TASKS", "run_point", "storm_spec", "storm_on_model",
            "run_points", "find_knee", "KNEE_DROP", "KNEE_LATENCY_FACTOR",
-           "STORM_UPLINKS", "STORM_LOOP_DELAY_NS"]
+           "STORM_LOOP_PORTS", "STORM_LOOP_DELAY_NS", "comparison_topology"]
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,14 @@ log = logging.getLogger(__name__)
 KNEE_DROP = 0.01
 #: ... or p99 latency is this many times its value at the lowest load.
 KNEE_LATENCY_FACTOR = 5.0
-#: The loop storm's topology: this many uplinks into one flooding external switch.
-STORM_UPLINKS = 3
+#: The loop storm's topology: this many of the NIC's ports (the uplink and VM ports whose VMs bridge
+#: their vNIC onto the physical network) closed through one flooding external switch.
+STORM_LOOP_PORTS = 3
 #: Time a frame spends outside the host between leaving one uplink and returning on another.
 STORM_LOOP_DELAY_NS = 2000.0
 #: Broadcast frame of the storm (an ARP request's size).
 STORM_FRAME = 60
-#: Burst of the uplinks' broadcast storm buckets (bytes).
+#: Burst of the looped ports' broadcast storm buckets (bytes).
 STORM_BURST = 2 * 1514
 #: Frames the external switch queues towards each uplink; more are lost there.
 STORM_CABLE_FRAMES = 64
@@ -265,14 +268,30 @@ def _ids(ctx: Context):
     return chain_ids(_load(ctx)[0])
 
 
+def comparison_topology(scenario):
+    """The NIC of the whole comparison and the ports its loop storm closes: the scenario's switch
+    (:func:`sim.compare.topology.topology`) with broadcast storm control
+    (``storm.broadcast_limit_mbps``, burst :data:`STORM_BURST`) on the :data:`STORM_LOOP_PORTS`
+    ports of :func:`sim.compare.topology.loop_ports`, and loop guard reporting a loop without
+    blocking the port (blocking would end the storm at its first returning broadcast). The sweep's
+    traffic has no broadcasts, so neither setting touches it, and one Verilator build serves the
+    sweep and the storm. ``()`` loop ports when the scenario has no VM port to loop."""
+    from sim.compare.topology import loop_ports, topology
+    try:
+        looped = loop_ports(topology(scenario), STORM_LOOP_PORTS)
+    except ValueError:
+        return topology(scenario), ()
+    return topology(scenario, broadcast_limit_mbps=scenario.storm.broadcast_limit_mbps, burst=STORM_BURST,
+                    storm_ports=looped, loop_block=False), looped
+
+
 def _nic(ctx: Context):
     import dataclasses
 
     from sim.compare.firewall import nic_rule_set
     from sim.compare.offload import SimulatedNic, security_settings
-    from sim.compare.topology import topology
     scenario = _load(ctx)[0]
-    topo = topology(scenario)
+    topo = comparison_topology(scenario)[0]
     config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
     # Each chain's firewall rules run in the NIC's ACL and its IDS's content rules in the NIC's
     # payload matcher, all scoped to its VM (docs/compare.md).
@@ -284,25 +303,32 @@ def _nic(ctx: Context):
                         host_rules={vm: chain.host_rules for vm, chain in ids.items()})
 
 
-def _prepare_storm(ctx: Context) -> None:
-    from sim.compare.storm_tb import prepare_storm
-    prepare_storm(_storm_config(_load(ctx)[0]))
+#: Tasks that run the NIC's simulator model (and so wait for its build).
+NIC_TASKS = ("offload", "storm_nic")
+#: Builds :func:`prepare` started, by context; :func:`run_points` waits for them.
+_builds: dict[Context, concurrent.futures.Future] = {}
 
 
 def prepare(ctx: Context) -> None:
-    """Build the simulator models the points run (the offloaded path's bulk-mode model and the loop
-    storm's cocotb model) once, before workers run them side by side. The two builds run at the same
-    time, the storm's in a forked process: each spends a minute or more in single-threaded steps
-    (elaboration, Yosys, Verilating) that overlap the other's, and compiles with make -j."""
-    if ctx.engine == "model":
+    """Start building the one simulator model the points run (the offloaded path's switch in bulk
+    mode, which the loop storm runs too) in a thread of this process, and return. :func:`run_points`
+    runs the points that need no model (the software path's, the chaining, the software storm)
+    meanwhile and the NIC's once the model is built, so workers on this machine share the build and
+    the build's single-threaded steps (elaboration, Verilating) do not leave a core idle. A failed
+    build raises from :func:`run_points` (or :func:`wait_prepared`)."""
+    if ctx.engine == "model" or ctx in _builds:
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    _load(ctx)                                   # read once, before the fork
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
-        storm = pool.submit(_prepare_storm, ctx)
-        _nic(ctx).prepare()
-        storm.result()
+    _load(ctx)                            # read once, here, before the build's thread starts
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="secnic-build")
+    _builds[ctx] = pool.submit(lambda: _nic(ctx).prepare())
+    pool.shutdown(wait=False)
+
+
+def wait_prepared(ctx: Context) -> None:
+    """Wait for the build :func:`prepare` started for ``ctx`` (if any); raise what it raised."""
+    build = _builds.pop(ctx, None)
+    if build is not None:
+        build.result()
 
 
 def _switch_drops(counters: dict) -> dict:
@@ -413,13 +439,13 @@ def _storm_window(scenario, frames, gbps):
 
 
 def _storm_software(ctx: Context, gbps: float) -> dict:
-    """The vSwitch floods a looped broadcast to the other uplinks and every VM; each copy that leaves an
-    uplink returns on the two others after the loop delay, and nothing stops it."""
+    """The vSwitch floods a looped broadcast to the other looped ports and every VM; each copy that
+    leaves a looped port returns on the two others after the loop delay, and nothing stops it."""
     scenario, costs, frames, rules = _load(ctx)
     duration, keep = _storm_window(scenario, frames, gbps)
     stages = _software_stages(scenario, costs, None)
     n_vms = len(scenario.vms)
-    fan_out = (STORM_UPLINKS - 1) * (STORM_UPLINKS - 1)
+    fan_out = (STORM_LOOP_PORTS - 1) * (STORM_LOOP_PORTS - 1)
     cost = costs.vswitch(STORM_FRAME) + costs.virtio(STORM_FRAME) * n_vms
 
     def spawn(now: float, stage: str) -> list[Packet]:
@@ -442,31 +468,33 @@ def _storm_software(ctx: Context, gbps: float) -> dict:
         "storm_mpps": round(sum(o.done is not None for o in storm) / duration * 1000, 3),
         "vswitch_cores_busy": round(res.cores_used("vswitch"), 3),
         "vswitch_cores": scenario.host.vswitch_cores,
-        "basis": f"DES: vSwitch floods each looped broadcast to {STORM_UPLINKS - 1} uplinks and {n_vms} VMs; "
-                 f"each copy returns on {STORM_UPLINKS - 1} uplinks after {STORM_LOOP_DELAY_NS / 1000:g} us",
+        "basis": f"DES: vSwitch floods each looped broadcast to the {STORM_LOOP_PORTS - 1} other looped ports "
+                 f"(the uplink and VMs bridged onto the physical network) and {n_vms} VMs; each copy that leaves a "
+                 f"looped port returns on the {STORM_LOOP_PORTS - 1} others after {STORM_LOOP_DELAY_NS / 1000:g} us",
     }
 
 
 def _storm_topology(scenario):
-    from sim.compare.topology import topology
-    return topology(scenario, uplinks=STORM_UPLINKS, broadcast_limit_mbps=scenario.storm.broadcast_limit_mbps,
-                    burst=STORM_BURST, loop_guard=False)
-
-
-def _storm_config(scenario):
-    return _storm_topology(scenario).nic_config(scenario.nic, source=f"{scenario.path} [nic]")
+    """The storm's NIC: the comparison's (:func:`comparison_topology`); ValueError without a loop."""
+    topo, looped = comparison_topology(scenario)
+    if not looped:
+        raise ValueError(f"{scenario.path}: the loop storm needs a VM port in VLAN 1 to close its loop with the uplink")
+    return topo, looped
 
 
 def storm_spec(ctx: Context, gbps: float):
-    """The loop storm's testbench input (:class:`sim.compare.storm_tb.StormSpec`) for the scenario at ``gbps``."""
+    """The loop storm's input (:class:`sim.compare.storm_tb.StormSpec`) for the scenario at ``gbps``.
+    A frame its firewall drops by policy has no destination to reach (as on the software path)."""
     from sim.compare.storm_tb import StormSpec
     scenario, _, frames, _ = _load(ctx)
-    topo = _storm_topology(scenario)
+    topo, looped = _storm_topology(scenario)
     clock = scenario.nic_config().clock_mhz
     duration, keep = _storm_window(scenario, frames, gbps)
-    normal = tuple((topo.ingress_port(f), round(t * clock / 1000), f.data.hex(), topo.port_of[f.vm])
-                   for f, t in keep if not topo.bridged(f))
-    return StormSpec(uplinks=topo.uplinks, learn=tuple((p, d.hex()) for p, d in topo.learning_frames()),
+    policy = _policy_drops(ctx)           # keep is a prefix of the frames: index i is frame i
+    normal = tuple((topo.ingress_port(f), round(t * clock / 1000), f.data.hex(),
+                    None if i in policy else topo.port_of[f.vm])
+                   for i, (f, t) in enumerate(keep) if not topo.bridged(f))
+    return StormSpec(loop_ports=looped, learn=tuple((p, d.hex()) for p, d in topo.learning_frames()),
                      normal=normal, storm_frame=_storm_frame().hex(), storm_at_cycle=round(1000.0 * clock / 1000),
                      loop_delay_cycles=round(STORM_LOOP_DELAY_NS * clock / 1000),
                      duration_cycles=round(duration * clock / 1000), cable_frames=STORM_CABLE_FRAMES)
@@ -477,17 +505,19 @@ def _storm_frame() -> bytes:
 
 
 def _storm_nic(ctx: Context, gbps: float) -> dict:
-    """The same loop against the NIC's switch with broadcast storm control on each uplink: the
-    switch gateware in a looped cocotb testbench (:mod:`sim.compare.storm_tb`); with ``--engine
-    model``, the golden model (:func:`storm_on_model`)."""
+    """The same loop against the NIC's switch with broadcast storm control on each looped port: the
+    offloaded path's own bulk-mode model with the loop closed in C++ (:mod:`sim.compare.storm_tb`),
+    its ACL and matcher programmed as for the sweep; with ``--engine model``, the golden model
+    (:func:`storm_on_model`)."""
     if ctx.engine == "model":
         return storm_on_model(ctx, gbps)
     from sim.compare.storm_tb import run_storm
     scenario, _, _, _ = _load(ctx)
-    topo = _storm_topology(scenario)
-    config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
+    topo, looped = _storm_topology(scenario)
+    nic = _nic(ctx)
+    config = nic.config
     spec = storm_spec(ctx, gbps)
-    res = run_storm(config, spec)
+    res = run_storm(config, spec, rules=nic.acl)
     window_s = spec.duration_cycles / config.clock_mhz / 1e6
     ports = config.ports
 
@@ -496,6 +526,7 @@ def _storm_nic(ctx: Context, gbps: float) -> dict:
     sw = {p: res["counters"]["ports"][p].get("switch") or {} for p in ports}
     drops = {f"{p}:{k[len('drop_'):]}": v for p in ports for k, v in sorted(sw[p].items())
              if k.startswith("drop_") and v and k != "drop_same_port"}
+    expected = sum(1 for n in spec.normal if n[3] is not None)
     return {
         "duration_us": scenario.storm.duration_us,
         "broadcast_limit_mbps": scenario.storm.broadcast_limit_mbps,
@@ -505,29 +536,31 @@ def _storm_nic(ctx: Context, gbps: float) -> dict:
         "storm_drops": drops,
         "tx_queue_drops": {p: sw[p]["tx_queue_drop"] for p in ports if sw[p].get("tx_queue_drop")},
         "external_switch_lost": res["cable_lost"],
-        "normal_frames": res["normal_frames"],
-        "normal_delivered": round(res["normal_delivered_frames"] / max(1, res["normal_frames"]), 4),
+        "loop_events": (res["counters"].get("switch") or {}).get("loop_events", 0),
+        "normal_frames": len(spec.normal),
+        "normal_delivered": round(res["normal_delivered_frames"] / max(1, expected), 4),
         "host_cores": 0.0,
-        "basis": f"switch gateware (Verilator, cocotb) with {STORM_UPLINKS} uplinks looped through one external "
-                 f"flooding switch (each frame back on the other uplinks after {STORM_LOOP_DELAY_NS / 1000:g} us, "
-                 f"{spec.cable_frames} frames queued per uplink), broadcast storm control on each uplink, loop guard "
-                 f"off; {_storm_topology(scenario).describe()}",
+        "basis": f"switch gateware (Verilator, bulk mode: the offloaded path's build, ACL and matcher programmed) "
+                 f"with {', '.join(looped)} looped through one external flooding switch (each broadcast back on the "
+                 f"other looped ports after {STORM_LOOP_DELAY_NS / 1000:g} us, {spec.cable_frames} frames queued per "
+                 f"port), broadcast storm control on each looped port, loop guard reporting without blocking; "
+                 f"{topo.describe()}",
     }
 
 
 def storm_on_model(ctx: Context, gbps: float) -> dict:
     """The loop storm on the golden model (:meth:`SwitchConfig.model`, the same switch as the
-    gateware's) in the same loop, timed here: each uplink's ingress link and the shared pipeline
+    gateware's) in the same loop, timed here: each looped port's ingress link and the shared pipeline
     carry one frame at a time (at least ``FRAME_CYCLES`` per frame), the fixed pipeline latency of
     :func:`sim.run.engine.pipeline_cycles`, line rate and an output queue per egress port, the
-    external switch's queue of :data:`STORM_CABLE_FRAMES` per uplink. The normal traffic's share is
+    external switch's queue of :data:`STORM_CABLE_FRAMES` per looped port. The normal traffic's share is
     computed from the storm's rate on the VM ports. The gateware's cross-check (tests/compare) and
     ``--engine model``."""
     from hdl.switch.stage import FRAME_CYCLES
     from sim.run.engine import pipeline_cycles
     scenario, _, frames, _ = _load(ctx)
-    topo = _storm_topology(scenario)
-    config = topo.nic_config(scenario.nic, source=f"{scenario.path} [nic]")
+    topo, looped = _storm_topology(scenario)
+    config = _nic(ctx).config
     clock = config.clock_mhz
     switch = topo.switch.model(clock, sets=config.switch.mac_sets, ways=config.switch.mac_ways)
     duration, keep = _storm_window(scenario, frames, gbps)
@@ -537,18 +570,18 @@ def storm_on_model(ctx: Context, gbps: float) -> dict:
     frame = _storm_frame()
     beats = -(-STORM_FRAME // config.bytes_per_beat)
     latency = pipeline_cycles(config, STORM_FRAME) - beats     # from the last beat in to the first out
-    ports, uplinks = config.ports, topo.uplinks
+    ports = config.ports
     queue_limit = config.switch.egress_queue_bytes // STORM_FRAME
-    link_free = dict.fromkeys(uplinks, 0)       # each uplink's ingress link
-    waiting = dict.fromkeys(uplinks, 0)         # the external switch's queue towards each uplink
+    link_free = dict.fromkeys(looped, 0)        # each looped port's ingress link
+    waiting = dict.fromkeys(looped, 0)          # the external switch's queue towards each looped port
     egress_free = dict.fromkeys(ports, 0)
     egress_bytes = dict.fromkeys(ports, 0)
     pipe_free = lost = processed = seq = 0
     # (cycle the frame is in at the port, sequence, port, from the loop?)
-    events = [(round(1000.0 * clock / 1000) + beats, 0, uplinks[0], False)]
+    events = [(round(1000.0 * clock / 1000) + beats, 0, looped[0], False)]
     while events:
-        ready, _, port, looped = heapq.heappop(events)
-        if looped:
+        ready, _, port, from_loop = heapq.heappop(events)
+        if from_loop:
             waiting[port] -= 1
         now = max(ready, pipe_free)
         if now >= end:
@@ -563,9 +596,9 @@ def storm_on_model(ctx: Context, gbps: float) -> dict:
             egress_free[out] = start + beats
             if start < end:
                 egress_bytes[out] += STORM_FRAME
-            if out not in uplinks:
+            if out not in looped:
                 continue
-            for back in uplinks:                  # the external switch floods it to the other uplinks
+            for back in looped:                   # the external switch floods it to the other looped ports
                 if back == out:
                     continue
                 if waiting[back] >= STORM_CABLE_FRAMES:
@@ -620,15 +653,24 @@ def run_point(ctx: Context, point: dict) -> dict:
 def run_points(ctx: Context, points: Sequence[dict], *, scheduler: str | None = "local",
                progress: Callable[[int], None] | None = None, workers: int | None = None) -> list[dict]:
     """Run ``points`` in this process (``scheduler=None``), on a LocalCluster (``"local"``) or on the
-    Dask scheduler at an address; results in the order of ``points``."""
+    Dask scheduler at an address; results in the order of ``points``. The points that run the NIC's
+    model start once the build :func:`prepare` started is done; the others do not wait for it."""
+    nic = [i for i, p in enumerate(points) if p["task"] in NIC_TASKS]
+    other = [i for i, p in enumerate(points) if p["task"] not in NIC_TASKS]
     if scheduler is None:
-        out = []
-        for p in points:
-            out.append(run_point(ctx, p))
+        out: list[dict | None] = [None] * len(points)
+        for i in other:
+            out[i] = run_point(ctx, points[i])
             if progress:
                 progress(1)
-        return out
+        wait_prepared(ctx)
+        for i in nic:
+            out[i] = run_point(ctx, points[i])
+            if progress:
+                progress(1)
+        return out  # type: ignore[return-value]
     import os
+    import time
 
     from dask.distributed import Client, LocalCluster, as_completed
     if not log.isEnabledFor(logging.INFO):
@@ -643,15 +685,33 @@ def run_points(ctx: Context, points: Sequence[dict], *, scheduler: str | None = 
     else:
         client = Client(scheduler)
     try:
-        # Offload points first: each is a simulator run, the longest tasks.
-        order = sorted(range(len(points)), key=lambda i: points[i]["task"] != "offload")
-        futures = {client.submit(run_point, ctx, points[i], pure=False, key=f"secnic-compare-{i}-{os.getpid()}"): i
-                   for i in order}
         results: list[dict | None] = [None] * len(points)
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            if progress:
-                progress(1)
+        futures = {}
+
+        def submit(indices):
+            for i in indices:
+                fut = client.submit(run_point, ctx, points[i], pure=False, key=f"secnic-compare-{i}-{os.getpid()}")
+                futures[fut] = i
+                done.add(fut)
+        # The points without the model first, while it builds; the NIC's as soon as it is built,
+        # offload points first (each a simulator run, the longest tasks).
+        done = as_completed()
+        submit(other)
+        build = _builds.pop(ctx, None)
+        waiting = True
+        while waiting or not done.is_empty():
+            if waiting and (build is None or build.done()):
+                if build is not None:
+                    build.result()
+                submit(sorted(nic, key=lambda i: points[i]["task"] != "offload"))
+                waiting = False
+            if not waiting or done.has_ready():
+                for fut in done.next_batch(block=not waiting):
+                    results[futures[fut]] = fut.result()
+                    if progress:
+                        progress(1)
+            else:
+                time.sleep(0.2)
         return results  # type: ignore[return-value]
     finally:
         client.close()

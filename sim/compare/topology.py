@@ -19,9 +19,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Topology", "topology", "vm_mac", "vm_network", "ROUTER_MAC", "MAX_PORTS", "HOST_PORT", "LEARN_ETHERTYPE"]
+__all__ = ["Topology", "topology", "loop_ports", "vm_mac", "vm_network", "ROUTER_MAC", "MAX_PORTS", "HOST_PORT",
+           "LEARN_ETHERTYPE"]
 
 #: The switch fabric's port limit (hdl.switch.settings.SwitchSettings: 2..8 ports).
 MAX_PORTS = 8
@@ -97,10 +99,13 @@ class Topology:
 
 
 def topology(scenario, uplinks: int = 1, broadcast_limit_mbps: float = 0.0, burst: int = 2 * 1514,
-             loop_guard: bool = True) -> Topology:
+             loop_guard: bool = True, *, storm_ports: Sequence[str] | None = None,
+             loop_block: bool = True) -> Topology:
     """The NIC's switch for ``scenario``: ``uplinks`` trunks, VM access ports, the host port; a
-    broadcast storm limit on each uplink when ``broadcast_limit_mbps`` > 0. ValueError when a VM
-    beyond the port limit has no port of its VLAN to share."""
+    broadcast storm limit on each of ``storm_ports`` (default: the uplinks) when
+    ``broadcast_limit_mbps`` > 0; loop guard on (``loop_block``: it blocks the port it finds a loop
+    on; else it only reports the loop) or off. ValueError when a VM beyond the port limit has no
+    port of its VLAN to share."""
     from host_driver.switch_config import SwitchConfig
     up = tuple(f"phy{i}" for i in range(uplinks))
     free = MAX_PORTS - uplinks - 1
@@ -134,7 +139,25 @@ def topology(scenario, uplinks: int = 1, broadcast_limit_mbps: float = 0.0, burs
     ports[HOST_PORT] = {"vlan": 1}
     table: dict = {"ports": ports}
     if broadcast_limit_mbps > 0:
-        table["storm"] = {p: {"broadcast": {"mbps": broadcast_limit_mbps, "burst": burst}} for p in up}
+        policed = up if storm_ports is None else tuple(storm_ports)
+        unknown = set(policed) - set(ports)
+        if unknown:
+            raise ValueError(f"storm ports {sorted(unknown)} are not ports of this switch ({', '.join(ports)})")
+        table["storm"] = {p: {"broadcast": {"mbps": broadcast_limit_mbps, "burst": burst}} for p in policed}
     if not loop_guard:
         table["loop_guard"] = False
+    elif not loop_block:
+        table["loop_guard"] = {"block": False}
     return Topology(SwitchConfig.from_toml(table), up, port_of, vlan_of, mac_of, tuple(shared))
+
+
+def loop_ports(topo: Topology, n: int) -> tuple[str, ...]:
+    """The ``n`` ports the loop storm closes through one external flooding switch: the first uplink
+    and the last ``n - 1`` VM ports of VLAN 1 (the uplink's native VLAN, so a broadcast from the
+    uplink floods to them), as VMs that bridge their vNIC onto the physical network would. Fewer
+    when the scenario has fewer such VM ports; ValueError when it has none (no loop to close)."""
+    own = list(dict.fromkeys(topo.port_of.values()))
+    vlan1 = [p for p in own if topo.vlan_of[next(v for v, q in topo.port_of.items() if q == p)] == 1]
+    if not vlan1:
+        raise ValueError("the loop storm needs a VM port in VLAN 1 (the uplink's native VLAN) to close its loop")
+    return (topo.uplinks[0], *vlan1[-(n - 1):]) if n > 1 else (topo.uplinks[0],)

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from sim.compare.scenario import load_scenario
-from sim.compare.topology import HOST_PORT, ROUTER_MAC, topology, vm_mac
+from sim.compare.topology import HOST_PORT, ROUTER_MAC, loop_ports, topology, vm_mac
 from sim.compare.traffic import make_frames
 
 SCENARIOS = REPO_ROOT / "scenarios"
@@ -42,6 +42,24 @@ def test_vms_beyond_the_port_limit_share_ports_and_their_frames_stay_on_the_host
     storm = topology(sc, uplinks=3)
     assert list(storm.switch.ports)[:3] == ["phy0", "phy1", "phy2"] and len(storm.switch.ports) == 8
     assert storm.shared == ("vm5", "vm6", "vm7", "vm8")
+
+
+def test_the_comparison_switch_polices_the_loop_storm_ports(tmp_path):
+    """One build serves the sweep and the loop storm: the uplink and the last two VM ports of VLAN 1
+    are looped, each with the scenario's broadcast storm limit, and loop guard reports without
+    blocking; a VM in another VLAN is never looped (a broadcast from the uplink cannot reach it)."""
+    from sim.compare.sweep import STORM_BURST, comparison_topology
+    sc = load_scenario(SCENARIOS / "default.toml")
+    topo, looped = comparison_topology(sc)
+    assert looped == ("phy0", "vm3", "vm4") == loop_ports(topology(sc), 3)
+    limits = {port: (s.mbps, s.burst) for (port, _), s in topo.switch.storm.items()}
+    assert limits == dict.fromkeys(looped, (100.0, STORM_BURST))
+    assert topo.switch.loop_guard is not None and not topo.switch.loop_guard.block
+    text = (SCENARIOS / "default.toml").read_text()
+    text = text.replace('name = "vm4"\ncores = 4', 'name = "vm4"\nvlan = 7\ncores = 4')
+    path = tmp_path / "vlan.toml"
+    path.write_text(text.replace('"rules/default.rules"', f'"{SCENARIOS / "rules" / "default.rules"}"'))
+    assert comparison_topology(load_scenario(path))[1] == ("phy0", "vm2", "vm3")
 
 
 def test_frames_carry_the_addresses_the_switch_forwards_by(tmp_path):
