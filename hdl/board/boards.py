@@ -15,8 +15,8 @@ from hdl.config import NicConfig
 from hdl.switch.settings import TICK_SHIFT, SwitchPort, SwitchSettings
 from hdl.top import NicTop
 
-__all__ = ["Board", "BOARDS", "ULX3S_NIC", "ULX3S_SECURITY", "BoardTop", "ecp5_pll_params", "ice40_pll_params", "linetest_switch",
-           "switch_port_names"]
+__all__ = ["Board", "BOARDS", "ULX3S_NIC", "ULX3S_SECURITY", "BoardTop", "ecp5_pll_params", "ice40_pll_params",
+           "linetest_switch", "switch_port_names"]
 
 def switch_port_names(ports: int) -> tuple[str, ...]:
     """Port names of a board's switch: the ``switch`` profile's (phy0, vm1.., host, mon) with as
