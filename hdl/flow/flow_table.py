@@ -178,6 +178,9 @@ class FlowTable(wiring.Component):
     * t+8: the write; the next request can be taken (its read comes after the write).
 
     A reset does not clear the RAMs (they start zero, all invalid, at power-up); ``CLEAR`` does.
+    Block RAM on ECP5: a way of 1024 sets is one :class:`~hdl.lib.ram.PipelinedRam` (1024 x 18
+    DP16KDs); deeper ways are 36-bit slices; ways of 512 sets or fewer are
+    :class:`~hdl.lib.ram.WideRam` slices (512 x 36: half the DP16KDs).
 
     Parameters
     ----------
