@@ -199,11 +199,11 @@ def _switch_top(cfg):
 
 
 def _ulx3s_nic(cfg):
-    # The ULX3S board's NIC (its own configuration, security stage included; UART bridge and line
-    # tester, without the PLL): the block RAM budget of docs/security.md. Its width is the board's.
-    from hdl.board.boards import BOARDS
+    # The ULX3S board's NIC with its security profile (UART bridge and line tester, without the
+    # PLL): the block RAM budget of docs/security.md. Its width is the board's.
+    from hdl.board.boards import BOARDS, ULX3S_NIC
     from hdl.top import NicTop
-    return NicTop(BOARDS["ulx3s-85f"].config())
+    return NicTop(BOARDS["ulx3s-85f"].config(ULX3S_NIC))
 
 
 #: Block name -> factory taking a NicConfig. Every hdl block with a data path is here.
