@@ -92,7 +92,8 @@ class NicConfig:
         The security stage (:class:`hdl.security.settings.SecuritySettings`: flow table and ACL
         classifier between the parser and the packet buffer; docs/security.md), or None for none
         (the build is then the same as before the stage existed). Its ``bypass_port`` ``"auto"``
-        is resolved here to the ``host`` port's index (or None).
+        is resolved here to the ``host`` port's index (or None). :meth:`from_dict` takes a table of
+        its options, or ``false`` for none (a board whose own configuration has the stage).
     """
 
     data_width: int = 64
@@ -231,6 +232,8 @@ class NicConfig:
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         try:
+            if kwargs.get("security") is False:    # `security = false` in a [nic] table: no stage
+                kwargs["security"] = None
             if isinstance(kwargs.get("switch"), dict):
                 kwargs["switch"] = SwitchSettings.from_dict(kwargs["switch"])
             if isinstance(kwargs.get("security"), dict):

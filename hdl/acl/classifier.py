@@ -19,13 +19,11 @@ one per result); the management port reads (and optionally clears) them between 
 """
 
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdl.acl.layouts import (
-    BRAM_ROWS,
     COLUMN_ENTRIES,
     IN_PORT_BITS,
     KEY_BITS,
@@ -35,7 +33,7 @@ from hdl.acl.layouts import (
     AclKey,
     TcamGeometry,
 )
-from hdl.lib.ram import PipelinedRam, is_ecp5
+from hdl.lib.ram import PipelinedRam, WideRam
 from hdl.lib.timing import keep_copy
 
 __all__ = ["AclClassifier", "AclResult", "acl_key_from_meta", "COUNTER_BITS"]
@@ -93,50 +91,6 @@ def acl_key_from_meta(meta, in_port, flow_established, flow_to_server) -> AclKey
                meta.icmp_type, meta.icmp_code, meta.ip_fragment, meta.ip_ttl, flow_established, flow_to_server)
     assert len(bits) == KEY_BITS
     return AclKey(bits)
-
-
-class _ChunkRam(wiring.Component):
-    """512 x 36 simple dual-port RAM, read latency two cycles (the ECP5 RAM's output register).
-
-    On ECP5 a DP16KD in 36-bit pseudo dual-port mode with ``REGMODE_B = OUTREG`` (wired as Yosys'
-    own PDPW16KD mapping, share/lattice/brams_map_16kd.v; the read data leaves on DOA and DOB, so
-    both ports get the output register); elsewhere an Amaranth memory plus a
-    register, so simulation has the board's latency.
-    """
-
-    def __init__(self):
-        super().__init__({"w_addr": In(9), "w_data": In(COLUMN_ENTRIES), "w_en": In(1),
-                          "r_addr": In(9), "r_data": Out(COLUMN_ENTRIES)})
-
-    def elaborate(self, platform):
-        m = Module()
-        if not is_ecp5(platform):
-            m.submodules.mem = mem = Memory(shape=COLUMN_ENTRIES, depth=BRAM_ROWS, init=[])
-            wr = mem.write_port()
-            rd = mem.read_port(transparent_for=())
-            m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
-                         rd.addr.eq(self.r_addr)]
-            m.d.sync += self.r_data.eq(rd.data)
-            return m
-        ports = {"i_CLKA": ClockSignal("sync"), "i_WEA": Const(1), "i_CEA": self.w_en, "i_OCEA": Const(1),
-                 "i_RSTA": Const(0), "i_CLKB": ClockSignal("sync"), "i_WEB": Const(0), "i_CEB": Const(1),
-                 "i_OCEB": Const(1), "i_RSTB": Const(0)}
-        for i in range(3):
-            ports[f"i_CSA{i}"] = ports[f"i_CSB{i}"] = Const(0)
-        for i in range(14):
-            # 36-bit mode: ADA3..0 are the byte enables, ADx13..5 the row.
-            ports[f"i_ADA{i}"] = Const(1) if i < 4 else (self.w_addr[i - 5] if i >= 5 else Const(0))
-            ports[f"i_ADB{i}"] = self.r_addr[i - 5] if i >= 5 else Const(0)
-        for i in range(18):
-            ports[f"i_DIA{i}"] = self.w_data[i]
-            ports[f"i_DIB{i}"] = self.w_data[18 + i]
-            ports[f"o_DOA{i}"] = self.r_data[i]
-            ports[f"o_DOB{i}"] = self.r_data[18 + i]
-        m.submodules.bram = Instance(
-            "DP16KD", p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36, p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
-            p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
-            p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED", **ports)
-        return m
 
 
 class AclClassifier(wiring.Component):
@@ -265,7 +219,7 @@ class AclClassifier(wiring.Component):
             addr_g = Signal(9, name=f"raddr_g{g}")
             m.d.sync += addr_g.eq(Cat(chunk_val, cyc))
             for col in range(geo.columns):
-                m.submodules[f"ram_g{g}_c{col}"] = ram = _ChunkRam()
+                m.submodules[f"ram_g{g}_c{col}"] = ram = WideRam()
                 rams[g][col] = ram
                 addr = keep_copy(addr_g, name=f"raddr_g{g}_c{col}")
                 m.d.sync += addr.eq(addr_g)

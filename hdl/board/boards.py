@@ -15,8 +15,8 @@ from hdl.config import NicConfig
 from hdl.switch.settings import TICK_SHIFT, SwitchPort, SwitchSettings
 from hdl.top import NicTop
 
-__all__ = ["Board", "BOARDS", "BoardTop", "ecp5_pll_params", "ice40_pll_params", "linetest_switch",
-           "switch_port_names"]
+__all__ = ["Board", "BOARDS", "ULX3S_NIC", "ULX3S_SECURITY", "BoardTop", "ecp5_pll_params", "ice40_pll_params",
+           "linetest_switch", "switch_port_names"]
 
 def switch_port_names(ports: int) -> tuple[str, ...]:
     """Port names of a board's switch: the ``switch`` profile's (phy0, vm1.., host, mon) with as
@@ -84,11 +84,28 @@ class Board:
         return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
 
 
+#: The ULX3S's security stage (docs/security.md, "Block RAM budget on the ULX3S"): the issues' sizes,
+#: 256 ACL entries and a 2048-bucket matcher table (1024 literals), with a flow table of 512 sets x 2
+#: ways (1024 flows, IPv4 and IPv6 keys: 20 DP16KD in 512 x 36 mode). With standard frames
+#: (``ULX3S_NIC``) the board's NIC takes 171 of the LFE5U-85F's 208 DP16KD (Yosys); the default
+#: security build with jumbo frames needs 250.
+ULX3S_SECURITY = {"acl_entries": 256, "flow_sets": 512, "flow_ways": 2, "flow_addr_bits": 128,
+                  "matcher_index_bits": 11}
+#: The ULX3S's NIC options: standard frames (1518 bytes) and a 16 KiB packet buffer, so that the
+#: payload stage's beat FIFO (19 DP16KD at 9216 bytes, 5 at 1518) and the buffer (19, 9) leave room
+#: for the security stage. A ``--config`` file with these as its ``[nic]`` options builds it:
+#: ``max_frame = 1518``, ``buffer_bytes = 16384``, ``security = { flow_sets = 512, flow_ways = 2 }``.
+ULX3S_NIC = {"max_frame": 1518, "buffer_bytes": 16384, "security": ULX3S_SECURITY}
+
 BOARDS = {b.name: b for b in [
     # Up to four seeds: the core clock's figure moves by about +-8 MHz with placement alone.
+    # Its security profile (ULX3S_NIC) is an option until it places: 2026-12-07 nextpnr found no legal
+    # placement for it (docs/performance.md, "Security stage"); `[nic]` options in a --config file build it.
     Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 156.25, {},
           "Radiona ULX3S with LFE5U-85F: the full default NIC at 156.25 MHz (10 Gb/s at W=64).",
           pnr_tries=4),
+    # No security stage on the two small parts: its classifier alone (69 DP16KD at 256 entries) is
+    # more than the LFE5U-25F's 56 block RAMs, and the iCE40UP5K has 30 EBR and 5,280 cells.
     Board("colorlight-5a-75b", "colorlight_5a75b_r7_0:Colorlight_5A75B_R70Platform", "ecp5", 125.0, {},
           "Colorlight 5A-75B v7.0 with LFE5U-25F and two Gigabit Ethernet PHYs (MACs to come); "
           "125 MHz, the RGMII clock."),

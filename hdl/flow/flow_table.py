@@ -17,7 +17,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.lib.ram import PipelinedRam
+from hdl.lib.ram import PipelinedRam, WideRam
 from hdl.lib.timing import keep_copy
 
 __all__ = ["FlowState", "Outcome", "MgmtOp", "FlowTable", "entry_layout", "request_layout", "set_index",
@@ -178,6 +178,9 @@ class FlowTable(wiring.Component):
     * t+8: the write; the next request can be taken (its read comes after the write).
 
     A reset does not clear the RAMs (they start zero, all invalid, at power-up); ``CLEAR`` does.
+    Block RAM on ECP5: a way of 1024 sets is one :class:`~hdl.lib.ram.PipelinedRam` (1024 x 18
+    DP16KDs); deeper ways are 36-bit slices; ways of 512 sets or fewer are
+    :class:`~hdl.lib.ram.WideRam` slices (512 x 36: half the DP16KDs).
 
     Parameters
     ----------
@@ -279,7 +282,11 @@ class FlowTable(wiring.Component):
         # and the enable, so that each copy can sit by its slice (one copy per way reached its
         # farthest RAM through 6.9 ns of route: 131.8 MHz at 16384 flows).
         width = self.entry_layout.size
-        slice_bits = width if self.sets <= 1024 else _SLICE_BITS
+        # Tables of at most 512 sets use the DP16KD's 512 x 36 mode (`WideRam`, sliced like the deep
+        # tables): half the block RAMs of 1024 x 18, which is what a way of fewer sets takes too
+        # (a 334-bit way at 512 sets: 10 DP16KD instead of 19; docs/security.md, the ULX3S budget).
+        wide = self.sets <= WideRam.DEPTH
+        slice_bits = WideRam.WIDTH if wide else width if self.sets <= 1024 else _SLICE_BITS
         for w in ways:
             # A third read stage, a register between the block RAMs (spread over the die: 76 of
             # them at 4096 flows) and any logic: straight from the RAM, the data's route alone
@@ -290,16 +297,18 @@ class FlowTable(wiring.Component):
             m.d.sync += write_data.eq(next_write_data[w])
             for k, lo in enumerate(range(0, width, slice_bits)):
                 hi = min(lo + slice_bits, width)
-                ram = PipelinedRam(hi - lo, self.sets)
+                ram = WideRam() if wide else PipelinedRam(hi - lo, self.sets)
                 m.submodules[f"way_{w}" if slice_bits == width else f"way_{w}_{k}"] = ram
-                m.d.sync += stored_r.as_value()[lo:hi].eq(ram.r_data)
+                m.d.sync += stored_r.as_value()[lo:hi].eq(ram.r_data[:hi - lo])
                 suffix = f"{w}" if slice_bits == width else f"{w}_{k}"
                 read_addr = keep_copy(next_read_addr, name=f"read_addr_{suffix}")
                 write_addr = keep_copy(next_write_addr, name=f"write_addr_{suffix}")
                 write_en = keep_copy(next_write_en[w], name=f"write_en_{suffix}", reset_less=False)
                 m.d.sync += [read_addr.eq(next_read_addr), write_addr.eq(next_write_addr),
                              write_en.eq(next_write_en[w])]
-                m.d.comb += [ram.r_addr.eq(read_addr), ram.r_en.eq(1), ram.w_addr.eq(write_addr),
+                if not wide:   # a WideRam reads in every cycle
+                    m.d.comb += ram.r_en.eq(1)
+                m.d.comb += [ram.r_addr.eq(read_addr), ram.w_addr.eq(write_addr),
                              ram.w_data.eq(write_data.as_value()[lo:hi]), ram.w_en.eq(write_en)]
 
         # --- Arbitration -------------------------------------------------------------------

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.lib.timing import keep_copy
 
-__all__ = ["PipelinedRam", "BeatFifo", "CompactBeatFifo", "OutputQueue", "SyncRam", "RamFifo", "ECP5_TARGET",
+__all__ = ["PipelinedRam", "WideRam", "BeatFifo", "CompactBeatFifo", "OutputQueue", "SyncRam", "RamFifo", "ECP5_TARGET",
            "ICE40_TARGET", "is_ecp5", "is_ice40"]
 
 #: Pass as ``platform`` to elaborate for ECP5 out-of-context synthesis without a board.
@@ -140,6 +140,55 @@ class PipelinedRam(wiring.Component):
                 if i < dw:
                     ports[f"o_DOB{i}"] = dout[i]
             m.submodules[f"bram_{col}"] = Instance("DP16KD", **params, **ports)
+        return m
+
+
+class WideRam(wiring.Component):
+    """512 x 36 simple dual-port RAM, read latency two cycles (the ECP5 RAM's output register),
+    reading in every cycle.
+
+    On ECP5 a DP16KD in 36-bit pseudo dual-port mode with ``REGMODE_B = OUTREG`` (wired as Yosys'
+    own PDPW16KD mapping, share/lattice/brams_map_16kd.v; the read data leaves on DOA and DOB, so
+    both ports get the output register); elsewhere an Amaranth memory plus a
+    register, so simulation has the board's latency. For tables of at most 512 words: there the
+    36-bit mode takes half the DP16KDs of :class:`PipelinedRam`'s 1024 x 18 (the ACL classifier's
+    chunk RAMs, the flow table's ways at 512 sets).
+    """
+
+    WIDTH, DEPTH = 36, 512
+
+    def __init__(self):
+        super().__init__({"w_addr": In(9), "w_data": In(self.WIDTH), "w_en": In(1),
+                          "r_addr": In(9), "r_data": Out(self.WIDTH)})
+
+    def elaborate(self, platform):
+        m = Module()
+        if not is_ecp5(platform):
+            m.submodules.mem = mem = Memory(shape=self.WIDTH, depth=self.DEPTH, init=[])
+            wr = mem.write_port()
+            rd = mem.read_port(transparent_for=())
+            m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
+                         rd.addr.eq(self.r_addr)]
+            m.d.sync += self.r_data.eq(rd.data)
+            return m
+        ports = {"i_CLKA": ClockSignal("sync"), "i_WEA": Const(1), "i_CEA": self.w_en, "i_OCEA": Const(1),
+                 "i_RSTA": Const(0), "i_CLKB": ClockSignal("sync"), "i_WEB": Const(0), "i_CEB": Const(1),
+                 "i_OCEB": Const(1), "i_RSTB": Const(0)}
+        for i in range(3):
+            ports[f"i_CSA{i}"] = ports[f"i_CSB{i}"] = Const(0)
+        for i in range(14):
+            # 36-bit mode: ADA3..0 are the byte enables, ADx13..5 the row.
+            ports[f"i_ADA{i}"] = Const(1) if i < 4 else (self.w_addr[i - 5] if i >= 5 else Const(0))
+            ports[f"i_ADB{i}"] = self.r_addr[i - 5] if i >= 5 else Const(0)
+        for i in range(18):
+            ports[f"i_DIA{i}"] = self.w_data[i]
+            ports[f"i_DIB{i}"] = self.w_data[18 + i]
+            ports[f"o_DOA{i}"] = self.r_data[i]
+            ports[f"o_DOB{i}"] = self.r_data[18 + i]
+        m.submodules.bram = Instance(
+            "DP16KD", p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36, p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
+            p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+            p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED", **ports)
         return m
 
 

