@@ -1,4 +1,5 @@
-"""The NicTop testbenches' observer: every record and every port's egress frames (amaranth.sim)."""
+"""The NicTop testbenches' driver and observer: frames in, every record and every port's egress frames out
+(amaranth.sim)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,19 @@ async def watch_nictop(ctx, dut, config, records: list, egress: dict[str, list[b
                 if tlast:
                     egress[name].append(current[name])
                     current[name] = b""
+
+
+async def send_frame(ctx, dut, port: str, frame: bytes, rx_error: bool = False) -> None:
+    """Drive one whole ``frame`` into ``dut``'s 64-bit ingress ``s_axis_<port>``, a beat per cycle
+    while the port is ready, with ``rx_error`` on the last beat's ``tuser``; leaves ``tvalid`` low."""
+    s = getattr(dut, f"s_axis_{port}")
+    beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
+    for i, beat in enumerate(beats):
+        last = i == len(beats) - 1
+        ctx.set(s.tdata, int.from_bytes(beat.ljust(8, b"\0"), "little"))
+        ctx.set(s.tkeep, (1 << len(beat)) - 1)
+        ctx.set(s.tlast, last)
+        ctx.set(s.tuser, rx_error and last)
+        ctx.set(s.tvalid, 1)
+        await ctx.tick().until(s.tready)
+    ctx.set(s.tvalid, 0)

@@ -21,7 +21,7 @@ import random
 
 import pytest
 from amaranth.sim import Simulator
-from nictop_watch import watch_nictop
+from nictop_watch import send_frame, watch_nictop
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
@@ -180,15 +180,7 @@ def test_gateware_mirrors_as_the_model_on_random_traffic(matcher_index_bits):
         await nic.discover()
         await nic.security.program(acl)
         for port, frame in frames:
-            s = getattr(dut, f"s_axis_{port}")
-            beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
-            for i, beat in enumerate(beats):
-                ctx.set(s.tdata, int.from_bytes(beat.ljust(8, b"\0"), "little"))
-                ctx.set(s.tkeep, (1 << len(beat)) - 1)
-                ctx.set(s.tlast, i == len(beats) - 1)
-                ctx.set(s.tvalid, 1)
-                await ctx.tick().until(s.tready)
-            ctx.set(s.tvalid, 0)
+            await send_frame(ctx, dut, port, frame)
             await ctx.tick().repeat(4)
         await ctx.tick().repeat(400)
         got_counters.update(await nic.counters())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from amaranth.sim import Simulator
-from nictop_watch import watch_nictop
+from nictop_watch import send_frame, watch_nictop
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
@@ -133,16 +133,7 @@ def run(config, prog, phases):
         raise AssertionError(f"command {op!r} never finished")
 
     async def send(ctx, port, frame, rx_error):
-        s = getattr(dut, f"s_axis_{port}")
-        beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
-        for i, beat in enumerate(beats):
-            ctx.set(s.tdata, int.from_bytes(beat.ljust(8, b"\0"), "little"))
-            ctx.set(s.tkeep, (1 << len(beat)) - 1)
-            ctx.set(s.tlast, i == len(beats) - 1)
-            ctx.set(s.tuser, rx_error and i == len(beats) - 1)
-            ctx.set(s.tvalid, 1)
-            await ctx.tick().until(s.tready)
-        ctx.set(s.tvalid, 0)
+        await send_frame(ctx, dut, port, frame, rx_error)
 
     async def main(ctx):
         bus = Axil(ctx, dut.s_axil)

@@ -8,7 +8,7 @@ docs/security.md."""
 from __future__ import annotations
 
 from amaranth.sim import Simulator
-from nictop_watch import watch_nictop
+from nictop_watch import send_frame, watch_nictop
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
@@ -39,15 +39,7 @@ def test_default_deny_in_the_bump_in_the_wire():
 
     async def send(ctx):
         for port, frame in frames:
-            s = getattr(dut, f"s_axis_{port}")
-            beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
-            for i, beat in enumerate(beats):
-                ctx.set(s.tdata, int.from_bytes(beat.ljust(8, b"\0"), "little"))
-                ctx.set(s.tkeep, (1 << len(beat)) - 1)
-                ctx.set(s.tlast, i == len(beats) - 1)
-                ctx.set(s.tvalid, 1)
-                await ctx.tick().until(s.tready)
-            ctx.set(s.tvalid, 0)
+            await send_frame(ctx, dut, port, frame)
             await ctx.tick().repeat(40)
 
     async def watch(ctx):
@@ -180,15 +172,7 @@ def test_command_engine_programs_the_stage():
         return value
 
     async def send(ctx, port, frame):
-        s = getattr(dut, f"s_axis_{port}")
-        beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
-        for i, beat in enumerate(beats):
-            ctx.set(s.tdata, int.from_bytes(beat.ljust(8, b"\0"), "little"))
-            ctx.set(s.tkeep, (1 << len(beat)) - 1)
-            ctx.set(s.tlast, i == len(beats) - 1)
-            ctx.set(s.tvalid, 1)
-            await ctx.tick().until(s.tready)
-        ctx.set(s.tvalid, 0)
+        await send_frame(ctx, dut, port, frame)
 
     async def main(ctx):
         bus = Axil(ctx, dut.s_axil)
@@ -272,15 +256,7 @@ def test_default_deny_in_the_switch():
 
     async def send(ctx):
         for port, frame in frames:
-            s = getattr(dut, f"s_axis_{port}")
-            beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
-            for i, beat in enumerate(beats):
-                ctx.set(s.tdata, int.from_bytes(beat.ljust(8, b"\0"), "little"))
-                ctx.set(s.tkeep, (1 << len(beat)) - 1)
-                ctx.set(s.tlast, i == len(beats) - 1)
-                ctx.set(s.tvalid, 1)
-                await ctx.tick().until(s.tready)
-            ctx.set(s.tvalid, 0)
+            await send_frame(ctx, dut, port, frame)
             await ctx.tick().repeat(60)
         await ctx.tick().repeat(200)
 
