@@ -107,9 +107,14 @@ def board_config(board, spec: str | Path | None):
     from host_driver.switch_config import PROFILES, SwitchConfig, SwitchConfigError, nic_config
     def board_options() -> dict:
         """The board's own NIC options, without its ports and switch (a [switch] table gives those)."""
+        from hdl.security.settings import AUTO_BYPASS
         base = board.config(bump=True).as_dict()
         for key in ("switch", "ports", "physical_ports"):
             base.pop(key, None)
+        if base.get("security") is not None:
+            # The two-port build resolved its bypass port to None (it has no host port): let the
+            # switch's own ports resolve it again, or host re-injections would be inspected again.
+            base["security"]["bypass_port"] = AUTO_BYPASS
         return base
     try:
         if spec is None:
