@@ -401,7 +401,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--ips", action="store_true",
                      help="IPS mode for --rules: frames the host path must settle are diverted to the host port "
                           "and re-injected or dropped by the host (docs/security.md; a switch with a host port, "
-                          "not in bulk mode; a simulator plays the host one frame at a time; default: IDS, "
+                          "a simulator plays the host one frame at a time; default: IDS, "
                           "the host gets a copy)")
     run.add_argument("--config", metavar="nic.toml",
                      help="NIC build options ([nic] table; default: the built-in NIC, W=64, phy0 + vm1)")

@@ -440,7 +440,8 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
                         res = run_segments(config, frames, workdir / "bulk", jobs)
                     else:
                         res = run_bulk(config, frames, workdir / "bulk", progress=lambda n: done.__setitem__(0, n),
-                                       **_bulk_rule_hooks(rules))
+                                       ips=_ips_loop(config, inputs, starts, rules) if ips else None,
+                                       **_bulk_rule_hooks(rules, ips))
                 if rules is not None:
                     res["rule_hits"] = res["after"]
             except BulkError as exc:
@@ -464,11 +465,17 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
     return decisions, egress_src, counters, timing
 
 
-def _bulk_rule_hooks(rules) -> dict:
+def _ips_loop(config, inputs, starts, rules) -> dict:
+    """Bulk mode's host loop in IPS mode: the host and the model engine's order (sim/run/ips.py)."""
+    from sim.run.ips import HostLoop
+    return {"loop": HostLoop(config, rules), "order": [i for i, _, _ in _service_order(config, inputs, starts)]}
+
+
+def _bulk_rule_hooks(rules, ips: bool = False) -> dict:
     """``before``/``after`` of :func:`sim.bulk.run.run_bulk` for ``rules``: the driver programs the
     security stage over the harness's CSR bus before the first frame, as the cocotb testbench does,
     and reads the rules' hit counters after the last, through the same driver block (it keeps the
-    table it programmed: which counter slot holds which rule)."""
+    table it programmed: which counter slot holds which rule). ``ips``: IPS mode set after programming."""
     if rules is None:
         return {}
     programmed = {}
@@ -476,6 +483,8 @@ def _bulk_rule_hooks(rules) -> dict:
     async def program(nic):
         programmed["nic"] = nic
         await nic.security.program(rules.entries, matcher=rules.matcher)
+        if ips:
+            await nic.security.set_ips(True)
 
     async def hits(_nic):
         return await _rule_hits(programmed["nic"])
@@ -759,10 +768,6 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
             raise ValueError("--ips diverts frames to the NIC's host port and takes them back there: it needs a "
                              "switch with a host port (the security stage's bypass port); this build has none")
     bulk = use_bulk(engine, len(inputs), bulk, waves, jobs)
-    if ips and bulk:
-        raise ValueError("--ips runs on the model engine and the cocotb testbench (icarus, verilator --no-bulk): "
-                         "the bulk-mode harness has no host loop yet (docs/security.md, \"IPS: divert and "
-                         "re-inject\")")
     if ips and engine != "model" and config.ingress_fifos:
         raise ValueError("--ips on a simulator needs ingress = \"pause\": its host loop takes each port's k-th "
                          "frame end as its k-th input frame, and re-injections enter the host port too")
