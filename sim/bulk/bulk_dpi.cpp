@@ -5,6 +5,11 @@
 // the environment. The sources and sinks behave as cocotbext-axi's AxiStreamSource/AxiStreamSink
 // without pauses, so a bulk run and a cocotb run of the same frames agree cycle for cycle.
 //
+// Gated mode (frames.bin header flag bit 0; IPS, sim/run/ips.py): an input frame starts only once
+// Python released it (secnic_bulk_offer), the host port's egress frames are kept for Python
+// (secnic_bulk_take), Python's re-injections enter the host port (secnic_bulk_inject), records are
+// kept for Python (secnic_bulk_record), and the run is done only after secnic_bulk_close.
+//
 // Optionally (SECNIC_BULK_LOOP names a loop file, sim/bulk/harness.py) some ports are closed into a
 // loop through one external flooding switch, cycle by cycle: a group-addressed frame that leaves one
 // of them comes back into each of the others a fixed delay later (the loop storm of docs/compare.md).
@@ -30,7 +35,7 @@ namespace {
 
 struct __attribute__((packed)) Header {
     char magic[8];
-    uint32_t n_ports, bytes_per_beat, record_bits, egress_offset, egress_width, reserved;
+    uint32_t n_ports, bytes_per_beat, record_bits, egress_offset, egress_width, flags;
     uint64_t n_frames, timeout_cycles;
 };
 struct __attribute__((packed)) FrameHeader {
@@ -55,7 +60,9 @@ constexpr uint8_t kEgressTuser = 1, kEgressUnpacked = 2;
 struct LoopFrame {
     uint64_t due;
     std::vector<uint8_t> data;
+    bool injected = false;  // gated mode: Python's re-injection, not the loop's
 };
+constexpr uint32_t kGated = 1;
 
 struct Source {
     std::vector<uint64_t> frames;  // input indices, in order
@@ -105,6 +112,13 @@ struct Bulk {
     std::vector<bool> in_loop;
     uint64_t loop_delay = 0, loop_queue = 0, loop_until = 0, loop_lost = 0, loop_sent = 0;
     std::vector<uint64_t> loop_waiting;  // per port: frames queued towards it in the external switch
+    // Gated mode (header flag kGated).
+    bool gated = false, closed = false;
+    std::vector<bool> released;
+    uint64_t injected = 0;
+    int64_t tap_port = -1;
+    std::deque<std::vector<uint8_t>> tap;
+    std::vector<std::vector<uint64_t>> record_log;
 };
 
 Bulk g;
@@ -195,6 +209,8 @@ void load() {
     g.in_loop.assign(g.h.n_ports, false);
     g.loop_waiting.assign(g.h.n_ports, 0);
     if (const char* loop = std::getenv("SECNIC_BULK_LOOP")) load_loop(loop);
+    g.gated = g.h.flags & kGated;
+    g.released.assign(g.h.n_frames, !g.gated);
 }
 
 inline bool bit(const svBitVecVal* v, uint32_t i) { return (v[i >> 5] >> (i & 31)) & 1u; }
@@ -206,7 +222,7 @@ void step_source(Source& s, bool tready) {
     if (!s.cur) {
         // The next input frame or looped frame that is due; the earlier one first, input on a tie.
         const FrameHeader* f = s.head < s.frames.size() ? g.frames[s.frames[s.head]] : nullptr;
-        bool input_due = f && f->start <= g.cycle;
+        bool input_due = f && f->start <= g.cycle && g.released[s.frames[s.head]];
         bool loop_due = !s.looped.empty() && s.looped.front().due <= g.cycle;
         if (input_due && (!loop_due || f->start <= s.looped.front().due)) {
             uint64_t idx = s.frames[s.head];
@@ -220,8 +236,8 @@ void step_source(Source& s, bool tready) {
             g.ingress[2 * idx] = g.cycle;
         } else if (loop_due) {
             s.cur_loop_data = std::move(s.looped.front().data);
+            if (!s.looped.front().injected) g.loop_waiting[&s - g.src.data()]--;
             s.looped.pop_front();
-            g.loop_waiting[&s - g.src.data()]--;
             s.cur = s.cur_loop_data.data();
             s.cur_len = static_cast<uint32_t>(s.cur_loop_data.size());
             s.cur_flags = 0;
@@ -296,6 +312,7 @@ void step_sink(uint32_t port, Sink& k, const uint8_t* tdata, uint64_t tkeep, boo
     if (tlast) {
         write_egress(port, k, g.cycle);
         if (g.in_loop[port]) loop_back(port, k.data);
+        if (static_cast<int64_t>(port) == g.tap_port) g.tap.push_back(k.data);
         k.active = false;
         k.received++;
     }
@@ -308,6 +325,7 @@ void step_record(const svBitVecVal* payload) {
     std::memcpy(&g.record_buf[1], payload, (bits + 7) / 8);
     if (bits % 64) g.record_buf[g.record_words] &= (1ULL << (bits % 64)) - 1;
     std::fwrite(g.record_buf.data(), 8, g.record_buf.size(), g.records_file);
+    if (g.gated) g.record_log.push_back(g.record_buf);
     g.records++;
     for (uint32_t q = 0; q < g.h.egress_width && q < g.h.n_ports; q++)
         if (bit(payload, g.h.egress_offset + q)) g.snk[q].expected++;
@@ -328,7 +346,8 @@ void step_ingress(const svBitVecVal* ends, const svBitVecVal* drops) {
 }
 
 bool all_done() {
-    if (g.records + g.ingress_drops < g.h.n_frames) return false;
+    if (g.gated && !g.closed) return false;
+    if (g.records + g.ingress_drops < g.h.n_frames + g.injected) return false;
     for (auto& k : g.snk)
         if (k.active || k.received < k.expected) return false;
     for (auto& s : g.src)
@@ -337,6 +356,34 @@ bool all_done() {
 }
 
 }  // namespace
+
+// Gated mode's commands (bulk_main.cpp): release input frame ``idx``; keep port ``port``'s egress
+// frames for take; the next kept frame (false: none yet); a re-injection into ``port`` now; record
+// ``k`` (cycle, then its words); no more input (the run may end).
+bool secnic_bulk_offer(uint64_t idx) {
+    if (!g.loaded || idx >= g.released.size()) return false;
+    g.released[idx] = true;
+    return true;
+}
+void secnic_bulk_tap(int64_t port) { g.tap_port = port; }
+bool secnic_bulk_take(std::vector<uint8_t>* out) {
+    if (g.tap.empty()) return false;
+    *out = std::move(g.tap.front());
+    g.tap.pop_front();
+    return true;
+}
+bool secnic_bulk_inject(uint32_t port, std::vector<uint8_t> data) {
+    if (!g.loaded || port >= g.h.n_ports || data.empty()) return false;
+    g.src[port].looped.push_back(LoopFrame{g.cycle, std::move(data), true});
+    g.injected++;
+    return true;
+}
+const std::vector<uint64_t>* secnic_bulk_record(uint64_t k) {
+    return k < g.record_log.size() ? &g.record_log[k] : nullptr;
+}
+void secnic_bulk_close() { g.closed = true; }
+uint64_t secnic_bulk_records() { return g.records; }
+uint64_t secnic_bulk_drops() { return g.ingress_drops; }
 
 extern "C" void secnic_bulk_cycle(svBit go, const svBitVecVal* s_tready, const svBitVecVal* m_tvalid,
                                   const svBitVecVal* m_tlast, const svBitVecVal* m_tuser,

@@ -10,6 +10,15 @@
 //   go             start the traffic at the next edge     -> "ok"
 //   read ADDR      AXI-Lite read of the CSR bus           -> "ok <data> <resp>"
 //   write ADDR V   AXI-Lite write                         -> "ok <resp>"
+//   Gated mode (IPS, sim/run/ips.py; bulk_dpi.cpp):
+//   offer IDX      release input frame IDX                 -> "ok"
+//   step R MAX     run until R frames have a record or were dropped at ingress, at most MAX cycles
+//                  -> "ok <cycles since start> <records> <ingress drops>"
+//   record K       record K (0-based)                      -> "ok <cycle> <hex, most significant first>"
+//   tap PORT       keep PORT's egress frames for take     -> "ok"
+//   take MAX       run until a kept frame is there, at most MAX cycles -> "ok <hex>" or "ok -"
+//   inject PORT HEX  send a frame into PORT now           -> "ok"
+//   close          no more input: the run may end         -> "ok"
 //   quit           end the simulation (final blocks write the output files) -> "ok"
 //
 // Start-up resets as the cocotb testbench does (harness_clock.h) and prints "ready"; cycles
@@ -19,10 +28,20 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "Vtop.h"
 #include "harness_clock.h"
 #include "verilated.h"
+
+bool secnic_bulk_offer(uint64_t idx);
+void secnic_bulk_tap(int64_t port);
+bool secnic_bulk_take(std::vector<uint8_t>* out);
+bool secnic_bulk_inject(uint32_t port, std::vector<uint8_t> data);
+const std::vector<uint64_t>* secnic_bulk_record(uint64_t k);
+void secnic_bulk_close();
+uint64_t secnic_bulk_records();
+uint64_t secnic_bulk_drops();
 
 namespace {
 
@@ -95,7 +114,7 @@ int main(int argc, char** argv) {
     harness->reset();
     std::printf("ready\n");
     std::fflush(stdout);
-    char line[256];
+    static char line[1 << 16];  // an inject line carries a frame in hex
     while (std::fgets(line, sizeof line, stdin)) {
         char cmd[16] = {};
         unsigned long long a = 0, b = 0;
@@ -116,6 +135,47 @@ int main(int argc, char** argv) {
             std::printf("ok %u %u\n", data, resp);
         } else if (!std::strcmp(cmd, "write") && n == 3) {
             std::printf("ok %u\n", bus_write(static_cast<unsigned>(a), static_cast<unsigned>(b)));
+        } else if (!std::strcmp(cmd, "offer") && n == 2) {
+            if (!secnic_bulk_offer(a)) fail("offer: no such frame");
+            std::printf("ok\n");
+        } else if (!std::strcmp(cmd, "step") && n == 3) {
+            for (unsigned long long i = 0; i < b && secnic_bulk_records() + secnic_bulk_drops() < a; i++) cycle();
+            std::printf("ok %llu %llu %llu\n", harness->cycles, static_cast<unsigned long long>(secnic_bulk_records()),
+                        static_cast<unsigned long long>(secnic_bulk_drops()));
+        } else if (!std::strcmp(cmd, "record") && n == 2) {
+            const std::vector<uint64_t>* r = secnic_bulk_record(a);
+            if (!r) fail("record: no such record");
+            std::printf("ok %llu ", static_cast<unsigned long long>((*r)[0]));
+            for (size_t w = r->size() - 1; w >= 1; w--) std::printf("%016llx", static_cast<unsigned long long>((*r)[w]));
+            std::printf("\n");
+        } else if (!std::strcmp(cmd, "tap") && n == 2) {
+            secnic_bulk_tap(static_cast<int64_t>(a));
+            std::printf("ok\n");
+        } else if (!std::strcmp(cmd, "take") && n == 2) {
+            std::vector<uint8_t> frame;
+            bool got = secnic_bulk_take(&frame);
+            for (unsigned long long i = 0; i < a && !got; i++) {
+                cycle();
+                got = secnic_bulk_take(&frame);
+            }
+            std::printf("ok ");
+            if (!got) std::printf("-");
+            for (uint8_t byte : frame) std::printf("%02x", byte);
+            std::printf("\n");
+        } else if (!std::strcmp(cmd, "inject") && n >= 2) {
+            static char hex[sizeof line];
+            if (std::sscanf(line, "%*s %*u %s", hex) != 1) fail("inject: no frame");
+            std::vector<uint8_t> frame;
+            for (size_t i = 0; hex[i] && hex[i + 1]; i += 2) {
+                unsigned v = 0;
+                std::sscanf(hex + i, "%2x", &v);
+                frame.push_back(static_cast<uint8_t>(v));
+            }
+            if (!secnic_bulk_inject(static_cast<unsigned>(a), std::move(frame))) fail("inject: bad port or frame");
+            std::printf("ok\n");
+        } else if (!std::strcmp(cmd, "close")) {
+            secnic_bulk_close();
+            std::printf("ok\n");
         } else if (!std::strcmp(cmd, "quit")) {
             top->final();
             std::printf("ok\n");

@@ -64,12 +64,15 @@ TOPLEVEL = "secnic_bulk"
 NIC = "secnic_top"
 MAGIC = b"SNBULK01"
 #: magic, n_ports, bytes_per_beat, record_bits, egress field offset and width in the record,
-#: reserved, n_frames, timeout_cycles
+#: flags (bit 0: gated, :data:`GATED`), n_frames, timeout_cycles
 HEADER = struct.Struct("<8sIIIIIIQQ")
 #: length, port, flags, reserved, start cycle
 FRAME = struct.Struct("<IBBHQ")
 #: length, port, flags, reserved, first beat cycle, last beat cycle
 EGRESS = struct.Struct("<IBBHQQ")
+#: Header flag: gated mode (IPS): each input frame waits until Python releases it, the host port's
+#: egress frames are handed to Python, Python's re-injections enter the host port (bulk_main.cpp).
+GATED = 1
 #: ``ingress.bin`` value of a frame that never left its source.
 NEVER = (1 << 64) - 1
 DPI_SOURCE = Path(__file__).with_name("bulk_dpi.cpp")
@@ -208,15 +211,15 @@ def write_harness(config: NicConfig, nic_sv: Path) -> Path:
     return out
 
 
-def write_frames(path: Path, config: NicConfig, frames, timeout_cycles: int) -> Path:
+def write_frames(path: Path, config: NicConfig, frames, timeout_cycles: int, *, gated: bool = False) -> Path:
     """Write ``frames.bin``: ``frames`` as ``(port_index, bytes, rx_error, start_cycle_or_None)``,
-    in input order (None: as soon as the port is free)."""
+    in input order (None: as soon as the port is free); ``gated``: :data:`GATED` mode."""
     lay = BulkLayout.of(config)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(HEADER.pack(MAGIC, lay.n_ports, lay.bytes_per_beat, lay.record_bits, lay.egress_offset,
-                             lay.egress_width, 0, len(frames), int(timeout_cycles)))
+                             lay.egress_width, GATED if gated else 0, len(frames), int(timeout_cycles)))
         pad = bytes(8)
         for n, (port, data, err, start) in enumerate(frames):
             if not data:

@@ -198,7 +198,7 @@ class PipeBus(Bus):
 
 
 def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
-             progress: Callable[[int], None] | None = None, before=None, after=None) -> dict:
+             progress: Callable[[int], None] | None = None, before=None, after=None, ips=None) -> dict:
     """Run ``frames`` through the NIC in bulk mode in ``workdir``; return the results.
 
     ``progress(records)`` is called between chunks with the number of frames that have a record
@@ -206,14 +206,21 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
     ``before(nic)`` and ``after(nic)`` (async, given the host driver's discovered
     :class:`~host_driver.driver.Nic` over the harness's bus) run before the traffic starts (to
     program the NIC) and after it ended; what ``after`` returns is in the results as ``"after"``.
+    ``ips``: IPS mode's ``{"loop": sim.run.ips.HostLoop, "order": [input indices]}``: the frames go in
+    one at a time in that order and Python plays the host (:func:`_host_loop`); the results get
+    ``ips`` as :mod:`sim.run.nic_cocotb`'s.
     """
     from host_driver.driver import Nic
     workdir = Path(workdir)
     out = workdir / "out"
     out.mkdir(parents=True, exist_ok=True)
     exe = build_model(config)
-    frames_bin = write_frames(workdir / "frames.bin", config, frames, timeout_cycles(config, frames))
+    limit = timeout_cycles(config, frames)
+    if ips is not None:
+        limit += len(frames) * HOST_ROUND_TRIP_CYCLES     # each frame waits for the one before it
+    frames_bin = write_frames(workdir / "frames.bin", config, frames, limit, gated=ips is not None)
     wall0 = time.monotonic()
+    ips_results = None
     with BulkSim(exe, frames_bin, out, workdir) as sim:
         if before is not None:
             async def program():
@@ -222,6 +229,8 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
                 await before(nic)
             asyncio.run(program())
         sim.go()
+        if ips is not None:
+            ips_results = _host_loop(sim, config, frames, ips["loop"], ips["order"], progress)
         done = False
         while not done:
             _, records, done = sim.run(CHUNK_CYCLES)
@@ -239,9 +248,62 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
         total = sim.cycles(0)
     res = read_outputs(out, config, len(frames))
     res.update(counters=counters, identity=identity, recorder=recorder, after=after_result, total_cycles=total,
+               ips=ips_results,
                sim_cycles=res["status"]["done_cycle"], wall_s=res["status"]["wall_s"],
                process_wall_s=time.monotonic() - wall0)
     return res
+
+
+#: Gated mode: cycles one frame may take from its release to its record, or a diverted frame to its
+#: tagged copy on the host port and its re-injection to its record, before the run is an error.
+HOST_ROUND_TRIP_CYCLES = 100_000
+
+
+def _host_loop(sim: BulkSim, config: NicConfig, frames: Frames, loop, order, progress=None) -> list[dict]:
+    """IPS mode in bulk: release the frames one at a time in ``order``; after each, run until its
+    record; when it was diverted, take its tagged frame off the host port, let ``loop`` (a
+    :class:`sim.run.ips.HostLoop`) decide, inject the re-injection into the host port and run until
+    its record, before the next frame (sim/run/ips.py, "The host loop's timing rule"). Returns per
+    diverted frame ``{"frame", "verdict", "record"}`` as the cocotb testbench does."""
+    from sim.run.ips import is_tagged
+    sim.command("tap", loop.port)
+    out, settled = [], 0
+
+    def step(what: str) -> tuple[int, int]:
+        _, records, drops = map(int, sim.command("step", settled + 1, HOST_ROUND_TRIP_CYCLES))
+        if records + drops < settled + 1:
+            raise BulkError(f"no record for {what} within {HOST_ROUND_TRIP_CYCLES} cycles")
+        return records, drops
+
+    for n, idx in enumerate(order):
+        sim.command("offer", idx)
+        records, drops = step(f"input frame {idx}")
+        settled += 1
+        if drops:
+            raise BulkError(f"input frame {idx} was dropped at ingress: IPS needs ingress = \"pause\"")
+        _, bits = sim.command("record", records - 1)
+        bits = int(bits, 16)
+        if not loop.diverted(bits):
+            continue
+        while True:
+            (data,) = sim.command("take", HOST_ROUND_TRIP_CYCLES)
+            if data == "-":
+                raise BulkError(f"input frame {idx} was diverted, the host port sent no tagged frame")
+            tagged = bytes.fromhex(data)
+            if is_tagged(tagged):
+                break
+        verdict, back = loop.answer(bits, tagged)
+        record = None
+        if back is not None:
+            sim.command("inject", loop.port, back.hex())
+            record = records
+            step(f"the re-injection of input frame {idx}")
+            settled += 1
+        out.append({"frame": idx, "verdict": verdict, "record": record})
+        if progress is not None and n % 64 == 0:
+            progress(n)
+    sim.command("close")
+    return out
 
 
 # -- parallel segments ----------------------------------------------------------------------------

@@ -107,9 +107,14 @@ def board_config(board, spec: str | Path | None):
     from host_driver.switch_config import PROFILES, SwitchConfig, SwitchConfigError, nic_config
     def board_options() -> dict:
         """The board's own NIC options, without its ports and switch (a [switch] table gives those)."""
+        from hdl.security.settings import AUTO_BYPASS
         base = board.config(bump=True).as_dict()
         for key in ("switch", "ports", "physical_ports"):
             base.pop(key, None)
+        if base.get("security") is not None:
+            # The two-port build resolved its bypass port to None (it has no host port): let the
+            # switch's own ports resolve it again, or host re-injections would be inspected again.
+            base["security"]["bypass_port"] = AUTO_BYPASS
         return base
     try:
         if spec is None:
@@ -396,7 +401,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--ips", action="store_true",
                      help="IPS mode for --rules: frames the host path must settle are diverted to the host port "
                           "and re-injected or dropped by the host (docs/security.md; a switch with a host port, "
-                          "model engine only; default: IDS, the host gets a copy)")
+                          "a simulator plays the host one frame at a time; default: IDS, "
+                          "the host gets a copy)")
     run.add_argument("--config", metavar="nic.toml",
                      help="NIC build options ([nic] table; default: the built-in NIC, W=64, phy0 + vm1)")
     run.add_argument("--engine", choices=("model", "verilator", "icarus"), default="model",

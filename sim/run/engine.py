@@ -420,7 +420,7 @@ def _model_recorder(model) -> dict | None:
     return {"trigger": trigger, "port": None if isinstance(why, str) else why.port, "records": records}
 
 
-def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs: int, rules=None):
+def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs: int, rules=None, ips=False):
     from sim.run import progress
 
     port_of = {name: i for i, name in enumerate(config.ports)}
@@ -440,18 +440,23 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
                         res = run_segments(config, frames, workdir / "bulk", jobs)
                     else:
                         res = run_bulk(config, frames, workdir / "bulk", progress=lambda n: done.__setitem__(0, n),
-                                       **_bulk_rule_hooks(rules))
+                                       ips=_ips_loop(config, inputs, starts, rules) if ips else None,
+                                       **_bulk_rule_hooks(rules, ips))
                 if rules is not None:
                     res["rule_hits"] = res["after"]
             except BulkError as exc:
                 raise EngineError(f"verilator bulk run failed: {exc}") from exc
         else:
-            res = _run_cocotb(config, frames, sim, waves, workdir, done, rules)
+            ips_stim = None
+            if ips:
+                # The host loop offers the frames in the model engine's order (sim/run/ips.py).
+                ips_stim = {"rules": rules, "order": [i for i, _, _ in _service_order(config, inputs, starts)]}
+            res = _run_cocotb(config, frames, sim, waves, workdir, done, rules, ips_stim)
     except EngineError:
         raise
     except (OSError, RuntimeError) as exc:
         raise EngineError(f"{sim} run failed: {exc}") from exc
-    decisions, egress_src, counters, timing = _collate(config, inputs, res, sim, port_of, rules)
+    decisions, egress_src, counters, timing = _collate(config, inputs, res, sim, port_of, rules, ips)
     if rules is not None:
         counters["rule_hits"] = res["rule_hits"]
     timing["mode"] = "bulk" if bulk else "cocotb"
@@ -460,11 +465,17 @@ def _run_sim(config, inputs, starts, sim, waves, workdir: Path, bulk: bool, jobs
     return decisions, egress_src, counters, timing
 
 
-def _bulk_rule_hooks(rules) -> dict:
+def _ips_loop(config, inputs, starts, rules) -> dict:
+    """Bulk mode's host loop in IPS mode: the host and the model engine's order (sim/run/ips.py)."""
+    from sim.run.ips import HostLoop
+    return {"loop": HostLoop(config, rules), "order": [i for i, _, _ in _service_order(config, inputs, starts)]}
+
+
+def _bulk_rule_hooks(rules, ips: bool = False) -> dict:
     """``before``/``after`` of :func:`sim.bulk.run.run_bulk` for ``rules``: the driver programs the
     security stage over the harness's CSR bus before the first frame, as the cocotb testbench does,
     and reads the rules' hit counters after the last, through the same driver block (it keeps the
-    table it programmed: which counter slot holds which rule)."""
+    table it programmed: which counter slot holds which rule). ``ips``: IPS mode set after programming."""
     if rules is None:
         return {}
     programmed = {}
@@ -472,20 +483,22 @@ def _bulk_rule_hooks(rules) -> dict:
     async def program(nic):
         programmed["nic"] = nic
         await nic.security.program(rules.entries, matcher=rules.matcher)
+        if ips:
+            await nic.security.set_ips(True)
 
     async def hits(_nic):
         return await _rule_hits(programmed["nic"])
     return {"before": program, "after": hits}
 
 
-def _run_cocotb(config, frames, sim, waves, workdir: Path, done: list[int], rules=None) -> dict:
+def _run_cocotb(config, frames, sim, waves, workdir: Path, done: list[int], rules=None, ips=None) -> dict:
     from sim.run import progress
     from sim.run.nic_cocotb import PROGRESS_ENV, read_results, write_stimulus
     from sim.runner import CocotbTestFailure, SimulatorUnavailable, build, run_cocotb
 
     stim = write_stimulus(workdir / "stimulus.pkl", config, frames, output=workdir / "results.json",
                           acl=None if rules is None else rules.entries,
-                          matcher=None if rules is None else rules.matcher)
+                          matcher=None if rules is None else rules.matcher, ips=ips)
     env = {"SECNIC_STIMULUS": str(stim)}
     progress_file = workdir / "progress"
     if progress.enabled():
@@ -517,8 +530,11 @@ def _decision_text(config, reason: int, egress) -> str:
     return "to " + (", ".join(config.ports[q] for q in egress) or "nowhere")
 
 
-def _collate(config, inputs, res, sim, port_of, rules=None):
-    """Match a simulation's records and egress frames to the input frames."""
+def _collate(config, inputs, res, sim, port_of, rules=None, ips=False):
+    """Match a simulation's records and egress frames to the input frames. IPS mode: the harness's
+    ``ips`` list names the re-injections' records; each is held to the golden model's re-injection of
+    the frame it diverted, and its egress frames belong to that input frame."""
+    from host_driver.blocks.security import reinjection
     per_port: dict[int, list[int]] = {}
     for i, f in enumerate(inputs):
         per_port.setdefault(port_of[f.port], []).append(i)
@@ -536,10 +552,25 @@ def _collate(config, inputs, res, sim, port_of, rules=None):
     # in the order and at the cycles of the gateware's records; the decisions must agree.
     model = None
     if config.switch is not None or config.security is not None:
-        model, _ = _programmed_model(config, rules)
+        model, _ = _programmed_model(config, rules, ips)
     from sim.run.alerts import record_security_fields
-    for cycle, bits in res["records"]:
+    reinjected = {r["record"]: r for r in (res.get("ips") or []) if r["record"] is not None}
+    host_verdict = {r["frame"]: r["verdict"] for r in (res.get("ips") or [])}
+    diverted_frames: dict[int, bytes] = {}     # input index -> the model's tagged frame to the host
+    for k, (cycle, bits) in enumerate(res["records"]):
         rec = decode(bits)
+        if k in reinjected:
+            idx = reinjected[k]["frame"]
+            want = model.process(reinjection(diverted_frames[idx]), config.security.bypass_port, now=cycle)
+            if (int(want.reason), list(want.egress)) != (rec["reason"], rec["egress"]):
+                raise EngineError(
+                    f"{sim}: the gateware and the golden model disagree on the re-injection of {_where(inputs[idx])}: "
+                    f"gateware {_decision_text(config, rec['reason'], rec['egress'])}, model "
+                    f"{_decision_text(config, int(want.reason), want.egress)}")
+            decisions[idx]["ips"]["egress"] = list(rec["egress"])
+            for q in rec["egress"]:
+                egress_src[q].append((idx, want.egress_frames[q]))
+            continue
         port = rec["in_port"]
         if port not in per_port or taken[port] >= len(per_port[port]):
             raise EngineError(f"{sim}: record for port {port} with no input frame left")
@@ -563,6 +594,12 @@ def _collate(config, inputs, res, sim, port_of, rules=None):
                     f"{sim}: the gateware and the golden model disagree on {_where(f)}'s security fields: "
                     f"gateware {decisions[idx]['security']}, model {want.security.record_fields()}")
             sent = want.egress_frames
+            if ips and int(want.verdict) != rec["verdict"]:
+                raise EngineError(f"{sim}: the gateware and the golden model disagree on {_where(f)}'s verdict "
+                                  f"(IPS: diverted or not): gateware {rec['verdict']}, model {int(want.verdict)}")
+            if idx in host_verdict:
+                diverted_frames[idx] = want.egress_frames[config.security.bypass_port]
+                decisions[idx]["ips"] = {"verdict": host_verdict[idx], "egress": []}
         for q in rec["egress"]:
             egress_src[q].append((idx, sent[q]))
     if None in decisions:
@@ -696,8 +733,8 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
     :class:`sim.run.alerts.RuleSet` the driver programs into the security stage before the first
     frame (the build must have one: ``config.security``); eve.json, trace.jsonl's ``acl_rule`` and
     ``sids`` and counters.json's ``rules`` come from it. ``ips``: IPS mode (docs/security.md, "IPS:
-    divert and re-inject"; needs ``rules``, a switch with a host port, and the model engine: the
-    gateware does not divert yet).
+    divert and re-inject"; needs ``rules`` and a switch with a host port; the simulators play the host
+    one frame at a time, sim/run/ips.py "The host loop's timing rule"; not in bulk mode yet).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -730,11 +767,10 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
         if config.switch is None or config.security.bypass_port is None:
             raise ValueError("--ips diverts frames to the NIC's host port and takes them back there: it needs a "
                              "switch with a host port (the security stage's bypass port); this build has none")
-        if engine != "model":
-            raise ValueError(f"--ips runs on the model engine only: the gateware diverts and re-injects, but the "
-                             f"simulator harnesses have no host loop yet (docs/security.md, \"IPS: divert and "
-                             f"re-inject\"), so --engine {engine} cannot")
     bulk = use_bulk(engine, len(inputs), bulk, waves, jobs)
+    if ips and engine != "model" and config.ingress_fifos:
+        raise ValueError("--ips on a simulator needs ingress = \"pause\": its host loop takes each port's k-th "
+                         "frame end as its k-th input frame, and re-injections enter the host port too")
     out_dir = check_out_dir(out_dir, force=force)
     starts = schedule(config, inputs, pace)
     span = max((s for s in starts if s is not None), default=0)
@@ -753,7 +789,7 @@ def run_engine(config: NicConfig, inputs: Sequence[InputFrame], engine: str = "m
             decisions, egress_src, counters, timing = _run_model(config, inputs, starts, rules, ips)
         else:
             decisions, egress_src, counters, timing = _run_sim(config, inputs, starts, engine, waves, work,
-                                                               bulk, jobs, rules)
+                                                               bulk, jobs, rules, ips)
         wall = time.monotonic() - wall0
         host = _write_outputs(tmp, config, inputs, decisions, egress_src, counters, timing.get("recorder"), rules,
                               ips)

@@ -9,6 +9,15 @@ action order, is a ``drop`` or ``reject`` rule's; otherwise it is passed, and th
 it into the host port with the tag's ``reinject`` bit set
 (:func:`host_driver.blocks.security.reinjection`) so that the NIC sends it where it would have gone.
 
+**The host loop's timing rule** (every engine): the host answers before the next input frame is
+offered. The model engine processes a diverted frame's re-injection right after it, before the next
+frame in its service order; the simulators (:class:`HostLoop`, used by ``sim.run.nic_cocotb`` and
+``sim.bulk.run``) offer the input frames one at a time in that same order (the model engine's
+round robin over the schedule, ``sim.run.engine._service_order``), each at its scheduled cycle
+or once the frame before it has its record and, when diverted, the host's re-injection has its
+record, whichever is later. So every engine switches the same frames in the same order and the
+outputs agree byte for byte; the simulators' timing figures include the host's round trips.
+
 A dropped frame's eve.json lines are its alert, ``blocked``, and an ``event_type: drop`` event
 (:func:`drop_event`) as Suricata writes one for a packet a rule dropped (``drop`` logging on).
 """
@@ -21,7 +30,7 @@ from hdl.packet.layouts import IPPROTO_TCP, IPPROTO_UDP, IPv4, Tcp, decode
 from hdl.packet.meta import L3Type
 from sim.run.alerts import HostPath, RuleSet, frame_alerts, merge_alerts, slot_rules
 
-__all__ = ["IpsHost", "drop_event", "PASS", "DROP"]
+__all__ = ["IpsHost", "HostLoop", "drop_event", "PASS", "DROP"]
 
 #: The host's verdicts on a diverted frame.
 PASS, DROP = "pass", "drop"
@@ -54,6 +63,45 @@ class IpsHost:
             return DROP
         self.passed += 1
         return PASS
+
+
+class HostLoop:
+    """The host side of IPS mode in a simulator harness: for each record, whether the frame was
+    diverted; for each diverted frame taken off the host port, the host's answer (module docstring,
+    "The host loop's timing rule"). ``config`` is the build, ``rules`` the run's
+    :class:`sim.run.alerts.RuleSet`."""
+
+    def __init__(self, config, rules: RuleSet):
+        self.config = config
+        self.host = IpsHost(rules, config.security.acl_entries)
+        self.port = config.security.bypass_port
+
+    def __repr__(self):
+        return f"HostLoop(port={self.port}, {self.host!r})"
+
+    def diverted(self, record_bits: int) -> bool:
+        """The record's verdict is PUNT: the NIC diverted the frame to the host port."""
+        from hdl.packet.meta import Verdict
+        from sim.run.engine import decode_record
+        return decode_record(self.config, record_bits)["verdict"] == Verdict.PUNT
+
+    def answer(self, record_bits: int, tagged: bytes) -> tuple[str, bytes | None]:
+        """(verdict, the frame to send back into the host port or None) for the diverted frame
+        ``tagged`` (as the host port sent it) whose record is ``record_bits``: the host's inputs are
+        the record's fields and the frame with its tag removed."""
+        from host_driver.blocks.security import reinjection, split_host_tag
+        from sim.run.alerts import record_security_fields
+        from sim.run.engine import decode_record
+        rec = decode_record(self.config, record_bits)
+        _, inner = split_host_tag(tagged)
+        verdict = self.host.decide(record_security_fields(self.config, rec), rec["meta"], rec["in_port"], inner)
+        return verdict, (reinjection(tagged) if verdict == PASS else None)
+
+
+def is_tagged(frame: bytes) -> bool:
+    """``frame`` carries a host tag (a diverted frame on the host port's egress)."""
+    from hdl.packet.host_tag import HOST_TAG_ETHERTYPE, HOST_TAG_OFFSET
+    return frame[HOST_TAG_OFFSET:HOST_TAG_OFFSET + 2] == HOST_TAG_ETHERTYPE.to_bytes(2, "big")
 
 
 def drop_event(alert: dict, meta: Mapping, frame: bytes) -> dict:

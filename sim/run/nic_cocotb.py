@@ -5,7 +5,8 @@ The stimulus comes from a pickle file named by ``SECNIC_STIMULUS`` (written with
 
     {"config": NicConfig.as_dict(),
      "frames": [(port_index, frame_bytes, rx_error, start_cycle_or_None), ...],   # input order
-     "output": "/path/results.json" or None}
+     "output": "/path/results.json" or None,
+     "ips": None or {"rules": RuleSet, "order": [input indices]}}   # IPS mode: the host loop
 
 ``start_cycle`` is when the frame may start, in cycles after reset (None: as soon as the port is
 free, i.e. line rate). Tests:
@@ -15,6 +16,10 @@ free, i.e. line rate). Tests:
   real driver, :class:`host_driver.driver.Nic` over :class:`sim.tb.nic.AxiLiteBus`) with
   :class:`host_driver.model.nic.NicModel`, checks AXI-Stream packing and counter conservation.
 * ``run``: the engine's mode: sends at the given start cycles, checks nothing, dumps what happened.
+  In IPS mode (``ips`` set) it plays the host (:class:`sim.run.ips.HostLoop`): frames one at a time
+  in ``order``, each diverted frame taken off the host port, decided, and sent back before the next
+  (sim/run/ips.py, "The host loop's timing rule"); results get ``ips``: per diverted frame its input
+  index, the host's verdict and the index of its re-injection's record (None when dropped).
 
 Both write the results file when ``output`` is set (the scoreboard writes ``<output stem>.<case>.json``).
 """
@@ -47,11 +52,12 @@ _PROGRESS_CYCLES = 5000
 
 
 def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = None, acl=None,
-                   matcher=None) -> Path:
+                   matcher=None, ips=None) -> Path:
     """Write a stimulus file for this module; ``frames`` as in the module docstring; ``acl``: the
     classifier entries (:class:`host_driver.rules.ClassifierEntry`, classifier order) the driver
     programs into the security stage before the first frame, or None; ``matcher``: the content
-    rules' :class:`host_driver.rules.content.MatcherProgram` it programs with them, or None."""
+    rules' :class:`host_driver.rules.content.MatcherProgram` it programs with them, or None; ``ips``:
+    IPS mode's ``{"rules": RuleSet, "order": [...]}`` (module docstring), or None."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for n, (_, frame, _, _) in enumerate(frames):
@@ -60,7 +66,7 @@ def write_stimulus(path: Path, config: NicConfig, frames, output: Path | None = 
     data = {"config": config.as_dict(),
             "frames": [(int(p), bytes(f), bool(e), None if s is None else int(s)) for p, f, e, s in frames],
             "output": None if output is None else str(output),
-            "acl": None if acl is None else list(acl), "matcher": matcher}
+            "acl": None if acl is None else list(acl), "matcher": matcher, "ips": ips}
     with open(path, "wb") as fh:
         pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return path
@@ -106,6 +112,8 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
         await programmer.discover()
         security = programmer.security
         await security.program(stim["acl"], matcher=stim.get("matcher"))
+        if stim.get("ips"):
+            await security.set_ips(True)
     tb.start_record_monitor()
     t0 = tb.cycle()
     if os.environ.get(PROGRESS_ENV):
@@ -141,8 +149,15 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
     last_start = max((f[3] or 0) for f in frames) if paced and frames else 0
     timeout = 8 * beats + last_start + 50_000   # idle pattern pauses 3 of 4 cycles, plus backpressure
     fates = _IngressMonitor(dut, config) if config.ingress_fifos else None
-    for port, indices in per_port.items():
-        cocotb.start_soon(drive(port, indices))
+    ips_results = None
+    host_frames: list = []      # frames the host port sent, taken off its sink during an IPS run
+    if stim.get("ips"):
+        ips_results = await _host_loop(tb, config, stim, frames, completed, paced, t0, timeout, host_frames)
+        timeout += tb.cycle() - t0
+        n += sum(1 for r in ips_results if r["record"] is not None)
+    else:
+        for port, indices in per_port.items():
+            cocotb.start_soon(drive(port, indices))
     if fates is None:
         await tb.wait_records(n, timeout)
     else:
@@ -157,19 +172,18 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
     for rec in tb.records:
         for q in rec.egress_ports:
             egress_counts[config.ports[q]] += 1
+    if host_frames:
+        egress_counts[config.ports[config.security.bypass_port]] -= len(host_frames)
     await tb.wait_egress(egress_counts, timeout)
     await tb.cycles(8)  # counter pipeline (COUNT_LATENCY) and any stray beats
     end = tb.cycle() - t0
     egress = {}
-    for name in config.ports:
-        out = []
+    for q, name in enumerate(config.ports):
+        out = list(host_frames) if host_frames and q == config.security.bypass_port else []
         snk = tb.sinks[name]
         while not snk.empty():
             fr = snk.recv_nowait(compact=False)
-            data = bytes(b for b, keep in zip(fr.tdata, fr.tkeep, strict=True) if keep)
-            out.append({"data": data, "tkeep": list(fr.tkeep), "tuser": list(fr.tuser),
-                        "start": int(fr.sim_time_start) // tb.period_ps - t0,
-                        "end": int(fr.sim_time_end) // tb.period_ps - t0})
+            out.append(_egress_entry(tb, fr, t0))
         egress[name] = out
     sim_cycles = end
     nic = Nic(tb.bus)
@@ -190,6 +204,7 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
         "identity": identity,
         "recorder": recorder,
         "rule_hits": rule_hits,
+        "ips": ips_results,
         # ingress = "drop": per port (index as a string), the 0-based numbers of its frames (in the
         # port's input order) that its ingress FIFO dropped, and cycles a port held its source back.
         "ingress_drops": None if fates is None else {str(p): d for p, d in fates.drops.items()},
@@ -199,6 +214,69 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
         "wall_s": time.monotonic() - wall0,
     }
     return tb, results
+
+
+def _egress_entry(tb: TB, fr, t0: int) -> dict:
+    """An egress frame off a sink: its bytes, tkeep/tuser per byte, first and last beat cycles."""
+    data = bytes(b for b, keep in zip(fr.tdata, fr.tkeep, strict=True) if keep)
+    return {"data": data, "tkeep": list(fr.tkeep), "tuser": list(fr.tuser),
+            "start": int(fr.sim_time_start) // tb.period_ps - t0, "end": int(fr.sim_time_end) // tb.period_ps - t0}
+
+
+async def _host_loop(tb: TB, config: NicConfig, stim: dict, frames, completed, paced: bool, t0: int,
+                     timeout: int, host_frames: list) -> list[dict]:
+    """IPS mode: send the frames one at a time in ``stim["ips"]["order"]``; after each, wait for its
+    record; when it was diverted, take its tagged frame off the host port (every frame the host port
+    sends goes to ``host_frames``, in order), let the host decide and send the re-injection back,
+    and wait for its record, before the next frame (sim/run/ips.py). Returns per diverted frame
+    ``{"frame": input index, "verdict": ..., "record": its re-injection's record index or None}``."""
+    from sim.run.ips import HostLoop, is_tagged
+    if config.ingress_fifos:
+        raise RuntimeError("--ips needs ingress = \"pause\" on a simulator: its host loop takes each port's "
+                           "k-th frame end as its k-th frame")
+    loop = HostLoop(config, stim["ips"]["rules"])
+    host_name = config.ports[loop.port]
+    sink = tb.sinks[host_name]
+    out = []
+
+    async def settle(n_records: int, what: str):
+        deadline = tb.cycle() + timeout
+        while len(tb.records) < n_records:
+            if tb.cycle() > deadline:
+                raise AssertionError(f"timeout: no record for {what} after {timeout} cycles")
+            await ClockCycles(tb.dut.clk, 4)
+
+    for idx in stim["ips"]["order"]:
+        port, data, err, start = frames[idx]
+        if paced and start is not None:
+            target_ps = (t0 + start) * tb.period_ps - tb.period_ps // 2
+            now = get_sim_time("ps")
+            if target_ps > now:
+                await Timer(target_ps - now, unit="ps")
+        fr = tb.make_frame(data, err)
+        fr.tx_complete = completed(idx)
+        await tb.sources[config.ports[port]].send(fr)
+        await settle(len(tb.records) + 1, f"input frame {idx}")
+        rec = tb.records[-1]
+        if not loop.diverted(rec.bits):
+            continue
+        deadline = tb.cycle() + timeout
+        while True:
+            while sink.empty():
+                if tb.cycle() > deadline:
+                    raise AssertionError(f"timeout: input frame {idx} was diverted, the host port sent no tagged frame")
+                await ClockCycles(tb.dut.clk, 4)
+            host_frames.append(_egress_entry(tb, sink.recv_nowait(compact=False), t0))
+            if is_tagged(host_frames[-1]["data"]):
+                break
+        verdict, back = loop.answer(rec.bits, host_frames[-1]["data"])
+        record = None
+        if back is not None:
+            await tb.sources[host_name].send(tb.make_frame(back, False))
+            record = len(tb.records)
+            await settle(record + 1, f"the re-injection of input frame {idx}")
+        out.append({"frame": idx, "verdict": verdict, "record": record})
+    return out
 
 
 class _IngressMonitor:

@@ -650,3 +650,19 @@ def test_bitstream_config_takes_profiles_and_switch_tables(tmp_path):
     bad.write_text('[switch.ports]\na = { vlan = 5000 }\n')
     with pytest.raises(BadInput, match=r"bad\.toml: switch\.ports\.a\.vlan"):
         board_config(board, bad)
+
+
+def test_bitstream_switch_profile_on_a_security_board_bypasses_the_host_port():
+    """A board whose own NIC has a security stage (ULX3S's profile as its options): its two-port
+    build has no host port, so its bypass port resolves to None; the ``switch`` profile built from
+    those options must resolve it again to the switch's ``host`` port (else the host's re-injections
+    would be inspected again)."""
+    import dataclasses
+
+    from hdl.board.boards import BOARDS, ULX3S_NIC
+    from sim.cli.main import board_config
+    board = dataclasses.replace(BOARDS["ulx3s-85f"], nic=dict(ULX3S_NIC))
+    assert board.config(bump=True).security.bypass_port is None
+    cfg = board_config(board, "switch")
+    assert cfg.security is not None and cfg.security.flow_sets == ULX3S_NIC["security"]["flow_sets"]
+    assert cfg.security.bypass_port == cfg.ports.index("host")
