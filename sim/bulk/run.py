@@ -197,6 +197,19 @@ class PipeBus(Bus):
             raise BusError(addr, int(resp), "write")
 
 
+def _program(sim: BulkSim, before) -> None:
+    """Run ``before(nic)`` (the driver programming the NIC over the simulator's CSR pipe) when given."""
+    if before is None:
+        return
+    from host_driver.driver import Nic
+
+    async def program():
+        nic = Nic(PipeBus(sim))
+        await nic.discover()
+        await before(nic)
+    asyncio.run(program())
+
+
 def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
              progress: Callable[[int], None] | None = None, before=None, after=None, ips=None) -> dict:
     """Run ``frames`` through the NIC in bulk mode in ``workdir``; return the results.
@@ -222,12 +235,7 @@ def run_bulk(config: NicConfig, frames: Frames, workdir: Path, *,
     wall0 = time.monotonic()
     ips_results = None
     with BulkSim(exe, frames_bin, out, workdir) as sim:
-        if before is not None:
-            async def program():
-                nic = Nic(PipeBus(sim))
-                await nic.discover()
-                await before(nic)
-            asyncio.run(program())
+        _program(sim, before)
         sim.go()
         if ips is not None:
             ips_results = _host_loop(sim, config, frames, ips["loop"], ips["order"], progress)
@@ -436,12 +444,7 @@ def run_looped(config: NicConfig, frames: Frames, loop: Loop, cycles: int, workd
     loop_file = loop.write(workdir / "loop.txt")
     wall0 = time.monotonic()
     with BulkSim(exe, frames_bin, out, workdir, loop_file) as sim:
-        if before is not None:
-            async def program():
-                nic = Nic(PipeBus(sim))
-                await nic.discover()
-                await before(nic)
-            asyncio.run(program())
+        _program(sim, before)
         sim.go()
         start = sim.cycles(0)             # the next edge is the traffic's cycle 1
         done = 0

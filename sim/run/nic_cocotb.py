@@ -97,6 +97,21 @@ def _packed(tkeep: list[int], bpb: int) -> bool:
     return tkeep[:n] == [1] * n and not any(tkeep[n:]) and len(tkeep) - n < bpb
 
 
+async def _offer(tb: TB, src, frame, on_complete, paced: bool, t0: int) -> None:
+    """Send one input ``frame`` (port, bytes, rx_error, start cycle) from ``src``: when paced, not
+    before its start cycle."""
+    _, data, err, start = frame
+    if paced and start is not None:
+        # Wake half a cycle before the target edge; the source starts the frame on that edge.
+        target_ps = (t0 + start) * tb.period_ps - tb.period_ps // 2
+        now = get_sim_time("ps")
+        if target_ps > now:
+            await Timer(target_ps - now, unit="ps")
+    fr = tb.make_frame(data, err)
+    fr.tx_complete = on_complete
+    await src.send(fr)
+
+
 async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressure: bool,
                    paced: bool) -> tuple[TB, dict]:
     """Reset, send every frame, wait until all are processed and drained; return (tb, results)."""
@@ -134,16 +149,7 @@ async def _traffic(dut, config: NicConfig, stim: dict, *, idle: bool, backpressu
     async def drive(port: int, indices: list[int]):
         src = tb.sources[config.ports[port]]
         for idx in indices:
-            _, data, err, start = frames[idx]
-            if paced and start is not None:
-                # Wake half a cycle before the target edge; the source starts the frame on that edge.
-                target_ps = (t0 + start) * tb.period_ps - tb.period_ps // 2
-                now = get_sim_time("ps")
-                if target_ps > now:
-                    await Timer(target_ps - now, unit="ps")
-            fr = tb.make_frame(data, err)
-            fr.tx_complete = completed(idx)
-            await src.send(fr)
+            await _offer(tb, src, frames[idx], completed(idx), paced, t0)
 
     beats = sum(-(-max(len(f[1]), 1) // config.bytes_per_beat) + 2 for f in frames)
     last_start = max((f[3] or 0) for f in frames) if paced and frames else 0
@@ -247,15 +253,8 @@ async def _host_loop(tb: TB, config: NicConfig, stim: dict, frames, completed, p
             await ClockCycles(tb.dut.clk, 4)
 
     for idx in stim["ips"]["order"]:
-        port, data, err, start = frames[idx]
-        if paced and start is not None:
-            target_ps = (t0 + start) * tb.period_ps - tb.period_ps // 2
-            now = get_sim_time("ps")
-            if target_ps > now:
-                await Timer(target_ps - now, unit="ps")
-        fr = tb.make_frame(data, err)
-        fr.tx_complete = completed(idx)
-        await tb.sources[config.ports[port]].send(fr)
+        port = frames[idx][0]
+        await _offer(tb, tb.sources[config.ports[port]], frames[idx], completed(idx), paced, t0)
         await settle(len(tb.records) + 1, f"input frame {idx}")
         rec = tb.records[-1]
         if not loop.diverted(rec.bits):
